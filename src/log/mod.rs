@@ -1,0 +1,14 @@
+//! The commit log: partitions of segments of CRC-framed records.
+//!
+//! - [`record`]: the frame codec.
+//! - [`segment`]: one mapped segment file and its header.
+//! - [`recovery`]: where a segment's log ends after a crash (a decision table).
+//! - [`control`]: the shared, mapped state of a live queue.
+//! - [`partition`]: appends, group commit, and validated reads.
+
+pub mod record;
+pub mod recovery;
+pub mod segment;
+
+pub(crate) mod control;
+pub(crate) mod partition;

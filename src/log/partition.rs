@@ -1,0 +1,461 @@
+//! A partition: one totally ordered log of records, numbered by dense `u64`
+//! offsets from 0, stored as a sequence of segments.
+//!
+//! Appends from every thread of every process go through the partition's
+//! robust append mutex in the control file; the tail (`next_offset`,
+//! `tail_segment_base`, `tail_pos`) is published there after the frames are
+//! written. Durability is a second step: `sync_to` makes every frame below a
+//! target durable with one msync shared by all waiting threads (group
+//! commit), then raises the shared `durable` (and, unless the queue is
+//! `Buffered`, `visible`) watermark.
+//!
+//! **Invariant:** every segment but the last is synced in full: `roll` syncs
+//! the old segment before it creates the next. So recovery only ever has to
+//! scan the last segment, and a sync only ever has to cover the tail segment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::fail_stop::FailStop;
+use crate::log::control::{ControlFile, PartitionControl, Tail};
+use crate::log::record::{self, Decoded, FrameMeta, KEY_BYTES_MAX};
+use crate::log::recovery;
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
+use crate::options::QueueConfig;
+use crate::storage::{self, shm::Acquired, shm::MutexGuard};
+
+/// One record to append.
+#[derive(Clone, Copy)]
+pub(crate) struct Record<'a> {
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) payload: &'a [u8],
+}
+
+impl Record<'_> {
+    fn frame_bytes(&self) -> usize {
+        record::frame_bytes(self.key.map_or(0, <[u8]>::len), self.payload.len())
+    }
+}
+
+/// The directory of partition `id` inside the queue directory.
+pub fn dir_name(id: u32) -> String {
+    format!("p{id:04}")
+}
+
+/// A partition of an open queue.
+pub(crate) struct Partition {
+    pub(crate) id: u32,
+    pub(crate) dir: PathBuf,
+    config: QueueConfig,
+    control: Arc<ControlFile>,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// The segment this process last appended to, so the hot path does not
+    /// look it up; checked against the shared tail under the append mutex.
+    tail_segment: Mutex<Option<Arc<Segment>>>,
+    sync_in_progress: Mutex<bool>,
+    sync_done: Condvar,
+    stop: Arc<FailStop>,
+}
+
+impl Partition {
+    pub(crate) fn new(queue_dir: &Path, id: u32, config: QueueConfig, control: Arc<ControlFile>, stop: Arc<FailStop>) -> Partition {
+        Partition {
+            id,
+            dir: queue_dir.join(dir_name(id)),
+            config,
+            control,
+            segments: RwLock::new(BTreeMap::new()),
+            tail_segment: Mutex::new(None),
+            sync_in_progress: Mutex::new(false),
+            sync_done: Condvar::new(),
+            stop,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> PartitionControl<'_> {
+        self.control.partition(self.id)
+    }
+
+    /// Appends `records` contiguously and returns the offset of the first.
+    /// The records are written and published, not yet durable: see
+    /// [`Partition::sync_to`]. A batch that fits one segment is written to
+    /// one segment, all or nothing.
+    pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<u64> {
+        self.stop.check()?;
+        let max = self.config.record_bytes_max;
+        for r in records {
+            let key_len = r.key.map_or(0, <[u8]>::len);
+            if key_len > KEY_BYTES_MAX || key_len + r.payload.len() > max as usize {
+                return Err(Error::RecordTooLarge { bytes: key_len + r.payload.len(), max });
+            }
+        }
+        let timestamp_ms = now_ms();
+        let c = self.shared();
+        let mut cache = self.tail_segment.lock();
+        let _guard = self.lock_tail(&c)?;
+        let first = c.next_offset.load(Ordering::Relaxed);
+        let mut next = first;
+        let mut pos = c.tail_pos.load(Ordering::Relaxed) as usize;
+        let mut seg = self.cached_tail(&mut cache, c.tail_segment_base.load(Ordering::Relaxed))?;
+        let total: usize = records.iter().map(Record::frame_bytes).sum();
+        if total > seg.len() - pos && total <= seg.len() - SEGMENT_HEADER_BYTES {
+            seg = self.roll(&c, &seg, pos, next)?;
+            *cache = Some(seg.clone());
+            pos = SEGMENT_HEADER_BYTES;
+        }
+        let durable = c.durable.load(Ordering::Acquire);
+        for r in records {
+            let len = r.frame_bytes();
+            if len > seg.len() - pos {
+                c.tail_pos.store(pos as u64, Ordering::Relaxed);
+                c.next_offset.store(next, Ordering::Release);
+                seg = self.roll(&c, &seg, pos, next)?;
+                *cache = Some(seg.clone());
+                pos = SEGMENT_HEADER_BYTES;
+            }
+            let durable_lag = u32::try_from(next - durable.min(next)).unwrap_or(u32::MAX);
+            let meta = FrameMeta { offset: next, timestamp_ms, durable_lag };
+            let header = record::encode_header(meta, r.key, r.payload);
+            let key = r.key.unwrap_or(&[]);
+            let pad = record::padding(key.len(), r.payload.len());
+            // SAFETY: we hold the append mutex (`_guard`) and `pos` is the
+            // published tail or beyond it (mmap contract rule 2); the frame
+            // fits the segment (checked above).
+            unsafe { seg.write_parts(pos, &[&header, key, r.payload, pad]) };
+            pos += len;
+            next += 1;
+        }
+        c.tail_pos.store(pos as u64, Ordering::Relaxed);
+        c.next_offset.store(next, Ordering::Release);
+        if self.config.durability.readers_see_unsynced() {
+            c.visible.store(next, Ordering::SeqCst);
+            self.control.notify();
+        }
+        Ok(first)
+    }
+
+    /// Blocks until every record below `target` is durable. One caller
+    /// syncs while the others wait for it (group commit); a sync covers
+    /// everything published when it starts, from any process.
+    pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
+        let c = self.shared();
+        loop {
+            self.stop.check()?;
+            if c.durable.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            let mut in_progress = self.sync_in_progress.lock();
+            if *in_progress {
+                self.sync_done.wait(&mut in_progress);
+                continue;
+            }
+            *in_progress = true;
+            drop(in_progress);
+            let result = self.sync_tail(&c);
+            *self.sync_in_progress.lock() = false;
+            self.sync_done.notify_all();
+            result?;
+        }
+    }
+
+    /// The offset the next record will get.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.shared().next_offset.load(Ordering::Acquire)
+    }
+
+    /// Readers deliver offsets below this.
+    pub(crate) fn visible(&self) -> u64 {
+        self.shared().visible.load(Ordering::SeqCst)
+    }
+
+    /// The earliest retained offset.
+    pub(crate) fn first_offset(&self) -> u64 {
+        self.shared().first_offset.load(Ordering::Acquire)
+    }
+
+    fn sync_tail(&self, c: &PartitionControl<'_>) -> Result<()> {
+        let (seg, pos, next) = {
+            let mut cache = self.tail_segment.lock();
+            let _guard = self.lock_tail(c)?;
+            let seg = self.cached_tail(&mut cache, c.tail_segment_base.load(Ordering::Relaxed))?;
+            (seg, c.tail_pos.load(Ordering::Relaxed) as usize, c.next_offset.load(Ordering::Relaxed))
+        };
+        seg.sync(SEGMENT_HEADER_BYTES, pos).map_err(|e| self.stop.stop(e))?;
+        self.publish_durable(c, next);
+        Ok(())
+    }
+
+    fn publish_durable(&self, c: &PartitionControl<'_>, next: u64) {
+        c.durable.fetch_max(next, Ordering::SeqCst);
+        if !self.config.durability.readers_see_unsynced() {
+            c.visible.fetch_max(next, Ordering::SeqCst);
+            self.control.notify();
+        }
+    }
+
+    /// Seals the full segment `old` (synced in full, so only the last segment
+    /// can ever be torn) and starts a new one at offset `next`. Called with
+    /// the append mutex held and the tail published up to `pos`/`next`.
+    fn roll(&self, c: &PartitionControl<'_>, old: &Segment, pos: usize, next: u64) -> Result<Arc<Segment>> {
+        old.sync(SEGMENT_HEADER_BYTES, pos).map_err(|e| self.stop.stop(e))?;
+        self.publish_durable(c, next);
+        let seg = Arc::new(Segment::create(&self.dir, self.id, next, self.config.segment_bytes)?);
+        self.segments.write().insert(next, seg.clone());
+        c.tail_segment_base.store(next, Ordering::Relaxed);
+        c.tail_pos.store(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
+        Ok(seg)
+    }
+
+    /// Takes the append mutex; if its last holder died holding it, first
+    /// rebuilds the tail from the segment, as recovery does at open.
+    fn lock_tail<'c>(&self, c: &'c PartitionControl<'_>) -> Result<MutexGuard<'c>> {
+        let (guard, acquired) = c.mutex.lock().map_err(|e| Error::io("lock append mutex", &self.dir, e))?;
+        if acquired == Acquired::OwnerDied {
+            // Rule 3 of the mmap contract: we hold the mutex, and recovery
+            // only zeroes bytes beyond the frames it keeps, which include every
+            // published frame.
+            let tail = recover(&self.dir, self.id, &self.config)?;
+            let tail = Tail { first_offset: c.first_offset.load(Ordering::Relaxed), ..tail };
+            c.set_tail(&tail);
+            self.publish_durable(c, tail.next_offset);
+            if self.config.durability.readers_see_unsynced() {
+                c.visible.fetch_max(tail.next_offset, Ordering::SeqCst);
+                self.control.notify();
+            }
+            guard.mark_consistent().map_err(|e| Error::io("repair append mutex", &self.dir, e))?;
+        }
+        Ok(guard)
+    }
+
+    fn cached_tail(&self, cache: &mut Option<Arc<Segment>>, base: u64) -> Result<Arc<Segment>> {
+        match cache {
+            Some(seg) if seg.base_offset == base => Ok(seg.clone()),
+            _ => {
+                let seg = self.segment(base)?;
+                *cache = Some(seg.clone());
+                Ok(seg)
+            }
+        }
+    }
+
+    /// The segment starting at `base`, mapped once per process.
+    pub(crate) fn segment(&self, base: u64) -> Result<Arc<Segment>> {
+        if let Some(seg) = self.segments.read().get(&base) {
+            return Ok(seg.clone());
+        }
+        let seg = Arc::new(Segment::open(&self.dir, self.id, base, self.config.segment_bytes)?);
+        Ok(self.segments.write().entry(base).or_insert(seg).clone())
+    }
+
+    /// Base offsets of the segment files on disk, in order.
+    pub(crate) fn segment_bases(&self) -> Result<Vec<u64>> {
+        segment_bases(&self.dir)
+    }
+
+    /// A cursor positioned at `offset`, which must be retained and at most
+    /// `next_offset`.
+    pub(crate) fn cursor_at(&self, offset: u64) -> Result<ReadCursor> {
+        let bases = self.segment_bases()?;
+        let Some(&base) = bases.iter().rev().find(|&&b| b <= offset) else {
+            return Err(Error::corrupt(&self.dir, 0, Some(offset), "no segment holds this offset"));
+        };
+        let segment = self.segment(base)?;
+        let mut pos = SEGMENT_HEADER_BYTES;
+        let mut at = base;
+        while at < offset {
+            // SAFETY: `at < offset <= next_offset`: the frame is published.
+            match unsafe { segment.frame_at(pos, self.config.record_bytes_max) } {
+                Decoded::Frame(f) if f.meta.offset == at => pos += f.len,
+                Decoded::Zero => {
+                    return Err(Error::corrupt(&segment.path, pos as u64, Some(at), "segment ends before the offset"));
+                }
+                Decoded::Frame(f) => {
+                    return Err(Error::corrupt(&segment.path, pos as u64, Some(at), format!("frame carries offset {}", f.meta.offset)));
+                }
+                Decoded::Invalid(i) => return Err(Error::corrupt(&segment.path, pos as u64, Some(at), i.to_string())),
+            }
+            at += 1;
+        }
+        Ok(ReadCursor { next_offset: offset, segment, pos })
+    }
+
+    /// Validates up to `max` frames from `cursor` that are below `visible`,
+    /// within one segment, without moving the cursor (the caller commits the
+    /// span). Moves the cursor to the next segment when the current one is
+    /// used up. Returns an empty span when nothing is visible. The first
+    /// frame that fails validation is an error; frames before it are
+    /// returned first.
+    pub(crate) fn read_span(&self, cursor: &mut ReadCursor, visible: u64, max: usize) -> Result<Span> {
+        let record_bytes_max = self.config.record_bytes_max;
+        let mut frames = Vec::with_capacity(max.min(visible.saturating_sub(cursor.next_offset) as usize));
+        let mut pos = cursor.pos;
+        let mut offset = cursor.next_offset;
+        while frames.len() < max && offset < visible {
+            let seg = &cursor.segment;
+            // SAFETY: `offset < visible`: the frame holding `offset` is
+            // published (mmap contract rule 2).
+            match unsafe { seg.frame_at(pos, record_bytes_max) } {
+                Decoded::Frame(f) if f.meta.offset == offset => {
+                    let payload_at = pos + record::FRAME_HEADER_BYTES + f.key.map_or(0, <[u8]>::len);
+                    frames.push(FrameRef {
+                        offset,
+                        timestamp_ms: f.meta.timestamp_ms,
+                        key: f.key.map(|k| (pos + record::FRAME_HEADER_BYTES, k.len())),
+                        payload: (payload_at, f.payload.len()),
+                    });
+                    pos += f.len;
+                    offset += 1;
+                }
+                Decoded::Zero if frames.is_empty() && pos > SEGMENT_HEADER_BYTES => {
+                    // This segment is used up; the record lives in the next.
+                    cursor.segment = self.next_segment(seg, offset)?;
+                    cursor.pos = SEGMENT_HEADER_BYTES;
+                    pos = SEGMENT_HEADER_BYTES;
+                }
+                Decoded::Zero if !frames.is_empty() => break,
+                found if !frames.is_empty() => {
+                    // Deliver the good frames; the next call reports this one.
+                    let _ = found;
+                    break;
+                }
+                Decoded::Frame(f) => {
+                    return Err(Error::corrupt(&seg.path, pos as u64, Some(offset), format!("frame carries offset {}", f.meta.offset)));
+                }
+                Decoded::Zero => {
+                    return Err(Error::corrupt(&seg.path, pos as u64, Some(offset), "zeros where a visible record must be"));
+                }
+                Decoded::Invalid(i) => return Err(Error::corrupt(&seg.path, pos as u64, Some(offset), i.to_string())),
+            }
+        }
+        Ok(Span { segment: cursor.segment.clone(), frames, end_pos: pos, end_offset: offset })
+    }
+
+    fn next_segment(&self, seg: &Segment, offset: u64) -> Result<Arc<Segment>> {
+        self.segment(offset).map_err(|e| match e {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Error::corrupt(
+                &seg.path,
+                0,
+                Some(offset),
+                format!("segment ends before record {offset}, and segment file {} is missing", segment::file_name(offset)),
+            ),
+            e => e,
+        })
+    }
+}
+
+/// Where a reader is in a partition.
+pub(crate) struct ReadCursor {
+    pub(crate) next_offset: u64,
+    segment: Arc<Segment>,
+    pos: usize,
+}
+
+impl ReadCursor {
+    /// Moves the cursor past a span that the consumer committed.
+    pub(crate) fn advance(&mut self, span: &Span) {
+        self.segment = span.segment.clone();
+        self.pos = span.end_pos;
+        self.next_offset = span.end_offset;
+    }
+}
+
+/// Validated frames of one segment, ready to be handed out as messages.
+pub(crate) struct Span {
+    segment: Arc<Segment>,
+    pub(crate) frames: Vec<FrameRef>,
+    end_pos: usize,
+    pub(crate) end_offset: u64,
+}
+
+/// Where one validated frame's parts are in its segment.
+pub(crate) struct FrameRef {
+    pub(crate) offset: u64,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) key: Option<(usize, usize)>,
+    pub(crate) payload: (usize, usize),
+}
+
+impl Span {
+    /// Borrows the bytes of a part of one of this span's frames.
+    pub(crate) fn bytes(&self, (pos, len): (usize, usize)) -> &[u8] {
+        assert!(pos + len <= self.end_pos, "part {pos}+{len} outside span ending at {}", self.end_pos);
+        // SAFETY: the span's frames were validated below the visible
+        // watermark, so they are published and never written again (mmap
+        // contract rule 2); the span holds the segment's mapping alive.
+        unsafe { self.segment.published(pos, pos + len) }
+    }
+}
+
+/// Base offsets of the segment files in a partition directory, in order.
+pub(crate) fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    for name in storage::list_dir(dir)? {
+        match segment::parse_file_name(&name) {
+            Some(base) => bases.push(base),
+            None => return Err(Error::corrupt(dir.join(&name), 0, None, "unexpected file in a partition directory")),
+        }
+    }
+    Ok(bases)
+}
+
+/// Creates partition `id`'s directory with an empty first segment (queue
+/// creation, before the meta file is published). Tolerates the leftovers of
+/// a creation that crashed.
+pub(crate) fn create(queue_dir: &Path, id: u32, config: &QueueConfig) -> Result<()> {
+    let dir = queue_dir.join(dir_name(id));
+    storage::create_dir_durable(&dir)?;
+    if segment_bases(&dir)?.is_empty() {
+        Segment::create(&dir, id, 0, config.segment_bytes)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the tail of partition `id` from its last segment, repairing a
+/// torn tail (see `recovery`), and makes everything it keeps durable. The
+/// caller is the only process with the queue open, or holds the append
+/// mutex after its previous holder died.
+pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig) -> Result<Tail> {
+    let bases = segment_bases(dir).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::corrupt(dir, 0, None, "partition directory is missing")
+        }
+        e => e,
+    })?;
+    let (Some(&first), Some(&last)) = (bases.first(), bases.last()) else {
+        return Err(Error::corrupt(dir, 0, None, "partition has no segment file"));
+    };
+    let seg = Segment::open_for_recovery(dir, last, config.segment_bytes)?;
+    // SAFETY: recovery's caller is alone or holds the append mutex (see
+    // above), so nothing writes this segment while we read it.
+    let whole = unsafe { seg.published(0, seg.len()) };
+    if whole[..SEGMENT_HEADER_BYTES].iter().all(|&b| b == 0) {
+        // Creation was cut short before the header was durable; nothing can
+        // have been written after it (records follow a durable header).
+        // SAFETY: as above; no reader can reach a segment without a header.
+        unsafe { seg.rewrite_header(id, config.segment_bytes) };
+        seg.sync(0, SEGMENT_HEADER_BYTES)?;
+    } else {
+        segment::check_header(whole, &seg.path, id, last, config.segment_bytes)?;
+    }
+    // SAFETY: as above.
+    let whole = unsafe { seg.published(0, seg.len()) };
+    let scan = recovery::scan(whole, last, config.record_bytes_max);
+    if let Some(torn) = scan.torn {
+        // SAFETY: as above; the torn bytes lie beyond every frame we keep.
+        unsafe { seg.zero(torn.from, torn.to) };
+        seg.sync(torn.from, torn.to)?;
+    }
+    seg.sync(SEGMENT_HEADER_BYTES, scan.tail_pos)?;
+    Ok(Tail { first_offset: first, next_offset: scan.next_offset, segment_base: last, pos: scan.tail_pos as u64 })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

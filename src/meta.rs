@@ -1,0 +1,166 @@
+//! The meta file, `durq.meta`: what makes a directory a durq queue.
+//!
+//! ```text
+//! offset size field
+//!  0     8    magic             b"DURQMETA"
+//!  8     4    version           FORMAT_VERSION
+//! 12     4    partitions
+//! 16     8    segment_bytes
+//! 24     4    record_bytes_max
+//! 28     4    durability        0 = sync, 1 = interval, 2 = buffered
+//! 32     8    interval_ms       the flush interval (0 unless interval)
+//! 40    20    reserved          zeros
+//! 60     4    crc32             CRC32 of bytes 0..60
+//! ```
+//!
+//! The file is written once, to a temporary name, fdatasynced, and published
+//! with a hard link (which, unlike rename, fails if another process published
+//! first), then the directory is fsynced. Checks run in the order magic →
+//! checksum → version, so a foreign file is reported as foreign, not as a
+//! newer version.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::options::{Durability, QueueConfig};
+use crate::storage;
+
+/// The on-disk format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The meta file's name inside a queue directory.
+pub const META_FILE: &str = "durq.meta";
+/// Bytes of the meta file.
+pub const META_BYTES: usize = 64;
+
+const MAGIC: [u8; 8] = *b"DURQMETA";
+const VERSION_AT: usize = 8;
+const PARTITIONS_AT: usize = 12;
+const SEGMENT_BYTES_AT: usize = 16;
+const RECORD_BYTES_MAX_AT: usize = 24;
+const DURABILITY_AT: usize = 28;
+const INTERVAL_MS_AT: usize = 32;
+const CRC_AT: usize = 60;
+const _: () = assert!(CRC_AT + 4 == META_BYTES);
+
+/// Encodes a queue's configuration as meta file bytes.
+pub fn encode(config: &QueueConfig) -> [u8; META_BYTES] {
+    let (kind, interval_ms) = match config.durability {
+        Durability::Sync => (0u32, 0u64),
+        Durability::Interval(d) => (1, d.as_millis() as u64),
+        Durability::Buffered => (2, 0),
+    };
+    let mut b = [0u8; META_BYTES];
+    b[..VERSION_AT].copy_from_slice(&MAGIC);
+    b[VERSION_AT..PARTITIONS_AT].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b[PARTITIONS_AT..SEGMENT_BYTES_AT].copy_from_slice(&config.partitions.to_le_bytes());
+    b[SEGMENT_BYTES_AT..RECORD_BYTES_MAX_AT].copy_from_slice(&config.segment_bytes.to_le_bytes());
+    b[RECORD_BYTES_MAX_AT..DURABILITY_AT].copy_from_slice(&config.record_bytes_max.to_le_bytes());
+    b[DURABILITY_AT..INTERVAL_MS_AT].copy_from_slice(&kind.to_le_bytes());
+    b[INTERVAL_MS_AT..INTERVAL_MS_AT + 8].copy_from_slice(&interval_ms.to_le_bytes());
+    let crc = crc32fast::hash(&b[..CRC_AT]);
+    b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes and validates meta file bytes read from `path`.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<QueueConfig> {
+    let not_queue = |reason: String| Error::NotAQueue { path: path.into(), reason };
+    let corrupt = |position: usize, reason: &str| Error::corrupt(path, position as u64, None, reason);
+    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+        return Err(not_queue(format!("{} does not start with the durq magic", path.display())));
+    }
+    if bytes.len() != META_BYTES {
+        return Err(corrupt(bytes.len(), &format!("meta file is {} bytes, expected {META_BYTES}", bytes.len())));
+    }
+    let le32 = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let le64 = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if crc32fast::hash(&bytes[..CRC_AT]) != le32(CRC_AT) {
+        return Err(corrupt(CRC_AT, "meta file checksum mismatch"));
+    }
+    let version = le32(VERSION_AT);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: FORMAT_VERSION });
+    }
+    let durability = match (le32(DURABILITY_AT), le64(INTERVAL_MS_AT)) {
+        (0, 0) => Durability::Sync,
+        (1, ms) => Durability::Interval(Duration::from_millis(ms)),
+        (2, 0) => Durability::Buffered,
+        _ => return Err(corrupt(DURABILITY_AT, "unknown durability")),
+    };
+    let config = QueueConfig {
+        partitions: le32(PARTITIONS_AT),
+        durability,
+        segment_bytes: le64(SEGMENT_BYTES_AT),
+        record_bytes_max: le32(RECORD_BYTES_MAX_AT),
+    };
+    config.validate().map_err(|e| corrupt(0, &format!("stored options are invalid: {e}")))?;
+    Ok(config)
+}
+
+/// Reads and validates the meta file of the queue at `dir`.
+pub fn read(dir: &Path) -> Result<QueueConfig> {
+    let path = dir.join(META_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    decode(&bytes, &path)
+}
+
+/// Publishes a meta file for `config` in `dir` unless one exists. Returns the
+/// configuration that is in force: `config`, or the one another process
+/// published first.
+pub fn create(dir: &Path, config: &QueueConfig) -> Result<QueueConfig> {
+    let tmp = dir.join(format!("{META_FILE}.tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    storage::write_new_file(&tmp, &encode(config))?;
+    if storage::publish_new(&tmp, &dir.join(META_FILE))? {
+        Ok(*config)
+    } else {
+        read(dir)
+    }
+}
+
+/// True for the leftovers of a [`create`] that crashed before publishing.
+pub fn is_unpublished_tmp(name: &str) -> bool {
+    name.starts_with(&format!("{META_FILE}.tmp."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_golden_bytes_round_trip() {
+        let config = QueueConfig {
+            partitions: 4,
+            durability: Durability::Interval(Duration::from_millis(25)),
+            segment_bytes: 1 << 20,
+            record_bytes_max: 4096,
+        };
+        let b = encode(&config);
+        assert_eq!(&b[..8], b"DURQMETA");
+        assert_eq!(b[8..12], 1u32.to_le_bytes());
+        assert_eq!(b[12..16], 4u32.to_le_bytes());
+        assert_eq!(b[16..24], (1u64 << 20).to_le_bytes());
+        assert_eq!(b[24..28], 4096u32.to_le_bytes());
+        assert_eq!(b[28..32], 1u32.to_le_bytes());
+        assert_eq!(b[32..40], 25u64.to_le_bytes());
+        assert!(b[40..60].iter().all(|&x| x == 0));
+        assert_eq!(decode(&b, Path::new("m")).unwrap(), config);
+    }
+
+    #[test]
+    fn meta_foreign_truncated_newer_and_damaged_are_refused() {
+        let b = encode(&crate::Options::default().resolve().unwrap());
+        let p = Path::new("m");
+        assert!(matches!(decode(b"hello world", p), Err(Error::NotAQueue { .. })));
+        assert!(matches!(decode(&b[..40], p), Err(Error::Corrupt { .. })));
+        let mut flipped = b;
+        flipped[13] ^= 4;
+        assert!(matches!(decode(&flipped, p), Err(Error::Corrupt { .. })));
+        let mut newer = b;
+        newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32fast::hash(&newer[..60]);
+        newer[60..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&newer, p), Err(Error::UnsupportedVersion { found: 2, .. })));
+    }
+}

@@ -1,0 +1,101 @@
+//! The producer: appends records and says when they are safe.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::log::partition::Record;
+use crate::options::Durability;
+use crate::queue::QueueInner;
+
+/// Where a record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset within the partition.
+    pub offset: u64,
+}
+
+/// Sends records into a queue. `Clone + Send + Sync`: share it between
+/// threads or clone it; every clone appends to the same log.
+///
+/// What a returned `Ok` means depends on the queue's [`Durability`]: under
+/// `Sync` the record is on stable storage; under `Interval` and `Buffered`
+/// it survives a crash of this process, and [`Producer::flush`] makes it
+/// survive a power loss.
+///
+/// ```
+/// # fn main() -> Result<(), durq::Error> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// let queue = durq::Queue::open(tmp.path().join("q"))?;
+/// let producer = queue.producer();
+/// let pos = producer.send(b"order 1")?;
+/// assert_eq!((pos.partition, pos.offset), (0, 0));
+/// producer.send_keyed(b"user-7", b"order 2")?;
+/// let positions = producer.send_batch(&[b"a".as_slice(), b"b"])?;
+/// assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), [2, 3]);
+/// producer.flush()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    queue: Arc<QueueInner>,
+}
+
+impl Producer {
+    pub(crate) fn new(queue: Arc<QueueInner>) -> Producer {
+        Producer { queue }
+    }
+
+    /// Appends one record to the next partition in round-robin order.
+    pub fn send(&self, payload: impl AsRef<[u8]>) -> Result<Position> {
+        let partition = self.queue.next_partition();
+        self.append(partition, &[Record { key: None, payload: payload.as_ref() }])
+            .map(|offset| Position { partition, offset })
+    }
+
+    /// Appends one record with a key. Records with the same key go to the same
+    /// partition (CRC32 of the key modulo the partition count, stable across
+    /// versions and hosts), so they are consumed in send order.
+    pub fn send_keyed(&self, key: impl AsRef<[u8]>, payload: impl AsRef<[u8]>) -> Result<Position> {
+        let key = key.as_ref();
+        let partition = crc32fast::hash(key) % self.queue.config.partitions;
+        self.append(partition, &[Record { key: Some(key), payload: payload.as_ref() }])
+            .map(|offset| Position { partition, offset })
+    }
+
+    /// Appends records contiguously to one partition with one sync for the
+    /// whole batch. If any record is too large, nothing is written.
+    pub fn send_batch<I>(&self, payloads: I) -> Result<Vec<Position>>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let payloads: Vec<I::Item> = payloads.into_iter().collect();
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<Record<'_>> = payloads.iter().map(|p| Record { key: None, payload: p.as_ref() }).collect();
+        let partition = self.queue.next_partition();
+        let first = self.append(partition, &records)?;
+        Ok((first..first + records.len() as u64).map(|offset| Position { partition, offset }).collect())
+    }
+
+    /// Blocks until everything sent so far, by any producer of this queue,
+    /// is on stable storage.
+    pub fn flush(&self) -> Result<()> {
+        for p in &self.queue.partitions {
+            p.sync_to(p.next_offset())?;
+        }
+        Ok(())
+    }
+
+    fn append(&self, partition: u32, records: &[Record<'_>]) -> Result<u64> {
+        let p = &self.queue.partitions[partition as usize];
+        let first = p.append(records)?;
+        if self.queue.config.durability == Durability::Sync {
+            p.sync_to(first + records.len() as u64)?;
+        }
+        Ok(first)
+    }
+}

@@ -1,0 +1,265 @@
+//! Opening (and creating) a queue directory.
+//!
+//! ```text
+//! DIR/durq.meta                 options, fixed at creation (meta.rs)
+//! DIR/durq.ctl                  live shared state, rebuilt by the first opener (log/control.rs)
+//! DIR/durq.lock                 serialises opening, and so recovery
+//! DIR/p0000/<base>.seg          partition 0's segments (log/segment.rs)
+//! DIR/groups/<group>/p0000.ckpt group checkpoints (group/checkpoint.rs)
+//! ```
+//!
+//! Creation writes every partition's first segment before it publishes the
+//! meta file, so a directory with a meta file is always a complete queue, and
+//! one without is either empty or the leftovers of a creation that crashed
+//! (which the next open completes).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+
+use crate::consumer::Consumer;
+use crate::error::{Error, Result};
+use crate::fail_stop::FailStop;
+use crate::log::control::{self, ControlFile, Opened};
+use crate::log::partition::{self, Partition};
+use crate::meta;
+use crate::options::{ConsumerOptions, Durability, Options, QueueConfig};
+use crate::producer::Producer;
+use crate::storage;
+
+/// An open queue. Cheap to clone; every clone shares one set of mappings.
+///
+/// ```
+/// # fn main() -> Result<(), durq::Error> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let path = tmp.path().join("orders");
+/// let queue = durq::Queue::open_with(&path, durq::Options::default().partitions(2))?;
+/// assert_eq!(queue.config().partitions, 2);
+/// // Reopening reads the stored options; a conflicting one is an error.
+/// drop(queue);
+/// let again = durq::Queue::open(&path)?;
+/// assert_eq!(again.config().partitions, 2);
+/// assert!(durq::Queue::open_with(&path, durq::Options::default().partitions(3)).is_err());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Queue {
+    pub(crate) inner: Arc<QueueInner>,
+}
+
+pub(crate) struct QueueInner {
+    // Dropped first: its last pass syncs what the partitions hold.
+    _flusher: Option<Flusher>,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: QueueConfig,
+    pub(crate) partitions: Vec<Arc<Partition>>,
+    pub(crate) control: Arc<ControlFile>,
+    pub(crate) round_robin: AtomicU32,
+}
+
+impl Queue {
+    /// Opens the queue at `path`, creating it with default options if it
+    /// does not exist.
+    pub fn open(path: impl AsRef<Path>) -> Result<Queue> {
+        Queue::open_with(path, Options::default())
+    }
+
+    /// Opens the queue at `path`, creating it with `options` if it does not
+    /// exist. On an existing queue, every option set in `options` must match
+    /// the stored one.
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Queue> {
+        let dir = path.as_ref().to_path_buf();
+        let config = match existing_config(&dir)? {
+            Some(stored) => stored,
+            None => create(&dir, &options)?,
+        };
+        check_conflicts(&dir, &options, &config)?;
+        Queue::open_config(dir, config)
+    }
+
+    /// Opens the queue at `path`, which must exist: never creates one.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Queue> {
+        let dir = path.as_ref().to_path_buf();
+        match existing_config(&dir)? {
+            Some(config) => Queue::open_config(dir, config),
+            None => Err(Error::NotAQueue { path: dir, reason: format!("it has no {}", meta::META_FILE) }),
+        }
+    }
+
+    fn open_config(dir: PathBuf, config: QueueConfig) -> Result<Queue> {
+        let open_lock = control::lock_for_open(&dir)?;
+        let control = match ControlFile::open(&dir, config.partitions)? {
+            Opened::Alone(control) => {
+                let tails = (0..config.partitions)
+                    .map(|p| partition::recover(&dir.join(partition::dir_name(p)), p, &config))
+                    .collect::<Result<Vec<_>>>()?;
+                control.init(&tails)?;
+                control
+            }
+            Opened::Joined(control) => control,
+        };
+        drop(open_lock);
+        let control = Arc::new(control);
+        let stop = Arc::new(FailStop::default());
+        let partitions: Vec<Arc<Partition>> = (0..config.partitions)
+            .map(|p| Arc::new(Partition::new(&dir, p, config, control.clone(), stop.clone())))
+            .collect();
+        let flusher = match config.durability {
+            Durability::Interval(every) => Some(Flusher::start(every, partitions.clone())),
+            _ => None,
+        };
+        Ok(Queue {
+            inner: Arc::new(QueueInner {
+                _flusher: flusher,
+                dir,
+                config,
+                partitions,
+                control,
+                round_robin: AtomicU32::new(0),
+            }),
+        })
+    }
+
+    /// A producer for this queue: `Clone + Send + Sync`.
+    pub fn producer(&self) -> Producer {
+        Producer::new(self.inner.clone())
+    }
+
+    /// Joins consumer group `group` with default options.
+    pub fn consumer(&self, group: &str) -> Result<Consumer> {
+        self.consumer_with(group, ConsumerOptions::default())
+    }
+
+    /// Joins consumer group `group`.
+    pub fn consumer_with(&self, group: &str, options: ConsumerOptions) -> Result<Consumer> {
+        Consumer::open(self.inner.clone(), group, options)
+    }
+
+    /// The options the queue has.
+    pub fn config(&self) -> QueueConfig {
+        self.inner.config
+    }
+
+    /// The queue's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Partition `p`'s offsets: `(first retained, next to be written)`.
+    pub fn offsets(&self, p: u32) -> (u64, u64) {
+        let part = &self.inner.partitions[p as usize];
+        (part.first_offset(), part.next_offset())
+    }
+}
+
+impl QueueInner {
+    /// Picks the partition for an unkeyed record: round-robin.
+    pub(crate) fn next_partition(&self) -> u32 {
+        match self.config.partitions {
+            1 => 0,
+            n => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+}
+
+/// The stored configuration, `None` if `dir` can hold a new queue, or an
+/// error if it is something else.
+fn existing_config(dir: &Path) -> Result<Option<QueueConfig>> {
+    if dir.join(meta::META_FILE).exists() {
+        return meta::read(dir).map(Some);
+    }
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("stat", dir, e)),
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::NotAQueue { path: dir.into(), reason: "it is not a directory".into() });
+        }
+        Ok(_) => {}
+    }
+    // Only an empty directory, or the leftovers of a crashed creation, may
+    // become a queue; anything else is somebody else's directory.
+    for name in storage::list_dir(dir)? {
+        let leftover = meta::is_unpublished_tmp(&name)
+            || control::is_runtime_file(&name)
+            || (name.len() == 5 && name.starts_with('p') && name[1..].bytes().all(|b| b.is_ascii_digit()));
+        if !leftover {
+            return Err(Error::NotAQueue {
+                path: dir.into(),
+                reason: format!("it is not empty (found {name:?}) and has no {}", meta::META_FILE),
+            });
+        }
+    }
+    Ok(None)
+}
+
+fn create(dir: &Path, options: &Options) -> Result<QueueConfig> {
+    let config = options.resolve()?;
+    storage::create_dir_durable(dir)?;
+    for p in 0..config.partitions {
+        partition::create(dir, p, &config)?;
+    }
+    meta::create(dir, &config)
+}
+
+fn check_conflicts(dir: &Path, options: &Options, stored: &QueueConfig) -> Result<()> {
+    fn check<T: PartialEq + std::fmt::Display>(dir: &Path, option: &'static str, asked: Option<T>, stored: T) -> Result<()> {
+        match asked {
+            Some(asked) if asked != stored => Err(Error::OptionsConflict {
+                path: dir.into(),
+                option,
+                stored: stored.to_string(),
+                requested: asked.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+    check(dir, "partitions", options.partitions, stored.partitions)?;
+    check(dir, "durability", options.durability, stored.durability)?;
+    check(dir, "segment_bytes", options.segment_bytes, stored.segment_bytes)?;
+    check(dir, "record_bytes_max", options.record_bytes_max, stored.record_bytes_max)
+}
+
+/// The background thread of `Durability::Interval`: syncs every partition's
+/// published records once per interval, and once more when the queue is
+/// dropped.
+struct Flusher {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(every: std::time::Duration, partitions: Vec<Arc<Partition>>) -> Flusher {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name("durq-flusher".into())
+            .spawn(move || {
+                loop {
+                    let last = !matches!(stopped.recv_timeout(every), Err(RecvTimeoutError::Timeout));
+                    for p in &partitions {
+                        // An error stops the queue (fail-stop) and is
+                        // reported to the next send or flush.
+                        if p.sync_to(p.next_offset()).is_err() {
+                            return;
+                        }
+                    }
+                    if last {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the flusher thread");
+        Flusher { stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Shared, writable file mappings, and the contract that makes them sound.
+//!
+//! # The mmap contract
+//!
+//! durq maps segment files and the control file `MAP_SHARED`, read-write, in
+//! every process that opens the queue. Handing out `&[u8]` into such a
+//! mapping, or writing through a raw pointer into it, is sound only while these
+//! rules hold; every `unsafe` call into this module names the rule it relies on.
+//!
+//! 1. **No shrinking.** durq never truncates a segment or the control file.
+//!    A segment is created at its full size with its blocks reserved
+//!    (`fallocate`), so neither a read nor a write through a mapping can touch
+//!    a page beyond the end of the file (SIGBUS) or need a block the disk no
+//!    longer has (ENOSPC turned into SIGBUS). Retention removes whole segment
+//!    files with `unlink`; a process that still maps one keeps its pages.
+//! 2. **Append only below the published end.** Bytes of a segment below the
+//!    partition's published tail (`next_offset`/`tail_pos` in the control
+//!    file) are never written again by durq. Only the holder of the partition's
+//!    append mutex writes, and only at or beyond the published tail. Readers
+//!    take slices only of frames below the visible watermark, which is at most
+//!    the published tail. So a `&[u8]` handed to a reader never aliases a
+//!    concurrent write by durq.
+//! 3. **Repair happens where no reader looks.** Zeroing a torn tail writes
+//!    only at or beyond the published tail, either by the sole process that
+//!    has the queue open (recovery at open) or by the holder of the append
+//!    mutex after the previous holder died.
+//! 4. **Outside writers are out of scope.** Like every mmap-based store
+//!    (LMDB, Chronicle Queue), durq cannot stop another program, or a hostile
+//!    local user, from writing into a mapped file. Such a write may change
+//!    bytes under a reader; durq re-validates every frame (CRC) before it
+//!    delivers it, so damage made before the read is detected, but a
+//!    concurrent one is outside what Rust's memory model can promise.
+
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Error, Result};
+
+/// A whole file mapped shared and read-write.
+pub(crate) struct MappedFile {
+    map: MmapRaw,
+    len: usize,
+}
+
+impl MappedFile {
+    /// Maps the first `len` bytes of `file`, which must be at least that long
+    /// (the caller reserved them).
+    pub(crate) fn map(file: &File, path: &Path, len: u64) -> Result<MappedFile> {
+        let actual = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+        if actual < len {
+            return Err(Error::corrupt(
+                path,
+                actual,
+                None,
+                format!("file is {actual} bytes, expected at least {len}"),
+            ));
+        }
+        let len = usize::try_from(len).expect("segment sizes are bounded by SEGMENT_BYTES_MAX");
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(file)
+            .map_err(|e| Error::io("mmap", path, e))?;
+        Ok(MappedFile { map, len })
+    }
+
+    /// Size of the mapping in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Borrows `len` bytes at `pos`.
+    ///
+    /// # Safety
+    /// No one may write `pos..pos + len` while the slice lives: the bytes lie
+    /// below the published tail (contract rule 2), or the caller is the only
+    /// process with the queue open (rule 3).
+    pub(crate) unsafe fn bytes(&self, pos: usize, len: usize) -> &[u8] {
+        assert!(pos <= self.len && len <= self.len - pos, "read {pos}+{len} beyond map of {}", self.len);
+        // SAFETY: the range is inside the mapping (checked above), the mapping
+        // lives as long as `self`, and the caller promises no concurrent write.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(pos), len) }
+    }
+
+    /// Copies `src` into the mapping at `pos`.
+    ///
+    /// # Safety
+    /// The caller holds the right to write `pos..pos + src.len()`: it holds the
+    /// partition's append mutex and the range lies at or beyond the published
+    /// tail (contract rule 2), or it is the only process with the queue open.
+    pub(crate) unsafe fn write(&self, pos: usize, src: &[u8]) {
+        assert!(
+            pos <= self.len && src.len() <= self.len - pos,
+            "write {pos}+{} beyond map of {}",
+            src.len(),
+            self.len
+        );
+        // SAFETY: the range is inside the mapping (checked above); `src` is a
+        // Rust slice and cannot overlap the shared mapping's unpublished
+        // region, which no reference points into (rule 2).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.map.as_mut_ptr().add(pos), src.len()) }
+    }
+
+    /// Fills `pos..pos + len` with zeros. Same safety contract as [`write`].
+    ///
+    /// [`write`]: MappedFile::write
+    pub(crate) unsafe fn zero(&self, pos: usize, len: usize) {
+        assert!(pos <= self.len && len <= self.len - pos, "zero {pos}+{len} beyond map of {}", self.len);
+        // SAFETY: in bounds (checked above); the caller holds the write right.
+        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(pos), 0, len) }
+    }
+
+    /// A raw pointer to byte `pos`, for the control file's atomics.
+    pub(crate) fn ptr_at(&self, pos: usize) -> *mut u8 {
+        assert!(pos < self.len, "pointer {pos} beyond map of {}", self.len);
+        // SAFETY: in bounds (checked above); producing the pointer is safe, its
+        // users argue for each access.
+        unsafe { self.map.as_mut_ptr().add(pos) }
+    }
+
+    /// Makes `pos..pos + len` durable (msync with MS_SYNC, which on Linux is
+    /// an fdatasync of that range of the file).
+    pub(crate) fn sync_range(&self, path: &Path, pos: usize, len: usize) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.flush_range(pos, len).map_err(|e| Error::io("msync", path, e))
+    }
+}

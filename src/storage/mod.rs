@@ -1,0 +1,195 @@
+//! Everything durq does to the file system, in one place.
+//!
+//! **Invariant:** no other module calls `std::fs` write operations, `sync_*`,
+//! `fallocate`, locks, maps or futexes directly. Every durability step has a
+//! name here, so a reader can audit which calls make what durable, and a later
+//! simulated disk can replace this module wholesale.
+//!
+//! - [`mmap`]: file mappings, the only place that hands out raw pointers into
+//!   shared memory, with the contract that keeps readers from faulting.
+//! - [`shm`]: cross-process synchronisation inside a shared mapping: a robust
+//!   process-shared mutex and futex wait/wake.
+
+pub(crate) mod mmap;
+pub(crate) mod shm;
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Creates `dir` and any missing parents, then fsyncs every directory whose
+/// entries changed, so the new directories survive a power loss.
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.exists() {
+            break;
+        }
+        missing.push(d);
+        cur = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    // Sync each new directory and the parent that gained its entry, from the
+    // top down: a child entry is only reachable once its parent is durable.
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
+/// fsyncs a directory, making the creation, rename or removal of its entries
+/// durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Opens an existing file for reading and writing.
+pub(crate) fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::io("open", path, e))
+}
+
+/// Creates a file that must not exist yet, writes `contents`, reserves
+/// `reserve_bytes` of disk space for it, and makes both the file and its
+/// directory entry durable (fdatasync of the file, fsync of the directory).
+pub(crate) fn create_durable(path: &Path, contents: &[u8], reserve_bytes: u64) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    if reserve_bytes > 0 {
+        reserve(&file, path, reserve_bytes)?;
+    }
+    file.write_all_at(contents, 0).map_err(|e| Error::io("write", path, e))?;
+    file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+    sync_dir(path.parent().expect("a durq file always lives in a directory"))?;
+    Ok(file)
+}
+
+/// Reserves disk blocks for the first `len` bytes of `file` (fallocate), so a
+/// later store into a mapping of it can never hit ENOSPC and fault. The file
+/// only ever grows here: shrinking a mapped file makes readers fault.
+pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
+    // SAFETY: posix_fallocate only reads its integer arguments; the descriptor
+    // is owned by `file`, which outlives the call.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if rc != 0 {
+        return Err(Error::io("reserve space (fallocate)", path, std::io::Error::from_raw_os_error(rc)));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` at `pos` and fdatasyncs the file: the one way small
+/// metadata files (checkpoints, leases) are made durable.
+pub(crate) fn write_durable_at(file: &File, path: &Path, pos: u64, bytes: &[u8]) -> Result<()> {
+    file.write_all_at(bytes, pos).map_err(|e| Error::io("write", path, e))?;
+    file.sync_data().map_err(|e| Error::io("fdatasync", path, e))
+}
+
+/// Reads up to `buf.len()` bytes at `pos`, returning how many were read (short
+/// only at end of file).
+pub(crate) fn read_at(file: &File, path: &Path, pos: u64, buf: &mut [u8]) -> Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], pos + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    Ok(done)
+}
+
+/// Outcome of trying to take a file lock.
+pub(crate) enum Locked {
+    Yes,
+    HeldElsewhere,
+}
+
+/// Opens (creating if needed) a lock file and tries to take an exclusive
+/// `flock` on it without blocking. The kernel releases the lock the moment the
+/// holder dies, however it dies.
+pub(crate) fn try_lock_exclusive(path: &Path) -> Result<(File, Locked)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io("open lock file", path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok((file, Locked::Yes)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok((file, Locked::HeldElsewhere)),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
+    }
+}
+
+/// Opens (creating if needed) a lock file and blocks until it holds an
+/// exclusive `flock` on it.
+pub(crate) fn lock_exclusive(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io("open lock file", path, e))?;
+    file.lock().map_err(|e| Error::io("lock", path, e))?;
+    Ok(file)
+}
+
+/// Turns the caller's lock on `file` into a shared one.
+pub(crate) fn lock_shared(file: &File, path: &Path) -> Result<()> {
+    file.lock_shared().map_err(|e| Error::io("lock (shared)", path, e))
+}
+
+/// Lists the names in `dir`.
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Publishes `tmp` as `path` only if `path` does not exist yet (a hard link,
+/// which fails instead of replacing), then fsyncs the directory and removes
+/// `tmp`. Returns false if another process published first.
+pub(crate) fn publish_new(tmp: &Path, path: &Path) -> Result<bool> {
+    let published = match std::fs::hard_link(tmp, path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(Error::io("link", path, e)),
+    };
+    std::fs::remove_file(tmp).map_err(|e| Error::io("remove", tmp, e))?;
+    sync_dir(path.parent().expect("a durq file always lives in a directory"))?;
+    Ok(published)
+}
+
+/// Writes a new file at `path` (which must not exist) with `contents` and
+/// fdatasyncs it; the caller publishes it.
+pub(crate) fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    f.write_all_at(contents, 0).map_err(|e| Error::io("write", path, e))?;
+    f.sync_data().map_err(|e| Error::io("fdatasync", path, e))
+}

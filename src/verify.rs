@@ -1,0 +1,170 @@
+//! A read-only check of every byte of a queue: `durq verify`.
+//!
+//! Walks every frame of every segment (checksum, offset order, segment
+//! contiguity) and every checkpoint, and reports each problem with its file,
+//! byte position and offset. It opens files read-only and never repairs:
+//! a torn tail that the next open would zero is reported as a note.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::group::GROUPS_DIR;
+use crate::group::checkpoint::{self, CopyError, SECOND_COPY_AT};
+use crate::log::partition;
+use crate::log::recovery;
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
+use crate::meta;
+use crate::storage;
+
+/// Everything `verify` found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Records checked, over all partitions.
+    pub records: u64,
+    /// Segment files checked.
+    pub segments: usize,
+    /// Checkpoint files checked.
+    pub checkpoints: usize,
+    /// Damage: the queue is not intact.
+    pub problems: Vec<Problem>,
+    /// Worth knowing, but not damage (an unrecovered torn tail after a crash).
+    pub notes: Vec<String>,
+}
+
+/// One problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The damaged file.
+    pub file: PathBuf,
+    /// Byte position of the damage.
+    pub position: u64,
+    /// Record offset there, where one applies.
+    pub offset: Option<u64>,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: byte {}", self.file.display(), self.position)?;
+        if let Some(o) = self.offset {
+            write!(f, ", offset {o}")?;
+        }
+        write!(f, ": {}", self.what)
+    }
+}
+
+impl Report {
+    fn problem(&mut self, file: &Path, position: u64, offset: Option<u64>, what: impl Into<String>) {
+        self.problems.push(Problem { file: file.into(), position, offset, what: what.into() });
+    }
+}
+
+/// Checks the queue at `dir` without modifying anything. `Err` only when it
+/// cannot be read as a queue at all (no meta file, unreadable directory).
+pub fn verify(dir: &Path) -> Result<Report> {
+    let config = meta::read(dir)?;
+    let mut report = Report::default();
+    let mut ends = Vec::new();
+    for p in 0..config.partitions {
+        let pdir = dir.join(partition::dir_name(p));
+        ends.push(verify_partition(&pdir, p, &config, &mut report)?);
+    }
+    let groups_dir = dir.join(GROUPS_DIR);
+    if groups_dir.is_dir() {
+        for group in storage::list_dir(&groups_dir)? {
+            for (p, &end) in ends.iter().enumerate() {
+                let path = groups_dir.join(&group).join(checkpoint::file_name(p as u32));
+                if path.exists() {
+                    verify_checkpoint(&path, p as u32, end, &mut report)?;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Returns the partition's next offset as found on disk.
+fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &mut Report) -> Result<u64> {
+    let bases = match partition::segment_bases(pdir) {
+        Ok(b) => b,
+        Err(Error::Corrupt { file, reason, .. }) => {
+            report.problem(&file, 0, None, reason);
+            return Ok(0);
+        }
+        Err(e) => return Err(e),
+    };
+    if bases.is_empty() {
+        report.problem(pdir, 0, None, "partition has no segment file");
+        return Ok(0);
+    }
+    let mut expected = bases[0];
+    for (i, &base) in bases.iter().enumerate() {
+        let last = i + 1 == bases.len();
+        let path = pdir.join(segment::file_name(base));
+        report.segments += 1;
+        if base != expected {
+            report.problem(&path, 0, Some(expected), format!("segment starts at offset {base}, but the previous one ends at {expected}"));
+            expected = base;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        if bytes.len() as u64 != config.segment_bytes {
+            report.problem(&path, bytes.len() as u64, None, format!("segment is {} bytes, expected {}", bytes.len(), config.segment_bytes));
+            if bytes.len() < SEGMENT_HEADER_BYTES {
+                continue;
+            }
+        }
+        if last && bytes[..SEGMENT_HEADER_BYTES].iter().all(|&b| b == 0) && bytes.iter().all(|&b| b == 0) {
+            report.notes.push(format!("{}: empty segment whose creation was cut short; the next open rewrites its header", path.display()));
+            continue;
+        }
+        if let Err(e) = segment::check_header(&bytes, &path, p, base, config.segment_bytes) {
+            report.problem(&path, 0, None, e.to_string());
+            continue;
+        }
+        let scan = recovery::scan(&bytes, base, config.record_bytes_max);
+        for d in &scan.damaged {
+            report.problem(&path, d.pos as u64, Some(d.offset), format!("{} in acknowledged data (valid records follow at byte {})", d.reason, d.resumed_at));
+        }
+        if let Some(torn) = scan.torn {
+            if last {
+                report.notes.push(format!(
+                    "{}: unrecovered torn tail at byte {} (offset {}): {}; never acknowledged, the next open zeroes it",
+                    path.display(),
+                    torn.from,
+                    scan.next_offset,
+                    torn.reason
+                ));
+            } else {
+                report.problem(&path, torn.from as u64, Some(scan.next_offset), format!("{} in a sealed segment", torn.reason));
+            }
+        }
+        report.records += scan.next_offset - base;
+        expected = scan.next_offset;
+    }
+    Ok(expected)
+}
+
+fn verify_checkpoint(path: &Path, p: u32, end: u64, report: &mut Report) -> Result<()> {
+    report.checkpoints += 1;
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    for at in [0, SECOND_COPY_AT] {
+        let copy = bytes.get(at..).unwrap_or(&[]);
+        match checkpoint::decode_copy(copy, p) {
+            // A copy of zeros was never written (the first commit has not
+            // happened yet): not damage.
+            Err(CopyError::BadMagic) if copy.iter().take(checkpoint::COPY_BYTES).all(|&b| b == 0) => {}
+            Err(e) => report.notes.push(format!("{}: copy at byte {at}: {e}; the other copy is used", path.display())),
+            Ok(_) => {}
+        }
+    }
+    match checkpoint::decode_file(&bytes, p, path) {
+        Ok(state) if state.next_offset > end => {
+            report.problem(path, 0, Some(state.next_offset), format!("checkpoint is past the end of the log ({end})"));
+        }
+        Ok(_) => {}
+        Err(Error::Corrupt { reason, .. }) => report.problem(path, 0, None, reason),
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
