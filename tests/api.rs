@@ -1,0 +1,118 @@
+//! The public API end to end in one process: send in every form, consume,
+//! commit only on `Ok`, redeliver on `Err` and panic, reopen.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestQueue, drain, small};
+use durq::{ConsumerOptions, Durability, Error, Options, Queue};
+
+#[test]
+fn sent_messages_are_consumed_in_order_across_segment_rolls() {
+    let t = TestQueue::new(small());
+    let p = t.queue.producer();
+    let payloads: Vec<Vec<u8>> = (0..2000).map(|i| format!("order {i} {}", "x".repeat(i % 300)).into_bytes()).collect();
+    for (i, m) in payloads.iter().enumerate() {
+        assert_eq!(p.send(m).unwrap().offset, i as u64);
+    }
+    assert!(common::segments(&t.path(), 0).len() > 3, "small segments rolled");
+    let mut c = t.queue.consumer("g").unwrap();
+    assert_eq!(drain(&mut c), payloads);
+    drop(c);
+    drop(p);
+    drop(t.queue);
+    // Reopen: nothing is redelivered, new sends continue the offsets.
+    let q = Queue::open(t.dir.path().join("q")).unwrap();
+    let mut c = q.consumer("g").unwrap();
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(q.producer().send(b"after").unwrap().offset, 2000);
+    assert_eq!(drain(&mut c), vec![b"after".to_vec()]);
+}
+
+#[test]
+fn failed_or_panicking_closure_commits_nothing_and_gets_the_batch_again() {
+    let t = TestQueue::new(Options::default());
+    t.queue.producer().send_batch(["a", "b", "c"]).unwrap();
+    let mut c = t.queue.consumer_with("g", ConsumerOptions::default().max_batch(2)).unwrap();
+    let err = c.process(|_| Err(std::io::Error::other("db down"))).unwrap_err();
+    assert!(matches!(err, Error::Process(_)), "{err}");
+    let err = c.process(|_| -> Result<(), std::io::Error> { panic!("bug in handler") }).unwrap_err();
+    assert!(matches!(err, Error::ProcessPanicked(ref m) if m.contains("bug in handler")), "{err}");
+    assert_eq!(c.committed(), vec![0]);
+    let mut seen = Vec::new();
+    c.process(|b| {
+        seen.extend(b.iter().map(|m| m.payload().to_vec()));
+        Ok::<(), std::io::Error>(())
+    })
+    .unwrap();
+    assert_eq!(seen, [b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(c.committed(), vec![2]);
+}
+
+#[test]
+fn keyed_sends_stick_to_one_partition_and_batches_are_contiguous() {
+    let t = TestQueue::new(Options::default().partitions(4));
+    let p = t.queue.producer();
+    let first = p.send_keyed("user-1", "a").unwrap();
+    for _ in 0..10 {
+        assert_eq!(p.send_keyed("user-1", "b").unwrap().partition, first.partition);
+    }
+    let batch = p.send_batch(vec![b"x".to_vec(); 5]).unwrap();
+    assert!(batch.windows(2).all(|w| w[0].partition == w[1].partition && w[1].offset == w[0].offset + 1));
+    let mut c = t.queue.consumer("g").unwrap();
+    let mut keyed = 0;
+    loop {
+        let n = c
+            .process_timeout(Duration::from_millis(20), |b| {
+                keyed += b.iter().filter(|m| m.key() == Some(b"user-1")).count();
+                Ok::<(), std::io::Error>(())
+            })
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(keyed, 11);
+}
+
+#[test]
+fn oversize_message_is_refused_and_nothing_is_written() {
+    let t = TestQueue::new(small());
+    let p = t.queue.producer();
+    let err = p.send(vec![0u8; (16 << 10) + 1]).unwrap_err();
+    assert!(matches!(err, Error::RecordTooLarge { max: 16384, .. }), "{err}");
+    let err = p.send_batch([vec![1u8; 10], vec![0u8; 1 << 20]]).unwrap_err();
+    assert!(matches!(err, Error::RecordTooLarge { .. }));
+    assert_eq!(t.queue.offsets(0), (0, 0));
+    assert_eq!(p.send(vec![0u8; 16 << 10]).unwrap().offset, 0);
+}
+
+#[test]
+fn every_durability_mode_delivers_after_send_or_flush() {
+    for d in [Durability::Sync, Durability::Buffered, Durability::Interval(Duration::from_millis(5))] {
+        let t = TestQueue::new(Options::default().durability(d));
+        let p = t.queue.producer();
+        p.send(b"m").unwrap();
+        p.flush().unwrap();
+        let mut c = t.queue.consumer("g").unwrap();
+        assert_eq!(drain(&mut c), vec![b"m".to_vec()], "{d}");
+    }
+}
+
+#[test]
+fn second_live_consumer_of_a_group_fails_fast() {
+    let t = TestQueue::new(Options::default());
+    let _c = t.queue.consumer("g").unwrap();
+    assert!(matches!(t.queue.consumer("g"), Err(Error::GroupBusy { .. })));
+    let _other = t.queue.consumer("other-group").unwrap();
+}
+
+#[test]
+fn invalid_group_names_are_refused_before_touching_disk() {
+    let t = TestQueue::new(Options::default());
+    for bad in ["../x", "", &"g".repeat(65)] {
+        assert!(matches!(t.queue.consumer(bad), Err(Error::InvalidGroupName { .. })), "{bad:?}");
+    }
+    assert!(!t.dir.path().join("x").exists());
+}
