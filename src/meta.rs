@@ -112,11 +112,7 @@ pub fn create(dir: &Path, config: &QueueConfig) -> Result<QueueConfig> {
     let tmp = dir.join(format!("{META_FILE}.tmp.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     storage::write_new_file(&tmp, &encode(config))?;
-    if storage::publish_new(&tmp, &dir.join(META_FILE))? {
-        Ok(*config)
-    } else {
-        read(dir)
-    }
+    if storage::publish_new(&tmp, &dir.join(META_FILE))? { Ok(*config) } else { read(dir) }
 }
 
 /// True for the leftovers of a [`create`] that crashed before publishing.

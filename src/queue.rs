@@ -205,7 +205,12 @@ fn create(dir: &Path, options: &Options) -> Result<QueueConfig> {
 }
 
 fn check_conflicts(dir: &Path, options: &Options, stored: &QueueConfig) -> Result<()> {
-    fn check<T: PartialEq + std::fmt::Display>(dir: &Path, option: &'static str, asked: Option<T>, stored: T) -> Result<()> {
+    fn check<T: PartialEq + std::fmt::Display>(
+        dir: &Path,
+        option: &'static str,
+        asked: Option<T>,
+        stored: T,
+    ) -> Result<()> {
         match asked {
             Some(asked) if asked != stored => Err(Error::OptionsConflict {
                 path: dir.into(),

@@ -1,8 +1,8 @@
 //! What a queue holds: offsets, segments, and each group's position and lag.
 
 use crate::error::{Error, Result};
-use crate::group::checkpoint::{self, Checkpoint};
 use crate::group::GROUPS_DIR;
+use crate::group::checkpoint::{self, Checkpoint};
 use crate::options::QueueConfig;
 use crate::queue::Queue;
 use crate::storage;

@@ -104,18 +104,31 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
         let path = pdir.join(segment::file_name(base));
         report.segments += 1;
         if base != expected {
-            report.problem(&path, 0, Some(expected), format!("segment starts at offset {base}, but the previous one ends at {expected}"));
+            report.problem(
+                &path,
+                0,
+                Some(expected),
+                format!("segment starts at offset {base}, but the previous one ends at {expected}"),
+            );
             expected = base;
         }
         let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
         if bytes.len() as u64 != config.segment_bytes {
-            report.problem(&path, bytes.len() as u64, None, format!("segment is {} bytes, expected {}", bytes.len(), config.segment_bytes));
+            report.problem(
+                &path,
+                bytes.len() as u64,
+                None,
+                format!("segment is {} bytes, expected {}", bytes.len(), config.segment_bytes),
+            );
             if bytes.len() < SEGMENT_HEADER_BYTES {
                 continue;
             }
         }
         if last && bytes[..SEGMENT_HEADER_BYTES].iter().all(|&b| b == 0) && bytes.iter().all(|&b| b == 0) {
-            report.notes.push(format!("{}: empty segment whose creation was cut short; the next open rewrites its header", path.display()));
+            report.notes.push(format!(
+                "{}: empty segment whose creation was cut short; the next open rewrites its header",
+                path.display()
+            ));
             continue;
         }
         if let Err(e) = segment::check_header(&bytes, &path, p, base, config.segment_bytes) {
@@ -124,7 +137,12 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
         }
         let scan = recovery::scan(&bytes, base, config.record_bytes_max);
         for d in &scan.damaged {
-            report.problem(&path, d.pos as u64, Some(d.offset), format!("{} in acknowledged data (valid records follow at byte {})", d.reason, d.resumed_at));
+            report.problem(
+                &path,
+                d.pos as u64,
+                Some(d.offset),
+                format!("{} in acknowledged data (valid records follow at byte {})", d.reason, d.resumed_at),
+            );
         }
         if let Some(torn) = scan.torn {
             if last {
@@ -136,7 +154,12 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
                     torn.reason
                 ));
             } else {
-                report.problem(&path, torn.from as u64, Some(scan.next_offset), format!("{} in a sealed segment", torn.reason));
+                report.problem(
+                    &path,
+                    torn.from as u64,
+                    Some(scan.next_offset),
+                    format!("{} in a sealed segment", torn.reason),
+                );
             }
         }
         report.records += scan.next_offset - base;

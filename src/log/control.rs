@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::storage::mmap::MappedFile;
-use crate::storage::shm::{self, SharedMutex, SHARED_MUTEX_BYTES};
+use crate::storage::shm::{self, SHARED_MUTEX_BYTES, SharedMutex};
 use crate::storage::{self, Locked};
 
 /// The control file's name inside a queue directory.

@@ -63,7 +63,13 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    pub(crate) fn new(queue_dir: &Path, id: u32, config: QueueConfig, control: Arc<ControlFile>, stop: Arc<FailStop>) -> Partition {
+    pub(crate) fn new(
+        queue_dir: &Path,
+        id: u32,
+        config: QueueConfig,
+        control: Arc<ControlFile>,
+        stop: Arc<FailStop>,
+    ) -> Partition {
         Partition {
             id,
             dir: queue_dir.join(dir_name(id)),
@@ -275,7 +281,12 @@ impl Partition {
                     return Err(Error::corrupt(&segment.path, pos as u64, Some(at), "segment ends before the offset"));
                 }
                 Decoded::Frame(f) => {
-                    return Err(Error::corrupt(&segment.path, pos as u64, Some(at), format!("frame carries offset {}", f.meta.offset)));
+                    return Err(Error::corrupt(
+                        &segment.path,
+                        pos as u64,
+                        Some(at),
+                        format!("frame carries offset {}", f.meta.offset),
+                    ));
                 }
                 Decoded::Invalid(i) => return Err(Error::corrupt(&segment.path, pos as u64, Some(at), i.to_string())),
             }
@@ -324,10 +335,20 @@ impl Partition {
                     break;
                 }
                 Decoded::Frame(f) => {
-                    return Err(Error::corrupt(&seg.path, pos as u64, Some(offset), format!("frame carries offset {}", f.meta.offset)));
+                    return Err(Error::corrupt(
+                        &seg.path,
+                        pos as u64,
+                        Some(offset),
+                        format!("frame carries offset {}", f.meta.offset),
+                    ));
                 }
                 Decoded::Zero => {
-                    return Err(Error::corrupt(&seg.path, pos as u64, Some(offset), "zeros where a visible record must be"));
+                    return Err(Error::corrupt(
+                        &seg.path,
+                        pos as u64,
+                        Some(offset),
+                        "zeros where a visible record must be",
+                    ));
                 }
                 Decoded::Invalid(i) => return Err(Error::corrupt(&seg.path, pos as u64, Some(offset), i.to_string())),
             }
@@ -341,7 +362,10 @@ impl Partition {
                 &seg.path,
                 0,
                 Some(offset),
-                format!("segment ends before record {offset}, and segment file {} is missing", segment::file_name(offset)),
+                format!(
+                    "segment ends before record {offset}, and segment file {} is missing",
+                    segment::file_name(offset)
+                ),
             ),
             e => e,
         })
@@ -455,7 +479,5 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig) -> Result<Tail>
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -193,10 +193,8 @@ pub fn frame_len(buf: &[u8], record_bytes_max: u32) -> Result<Option<usize>, Inv
 type Header = (FrameMeta, bool, usize, usize, usize);
 
 fn decode_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<Option<Header>, Invalid> {
-    let h: &[u8; FRAME_HEADER_BYTES] = buf
-        .get(..FRAME_HEADER_BYTES)
-        .and_then(|h| h.try_into().ok())
-        .ok_or(Invalid::Truncated)?;
+    let h: &[u8; FRAME_HEADER_BYTES] =
+        buf.get(..FRAME_HEADER_BYTES).and_then(|h| h.try_into().ok()).ok_or(Invalid::Truncated)?;
     if h.iter().all(|&b| b == 0) {
         return Ok(None);
     }
@@ -215,7 +213,8 @@ fn decode_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<
     if len > available {
         return Err(Invalid::BadLength);
     }
-    let meta = FrameMeta { offset: le64(OFFSET_AT), timestamp_ms: le64(TIMESTAMP_AT), durable_lag: le32(DURABLE_LAG_AT) };
+    let meta =
+        FrameMeta { offset: le64(OFFSET_AT), timestamp_ms: le64(TIMESTAMP_AT), durable_lag: le32(DURABLE_LAG_AT) };
     Ok(Some((meta, has_key, key_len, payload_len, len)))
 }
 
@@ -280,10 +279,7 @@ mod tests {
         for bit in 0..frame.len() * 8 {
             let mut damaged = frame.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                matches!(decode(&damaged, 1 << 20), Decoded::Invalid(_)),
-                "flip of bit {bit} went undetected"
-            );
+            assert!(matches!(decode(&damaged, 1 << 20), Decoded::Invalid(_)), "flip of bit {bit} went undetected");
         }
     }
 

@@ -118,7 +118,12 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32) -> Scan {
             }
             None => {
                 let to = last_nonzero_end(seg, pos);
-                return Scan { tail_pos: pos, next_offset: next, torn: Some(Torn { from: pos, to, reason: found }), damaged };
+                return Scan {
+                    tail_pos: pos,
+                    next_offset: next,
+                    torn: Some(Torn { from: pos, to, reason: found }),
+                    damaged,
+                };
             }
         }
     }
@@ -259,7 +264,12 @@ mod tests {
         assert_eq!((scan.tail_pos, scan.next_offset), (starts[5], 105));
         assert_eq!(
             scan.damaged,
-            vec![Damage { pos: starts[1], offset: 101, reason: Found::Invalid(Invalid::BadChecksum), resumed_at: starts[2] }]
+            vec![Damage {
+                pos: starts[1],
+                offset: 101,
+                reason: Found::Invalid(Invalid::BadChecksum),
+                resumed_at: starts[2]
+            }]
         );
     }
 

@@ -61,13 +61,7 @@ pub fn encode_header(partition: u32, base_offset: u64, segment_bytes: u64) -> [u
 
 /// Checks a segment header against what the file's name and place say it
 /// must be.
-pub fn check_header(
-    bytes: &[u8],
-    path: &Path,
-    partition: u32,
-    base_offset: u64,
-    segment_bytes: u64,
-) -> Result<()> {
+pub fn check_header(bytes: &[u8], path: &Path, partition: u32, base_offset: u64, segment_bytes: u64) -> Result<()> {
     let bad = |reason: String| Err(Error::corrupt(path, 0, None, format!("segment header: {reason}")));
     let Some(h) = bytes.get(..SEGMENT_HEADER_BYTES) else {
         return bad(format!("file is only {} bytes", bytes.len()));
@@ -84,9 +78,7 @@ pub fn check_header(
         return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: FORMAT_VERSION });
     }
     if *h != encode_header(partition, base_offset, segment_bytes) {
-        return bad(format!(
-            "expected partition {partition}, base offset {base_offset}, size {segment_bytes}"
-        ));
+        return bad(format!("expected partition {partition}, base offset {base_offset}, size {segment_bytes}"));
     }
     Ok(())
 }

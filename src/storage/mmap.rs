@@ -50,18 +50,10 @@ impl MappedFile {
     pub(crate) fn map(file: &File, path: &Path, len: u64) -> Result<MappedFile> {
         let actual = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
         if actual < len {
-            return Err(Error::corrupt(
-                path,
-                actual,
-                None,
-                format!("file is {actual} bytes, expected at least {len}"),
-            ));
+            return Err(Error::corrupt(path, actual, None, format!("file is {actual} bytes, expected at least {len}")));
         }
         let len = usize::try_from(len).expect("segment sizes are bounded by SEGMENT_BYTES_MAX");
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(file)
-            .map_err(|e| Error::io("mmap", path, e))?;
+        let map = MmapOptions::new().len(len).map_raw(file).map_err(|e| Error::io("mmap", path, e))?;
         Ok(MappedFile { map, len })
     }
 
@@ -90,12 +82,7 @@ impl MappedFile {
     /// partition's append mutex and the range lies at or beyond the published
     /// tail (contract rule 2), or it is the only process with the queue open.
     pub(crate) unsafe fn write(&self, pos: usize, src: &[u8]) {
-        assert!(
-            pos <= self.len && src.len() <= self.len - pos,
-            "write {pos}+{} beyond map of {}",
-            src.len(),
-            self.len
-        );
+        assert!(pos <= self.len && src.len() <= self.len - pos, "write {pos}+{} beyond map of {}", src.len(), self.len);
         // SAFETY: the range is inside the mapping (checked above); `src` is a
         // Rust slice and cannot overlap the shared mapping's unpublished
         // region, which no reference points into (rule 2).

@@ -185,11 +185,7 @@ pub(crate) fn publish_new(tmp: &Path, path: &Path) -> Result<bool> {
 /// Writes a new file at `path` (which must not exist) with `contents` and
 /// fdatasyncs it; the caller publishes it.
 pub(crate) fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::io("create", path, e))?;
+    let f = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| Error::io("create", path, e))?;
     f.write_all_at(contents, 0).map_err(|e| Error::io("write", path, e))?;
     f.sync_data().map_err(|e| Error::io("fdatasync", path, e))
 }

@@ -48,10 +48,8 @@ pub fn drain(consumer: &mut Consumer) -> Vec<Vec<u8>> {
 
 /// Path of the single segment file with the lowest base offset of partition `p`.
 pub fn segments(queue_dir: &Path, p: u32) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(queue_dir.join(format!("p{p:04}")))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(queue_dir.join(format!("p{p:04}"))).unwrap().map(|e| e.unwrap().path()).collect();
     v.sort();
     v
 }
