@@ -149,7 +149,9 @@ impl QueueConfig {
         if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
             return invalid("partitions", format!("{} is not in 1..={PARTITIONS_MAX}", self.partitions));
         }
-        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) || !self.segment_bytes.is_multiple_of(4096) {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes)
+            || !self.segment_bytes.is_multiple_of(4096)
+        {
             return invalid(
                 "segment_bytes",
                 format!(

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::control::{self, ControlFile, Opened};
 use crate::log::partition::{self, Partition};
+use crate::log::prefault::Prefaulter;
 use crate::meta;
 use crate::options::{ConsumerOptions, Durability, Options, QueueConfig};
 use crate::producer::Producer;
@@ -104,8 +105,9 @@ impl Queue {
         drop(open_lock);
         let control = Arc::new(control);
         let stop = Arc::new(FailStop::default());
+        let prefaulter = Prefaulter::start();
         let partitions: Vec<Arc<Partition>> = (0..config.partitions)
-            .map(|p| Arc::new(Partition::new(&dir, p, config, control.clone(), stop.clone())))
+            .map(|p| Arc::new(Partition::new(&dir, p, config, control.clone(), stop.clone(), prefaulter.clone())))
             .collect();
         let flusher = match config.durability {
             Durability::Interval(every) => Some(Flusher::start(every, partitions.clone())),

@@ -1,1 +1,96 @@
-fn main() {}
+//! `durq`: produce, consume, inspect and verify durq queues from the shell.
+//!
+//! - `durq produce DIR [--partitions N] [--durability D] [--key-sep C]` sends
+//!   each stdin line as one message (creating the queue if needed) and prints
+//!   `<partition> <offset>` for each once it is acknowledged, in input order.
+//! - `durq consume DIR --group G [--max-batch N] [--limit N] [--idle-exit SECS]`
+//!   prints each payload on its own line as a member of group `G`; a batch is
+//!   committed only after its output has been flushed. SIGINT and SIGTERM
+//!   finish the current batch and exit 0.
+//! - `durq stat DIR [--json]` shows each partition's offsets, segments and
+//!   bytes, and each group's committed offsets and lag.
+//! - `durq verify DIR` checks every byte of the queue, read-only.
+//!
+//! Only `produce` creates a queue; the other commands refuse a directory that
+//! is not one, so a typo in `DIR` is an error rather than a new empty queue.
+//!
+//! Exit codes: 0 success, 1 runtime error or damage found by `verify`,
+//! 2 usage error. Errors are one line on stderr: `durq: <error>`.
+
+mod consume;
+mod produce;
+mod stat;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// An error to report as `durq: <error>` with exit code 1.
+type CliError = Box<dyn std::error::Error>;
+type CliResult<T> = Result<T, CliError>;
+
+/// Embedded durable message queue: produce, consume, inspect and verify.
+#[derive(Parser)]
+#[command(name = "durq", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Produce(produce::Args),
+    Consume(consume::Args),
+    Stat(stat::Args),
+    Verify(verify::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let outcome = match cli.command {
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Stat(args) => stat::run(args),
+        Command::Verify(args) => verify::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("durq: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reports a clap error as one line (clap's own report spans several), or
+/// prints `--help` / `--version`, which clap also delivers as an "error".
+fn usage_error(e: clap::Error) -> ExitCode {
+    // Nothing useful can be done if the stream is gone.
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    // A bare `durq` gets the whole help, still as a usage error.
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    // clap's first paragraph is the error, sometimes continued on indented
+    // lines (the missing arguments); usage and hints follow a blank line.
+    let text = e.to_string();
+    let paragraph: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+    let message = paragraph.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("durq: {message} (try 'durq --help')");
+    ExitCode::from(2)
+}
+
+/// Adds what the CLI was doing to an I/O error on a standard stream, whose
+/// bare message ("Broken pipe") would not say which stream failed.
+fn stream_error(what: &'static str) -> impl Fn(std::io::Error) -> std::io::Error {
+    move |e| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}

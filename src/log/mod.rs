@@ -5,6 +5,7 @@
 //! - [`recovery`]: where a segment's log ends after a crash (a decision table).
 //! - [`control`]: the shared, mapped state of a live queue.
 //! - [`partition`]: appends, group commit, and validated reads.
+//! - [`prefault`]: faulting in segment pages ahead of the writer.
 
 pub mod record;
 pub mod recovery;
@@ -12,3 +13,4 @@ pub mod segment;
 
 pub(crate) mod control;
 pub(crate) mod partition;
+pub(crate) mod prefault;

@@ -23,6 +23,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::control::{ControlFile, PartitionControl, Tail};
+use crate::log::prefault::{PREFAULT_BYTES, Prefaulter};
 use crate::log::record::{self, Decoded, FrameMeta, KEY_BYTES_MAX};
 use crate::log::recovery;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
@@ -60,6 +61,7 @@ pub(crate) struct Partition {
     sync_in_progress: Mutex<bool>,
     sync_done: Condvar,
     stop: Arc<FailStop>,
+    prefaulter: Prefaulter,
 }
 
 impl Partition {
@@ -69,6 +71,7 @@ impl Partition {
         config: QueueConfig,
         control: Arc<ControlFile>,
         stop: Arc<FailStop>,
+        prefaulter: Prefaulter,
     ) -> Partition {
         Partition {
             id,
@@ -80,6 +83,7 @@ impl Partition {
             sync_in_progress: Mutex::new(false),
             sync_done: Condvar::new(),
             stop,
+            prefaulter,
         }
     }
 
@@ -100,7 +104,7 @@ impl Partition {
                 return Err(Error::RecordTooLarge { bytes: key_len + r.payload.len(), max });
             }
         }
-        let timestamp_ms = now_ms();
+        let timestamp_ms = storage::coarse_now_ms();
         let c = self.shared();
         let mut cache = self.tail_segment.lock();
         let _guard = self.lock_tail(&c)?;
@@ -115,6 +119,7 @@ impl Partition {
             pos = SEGMENT_HEADER_BYTES;
         }
         let durable = c.durable.load(Ordering::Acquire);
+        let start_pos = pos;
         for r in records {
             let len = r.frame_bytes();
             if len > seg.len() - pos {
@@ -132,12 +137,14 @@ impl Partition {
             // SAFETY: we hold the append mutex (`_guard`) and `pos` is the
             // published tail or beyond it (mmap contract rule 2); the frame
             // fits the segment (checked above).
-            unsafe { seg.write_parts(pos, &[&header, key, r.payload, pad]) };
+            let written = unsafe { seg.write_frame(pos, [&header, key, r.payload, pad]) };
+            assert_eq!(written, len, "frame of {len} bytes written as {written}");
             pos += len;
             next += 1;
         }
         c.tail_pos.store(pos as u64, Ordering::Relaxed);
         c.next_offset.store(next, Ordering::Release);
+        self.prefaulter.after_append(&seg, start_pos, pos);
         if self.config.durability.readers_see_unsynced() {
             c.visible.store(next, Ordering::SeqCst);
             self.control.notify();
@@ -211,6 +218,8 @@ impl Partition {
         old.sync(SEGMENT_HEADER_BYTES, pos).map_err(|e| self.stop.stop(e))?;
         self.publish_durable(c, next);
         let seg = Arc::new(Segment::create(&self.dir, self.id, next, self.config.segment_bytes)?);
+        seg.prefault(0, PREFAULT_BYTES);
+        self.prefaulter.after_append(&seg, 0, 0);
         self.segments.write().insert(next, seg.clone());
         c.tail_segment_base.store(next, Ordering::Relaxed);
         c.tail_pos.store(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
@@ -476,8 +485,4 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig) -> Result<Tail>
     }
     seg.sync(SEGMENT_HEADER_BYTES, scan.tail_pos)?;
     Ok(Tail { first_offset: first, next_offset: scan.next_offset, segment_base: last, pos: scan.tail_pos as u64 })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

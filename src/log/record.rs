@@ -63,8 +63,10 @@ pub struct FrameMeta {
     pub durable_lag: u32,
 }
 
-/// Builds a frame header (with its checksum) for `key` and `payload`. The
-/// caller writes the header, key, payload and zero padding contiguously.
+/// Builds a frame header with a zero checksum field; [`checksum`] over the
+/// finished frame fills it in. The append path writes header, key, payload
+/// and padding straight into the mapping and checksums them there, in one
+/// pass over contiguous bytes.
 pub fn encode_header(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
     let key_bytes = key.unwrap_or(&[]);
     assert!(key_bytes.len() <= KEY_BYTES_MAX, "key of {} bytes passed size checks", key_bytes.len());
@@ -77,15 +79,17 @@ pub fn encode_header(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8]) -> [u8
     h[FLAGS_AT] = if key.is_some() { FLAG_HAS_KEY } else { 0 };
     h[MAGIC_AT] = FRAME_MAGIC;
     h[DURABLE_LAG_AT..].copy_from_slice(&meta.durable_lag.to_le_bytes());
-    let pad = frame_bytes(key_bytes.len(), payload.len()) - FRAME_HEADER_BYTES - key_bytes.len() - payload.len();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&h[PAYLOAD_LEN_AT..]);
-    crc.update(key_bytes);
-    crc.update(payload);
-    crc.update(&ZERO_PAD[..pad]);
-    h[CRC_AT..PAYLOAD_LEN_AT].copy_from_slice(&crc.finalize().to_le_bytes());
     h
 }
+
+/// The checksum field of a whole frame (`frame[0..4]` is ignored): CRC32 of
+/// every byte after the field.
+pub fn checksum(frame: &[u8]) -> [u8; CHECKSUM_BYTES] {
+    crc32fast::hash(&frame[CHECKSUM_BYTES..]).to_le_bytes()
+}
+
+/// Bytes of the checksum field at the start of a frame.
+pub const CHECKSUM_BYTES: usize = PAYLOAD_LEN_AT - CRC_AT;
 
 /// The zero bytes that pad a frame with this key and payload.
 pub fn padding(key_len: usize, payload_len: usize) -> &'static [u8] {
@@ -101,6 +105,8 @@ pub fn encode(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(key_bytes);
     out.extend_from_slice(payload);
     out.extend_from_slice(padding(key_bytes.len(), payload.len()));
+    let crc = checksum(&out);
+    out[..CHECKSUM_BYTES].copy_from_slice(&crc);
     out
 }
 

@@ -167,17 +167,26 @@ impl Segment {
         }
     }
 
-    /// Writes `parts` back to back at `pos`.
+    /// Writes one frame at `pos`: `header` (with a zero checksum field),
+    /// key, payload and padding back to back, then checksums the written
+    /// bytes and fills in the checksum field. Returns the frame's length.
     ///
     /// # Safety
     /// The caller holds the partition's append mutex and `pos` is at or
     /// beyond the published tail (mmap contract rule 2).
-    pub(crate) unsafe fn write_parts(&self, mut pos: usize, parts: &[&[u8]]) {
+    pub(crate) unsafe fn write_frame(&self, pos: usize, parts: [&[u8]; 4]) -> usize {
+        let mut end = pos;
         for part in parts {
             // SAFETY: forwarded contract; the range is unpublished.
-            unsafe { self.map.write(pos, part) };
-            pos += part.len();
+            unsafe { self.map.write(end, part) };
+            end += part.len();
         }
+        // SAFETY: forwarded contract: we just wrote these unpublished bytes
+        // and hold the only right to write them.
+        let crc = record::checksum(unsafe { self.map.bytes(pos, end - pos) });
+        // SAFETY: as above.
+        unsafe { self.map.write(pos, &crc) };
+        end - pos
     }
 
     /// Writes the segment header (recovery of a segment whose creation was
@@ -199,6 +208,11 @@ impl Segment {
     pub(crate) unsafe fn zero(&self, pos: usize, end: usize) {
         // SAFETY: forwarded contract.
         unsafe { self.map.zero(pos, end - pos) }
+    }
+
+    /// Faults in the pages of `pos..end` ahead of the writer.
+    pub(crate) fn prefault(&self, pos: usize, end: usize) {
+        self.map.prefault(pos, end.saturating_sub(pos))
     }
 
     /// Makes `pos..end` durable.

@@ -106,6 +106,17 @@ impl MappedFile {
         unsafe { self.map.as_mut_ptr().add(pos) }
     }
 
+    /// Faults in the pages of `pos..pos + len` for writing ahead of time
+    /// (`MADV_POPULATE_WRITE`), so appends do not stop for page faults one
+    /// page at a time. Only a hint: failure (an older kernel) costs nothing
+    /// but speed.
+    pub(crate) fn prefault(&self, pos: usize, len: usize) {
+        let len = len.min(self.len.saturating_sub(pos));
+        if len > 0 {
+            let _ = self.map.advise_range(memmap2::Advice::PopulateWrite, pos, len);
+        }
+    }
+
     /// Makes `pos..pos + len` durable (msync with MS_SYNC, which on Linux is
     /// an fdatasync of that range of the file).
     pub(crate) fn sync_range(&self, path: &Path, pos: usize, len: usize) -> Result<()> {

@@ -1,0 +1,128 @@
+//! `durq consume`: payloads out, one per line, committed only once written.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use durq::{Consumer, ConsumerOptions, Message, Queue};
+
+use crate::{CliResult, stream_error};
+
+/// Longest wait for records before checking for a stop signal or idleness.
+const POLL: Duration = Duration::from_millis(100);
+/// Bytes of output gathered before a write; each batch is flushed whole.
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
+
+/// Print each message's payload followed by a newline, as a member of a
+/// consumer group. A batch is committed only after its output was flushed;
+/// SIGINT and SIGTERM finish the current batch, then exit 0.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Queue directory; must already hold a queue.
+    dir: PathBuf,
+    /// Consumer group to process messages for.
+    #[arg(long, value_name = "G")]
+    group: String,
+    /// Most messages processed and committed at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_batch: usize,
+    /// Exit after exactly N messages have been processed and committed.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+    /// Exit after SECS (decimals allowed) with nothing to consume.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    idle_exit: Option<Duration>,
+}
+
+pub fn run(args: Args) -> CliResult<()> {
+    // Before anything else, so a signal never finds the default handler
+    // (which would kill the process mid-batch) once work has started.
+    install_stop_handlers()?;
+    let queue = Queue::open_existing(&args.dir)?;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, io::stdout().lock());
+    let mut batch_size = batch_size(args.max_batch, args.limit);
+    let mut consumer = join(&queue, &args.group, batch_size)?;
+    let mut processed = 0u64;
+    let mut last_work = Instant::now();
+    while !STOP.load(Ordering::Relaxed) {
+        let remaining = args.limit.map(|limit| limit.saturating_sub(processed));
+        if remaining == Some(0) || args.idle_exit.is_some_and(|idle| last_work.elapsed() >= idle) {
+            break;
+        }
+        // A batch is committed whole, so --limit is exact only if no batch
+        // is larger than what remains. The batch size is fixed when a member
+        // joins: leave the group and join again with a smaller one. Another
+        // process may take the group in between; that is reported as busy.
+        if let Some(remaining) = remaining
+            && remaining < batch_size as u64
+        {
+            batch_size = remaining as usize;
+            drop(consumer);
+            consumer = join(&queue, &args.group, batch_size)?;
+        }
+        let n = consumer.process_timeout(POLL, |batch| write_batch(&mut out, batch))?;
+        if n > 0 {
+            processed += n as u64;
+            last_work = Instant::now();
+        }
+    }
+    Ok(())
+}
+
+fn join(queue: &Queue, group: &str, batch_size: usize) -> durq::Result<Consumer> {
+    queue.consumer_with(group, ConsumerOptions::default().max_batch(batch_size))
+}
+
+/// The batch size to join with: `--max-batch`, capped by `--limit`.
+/// Zero is left for the library to reject with its own message.
+fn batch_size(max_batch: usize, limit: Option<u64>) -> usize {
+    match limit {
+        Some(limit) if limit < max_batch as u64 => (limit as usize).max(1),
+        _ => max_batch,
+    }
+}
+
+/// Writes the batch's payloads and flushes them: the batch is committed when
+/// this returns `Ok`, so its output must have left the process by then. An
+/// error (a closed pipe, say) commits nothing.
+fn write_batch(out: &mut impl Write, batch: &[Message<'_>]) -> io::Result<()> {
+    for m in batch {
+        out.write_all(m.payload()).map_err(stream_error("writing stdout"))?;
+        out.write_all(b"\n").map_err(stream_error("writing stdout"))?;
+    }
+    out.flush().map_err(stream_error("writing stdout"))
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a non-negative number of seconds"))
+}
+
+/// Set by SIGINT and SIGTERM; the consume loop stops between batches.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_stop_handlers() -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `action` is fully initialised (zeroed, then its handler,
+        // flags and mask set) before sigaction reads it; the handler only
+        // stores to an atomic. SA_RESTART keeps the library's and std's
+        // blocking calls from seeing EINTR.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

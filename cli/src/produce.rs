@@ -1,0 +1,128 @@
+//! `durq produce`: stdin lines in, acknowledged positions out.
+
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+use durq::{Durability, Options, Position, Producer, Queue};
+
+use crate::{CliResult, stream_error};
+
+/// Most lines sent in one batch (one sync under `sync` durability).
+const BATCH_LINES: usize = 1000;
+/// Bytes read from stdin at a time; a batch never waits for more than this.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// Send each line of stdin as one message (without its newline), and print
+/// `<partition> <offset>` for each once it is acknowledged, in input order.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Queue directory; created if it does not exist.
+    dir: PathBuf,
+    /// Number of partitions of a new queue [default: 1]. On an existing
+    /// queue, must match the stored value.
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
+    /// What an acknowledgement means, for a new queue [default: sync]. On an
+    /// existing queue, must match the stored value.
+    #[arg(long, value_name = "sync|interval:MS|buffered")]
+    durability: Option<Durability>,
+    /// Send the part of a line before the first C as its key, the rest as
+    /// its payload; a line without C is sent without a key. Records with the
+    /// same key go to the same partition.
+    #[arg(long, value_name = "C")]
+    key_sep: Option<char>,
+}
+
+impl Args {
+    /// Only options given on the command line are set, so an existing queue
+    /// is opened with its stored values for the rest.
+    fn options(&self) -> Options {
+        let mut options = Options::default();
+        if let Some(n) = self.partitions {
+            options = options.partitions(n);
+        }
+        if let Some(d) = self.durability {
+            options = options.durability(d);
+        }
+        options
+    }
+}
+
+pub fn run(args: Args) -> CliResult<()> {
+    let queue = Queue::open_with(&args.dir, args.options())?;
+    let producer = queue.producer();
+    let key_sep = args.key_sep.map(|c| c.to_string().into_bytes());
+    let mut input = BufReader::with_capacity(READ_BUFFER_BYTES, io::stdin().lock());
+    let mut out = BufWriter::new(io::stdout().lock());
+    loop {
+        let lines = read_batch(&mut input).map_err(stream_error("reading stdin"))?;
+        if lines.is_empty() {
+            break;
+        }
+        let sent = send_lines(&producer, &lines, key_sep.as_deref(), &mut out);
+        // Positions printed before a failed send are acknowledged records:
+        // show them even when the batch fails part-way.
+        let flushed = out.flush().map_err(stream_error("writing stdout"));
+        sent?;
+        flushed?;
+    }
+    // Under interval and buffered durability an acknowledged record survives
+    // a crash of this process but not yet a power loss; make it durable
+    // before reporting success. Under sync this finds nothing to do.
+    producer.flush()?;
+    Ok(())
+}
+
+/// Reads at least one line (blocking), then more only while whole lines are
+/// already buffered: waiting for more input would hold back the
+/// acknowledgements of lines already read. Empty at end of input.
+fn read_batch<R: Read>(input: &mut BufReader<R>) -> io::Result<Vec<Vec<u8>>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(lines);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        lines.push(line);
+        if lines.len() == BATCH_LINES || !input.buffer().contains(&b'\n') {
+            return Ok(lines);
+        }
+    }
+}
+
+/// Sends `lines` in order, runs of unkeyed lines as one batch each, and
+/// writes each position to `out` as soon as its send is acknowledged.
+fn send_lines(producer: &Producer, lines: &[Vec<u8>], key_sep: Option<&[u8]>, out: &mut impl Write) -> CliResult<()> {
+    let mut unkeyed: Vec<&[u8]> = Vec::new();
+    for line in lines {
+        match key_sep.and_then(|sep| split_key(line, sep)) {
+            None => unkeyed.push(line),
+            Some((key, payload)) => {
+                // Keep input order: everything before this line goes first.
+                send_unkeyed(producer, &mut unkeyed, out)?;
+                write_position(out, producer.send_keyed(key, payload)?)?;
+            }
+        }
+    }
+    send_unkeyed(producer, &mut unkeyed, out)
+}
+
+fn send_unkeyed(producer: &Producer, payloads: &mut Vec<&[u8]>, out: &mut impl Write) -> CliResult<()> {
+    for position in producer.send_batch(payloads.drain(..))? {
+        write_position(out, position)?;
+    }
+    Ok(())
+}
+
+fn write_position(out: &mut impl Write, position: Position) -> io::Result<()> {
+    writeln!(out, "{} {}", position.partition, position.offset).map_err(stream_error("writing stdout"))
+}
+
+/// `(key, payload)` around the first `sep`, or `None` if `line` has none.
+fn split_key<'a>(line: &'a [u8], sep: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
+    let at = line.windows(sep.len()).position(|w| w == sep)?;
+    Some((&line[..at], &line[at + sep.len()..]))
+}

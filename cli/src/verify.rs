@@ -1,0 +1,46 @@
+//! `durq verify`: a read-only check of every byte of a queue.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use durq::verify::Report;
+
+use crate::{CliResult, stream_error};
+
+/// Check every record and checkpoint without modifying anything. Prints one
+/// line per problem (file, byte position, offset, what is wrong) and exits 1
+/// if there is any; notes (such as an unrecovered torn tail) do not fail.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Queue directory; must already hold a queue.
+    dir: PathBuf,
+}
+
+pub fn run(args: Args) -> CliResult<()> {
+    let report = durq::verify::verify(&args.dir)?;
+    let mut out = io::stdout().lock();
+    print_report(&mut out, &report).map_err(stream_error("writing stdout"))?;
+    match report.problems.len() {
+        0 => Ok(()),
+        n => Err(format!("{}: verify found {n} problem(s)", args.dir.display()).into()),
+    }
+}
+
+fn print_report(out: &mut impl Write, report: &Report) -> io::Result<()> {
+    for problem in &report.problems {
+        writeln!(out, "problem: {problem}")?;
+    }
+    for note in &report.notes {
+        writeln!(out, "note: {note}")?;
+    }
+    writeln!(
+        out,
+        "{} records, {} segments, {} checkpoints: {} problem(s), {} note(s)",
+        report.records,
+        report.segments,
+        report.checkpoints,
+        report.problems.len(),
+        report.notes.len()
+    )?;
+    out.flush()
+}

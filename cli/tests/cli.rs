@@ -1,0 +1,322 @@
+//! The `durq` command, run as a real process.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a finished `durq` run left behind.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn durq(args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_durq"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn durq");
+    // A run that fails early exits without reading its input.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    Run {
+        status: out.status,
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Runs `durq` and insists it succeeds.
+fn ok(args: &[&str], stdin: &str) -> String {
+    let run = durq(args, stdin);
+    assert!(run.status.success(), "durq {args:?} failed: {}", run.stderr);
+    assert_eq!(run.stderr, "", "durq {args:?}");
+    run.stdout
+}
+
+/// Runs `durq` and insists it fails with exit `code` and one clean line.
+fn fails(args: &[&str], stdin: &str, code: i32) -> String {
+    let run = durq(args, stdin);
+    assert_eq!(run.status.code(), Some(code), "durq {args:?}: {}", run.stderr);
+    assert!(run.stderr.starts_with("durq: "), "durq {args:?}: {:?}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "durq {args:?}: {:?}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "durq {args:?}: {:?}", run.stderr);
+    run.stderr
+}
+
+fn queue_dir() -> (tempfile::TempDir, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q").to_str().unwrap().to_owned();
+    (tmp, q)
+}
+
+fn positions(partition: u32, offsets: std::ops::Range<u64>) -> String {
+    offsets.map(|o| format!("{partition} {o}\n")).collect()
+}
+
+#[test]
+fn produced_lines_are_acknowledged_in_order_then_consumed_once() {
+    let (_tmp, q) = queue_dir();
+    let input = "order 1\n\norder 3 with spaces\norder 4";
+    assert_eq!(ok(&["produce", &q], input), positions(0, 0..4));
+    assert_eq!(ok(&["produce", &q], "order 5\n"), positions(0, 4..5));
+
+    let consumed = ok(&["consume", &q, "--group", "g", "--idle-exit", "0.3"], "");
+    assert_eq!(consumed, "order 1\n\norder 3 with spaces\norder 4\norder 5\n");
+    // Everything was committed: the group has nothing left.
+    assert_eq!(ok(&["consume", &q, "--group", "g", "--idle-exit", "0.2"], ""), "");
+    // Another group starts from the beginning.
+    assert_eq!(ok(&["consume", &q, "--group", "other", "--limit", "1"], ""), "order 1\n");
+}
+
+#[test]
+fn produce_acknowledges_lines_before_end_of_input() {
+    let (_tmp, q) = queue_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_durq"))
+        .args(["produce", &q])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, acks) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    for offset in 0..3 {
+        stdin.write_all(format!("m{offset}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        // stdin stays open: the ack must not wait for more input.
+        let ack = acks.recv_timeout(Duration::from_secs(10)).expect("ack before end of input");
+        assert_eq!(ack, format!("0 {offset}"));
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn limit_is_exact_and_stat_shows_committed_offsets_and_lag() {
+    let (_tmp, q) = queue_dir();
+    let input: String = (0..10).map(|i| format!("m{i}\n")).collect();
+    ok(&["produce", &q], &input);
+
+    // Smaller than a batch, then not a multiple of the batch size.
+    assert_eq!(ok(&["consume", &q, "--group", "g", "--limit", "2"], ""), "m0\nm1\n");
+    let five = ok(&["consume", &q, "--group", "g", "--max-batch", "3", "--limit", "5"], "");
+    assert_eq!(five, "m2\nm3\nm4\nm5\nm6\n");
+
+    let json = ok(&["stat", &q, "--json"], "");
+    assert_eq!(json.lines().count(), 1, "{json}");
+    assert!(json.contains(r#""partitions":[{"partition":0,"first_offset":0,"next_offset":10,"segments":1,"#), "{json}");
+    assert!(json.contains(r#"{"name":"g","committed":[7],"lag":[3]}"#), "{json}");
+    assert!(json.contains(r#""durability":"sync""#), "{json}");
+
+    let table = ok(&["stat", &q], "");
+    let group_row: Vec<&str> = table.lines().find(|l| l.starts_with("g ")).unwrap().split_whitespace().collect();
+    assert_eq!(group_row, ["g", "0", "7", "3"], "{table}");
+
+    let rest = ok(&["consume", &q, "--group", "g", "--limit", "100", "--idle-exit", "0.3"], "");
+    assert_eq!(rest, "m7\nm8\nm9\n");
+}
+
+#[test]
+fn key_sep_routes_by_key_and_strips_it() {
+    let (_tmp, q) = queue_dir();
+    let input = "alice:a1\nbob:b1\nalice:a2\nno key here\nbob:b2:with colon\n";
+    let acks = ok(&["produce", &q, "--partitions", "4", "--key-sep", ":"], input);
+    let acks: Vec<(u32, u64)> = acks
+        .lines()
+        .map(|l| {
+            let (p, o) = l.split_once(' ').unwrap();
+            (p.parse().unwrap(), o.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(acks.len(), 5);
+    assert_eq!(acks[0].0, acks[2].0, "same key, same partition");
+    assert_eq!(acks[1].0, acks[4].0, "same key, same partition");
+    assert!(acks[2].1 > acks[0].1 && acks[4].1 > acks[1].1);
+
+    let consumed = ok(&["consume", &q, "--group", "g", "--idle-exit", "0.3"], "");
+    let mut payloads: Vec<&str> = consumed.lines().collect();
+    // Within a key, in send order; across partitions, in any order.
+    let pos = |s: &str| payloads.iter().position(|&p| p == s).unwrap();
+    assert!(pos("a1") < pos("a2") && pos("b1") < pos("b2:with colon"));
+    payloads.sort();
+    assert_eq!(payloads, ["a1", "a2", "b1", "b2:with colon", "no key here"]);
+}
+
+#[test]
+fn options_apply_at_creation_and_conflicts_are_errors() {
+    let (_tmp, q) = queue_dir();
+    ok(&["produce", &q, "--partitions", "2", "--durability", "interval:5"], "a\nb\n");
+    let json = ok(&["stat", &q, "--json"], "");
+    assert!(json.contains(r#"{"partition":0,"#) && json.contains(r#"{"partition":1,"#), "{json}");
+    assert!(!json.contains(r#"{"partition":2,"#), "{json}");
+    assert!(json.contains(r#""durability":"interval:5""#), "{json}");
+
+    let err = fails(&["produce", &q, "--partitions", "3"], "c\n", 1);
+    assert!(err.contains("partitions = 2") && err.contains('3'), "{err}");
+    let err = fails(&["produce", &q, "--durability", "sync"], "c\n", 1);
+    assert!(err.contains("durability = interval:5"), "{err}");
+    // Omitted options take the stored values; matching ones are accepted.
+    assert_eq!(ok(&["produce", &q], "c\n").lines().count(), 1);
+    assert_eq!(ok(&["produce", &q, "--partitions", "2"], "d\n").lines().count(), 1);
+    let consumed = ok(&["consume", &q, "--group", "g", "--idle-exit", "0.3"], "");
+    let mut payloads: Vec<&str> = consumed.lines().collect();
+    payloads.sort();
+    assert_eq!(payloads, ["a", "b", "c", "d"]);
+}
+
+/// Every file under `dir` and its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(snapshot(&path));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            files.insert(path, bytes);
+        }
+    }
+    files
+}
+
+#[test]
+fn verify_passes_a_healthy_queue_and_locates_damage_without_modifying_anything() {
+    let (_tmp, q) = queue_dir();
+    // Two runs, so the second's records prove the first was acknowledged:
+    // damage to it is damage, not a torn tail.
+    ok(&["produce", &q], "first\n");
+    ok(&["produce", &q], "second\nthird\n");
+    ok(&["consume", &q, "--group", "g", "--limit", "1"], "");
+    let report = ok(&["verify", &q], "");
+    assert!(report.contains("3 records, 1 segments, 1 checkpoints"), "{report}");
+
+    // Record 0's frame starts after the 64-byte segment header; its payload
+    // after the 32-byte frame header.
+    let segment = Path::new(&q).join("p0000/00000000000000000000.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    assert_eq!(&bytes[96..101], b"first");
+    bytes[96] ^= 0x20;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let before = snapshot(Path::new(&q));
+    let run = durq(&["verify", &q], "");
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let problem = run.stdout.lines().find(|l| l.starts_with("problem: ")).expect(&run.stdout);
+    assert!(problem.contains(&segment.display().to_string()) && problem.contains("byte 64"), "{problem}");
+    assert!(problem.contains("offset 0"), "{problem}");
+    assert!(run.stderr.starts_with("durq: ") && run.stderr.lines().count() == 1, "{}", run.stderr);
+    assert!(snapshot(Path::new(&q)) == before, "verify modified the queue");
+
+    // Damaged data is refused, not delivered.
+    let err = fails(&["consume", &q, "--group", "fresh", "--idle-exit", "0.2"], "", 1);
+    assert!(err.contains("corrupt") && err.contains("byte 64"), "{err}");
+}
+
+#[test]
+fn commands_other_than_produce_never_create_a_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("typo");
+    let missing = missing.to_str().unwrap();
+    fails(&["consume", missing, "--group", "g", "--idle-exit", "0.1"], "", 1);
+    fails(&["stat", missing], "", 1);
+    fails(&["stat", missing, "--json"], "", 1);
+    fails(&["verify", missing], "", 1);
+    assert!(!Path::new(missing).exists());
+}
+
+#[test]
+fn foreign_directories_and_bad_arguments_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
+    let foreign = tmp.path().to_str().unwrap();
+    let err = fails(&["produce", foreign], "x\n", 1);
+    assert!(err.contains("not a durq queue"), "{err}");
+    let err = fails(&["consume", foreign, "--group", "g"], "", 1);
+    assert!(err.contains("not a durq queue"), "{err}");
+    assert_eq!(std::fs::read_dir(foreign).unwrap().count(), 1, "nothing was added");
+
+    let (_tmp, q) = queue_dir();
+    fails(&["produce"], "", 2);
+    fails(&["produce", &q, "--durability", "eventually"], "", 2);
+    fails(&["produce", &q, "--partitions", "many"], "", 2);
+    fails(&["consume", &q], "", 2);
+    fails(&["consume", &q, "--group", "g", "--idle-exit", "soon"], "", 2);
+    fails(&["frobnicate", &q], "", 2);
+    assert!(!Path::new(&q).exists());
+    // Values clap accepts but the library refuses.
+    fails(&["produce", &q, "--partitions", "0"], "x\n", 1);
+    ok(&["produce", &q], "");
+    let err = fails(&["consume", &q, "--group", "a/b"], "", 1);
+    assert!(err.contains("invalid group name"), "{err}");
+    fails(&["consume", &q, "--group", "g", "--max-batch", "0"], "", 1);
+}
+
+#[test]
+fn consume_to_a_closed_pipe_fails_and_commits_nothing() {
+    let (_tmp, q) = queue_dir();
+    ok(&["produce", &q], "a\nb\nc\n");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_durq"))
+        .args(["consume", &q, "--group", "g", "--idle-exit", "1"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("durq: ") && stderr.lines().count() == 1, "{stderr}");
+    assert!(stderr.contains("not committed") && stderr.contains("Broken pipe"), "{stderr}");
+    let json = ok(&["stat", &q, "--json"], "");
+    assert!(json.contains(r#""committed":[0],"lag":[3]"#), "{json}");
+}
+
+fn wait_with_deadline(child: &mut Child, deadline: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("durq did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_stop_an_idle_consumer_cleanly() {
+    let (_tmp, q) = queue_dir();
+    ok(&["produce", &q], "");
+    for (signal, group) in [(libc::SIGTERM, "term"), (libc::SIGINT, "int")] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_durq"))
+            .args(["consume", &q, "--group", group])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The group directory appears once the consumer has joined, which
+        // is after its signal handlers are installed.
+        let joined = Path::new(&q).join("groups").join(group);
+        let start = Instant::now();
+        while !joined.exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "consumer never joined");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: kill only sends a signal to the child we spawned.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+        let status = wait_with_deadline(&mut child, Duration::from_secs(5));
+        assert_eq!(status.code(), Some(0), "signal {signal}");
+    }
+}

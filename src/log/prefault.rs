@@ -1,0 +1,55 @@
+//! Faulting in segment pages ahead of the writer, on another thread.
+//!
+//! The first store into each page of a fresh segment costs a page fault in
+//! which the kernel allocates a page-cache page and zeroes it; measured here,
+//! that was over a third of the time of a `Buffered` send. The append path
+//! therefore asks this background thread, whenever its tail enters a new
+//! chunk, to fault in the *next* chunk with `MADV_POPULATE_WRITE`, so the
+//! writer finds its pages ready. The hint never changes a byte of the file.
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::log::segment::Segment;
+
+/// Bytes faulted in per request.
+pub(crate) const PREFAULT_BYTES: usize = 1 << 20;
+
+/// Hands prefault requests to the background thread; the thread ends when
+/// every clone is dropped.
+#[derive(Clone)]
+pub(crate) struct Prefaulter {
+    requests: Sender<(Arc<Segment>, usize)>,
+}
+
+impl Prefaulter {
+    pub(crate) fn start() -> Prefaulter {
+        // A few requests in flight are plenty: the writer asks once per chunk.
+        let (requests, pending) = crossbeam_channel::bounded::<(Arc<Segment>, usize)>(4);
+        std::thread::Builder::new()
+            .name("durq-prefault".into())
+            .spawn(move || {
+                for (segment, chunk) in pending {
+                    segment.prefault(chunk, chunk + PREFAULT_BYTES);
+                }
+            })
+            .expect("spawning the prefault thread");
+        Prefaulter { requests }
+    }
+
+    /// Called after an append moved the tail from `old_pos` to `new_pos`:
+    /// if that entered a new chunk, asks for the chunk after it. Never
+    /// blocks; a request that does not fit is dropped (the pages then fault
+    /// in the ordinary way).
+    pub(crate) fn after_append(&self, segment: &Arc<Segment>, old_pos: usize, new_pos: usize) {
+        if old_pos / PREFAULT_BYTES != new_pos / PREFAULT_BYTES || old_pos == new_pos {
+            let next_chunk = (new_pos / PREFAULT_BYTES + 1) * PREFAULT_BYTES;
+            if next_chunk < segment.len() {
+                match self.requests.try_send((segment.clone(), next_chunk)) {
+                    Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+                }
+            }
+        }
+    }
+}
