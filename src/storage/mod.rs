@@ -25,13 +25,14 @@ use crate::error::{Error, Result};
 /// entries changed, so the new directories survive a power loss.
 pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
     let mut missing = Vec::new();
-    let mut cur = Some(dir);
-    while let Some(d) = cur {
-        if d.exists() {
-            break;
+    let mut cur = dir;
+    // An empty path is the working directory, which exists.
+    while !cur.as_os_str().is_empty() && !cur.exists() {
+        missing.push(cur);
+        match cur.parent() {
+            Some(parent) => cur = parent,
+            None => break,
         }
-        missing.push(d);
-        cur = d.parent();
     }
     if missing.is_empty() {
         return Ok(());
@@ -40,12 +41,18 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
     // Sync each new directory and the parent that gained its entry, from the
     // top down: a child entry is only reachable once its parent is durable.
     for d in missing.iter().rev() {
-        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
-        }
+        sync_dir(parent_dir(d))?;
         sync_dir(d)?;
     }
     Ok(())
+}
+
+/// The directory holding `path`; `.` for a bare relative name.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// fsyncs a directory, making the creation, rename or removal of its entries
@@ -75,7 +82,7 @@ pub(crate) fn create_durable(path: &Path, contents: &[u8], reserve_bytes: u64) -
     }
     file.write_all_at(contents, 0).map_err(|e| Error::io("write", path, e))?;
     file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
-    sync_dir(path.parent().expect("a durq file always lives in a directory"))?;
+    sync_dir(parent_dir(path))?;
     Ok(file)
 }
 
@@ -178,7 +185,7 @@ pub(crate) fn publish_new(tmp: &Path, path: &Path) -> Result<bool> {
         Err(e) => return Err(Error::io("link", path, e)),
     };
     std::fs::remove_file(tmp).map_err(|e| Error::io("remove", tmp, e))?;
-    sync_dir(path.parent().expect("a durq file always lives in a directory"))?;
+    sync_dir(parent_dir(path))?;
     Ok(published)
 }
 
