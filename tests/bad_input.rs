@@ -293,7 +293,9 @@ fn oversize_keyed_records_and_keys_over_65535_bytes_are_refused_and_nothing_is_w
     ];
     for (key, payload) in &refused {
         match producer.send_keyed(key, payload) {
+            Err(Error::KeyTooLarge { bytes, max: 65_535 }) => assert_eq!(bytes, key.len()),
             Err(Error::RecordTooLarge { bytes, max: m }) => {
+                assert!(key.len() <= 65_535, "a too-long key is reported as such");
                 assert_eq!((bytes, m), (key.len() + payload.len(), max));
             }
             Err(e) => panic!("key {} + payload {}: {e}", key.len(), payload.len()),
