@@ -91,6 +91,16 @@ pub enum Error {
         max: u32,
     },
 
+    /// A key is longer than a frame can carry (`KEY_BYTES_MAX`, 65,535
+    /// bytes); nothing was written.
+    #[error("key of {bytes} bytes exceeds the key limit of {max} bytes")]
+    KeyTooLarge {
+        /// The key's size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+
     /// A consumer-group name breaks the naming rules.
     #[error("invalid group name {name:?}: {reason}")]
     InvalidGroupName {

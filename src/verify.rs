@@ -147,7 +147,7 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
         if let Some(torn) = scan.torn {
             if last {
                 report.notes.push(format!(
-                    "{}: unrecovered torn tail at byte {} (offset {}): {}; never acknowledged, the next open zeroes it",
+                    "{}: unrecovered torn tail at byte {} (offset {}): {}; no later record proves it acknowledged, the next open zeroes it",
                     path.display(),
                     torn.from,
                     scan.next_offset,
@@ -163,7 +163,12 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             }
         }
         report.records += scan.next_offset - base;
-        expected = scan.next_offset;
+        // Damage in a sealed segment is reported once: the next segment's
+        // base says where its records end.
+        expected = match (scan.torn, bases.get(i + 1)) {
+            (Some(_), Some(&next_base)) => next_base,
+            _ => scan.next_offset,
+        };
     }
     Ok(expected)
 }

@@ -100,7 +100,10 @@ impl Partition {
         let max = self.config.record_bytes_max;
         for r in records {
             let key_len = r.key.map_or(0, <[u8]>::len);
-            if key_len > KEY_BYTES_MAX || key_len + r.payload.len() > max as usize {
+            if key_len > KEY_BYTES_MAX {
+                return Err(Error::KeyTooLarge { bytes: key_len, max: KEY_BYTES_MAX });
+            }
+            if key_len + r.payload.len() > max as usize {
                 return Err(Error::RecordTooLarge { bytes: key_len + r.payload.len(), max });
             }
         }
@@ -273,33 +276,37 @@ impl Partition {
     }
 
     /// A cursor positioned at `offset`, which must be retained and at most
-    /// `next_offset`.
+    /// `next_offset`. Hops over the records before it by their headers
+    /// alone: a group does not need records it already processed to be
+    /// intact, so damage there does not stop it (a damaged header is stepped
+    /// over by finding the next valid frame, as recovery does).
     pub(crate) fn cursor_at(&self, offset: u64) -> Result<ReadCursor> {
         let bases = self.segment_bases()?;
         let Some(&base) = bases.iter().rev().find(|&&b| b <= offset) else {
             return Err(Error::corrupt(&self.dir, 0, Some(offset), "no segment holds this offset"));
         };
         let segment = self.segment(base)?;
+        let max = self.config.record_bytes_max;
         let mut pos = SEGMENT_HEADER_BYTES;
         let mut at = base;
         while at < offset {
             // SAFETY: `at < offset <= next_offset`: the frame is published.
-            match unsafe { segment.frame_at(pos, self.config.record_bytes_max) } {
-                Decoded::Frame(f) if f.meta.offset == at => pos += f.len,
-                Decoded::Zero => {
-                    return Err(Error::corrupt(&segment.path, pos as u64, Some(at), "segment ends before the offset"));
+            match unsafe { segment.header_at(pos, max) } {
+                Ok(Some((found, len))) if found == at => {
+                    pos += len;
+                    at += 1;
                 }
-                Decoded::Frame(f) => {
-                    return Err(Error::corrupt(
-                        &segment.path,
-                        pos as u64,
-                        Some(at),
-                        format!("frame carries offset {}", f.meta.offset),
-                    ));
+                _ => {
+                    (pos, at) = resync(&segment, pos, at, offset, max).ok_or_else(|| {
+                        Error::corrupt(
+                            &segment.path,
+                            pos as u64,
+                            Some(at),
+                            format!("damaged record, and no valid record up to offset {offset} follows it"),
+                        )
+                    })?;
                 }
-                Decoded::Invalid(i) => return Err(Error::corrupt(&segment.path, pos as u64, Some(at), i.to_string())),
             }
-            at += 1;
         }
         Ok(ReadCursor { next_offset: offset, segment, pos })
     }
@@ -333,7 +340,7 @@ impl Partition {
                 }
                 Decoded::Zero if frames.is_empty() && pos > SEGMENT_HEADER_BYTES => {
                     // This segment is used up; the record lives in the next.
-                    cursor.segment = self.next_segment(seg, offset)?;
+                    cursor.segment = self.next_segment(seg, pos, offset)?;
                     cursor.pos = SEGMENT_HEADER_BYTES;
                     pos = SEGMENT_HEADER_BYTES;
                 }
@@ -365,14 +372,16 @@ impl Partition {
         Ok(Span { segment: cursor.segment.clone(), frames, end_pos: pos, end_offset: offset })
     }
 
-    fn next_segment(&self, seg: &Segment, offset: u64) -> Result<Arc<Segment>> {
+    /// The segment that starts at `offset`, after `seg` ended at `pos`. If
+    /// there is none, the zeros at `pos` are where record `offset` should be.
+    fn next_segment(&self, seg: &Segment, pos: usize, offset: u64) -> Result<Arc<Segment>> {
         self.segment(offset).map_err(|e| match e {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Error::corrupt(
                 &seg.path,
-                0,
+                pos as u64,
                 Some(offset),
                 format!(
-                    "segment ends before record {offset}, and segment file {} is missing",
+                    "zeros where record {offset} must be, and no segment file {} follows",
                     segment::file_name(offset)
                 ),
             ),
@@ -422,6 +431,26 @@ impl Span {
         // contract rule 2); the span holds the segment's mapping alive.
         unsafe { self.segment.published(pos, pos + len) }
     }
+}
+
+/// Finds, after a damaged frame at `pos` where offset `at` was expected, the
+/// next frame that passes its checksum with an offset in `at + 1..=target`.
+fn resync(segment: &Segment, pos: usize, at: u64, target: u64, record_bytes_max: u32) -> Option<(usize, u64)> {
+    let mut probe = pos + record::FRAME_ALIGN;
+    while probe + record::FRAME_HEADER_BYTES <= segment.len() {
+        // SAFETY: probing may touch bytes of unpublished frames only when
+        // the published ones before `target` are damaged beyond recognition;
+        // the borrow is bounded by the mapping and the checksum rejects torn
+        // bytes (mmap contract rule 4 covers damage made by others).
+        if let Decoded::Frame(f) = unsafe { segment.frame_at(probe, record_bytes_max) }
+            && f.meta.offset > at
+            && f.meta.offset <= target
+        {
+            return Some((probe, f.meta.offset));
+        }
+        probe += record::FRAME_ALIGN;
+    }
+    None
 }
 
 /// Base offsets of the segment files in a partition directory, in order.

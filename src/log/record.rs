@@ -181,19 +181,19 @@ pub fn decode(buf: &[u8], record_bytes_max: u32) -> Decoded<'_> {
     }
 }
 
-/// Reads a frame's length and offset without checking its checksum: for
-/// hopping over records a reader has already consumed. `None` for a zero
-/// header.
-pub fn peek(buf: &[u8], record_bytes_max: u32) -> Result<Option<(u64, usize)>, Invalid> {
-    Ok(decode_header(buf, buf.len(), record_bytes_max)?.map(|(meta, _, _, _, len)| (meta.offset, len)))
+/// Reads a frame's offset and length from its header alone, without
+/// checking the checksum: for hopping over records a reader has already
+/// consumed. `None` for a zero header.
+pub fn peek_header(header: &[u8], record_bytes_max: u32) -> Result<Option<(u64, usize)>, Invalid> {
+    let h = header.get(..FRAME_HEADER_BYTES).ok_or(Invalid::Truncated)?;
+    Ok(decode_header(h, usize::MAX, record_bytes_max)?.map(|(meta, _, _, _, len)| (meta.offset, len)))
 }
 
 /// The length of the frame whose header starts `buf`, from the header
 /// alone (no checksum check): lets a reader borrow exactly one frame.
 /// `None` for a zero header.
 pub fn frame_len(buf: &[u8], record_bytes_max: u32) -> Result<Option<usize>, Invalid> {
-    let h = buf.get(..FRAME_HEADER_BYTES).ok_or(Invalid::Truncated)?;
-    Ok(decode_header(h, usize::MAX, record_bytes_max)?.map(|(.., len)| len))
+    Ok(peek_header(buf, record_bytes_max)?.map(|(_, len)| len))
 }
 
 type Header = (FrameMeta, bool, usize, usize, usize);

@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::log::record::{self, Decoded};
+use crate::log::record::{self, Decoded, Invalid};
 use crate::meta::FORMAT_VERSION;
 use crate::storage::{self, mmap::MappedFile};
 
@@ -165,6 +165,20 @@ impl Segment {
             // SAFETY: forwarded contract: the whole published frame.
             Ok(Some(len)) => record::decode(unsafe { self.published(pos, pos + len) }, record_bytes_max),
         }
+    }
+
+    /// Reads the offset and length of the frame at `pos` from its header
+    /// alone (no checksum): for hopping over records already consumed.
+    /// `Ok(None)` at a zero header or where no header fits.
+    ///
+    /// # Safety
+    /// As [`Segment::frame_at`]: the frame at `pos` is published.
+    pub(crate) unsafe fn header_at(&self, pos: usize, record_bytes_max: u32) -> Result<Option<(u64, usize)>, Invalid> {
+        if pos + record::FRAME_HEADER_BYTES > self.len() {
+            return Ok(None);
+        }
+        // SAFETY: forwarded contract: the header of a published frame.
+        record::peek_header(unsafe { self.published(pos, pos + record::FRAME_HEADER_BYTES) }, record_bytes_max)
     }
 
     /// Writes one frame at `pos`: `header` (with a zero checksum field),

@@ -1,0 +1,360 @@
+//! Damage to acknowledged data, through real files.
+//!
+//! A record that was acknowledged and later damaged (bit rot, a stray write)
+//! must never be delivered and never be skipped: a consumer gets every record
+//! before it, then `Error::Corrupt` naming the file, byte position and offset,
+//! as often as it asks. `durq::verify` must report the same place, must not
+//! report anything on an intact queue, and must never change a byte. The same
+//! holds for sealed segments and for consumer-group checkpoints, whose damage
+//! falls back to the older copy (redelivery) or fails the open, never resets.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{frame_starts, process_error, segment_path, small, take};
+use durq::group::checkpoint::{self, COPY_BYTES, SECOND_COPY_AT};
+use durq::{ConsumerOptions, Error, Queue};
+
+fn message(i: u64) -> Vec<u8> {
+    format!("message {i}").into_bytes()
+}
+
+fn messages(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    range.map(message).collect()
+}
+
+/// A closed queue at `dir/q` holding `message(0..n)`, sent one at a time
+/// under `Sync`.
+fn closed_queue(dir: &Path, n: u64) -> PathBuf {
+    let path = dir.join("q");
+    let queue = Queue::open_with(&path, small()).unwrap();
+    let producer = queue.producer();
+    for i in 0..n {
+        producer.send(message(i)).unwrap();
+    }
+    path
+}
+
+/// Asserts that `e` is `Corrupt` at exactly this place.
+#[track_caller]
+fn assert_corrupt_at(e: &Error, file: &Path, position: usize, offset: Option<u64>) {
+    match e {
+        Error::Corrupt { file: f, position: p, offset: o, .. } => {
+            assert_eq!((f.as_path(), *p, *o), (file, position as u64, offset), "{e}");
+        }
+        other => panic!("expected Corrupt at {}:{position}, got {other}", file.display()),
+    }
+}
+
+/// Runs verify on a closed queue and checks that it did not change a byte.
+fn verify_read_only(path: &Path) -> durq::verify::Report {
+    let before = common::snapshot(path);
+    let report = durq::verify::verify(path).unwrap();
+    assert!(common::snapshot(path) == before, "verify modified the queue directory");
+    report
+}
+
+#[track_caller]
+fn assert_problem(report: &durq::verify::Report, file: &Path, position: usize, offset: Option<u64>) {
+    assert!(
+        report.problems.iter().any(|p| (p.file.as_path(), p.position, p.offset) == (file, position as u64, offset)),
+        "no problem reported at {}:{position} {offset:?}: {report:#?}",
+        file.display()
+    );
+}
+
+#[test]
+fn verify_finds_nothing_wrong_with_an_intact_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let queue = Queue::open_with(&path, small().partitions(2)).unwrap();
+    let producer = queue.producer();
+    for i in 0..300u64 {
+        producer.send_keyed(format!("k{}", i % 7), vec![i as u8; 500]).unwrap();
+    }
+    let mut consumer = queue.consumer_with("g", ConsumerOptions::default().max_batch(10)).unwrap();
+    take(&mut consumer, 100);
+    drop((consumer, producer, queue));
+    let report = verify_read_only(&path);
+    assert!(report.problems.is_empty() && report.notes.is_empty(), "{report:#?}");
+    assert_eq!((report.records, report.checkpoints), (300, 2));
+    assert!(report.segments > 2, "the test rolled segments");
+}
+
+#[test]
+fn flipped_byte_in_an_acknowledged_record_is_reported_never_delivered_never_skipped() {
+    const N: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path(), N);
+    // A group that committed exactly up to the record that will be damaged.
+    let queue = Queue::open_existing(&path).unwrap();
+    let mut early = queue.consumer_with("early", ConsumerOptions::default().max_batch(3)).unwrap();
+    assert_eq!(take(&mut early, 3), messages(0..3));
+    drop((early, queue));
+
+    let seg = segment_path(&path, 0, 0);
+    let s = frame_starts((0..N).map(|i| message(i).len()));
+    common::flip_byte(&seg, s[3] + 37, 0x02);
+
+    let report = verify_read_only(&path);
+    assert_eq!(report.problems.len(), 1, "{report:#?}");
+    assert_problem(&report, &seg, s[3], Some(3));
+    assert_eq!(report.records, N);
+
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.offsets(0), (0, N));
+    for group in ["fresh", "early"] {
+        let mut consumer = queue.consumer(group).unwrap();
+        if group == "fresh" {
+            assert_eq!(take(&mut consumer, 3), messages(0..3), "the records before the damage");
+        }
+        for _ in 0..3 {
+            assert_corrupt_at(&process_error(&mut consumer), &seg, s[3], Some(3));
+        }
+        assert_eq!(consumer.committed(), vec![3], "{group}: never skipped");
+    }
+    // Producers are not affected: the log goes on after the damaged record.
+    assert_eq!(queue.producer().send(b"later").unwrap().offset, N);
+}
+
+#[test]
+fn every_single_byte_flip_in_an_acknowledged_record_stops_readers_at_that_record() {
+    const N: u64 = 6;
+    let pristine = tempfile::tempdir().unwrap();
+    let original = closed_queue(pristine.path(), N);
+    let s = frame_starts((0..N).map(|i| message(i).len()));
+    for at in s[3]..s[4] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        common::copy_dir(&original, &path);
+        let seg = segment_path(&path, 0, 0);
+        common::flip_byte(&seg, at, 0x10);
+        let report = verify_read_only(&path);
+        assert_eq!(report.problems.len(), 1, "flip at {at}: {report:#?}");
+        assert_problem(&report, &seg, s[3], Some(3));
+
+        let queue = Queue::open_existing(&path).unwrap();
+        assert_eq!(queue.offsets(0), (0, N), "flip at {at}");
+        let mut consumer = queue.consumer("g").unwrap();
+        assert_eq!(take(&mut consumer, 3), messages(0..3), "flip at {at}");
+        assert_corrupt_at(&process_error(&mut consumer), &seg, s[3], Some(3));
+    }
+}
+
+#[test]
+fn a_zeroed_header_of_an_acknowledged_record_is_reported_at_that_record() {
+    const N: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path(), N);
+    let seg = segment_path(&path, 0, 0);
+    let s = frame_starts((0..N).map(|i| message(i).len()));
+    common::write_at(&seg, s[3], &[0u8; 32]);
+
+    let report = verify_read_only(&path);
+    assert_problem(&report, &seg, s[3], Some(3));
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.offsets(0), (0, N), "record 4's watermark proves record 3 was acknowledged");
+    let mut consumer = queue.consumer("g").unwrap();
+    assert_eq!(take(&mut consumer, 3), messages(0..3));
+    assert_corrupt_at(&process_error(&mut consumer), &seg, s[3], Some(3));
+}
+
+#[test]
+fn a_group_already_past_a_damaged_record_still_opens_and_reads_on() {
+    // Damage behind a group's checkpoint is in data it no longer needs: it
+    // must not stop the group from reading the intact records after it.
+    const N: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path(), N);
+    let queue = Queue::open_existing(&path).unwrap();
+    let mut consumer = queue.consumer_with("g", ConsumerOptions::default().max_batch(4)).unwrap();
+    assert_eq!(take(&mut consumer, 8), messages(0..8));
+    drop((consumer, queue));
+    let s = frame_starts((0..N).map(|i| message(i).len()));
+    common::flip_byte(&segment_path(&path, 0, 0), s[3] + 40, 0x01);
+
+    let queue = Queue::open_existing(&path).unwrap();
+    let mut consumer = queue.consumer("g").expect("a group past the damage reopens");
+    assert_eq!(take(&mut consumer, 2), messages(8..10));
+}
+
+/// Records of 1000 bytes: 63 fit one 64 KiB segment, so 150 of them fill
+/// segments 0 and 63 and start segment 126.
+const BIG: usize = 1000;
+const BIG_N: u64 = 150;
+const PER_SEGMENT: u64 = 63;
+
+fn big(i: u64) -> Vec<u8> {
+    let mut v = vec![b'a' + (i % 26) as u8; BIG];
+    v[..8].copy_from_slice(format!("{i:08}").as_bytes());
+    v
+}
+
+fn big_queue(dir: &Path) -> PathBuf {
+    let path = dir.join("q");
+    let queue = Queue::open_with(&path, small()).unwrap();
+    let producer = queue.producer();
+    for i in 0..BIG_N {
+        producer.send(big(i)).unwrap();
+    }
+    drop((producer, queue));
+    let bases: Vec<PathBuf> = common::segments(&path, 0);
+    assert_eq!(
+        bases,
+        [0, PER_SEGMENT, 2 * PER_SEGMENT].map(|b| segment_path(&path, 0, b)),
+        "1000-byte records roll where the test expects"
+    );
+    path
+}
+
+fn big_pos(i: u64) -> usize {
+    64 + (i % PER_SEGMENT) as usize * common::frame_len(0, BIG)
+}
+
+#[test]
+fn damage_in_sealed_segments_is_reported_where_it_is_and_never_skipped() {
+    let pristine = tempfile::tempdir().unwrap();
+    let original = big_queue(pristine.path());
+    // (what, the damaged record, the byte of its frame that is flipped, how)
+    let cases: [(&str, u64, usize, u8); 4] = [
+        ("a payload byte of a record inside sealed segment 0", 10, 500, 0x80),
+        ("the timestamp of the last record of sealed segment 0", 62, 20, 0x04),
+        ("the offset of a record inside sealed segment 63", 100, 8, 0x01),
+        ("the magic of the first record of sealed segment 63", 63, 27, 0xff),
+    ];
+    for (what, good, at_in_frame, mask) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        common::copy_dir(&original, &path);
+        let seg = segment_path(&path, 0, good / PER_SEGMENT * PER_SEGMENT);
+        let (position, offset) = (big_pos(good), Some(good));
+        common::flip_byte(&seg, position + at_in_frame, mask);
+        let report = verify_read_only(&path);
+        assert_problem(&report, &seg, position, offset);
+
+        let queue = Queue::open_existing(&path).unwrap();
+        assert_eq!(queue.offsets(0), (0, BIG_N), "{what}: recovery looks at the last segment only");
+        let mut consumer = queue.consumer_with("g", ConsumerOptions::default().max_batch(1000)).unwrap();
+        let delivered = take(&mut consumer, good as usize);
+        assert!(delivered.iter().zip(0..).all(|(m, i)| *m == big(i)), "{what}");
+        for _ in 0..2 {
+            assert_corrupt_at(&process_error(&mut consumer), &seg, position, offset);
+        }
+        assert_eq!(consumer.committed(), vec![good], "{what}");
+    }
+}
+
+#[test]
+fn a_damaged_truncated_or_missing_sealed_segment_file_is_an_error_not_a_crash_or_a_skip() {
+    let pristine = tempfile::tempdir().unwrap();
+    let original = big_queue(pristine.path());
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage); 4] = [
+        ("zeroed header", |f| common::write_at(f, 0, &[0u8; 64])),
+        ("flipped header byte", |f| common::flip_byte(f, 17, 0x01)),
+        ("file cut to 4 KiB", |f| std::fs::OpenOptions::new().write(true).open(f).unwrap().set_len(4096).unwrap()),
+        ("file missing", |f| std::fs::remove_file(f).unwrap()),
+    ];
+    for (what, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        common::copy_dir(&original, &path);
+        let seg63 = segment_path(&path, 0, PER_SEGMENT);
+        damage(&seg63);
+        let report = verify_read_only(&path);
+        assert!(!report.problems.is_empty(), "{what}: {report:#?}");
+
+        let queue = Queue::open_existing(&path).unwrap();
+        let mut consumer = queue.consumer_with("g", ConsumerOptions::default().max_batch(1000)).unwrap();
+        assert_eq!(take(&mut consumer, PER_SEGMENT as usize).len(), PER_SEGMENT as usize, "{what}");
+        for _ in 0..2 {
+            match process_error(&mut consumer) {
+                Error::Corrupt { file, offset, .. } => {
+                    let named = file == seg63 || (file == segment_path(&path, 0, 0) && offset == Some(PER_SEGMENT));
+                    assert!(named, "{what}: error names {} offset {offset:?}", file.display());
+                }
+                e => panic!("{what}: {e}"),
+            }
+        }
+        assert_eq!(consumer.committed(), vec![PER_SEGMENT], "{what}");
+    }
+}
+
+/// A closed queue with 10 records whose group "g" committed batches of 4, 4
+/// and 2: checkpoint copies hold next offsets 8 (older) and 10 (newest).
+/// Returns the queue path, the checkpoint path and where the newest copy is.
+fn committed_group(dir: &Path) -> (PathBuf, PathBuf, usize) {
+    let path = closed_queue(dir, 10);
+    let queue = Queue::open_existing(&path).unwrap();
+    let mut consumer = queue.consumer_with("g", ConsumerOptions::default().max_batch(4)).unwrap();
+    assert_eq!(take(&mut consumer, 10), messages(0..10));
+    drop((consumer, queue));
+    let ckpt = path.join("groups").join("g").join(checkpoint::file_name(0));
+    let bytes = std::fs::read(&ckpt).unwrap();
+    let copies: Vec<_> = [0, SECOND_COPY_AT].map(|at| checkpoint::decode_copy(&bytes[at..], 0).unwrap()).into();
+    let newest = if copies[1].generation > copies[0].generation { SECOND_COPY_AT } else { 0 };
+    let older = SECOND_COPY_AT - newest;
+    assert_eq!(checkpoint::decode_copy(&bytes[newest..], 0).unwrap().next_offset, 10);
+    assert_eq!(checkpoint::decode_copy(&bytes[older..], 0).unwrap().next_offset, 8);
+    (path, ckpt, newest)
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_copy_falls_back_to_the_older_one_and_redelivers() {
+    for at_in_copy in [0, 9, 20, 33, 45, 61] {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, ckpt, newest) = committed_group(dir.path());
+        common::flip_byte(&ckpt, newest + at_in_copy, 0x01);
+        let report = verify_read_only(&path);
+        assert!(report.problems.is_empty(), "one good copy is not damage: {report:#?}");
+        assert_eq!(report.notes.len(), 1, "{report:#?}");
+
+        let queue = Queue::open_existing(&path).unwrap();
+        let mut consumer = queue.consumer("g").unwrap();
+        assert_eq!(consumer.committed(), vec![8], "byte {at_in_copy}: the older copy is in force");
+        assert_eq!(take(&mut consumer, 2), messages(8..10), "the last committed batch comes again");
+        drop((consumer, queue));
+        // The commit overwrote the damaged copy; the next open is at the end.
+        let queue = Queue::open_existing(&path).unwrap();
+        let consumer = queue.consumer("g").unwrap();
+        assert_eq!(consumer.committed(), vec![10]);
+        drop((consumer, queue));
+        let report = verify_read_only(&path);
+        assert!(report.problems.is_empty() && report.notes.is_empty(), "{report:#?}");
+    }
+}
+
+#[test]
+fn a_checkpoint_with_no_valid_copy_fails_the_open_never_resets() {
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage); 3] = [
+        ("both copies flipped", |f| {
+            common::flip_byte(f, 35, 0x01);
+            common::flip_byte(f, SECOND_COPY_AT + 35, 0x01);
+        }),
+        ("file emptied", |f| std::fs::write(f, b"").unwrap()),
+        ("both magics gone", |f| {
+            common::write_at(f, 0, &[0u8; COPY_BYTES]);
+            common::write_at(f, SECOND_COPY_AT, &[0u8; COPY_BYTES]);
+        }),
+    ];
+    for (what, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, ckpt, _) = committed_group(dir.path());
+        damage(&ckpt);
+        let before = common::data_snapshot(&path);
+        let report = verify_read_only(&path);
+        assert_problem(&report, &ckpt, 0, None);
+
+        let queue = Queue::open_existing(&path).unwrap();
+        for _ in 0..2 {
+            match queue.consumer("g") {
+                Err(e) => assert_corrupt_at(&e, &ckpt, 0, None),
+                Ok(c) => panic!("{what}: group reopened at {:?}", c.committed()),
+            }
+        }
+        drop(queue);
+        assert!(common::data_snapshot(&path) == before, "{what}: the failed open rewrote the checkpoint");
+    }
+}
