@@ -1,33 +1,48 @@
-//! The consumer: hands batches to the caller's closure and commits them only
-//! after the closure returns `Ok`.
+//! The consumer: a member of a consumer group. It hands batches to the
+//! caller's closure and commits them only after the closure returns `Ok`.
 //!
 //! This is the one place where a queue classically loses messages: committing
 //! the read position before the work is done (the "auto-commit" of many
-//! clients). durq's API has no separate acknowledge call. The batch is a
-//! borrowed slice that cannot outlive the closure, and the checkpoint moves,
-//! with an fdatasync, only after the closure has returned `Ok`. An error or a
-//! panic commits nothing, and the next call delivers the same records again.
+//! clients). durq's default API has no separate acknowledge call. The batch
+//! is a borrowed slice that cannot outlive the closure, and the checkpoint
+//! moves, with an fdatasync, only after the closure has returned `Ok`. An
+//! error or a panic commits nothing; the batch is delivered again after a
+//! backoff, its records one at a time so that a poison record is isolated,
+//! and a record that fails `max_deliveries` times goes to the group's
+//! dead-letter queue before the group moves past it.
+//!
+//! Membership: every `Consumer` is a member of its group. Slots (one per
+//! partition) are shared fairly among live members; a member checks who is
+//! alive every `rebalance_interval` while it waits and between batches,
+//! takes over the slots of dead or hung members at once, and gives back
+//! slots that belong to a newcomer only after committing its current batch.
+//! See `group/slot.rs` for the takeover and fencing protocol.
 
-use std::fs::File;
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{BoxError, Error, Result};
-use crate::group::checkpoint::Checkpoint;
-use crate::group::{GROUPS_DIR, MEMBER_LOCK_FILE, name};
-use crate::log::partition::ReadCursor;
-use crate::options::ConsumerOptions;
+use crate::group::dead_letter::{self, DLQ_DIR, DeadLetter};
+use crate::group::lease::MemberId;
+use crate::group::member::{self, Liveness, Member};
+use crate::group::slot::{self, SlotHold};
+use crate::group::{GROUPS_DIR, assignment, name};
+use crate::log::partition::{ReadCursor, Span};
+use crate::options::{ConsumerOptions, Durability, Options};
 use crate::producer::Position;
-use crate::queue::QueueInner;
-use crate::storage::{self, Locked};
+use crate::queue::{Queue, QueueInner};
+use crate::storage;
 
-/// One record handed to a `process` closure, borrowed from the queue's
-/// mapping (no copy). It lives only as long as the closure call.
+/// One record handed to the caller, borrowed from the queue's mapping (no
+/// copy). It lives only as long as the closure call (or the [`Delivery`]).
 #[derive(Clone, Copy)]
 pub struct Message<'a> {
     position: Position,
     timestamp_ms: u64,
+    delivery_count: u32,
     key: Option<&'a [u8]>,
     payload: &'a [u8],
 }
@@ -57,6 +72,21 @@ impl<'a> Message<'a> {
     pub fn timestamp_ms(&self) -> u64 {
         self.timestamp_ms
     }
+
+    /// How many times this record has been handed to the group, this time
+    /// included: 1 on its first delivery. It counts deliveries by every
+    /// member and survives a crash of the process that was processing it.
+    /// The first record of a redelivered batch carries its exact count;
+    /// other records delivered before carry at least 2.
+    pub fn delivery_count(&self) -> u32 {
+        self.delivery_count
+    }
+
+    /// True if this record may have been handed to the group before (a
+    /// retry, or a crash or takeover during an earlier delivery).
+    pub fn is_redelivery(&self) -> bool {
+        self.delivery_count > 1
+    }
 }
 
 impl std::fmt::Debug for Message<'_> {
@@ -64,10 +94,25 @@ impl std::fmt::Debug for Message<'_> {
         f.debug_struct("Message")
             .field("position", &self.position)
             .field("timestamp_ms", &self.timestamp_ms)
+            .field("delivery_count", &self.delivery_count)
             .field("key", &self.key.map(String::from_utf8_lossy))
             .field("payload_bytes", &self.payload.len())
             .finish()
     }
+}
+
+/// What to do with one record, for [`Consumer::process_each`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Processed: commit it.
+    Done,
+    /// Not now: stop here, commit the records before it, and deliver it
+    /// again after the pause (the backoff schedule's if `None`). Counts as a
+    /// failed delivery toward `max_deliveries`.
+    Retry(Option<Duration>),
+    /// Never: move it to the dead-letter queue with this reason, then
+    /// commit it.
+    DeadLetter(String),
 }
 
 /// A member of a consumer group.
@@ -77,13 +122,15 @@ impl std::fmt::Debug for Message<'_> {
 /// # let tmp = tempfile::tempdir().unwrap();
 /// let queue = durq::Queue::open(tmp.path().join("q"))?;
 /// queue.producer().send(b"red packet for alice")?;
-/// let mut consumer = queue.consumer("red-packet")?;
+/// let options = durq::ConsumerOptions::default().retry_backoff(vec![std::time::Duration::ZERO]);
+/// let mut consumer = queue.consumer_with("red-packet", options)?;
 /// // Fails: nothing is committed, and the record comes again.
 /// let failed = consumer.process(|_batch| Err(std::io::Error::other("database down")));
 /// assert!(failed.is_err());
 /// // Succeeds: the checkpoint moves only now, after the closure returned.
 /// let n = consumer.process(|batch| {
 ///     assert_eq!(batch[0].payload(), b"red packet for alice");
+///     assert_eq!(batch[0].delivery_count(), 2);
 ///     Ok::<(), std::io::Error>(())
 /// })?;
 /// assert_eq!(n, 1);
@@ -94,16 +141,56 @@ impl std::fmt::Debug for Message<'_> {
 pub struct Consumer {
     queue: Arc<QueueInner>,
     group: String,
-    _member_lock: File,
-    readers: Vec<PartitionReader>,
-    next_partition: usize,
-    max_batch: usize,
+    group_dir: PathBuf,
+    options: ConsumerOptions,
+    member: Member,
+    held: BTreeMap<u32, Held>,
+    next_slot: u32,
+    last_rebalance: Option<Instant>,
+    dead_letters: Option<Queue>,
     stopped: Option<String>,
 }
 
-struct PartitionReader {
-    checkpoint: Checkpoint,
+/// A slot this member holds, and where it reads.
+struct Held {
+    hold: SlotHold,
     cursor: ReadCursor,
+    /// No delivery before this instant (backoff after a failure).
+    retry_at: Option<Instant>,
+    /// Records below this were in a failed batch: deliver them one at a time.
+    isolate_end: u64,
+}
+
+/// A batch taken from one slot, not yet committed.
+struct Batch {
+    slot: u32,
+    span: Span,
+    /// Deliveries of the batch's first record, this one included.
+    attempts: u32,
+    /// Records below this were delivered before.
+    redelivered_end: u64,
+}
+
+impl Batch {
+    fn messages(&self) -> Vec<Message<'_>> {
+        self.span
+            .frames
+            .iter()
+            .map(|fr| Message {
+                position: Position { partition: self.slot, offset: fr.offset },
+                timestamp_ms: fr.timestamp_ms,
+                delivery_count: if fr.offset == self.span.frames[0].offset {
+                    self.attempts
+                } else if fr.offset < self.redelivered_end {
+                    2
+                } else {
+                    1
+                },
+                key: fr.key.map(|k| self.span.bytes(k)),
+                payload: self.span.bytes(fr.payload),
+            })
+            .collect()
+    }
 }
 
 impl Consumer {
@@ -112,38 +199,21 @@ impl Consumer {
         options.validate()?;
         let group_dir = queue.dir.join(GROUPS_DIR).join(group);
         storage::create_dir_durable(&group_dir)?;
-        let lock_path = group_dir.join(MEMBER_LOCK_FILE);
-        let (member_lock, locked) = storage::try_lock_exclusive(&lock_path)?;
-        if let Locked::HeldElsewhere = locked {
-            return Err(Error::GroupBusy { group: group.to_owned(), lock: lock_path });
-        }
-        let mut readers = Vec::with_capacity(queue.partitions.len());
-        for part in &queue.partitions {
-            // A new group starts at the earliest retained record: a durable
-            // queue's consumer must see what was sent before it first ran.
-            let checkpoint = Checkpoint::open_or_create(&group_dir, part.id, part.first_offset())?;
-            let next = checkpoint.state().next_offset;
-            let end = part.next_offset();
-            if next > end {
-                return Err(Error::corrupt(
-                    checkpoint.path(),
-                    0,
-                    Some(next),
-                    format!("checkpoint is past the end of partition {} (next offset {end})", part.id),
-                ));
-            }
-            let cursor = part.cursor_at(next)?;
-            readers.push(PartitionReader { checkpoint, cursor });
-        }
-        Ok(Consumer {
+        let member = Member::join(&group_dir, options.lease_timeout.as_millis() as u64)?;
+        let mut consumer = Consumer {
             queue,
             group: group.to_owned(),
-            _member_lock: member_lock,
-            readers,
-            next_partition: 0,
-            max_batch: options.max_batch,
+            group_dir,
+            options,
+            member,
+            held: BTreeMap::new(),
+            next_slot: 0,
+            last_rebalance: None,
+            dead_letters: None,
             stopped: None,
-        })
+        };
+        consumer.rebalance()?;
+        Ok(consumer)
     }
 
     /// Waits for records, hands a batch of them (from one partition, in
@@ -152,7 +222,10 @@ impl Consumer {
     ///
     /// If `f` returns `Err` or panics, nothing is committed, the error is
     /// returned as [`Error::Process`] or [`Error::ProcessPanicked`], and the
-    /// next call delivers the same records again.
+    /// records are delivered again after the backoff, one at a time; a record
+    /// that fails `max_deliveries` times goes to the dead-letter queue. If
+    /// another member took the slot over meanwhile (this one was presumed
+    /// hung), the commit does not count and [`Error::Fenced`] is returned.
     pub fn process<F, E>(&mut self, f: F) -> Result<usize>
     where
         F: FnOnce(&[Message<'_>]) -> std::result::Result<(), E>,
@@ -171,15 +244,102 @@ impl Consumer {
         self.process_within(Some(timeout), f)
     }
 
+    /// Like [`Consumer::process`], with a verdict per record: `f` is called
+    /// for each record of the batch in order, until it returns
+    /// [`Verdict::Retry`]. Records before that are committed (dead letters
+    /// first moved to the dead-letter queue); the retried one comes again
+    /// after its pause. Returns the number of records committed; waits at
+    /// most `timeout` for records (`Ok(0)` if none came).
+    pub fn process_each<F>(&mut self, timeout: Duration, mut f: F) -> Result<usize>
+    where
+        F: FnMut(&Message<'_>) -> Verdict,
+    {
+        self.check_stopped()?;
+        let Some(batch) = self.next_batch(Some(timeout))? else { return Ok(0) };
+        let messages = batch.messages();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut verdicts = Vec::with_capacity(messages.len());
+            for m in &messages {
+                let v = f(m);
+                let stop = matches!(v, Verdict::Retry(_));
+                verdicts.push(v);
+                if stop {
+                    break;
+                }
+            }
+            verdicts
+        }));
+        let verdicts = match outcome {
+            Ok(v) => v,
+            Err(panic) => {
+                let error = panic_message(&panic);
+                drop(messages);
+                self.fail(batch, &error, None)?;
+                return Err(Error::ProcessPanicked(error));
+            }
+        };
+        for (m, v) in messages.iter().zip(&verdicts) {
+            if let Verdict::DeadLetter(reason) = v {
+                self.dead_letter(m, reason)?;
+            }
+        }
+        let retry = match verdicts.last() {
+            Some(Verdict::Retry(delay)) => Some(*delay),
+            _ => None,
+        };
+        let done = verdicts.len() - usize::from(retry.is_some());
+        drop(messages);
+        self.commit(&batch, done)?;
+        if let Some(delay) = retry {
+            let retried = &batch.span.frames[done];
+            let attempts =
+                if done == 0 { batch.attempts } else { 1 + u32::from(retried.offset < batch.redelivered_end) };
+            self.fail_head(batch.slot, &batch, done, attempts, "closure asked for a retry", delay)?;
+        }
+        Ok(done)
+    }
+
+    /// The manual-commit form, for callers who cannot work inside a
+    /// closure: waits at most `timeout` for records and returns them as a
+    /// [`Delivery`] that must be [`Delivery::commit`]ted. Dropping it
+    /// uncommitted counts as a failed delivery: the records come again.
+    ///
+    /// Prefer [`Consumer::process`]: with a `Delivery` it is possible to
+    /// commit before the work is really done (the classic way queues lose
+    /// messages), and the borrow of the consumer lasts until the commit.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Option<Delivery<'_>>> {
+        self.check_stopped()?;
+        Ok(self.next_batch(Some(timeout))?.map(|batch| Delivery { consumer: self, batch: Some(batch) }))
+    }
+
     /// The group's name.
     pub fn group(&self) -> &str {
         &self.group
     }
 
-    /// The committed position per partition: the next offset the group
-    /// will process.
-    pub fn committed(&self) -> Vec<u64> {
-        self.readers.iter().map(|r| r.checkpoint.state().next_offset).collect()
+    /// The partitions whose slots this member holds now.
+    pub fn held_partitions(&self) -> Vec<u32> {
+        self.held.keys().copied().collect()
+    }
+
+    /// The group's committed position (next offset to process) in every
+    /// partition: this member's own for the slots it holds, the checkpoint
+    /// in force on disk for the others.
+    pub fn committed(&self) -> Result<Vec<u64>> {
+        (0..self.queue.config.partitions)
+            .map(|s| match self.held.get(&s) {
+                Some(h) => Ok(h.hold.checkpoint.state().next_offset),
+                None => Ok(slot::checkpoint_in_force(&slot::dir(&self.group_dir, s), s)?
+                    .map_or(self.queue.partitions[s as usize].first_offset(), |(_, st)| st.next_offset)),
+            })
+            .collect()
+    }
+
+    fn check_stopped(&self) -> Result<()> {
+        match &self.stopped {
+            Some(cause) => Err(Error::Stopped { cause: cause.clone() }),
+            None => Ok(()),
+        }
     }
 
     fn process_within<F, E>(&mut self, timeout: Option<Duration>, f: F) -> Result<usize>
@@ -187,59 +347,302 @@ impl Consumer {
         F: FnOnce(&[Message<'_>]) -> std::result::Result<(), E>,
         E: Into<BoxError>,
     {
-        if let Some(cause) = &self.stopped {
-            return Err(Error::Stopped { cause: cause.clone() });
-        }
-        let p = match self.ready_partition() {
-            Some(p) => p,
-            None => {
-                let queue = self.queue.clone();
-                let readers = &self.readers;
-                let ready = || readers.iter().zip(&queue.partitions).any(|(r, p)| r.cursor.next_offset < p.visible());
-                if !queue.control.wait_until(timeout, ready) {
-                    return Ok(0);
-                }
-                self.ready_partition().expect("a partition became ready")
-            }
-        };
-        let part = self.queue.partitions[p].clone();
-        let reader = &mut self.readers[p];
-        let span = part.read_span(&mut reader.cursor, part.visible(), self.max_batch)?;
-        assert!(!span.frames.is_empty(), "partition {p} was ready but yielded no record");
-        let messages: Vec<Message<'_>> = span
-            .frames
-            .iter()
-            .map(|fr| Message {
-                position: Position { partition: part.id, offset: fr.offset },
-                timestamp_ms: fr.timestamp_ms,
-                key: fr.key.map(|k| span.bytes(k)),
-                payload: span.bytes(fr.payload),
-            })
-            .collect();
+        self.check_stopped()?;
+        let Some(batch) = self.next_batch(timeout)? else { return Ok(0) };
+        let messages = batch.messages();
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&messages)));
-        let count = messages.len();
         drop(messages);
         match outcome {
-            Err(panic) => return Err(Error::ProcessPanicked(panic_message(&panic))),
-            Ok(Err(e)) => return Err(Error::Process(e.into())),
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                let n = batch.span.frames.len();
+                self.commit(&batch, n)?;
+                Ok(n)
+            }
+            Ok(Err(e)) => {
+                let e: BoxError = e.into();
+                self.fail(batch, &e.to_string(), None)?;
+                Err(Error::Process(e))
+            }
+            Err(panic) => {
+                let error = panic_message(&panic);
+                self.fail(batch, &error, None)?;
+                Err(Error::ProcessPanicked(error))
+            }
         }
-        if let Err(e) = reader.checkpoint.commit(span.end_offset) {
+    }
+
+    /// Waits until a held slot has a record ready (rebalancing on the way),
+    /// reads a batch from it and marks it delivered. `None` on timeout.
+    fn next_batch(&mut self, timeout: Option<Duration>) -> Result<Option<Batch>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let due = self.last_rebalance.is_none_or(|t| t.elapsed() >= self.options.rebalance_interval);
+            if due {
+                self.rebalance()?;
+            }
+            let now = Instant::now();
+            if let Some(slot) = self.ready_slot(now) {
+                return self.read_batch(slot).map(Some);
+            }
+            let mut wait = self.options.rebalance_interval;
+            if let Some(d) = deadline {
+                match d.checked_duration_since(now) {
+                    Some(left) if !left.is_zero() => wait = wait.min(left),
+                    _ => return Ok(None),
+                }
+            }
+            if let Some(r) = self.held.values().filter_map(|h| h.retry_at).min() {
+                wait = wait.min(r.saturating_duration_since(now));
+            }
+            let queue = self.queue.clone();
+            let held = &self.held;
+            queue.control.wait_until(Some(wait), || {
+                held.iter().any(|(&s, h)| {
+                    h.retry_at.is_none_or(|r| r <= Instant::now())
+                        && h.cursor.next_offset < queue.partitions[s as usize].visible()
+                })
+            });
+        }
+    }
+
+    /// The next held slot, round-robin, with a record ready and no pending
+    /// backoff.
+    fn ready_slot(&self, now: Instant) -> Option<u32> {
+        let ready = |(&s, h): (&u32, &Held)| {
+            h.retry_at.is_none_or(|r| r <= now) && h.cursor.next_offset < self.queue.partitions[s as usize].visible()
+        };
+        let after = self.held.range(self.next_slot..).find(|&e| ready(e));
+        after.or_else(|| self.held.range(..self.next_slot).find(|&e| ready(e))).map(|(&s, _)| s)
+    }
+
+    fn read_batch(&mut self, slot: u32) -> Result<Batch> {
+        let part = self.queue.partitions[slot as usize].clone();
+        let held = self.held.get_mut(&slot).expect("ready_slot returns held slots");
+        let max = if held.cursor.next_offset < held.isolate_end { 1 } else { self.options.max_batch };
+        let span = part.read_span(&mut held.cursor, part.visible(), max)?;
+        assert!(!span.frames.is_empty(), "slot {slot} was ready but yielded no record");
+        let state = held.hold.checkpoint.state();
+        let head = span.frames[0].offset;
+        // A head below the delivered mark was handed out before: this is at
+        // least its second delivery.
+        let attempts = if head < state.delivered_end { (state.attempts + 1).max(2) } else { 1 };
+        held.hold.checkpoint.mark_delivered(state.delivered_end.max(span.end_offset), attempts, false)?;
+        self.next_slot = slot + 1;
+        Ok(Batch { slot, span, attempts, redelivered_end: state.delivered_end })
+    }
+
+    /// Commits the first `count` records of `batch`.
+    fn commit(&mut self, batch: &Batch, count: usize) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        let held = self.held.get_mut(&batch.slot).expect("a batch comes from a held slot");
+        let end = batch.span.frames[count - 1].offset + 1;
+        match held.hold.checkpoint.commit(end, 0) {
+            Ok(()) => {
+                held.cursor.advance(&batch.span, count);
+                held.retry_at = None;
+                Ok(())
+            }
+            Err(e @ Error::Fenced { .. }) => {
+                // Another member owns the slot now; what this one did there
+                // does not count, and it must not touch the slot again.
+                self.held.remove(&batch.slot);
+                Err(e)
+            }
+            Err(e) => {
+                self.stopped = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles a batch whose processing failed: its records will come
+    /// again one at a time after the backoff, and its first record goes to
+    /// the dead-letter queue if it has failed `max_deliveries` times.
+    fn fail(&mut self, batch: Batch, error: &str, delay: Option<Duration>) -> Result<()> {
+        let attempts = batch.attempts;
+        self.fail_head(batch.slot, &batch, 0, attempts, error, delay)
+    }
+
+    /// Record `index` of `batch` failed on its `attempts`-th delivery; every
+    /// record before it was committed.
+    fn fail_head(
+        &mut self,
+        slot: u32,
+        batch: &Batch,
+        index: usize,
+        attempts: u32,
+        error: &str,
+        delay: Option<Duration>,
+    ) -> Result<()> {
+        let isolated = batch.span.frames.len() - index == 1;
+        if isolated && attempts >= self.options.max_deliveries {
+            let messages = batch.messages();
+            let dead = Message { delivery_count: attempts, ..messages[index] };
+            self.dead_letter(&dead, error)?;
+            drop(messages);
+            return self.commit(batch, index + 1);
+        }
+        let Some(held) = self.held.get_mut(&slot) else { return Ok(()) };
+        held.isolate_end = held.isolate_end.max(batch.span.end_offset);
+        held.retry_at = Some(Instant::now() + delay.unwrap_or_else(|| self.options.backoff(attempts)));
+        let delivered_end = held.hold.checkpoint.state().delivered_end;
+        // Durable: the attempt count must survive a crash, or a poison
+        // record would never reach the dead-letter queue.
+        if let Err(e) = held.hold.checkpoint.mark_delivered(delivered_end, attempts, true) {
             self.stopped = Some(e.to_string());
             return Err(e);
         }
-        reader.cursor.advance(&span);
-        self.next_partition = (p + 1) % self.readers.len();
-        Ok(count)
+        Ok(())
     }
 
-    /// The first partition, round-robin from the last one served, with a
-    /// visible record this group has not processed.
-    fn ready_partition(&self) -> Option<usize> {
-        let n = self.readers.len();
-        (0..n)
-            .map(|i| (self.next_partition + i) % n)
-            .find(|&p| self.readers[p].cursor.next_offset < self.queue.partitions[p].visible())
+    /// Appends `m` to the group's dead-letter queue, durably.
+    fn dead_letter(&mut self, m: &Message<'_>, error: &str) -> Result<()> {
+        if self.dead_letters.is_none() {
+            let options = Options::default().partitions(1).durability(Durability::Sync);
+            self.dead_letters = Some(Queue::open_with(self.group_dir.join(DLQ_DIR), options)?);
+        }
+        let envelope = dead_letter::encode(&DeadLetter {
+            partition: m.position.partition,
+            offset: m.position.offset,
+            timestamp_ms: m.timestamp_ms,
+            delivery_count: m.delivery_count,
+            error,
+            payload: m.payload,
+        });
+        let producer = self.dead_letters.as_ref().expect("opened above").producer();
+        match m.key {
+            Some(key) => producer.send_keyed(key, envelope)?,
+            None => producer.send(envelope)?,
+        };
+        Ok(())
+    }
+
+    /// Checks who is alive, heartbeats, gives back slots that belong to
+    /// others now, and takes the slots that belong to this member. Runs only
+    /// between batches, so a slot is never given back mid-batch.
+    fn rebalance(&mut self) -> Result<()> {
+        self.last_rebalance = Some(Instant::now());
+        self.member.heartbeat()?;
+        let members = member::scan(&self.group_dir, true)?;
+        let mut alive: Vec<MemberId> = members.iter().filter(|m| m.liveness == Liveness::Alive).map(|m| m.id).collect();
+        if !alive.contains(&self.member.id) {
+            // We are running this very code: whatever our file said, we live.
+            alive.push(self.member.id);
+        }
+        let holders = self.holders(&alive)?;
+        let mine: Vec<u32> = assignment::assign(&alive, &holders)
+            .iter()
+            .enumerate()
+            .filter(|(_, owner)| owner.as_ref() == Some(&self.member.id))
+            .map(|(s, _)| s as u32)
+            .collect();
+        let given_back: Vec<u32> = self.held.keys().copied().filter(|s| !mine.contains(s)).collect();
+        for s in given_back {
+            let held = self.held.remove(&s).expect("listed above");
+            held.hold.release(&self.member)?;
+        }
+        let mut fenced = Vec::new();
+        for (&s, held) in &mut self.held {
+            match held.hold.heartbeat(&self.member) {
+                Ok(()) => {}
+                Err(Error::Fenced { .. }) => fenced.push(s),
+                Err(e) => return Err(e),
+            }
+        }
+        for s in fenced {
+            self.held.remove(&s);
+        }
+        for s in mine {
+            if !self.held.contains_key(&s) {
+                self.take(s, &alive)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Who holds each slot now, as far as assignment is concerned: this
+    /// member for the slots it holds, otherwise the live member its lease
+    /// names.
+    fn holders(&self, alive: &[MemberId]) -> Result<Vec<Option<MemberId>>> {
+        (0..self.queue.config.partitions)
+            .map(|s| {
+                if self.held.contains_key(&s) {
+                    return Ok(Some(self.member.id));
+                }
+                let lease = slot::read_lease(&slot::dir(&self.group_dir, s), s)?;
+                Ok(lease.ok().map(|l| l.member).filter(|m| *m != self.member.id && alive.contains(m)))
+            })
+            .collect()
+    }
+
+    fn take(&mut self, s: u32, alive: &[MemberId]) -> Result<()> {
+        let part = self.queue.partitions[s as usize].clone();
+        // A new group starts at the earliest retained record: a durable
+        // queue's consumer must see what was sent before it first ran.
+        let taken = slot::try_take(&self.group_dir, s, &self.member, alive, part.first_offset(), part.next_offset())?;
+        let Some(hold) = taken else { return Ok(()) };
+        let state = hold.checkpoint.state();
+        let cursor = part.cursor_at(state.next_offset)?;
+        // A predecessor that failed the same records repeatedly left a
+        // poison candidate: keep isolating it.
+        let isolate_end = if state.attempts >= 2 { state.delivered_end } else { 0 };
+        self.held.insert(s, Held { hold, cursor, retry_at: None, isolate_end });
+        Ok(())
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // Leave gracefully: give every slot back so the others need not wait
+        // for a timeout. Errors do not matter here: our locks go with us.
+        for (_, held) in std::mem::take(&mut self.held) {
+            let _ = held.hold.release(&self.member);
+        }
+    }
+}
+
+/// A batch from [`Consumer::poll`], to be committed after it was processed.
+pub struct Delivery<'c> {
+    consumer: &'c mut Consumer,
+    batch: Option<Batch>,
+}
+
+impl Delivery<'_> {
+    /// The records, in offset order, from one partition.
+    pub fn messages(&self) -> Vec<Message<'_>> {
+        self.batch.as_ref().expect("a delivery holds its batch until commit").messages()
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.batch.as_ref().map_or(0, |b| b.span.frames.len())
+    }
+
+    /// Always false: a delivery has at least one record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Commits every record of the delivery. Call it only once the work for
+    /// all of them is done and durable on your side.
+    pub fn commit(mut self) -> Result<usize> {
+        let batch = self.batch.take().expect("a delivery holds its batch until commit");
+        let n = batch.span.frames.len();
+        self.consumer.commit(&batch, n)?;
+        Ok(n)
+    }
+}
+
+impl Drop for Delivery<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            // Not committed: a failed delivery. An error here can only be a
+            // failed write of the attempt count, which already stopped the
+            // consumer; the next call reports it.
+            let _ = self.consumer.fail(batch, "delivery dropped without commit", None);
+        }
     }
 }
 

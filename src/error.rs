@@ -128,6 +128,19 @@ pub enum Error {
         cause: String,
     },
 
+    /// This member no longer holds the slot: another member took it over
+    /// (this one was presumed dead or hung) and claimed a newer epoch.
+    /// Nothing this member does can move the group's position there any
+    /// more; the records it was processing will be delivered to the new
+    /// holder.
+    #[error("fenced: slot of partition {partition} was taken over from epoch {epoch}; this commit does not count")]
+    Fenced {
+        /// The partition of the slot.
+        partition: u32,
+        /// The epoch this member held.
+        epoch: u64,
+    },
+
     /// The caller's `process` closure returned an error; nothing was
     /// committed and the batch will be delivered again.
     #[error("process closure failed, batch not committed: {0}")]

@@ -44,7 +44,7 @@ pub mod stat;
 mod storage;
 pub mod verify;
 
-pub use consumer::{Consumer, Message};
+pub use consumer::{Consumer, Delivery, Message, Verdict};
 pub use error::{BoxError, Error, Result};
 pub use options::{ConsumerOptions, Durability, Options, QueueConfig};
 pub use producer::{Position, Producer};

@@ -181,15 +181,42 @@ pub const MAX_BATCH_DEFAULT: usize = 64;
 /// Largest `max_batch`.
 pub const MAX_BATCH_LIMIT: usize = 1 << 20;
 
+/// Default time without a heartbeat after which a member counts as hung.
+pub const LEASE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default number of deliveries before a record goes to the dead-letter
+/// queue (RocketMQ's default).
+pub const MAX_DELIVERIES_DEFAULT: u32 = 16;
+/// Default pause between membership checks while a consumer waits.
+pub const REBALANCE_INTERVAL_DEFAULT: Duration = Duration::from_millis(20);
+
+/// Default pauses before redelivering a failed record, by failed attempt
+/// (RocketMQ's schedule from 1 s; the last one repeats).
+pub fn retry_backoff_default() -> Vec<Duration> {
+    [1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
 /// Options for a consumer.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
     pub(crate) max_batch: usize,
+    pub(crate) lease_timeout: Duration,
+    pub(crate) rebalance_interval: Duration,
+    pub(crate) max_deliveries: u32,
+    pub(crate) retry_backoff: Vec<Duration>,
 }
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
-        ConsumerOptions { max_batch: MAX_BATCH_DEFAULT }
+        ConsumerOptions {
+            max_batch: MAX_BATCH_DEFAULT,
+            lease_timeout: LEASE_TIMEOUT_DEFAULT,
+            rebalance_interval: REBALANCE_INTERVAL_DEFAULT,
+            max_deliveries: MAX_DELIVERIES_DEFAULT,
+            retry_backoff: retry_backoff_default(),
+        }
     }
 }
 
@@ -200,12 +227,62 @@ impl ConsumerOptions {
         self
     }
 
+    /// How long a member may go without a heartbeat before others take its
+    /// slots over (default 10 s). A member heartbeats while it waits for
+    /// records and between batches, so this must exceed the longest time a
+    /// `process` closure runs.
+    pub fn lease_timeout(mut self, timeout: Duration) -> Self {
+        self.lease_timeout = timeout;
+        self
+    }
+
+    /// How often a waiting member checks who is alive and which slots it
+    /// should hold (default 20 ms): the bound on how long a dead member's
+    /// slot stays unattended while a standby waits.
+    pub fn rebalance_interval(mut self, interval: Duration) -> Self {
+        self.rebalance_interval = interval;
+        self
+    }
+
+    /// Deliveries of a failing record before it goes to the group's
+    /// dead-letter queue (default 16).
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n;
+        self
+    }
+
+    /// Pauses before redelivering a failed record, by attempt; the last one
+    /// repeats (default 1 s, 5 s, 10 s, 30 s, 1 min, 2 min, … 30 min).
+    pub fn retry_backoff(mut self, schedule: Vec<Duration>) -> Self {
+        self.retry_backoff = schedule;
+        self
+    }
+
+    /// The pause before redelivering a record that failed `attempts` times.
+    pub(crate) fn backoff(&self, attempts: u32) -> Duration {
+        let i = (attempts.max(1) as usize - 1).min(self.retry_backoff.len().saturating_sub(1));
+        self.retry_backoff.get(i).copied().unwrap_or_default()
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
+        let invalid = |option, reason: String| Err(Error::InvalidOption { option, reason });
         if self.max_batch == 0 || self.max_batch > MAX_BATCH_LIMIT {
-            return Err(Error::InvalidOption {
-                option: "max_batch",
-                reason: format!("{} is not in 1..={MAX_BATCH_LIMIT}", self.max_batch),
-            });
+            return invalid("max_batch", format!("{} is not in 1..={MAX_BATCH_LIMIT}", self.max_batch));
+        }
+        if self.lease_timeout < Duration::from_millis(10) || self.lease_timeout > Duration::from_secs(86_400) {
+            return invalid("lease_timeout", format!("{:?} is not in 10 ms..=1 day", self.lease_timeout));
+        }
+        if self.rebalance_interval.is_zero() || self.rebalance_interval > self.lease_timeout / 2 {
+            return invalid(
+                "rebalance_interval",
+                format!("{:?} is not in (0, lease_timeout / 2]", self.rebalance_interval),
+            );
+        }
+        if self.max_deliveries == 0 {
+            return invalid("max_deliveries", "must be at least 1".into());
+        }
+        if self.retry_backoff.is_empty() {
+            return invalid("retry_backoff", "needs at least one pause (it may be zero)".into());
         }
         Ok(())
     }

@@ -1,8 +1,12 @@
-//! What a queue holds: offsets, segments, and each group's position and lag.
+//! What a queue holds: offsets, segments, and each group's members, slots,
+//! position, lag and dead letters.
 
-use crate::error::{Error, Result};
-use crate::group::GROUPS_DIR;
-use crate::group::checkpoint::{self, Checkpoint};
+use std::path::Path;
+
+use crate::error::Result;
+use crate::group::lease::Lease;
+use crate::group::member::{self, Liveness, MemberInfo};
+use crate::group::{GROUPS_DIR, dead_letter, slot};
 use crate::options::QueueConfig;
 use crate::queue::Queue;
 use crate::storage;
@@ -42,6 +46,36 @@ pub struct GroupStat {
     pub committed: Vec<u64>,
     /// Records not yet processed, per partition.
     pub lag: Vec<u64>,
+    /// Its members, alive, hung or dead.
+    pub members: Vec<MemberInfo>,
+    /// One entry per slot (partition).
+    pub slots: Vec<SlotStat>,
+    /// Records in its dead-letter queue not yet replayed.
+    pub dead_letters: u64,
+}
+
+/// A snapshot of one slot of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotStat {
+    /// The slot's partition.
+    pub slot: u32,
+    /// The epoch of the checkpoint in force (0 if never taken).
+    pub epoch: u64,
+    /// The lease record, or why it cannot be read.
+    pub lease: std::result::Result<Lease, String>,
+    /// The holder's state.
+    pub holder: Holder,
+}
+
+/// Who holds a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// Nobody ever took it, or its lease cannot be read.
+    Nobody,
+    /// Its last holder gave it back.
+    Released,
+    /// Held by a member in this state.
+    Member(Liveness),
 }
 
 impl Queue {
@@ -63,22 +97,43 @@ impl Queue {
         let mut groups = Vec::new();
         let names = if groups_dir.exists() { storage::list_dir(&groups_dir)? } else { Vec::new() };
         for name in names {
-            let dir = groups_dir.join(&name);
-            let mut committed = Vec::new();
-            for p in &partitions {
-                let path = dir.join(checkpoint::file_name(p.partition));
-                let next = match Checkpoint::read(&path, p.partition) {
-                    Ok(state) => state.next_offset,
-                    // A group whose member has not created this file yet has
-                    // processed nothing of the partition.
-                    Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => p.first_offset,
-                    Err(e) => return Err(e),
-                };
-                committed.push(next);
-            }
-            let lag = committed.iter().zip(&partitions).map(|(&c, p)| p.next_offset.saturating_sub(c)).collect();
-            groups.push(GroupStat { name, committed, lag });
+            groups.push(group_stat(&groups_dir.join(&name), name, &partitions)?);
         }
         Ok(QueueStat { config: inner.config, partitions, groups })
     }
+}
+
+fn group_stat(dir: &Path, name: String, partitions: &[PartitionStat]) -> Result<GroupStat> {
+    let members = member::scan(dir, false)?;
+    let mut committed = Vec::new();
+    let mut slots = Vec::new();
+    for p in partitions {
+        let slot_dir = slot::dir(dir, p.partition);
+        // A slot nobody took yet has processed nothing.
+        let (epoch, next) = slot::checkpoint_in_force(&slot_dir, p.partition)?
+            .map_or((0, p.first_offset), |(e, st)| (e, st.next_offset));
+        committed.push(next);
+        let lease = slot::read_lease(&slot_dir, p.partition)?.map_err(|e| e.to_string());
+        let holder = match &lease {
+            Err(_) => Holder::Nobody,
+            Ok(l) if l.is_released() => Holder::Released,
+            Ok(l) => Holder::Member(members.iter().find(|m| m.id == l.member).map_or(Liveness::Dead, |m| m.liveness)),
+        };
+        slots.push(SlotStat { slot: p.partition, epoch, lease, holder });
+    }
+    let lag = committed.iter().zip(partitions).map(|(&c, p)| p.next_offset.saturating_sub(c)).collect();
+    Ok(GroupStat { name, committed, lag, members, slots, dead_letters: dead_letters(dir)? })
+}
+
+/// Records in a group's dead-letter queue past its replay group's position.
+fn dead_letters(group_dir: &Path) -> Result<u64> {
+    let dlq = group_dir.join(dead_letter::DLQ_DIR);
+    if !dlq.join(crate::meta::META_FILE).exists() {
+        return Ok(0);
+    }
+    let queue = Queue::open_existing(&dlq)?;
+    let (_, next) = queue.offsets(0);
+    let replay_slot = slot::dir(&dlq.join(GROUPS_DIR).join(dead_letter::REPLAY_GROUP), 0);
+    let replayed = slot::checkpoint_in_force(&replay_slot, 0)?.map_or(0, |(_, st)| st.next_offset);
+    Ok(next.saturating_sub(replayed))
 }

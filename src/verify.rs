@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::group::GROUPS_DIR;
 use crate::group::checkpoint::{self, CopyError, SECOND_COPY_AT};
+use crate::group::{GROUPS_DIR, slot};
 use crate::log::partition;
 use crate::log::recovery;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
@@ -74,9 +74,23 @@ pub fn verify(dir: &Path) -> Result<Report> {
     if groups_dir.is_dir() {
         for group in storage::list_dir(&groups_dir)? {
             for (p, &end) in ends.iter().enumerate() {
-                let path = groups_dir.join(&group).join(checkpoint::file_name(p as u32));
-                if path.exists() {
-                    verify_checkpoint(&path, p as u32, end, &mut report)?;
+                let slot_dir = slot::dir(&groups_dir.join(&group), p as u32);
+                if !slot_dir.is_dir() {
+                    continue;
+                }
+                match slot::checkpoint_in_force(&slot_dir, p as u32) {
+                    Ok(Some((epoch, _))) => {
+                        verify_checkpoint(&slot_dir.join(checkpoint::file_name(epoch)), p as u32, end, &mut report)?
+                    }
+                    Ok(None) => {}
+                    Err(Error::Corrupt { file, reason, .. }) => {
+                        report.checkpoints += 1;
+                        report.problem(&file, 0, None, reason);
+                    }
+                    Err(e) => return Err(e),
+                }
+                if let Err(e) = slot::read_lease(&slot_dir, p as u32)? {
+                    report.notes.push(format!("{}: {e}", slot_dir.join(slot::LEASE_FILE).display()));
                 }
             }
         }

@@ -345,14 +345,14 @@ fn a_checkpoint_past_the_end_of_the_log_fails_the_consumer_open_and_names_the_fi
     let short = closed_queue(dir.path(), small());
     let queue = Queue::open_existing(&short).unwrap();
     drop(queue.consumer("g").unwrap());
-    let ckpt = short.join("groups/g").join(checkpoint::file_name(0));
-    std::fs::copy(long.join("groups/g").join(checkpoint::file_name(0)), &ckpt).unwrap();
+    let ckpt = common::checkpoint_file(&short, "g", 0);
+    std::fs::copy(common::checkpoint_file(&long, "g", 0), &ckpt).unwrap();
     let before = data_snapshot(&short);
     for _ in 0..2 {
         match queue.consumer("g") {
             Err(Error::Corrupt { file, offset, .. }) => assert_eq!((file, offset), (ckpt.clone(), Some(50))),
             Err(e) => panic!("{e}"),
-            Ok(c) => panic!("a checkpoint past the end was accepted at {:?}", c.committed()),
+            Ok(c) => panic!("a checkpoint past the end was accepted at {:?}", c.committed().unwrap()),
         }
     }
     drop(queue);
@@ -364,11 +364,18 @@ fn a_checkpoint_past_the_end_of_the_log_fails_the_consumer_open_and_names_the_fi
     );
 
     // Exactly at the end is fine: the group has processed everything.
-    write_checkpoint(&ckpt, CheckpointState { partition: 0, generation: 7, epoch: 0, next_offset: 3 });
+    write_checkpoint(
+        &ckpt,
+        CheckpointState { partition: 0, generation: 7, epoch: 0, next_offset: 3, delivered_end: 3, attempts: 0 },
+    );
     let queue = Queue::open_existing(&short).unwrap();
-    assert_eq!(queue.consumer("g").unwrap().committed(), vec![3]);
-    // One past it is not.
-    write_checkpoint(&ckpt, CheckpointState { partition: 0, generation: 7, epoch: 0, next_offset: 4 });
+    assert_eq!(queue.consumer("g").unwrap().committed().unwrap(), vec![3]);
+    // One past it is not (each open takes a new epoch: find its file again).
+    let ckpt = common::checkpoint_file(&short, "g", 0);
+    write_checkpoint(
+        &ckpt,
+        CheckpointState { partition: 0, generation: 7, epoch: 0, next_offset: 4, delivered_end: 4, attempts: 0 },
+    );
     assert!(matches!(queue.consumer("g"), Err(Error::Corrupt { offset: Some(4), .. })));
 }
 
@@ -378,13 +385,16 @@ fn a_checkpoint_of_another_partition_is_refused() {
     let path = closed_queue(dir.path(), small().partitions(2));
     let queue = Queue::open_existing(&path).unwrap();
     drop(queue.consumer("g").unwrap());
-    let p0 = path.join("groups/g").join(checkpoint::file_name(0));
+    let p0 = common::checkpoint_file(&path, "g", 0);
     // A valid copy that says it belongs to partition 1, in partition 0's file.
-    write_checkpoint(&p0, CheckpointState { partition: 1, generation: 9, epoch: 0, next_offset: 0 });
+    write_checkpoint(
+        &p0,
+        CheckpointState { partition: 1, generation: 9, epoch: 0, next_offset: 0, delivered_end: 0, attempts: 0 },
+    );
     match queue.consumer("g") {
         Err(Error::Corrupt { file, .. }) => assert_eq!(file, p0),
         Err(e) => panic!("{e}"),
-        Ok(c) => panic!("accepted at {:?}", c.committed()),
+        Ok(c) => panic!("accepted at {:?}", c.committed().unwrap()),
     }
 }
 

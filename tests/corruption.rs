@@ -112,7 +112,7 @@ fn flipped_byte_in_an_acknowledged_record_is_reported_never_delivered_never_skip
         for _ in 0..3 {
             assert_corrupt_at(&process_error(&mut consumer), &seg, s[3], Some(3));
         }
-        assert_eq!(consumer.committed(), vec![3], "{group}: never skipped");
+        assert_eq!(consumer.committed().unwrap(), vec![3], "{group}: never skipped");
     }
     // Producers are not affected: the log goes on after the damaged record.
     assert_eq!(queue.producer().send(b"later").unwrap().offset, N);
@@ -241,7 +241,7 @@ fn damage_in_sealed_segments_is_reported_where_it_is_and_never_skipped() {
         for _ in 0..2 {
             assert_corrupt_at(&process_error(&mut consumer), &seg, position, offset);
         }
-        assert_eq!(consumer.committed(), vec![good], "{what}");
+        assert_eq!(consumer.committed().unwrap(), vec![good], "{what}");
     }
 }
 
@@ -277,7 +277,7 @@ fn a_damaged_truncated_or_missing_sealed_segment_file_is_an_error_not_a_crash_or
                 e => panic!("{what}: {e}"),
             }
         }
-        assert_eq!(consumer.committed(), vec![PER_SEGMENT], "{what}");
+        assert_eq!(consumer.committed().unwrap(), vec![PER_SEGMENT], "{what}");
     }
 }
 
@@ -290,7 +290,7 @@ fn committed_group(dir: &Path) -> (PathBuf, PathBuf, usize) {
     let mut consumer = queue.consumer_with("g", ConsumerOptions::default().max_batch(4)).unwrap();
     assert_eq!(take(&mut consumer, 10), messages(0..10));
     drop((consumer, queue));
-    let ckpt = path.join("groups").join("g").join(checkpoint::file_name(0));
+    let ckpt = common::checkpoint_file(&path, "g", 0);
     let bytes = std::fs::read(&ckpt).unwrap();
     let copies: Vec<_> = [0, SECOND_COPY_AT].map(|at| checkpoint::decode_copy(&bytes[at..], 0).unwrap()).into();
     let newest = if copies[1].generation > copies[0].generation { SECOND_COPY_AT } else { 0 };
@@ -312,13 +312,13 @@ fn a_damaged_newest_checkpoint_copy_falls_back_to_the_older_one_and_redelivers()
 
         let queue = Queue::open_existing(&path).unwrap();
         let mut consumer = queue.consumer("g").unwrap();
-        assert_eq!(consumer.committed(), vec![8], "byte {at_in_copy}: the older copy is in force");
+        assert_eq!(consumer.committed().unwrap(), vec![8], "byte {at_in_copy}: the older copy is in force");
         assert_eq!(take(&mut consumer, 2), messages(8..10), "the last committed batch comes again");
         drop((consumer, queue));
         // The commit overwrote the damaged copy; the next open is at the end.
         let queue = Queue::open_existing(&path).unwrap();
         let consumer = queue.consumer("g").unwrap();
-        assert_eq!(consumer.committed(), vec![10]);
+        assert_eq!(consumer.committed().unwrap(), vec![10]);
         drop((consumer, queue));
         let report = verify_read_only(&path);
         assert!(report.problems.is_empty() && report.notes.is_empty(), "{report:#?}");
@@ -351,7 +351,7 @@ fn a_checkpoint_with_no_valid_copy_fails_the_open_never_resets() {
         for _ in 0..2 {
             match queue.consumer("g") {
                 Err(e) => assert_corrupt_at(&e, &ckpt, 0, None),
-                Ok(c) => panic!("{what}: group reopened at {:?}", c.committed()),
+                Ok(c) => panic!("{what}: group reopened at {:?}", c.committed().unwrap()),
             }
         }
         drop(queue);

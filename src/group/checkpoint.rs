@@ -1,23 +1,35 @@
-//! The checkpoint file: a group's durable read position in one partition.
+//! Checkpoint files: a group's durable read position in one slot
+//! (partition), one file per fencing epoch.
 //!
-//! Crash-atomic without rename, the bbolt way: the file holds two fixed
+//! A slot's directory holds `<epoch:020>.ckpt` files. Taking a slot claims
+//! the next epoch by creating its file exclusively (the file system's
+//! compare-and-swap: only one taker can create it), then copies the position
+//! from the newest valid file into it. The checkpoint in force is the newest
+//! file with a valid copy. A holder commits only into its own epoch's file,
+//! then checks that no newer epoch has been claimed (`Error::Fenced` if one
+//! has): a fenced holder's late write lands in a file nobody reads, so a
+//! zombie can never move the group's position, backwards or forwards.
+//!
+//! Inside a file, crash-atomic without rename, the bbolt way: two fixed
 //! copies, each a complete checkpoint with its own checksum. A commit
-//! overwrites the *older* copy and fdatasyncs; a torn or lost write can only
-//! damage the copy being written, and the other one still holds the previous
-//! commit. Open validates each copy (magic → checksum → version → partition)
-//! and takes the valid copy with the higher generation.
+//! overwrites the copy not holding the current state and fdatasyncs; a torn
+//! write can only damage the copy being written. Open validates each copy
+//! (magic → checksum → version → partition) and takes the valid copy with
+//! the higher generation.
 //!
 //! ```text
 //! copy at byte 0 and at byte 512 (separate disk sectors), 64 bytes each:
 //! offset size field
-//!  0     8    magic        b"DURQCKPT"
-//!  8     4    version      FORMAT_VERSION
+//!  0     8    magic          b"DURQCKPT"
+//!  8     4    version        FORMAT_VERSION
 //! 12     4    partition
-//! 16     8    generation   +1 per commit; the higher valid copy wins
-//! 24     8    epoch        fencing token of the committer (0 until leases)
-//! 32     8    next_offset  the first record not yet processed
-//! 40    20    reserved     zeros
-//! 60     4    crc32        CRC32 of bytes 0..60 of the copy
+//! 16     8    generation     +1 per write; the higher valid copy wins
+//! 24     8    epoch          the fencing epoch of the file
+//! 32     8    next_offset    the first record not yet processed
+//! 40     8    delivered_end  end of the last batch handed to the group
+//! 48     4    attempts       deliveries of the record at next_offset
+//! 52     8    reserved       zeros
+//! 60     4    crc32          CRC32 of bytes 0..60 of the copy
 //! ```
 
 use std::fs::File;
@@ -40,12 +52,22 @@ const PARTITION_AT: usize = 12;
 const GENERATION_AT: usize = 16;
 const EPOCH_AT: usize = 24;
 const NEXT_OFFSET_AT: usize = 32;
+const DELIVERED_END_AT: usize = 40;
+const ATTEMPTS_AT: usize = 48;
 const CRC_AT: usize = 60;
 const _: () = assert!(CRC_AT + 4 == COPY_BYTES);
 
-/// The name of the checkpoint file of partition `p`.
-pub fn file_name(partition: u32) -> String {
-    format!("p{partition:04}.ckpt")
+const SUFFIX: &str = ".ckpt";
+
+/// The name of the checkpoint file of `epoch`.
+pub fn file_name(epoch: u64) -> String {
+    format!("{epoch:020}{SUFFIX}")
+}
+
+/// The epoch named by a checkpoint file name, if it is one.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
 }
 
 /// One checkpoint copy's contents.
@@ -59,6 +81,12 @@ pub struct CheckpointState {
     pub epoch: u64,
     /// The first offset not yet processed by the group.
     pub next_offset: u64,
+    /// End of the last batch handed to the group: records below it and at
+    /// or past `next_offset` were delivered before and not committed.
+    pub delivered_end: u64,
+    /// How many times the record at `next_offset` has been delivered
+    /// without being committed.
+    pub attempts: u32,
 }
 
 /// Encodes one copy.
@@ -69,7 +97,9 @@ pub fn encode_copy(s: &CheckpointState) -> [u8; COPY_BYTES] {
     b[PARTITION_AT..GENERATION_AT].copy_from_slice(&s.partition.to_le_bytes());
     b[GENERATION_AT..EPOCH_AT].copy_from_slice(&s.generation.to_le_bytes());
     b[EPOCH_AT..NEXT_OFFSET_AT].copy_from_slice(&s.epoch.to_le_bytes());
-    b[NEXT_OFFSET_AT..NEXT_OFFSET_AT + 8].copy_from_slice(&s.next_offset.to_le_bytes());
+    b[NEXT_OFFSET_AT..DELIVERED_END_AT].copy_from_slice(&s.next_offset.to_le_bytes());
+    b[DELIVERED_END_AT..ATTEMPTS_AT].copy_from_slice(&s.delivered_end.to_le_bytes());
+    b[ATTEMPTS_AT..ATTEMPTS_AT + 4].copy_from_slice(&s.attempts.to_le_bytes());
     let crc = crc32fast::hash(&b[..CRC_AT]);
     b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     b
@@ -125,6 +155,8 @@ pub fn decode_copy(b: &[u8], partition: u32) -> Result<CheckpointState, CopyErro
         generation: le64(GENERATION_AT),
         epoch: le64(EPOCH_AT),
         next_offset: le64(NEXT_OFFSET_AT),
+        delivered_end: le64(DELIVERED_END_AT),
+        attempts: le32(ATTEMPTS_AT),
     })
 }
 
@@ -147,67 +179,126 @@ pub fn decode_file(bytes: &[u8], partition: u32, path: &Path) -> Result<Checkpoi
     }
 }
 
-/// An open checkpoint file.
+/// The checkpoint in force in a slot directory: the newest epoch's file
+/// that has content, with its state. `None` if the slot has no checkpoint
+/// yet. A newest file whose copies are both invalid is `Error::Corrupt`:
+/// never a silent fall-back to an older position.
+///
+/// An empty file is a claim whose taker died before filling it, and is
+/// skipped, unless its epoch is at most `leased_epoch`: a lease is written
+/// only after its epoch's file was filled and synced, so such a file was
+/// emptied by damage, and skipping it could move the group backwards.
+pub fn latest(slot_dir: &Path, partition: u32, leased_epoch: u64) -> Result<Option<(u64, CheckpointState)>> {
+    for epoch in epochs(slot_dir)?.into_iter().rev() {
+        let path = slot_dir.join(file_name(epoch));
+        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        if bytes.is_empty() {
+            if epoch <= leased_epoch {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    None,
+                    format!("checkpoint file is empty, but the lease says epoch {leased_epoch} filled it"),
+                ));
+            }
+            continue;
+        }
+        return decode_file(&bytes, partition, &path).map(|state| Some((epoch, state)));
+    }
+    Ok(None)
+}
+
+/// The epochs of the checkpoint files in a slot directory, ascending.
+pub fn epochs(slot_dir: &Path) -> Result<Vec<u64>> {
+    let mut epochs: Vec<u64> = storage::list_dir(slot_dir)?.iter().filter_map(|n| parse_file_name(n)).collect();
+    epochs.sort_unstable();
+    Ok(epochs)
+}
+
+/// Claims `epoch` for a slot by creating its checkpoint file, empty, if no
+/// one has. Returns false if another taker claimed it first.
+pub(crate) fn claim(slot_dir: &Path, epoch: u64) -> Result<bool> {
+    storage::create_new_empty(&slot_dir.join(file_name(epoch)))
+}
+
+/// The checkpoint file of the epoch this holder owns.
 pub(crate) struct Checkpoint {
     file: File,
     path: PathBuf,
+    next_epoch_path: PathBuf,
     state: CheckpointState,
 }
 
 impl Checkpoint {
-    /// Opens the checkpoint of `partition` in `group_dir`, creating it at
-    /// `initial_offset` if it does not exist. A new file is written to a
-    /// temporary name and published with a link, so it is never seen half
-    /// written.
-    pub(crate) fn open_or_create(group_dir: &Path, partition: u32, initial_offset: u64) -> Result<Checkpoint> {
-        let path = group_dir.join(file_name(partition));
-        if !path.exists() {
-            let state = CheckpointState { partition, generation: 1, epoch: 0, next_offset: initial_offset };
-            let mut bytes = vec![0u8; FILE_BYTES];
-            bytes[..COPY_BYTES].copy_from_slice(&encode_copy(&state));
-            let tmp = group_dir.join(format!("{}.tmp.{}", file_name(partition), std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            storage::write_new_file(&tmp, &bytes)?;
-            storage::publish_new(&tmp, &path)?;
-        }
-        let file = storage::open_rw(&path)?;
+    /// Fills the file of a claimed `epoch` with `state` (both copies),
+    /// makes it and its directory entry durable, and opens it.
+    pub(crate) fn write_claimed(slot_dir: &Path, epoch: u64, state: CheckpointState) -> Result<Checkpoint> {
+        let path = slot_dir.join(file_name(epoch));
+        let first = CheckpointState { epoch, generation: 1, ..state };
+        let second = CheckpointState { generation: 2, ..first };
         let mut bytes = vec![0u8; FILE_BYTES];
-        let n = storage::read_at(&file, &path, 0, &mut bytes)?;
-        let state = decode_file(&bytes[..n], partition, &path)?;
-        Ok(Checkpoint { file, path, state })
+        bytes[..COPY_BYTES].copy_from_slice(&encode_copy(&first));
+        bytes[SECOND_COPY_AT..].copy_from_slice(&encode_copy(&second));
+        let file = storage::open_rw(&path)?;
+        storage::write_durable_at(&file, &path, 0, &bytes)?;
+        storage::sync_dir(slot_dir)?;
+        Ok(Checkpoint { file, path, next_epoch_path: slot_dir.join(file_name(epoch + 1)), state: second })
     }
 
-    /// Reads the checkpoint in force without opening it for writing.
-    pub fn read(path: &Path, partition: u32) -> Result<CheckpointState> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-        decode_file(&bytes, partition, path)
-    }
-
-    /// The checkpoint in force.
+    /// The checkpoint this holder last wrote.
     pub(crate) fn state(&self) -> CheckpointState {
         self.state
     }
 
-    /// The file's path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+    /// Records that `[next_offset, delivered_end)` was handed to the group,
+    /// the record at `next_offset` for the `attempts`-th time. Written
+    /// without a sync when `durable` is false: it must survive a crash of
+    /// this process (the page cache does), not a power loss.
+    pub(crate) fn mark_delivered(&mut self, delivered_end: u64, attempts: u32, durable: bool) -> Result<()> {
+        let state = CheckpointState { delivered_end, attempts, ..self.state };
+        self.write(state, durable)
     }
 
-    /// Durably records `next_offset`: overwrites the older copy and
-    /// fdatasyncs. On error the in-memory state is unchanged, and the caller
-    /// must stop committing (a retried fdatasync proves nothing).
-    pub(crate) fn commit(&mut self, next_offset: u64) -> Result<()> {
+    /// Durably moves the position to `next_offset`, then checks that this
+    /// holder still owns the slot. `Err(Fenced)` if a newer epoch was
+    /// claimed: then this write landed in a file nobody reads any more.
+    pub(crate) fn commit(&mut self, next_offset: u64, attempts: u32) -> Result<()> {
         assert!(
             next_offset >= self.state.next_offset,
             "checkpoint moving backwards: {} -> {next_offset} in {}",
             self.state.next_offset,
             self.path.display()
         );
-        let state = CheckpointState { generation: self.state.generation + 1, next_offset, ..self.state };
+        let state = CheckpointState {
+            next_offset,
+            delivered_end: self.state.delivered_end.max(next_offset),
+            attempts,
+            ..self.state
+        };
+        self.write(state, true)?;
+        self.check_not_fenced()
+    }
+
+    /// `Err(Fenced)` if a newer epoch has been claimed for this slot, or
+    /// this epoch's file is gone (removed by a newer holder).
+    pub(crate) fn check_not_fenced(&self) -> Result<()> {
+        if self.next_epoch_path.exists() || !self.path.exists() {
+            return Err(Error::Fenced { partition: self.state.partition, epoch: self.state.epoch });
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, state: CheckpointState, durable: bool) -> Result<()> {
+        let state = CheckpointState { generation: self.state.generation + 1, ..state };
         // Copies alternate by generation: odd at 0, even at 512, so the copy
         // written is always the one not holding the current state.
         let at = if state.generation % 2 == 1 { 0 } else { SECOND_COPY_AT as u64 };
-        storage::write_durable_at(&self.file, &self.path, at, &encode_copy(&state))?;
+        let bytes = encode_copy(&state);
+        if durable {
+            storage::write_durable_at(&self.file, &self.path, at, &bytes)?;
+        } else {
+            storage::write_at(&self.file, &self.path, at, &bytes)?;
+        }
         self.state = state;
         Ok(())
     }
@@ -218,7 +309,7 @@ mod tests {
     use super::*;
 
     fn state(generation: u64, next_offset: u64) -> CheckpointState {
-        CheckpointState { partition: 2, generation, epoch: 0, next_offset }
+        CheckpointState { partition: 2, generation, epoch: 1, next_offset, delivered_end: next_offset, attempts: 0 }
     }
 
     fn file(a: Option<CheckpointState>, b: Option<CheckpointState>) -> Vec<u8> {
@@ -234,13 +325,23 @@ mod tests {
 
     #[test]
     fn checkpoint_golden_bytes() {
-        let b = encode_copy(&CheckpointState { partition: 2, generation: 3, epoch: 4, next_offset: 5 });
+        let b = encode_copy(&CheckpointState {
+            partition: 2,
+            generation: 3,
+            epoch: 4,
+            next_offset: 5,
+            delivered_end: 6,
+            attempts: 7,
+        });
         assert_eq!(&b[..8], b"DURQCKPT");
         assert_eq!(b[8..12], FORMAT_VERSION.to_le_bytes());
         assert_eq!(b[12..16], 2u32.to_le_bytes());
         assert_eq!(b[16..24], 3u64.to_le_bytes());
         assert_eq!(b[24..32], 4u64.to_le_bytes());
         assert_eq!(b[32..40], 5u64.to_le_bytes());
+        assert_eq!(b[40..48], 6u64.to_le_bytes());
+        assert_eq!(b[48..52], 7u32.to_le_bytes());
+        assert!(b[52..60].iter().all(|&x| x == 0));
         assert_eq!(b[60..], crc32fast::hash(&b[..60]).to_le_bytes());
     }
 
@@ -256,8 +357,6 @@ mod tests {
         let mut bytes = file(Some(state(3, 30)), Some(state(4, 40)));
         bytes[SECOND_COPY_AT + 35] ^= 0x10;
         assert_eq!(decode_file(&bytes, 2, Path::new("c")).unwrap().next_offset, 30);
-        let bytes = file(Some(state(3, 30)), None);
-        assert_eq!(decode_file(&bytes, 2, Path::new("c")).unwrap().next_offset, 30);
     }
 
     #[test]
@@ -267,7 +366,6 @@ mod tests {
         bytes[SECOND_COPY_AT + 20] ^= 1;
         assert!(matches!(decode_file(&bytes, 2, Path::new("c")), Err(Error::Corrupt { .. })));
         assert!(matches!(decode_file(&bytes[..100], 2, Path::new("c")), Err(Error::Corrupt { .. })));
-        assert!(matches!(decode_file(&[], 2, Path::new("c")), Err(Error::Corrupt { .. })));
     }
 
     #[test]
@@ -277,15 +375,42 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_commits_alternate_copies_and_survive_reopen() {
+    fn checkpoint_file_names_round_trip() {
+        assert_eq!(parse_file_name(&file_name(42)), Some(42));
+        assert_eq!(parse_file_name("42.ckpt"), None);
+        assert_eq!(parse_file_name("lease"), None);
+    }
+
+    #[test]
+    fn only_one_taker_claims_an_epoch_and_the_newest_written_file_is_in_force() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Checkpoint::open_or_create(dir.path(), 2, 0).unwrap();
-        for next in [5, 9, 9, 20] {
-            c.commit(next).unwrap();
-            let reread = Checkpoint::read(c.path(), 2).unwrap();
-            assert_eq!(reread, c.state());
-        }
-        let reopened = Checkpoint::open_or_create(dir.path(), 2, 0).unwrap();
-        assert_eq!((reopened.state().next_offset, reopened.state().generation), (20, 5));
+        assert_eq!(latest(dir.path(), 2, 0).unwrap(), None);
+        assert!(claim(dir.path(), 1).unwrap());
+        assert!(!claim(dir.path(), 1).unwrap(), "a second claim of the same epoch fails");
+        assert_eq!(latest(dir.path(), 2, 0).unwrap(), None, "an empty claim is not a checkpoint");
+        let mut one = Checkpoint::write_claimed(dir.path(), 1, state(0, 10)).unwrap();
+        one.commit(15, 0).unwrap();
+        assert_eq!(latest(dir.path(), 2, 0).unwrap().map(|(e, s)| (e, s.next_offset)), Some((1, 15)));
+        // A newer holder claims epoch 2: the old holder's next commit is fenced
+        // and does not change what is in force.
+        assert!(claim(dir.path(), 2).unwrap());
+        let two = Checkpoint::write_claimed(dir.path(), 2, latest(dir.path(), 2, 0).unwrap().unwrap().1).unwrap();
+        assert!(matches!(one.commit(99, 0), Err(Error::Fenced { partition: 2, epoch: 1 })));
+        assert_eq!(latest(dir.path(), 2, 0).unwrap().map(|(e, s)| (e, s.next_offset)), Some((2, 15)));
+        assert_eq!(two.state().epoch, 2);
+    }
+
+    #[test]
+    fn delivery_marks_survive_reopen_and_commits_reset_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(claim(dir.path(), 1).unwrap());
+        let mut c = Checkpoint::write_claimed(dir.path(), 1, state(0, 0)).unwrap();
+        c.mark_delivered(64, 1, false).unwrap();
+        c.mark_delivered(64, 2, true).unwrap();
+        let (_, s) = latest(dir.path(), 2, 0).unwrap().unwrap();
+        assert_eq!((s.next_offset, s.delivered_end, s.attempts), (0, 64, 2));
+        c.commit(64, 0).unwrap();
+        let (_, s) = latest(dir.path(), 2, 0).unwrap().unwrap();
+        assert_eq!((s.next_offset, s.delivered_end, s.attempts), (64, 64, 0));
     }
 }

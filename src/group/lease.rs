@@ -17,7 +17,8 @@
 //! 48    16    boot_id       the kernel boot the holder runs in
 //! 64     8    heartbeat_ms  last sign of life, ms since the Unix epoch
 //! 72    32    host          host name, UTF-8, zero-padded
-//! 104   20    reserved      zero
+//! 104    8    timeout_ms    the holder's lease timeout: older heartbeats mean hung
+//! 112   12    reserved      zero
 //! 124    4    crc32         CRC32 of bytes 0..124
 //! ```
 
@@ -35,9 +36,10 @@ const BOOT_AT: usize = 48;
 const HEARTBEAT_AT: usize = 64;
 const HOST_AT: usize = 72;
 const HOST_BYTES: usize = 32;
+const TIMEOUT_AT: usize = HOST_AT + HOST_BYTES;
 const CRC_AT: usize = 124;
 const _: () = assert!(CRC_AT + 4 == LEASE_BYTES);
-const _: () = assert!(HOST_AT + HOST_BYTES <= CRC_AT);
+const _: () = assert!(TIMEOUT_AT + 8 <= CRC_AT);
 
 /// A random member id; all zeros means "nobody".
 pub type MemberId = [u8; 16];
@@ -59,12 +61,20 @@ pub struct Lease {
     pub heartbeat_ms: u64,
     /// The holder's host name (truncated to 32 bytes).
     pub host: String,
+    /// The holder's lease timeout in ms: a heartbeat older than this
+    /// means the holder is hung.
+    pub timeout_ms: u64,
 }
 
 impl Lease {
     /// True once the holder let the slot go.
     pub fn is_released(&self) -> bool {
         self.member == [0; 16]
+    }
+
+    /// True if the last heartbeat is older than the holder's own timeout.
+    pub fn is_stale(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.heartbeat_ms) > self.timeout_ms
     }
 }
 
@@ -108,6 +118,7 @@ pub fn encode(lease: &Lease) -> [u8; LEASE_BYTES] {
     b[HEARTBEAT_AT..HOST_AT].copy_from_slice(&lease.heartbeat_ms.to_le_bytes());
     let host = truncate_utf8(&lease.host, HOST_BYTES);
     b[HOST_AT..HOST_AT + host.len()].copy_from_slice(host.as_bytes());
+    b[TIMEOUT_AT..TIMEOUT_AT + 8].copy_from_slice(&lease.timeout_ms.to_le_bytes());
     let crc = crc32fast::hash(&b[..CRC_AT]);
     b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     b
@@ -141,6 +152,7 @@ pub fn decode(b: &[u8], slot: u32) -> Result<Lease, LeaseError> {
         boot_id: b[BOOT_AT..HEARTBEAT_AT].try_into().expect("16 bytes"),
         heartbeat_ms: le64(HEARTBEAT_AT),
         host: String::from_utf8_lossy(&host[..host_len]).into_owned(),
+        timeout_ms: le64(TIMEOUT_AT),
     })
 }
 
@@ -170,6 +182,7 @@ mod tests {
             boot_id: [1; 16],
             heartbeat_ms: 1_700_000_000_000,
             host: "host-é".into(),
+            timeout_ms: 10_000,
         }
     }
 
@@ -184,6 +197,7 @@ mod tests {
         assert_eq!(b[48..64], [1; 16]);
         assert_eq!(b[64..72], 1_700_000_000_000u64.to_le_bytes());
         assert_eq!(&b[72..79], "host-é".as_bytes());
+        assert_eq!(b[104..112], 10_000u64.to_le_bytes());
         assert_eq!(b[124..], crc32fast::hash(&b[..124]).to_le_bytes());
         assert_eq!(decode(&b, 3).unwrap(), lease());
     }

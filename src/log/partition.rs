@@ -331,6 +331,7 @@ impl Partition {
                     let payload_at = pos + record::FRAME_HEADER_BYTES + f.key.map_or(0, <[u8]>::len);
                     frames.push(FrameRef {
                         offset,
+                        end_pos: pos + f.len,
                         timestamp_ms: f.meta.timestamp_ms,
                         key: f.key.map(|k| (pos + record::FRAME_HEADER_BYTES, k.len())),
                         payload: (payload_at, f.payload.len()),
@@ -398,11 +399,17 @@ pub(crate) struct ReadCursor {
 }
 
 impl ReadCursor {
-    /// Moves the cursor past a span that the consumer committed.
-    pub(crate) fn advance(&mut self, span: &Span) {
+    /// Moves the cursor past the first `count` frames of `span`, which the
+    /// consumer committed.
+    pub(crate) fn advance(&mut self, span: &Span, count: usize) {
+        assert!(count <= span.frames.len(), "advancing {count} frames through a span of {}", span.frames.len());
+        if count == 0 {
+            return;
+        }
+        let last = &span.frames[count - 1];
         self.segment = span.segment.clone();
-        self.pos = span.end_pos;
-        self.next_offset = span.end_offset;
+        self.pos = last.end_pos;
+        self.next_offset = last.offset + 1;
     }
 }
 
@@ -417,6 +424,7 @@ pub(crate) struct Span {
 /// Where one validated frame's parts are in its segment.
 pub(crate) struct FrameRef {
     pub(crate) offset: u64,
+    end_pos: usize,
     pub(crate) timestamp_ms: u64,
     pub(crate) key: Option<(usize, usize)>,
     pub(crate) payload: (usize, usize),

@@ -106,6 +106,22 @@ pub(crate) fn write_durable_at(file: &File, path: &Path, pos: u64, bytes: &[u8])
     file.sync_data().map_err(|e| Error::io("fdatasync", path, e))
 }
 
+/// Writes `bytes` at `pos` without a sync: for state that must survive a
+/// crash of this process (the page cache keeps it), not a power loss.
+pub(crate) fn write_at(file: &File, path: &Path, pos: u64, bytes: &[u8]) -> Result<()> {
+    file.write_all_at(bytes, pos).map_err(|e| Error::io("write", path, e))
+}
+
+/// Creates an empty file at `path` unless something exists there. Returns
+/// false if it existed: an atomic test-and-set on a name.
+pub(crate) fn create_new_empty(path: &Path) -> Result<bool> {
+    match OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io("create", path, e)),
+    }
+}
+
 /// Reads up to `buf.len()` bytes at `pos`, returning how many were read (short
 /// only at end of file).
 pub(crate) fn read_at(file: &File, path: &Path, pos: u64, buf: &mut [u8]) -> Result<usize> {
@@ -189,6 +205,12 @@ pub(crate) fn publish_new(tmp: &Path, path: &Path) -> Result<bool> {
     Ok(published)
 }
 
+/// Renames `from` to `to` (same directory) and fsyncs the directory.
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| Error::io("rename", from, e))?;
+    sync_dir(parent_dir(to))
+}
+
 /// Writes a new file at `path` (which must not exist) with `contents` and
 /// fdatasyncs it; the caller publishes it.
 pub(crate) fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
@@ -207,4 +229,41 @@ pub(crate) fn coarse_now_ms() -> u64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
     assert_eq!(rc, 0, "CLOCK_REALTIME_COARSE is always available on Linux");
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// 16 random bytes from the kernel (`getrandom`), for member ids.
+pub(crate) fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let mut filled = 0;
+    while filled < id.len() {
+        // SAFETY: getrandom writes at most `len - filled` bytes into the
+        // local buffer starting at `filled`.
+        let n = unsafe { libc::getrandom(id[filled..].as_mut_ptr().cast(), id.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    id
+}
+
+/// The kernel's id of this boot (`/proc/sys/kernel/random/boot_id`), or
+/// zeros where it cannot be read.
+pub(crate) fn boot_id() -> [u8; 16] {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let hex: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+    let mut id = [0u8; 16];
+    for (i, pair) in hex.chunks(2).take(16).enumerate() {
+        id[i] = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("0"), 16).unwrap_or(0);
+    }
+    id
+}
+
+/// This host's name, or an empty string where it cannot be read.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch, exact (for heartbeats).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -1,0 +1,119 @@
+//! Dead letters: records that kept failing, kept with why.
+//!
+//! After `max_deliveries` failed deliveries a record goes to its group's
+//! dead-letter queue, itself a durq queue at `groups/<group>/dlq` (one
+//! partition, `Sync`), before the group's checkpoint moves past it: nothing
+//! is dropped without a durable trace. Each dead letter keeps the original
+//! key as its key, and this envelope as its payload:
+//!
+//! ```text
+//! offset size field
+//!  0     8    magic           b"DURQDEAD"
+//!  8     4    version         FORMAT_VERSION
+//! 12     4    partition       where the record was
+//! 16     8    offset          its offset there
+//! 24     8    timestamp_ms    when it was first appended
+//! 32     4    delivery_count  deliveries before it was given up on
+//! 36     4    error_len       bytes of the error text
+//! 40     -    error text (UTF-8), then the original payload
+//! ```
+
+use crate::meta::FORMAT_VERSION;
+
+/// The dead-letter queue's folder inside a group's directory.
+pub const DLQ_DIR: &str = "dlq";
+/// The group of the dead-letter queue whose position marks what was
+/// replayed: dead letters before it are gone from the DLQ's point of view.
+pub const REPLAY_GROUP: &str = "replay";
+/// Longest error text kept, in bytes.
+pub const ERROR_BYTES_MAX: usize = 4096;
+const MAGIC: [u8; 8] = *b"DURQDEAD";
+const HEADER_BYTES: usize = 40;
+
+/// One dead letter, borrowing its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter<'a> {
+    /// The partition the record was in.
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+    /// When it was first appended, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// How many times it was delivered.
+    pub delivery_count: u32,
+    /// The last error, as text.
+    pub error: &'a str,
+    /// The original payload.
+    pub payload: &'a [u8],
+}
+
+/// Encodes a dead letter; the error text is cut to `ERROR_BYTES_MAX` bytes.
+pub fn encode(d: &DeadLetter<'_>) -> Vec<u8> {
+    let mut end = d.error.len().min(ERROR_BYTES_MAX);
+    while !d.error.is_char_boundary(end) {
+        end -= 1;
+    }
+    let error = &d.error.as_bytes()[..end];
+    let mut out = Vec::with_capacity(HEADER_BYTES + error.len() + d.payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&d.partition.to_le_bytes());
+    out.extend_from_slice(&d.offset.to_le_bytes());
+    out.extend_from_slice(&d.timestamp_ms.to_le_bytes());
+    out.extend_from_slice(&d.delivery_count.to_le_bytes());
+    out.extend_from_slice(&(error.len() as u32).to_le_bytes());
+    out.extend_from_slice(error);
+    out.extend_from_slice(d.payload);
+    out
+}
+
+/// Decodes a dead letter, or says why the bytes are not one.
+pub fn decode(b: &[u8]) -> Result<DeadLetter<'_>, &'static str> {
+    if b.len() < HEADER_BYTES || b[..8] != MAGIC {
+        return Err("not a dead letter");
+    }
+    let le32 = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    let le64 = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    if le32(8) != FORMAT_VERSION {
+        return Err("dead letter of another format version");
+    }
+    let error_len = le32(36) as usize;
+    let error = b.get(HEADER_BYTES..HEADER_BYTES + error_len).ok_or("dead letter error text cut short")?;
+    Ok(DeadLetter {
+        partition: le32(12),
+        offset: le64(16),
+        timestamp_ms: le64(24),
+        delivery_count: le32(32),
+        error: std::str::from_utf8(error).map_err(|_| "dead letter error text is not UTF-8")?,
+        payload: &b[HEADER_BYTES + error_len..],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_round_trip_and_reject_garbage() {
+        let d = DeadLetter {
+            partition: 3,
+            offset: 77,
+            timestamp_ms: 5,
+            delivery_count: 16,
+            error: "db down",
+            payload: b"order 9",
+        };
+        let bytes = encode(&d);
+        assert_eq!(&bytes[..8], b"DURQDEAD");
+        assert_eq!(decode(&bytes), Ok(d));
+        assert!(decode(b"short").is_err());
+        assert!(decode(&bytes[..42]).is_err());
+    }
+
+    #[test]
+    fn long_error_texts_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(ERROR_BYTES_MAX);
+        let d = DeadLetter { partition: 0, offset: 0, timestamp_ms: 0, delivery_count: 1, error: &long, payload: b"" };
+        assert_eq!(decode(&encode(&d)).unwrap().error.len(), ERROR_BYTES_MAX);
+    }
+}

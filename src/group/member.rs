@@ -1,0 +1,227 @@
+//! Group members: who is in a group, and who is alive.
+//!
+//! Each member (one `Consumer`) has a file `members/<id>.member` that it
+//! holds an exclusive `flock` on for its whole life and rewrites as its
+//! heartbeat (a lease record with slot `MEMBER_SLOT`, see `lease.rs`). The
+//! file is locked *before* it gets its name (created under a dot-name, then
+//! renamed), so a member file whose lock is free always belongs to a dead
+//! process: the kernel releases the locks of a process the moment it dies.
+//!
+//! - **Alive:** locked, heartbeat younger than `lease_timeout`.
+//! - **Hung:** locked, heartbeat older (stopped, or stuck in a closure).
+//! - **Dead:** lock free. Whoever sees it removes the file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::group::lease::{self, Lease, MemberId};
+use crate::storage::{self, Locked};
+
+/// The folder of member files inside a group's directory.
+pub const MEMBERS_DIR: &str = "members";
+/// The slot number in a member file's lease record.
+pub const MEMBER_SLOT: u32 = u32::MAX;
+const SUFFIX: &str = ".member";
+
+/// Whether a member is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Its process lives and its heartbeat is fresh.
+    Alive,
+    /// Its process lives but its heartbeat is older than the lease timeout.
+    Hung,
+    /// Its process is gone.
+    Dead,
+}
+
+impl std::fmt::Display for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Liveness::Alive => "alive",
+            Liveness::Hung => "hung",
+            Liveness::Dead => "dead",
+        })
+    }
+}
+
+/// What one member file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// The member's id.
+    pub id: MemberId,
+    /// Its process id (0 if its file is unreadable).
+    pub pid: u32,
+    /// Its last heartbeat, ms since the Unix epoch (0 if unreadable).
+    pub heartbeat_ms: u64,
+    /// Whether it is alive.
+    pub liveness: Liveness,
+}
+
+/// This process's membership in a group; leaves the group on drop.
+pub(crate) struct Member {
+    pub(crate) id: MemberId,
+    path: PathBuf,
+    file: File,
+    pub(crate) pid: u32,
+    pub(crate) boot_id: [u8; 16],
+    pub(crate) host: String,
+    pub(crate) timeout_ms: u64,
+}
+
+impl Member {
+    /// Joins the group at `group_dir` under a fresh random id, declaring
+    /// itself hung if it ever goes `timeout_ms` without a heartbeat.
+    pub(crate) fn join(group_dir: &Path, timeout_ms: u64) -> Result<Member> {
+        let dir = group_dir.join(MEMBERS_DIR);
+        storage::create_dir_durable(&dir)?;
+        let id = storage::random_id();
+        let hex = lease::member_hex(&id);
+        let joining = dir.join(format!(".{hex}.joining"));
+        let (file, locked) = storage::try_lock_exclusive(&joining)?;
+        assert!(matches!(locked, Locked::Yes), "a fresh random member file was locked by someone else");
+        let member = Member {
+            id,
+            path: dir.join(format!("{hex}{SUFFIX}")),
+            file,
+            pid: std::process::id(),
+            boot_id: storage::boot_id(),
+            host: storage::host_name(),
+            timeout_ms,
+        };
+        member.heartbeat()?;
+        storage::rename(&joining, &member.path)?;
+        Ok(member)
+    }
+
+    /// A lease record for `slot` and `epoch` held by this member, with a
+    /// heartbeat of now.
+    pub(crate) fn lease(&self, slot: u32, epoch: u64) -> Lease {
+        Lease {
+            slot,
+            epoch,
+            member: self.id,
+            pid: self.pid,
+            boot_id: self.boot_id,
+            heartbeat_ms: storage::now_ms(),
+            host: self.host.clone(),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+
+    /// Rewrites this member's file with a fresh heartbeat.
+    pub(crate) fn heartbeat(&self) -> Result<()> {
+        storage::write_at(&self.file, &self.path, 0, &lease::encode(&self.lease(MEMBER_SLOT, 0)))
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        // Leaving: others see the member gone at their next scan. If the
+        // removal fails, the file's lock is released with `self.file` anyway,
+        // and the next scan removes it.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Reads every member file of the group at `group_dir`, removing those of
+/// dead members when `reap` is set. Each member is judged hung by its own
+/// declared timeout.
+pub fn scan(group_dir: &Path, reap: bool) -> Result<Vec<MemberInfo>> {
+    let dir = group_dir.join(MEMBERS_DIR);
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let now = storage::now_ms();
+    let mut members = Vec::new();
+    for name in storage::list_dir(&dir)? {
+        let Some(id) = name.strip_suffix(SUFFIX).and_then(parse_hex) else { continue };
+        let path = dir.join(&name);
+        let (file, locked) = match storage::try_lock_exclusive(&path) {
+            Ok(opened) => opened,
+            // Removed between listing and opening: it left.
+            Err(_) if !path.exists() => continue,
+            Err(e) => return Err(e),
+        };
+        let mut bytes = [0u8; lease::LEASE_BYTES];
+        let n = storage::read_at(&file, &path, 0, &mut bytes)?;
+        let record = lease::decode(&bytes[..n], MEMBER_SLOT).ok();
+        let liveness = match (&locked, &record) {
+            (Locked::Yes, _) => Liveness::Dead,
+            (Locked::HeldElsewhere, Some(r)) if r.is_stale(now) => Liveness::Hung,
+            // A live process whose file cannot be read yet (it is being
+            // written) counts as alive: its lock says so.
+            (Locked::HeldElsewhere, _) => Liveness::Alive,
+        };
+        if liveness == Liveness::Dead && reap {
+            let _ = std::fs::remove_file(&path);
+        }
+        members.push(MemberInfo {
+            id,
+            pid: record.as_ref().map_or(0, |r| r.pid),
+            heartbeat_ms: record.as_ref().map_or(0, |r| r.heartbeat_ms),
+            liveness,
+        });
+    }
+    Ok(members)
+}
+
+fn parse_hex(hex: &str) -> Option<MemberId> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_alive_while_joined_and_gone_after_leaving() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Member::join(dir.path(), 10_000).unwrap();
+        let b = Member::join(dir.path(), 10_000).unwrap();
+        let seen = scan(dir.path(), true).unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().all(|m| m.liveness == Liveness::Alive && m.pid == std::process::id()));
+        drop(b);
+        let seen = scan(dir.path(), true).unwrap();
+        assert_eq!(seen.iter().map(|m| m.id).collect::<Vec<_>>(), vec![a.id]);
+    }
+
+    #[test]
+    fn a_member_file_whose_lock_is_free_is_dead_and_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Member::join(dir.path(), 10_000).unwrap();
+        // Simulate a dead process: the file stays, its lock goes.
+        let kept = dir.path().join("kept");
+        std::fs::copy(&a.path, &kept).unwrap();
+        let path = a.path.clone();
+        drop(a);
+        std::fs::rename(&kept, &path).unwrap();
+        let seen = scan(dir.path(), true).unwrap();
+        assert_eq!(seen.iter().map(|m| m.liveness).collect::<Vec<_>>(), vec![Liveness::Dead]);
+        assert!(!path.exists(), "the dead member's file was removed");
+    }
+
+    #[test]
+    fn a_member_with_an_old_heartbeat_is_hung() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Member::join(dir.path(), 10).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let seen = scan(dir.path(), true).unwrap();
+        assert_eq!(seen[0].liveness, Liveness::Hung);
+    }
+
+    #[test]
+    fn member_ids_parse_from_their_hex_names() {
+        let id = [0xab; 16];
+        assert_eq!(parse_hex(&lease::member_hex(&id)), Some(id));
+        assert_eq!(parse_hex("xyz"), None);
+    }
+}
