@@ -320,7 +320,7 @@ mod tests {
         let scan = super::scan(&seg, 100, MAX, 105);
         assert_eq!(scan.torn, None);
         assert_eq!(scan.next_offset, 105);
-        assert!(scan.tail_pos >= starts[5] - 8 && scan.tail_pos % 8 == 0);
+        assert!(scan.tail_pos >= starts[5] - 8 && scan.tail_pos.is_multiple_of(8));
     }
 
     #[test]
