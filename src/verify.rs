@@ -149,7 +149,8 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             report.problem(&path, 0, None, e.to_string());
             continue;
         }
-        let scan = recovery::scan(&bytes, base, config.record_bytes_max);
+        let synced_end = segment::decode_synced_end(&bytes).unwrap_or(base);
+        let scan = recovery::scan(&bytes, base, config.record_bytes_max, synced_end);
         for d in &scan.damaged {
             report.problem(
                 &path,

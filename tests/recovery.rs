@@ -26,7 +26,10 @@ fn messages(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
 }
 
 /// A closed queue at `dir/q` holding records `0..n`, each sent alone under
-/// `Sync` (so record `i + 1`'s watermark proves record `i` durable).
+/// `Sync` (so record `i + 1`'s watermark proves record `i` durable). The
+/// segment header's `synced_end` is set back to `n - 1`, as a power loss
+/// before the header's last update reached the disk leaves it: nothing but
+/// the frames proves the last record, so damage to it is a torn tail.
 fn closed_queue(dir: &Path, n: u64) -> PathBuf {
     let path = dir.join("q");
     let queue = Queue::open_with(&path, small().durability(Durability::Sync)).unwrap();
@@ -34,6 +37,8 @@ fn closed_queue(dir: &Path, n: u64) -> PathBuf {
     for i in 0..n {
         assert_eq!(producer.send(message(i)).unwrap().offset, i);
     }
+    drop((producer, queue));
+    common::set_synced_end(&segment_path(&path, 0, 0), n.saturating_sub(1));
     path
 }
 
@@ -52,7 +57,9 @@ fn assert_recovered_to(path: &Path, survivors: u64, kept_bytes: &[u8], context: 
     assert_eq!(queue.offsets(0), (0, survivors), "{context}: next offset after recovery");
     let after = std::fs::read(&seg).unwrap();
     let tail = kept_bytes.len();
-    assert_eq!(after[..tail], *kept_bytes, "{context}: recovery changed a byte it keeps");
+    // The header's `synced_end` (bytes 40..52) moves with every sync.
+    assert_eq!(after[..36], kept_bytes[..36], "{context}: recovery changed the segment header");
+    assert_eq!(after[64..tail], kept_bytes[64..], "{context}: recovery changed a byte it keeps");
     if let Some(i) = after[tail..].iter().position(|&b| b != 0) {
         panic!("{context}: byte {} past the recovered tail {tail} is not zero", tail + i);
     }
@@ -265,7 +272,9 @@ fn recovery_row_4_damaged_acknowledged_record_is_kept_byte_for_byte_and_the_log_
     assert_eq!(std::fs::read(&seg).unwrap(), damaged, "recovery repairs nothing away");
     assert_eq!(queue.producer().send(b"next").unwrap().offset, N);
     let after = std::fs::read(&seg).unwrap();
-    assert_eq!(after[..s[N as usize]], damaged[..s[N as usize]]);
+    // All but the header's `synced_end`, which the new send's sync raised.
+    assert_eq!(after[..36], damaged[..36]);
+    assert_eq!(after[64..s[N as usize]], damaged[64..s[N as usize]]);
 }
 
 #[test]
@@ -326,7 +335,9 @@ fn segment_header_row_any_damaged_nonzero_header_fails_the_open_and_names_the_fi
     let dir = tempfile::tempdir().unwrap();
     let path = closed_queue(dir.path(), 3);
     let seg = segment_path(&path, 0, 0);
-    for at in 0..64 {
+    // The fixed part (bytes 0..36) is checked; damage to the `synced_end`
+    // field after it only takes away a proof (see the next test).
+    for at in 0..36 {
         common::flip_byte(&seg, at, 0x20);
         let before = std::fs::read(&seg).unwrap();
         match Queue::open_existing(&path) {
@@ -339,6 +350,42 @@ fn segment_header_row_any_damaged_nonzero_header_fails_the_open_and_names_the_fi
     }
     let queue = Queue::open_existing(&path).unwrap();
     assert_eq!(queue.offsets(0), (0, 3));
+}
+
+#[test]
+fn segment_header_row_a_damaged_synced_end_proves_nothing_and_the_log_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path(), 3);
+    let seg = segment_path(&path, 0, 0);
+    for at in 40..52 {
+        common::flip_byte(&seg, at, 0x20);
+        let queue = Queue::open_existing(&path).unwrap_or_else(|e| panic!("byte {at}: {e}"));
+        assert_eq!(queue.offsets(0), (0, 3), "byte {at}");
+        drop(queue);
+        common::set_synced_end(&seg, 2);
+    }
+}
+
+#[test]
+fn damage_to_the_last_acknowledged_batch_is_reported_never_wiped() {
+    // Two records sent as one batch and synced: no later frame can prove
+    // them, but the segment header's `synced_end` does.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let queue = Queue::open_with(&path, small()).unwrap();
+    queue.producer().send_batch([message(0), message(1)]).unwrap();
+    drop(queue);
+    let seg = segment_path(&path, 0, 0);
+    common::flip_byte(&seg, starts(2)[0] + 33, 0x01);
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.offsets(0), (0, 2), "nothing acknowledged was dropped");
+    let mut consumer = queue.consumer("g").unwrap();
+    let e = common::process_error(&mut consumer);
+    assert!(matches!(&e, Error::Corrupt { offset: Some(0), .. }), "{e}");
+    assert_eq!(queue.producer().send(b"next").unwrap().offset, 2, "offsets are never reused");
+    drop((consumer, queue));
+    let report = durq::verify::verify(&path).unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
 }
 
 #[test]
@@ -381,6 +428,8 @@ fn a_torn_tail_in_one_partition_leaves_the_other_alone() {
     drop((producer, queue));
     let p0 = std::fs::read(segment_path(&path, 0, 0)).unwrap();
     let s1 = frame_starts([9, 9, 9]);
+    // As if power failed before the header's proof of the last record landed.
+    common::set_synced_end(&segment_path(&path, 1, 0), 2);
     common::write_at(&segment_path(&path, 1, 0), s1[2] + 3, &[0x77; 20]);
 
     let queue = Queue::open_existing(&path).unwrap();

@@ -26,6 +26,16 @@ pub struct Args {
     /// existing queue, must match the stored value.
     #[arg(long, value_name = "sync|interval:MS|buffered")]
     durability: Option<Durability>,
+    /// Size of each segment file of a new queue, a multiple of 4096 from
+    /// 64 KiB to 1 GiB [default: 64 MiB]; a message must fit one, so below
+    /// about 1 MiB also lower --record-bytes-max. On an existing queue, must
+    /// match.
+    #[arg(long, value_name = "BYTES")]
+    segment_bytes: Option<u64>,
+    /// Largest key + payload of one message in a new queue [default: 1 MiB].
+    /// On an existing queue, must match.
+    #[arg(long, value_name = "BYTES")]
+    record_bytes_max: Option<u32>,
     /// Send the part of a line before the first C as its key, the rest as
     /// its payload; a line without C is sent without a key. Records with the
     /// same key go to the same partition.
@@ -43,6 +53,12 @@ impl Args {
         }
         if let Some(d) = self.durability {
             options = options.durability(d);
+        }
+        if let Some(bytes) = self.segment_bytes {
+            options = options.segment_bytes(bytes);
+        }
+        if let Some(bytes) = self.record_bytes_max {
+            options = options.record_bytes_max(bytes);
         }
         options
     }

@@ -55,6 +55,15 @@ fn queue_dir() -> (tempfile::TempDir, String) {
     (tmp, q)
 }
 
+/// Arguments of a `produce` that creates the queue at `q` with 64 KiB
+/// segments: opening a queue scans its last segment, which takes a while for
+/// the default 64 MiB in a debug build. Records must fit the segment.
+fn produce_new<'a>(q: &'a str, options: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["produce", q, "--segment-bytes", "65536", "--record-bytes-max", "16384"];
+    args.extend_from_slice(options);
+    args
+}
+
 fn positions(partition: u32, offsets: std::ops::Range<u64>) -> String {
     offsets.map(|o| format!("{partition} {o}\n")).collect()
 }
@@ -63,7 +72,7 @@ fn positions(partition: u32, offsets: std::ops::Range<u64>) -> String {
 fn produced_lines_are_acknowledged_in_order_then_consumed_once() {
     let (_tmp, q) = queue_dir();
     let input = "order 1\n\norder 3 with spaces\norder 4";
-    assert_eq!(ok(&["produce", &q], input), positions(0, 0..4));
+    assert_eq!(ok(&produce_new(&q, &[]), input), positions(0, 0..4));
     assert_eq!(ok(&["produce", &q], "order 5\n"), positions(0, 4..5));
 
     let consumed = ok(&["consume", &q, "--group", "g", "--idle-exit", "0.3"], "");
@@ -74,11 +83,26 @@ fn produced_lines_are_acknowledged_in_order_then_consumed_once() {
     assert_eq!(ok(&["consume", &q, "--group", "other", "--limit", "1"], ""), "order 1\n");
 }
 
+/// Regression: a bare relative name used to fail on creation (the library
+/// tried to fsync the parent `""`).
+#[test]
+fn produce_creates_a_queue_at_a_relative_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_durq"))
+        .args(produce_new("q", &[]))
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(tmp.path().join("q/durq.meta").exists());
+}
+
 #[test]
 fn produce_acknowledges_lines_before_end_of_input() {
     let (_tmp, q) = queue_dir();
     let mut child = Command::new(env!("CARGO_BIN_EXE_durq"))
-        .args(["produce", &q])
+        .args(produce_new(&q, &[]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -106,7 +130,7 @@ fn produce_acknowledges_lines_before_end_of_input() {
 fn limit_is_exact_and_stat_shows_committed_offsets_and_lag() {
     let (_tmp, q) = queue_dir();
     let input: String = (0..10).map(|i| format!("m{i}\n")).collect();
-    ok(&["produce", &q], &input);
+    ok(&produce_new(&q, &[]), &input);
 
     // Smaller than a batch, then not a multiple of the batch size.
     assert_eq!(ok(&["consume", &q, "--group", "g", "--limit", "2"], ""), "m0\nm1\n");
@@ -131,7 +155,7 @@ fn limit_is_exact_and_stat_shows_committed_offsets_and_lag() {
 fn key_sep_routes_by_key_and_strips_it() {
     let (_tmp, q) = queue_dir();
     let input = "alice:a1\nbob:b1\nalice:a2\nno key here\nbob:b2:with colon\n";
-    let acks = ok(&["produce", &q, "--partitions", "4", "--key-sep", ":"], input);
+    let acks = ok(&produce_new(&q, &["--partitions", "4", "--key-sep", ":"]), input);
     let acks: Vec<(u32, u64)> = acks
         .lines()
         .map(|l| {
@@ -156,7 +180,7 @@ fn key_sep_routes_by_key_and_strips_it() {
 #[test]
 fn options_apply_at_creation_and_conflicts_are_errors() {
     let (_tmp, q) = queue_dir();
-    ok(&["produce", &q, "--partitions", "2", "--durability", "interval:5"], "a\nb\n");
+    ok(&produce_new(&q, &["--partitions", "2", "--durability", "interval:5"]), "a\nb\n");
     let json = ok(&["stat", &q, "--json"], "");
     assert!(json.contains(r#"{"partition":0,"#) && json.contains(r#"{"partition":1,"#), "{json}");
     assert!(!json.contains(r#"{"partition":2,"#), "{json}");
@@ -166,6 +190,10 @@ fn options_apply_at_creation_and_conflicts_are_errors() {
     assert!(err.contains("partitions = 2") && err.contains('3'), "{err}");
     let err = fails(&["produce", &q, "--durability", "sync"], "c\n", 1);
     assert!(err.contains("durability = interval:5"), "{err}");
+    let err = fails(&["produce", &q, "--segment-bytes", "131072"], "c\n", 1);
+    assert!(err.contains("segment_bytes = 65536"), "{err}");
+    let err = fails(&["produce", &q, "--record-bytes-max", "100"], "c\n", 1);
+    assert!(err.contains("record_bytes_max = 16384"), "{err}");
     // Omitted options take the stored values; matching ones are accepted.
     assert_eq!(ok(&["produce", &q], "c\n").lines().count(), 1);
     assert_eq!(ok(&["produce", &q, "--partitions", "2"], "d\n").lines().count(), 1);
@@ -195,7 +223,7 @@ fn verify_passes_a_healthy_queue_and_locates_damage_without_modifying_anything()
     let (_tmp, q) = queue_dir();
     // Two runs, so the second's records prove the first was acknowledged:
     // damage to it is damage, not a torn tail.
-    ok(&["produce", &q], "first\n");
+    ok(&produce_new(&q, &[]), "first\n");
     ok(&["produce", &q], "second\nthird\n");
     ok(&["consume", &q, "--group", "g", "--limit", "1"], "");
     let report = ok(&["verify", &q], "");
@@ -256,7 +284,8 @@ fn foreign_directories_and_bad_arguments_are_one_line_errors() {
     assert!(!Path::new(&q).exists());
     // Values clap accepts but the library refuses.
     fails(&["produce", &q, "--partitions", "0"], "x\n", 1);
-    ok(&["produce", &q], "");
+    fails(&["produce", &q, "--segment-bytes", "1000"], "x\n", 1);
+    ok(&produce_new(&q, &[]), "");
     let err = fails(&["consume", &q, "--group", "a/b"], "", 1);
     assert!(err.contains("invalid group name"), "{err}");
     fails(&["consume", &q, "--group", "g", "--max-batch", "0"], "", 1);
@@ -265,7 +294,7 @@ fn foreign_directories_and_bad_arguments_are_one_line_errors() {
 #[test]
 fn consume_to_a_closed_pipe_fails_and_commits_nothing() {
     let (_tmp, q) = queue_dir();
-    ok(&["produce", &q], "a\nb\nc\n");
+    ok(&produce_new(&q, &[]), "a\nb\nc\n");
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     let out = Command::new(env!("CARGO_BIN_EXE_durq"))
@@ -279,6 +308,23 @@ fn consume_to_a_closed_pipe_fails_and_commits_nothing() {
     assert!(stderr.contains("not committed") && stderr.contains("Broken pipe"), "{stderr}");
     let json = ok(&["stat", &q, "--json"], "");
     assert!(json.contains(r#""committed":[0],"lag":[3]"#), "{json}");
+}
+
+#[test]
+fn a_queue_spanning_several_segments_round_trips_and_verifies() {
+    let (_tmp, q) = queue_dir();
+    let lines: Vec<String> = (0..2000).map(|i| format!("{i:04} {}", "x".repeat(100))).collect();
+    let input = lines.join("\n") + "\n";
+    let acks = ok(&produce_new(&q, &[]), &input);
+    assert_eq!(acks, positions(0, 0..2000));
+    let consumed = ok(&["consume", &q, "--group", "g", "--max-batch", "500", "--idle-exit", "0.3"], "");
+    assert_eq!(consumed, input);
+    let json = ok(&["stat", &q, "--json"], "");
+    let segments: usize = json.split(r#""segments":"#).nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!(segments >= 3, "{json}");
+    assert!(json.contains(r#""next_offset":2000,"#) && json.contains(r#""lag":[0]"#), "{json}");
+    let report = ok(&["verify", &q], "");
+    assert!(report.contains(&format!("2000 records, {segments} segments")), "{report}");
 }
 
 fn wait_with_deadline(child: &mut Child, deadline: Duration) -> ExitStatus {
@@ -298,7 +344,7 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> ExitStatus {
 #[test]
 fn sigterm_and_sigint_stop_an_idle_consumer_cleanly() {
     let (_tmp, q) = queue_dir();
-    ok(&["produce", &q], "");
+    ok(&produce_new(&q, &[]), "");
     for (signal, group) in [(libc::SIGTERM, "term"), (libc::SIGINT, "int")] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_durq"))
             .args(["consume", &q, "--group", group])

@@ -203,6 +203,15 @@ impl Partition {
         };
         seg.sync(SEGMENT_HEADER_BYTES, pos).map_err(|e| self.stop.stop(e))?;
         self.publish_durable(c, next);
+        // Record the proof in the segment header, under the mutex that
+        // serialises its writers; it reaches the disk with the next sync.
+        let _cache = self.tail_segment.lock();
+        let _guard = self.lock_tail(c)?;
+        if c.tail_segment_base.load(Ordering::Relaxed) == seg.base_offset {
+            // SAFETY: we hold the append mutex, and the sync above covering
+            // every record below `durable` has returned.
+            unsafe { seg.set_synced_end(c.durable.load(Ordering::Acquire)) };
+        }
         Ok(())
     }
 
@@ -514,7 +523,9 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig) -> Result<Tail>
     }
     // SAFETY: as above.
     let whole = unsafe { seg.published(0, seg.len()) };
-    let scan = recovery::scan(whole, last, config.record_bytes_max);
+    // A damaged `synced_end` field proves nothing: fall back to the base.
+    let synced_end = segment::decode_synced_end(whole).unwrap_or(last);
+    let scan = recovery::scan(whole, last, config.record_bytes_max, synced_end);
     if let Some(torn) = scan.torn {
         // SAFETY: as above; the torn bytes lie beyond every frame we keep.
         unsafe { seg.zero(torn.from, torn.to) };

@@ -10,15 +10,21 @@
 //! |---|------------------------------------------------------------------|------------|----------------------------------------|
 //! | 1 | zero header, zeros to the end of the segment                     | `Clean`    | none: the tail is `p`                  |
 //! | 2 | fewer than a header's bytes left, all zero                       | `Clean`    | none: the segment is full              |
-//! | 3 | anything else (torn header, bad magic, bad length, bad checksum, wrong offset, zero header with bytes after it), and no later valid frame proves the record at `p` durable | `Torn`     | zero `p` .. last non-zero byte, sync; tail is `p` |
-//! | 4 | as row 3, but a later valid frame's durable watermark (`offset - durable_lag`) is past the offset expected at `p` | `Damaged`  | keep every byte; reading `p` fails with `Error::Corrupt`; the walk resumes at the first later valid frame |
+//! | 3 | anything else (torn header, bad magic, bad length, bad checksum, wrong offset, zero header with bytes after it), and nothing proves the record at `p` durable | `Torn`     | zero `p` .. last non-zero byte, sync; tail is `p` |
+//! | 4 | as row 3, but the record at `p` is proven durable: the segment header's `synced_end` is past it, or a later valid frame's watermark (`offset - durable_lag`) is | `Damaged`  | keep every byte; reading `p` fails with `Error::Corrupt`; the walk resumes at the first later valid frame, or, if none, after the last non-zero byte with the next offset at `synced_end` |
 //!
-//! Row 3 is safe: a record is acknowledged only after a sync, and every frame
-//! written after that sync carries a watermark past it. If no valid frame
-//! after `p` carries such a watermark, nothing from `p` on was acknowledged
-//! as durable, so dropping it loses nothing that was promised. Row 4 is the
-//! other side: acknowledged data was damaged after the fact (bit rot, a
-//! stray write); durq refuses to deliver it and refuses to repair it away.
+//! Row 3 is safe: a record is acknowledged only after a sync; every frame
+//! written after that sync carries a watermark past it, and the header's
+//! `synced_end` is raised after it. If nothing proves the record at `p`
+//! durable, nothing from `p` on was acknowledged, so dropping it loses
+//! nothing that was promised. Row 4 is the other side: acknowledged data was
+//! damaged after the fact (bit rot, a stray write); durq refuses to deliver
+//! it, refuses to repair it away, and never reuses its offsets.
+//!
+//! One case stays open: `synced_end` reaches the disk only with a later sync
+//! or the kernel's writeback, so damage to the very last synced batch,
+//! combined with a power loss before its `synced_end` was written back, is
+//! taken for a torn tail.
 //!
 //! Segment headers have their own rows, applied before the walk (in
 //! `partition::recover`): a last segment whose header is all zeros was cut
@@ -88,8 +94,9 @@ impl std::fmt::Display for Found {
 
 /// Walks the frames of a whole segment (`seg`, header included) whose first
 /// record has offset `base_offset`, and classifies what follows the last
-/// valid frame. Pure: reads `seg` only, never out of bounds, O(segment size).
-pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32) -> Scan {
+/// valid frame; records below `synced_end` are known to have been synced.
+/// Pure: reads `seg` only, never out of bounds, O(segment size).
+pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64) -> Scan {
     let mut pos = SEGMENT_HEADER_BYTES.min(seg.len());
     let mut next = base_offset;
     let mut damaged = Vec::new();
@@ -110,20 +117,29 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32) -> Scan {
             }
             Decoded::Invalid(i) => Found::Invalid(i),
         };
-        match proof_of_durability(seg, pos, next, record_bytes_max) {
+        let (resume, proven_by_frames) = find_resume(seg, pos, next, record_bytes_max);
+        if !(proven_by_frames || next < synced_end) {
+            let to = last_nonzero_end(seg, pos);
+            return Scan {
+                tail_pos: pos,
+                next_offset: next,
+                torn: Some(Torn { from: pos, to, reason: found }),
+                damaged,
+            };
+        }
+        match resume {
             Some(resume) => {
                 damaged.push(Damage { pos, offset: next, reason: found, resumed_at: resume.pos });
                 pos = resume.pos;
                 next = resume.offset;
             }
             None => {
-                let to = last_nonzero_end(seg, pos);
-                return Scan {
-                    tail_pos: pos,
-                    next_offset: next,
-                    torn: Some(Torn { from: pos, to, reason: found }),
-                    damaged,
-                };
+                // Acknowledged records up to `synced_end` are damaged and
+                // nothing valid follows: keep their bytes, append after them,
+                // and never reuse their offsets.
+                let after = last_nonzero_end(seg, pos).next_multiple_of(FRAME_ALIGN).min(seg.len());
+                damaged.push(Damage { pos, offset: next, reason: found, resumed_at: after });
+                return Scan { tail_pos: after, next_offset: synced_end.max(next + 1), torn: None, damaged };
             }
         }
     }
@@ -134,10 +150,10 @@ struct Resume {
     offset: u64,
 }
 
-/// Looks after `pos` for valid frames. If one of them says the record
-/// `expected` was durable when it was written, returns the first valid frame
-/// after `pos` with an offset past `expected`, where the walk can resume.
-fn proof_of_durability(seg: &[u8], pos: usize, expected: u64, record_bytes_max: u32) -> Option<Resume> {
+/// Looks after `pos` for valid frames: returns the first one with an
+/// offset past `expected` (where a walk can resume), and whether any of
+/// them says the record `expected` was durable when it was written.
+fn find_resume(seg: &[u8], pos: usize, expected: u64, record_bytes_max: u32) -> (Option<Resume>, bool) {
     let mut resume = None;
     let mut at = pos + FRAME_ALIGN;
     while at + FRAME_HEADER_BYTES <= seg.len() {
@@ -147,12 +163,12 @@ fn proof_of_durability(seg: &[u8], pos: usize, expected: u64, record_bytes_max: 
             resume.get_or_insert(Resume { pos: at, offset: f.meta.offset });
             let durable_then = f.meta.offset.saturating_sub(u64::from(f.meta.durable_lag));
             if durable_then > expected {
-                return resume;
+                return (resume, true);
             }
         }
         at += FRAME_ALIGN;
     }
-    None
+    (resume, false)
 }
 
 /// One past the last non-zero byte of `seg[from..]`, or `from` if all zero.
@@ -200,14 +216,14 @@ mod tests {
     #[test]
     fn recovery_row_1_clean_end() {
         let (seg, starts) = segment(5, |_| 100);
-        let scan = super::scan(&seg, 100, MAX);
+        let scan = super::scan(&seg, 100, MAX, 100);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn, scan.damaged), (starts[5], 105, None, vec![]));
     }
 
     #[test]
     fn recovery_row_1_empty_segment() {
         let seg = vec![0u8; 4096];
-        let scan = super::scan(&seg, 7, MAX);
+        let scan = super::scan(&seg, 7, MAX, 7);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (SEGMENT_HEADER_BYTES, 7, None));
     }
 
@@ -215,7 +231,7 @@ mod tests {
     fn recovery_row_2_full_segment() {
         let (mut seg, starts) = segment(3, |_| 100);
         seg.truncate(starts[3] + FRAME_HEADER_BYTES - 8);
-        let scan = super::scan(&seg, 100, MAX);
+        let scan = super::scan(&seg, 100, MAX, 100);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (starts[3], 103, None));
     }
 
@@ -228,7 +244,7 @@ mod tests {
             if seg == full {
                 continue; // the cut fell in the frame's zero padding
             }
-            let scan = super::scan(&seg, 100, MAX);
+            let scan = super::scan(&seg, 100, MAX, 100);
             assert_eq!((scan.tail_pos, scan.next_offset), (starts[3], 103), "cut at {cut}");
             assert!(scan.damaged.is_empty());
             match scan.torn {
@@ -244,7 +260,7 @@ mod tests {
         // damage at 102 with 103 intact behind it is a torn tail.
         let (mut seg, starts) = segment(4, |i| (100 + i).min(102));
         seg[starts[2] + 40] ^= 0xff;
-        let scan = super::scan(&seg, 100, MAX);
+        let scan = super::scan(&seg, 100, MAX, 100);
         let torn = scan.torn.expect("torn");
         assert_eq!((scan.tail_pos, scan.next_offset, torn.from), (starts[2], 102, starts[2]));
         assert!(torn.to > starts[3] && torn.to <= starts[4], "zeroing reaches the last written byte");
@@ -252,7 +268,7 @@ mod tests {
 
         let (mut seg, starts) = segment(4, |_| 100);
         seg[starts[1]..starts[2]].fill(0);
-        let scan = super::scan(&seg, 100, MAX);
+        let scan = super::scan(&seg, 100, MAX, 100);
         assert_eq!(scan.torn.map(|t| t.reason), Some(Found::Hole));
         assert_eq!(scan.next_offset, 101);
     }
@@ -262,7 +278,7 @@ mod tests {
         let (mut seg, starts) = segment(3, |_| 100);
         let stale = record::encode(FrameMeta { offset: 7, timestamp_ms: 1, durable_lag: 0 }, None, b"message 2");
         seg[starts[2]..starts[2] + stale.len()].copy_from_slice(&stale);
-        let scan = super::scan(&seg, 100, MAX);
+        let scan = super::scan(&seg, 100, MAX, 100);
         assert_eq!(scan.torn.map(|t| t.reason), Some(Found::WrongOffset(7)));
     }
 
@@ -272,7 +288,7 @@ mod tests {
         // acknowledged data.
         let (mut seg, starts) = segment(5, |i| 100 + i);
         seg[starts[1] + 33] ^= 1;
-        let scan = super::scan(&seg, 100, MAX);
+        let scan = super::scan(&seg, 100, MAX, 100);
         assert_eq!(scan.torn, None);
         assert_eq!((scan.tail_pos, scan.next_offset), (starts[5], 105));
         assert_eq!(
@@ -287,6 +303,27 @@ mod tests {
     }
 
     #[test]
+    fn recovery_row_4_damage_to_the_last_synced_batch_is_proven_by_synced_end() {
+        // Records 103 and 104 were one batch, synced (synced_end = 105), and
+        // nothing was written after them: only the header can prove them.
+        let (mut seg, starts) = segment(5, |i| (100 + i).min(103));
+        seg[starts[3] + 40] ^= 1;
+        let torn = super::scan(&seg, 100, MAX, 103);
+        assert!(torn.torn.is_some(), "without proof it is a torn tail");
+        let scan = super::scan(&seg, 100, MAX, 105);
+        assert_eq!(scan.torn, None);
+        assert_eq!((scan.tail_pos, scan.next_offset), (starts[5], 105), "record 104 is kept");
+        assert_eq!(scan.damaged.iter().map(|d| d.offset).collect::<Vec<_>>(), [103]);
+        // Damage to the very last record: nothing follows, offsets are not reused.
+        let (mut seg, starts) = segment(5, |i| (100 + i).min(104));
+        seg[starts[4] + 33] ^= 1;
+        let scan = super::scan(&seg, 100, MAX, 105);
+        assert_eq!(scan.torn, None);
+        assert_eq!(scan.next_offset, 105);
+        assert!(scan.tail_pos >= starts[5] - 8 && scan.tail_pos.is_multiple_of(8));
+    }
+
+    #[test]
     fn recovery_table_is_exhaustive_over_single_byte_damage() {
         // Every single-byte change anywhere in a small log lands in some row,
         // never panics, and never yields a record that fails its checksum.
@@ -295,7 +332,7 @@ mod tests {
             for value in [0x00, 0xff, 0x5a] {
                 let mut seg = full.clone();
                 seg[pos] = value;
-                let scan = super::scan(&seg, 100, MAX);
+                let scan = super::scan(&seg, 100, MAX, 100);
                 assert!(scan.next_offset >= 100 && scan.next_offset <= 103);
                 let damaged_before_tail = scan.damaged.iter().all(|d| d.pos < scan.tail_pos);
                 assert!(damaged_before_tail);

@@ -7,8 +7,12 @@
 //! 12     4    partition      the partition this segment belongs to
 //! 16     8    base_offset    offset of the first record in this segment
 //! 24     8    segment_bytes  the file's size
-//! 32    28    reserved       zeros
-//! 60     4    crc32          CRC32 of bytes 0..60
+//! 32     4    crc32          CRC32 of bytes 0..32 (the fixed part)
+//! 36     4    reserved       zeros
+//! 40     8    synced_end     every record of this segment below this offset
+//!                            was synced (raised after each sync)
+//! 48     4    synced_crc     CRC32 of bytes 40..48
+//! 52    12    reserved       zeros
 //! 64     -    frames, back to back, then zeros to the end of the file
 //! ```
 //!
@@ -16,6 +20,14 @@
 //! directory listing sorts segments in log order. It is created at its full
 //! size with its blocks reserved, and fsynced together with its directory
 //! before any record is written into it.
+//!
+//! `synced_end` is written into the mapping *after* a sync returned, and
+//! reaches the disk with the next sync (every sync of the tail covers the
+//! header's page), the next roll, or the kernel's writeback. It lets recovery
+//! prove that damage to the last synced records is damage to acknowledged
+//! data, which frames alone cannot prove for the last batch (see
+//! `recovery.rs`). A stale value only proves less; it never claims a record
+//! that was not synced.
 
 use std::path::{Path, PathBuf};
 
@@ -31,8 +43,10 @@ const VERSION_AT: usize = 8;
 const PARTITION_AT: usize = 12;
 const BASE_AT: usize = 16;
 const SIZE_AT: usize = 24;
-const CRC_AT: usize = 60;
-const _: () = assert!(CRC_AT + 4 == SEGMENT_HEADER_BYTES);
+const CRC_AT: usize = 32;
+const SYNCED_END_AT: usize = 40;
+const SYNCED_CRC_AT: usize = 48;
+const _: () = assert!(SYNCED_CRC_AT + 4 <= SEGMENT_HEADER_BYTES);
 const SUFFIX: &str = ".seg";
 
 /// The file name of the segment starting at `base_offset`.
@@ -46,24 +60,42 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
 }
 
-/// Encodes a segment header.
+/// Encodes a segment header, with `synced_end` at the base offset (nothing
+/// synced yet).
 pub fn encode_header(partition: u32, base_offset: u64, segment_bytes: u64) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[..VERSION_AT].copy_from_slice(&MAGIC);
     h[VERSION_AT..PARTITION_AT].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[PARTITION_AT..BASE_AT].copy_from_slice(&partition.to_le_bytes());
     h[BASE_AT..SIZE_AT].copy_from_slice(&base_offset.to_le_bytes());
-    h[SIZE_AT..SIZE_AT + 8].copy_from_slice(&segment_bytes.to_le_bytes());
+    h[SIZE_AT..CRC_AT].copy_from_slice(&segment_bytes.to_le_bytes());
     let crc = crc32fast::hash(&h[..CRC_AT]);
-    h[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+    h[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    h[SYNCED_END_AT..SYNCED_CRC_AT + 4].copy_from_slice(&encode_synced_end(base_offset));
     h
+}
+
+/// The 12 bytes of the `synced_end` field and its checksum.
+fn encode_synced_end(synced_end: u64) -> [u8; 12] {
+    let value = synced_end.to_le_bytes();
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&value);
+    b[8..].copy_from_slice(&crc32fast::hash(&value).to_le_bytes());
+    b
+}
+
+/// The `synced_end` a header claims, or `None` if the field is damaged.
+pub fn decode_synced_end(header: &[u8]) -> Option<u64> {
+    let field = header.get(SYNCED_END_AT..SYNCED_CRC_AT + 4)?;
+    let crc = u32::from_le_bytes(field[8..].try_into().expect("4 bytes"));
+    (crc32fast::hash(&field[..8]) == crc).then(|| u64::from_le_bytes(field[..8].try_into().expect("8 bytes")))
 }
 
 /// Checks a segment header against what the file's name and place say it
 /// must be.
 pub fn check_header(bytes: &[u8], path: &Path, partition: u32, base_offset: u64, segment_bytes: u64) -> Result<()> {
     let bad = |reason: String| Err(Error::corrupt(path, 0, None, format!("segment header: {reason}")));
-    let Some(h) = bytes.get(..SEGMENT_HEADER_BYTES) else {
+    let Some(h) = bytes.get(..CRC_AT + 4) else {
         return bad(format!("file is only {} bytes", bytes.len()));
     };
     if h[..VERSION_AT] != MAGIC {
@@ -77,7 +109,7 @@ pub fn check_header(bytes: &[u8], path: &Path, partition: u32, base_offset: u64,
     if version != FORMAT_VERSION {
         return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: FORMAT_VERSION });
     }
-    if *h != encode_header(partition, base_offset, segment_bytes) {
+    if *h != encode_header(partition, base_offset, segment_bytes)[..CRC_AT + 4] {
         return bad(format!("expected partition {partition}, base offset {base_offset}, size {segment_bytes}"));
     }
     Ok(())
@@ -123,9 +155,23 @@ impl Segment {
     }
 
     fn header(&self) -> &[u8] {
-        // SAFETY: the header is written once, before the segment is published,
-        // and never again (mmap contract rule 2).
-        unsafe { self.map.bytes(0, SEGMENT_HEADER_BYTES) }
+        // SAFETY: the fixed part of the header is written once, before the
+        // segment is published, and never again (mmap contract rule 2); the
+        // `synced_end` field after it is not borrowed here.
+        unsafe { self.map.bytes(0, CRC_AT + 4) }
+    }
+
+    /// Records that every record of this segment below `synced_end` is on
+    /// stable storage (see the module docs).
+    ///
+    /// # Safety
+    /// The caller holds the partition's append mutex (the only writers of
+    /// this field) and a sync covering those records has returned.
+    pub(crate) unsafe fn set_synced_end(&self, synced_end: u64) {
+        // SAFETY: forwarded contract; readers borrow only the fixed part of
+        // the header, and recovery reads this field only while alone or
+        // under the append mutex.
+        unsafe { self.map.write(SYNCED_END_AT, &encode_synced_end(synced_end)) }
     }
 
     /// The segment's size in bytes.
@@ -261,8 +307,14 @@ mod tests {
         assert_eq!(h[12..16], 3u32.to_le_bytes());
         assert_eq!(h[16..24], 1000u64.to_le_bytes());
         assert_eq!(h[24..32], 65536u64.to_le_bytes());
-        assert!(h[32..60].iter().all(|&b| b == 0));
-        assert_eq!(h[60..], crc32fast::hash(&h[..60]).to_le_bytes());
+        assert_eq!(h[32..36], crc32fast::hash(&h[..32]).to_le_bytes());
+        assert_eq!(h[40..48], 1000u64.to_le_bytes(), "nothing synced yet");
+        assert_eq!(h[48..52], crc32fast::hash(&h[40..48]).to_le_bytes());
+        assert!(h[36..40].iter().chain(&h[52..]).all(|&b| b == 0));
+        assert_eq!(decode_synced_end(&h), Some(1000));
+        let mut damaged = h;
+        damaged[44] ^= 1;
+        assert_eq!(decode_synced_end(&damaged), None);
         let p = Path::new("x.seg");
         check_header(&h, p, 3, 1000, 65536).unwrap();
         assert!(matches!(check_header(&h, p, 4, 1000, 65536), Err(Error::Corrupt { .. })));

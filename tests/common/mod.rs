@@ -197,7 +197,7 @@ pub mod procs {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    use durq::{Consumer, Position, Queue};
+    use durq::{Consumer, ConsumerOptions, Position, Queue};
 
     /// The environment variable that makes a test binary a child, naming its role.
     pub const ROLE: &str = "DURQ_CHILD_ROLE";
@@ -247,6 +247,23 @@ pub mod procs {
         // SAFETY: kill takes integers and touches no memory.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         unreachable!("SIGKILL cannot be caught")
+    }
+
+    /// Joins consumer group `group`, waiting out a `GroupBusy` that is only
+    /// the echo of a member that just left. A process that spawns a child
+    /// (any test thread of the same binary may, at any moment) gives the
+    /// child a copy of every open descriptor until it execs, so a member lock
+    /// just released by dropping a `Consumer` can look held for that moment.
+    pub fn join(queue: &Queue, group: &str, options: ConsumerOptions) -> durq::Result<Consumer> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match queue.consumer_with(group, options.clone()) {
+                Err(durq::Error::GroupBusy { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                joined => return joined,
+            }
+        }
     }
 
     /// A running child and every protocol line it has printed so far.
@@ -646,15 +663,16 @@ pub mod procs {
                 .unwrap_or_else(|e| panic!("consumer failed: {e}"))
         }
 
-        /// Per partition, one past the highest acknowledged offset among `ids`.
-        pub fn ack_targets<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<u64> {
-            let mut t = vec![0; self.next.len()];
-            for id in ids {
-                let pos = self.acked[id];
+        /// Reads at least up to every acknowledged record so far (they are
+        /// visible: `send` returned), and checks they are all there.
+        pub fn drain_acked(&mut self, consumer: &mut Consumer) {
+            let mut targets = vec![0; self.next.len()];
+            for pos in self.acked.values() {
                 let p = pos.partition as usize;
-                t[p] = t[p].max(pos.offset + 1);
+                targets[p] = targets[p].max(pos.offset + 1);
             }
-            t
+            self.drain_to(consumer, &targets);
+            self.check_acked();
         }
 
         /// Every acknowledged record was read, at the position `send` returned.
@@ -675,6 +693,16 @@ pub mod procs {
     /// Offset of partition `p`'s append mutex in `durq.ctl` (log/control.rs).
     const fn mutex_at(p: u32) -> u64 {
         4096 + 256 * p as u64
+    }
+
+    /// Partition `p`'s published tail in `durq.ctl`: the base offset of the
+    /// segment being appended to, and the byte position of the next frame.
+    pub fn published_tail(queue_dir: &Path, p: u32) -> (u64, u64) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(queue_dir.join("durq.ctl")).expect("open durq.ctl");
+        let mut b = [0u8; 16];
+        f.read_exact_at(&mut b, mutex_at(p) + 72).expect("read durq.ctl");
+        (u64::from_le_bytes(b[..8].try_into().unwrap()), u64::from_le_bytes(b[8..].try_into().unwrap()))
     }
 
     /// The kernel's robust-futex bit: the owner died holding the lock.
@@ -725,4 +753,13 @@ pub fn checkpoint_file(queue_dir: &Path, group: &str, p: u32) -> PathBuf {
     let slot_dir = durq::group::slot::dir(&queue_dir.join("groups").join(group), p);
     let epoch = *durq::group::checkpoint::epochs(&slot_dir).unwrap().last().expect("the slot has a checkpoint");
     slot_dir.join(durq::group::checkpoint::file_name(epoch))
+}
+
+/// Sets a segment header's `synced_end` field (bytes 40..52: the value and
+/// its CRC32), as a power loss can leave it: behind what was synced.
+pub fn set_synced_end(segment: &Path, synced_end: u64) {
+    let value = synced_end.to_le_bytes();
+    let mut field = value.to_vec();
+    field.extend_from_slice(&crc32fast::hash(&value).to_le_bytes());
+    write_at(segment, 40, &field);
 }
