@@ -31,6 +31,7 @@
 
 #![deny(missing_docs)]
 
+mod admin;
 mod consumer;
 mod error;
 mod fail_stop;
@@ -40,10 +41,12 @@ pub mod meta;
 mod options;
 mod producer;
 mod queue;
+mod retention;
 pub mod stat;
 mod storage;
 pub mod verify;
 
+pub use admin::{ResetTo, StoredRecord};
 pub use consumer::{Consumer, Delivery, Message, Verdict};
 pub use error::{BoxError, Error, Result};
 pub use options::{ConsumerOptions, Durability, Options, QueueConfig};

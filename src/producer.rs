@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::log::partition::Record;
 use crate::options::Durability;
 use crate::queue::QueueInner;
+use crate::retention;
 
 /// Where a record was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,6 +96,12 @@ impl Producer {
         let first = p.append(records)?;
         if self.queue.config.durability == Durability::Sync {
             p.sync_to(first + records.len() as u64)?;
+        }
+        if p.take_rolled() {
+            // The record is stored; a failure to clean up old segments must
+            // not turn its acknowledgement into an error. The next roll
+            // tries again.
+            let _ = retention::run(&self.queue.dir, p);
         }
         Ok(first)
     }

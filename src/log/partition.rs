@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -62,6 +62,8 @@ pub(crate) struct Partition {
     sync_done: Condvar,
     stop: Arc<FailStop>,
     prefaulter: Prefaulter,
+    /// Set by a roll in this process: retention has something to look at.
+    rolled: AtomicBool,
 }
 
 impl Partition {
@@ -84,6 +86,7 @@ impl Partition {
             sync_done: Condvar::new(),
             stop,
             prefaulter,
+            rolled: AtomicBool::new(false),
         }
     }
 
@@ -235,7 +238,33 @@ impl Partition {
         self.segments.write().insert(next, seg.clone());
         c.tail_segment_base.store(next, Ordering::Relaxed);
         c.tail_pos.store(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
+        self.rolled.store(true, Ordering::Relaxed);
         Ok(seg)
+    }
+
+    /// True once after each roll by this process.
+    pub(crate) fn take_rolled(&self) -> bool {
+        self.rolled.load(Ordering::Relaxed) && self.rolled.swap(false, Ordering::Relaxed)
+    }
+
+    /// Removes the sealed segments that start before `floor`'s segment:
+    /// every record in them is below `floor`. The tail segment always stays.
+    /// `first_offset` is raised before any file goes, so no reader looks for
+    /// a removed segment; a process that still maps one keeps its pages
+    /// (mmap contract rule 1). Returns the number of segments removed.
+    pub(crate) fn remove_segments_below(&self, floor: u64) -> Result<usize> {
+        let bases = self.segment_bases()?;
+        let keep_from = bases.iter().rposition(|&b| b <= floor).unwrap_or(0);
+        if keep_from == 0 {
+            return Ok(0);
+        }
+        self.shared().first_offset.fetch_max(bases[keep_from], Ordering::SeqCst);
+        for &base in &bases[..keep_from] {
+            self.segments.write().remove(&base);
+            storage::remove_file(&self.dir.join(segment::file_name(base)))?;
+        }
+        storage::sync_dir(&self.dir)?;
+        Ok(keep_from)
     }
 
     /// Takes the append mutex; if its last holder died holding it, first

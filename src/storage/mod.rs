@@ -205,6 +205,14 @@ pub(crate) fn publish_new(tmp: &Path, path: &Path) -> Result<bool> {
     Ok(published)
 }
 
+/// Removes a file; one that is already gone counts as removed.
+pub(crate) fn remove_file(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Renames `from` to `to` (same directory) and fsyncs the directory.
 pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(|e| Error::io("rename", from, e))?;

@@ -1,0 +1,233 @@
+//! Operations on a group from outside it: reset its position, delete it,
+//! replay its dead letters; and reading records without a group.
+//!
+//! Reset and delete require that the group has no live member (like
+//! `kafka-consumer-groups --reset-offsets`): a member holding slots would
+//! fight the change. They check the member files, and then act through the
+//! same epoch claims as a taking member, so a member that joins meanwhile
+//! either sees the result or makes the operation fail with `GroupBusy`.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::consumer::Message;
+use crate::error::{Error, Result};
+use crate::group::checkpoint::{self, Checkpoint, CheckpointState};
+use crate::group::dead_letter::{self, DLQ_DIR, REPLAY_GROUP};
+use crate::group::lease::{self, Lease};
+use crate::group::member::{self, Liveness};
+use crate::group::{GROUPS_DIR, name, slot};
+use crate::options::ConsumerOptions;
+use crate::producer::Position;
+use crate::queue::Queue;
+use crate::storage;
+
+/// Where [`Queue::reset_group`] puts a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// The earliest retained record: everything is processed again.
+    Earliest,
+    /// The end of the log: everything sent so far is skipped.
+    Latest,
+    /// This offset in every partition, clamped to what is retained.
+    Offset(u64),
+    /// The first record appended at or after this time, per partition.
+    Time(SystemTime),
+}
+
+/// A record read with [`Queue::read_at`], copied out of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Where it is stored.
+    pub position: Position,
+    /// When it was appended, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Its key, if it has one.
+    pub key: Option<Vec<u8>>,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+impl Queue {
+    /// Reads up to `max` records of `partition` from `offset` on, without a
+    /// group and without committing anything. Stops at the first record not
+    /// yet visible to consumers.
+    pub fn read_at(&self, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredRecord>> {
+        let part = self.inner.partitions.get(partition as usize).ok_or_else(|| Error::InvalidOption {
+            option: "partition",
+            reason: format!("{partition} is not below {}", self.inner.config.partitions),
+        })?;
+        let visible = part.visible();
+        let offset = offset.max(part.first_offset());
+        if offset >= visible {
+            return Ok(Vec::new());
+        }
+        let mut cursor = part.cursor_at(offset)?;
+        let mut out = Vec::new();
+        while out.len() < max && cursor.next_offset < visible {
+            let span = part.read_span(&mut cursor, visible, max - out.len())?;
+            out.extend(span.frames.iter().map(|fr| StoredRecord {
+                position: Position { partition, offset: fr.offset },
+                timestamp_ms: fr.timestamp_ms,
+                key: fr.key.map(|k| span.bytes(k).to_vec()),
+                payload: span.bytes(fr.payload).to_vec(),
+            }));
+            let n = span.frames.len();
+            cursor.advance(&span, n);
+        }
+        Ok(out)
+    }
+
+    /// Moves group `group` to `to` in every partition. The group must exist
+    /// and have no live member. Returns the new position per partition.
+    pub fn reset_group(&self, group: &str, to: ResetTo) -> Result<Vec<u64>> {
+        let group_dir = self.existing_group(group)?;
+        self.ensure_no_member(group, &group_dir)?;
+        let mut positions = Vec::new();
+        for part in &self.inner.partitions {
+            let (first, next) = (part.first_offset(), part.next_offset());
+            let target = match to {
+                ResetTo::Earliest => first,
+                ResetTo::Latest => next,
+                ResetTo::Offset(o) => o.clamp(first, next),
+                ResetTo::Time(t) => self.first_at_or_after(part.id, t)?,
+            };
+            let slot_dir = slot::dir(&group_dir, part.id);
+            storage::create_dir_durable(&slot_dir)?;
+            let leased = slot::read_lease(&slot_dir, part.id)?.map_or(0, |l| l.epoch);
+            let epoch = checkpoint::epochs(&slot_dir)?.last().copied().unwrap_or(0).max(leased) + 1;
+            if !checkpoint::claim(&slot_dir, epoch)? {
+                return Err(Error::GroupBusy { group: group.into(), lock: slot_dir });
+            }
+            let state = CheckpointState {
+                partition: part.id,
+                generation: 0,
+                epoch,
+                next_offset: target,
+                delivered_end: target,
+                attempts: 0,
+            };
+            Checkpoint::write_claimed(&slot_dir, epoch, state)?;
+            // A released lease at the new epoch: the next member takes the
+            // slot at once, and claims past this epoch.
+            let released = Lease {
+                slot: part.id,
+                epoch,
+                member: [0; 16],
+                pid: std::process::id(),
+                boot_id: storage::boot_id(),
+                heartbeat_ms: storage::now_ms(),
+                host: storage::host_name(),
+                timeout_ms: 0,
+            };
+            let lease_path = slot_dir.join(slot::LEASE_FILE);
+            let (file, _) = storage::try_lock_exclusive(&lease_path)?;
+            storage::write_durable_at(&file, &lease_path, 0, &lease::encode(&released))?;
+            positions.push(target);
+        }
+        Ok(positions)
+    }
+
+    /// Deletes group `group` (its positions, leases and dead letters): it no
+    /// longer holds back retention. It must have no live member.
+    pub fn delete_group(&self, group: &str) -> Result<()> {
+        let group_dir = self.existing_group(group)?;
+        self.ensure_no_member(group, &group_dir)?;
+        std::fs::remove_dir_all(&group_dir).map_err(|e| Error::io("remove directory", &group_dir, e))?;
+        storage::sync_dir(&self.inner.dir.join(GROUPS_DIR))
+    }
+
+    /// The names of the registered groups.
+    pub fn groups(&self) -> Result<Vec<String>> {
+        let dir = self.inner.dir.join(GROUPS_DIR);
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        storage::list_dir(&dir)
+    }
+
+    /// The dead letters of `group` not yet replayed, oldest first, up to
+    /// `max`: each with the DLQ record it is stored in.
+    pub fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<StoredRecord>> {
+        let group_dir = self.existing_group(group)?;
+        let dlq_dir = group_dir.join(DLQ_DIR);
+        if !dlq_dir.join(crate::meta::META_FILE).exists() {
+            return Ok(Vec::new());
+        }
+        let dlq = Queue::open_existing(&dlq_dir)?;
+        let replay_slot = slot::dir(&dlq_dir.join(GROUPS_DIR).join(REPLAY_GROUP), 0);
+        let from = slot::checkpoint_in_force(&replay_slot, 0)?.map_or(0, |(_, s)| s.next_offset);
+        dlq.read_at(0, from, max)
+    }
+
+    /// Sends every dead letter of `group` back into this queue (with its
+    /// original key), and removes each from the dead-letter queue only after
+    /// its re-send is durable. Returns how many were replayed.
+    pub fn replay_dead_letters(&self, group: &str) -> Result<u64> {
+        let group_dir = self.existing_group(group)?;
+        let dlq_dir = group_dir.join(DLQ_DIR);
+        if !dlq_dir.join(crate::meta::META_FILE).exists() {
+            return Ok(0);
+        }
+        let dlq = Queue::open_existing(&dlq_dir)?;
+        let mut replayer = dlq.consumer_with(REPLAY_GROUP, ConsumerOptions::default().max_batch(1024))?;
+        let producer = self.producer();
+        let mut replayed = 0;
+        loop {
+            let n = replayer.process_timeout(Duration::ZERO, |batch: &[Message<'_>]| -> Result<()> {
+                for m in batch {
+                    let letter = dead_letter::decode(m.payload()).map_err(|reason| {
+                        Error::corrupt(&dlq_dir, 0, Some(m.position().offset), reason)
+                    })?;
+                    match m.key() {
+                        Some(key) => producer.send_keyed(key, letter.payload)?,
+                        None => producer.send(letter.payload)?,
+                    };
+                }
+                // Under Interval or Buffered durability, make the re-sends
+                // durable before the dead letters are committed away.
+                producer.flush()
+            })?;
+            if n == 0 {
+                return Ok(replayed);
+            }
+            replayed += n as u64;
+        }
+    }
+
+    fn existing_group(&self, group: &str) -> Result<PathBuf> {
+        name::validate(group)?;
+        let dir = self.inner.dir.join(GROUPS_DIR).join(group);
+        if !dir.is_dir() {
+            return Err(Error::InvalidOption { option: "group", reason: format!("no group {group:?} in this queue") });
+        }
+        Ok(dir)
+    }
+
+    fn ensure_no_member(&self, group: &str, group_dir: &std::path::Path) -> Result<()> {
+        let members = member::scan(group_dir, true)?;
+        if let Some(m) = members.iter().find(|m| m.liveness != Liveness::Dead) {
+            return Err(Error::GroupBusy {
+                group: group.into(),
+                lock: group_dir.join(member::MEMBERS_DIR).join(format!("{}.member", lease::member_hex(&m.id))),
+            });
+        }
+        Ok(())
+    }
+
+    /// The offset of the first record of `partition` appended at or after
+    /// `t`, or the end of the log if there is none.
+    fn first_at_or_after(&self, partition: u32, t: SystemTime) -> Result<u64> {
+        let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let part = &self.inner.partitions[partition as usize];
+        let (mut offset, end) = (part.first_offset(), part.visible());
+        while offset < end {
+            let batch = self.read_at(partition, offset, 4096)?;
+            if let Some(r) = batch.iter().find(|r| r.timestamp_ms >= ms) {
+                return Ok(r.position.offset);
+            }
+            offset = batch.last().map_or(end, |r| r.position.offset + 1);
+        }
+        Ok(part.next_offset())
+    }
+}
