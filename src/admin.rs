@@ -176,9 +176,8 @@ impl Queue {
         loop {
             let n = replayer.process_timeout(Duration::ZERO, |batch: &[Message<'_>]| -> Result<()> {
                 for m in batch {
-                    let letter = dead_letter::decode(m.payload()).map_err(|reason| {
-                        Error::corrupt(&dlq_dir, 0, Some(m.position().offset), reason)
-                    })?;
+                    let letter = dead_letter::decode(m.payload())
+                        .map_err(|reason| Error::corrupt(&dlq_dir, 0, Some(m.position().offset), reason))?;
                     match m.key() {
                         Some(key) => producer.send_keyed(key, letter.payload)?,
                         None => producer.send(letter.payload)?,
