@@ -160,7 +160,13 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             );
         }
         if let Some(torn) = scan.torn {
-            if last {
+            let batch_spans_roll =
+                !last && torn.reason == recovery::Found::UnfinishedBatch && bases.get(i + 1) == Some(&torn.walked_to);
+            if batch_spans_roll {
+                // A batch larger than what was left of this segment goes on in
+                // the next one: its frames here are whole and sealed.
+                report.records += torn.walked_to - scan.next_offset;
+            } else if last {
                 report.notes.push(format!(
                     "{}: unrecovered torn tail at byte {} (offset {}): {}; no later record proves it acknowledged, the next open zeroes it",
                     path.display(),

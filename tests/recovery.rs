@@ -207,7 +207,11 @@ fn recovery_row_3_a_valid_frame_with_the_wrong_offset_at_the_tail_is_torn() {
     let s = starts(N);
     // A well-formed frame from elsewhere in the log's history, where record 5
     // would go.
-    let stale = record::encode(FrameMeta { offset: 2, timestamp_ms: 1, durable_lag: 0 }, None, b"stale");
+    let stale = record::encode(
+        FrameMeta { offset: 2, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
+        None,
+        b"stale",
+    );
     common::write_at(&seg, s[5], &stale);
     assert_recovered_to(&path, N, &original[..s[5]], "stale frame after the tail");
 }

@@ -96,8 +96,11 @@ impl Partition {
 
     /// Appends `records` contiguously and returns the offset of the first.
     /// The records are written and published, not yet durable: see
-    /// [`Partition::sync_to`]. A batch that fits one segment is written to
-    /// one segment, all or nothing.
+    /// [`Partition::sync_to`]. A batch that fits one segment goes into one
+    /// segment and is atomic: readers see it whole or not at all, and if the
+    /// writer dies half way, recovery removes the part it wrote (frames carry
+    /// a "batch continues" flag). A batch larger than a segment is split at
+    /// segment boundaries, and only its last part is atomic.
     pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<u64> {
         self.stop.check()?;
         let max = self.config.record_bytes_max;
@@ -126,7 +129,7 @@ impl Partition {
         }
         let durable = c.durable.load(Ordering::Acquire);
         let start_pos = pos;
-        for r in records {
+        for (i, r) in records.iter().enumerate() {
             let len = r.frame_bytes();
             if len > seg.len() - pos {
                 c.tail_pos.store(pos as u64, Ordering::Relaxed);
@@ -136,7 +139,8 @@ impl Partition {
                 pos = SEGMENT_HEADER_BYTES;
             }
             let durable_lag = u32::try_from(next - durable.min(next)).unwrap_or(u32::MAX);
-            let meta = FrameMeta { offset: next, timestamp_ms, durable_lag };
+            let batch_continues = i + 1 < records.len();
+            let meta = FrameMeta { offset: next, timestamp_ms, durable_lag, batch_continues };
             let header = record::encode_header(meta, r.key, r.payload);
             let key = r.key.unwrap_or(&[]);
             let pad = record::padding(key.len(), r.payload.len());

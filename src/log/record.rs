@@ -7,7 +7,8 @@
 //!  8     8    offset       the record's offset in its partition
 //! 16     8    timestamp_ms milliseconds since the Unix epoch
 //! 24     2    key_len      key bytes (0 when there is no key)
-//! 26     1    flags        bit 0: has a key; other bits zero
+//! 26     1    flags        bit 0: has a key; bit 1: the batch continues
+//!                          in the next frame; other bits zero
 //! 27     1    magic        0xD7
 //! 28     4    durable_lag  offset minus the partition's durable watermark
 //!                          when the frame was written (saturating)
@@ -23,6 +24,10 @@
 //! `durable_lag` lets recovery tell a torn tail from damaged acknowledged data:
 //! a valid frame written after a damaged one, whose watermark says the damaged
 //! record was already durable, proves the damage hit acknowledged data.
+//!
+//! The batch flag makes `send_batch` atomic across a crash: every frame of a
+//! batch but its last says "continues", so recovery can cut a batch whose
+//! writer died half way back to its first frame.
 
 /// Bytes of the fixed frame header.
 pub const FRAME_HEADER_BYTES: usize = 32;
@@ -45,6 +50,8 @@ const _: () = assert!(DURABLE_LAG_AT + 4 == FRAME_HEADER_BYTES);
 const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(FRAME_ALIGN));
 
 const FLAG_HAS_KEY: u8 = 1;
+const FLAG_BATCH_CONTINUES: u8 = 2;
+const FLAGS_KNOWN: u8 = FLAG_HAS_KEY | FLAG_BATCH_CONTINUES;
 const ZERO_PAD: [u8; FRAME_ALIGN] = [0; FRAME_ALIGN];
 
 /// Bytes a frame with this key and payload occupies, padding included.
@@ -61,6 +68,8 @@ pub struct FrameMeta {
     pub timestamp_ms: u64,
     /// `offset` minus the durable watermark when the frame was written.
     pub durable_lag: u32,
+    /// True for every frame of a batch but its last.
+    pub batch_continues: bool,
 }
 
 /// Builds a frame header with a zero checksum field; [`checksum`] over the
@@ -76,7 +85,8 @@ pub fn encode_header(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8]) -> [u8
     h[OFFSET_AT..TIMESTAMP_AT].copy_from_slice(&meta.offset.to_le_bytes());
     h[TIMESTAMP_AT..KEY_LEN_AT].copy_from_slice(&meta.timestamp_ms.to_le_bytes());
     h[KEY_LEN_AT..FLAGS_AT].copy_from_slice(&(key_bytes.len() as u16).to_le_bytes());
-    h[FLAGS_AT] = if key.is_some() { FLAG_HAS_KEY } else { 0 };
+    h[FLAGS_AT] =
+        if key.is_some() { FLAG_HAS_KEY } else { 0 } | if meta.batch_continues { FLAG_BATCH_CONTINUES } else { 0 };
     h[MAGIC_AT] = FRAME_MAGIC;
     h[DURABLE_LAG_AT..].copy_from_slice(&meta.durable_lag.to_le_bytes());
     h
@@ -204,7 +214,7 @@ fn decode_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<
     if h.iter().all(|&b| b == 0) {
         return Ok(None);
     }
-    if h[MAGIC_AT] != FRAME_MAGIC || h[FLAGS_AT] & !FLAG_HAS_KEY != 0 {
+    if h[MAGIC_AT] != FRAME_MAGIC || h[FLAGS_AT] & !FLAGS_KNOWN != 0 {
         return Err(Invalid::BadMagic);
     }
     let le32 = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes"));
@@ -219,8 +229,12 @@ fn decode_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<
     if len > available {
         return Err(Invalid::BadLength);
     }
-    let meta =
-        FrameMeta { offset: le64(OFFSET_AT), timestamp_ms: le64(TIMESTAMP_AT), durable_lag: le32(DURABLE_LAG_AT) };
+    let meta = FrameMeta {
+        offset: le64(OFFSET_AT),
+        timestamp_ms: le64(TIMESTAMP_AT),
+        durable_lag: le32(DURABLE_LAG_AT),
+        batch_continues: h[FLAGS_AT] & FLAG_BATCH_CONTINUES != 0,
+    };
     Ok(Some((meta, has_key, key_len, payload_len, len)))
 }
 
@@ -228,7 +242,8 @@ fn decode_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<
 mod tests {
     use super::*;
 
-    const META: FrameMeta = FrameMeta { offset: 7, timestamp_ms: 1_700_000_000_123, durable_lag: 2 };
+    const META: FrameMeta =
+        FrameMeta { offset: 7, timestamp_ms: 1_700_000_000_123, durable_lag: 2, batch_continues: false };
 
     #[test]
     fn frame_golden_bytes() {
@@ -270,6 +285,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn frame_batch_flag_round_trips_and_unknown_flags_are_rejected() {
+        let meta = FrameMeta { batch_continues: true, ..META };
+        let frame = encode(meta, Some(b"k"), b"v");
+        assert_eq!(frame[26], FLAG_HAS_KEY | FLAG_BATCH_CONTINUES);
+        assert!(matches!(decode(&frame, 1 << 20), Decoded::Frame(f) if f.meta == meta));
+        let mut unknown = frame.clone();
+        unknown[26] |= 4;
+        let crc = checksum(&unknown);
+        unknown[..4].copy_from_slice(&crc);
+        assert_eq!(decode(&unknown, 1 << 20), Decoded::Invalid(Invalid::BadMagic));
     }
 
     #[test]

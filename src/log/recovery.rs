@@ -10,6 +10,7 @@
 //! |---|------------------------------------------------------------------|------------|----------------------------------------|
 //! | 1 | zero header, zeros to the end of the segment                     | `Clean`    | none: the tail is `p`                  |
 //! | 2 | fewer than a header's bytes left, all zero                       | `Clean`    | none: the segment is full              |
+//! | 3a | the walk ends inside a batch: its last valid frame says the batch continues | `Torn` | cut back to the end of the last whole batch: zero from there, sync |
 //! | 3 | anything else (torn header, bad magic, bad length, bad checksum, wrong offset, zero header with bytes after it), and nothing proves the record at `p` durable | `Torn`     | zero `p` .. last non-zero byte, sync; tail is `p` |
 //! | 4 | as row 3, but the record at `p` is proven durable: the segment header's `synced_end` is past it, or a later valid frame's watermark (`offset - durable_lag`) is | `Damaged`  | keep every byte; reading `p` fails with `Error::Corrupt`; the walk resumes at the first later valid frame, or, if none, after the last non-zero byte with the next offset at `synced_end` |
 //!
@@ -56,6 +57,9 @@ pub struct Torn {
     pub to: usize,
     /// What was found at `from`.
     pub reason: Found,
+    /// The offset after the last valid frame of the walk: past the tail
+    /// when an unfinished batch was cut off.
+    pub walked_to: u64,
 }
 
 /// Acknowledged data that fails validation.
@@ -80,6 +84,8 @@ pub enum Found {
     WrongOffset(u64),
     /// A zero header with non-zero bytes after it.
     Hole,
+    /// Whole frames of a batch whose last frame was never written.
+    UnfinishedBatch,
 }
 
 impl std::fmt::Display for Found {
@@ -88,6 +94,7 @@ impl std::fmt::Display for Found {
             Found::Invalid(i) => i.fmt(f),
             Found::WrongOffset(o) => write!(f, "frame carries offset {o}"),
             Found::Hole => f.write_str("zeros followed by data"),
+            Found::UnfinishedBatch => f.write_str("a batch whose writer stopped before its last record"),
         }
     }
 }
@@ -100,18 +107,28 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64
     let mut pos = SEGMENT_HEADER_BYTES.min(seg.len());
     let mut next = base_offset;
     let mut damaged = Vec::new();
+    // Where the last whole batch ends: a batch whose writer died before its
+    // last frame is cut back to here.
+    let mut whole = (pos, next);
     loop {
         let found = match record::decode(&seg[pos..], record_bytes_max) {
             Decoded::Frame(f) if f.meta.offset == next => {
                 pos += f.len;
                 next += 1;
+                if !f.meta.batch_continues {
+                    whole = (pos, next);
+                }
                 continue;
             }
             Decoded::Frame(f) => Found::WrongOffset(f.meta.offset),
             Decoded::Zero | Decoded::Invalid(Invalid::Truncated) => {
                 let to = last_nonzero_end(seg, pos);
-                if to == pos {
+                if to == pos && whole.0 == pos {
                     return Scan { tail_pos: pos, next_offset: next, torn: None, damaged };
+                }
+                if to == pos {
+                    let torn = Torn { from: whole.0, to, reason: Found::UnfinishedBatch, walked_to: next };
+                    return Scan { tail_pos: whole.0, next_offset: whole.1, torn: Some(torn), damaged };
                 }
                 Found::Hole
             }
@@ -120,18 +137,18 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64
         let (resume, proven_by_frames) = find_resume(seg, pos, next, record_bytes_max);
         if !(proven_by_frames || next < synced_end) {
             let to = last_nonzero_end(seg, pos);
-            return Scan {
-                tail_pos: pos,
-                next_offset: next,
-                torn: Some(Torn { from: pos, to, reason: found }),
-                damaged,
-            };
+            let reason = if whole.0 < pos { Found::UnfinishedBatch } else { found };
+            let torn = Torn { from: whole.0, to, reason, walked_to: next };
+            return Scan { tail_pos: whole.0, next_offset: whole.1, torn: Some(torn), damaged };
         }
         match resume {
             Some(resume) => {
                 damaged.push(Damage { pos, offset: next, reason: found, resumed_at: resume.pos });
                 pos = resume.pos;
                 next = resume.offset;
+                // Batch boundaries across damage cannot be known: resume as
+                // if a batch starts here.
+                whole = (pos, next);
             }
             None => {
                 // Acknowledged records up to `synced_end` are damaged and
@@ -203,7 +220,12 @@ mod tests {
         let mut pos = SEGMENT_HEADER_BYTES;
         let mut starts = Vec::new();
         for i in 0..n {
-            let meta = FrameMeta { offset: 100 + i, timestamp_ms: 1, durable_lag: (100 + i - durable(i)) as u32 };
+            let meta = FrameMeta {
+                offset: 100 + i,
+                timestamp_ms: 1,
+                durable_lag: (100 + i - durable(i)) as u32,
+                batch_continues: false,
+            };
             let frame = record::encode(meta, None, format!("message {i}").as_bytes());
             starts.push(pos);
             seg[pos..pos + frame.len()].copy_from_slice(&frame);
@@ -276,7 +298,11 @@ mod tests {
     #[test]
     fn recovery_row_3_wrong_offset_is_torn() {
         let (mut seg, starts) = segment(3, |_| 100);
-        let stale = record::encode(FrameMeta { offset: 7, timestamp_ms: 1, durable_lag: 0 }, None, b"message 2");
+        let stale = record::encode(
+            FrameMeta { offset: 7, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
+            None,
+            b"message 2",
+        );
         seg[starts[2]..starts[2] + stale.len()].copy_from_slice(&stale);
         let scan = super::scan(&seg, 100, MAX, 100);
         assert_eq!(scan.torn.map(|t| t.reason), Some(Found::WrongOffset(7)));
@@ -300,6 +326,29 @@ mod tests {
                 resumed_at: starts[2]
             }]
         );
+    }
+
+    #[test]
+    fn recovery_row_3a_a_batch_cut_short_is_removed_whole() {
+        // Records 100..=102 are whole; 103 and 104 begin a batch whose last
+        // frame was never written.
+        let mut seg = vec![0u8; 8192];
+        let mut pos = SEGMENT_HEADER_BYTES;
+        let mut starts = Vec::new();
+        for i in 0..5u64 {
+            let meta = FrameMeta { offset: 100 + i, timestamp_ms: 1, durable_lag: 0, batch_continues: i >= 3 };
+            let frame = record::encode(meta, None, b"payload");
+            starts.push(pos);
+            seg[pos..pos + frame.len()].copy_from_slice(&frame);
+            pos += frame.len();
+        }
+        let scan = super::scan(&seg, 100, MAX, 100);
+        assert_eq!((scan.tail_pos, scan.next_offset), (starts[3], 103));
+        assert_eq!(scan.torn.map(|t| (t.from, t.to, t.reason)), Some((starts[3], pos, Found::UnfinishedBatch)));
+        // Garbage after the unfinished batch: the cut still goes back to it.
+        seg[pos + 5] = 0x99;
+        let scan = super::scan(&seg, 100, MAX, 100);
+        assert_eq!((scan.tail_pos, scan.next_offset), (starts[3], 103));
     }
 
     #[test]
