@@ -68,7 +68,7 @@ fn run_consumer() -> ! {
     say("ready");
     let mut batches = 0;
     loop {
-        if consumer.committed().iter().sum::<u64>() >= total {
+        if consumer.committed().expect("committed").iter().sum::<u64>() >= total {
             say("done");
             std::process::exit(0);
         }
@@ -170,7 +170,10 @@ impl Work {
     /// The group's committed offsets, as a fresh member sees them.
     fn committed(&self) -> Vec<u64> {
         let q = Queue::open_existing(&self.path).expect("open");
-        procs::join(&q, GROUP, ConsumerOptions::default()).expect("join group after the kill").committed()
+        procs::join(&q, GROUP, ConsumerOptions::default())
+            .expect("join group after the kill")
+            .committed()
+            .expect("committed")
     }
 
     /// How often each id was processed, checking each output line's

@@ -88,7 +88,11 @@ fn run_waiter() -> ! {
 fn producers_at_once(durability: Durability, per_producer: u64) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("q");
-    drop(Queue::open_with(&path, common::small().durability(durability)).expect("create"));
+    let q = Queue::open_with(&path, common::small().durability(durability)).expect("create");
+    // Register the audit group now: retention keeps every segment a
+    // registered group has not passed, so the audit can read from offset 0.
+    drop(q.consumer("audit").expect("register the audit group"));
+    drop(q);
     let started = Instant::now();
     let mut reader = procs::spawn(
         "reader",
