@@ -33,6 +33,10 @@ pub struct Args {
     /// Exit after SECS (decimals allowed) with nothing to consume.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     idle_exit: Option<Duration>,
+    /// Seconds without a heartbeat after which other members take this
+    /// one's slots over (it must exceed the time one batch takes).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10")]
+    lease_timeout: Duration,
 }
 
 pub fn run(args: Args) -> CliResult<()> {
@@ -42,7 +46,7 @@ pub fn run(args: Args) -> CliResult<()> {
     let queue = Queue::open_existing(&args.dir)?;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, io::stdout().lock());
     let mut batch_size = batch_size(args.max_batch, args.limit);
-    let mut consumer = join(&queue, &args.group, batch_size)?;
+    let mut consumer = join(&queue, &args, batch_size)?;
     let mut processed = 0u64;
     let mut last_work = Instant::now();
     while !STOP.load(Ordering::Relaxed) {
@@ -59,9 +63,19 @@ pub fn run(args: Args) -> CliResult<()> {
         {
             batch_size = remaining as usize;
             drop(consumer);
-            consumer = join(&queue, &args.group, batch_size)?;
+            consumer = join(&queue, &args, batch_size)?;
         }
-        let n = consumer.process_timeout(POLL, |batch| write_batch(&mut out, batch))?;
+        let n = match consumer.process_timeout(POLL, |batch| write_batch(&mut out, batch)) {
+            Ok(n) => n,
+            // Another member took a slot over while this one was stalled:
+            // the batch just written does not count and will be processed
+            // again by the new holder. Carry on with the slots still held.
+            Err(e @ durq::Error::Fenced { .. }) => {
+                eprintln!("durq: {e}");
+                0
+            }
+            Err(e) => return Err(e.into()),
+        };
         if n > 0 {
             processed += n as u64;
             last_work = Instant::now();
@@ -70,8 +84,9 @@ pub fn run(args: Args) -> CliResult<()> {
     Ok(())
 }
 
-fn join(queue: &Queue, group: &str, batch_size: usize) -> durq::Result<Consumer> {
-    queue.consumer_with(group, ConsumerOptions::default().max_batch(batch_size))
+fn join(queue: &Queue, args: &Args, batch_size: usize) -> durq::Result<Consumer> {
+    let options = ConsumerOptions::default().max_batch(batch_size).lease_timeout(args.lease_timeout);
+    queue.consumer_with(&args.group, options)
 }
 
 /// The batch size to join with: `--max-batch`, capped by `--limit`.
