@@ -266,3 +266,53 @@ fn stat_shows_members_slots_holders_and_lag() {
     assert!(g.slots.iter().all(|s| s.epoch >= 1));
     assert_eq!(g.lag.iter().sum::<u64>(), 2);
 }
+
+/// Writes `bytes` as slot 0's lease of group `g` (the group exists, nobody
+/// holds the slot).
+fn write_lease(t: &TestQueue, bytes: &[u8]) -> std::path::PathBuf {
+    let lease = durq::group::slot::dir(&t.path().join("groups/g"), 0).join(durq::group::slot::LEASE_FILE);
+    std::fs::write(&lease, bytes).unwrap();
+    lease
+}
+
+#[test]
+fn a_corrupt_lease_counts_as_no_live_holder_only_while_its_lock_is_free() {
+    let t = TestQueue::new(Options::default());
+    t.queue.producer().send("m").unwrap();
+    drop(t.queue.consumer_with("g", quick()).unwrap());
+    let lease = write_lease(&t, b"garbage, not a lease record");
+    // Somebody alive holds the lease's lock: the slot stays theirs.
+    let holder = std::fs::File::options().read(true).write(true).open(&lease).unwrap();
+    holder.lock().unwrap();
+    let mut c = t.queue.consumer_with("g", quick()).unwrap();
+    assert!(c.held_partitions().is_empty());
+    assert!(c.process_timeout(Duration::from_millis(50), |_| ok()).unwrap() == 0);
+    let stat = t.queue.stat().unwrap();
+    assert!(stat.groups[0].slots[0].lease.is_err(), "stat reports the unreadable lease");
+    // The lock goes (its holder died): the slot is taken and resumes.
+    drop(holder);
+    assert_eq!(common::drain(&mut c), [b"m".to_vec()]);
+}
+
+#[test]
+fn a_lease_from_another_boot_or_a_dead_member_is_stale_and_taken() {
+    let t = TestQueue::new(Options::default());
+    t.queue.producer().send("m").unwrap();
+    drop(t.queue.consumer_with("g", quick()).unwrap());
+    let lease = durq::group::lease::Lease {
+        slot: 0,
+        epoch: 41,
+        member: [9; 16],
+        pid: 1,
+        boot_id: [0xee; 16],
+        heartbeat_ms: u64::MAX / 2, // "fresh" by the clock: only liveness decides
+        host: "elsewhere".into(),
+        timeout_ms: 10_000,
+    };
+    write_lease(&t, &durq::group::lease::encode(&lease));
+    let mut c = t.queue.consumer_with("g", quick()).unwrap();
+    assert_eq!(c.held_partitions(), [0], "member 0909.. has no live member file: dead");
+    assert_eq!(common::drain(&mut c), [b"m".to_vec()]);
+    let stat = t.queue.stat().unwrap();
+    assert!(stat.groups[0].slots[0].epoch > 41, "the new epoch is past the stale lease's");
+}
