@@ -119,6 +119,14 @@ pub enum Error {
         lock: PathBuf,
     },
 
+    /// The operation needs the queue closed by every process, and some
+    /// process has it open.
+    #[error("{path}: the queue is open in another process")]
+    QueueBusy {
+        /// The queue directory.
+        path: PathBuf,
+    },
+
     /// A sync failed earlier on this queue handle. The handle refuses every
     /// further write: a retried fsync can report success for data that never
     /// reached the disk. Reopen the queue to recover.

@@ -115,6 +115,16 @@ pub fn create(dir: &Path, config: &QueueConfig) -> Result<QueueConfig> {
     if storage::publish_new(&tmp, &dir.join(META_FILE))? { Ok(*config) } else { read(dir) }
 }
 
+/// Replaces the meta file of the queue at `dir` with `config`, atomically:
+/// written to a temporary name, fdatasynced, renamed over the old one, the
+/// directory fsynced. The caller makes sure no process has the queue open.
+pub fn replace(dir: &Path, config: &QueueConfig) -> Result<()> {
+    let tmp = dir.join(format!("{META_FILE}.tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    storage::write_new_file(&tmp, &encode(config))?;
+    storage::rename(&tmp, &dir.join(META_FILE))
+}
+
 /// True for the leftovers of a [`create`] that crashed before publishing.
 pub fn is_unpublished_tmp(name: &str) -> bool {
     name.starts_with(&format!("{META_FILE}.tmp."))

@@ -81,6 +81,27 @@ impl Queue {
         Queue::open_config(dir, config)
     }
 
+    /// Changes the durability of the queue at `path`, which no process may
+    /// have open (every process must agree on what a reader may see). Under
+    /// the open lock, with the control file's exclusive lock proving nobody
+    /// has the queue open, the meta file is replaced atomically. Records
+    /// already written keep whatever durability they were acknowledged with.
+    pub fn change_durability(path: impl AsRef<Path>, durability: Durability) -> Result<QueueConfig> {
+        let dir = path.as_ref();
+        let Some(config) = existing_config(dir)? else {
+            return Err(Error::NotAQueue { path: dir.into(), reason: format!("it has no {}", meta::META_FILE) });
+        };
+        let _open_lock = control::lock_for_open(dir)?;
+        let (_control, locked) = storage::try_lock_exclusive(&dir.join(control::CONTROL_FILE))?;
+        if matches!(locked, storage::Locked::HeldElsewhere) {
+            return Err(Error::QueueBusy { path: dir.into() });
+        }
+        let changed = QueueConfig { durability, ..config };
+        changed.validate()?;
+        meta::replace(dir, &changed)?;
+        Ok(changed)
+    }
+
     /// Opens the queue at `path`, which must exist: never creates one.
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Queue> {
         let dir = path.as_ref().to_path_buf();

@@ -431,3 +431,22 @@ fn a_segment_file_whose_header_belongs_elsewhere_or_no_segment_at_all_fails_the_
     }
     assert_eq!(std::fs::read_dir(path.join("p0000")).unwrap().count(), 0, "nothing was recreated");
 }
+
+#[test]
+fn durability_changes_only_while_no_process_has_the_queue_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let queue = Queue::open_with(&path, small().durability(Durability::Sync)).unwrap();
+    queue.producer().send(b"before").unwrap();
+    assert!(matches!(Queue::change_durability(&path, Durability::Buffered), Err(Error::QueueBusy { .. })));
+    drop(queue);
+    let changed = Queue::change_durability(&path, Durability::Buffered).unwrap();
+    assert_eq!(changed.durability, Durability::Buffered);
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.config().durability, Durability::Buffered);
+    assert!(matches!(
+        Queue::open_with(&path, small().durability(Durability::Sync)),
+        Err(Error::OptionsConflict { option: "durability", .. })
+    ));
+    assert_eq!(queue.read_at(0, 0, 10).unwrap()[0].payload, b"before");
+}
