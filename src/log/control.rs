@@ -14,7 +14,7 @@
 //! 0                   8     magic b"DURQCTL\0" (written last by the initialiser)
 //! 8                   4     partitions
 //! 64                  4     notify_seq   futex word: bumped when records become visible
-//! 68                  4     waiters      consumers sleeping on notify_seq
+//! 68                  4     sleepers     1 once a consumer announced it will sleep
 //! 4096 + 256 * p      64    append mutex of partition p (robust, process-shared)
 //!   + 64              8     next_offset        offset the next record gets
 //!   + 72              8     tail_segment_base  base offset of the segment being appended to
@@ -47,7 +47,7 @@ pub const OPEN_LOCK_FILE: &str = "durq.lock";
 const MAGIC: [u8; 8] = *b"DURQCTL\0";
 const PARTITIONS_AT: usize = 8;
 const NOTIFY_SEQ_AT: usize = 64;
-const WAITERS_AT: usize = 68;
+const SLEEPERS_AT: usize = 68;
 const BLOCKS_AT: usize = 4096;
 const BLOCK_BYTES: usize = 256;
 const MUTEX_AT: usize = 0;
@@ -212,14 +212,17 @@ impl ControlFile {
         self.atomic32(NOTIFY_SEQ_AT)
     }
 
-    fn waiters(&self) -> &AtomicU32 {
-        self.atomic32(WAITERS_AT)
+    fn sleepers(&self) -> &AtomicU32 {
+        self.atomic32(SLEEPERS_AT)
     }
 
     /// Wakes consumers in every process after `visible` grew. The caller
-    /// stored the new `visible` with `SeqCst` before calling.
+    /// stored the new `visible` with `SeqCst` before calling. Costs one
+    /// atomic swap unless somebody announced it is going to sleep; a sleeper
+    /// that died is woken once and forgotten, so a crash never leaves the
+    /// producers paying a system call per record.
     pub(crate) fn notify(&self) {
-        if self.waiters().load(Ordering::SeqCst) > 0 {
+        if self.sleepers().swap(0, Ordering::SeqCst) != 0 {
             self.notify_seq().fetch_add(1, Ordering::SeqCst);
             shm::futex_wake_all(self.notify_seq());
         }
@@ -227,30 +230,32 @@ impl ControlFile {
 
     /// Sleeps until `ready()` holds or `timeout` passes, without spinning.
     /// Returns `ready()`'s last answer.
+    ///
+    /// No lost wake-up: a sleeper announces itself (`sleepers = 1`), reads
+    /// `notify_seq`, then checks `ready()`; a producer stores `visible`,
+    /// then takes the announcement and bumps `notify_seq`. All `SeqCst`:
+    /// either the producer sees the announcement and bumps the word (the
+    /// futex wait returns at once), or its `visible` store came first and
+    /// `ready()` sees it.
     pub(crate) fn wait_until(&self, timeout: Option<Duration>, mut ready: impl FnMut() -> bool) -> bool {
         // Insurance against a producer that died between publishing records
         // and waking us: never sleep longer than this before re-checking.
         const RECHECK: Duration = Duration::from_millis(100);
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         loop {
-            self.waiters().fetch_add(1, Ordering::SeqCst);
+            self.sleepers().store(1, Ordering::SeqCst);
             let seq = self.notify_seq().load(Ordering::SeqCst);
             if ready() {
-                self.waiters().fetch_sub(1, Ordering::SeqCst);
                 return true;
             }
             let sleep = match deadline {
                 Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
                     Some(left) if !left.is_zero() => left.min(RECHECK),
-                    _ => {
-                        self.waiters().fetch_sub(1, Ordering::SeqCst);
-                        return false;
-                    }
+                    _ => return false,
                 },
                 None => RECHECK,
             };
             shm::futex_wait(self.notify_seq(), seq, Some(sleep));
-            self.waiters().fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
