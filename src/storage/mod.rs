@@ -77,12 +77,20 @@ pub(crate) fn create_durable(path: &Path, contents: &[u8], reserve_bytes: u64) -
         .create_new(true)
         .open(path)
         .map_err(|e| Error::io("create", path, e))?;
-    if reserve_bytes > 0 {
-        reserve(&file, path, reserve_bytes)?;
+    let filled = (|| {
+        if reserve_bytes > 0 {
+            reserve(&file, path, reserve_bytes)?;
+        }
+        file.write_all_at(contents, 0).map_err(|e| Error::io("write", path, e))?;
+        file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+        sync_dir(parent_dir(path))
+    })();
+    if let Err(e) = filled {
+        // Nothing depends on the half-made file yet: remove it, so the next
+        // attempt (a full disk may have room again) can create it afresh.
+        let _ = std::fs::remove_file(path);
+        return Err(e);
     }
-    file.write_all_at(contents, 0).map_err(|e| Error::io("write", path, e))?;
-    file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
-    sync_dir(parent_dir(path))?;
     Ok(file)
 }
 
