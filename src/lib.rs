@@ -44,6 +44,9 @@ mod queue;
 mod retention;
 pub mod stat;
 mod storage;
+#[cfg(feature = "failpoints")]
+#[doc(hidden)]
+pub use storage::failpoints;
 pub mod verify;
 
 pub use admin::{ResetTo, StoredRecord};

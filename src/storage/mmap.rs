@@ -123,6 +123,6 @@ impl MappedFile {
         if len == 0 {
             return Ok(());
         }
-        self.map.flush_range(pos, len).map_err(|e| Error::io("msync", path, e))
+        super::sync_failpoint().and_then(|()| self.map.flush_range(pos, len)).map_err(|e| Error::io("msync", path, e))
     }
 }

@@ -10,8 +10,18 @@
 //! - [`shm`]: cross-process synchronisation inside a shared mapping: a robust
 //!   process-shared mutex and futex wait/wake.
 
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub(crate) mod mmap;
 pub(crate) mod shm;
+
+/// Asks the failure-injection table whether this sync must fail (only with
+/// the `failpoints` feature; otherwise nothing).
+pub(crate) fn sync_failpoint() -> std::io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    failpoints::check()?;
+    Ok(())
+}
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -59,7 +69,7 @@ fn parent_dir(path: &Path) -> &Path {
 /// durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     let f = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
-    f.sync_all().map_err(|e| Error::io("fsync directory", dir, e))
+    sync_failpoint().and_then(|()| f.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// Opens an existing file for reading and writing.
@@ -82,7 +92,7 @@ pub(crate) fn create_durable(path: &Path, contents: &[u8], reserve_bytes: u64) -
             reserve(&file, path, reserve_bytes)?;
         }
         file.write_all_at(contents, 0).map_err(|e| Error::io("write", path, e))?;
-        file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+        sync_failpoint().and_then(|()| file.sync_all()).map_err(|e| Error::io("fsync", path, e))?;
         sync_dir(parent_dir(path))
     })();
     if let Err(e) = filled {
@@ -111,7 +121,7 @@ pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
 /// metadata files (checkpoints, leases) are made durable.
 pub(crate) fn write_durable_at(file: &File, path: &Path, pos: u64, bytes: &[u8]) -> Result<()> {
     file.write_all_at(bytes, pos).map_err(|e| Error::io("write", path, e))?;
-    file.sync_data().map_err(|e| Error::io("fdatasync", path, e))
+    sync_failpoint().and_then(|()| file.sync_data()).map_err(|e| Error::io("fdatasync", path, e))
 }
 
 /// Writes `bytes` at `pos` without a sync: for state that must survive a
@@ -232,7 +242,7 @@ pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
 pub(crate) fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
     let f = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| Error::io("create", path, e))?;
     f.write_all_at(contents, 0).map_err(|e| Error::io("write", path, e))?;
-    f.sync_data().map_err(|e| Error::io("fdatasync", path, e))
+    sync_failpoint().and_then(|()| f.sync_data()).map_err(|e| Error::io("fdatasync", path, e))
 }
 
 /// Milliseconds since the Unix epoch from the kernel's coarse clock: a few
