@@ -31,7 +31,7 @@ use crate::group::member::{self, Liveness, Member};
 use crate::group::slot::{self, SlotHold};
 use crate::group::{GROUPS_DIR, assignment, name};
 use crate::log::partition::{ReadCursor, Span};
-use crate::options::{ConsumerOptions, Durability, Options};
+use crate::options::ConsumerOptions;
 use crate::producer::Position;
 use crate::queue::{Queue, QueueInner};
 use crate::storage;
@@ -500,7 +500,7 @@ impl Consumer {
     /// Appends `m` to the group's dead-letter queue, durably.
     fn dead_letter(&mut self, m: &Message<'_>, error: &str) -> Result<()> {
         if self.dead_letters.is_none() {
-            let options = Options::default().partitions(1).durability(Durability::Sync);
+            let options = dead_letter::queue_options(&self.queue.config);
             self.dead_letters = Some(Queue::open_with(self.group_dir.join(DLQ_DIR), options)?);
         }
         let envelope = dead_letter::encode(&DeadLetter {

@@ -316,3 +316,17 @@ fn a_lease_from_another_boot_or_a_dead_member_is_stale_and_taken() {
     let stat = t.queue.stat().unwrap();
     assert!(stat.groups[0].slots[0].epoch > 41, "the new epoch is past the stale lease's");
 }
+
+#[test]
+fn a_poison_record_of_the_largest_size_still_fits_the_dead_letter_queue() {
+    let t = TestQueue::new(small());
+    let largest = vec![b'p'; 16 << 10]; // small() allows 16 KiB records
+    t.queue.producer().send_batch([largest.clone(), b"next".to_vec()]).unwrap();
+    let mut c = t.queue.consumer_with("g", quick().max_deliveries(1).max_batch(1)).unwrap();
+    let err = c.process(|_| Err(std::io::Error::other("x".repeat(10_000)))).unwrap_err();
+    assert!(matches!(err, Error::Process(_)), "{err}");
+    assert_eq!(c.committed().unwrap(), vec![1], "dead-lettered and passed");
+    let dead = t.queue.dead_letters("g", 10).unwrap();
+    assert_eq!(durq::group::dead_letter::decode(&dead[0].payload).unwrap().payload, &largest[..]);
+    assert_eq!(common::drain(&mut c), [b"next".to_vec()]);
+}

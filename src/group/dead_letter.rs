@@ -18,7 +18,10 @@
 //! 40     -    error text (UTF-8), then the original payload
 //! ```
 
+use crate::log::record::FRAME_HEADER_BYTES;
+use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::meta::FORMAT_VERSION;
+use crate::options::{Durability, Options, QueueConfig};
 
 /// The dead-letter queue's folder inside a group's directory.
 pub const DLQ_DIR: &str = "dlq";
@@ -29,6 +32,21 @@ pub const REPLAY_GROUP: &str = "replay";
 pub const ERROR_BYTES_MAX: usize = 4096;
 const MAGIC: [u8; 8] = *b"DURQDEAD";
 const HEADER_BYTES: usize = 40;
+
+/// The options of a dead-letter queue for a queue with `main`'s options:
+/// one partition, `Sync`, and room for the largest record plus its envelope
+/// (a dead letter must never be refused for its size: its record would then
+/// block its partition for good).
+pub fn queue_options(main: &QueueConfig) -> Options {
+    let record_bytes_max = main.record_bytes_max + (HEADER_BYTES + ERROR_BYTES_MAX) as u32;
+    let needed =
+        (u64::from(record_bytes_max) + (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 8) as u64).next_multiple_of(4096);
+    Options::default()
+        .partitions(1)
+        .durability(Durability::Sync)
+        .segment_bytes(main.segment_bytes.max(needed))
+        .record_bytes_max(record_bytes_max)
+}
 
 /// One dead letter, borrowing its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +126,16 @@ mod tests {
         assert_eq!(decode(&bytes), Ok(d));
         assert!(decode(b"short").is_err());
         assert!(decode(&bytes[..42]).is_err());
+    }
+
+    #[test]
+    fn the_dead_letter_queue_fits_the_largest_record_with_its_envelope() {
+        for (segment_bytes, record_bytes_max) in [(64 << 10, 1000), (64 << 10, 65_432), (64 << 20, 1 << 20)] {
+            let main = QueueConfig { partitions: 3, durability: Durability::Buffered, segment_bytes, record_bytes_max };
+            let dlq = queue_options(&main).resolve().expect("valid options");
+            assert!(dlq.record_bytes_max as usize >= record_bytes_max as usize + HEADER_BYTES + ERROR_BYTES_MAX);
+            assert_eq!((dlq.partitions, dlq.durability), (1, Durability::Sync));
+        }
     }
 
     #[test]

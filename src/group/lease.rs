@@ -81,6 +81,8 @@ impl Lease {
 /// Why a lease record was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseError {
+    /// No lease file: the slot was never taken.
+    Missing,
     /// Shorter than a record (or empty: never written).
     Truncated,
     /// Not a lease record.
@@ -96,6 +98,7 @@ pub enum LeaseError {
 impl std::fmt::Display for LeaseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            LeaseError::Missing => f.write_str("no lease file"),
             LeaseError::Truncated => f.write_str("lease record cut short"),
             LeaseError::BadMagic => f.write_str("bad lease magic"),
             LeaseError::BadChecksum => f.write_str("lease checksum mismatch"),

@@ -137,12 +137,9 @@ pub fn scan(group_dir: &Path, reap: bool) -> Result<Vec<MemberInfo>> {
     for name in storage::list_dir(&dir)? {
         let Some(id) = name.strip_suffix(SUFFIX).and_then(parse_hex) else { continue };
         let path = dir.join(&name);
-        let (file, locked) = match storage::try_lock_exclusive(&path) {
-            Ok(opened) => opened,
-            // Removed between listing and opening: it left.
-            Err(_) if !path.exists() => continue,
-            Err(e) => return Err(e),
-        };
+        // Never create it: a member that left between the listing and now
+        // is simply gone.
+        let Some((file, locked)) = storage::try_lock_existing(&path)? else { continue };
         let mut bytes = [0u8; lease::LEASE_BYTES];
         let n = storage::read_at(&file, &path, 0, &mut bytes)?;
         let record = lease::decode(&bytes[..n], MEMBER_SLOT).ok();

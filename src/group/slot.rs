@@ -55,7 +55,7 @@ pub fn read_lease(slot_dir: &Path, slot: u32) -> Result<Result<Lease, LeaseError
     let path = slot_dir.join(LEASE_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => Ok(lease::decode(&bytes, slot)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Err(LeaseError::Truncated)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Err(LeaseError::Missing)),
         Err(e) => Err(crate::Error::io("read", &path, e)),
     }
 }

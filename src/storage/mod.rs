@@ -179,6 +179,21 @@ pub(crate) fn try_lock_exclusive(path: &Path) -> Result<(File, Locked)> {
     }
 }
 
+/// Like [`try_lock_exclusive`], for a file that must already exist: `None`
+/// if it does not.
+pub(crate) fn try_lock_existing(path: &Path) -> Result<Option<(File, Locked)>> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open lock file", path, e)),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some((file, Locked::Yes))),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(Some((file, Locked::HeldElsewhere))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
+    }
+}
+
 /// Opens (creating if needed) a lock file and blocks until it holds an
 /// exclusive `flock` on it.
 pub(crate) fn lock_exclusive(path: &Path) -> Result<File> {
