@@ -10,7 +10,14 @@
 //!   committed only after its output has been flushed. SIGINT and SIGTERM
 //!   finish the current batch and exit 0.
 //! - `durq stat DIR [--json]` shows each partition's offsets, segments and
-//!   bytes, and each group's committed offsets and lag.
+//!   bytes; and each group's members (alive, hung or dead), each slot's
+//!   holder, epoch and heartbeat, committed offsets, lag and dead letters.
+//! - `durq group reset DIR --group G --to earliest|latest|OFFSET|TIME` moves
+//!   a group without live members and prints its new position per partition;
+//!   `durq group delete DIR --group G` deletes one.
+//! - `durq dlq DIR --group G list [--limit N]` prints a group's dead letters,
+//!   one per line; `durq dlq DIR --group G replay` sends them back into the
+//!   queue and prints how many.
 //! - `durq verify DIR` checks every byte of the queue, read-only.
 //!
 //! Only `produce` creates a queue; the other commands refuse a directory that
@@ -20,6 +27,8 @@
 //! 2 usage error. Errors are one line on stderr: `durq: <error>`.
 
 mod consume;
+mod dlq;
+mod group;
 mod produce;
 mod stat;
 mod verify;
@@ -45,6 +54,10 @@ enum Command {
     Produce(produce::Args),
     Consume(consume::Args),
     Stat(stat::Args),
+    /// Reset or delete a consumer group (one without live members).
+    #[command(subcommand)]
+    Group(group::Command),
+    Dlq(dlq::Args),
     Verify(verify::Args),
 }
 
@@ -57,6 +70,8 @@ fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Stat(args) => stat::run(args),
+        Command::Group(command) => group::run(command),
+        Command::Dlq(args) => dlq::run(args),
         Command::Verify(args) => verify::run(args),
     };
     match outcome {

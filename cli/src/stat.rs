@@ -1,21 +1,27 @@
-//! `durq stat`: a queue's partitions and groups, as a table or JSON.
+//! `durq stat`: a queue's partitions and groups, as tables or JSON.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use durq::Queue;
-use durq::stat::QueueStat;
+use durq::group::lease::{Lease, member_hex};
+use durq::group::member::MemberInfo;
+use durq::stat::{GroupStat, Holder, QueueStat, SlotStat};
 
 use crate::{CliResult, stream_error};
 
-/// Show each partition's first and next offset, segments and bytes, and
-/// each consumer group's committed offset and lag per partition.
+/// Show each partition's first and next offset, segments and bytes; and for
+/// each consumer group its members (alive, hung or dead), each slot's
+/// holder, epoch, last heartbeat, committed offset and lag, and the size of
+/// its dead-letter queue.
 #[derive(clap::Args)]
 pub struct Args {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,
-    /// Print one JSON object instead of tables.
+    /// Print one JSON object instead of tables. Heartbeats are absolute,
+    /// in ms since the Unix epoch (`heartbeat_ms`).
     #[arg(long)]
     json: bool,
 }
@@ -23,13 +29,17 @@ pub struct Args {
 pub fn run(args: Args) -> CliResult<()> {
     let queue = Queue::open_existing(&args.dir)?;
     let stat = queue.stat()?;
-    let text = if args.json { to_json(queue.path(), &stat) } else { to_tables(queue.path(), &stat) };
+    let text = if args.json { to_json(queue.path(), &stat) } else { to_tables(queue.path(), &stat, now_ms()) };
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
     Ok(())
 }
 
-fn to_tables(path: &Path, stat: &QueueStat) -> String {
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn to_tables(path: &Path, stat: &QueueStat, now_ms: u64) -> String {
     let c = &stat.config;
     let mut text = format!(
         "queue {}: {} partition(s), durability {}, segment_bytes {}, record_bytes_max {}\n\n",
@@ -48,35 +58,123 @@ fn to_tables(path: &Path, stat: &QueueStat) -> String {
             p.bytes.to_string(),
         ]
     });
-    text += &table(["PARTITION", "FIRST", "NEXT", "SEGMENTS", "BYTES"], partitions);
-    text.push('\n');
+    use Align::{Left, Right};
+    text += &table(["PARTITION", "FIRST", "NEXT", "SEGMENTS", "BYTES"], [Left, Right, Right, Right, Right], partitions);
     if stat.groups.is_empty() {
-        text += "no consumer groups\n";
-        return text;
+        text += "\nno consumer groups\n";
     }
-    let groups = stat.groups.iter().flat_map(|g| {
-        (0..g.committed.len())
-            .map(move |p| [g.name.clone(), p.to_string(), g.committed[p].to_string(), g.lag[p].to_string()])
-    });
-    text += &table(["GROUP", "PARTITION", "COMMITTED", "LAG"], groups);
+    for g in &stat.groups {
+        text.push('\n');
+        text += &group_tables(g, now_ms);
+    }
     text
 }
 
-/// Columns padded to their widest cell: the first left-aligned (names), the
-/// rest right-aligned (numbers).
-fn table<const N: usize>(header: [&str; N], rows: impl Iterator<Item = [String; N]>) -> String {
+/// One group: a heading, its slots, then its members.
+///
+/// ```text
+/// group g: 1 member(s), 0 dead letter(s)
+/// PARTITION  COMMITTED  LAG  EPOCH  HOLDER  PID  HEARTBEAT  STATE
+/// ...
+/// MEMBER  PID  HEARTBEAT  STATE
+/// ...
+/// ```
+fn group_tables(g: &GroupStat, now_ms: u64) -> String {
+    let mut text = format!("group {}: {} member(s), {} dead letter(s)\n", g.name, g.members.len(), g.dead_letters);
+    let slots = g.slots.iter().map(|s| {
+        let p = s.slot as usize;
+        let (holder, pid, heartbeat) = match &s.lease {
+            Ok(l) if !l.is_released() => (member_hex(&l.member), l.pid.to_string(), age(now_ms, l.heartbeat_ms)),
+            Ok(l) => ("-".into(), "-".into(), age(now_ms, l.heartbeat_ms)),
+            Err(_) => ("-".into(), "-".into(), "-".into()),
+        };
+        [
+            s.slot.to_string(),
+            g.committed.get(p).map_or("-".into(), u64::to_string),
+            g.lag.get(p).map_or("-".into(), u64::to_string),
+            s.epoch.to_string(),
+            holder,
+            pid,
+            heartbeat,
+            slot_state(s),
+        ]
+    });
+    use Align::{Left, Right};
+    text += &table(
+        ["PARTITION", "COMMITTED", "LAG", "EPOCH", "HOLDER", "PID", "HEARTBEAT", "STATE"],
+        [Left, Right, Right, Right, Left, Right, Right, Left],
+        slots,
+    );
+    if g.members.is_empty() {
+        text += "no members\n";
+        return text;
+    }
+    let members = g
+        .members
+        .iter()
+        .map(|m| [member_hex(&m.id), known(m.pid.into()), age(now_ms, m.heartbeat_ms), m.liveness.to_string()]);
+    text += &table(["MEMBER", "PID", "HEARTBEAT", "STATE"], [Left, Right, Right, Left], members);
+    text
+}
+
+/// What a slot's holder is doing, in words: the holder's liveness,
+/// `released`, or why the lease cannot be read.
+fn slot_state(s: &SlotStat) -> String {
+    match (&s.lease, s.holder) {
+        (Err(reason), _) => format!("no lease: {reason}"),
+        (Ok(_), Holder::Member(liveness)) => liveness.to_string(),
+        (Ok(_), Holder::Released) => "released".into(),
+        (Ok(_), Holder::Nobody) => "nobody".into(),
+    }
+}
+
+/// `n`, or `-` where 0 means unknown (an unreadable member file).
+fn known(n: u64) -> String {
+    if n == 0 { "-".into() } else { n.to_string() }
+}
+
+/// How long ago `then_ms` was: in ms up to a minute and a half, then in
+/// coarser units; `-` if unknown (0).
+fn age(now_ms: u64, then_ms: u64) -> String {
+    if then_ms == 0 {
+        return "-".into();
+    }
+    let ms = now_ms.saturating_sub(then_ms);
+    let secs = ms / 1000;
+    match ms {
+        0..90_000 => format!("{ms}ms ago"),
+        90_000..5_400_000 => format!("{}m{:02}s ago", secs / 60, secs % 60),
+        5_400_000..172_800_000 => format!("{}h{:02}m ago", secs / 3600, secs / 60 % 60),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Columns padded to their widest cell and separated by two spaces; no
+/// trailing spaces.
+fn table<const N: usize>(header: [&str; N], align: [Align; N], rows: impl Iterator<Item = [String; N]>) -> String {
     let rows: Vec<[String; N]> = std::iter::once(header.map(String::from)).chain(rows).collect();
     let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut text = String::new();
     for row in &rows {
+        let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             let w = widths[i];
+            if i > 0 {
+                line.push_str("  ");
+            }
             // Writing to a String cannot fail.
-            let _ = match i {
-                0 => write!(text, "{cell:<w$}"),
-                _ => write!(text, "  {cell:>w$}"),
+            let _ = match align[i] {
+                Align::Left => write!(line, "{cell:<w$}"),
+                Align::Right => write!(line, "{cell:>w$}"),
             };
         }
+        text += line.trim_end();
         text.push('\n');
     }
     text
@@ -94,18 +192,7 @@ fn to_json(path: &Path, stat: &QueueStat) -> String {
             )
         })
         .collect();
-    let groups: Vec<String> = stat
-        .groups
-        .iter()
-        .map(|g| {
-            format!(
-                r#"{{"name":{},"committed":[{}],"lag":[{}]}}"#,
-                json_string(&g.name),
-                join_numbers(&g.committed),
-                join_numbers(&g.lag)
-            )
-        })
-        .collect();
+    let groups: Vec<String> = stat.groups.iter().map(group_json).collect();
     format!(
         r#"{{"path":{},"durability":{},"segment_bytes":{},"record_bytes_max":{},"partitions":[{}],"groups":[{}]}}"#,
         json_string(&path.to_string_lossy()),
@@ -117,12 +204,73 @@ fn to_json(path: &Path, stat: &QueueStat) -> String {
     ) + "\n"
 }
 
+/// `{"name","committed","lag","members","slots","dead_letters"}`: the first
+/// three as they always were, the rest added after them.
+fn group_json(g: &GroupStat) -> String {
+    let members: Vec<String> = g.members.iter().map(member_json).collect();
+    let slots: Vec<String> = g.slots.iter().map(slot_json).collect();
+    format!(
+        r#"{{"name":{},"committed":[{}],"lag":[{}],"members":[{}],"slots":[{}],"dead_letters":{}}}"#,
+        json_string(&g.name),
+        join_numbers(&g.committed),
+        join_numbers(&g.lag),
+        members.join(","),
+        slots.join(","),
+        g.dead_letters
+    )
+}
+
+/// `pid` and `heartbeat_ms` are null when the member file is unreadable.
+fn member_json(m: &MemberInfo) -> String {
+    format!(
+        r#"{{"id":"{}","pid":{},"liveness":"{}","heartbeat_ms":{}}}"#,
+        member_hex(&m.id),
+        json_known(m.pid.into()),
+        m.liveness,
+        json_known(m.heartbeat_ms)
+    )
+}
+
+/// `holder` is `"alive"`, `"hung"` or `"dead"` (the liveness of the member
+/// the lease names), `"released"`, or `"nobody"` (lease unreadable: then
+/// `lease` is null and `lease_error` says why).
+fn slot_json(s: &SlotStat) -> String {
+    let holder = match s.holder {
+        Holder::Member(liveness) => liveness.to_string(),
+        Holder::Released => "released".into(),
+        Holder::Nobody => "nobody".into(),
+    };
+    let (lease, error) = match &s.lease {
+        Ok(l) => (lease_json(l), "null".into()),
+        Err(reason) => ("null".into(), json_string(reason)),
+    };
+    format!(r#"{{"slot":{},"epoch":{},"holder":"{holder}","lease":{lease},"lease_error":{error}}}"#, s.slot, s.epoch)
+}
+
+/// A lease record; `member` is null once released.
+fn lease_json(l: &Lease) -> String {
+    let member = if l.is_released() { "null".into() } else { format!("\"{}\"", member_hex(&l.member)) };
+    format!(
+        r#"{{"epoch":{},"member":{member},"pid":{},"host":{},"heartbeat_ms":{},"timeout_ms":{}}}"#,
+        l.epoch,
+        l.pid,
+        json_string(&l.host),
+        l.heartbeat_ms,
+        l.timeout_ms
+    )
+}
+
+fn json_known(n: u64) -> String {
+    if n == 0 { "null".into() } else { n.to_string() }
+}
+
 fn join_numbers(numbers: &[u64]) -> String {
     numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
-/// `s` as a JSON string literal (RFC 8259 escapes).
-fn json_string(s: &str) -> String {
+/// `s` as a JSON string literal (RFC 8259 escapes): also a quoted text that
+/// holds no line break.
+pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for ch in s.chars() {
@@ -132,7 +280,9 @@ fn json_string(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
+            // Control characters, and the Unicode line and paragraph
+            // separators some tools break lines at.
+            c if u32::from(c) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
             c => out.push(c),
@@ -148,13 +298,27 @@ mod tests {
 
     #[test]
     fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\nd\u{1}é"), r#""a\"b\\c\nd\u0001é""#);
+        assert_eq!(json_string("a\"b\\c\nd\u{1}é\u{7f}\u{2028}"), r#""a\"b\\c\nd\u0001é\u007f\u2028""#);
     }
 
     #[test]
     fn table_columns_line_up() {
         let rows = [["g".to_string(), "10".to_string()], ["long-name".to_string(), "7".to_string()]];
-        let text = table(["GROUP", "LAG"], rows.into_iter());
+        let text = table(["GROUP", "LAG"], [Align::Left, Align::Right], rows.into_iter());
         assert_eq!(text, "GROUP      LAG\ng           10\nlong-name    7\n");
+        let rows = [["1".to_string(), "x".to_string()], ["22".to_string(), "yyy".to_string()]];
+        let text = table(["N", "TEXT"], [Align::Right, Align::Left], rows.into_iter());
+        assert_eq!(text, " N  TEXT\n 1  x\n22  yyy\n", "no trailing spaces");
+    }
+
+    #[test]
+    fn ages_are_in_ms_then_coarser() {
+        assert_eq!(age(1_000, 0), "-");
+        assert_eq!(age(1_000, 1_000), "0ms ago");
+        assert_eq!(age(1_000, 2_000), "0ms ago", "a heartbeat from the future is now");
+        assert_eq!(age(100_000, 10_001), "89999ms ago");
+        assert_eq!(age(100_000, 10_000), "1m30s ago");
+        assert_eq!(age(7_200_000 + 1, 1), "2h00m ago");
+        assert_eq!(age(3 * 86_400_000 + 1, 1), "3d ago");
     }
 }
