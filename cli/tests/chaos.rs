@@ -214,9 +214,17 @@ fn acknowledged_messages_survive_kills_and_stalls_of_consumers() {
         let unexpected: Vec<&String> = errors.iter().filter(|l| !l.contains("fenced")).collect();
         assert!(unexpected.is_empty(), "{} reported errors: {unexpected:?}", p.name);
         fenced += errors.len();
-        // A member fenced without being stopped was slow for longer than the
-        // lease timeout on its own (a loaded machine): also a legitimate
-        // takeover, with its own in-flight batch.
+        for (at, line) in p.stderr_lines_timed() {
+            eprintln!(
+                "chaos: {:>5} ms: {} (stopped {stopped} times): {line}",
+                at.duration_since(start).as_millis(),
+                p.name
+            );
+        }
+        // A member fenced without being stopped was either slow for longer
+        // than the lease timeout on its own (a loaded machine), or taken for
+        // dead by a member whose view predated its join (see fencing.rs,
+        // `a_member_that_joined_after_anothers_scan_is_not_taken_for_dead`).
         unexplained_fences += errors.len().saturating_sub(*stopped as usize);
     }
     let mut processed: HashMap<&str, usize> = HashMap::new();
@@ -234,7 +242,7 @@ fn acknowledged_messages_survive_kills_and_stalls_of_consumers() {
     }
     let lost: Vec<&String> = sent.iter().filter(|id| !processed.contains_key(id.as_str())).collect();
     let duplicates = lines - processed.len();
-    let bound = (kills as usize + stops as usize + unexplained_fences) * MAX_BATCH;
+    let bound = (kills as usize + stops as usize) * MAX_BATCH;
     eprintln!(
         "chaos: seed {seed}: messages {}, kills {kills}, stops {stops}, fenced batches {fenced} \
          (unexplained {unexplained_fences}), lost {}, duplicates {duplicates} (bound {bound}), \

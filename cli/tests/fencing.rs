@@ -7,6 +7,8 @@
 //!   and messages produced afterwards are all processed.
 //! - A member SIGKILLed while holding a slot is replaced by a standby at
 //!   once (its lock is gone), long before any lease timeout.
+//! - A member that joined after another member's last scan of the group is
+//!   not taken for dead by it (a takeover race; fails as of 9fd104c).
 
 mod common;
 
@@ -159,21 +161,110 @@ fn a_killed_holder_is_replaced_by_a_standby_at_once() {
     assert!(common::wait_until(PATIENCE, || committed(&dir_path) == 2), "the holder did not commit");
     assert!(standby.lines().is_empty(), "the standby processed {:?}", standby.lines());
 
+    // The next message waits, visible, while the holder is stopped (for far
+    // less than its lease timeout), so the time measured below is the
+    // takeover alone: noticing the death, taking the slot, one batch.
+    holder.stop();
+    produce(dir, 2..3);
     holder.kill();
     let killed = Instant::now();
-    produce(dir, 2..3);
-    let produced = killed.elapsed();
     let deadline = Duration::from_secs(5);
     assert!(
         standby.wait_stdout(deadline, |l| !l.is_empty()),
         "the standby did not take over within {deadline:?} of the holder's death"
     );
-    let took = killed.elapsed();
-    eprintln!(
-        "takeover: the standby printed the next message {took:?} after the holder was killed ({produced:?} of which producing it)"
-    );
+    eprintln!("takeover: the standby printed the next message {:?} after the holder was killed", killed.elapsed());
     assert_eq!(standby.lines(), vec![id(2)], "the standby resumed exactly after the holder's last commit");
     let status = standby.terminate(PATIENCE);
     assert!(status.success(), "standby failed ({status}): {:?}", standby.stderr_lines());
     assert_eq!(committed(&dir_path), 3);
+}
+
+/// Slots of group `g` whose lease has been written (taken at least once).
+fn leases_written(dir: &Path, partitions: usize) -> usize {
+    (0..partitions)
+        .filter(|p| std::fs::metadata(dir.join(format!("groups/g/slot-{p:04}/lease"))).is_ok_and(|m| m.len() > 0))
+        .count()
+}
+
+/// Regression test for a takeover race: a member's view of who is alive
+/// (its last scan of the member files) can predate a member that joined
+/// since; a slot whose lease names that newcomer must still not be taken,
+/// because the newcomer's member file is locked and its heartbeat fresh
+/// (alive, by the protocol's own definition in `group/slot.rs`).
+///
+/// Y joins an empty group and takes the slots one by one; it is stopped
+/// half-way through (well within the 10 s lease timeout: it stays alive).
+/// N joins, takes its share of the slots Y has not reached, and blocks
+/// mid-batch (its stdout is held back). Y resumes its loop with the view
+/// it had before N joined. Nobody died and nobody hung, so nobody may be
+/// fenced.
+#[test]
+fn a_member_that_joined_after_anothers_scan_is_not_taken_for_dead() {
+    const P: usize = 64;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir_path = tmp.path().join("q");
+    let dir = dir_path.to_str().unwrap();
+    // One message per partition (each acknowledged before the next is
+    // sent, so each is its own batch and goes to the next partition); each
+    // bigger than a one-page pipe.
+    let p = P.to_string();
+    let mut producer = Proc::spawn(
+        "producer",
+        &["produce", dir, "--partitions", &p, "--segment-bytes", "1048576", "--record-bytes-max", "16384"],
+        true,
+    );
+    let mut stdin = producer.take_stdin();
+    let big = |n: usize| format!("b{n:03}-{}", "x".repeat(6000));
+    for n in 0..P {
+        use std::io::Write;
+        stdin.write_all(format!("{}\n", big(n)).as_bytes()).unwrap();
+        assert!(producer.wait_stdout(PATIENCE, |l| l.len() > n), "no acknowledgement");
+    }
+    drop(stdin);
+    producer.close_stdin();
+    assert!(producer.wait(PATIENCE).success());
+
+    let args = ["consume", dir, "--group", "g"];
+    let mut y = Proc::spawn("Y", &args, false);
+    // Polled tightly: on a file system with cheap syncs Y's loop is short.
+    let deadline = Instant::now() + PATIENCE;
+    while leases_written(&dir_path, P) < 4 {
+        assert!(Instant::now() < deadline, "Y took no slot");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let t = Instant::now();
+    y.stop();
+    let taken_by_y = leases_written(&dir_path, P);
+    eprintln!("race: Y stopped after taking {taken_by_y} of {P} slots");
+    assert!(taken_by_y < P / 2, "Y took its slots too fast to be stopped half-way ({taken_by_y})");
+
+    let mut n = Proc::spawn("N", &args, false);
+    n.set_stdout_pipe_bytes(4096);
+    n.hold_stdout(true);
+    assert!(common::wait_until(PATIENCE, || n.blocked_writing()), "N never started a batch");
+    eprintln!("race: N took its slots and blocked mid-batch; Y resumes after {:?} stopped", t.elapsed());
+    y.cont();
+    // Y finishes its rebalance and processes its first batch.
+    assert!(y.wait_stdout(PATIENCE, |l| !l.is_empty()), "Y processed nothing");
+    n.hold_stdout(false);
+    // N's stalled batch is committed (N goes on to its next batch and
+    // prints it) or refused (a line on stderr, printed before that).
+    assert!(
+        common::wait_until(PATIENCE, || n.line_count() >= 2 || !n.stderr_lines().is_empty()),
+        "N neither went on nor reported anything"
+    );
+    let fenced = n.wait_stderr(Duration::from_millis(300), |l| !l.is_empty());
+    let n_errors = n.stderr_lines();
+    for p in [&mut y, &mut n] {
+        p.terminate(PATIENCE);
+    }
+    let seen: std::collections::HashSet<String> = y.lines().into_iter().chain(n.lines()).collect();
+    eprintln!("race: Y processed {}, N {}; N's errors: {n_errors:?}", y.line_count(), n.line_count());
+    assert!(
+        !fenced,
+        "N was fenced although it was alive (member file locked, heartbeat fresh): Y took N's slot with a \
+         view of the group from before N joined; N's errors: {n_errors:?}"
+    );
+    assert!((0..P).all(|i| seen.contains(&big(i))), "messages were lost");
 }

@@ -191,7 +191,12 @@ pub fn decode_file(bytes: &[u8], partition: u32, path: &Path) -> Result<Checkpoi
 pub fn latest(slot_dir: &Path, partition: u32, leased_epoch: u64) -> Result<Option<(u64, CheckpointState)>> {
     for epoch in epochs(slot_dir)?.into_iter().rev() {
         let path = slot_dir.join(file_name(epoch));
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Removed by a newer holder since the listing: a newer file exists.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
         if bytes.is_empty() {
             if epoch <= leased_epoch {
                 return Err(Error::corrupt(

@@ -124,6 +124,19 @@ impl Drop for Member {
     }
 }
 
+/// Whether member `id` of the group at `group_dir` is alive right now: its
+/// member file exists, is locked, and its heartbeat is fresh. Checked
+/// directly when a scan is older than the question (a member may have
+/// joined since).
+pub(crate) fn is_alive(group_dir: &Path, id: &MemberId) -> Result<bool> {
+    let path = group_dir.join(MEMBERS_DIR).join(format!("{}{SUFFIX}", lease::member_hex(id)));
+    let Some((file, Locked::HeldElsewhere)) = storage::try_lock_existing(&path)? else { return Ok(false) };
+    let mut bytes = [0u8; lease::LEASE_BYTES];
+    let n = storage::read_at(&file, &path, 0, &mut bytes)?;
+    // A locked file not yet readable belongs to a member still joining.
+    Ok(lease::decode(&bytes[..n], MEMBER_SLOT).map_or(true, |r| !r.is_stale(storage::now_ms())))
+}
+
 /// Reads every member file of the group at `group_dir`, removing those of
 /// dead members when `reap` is set. Each member is judged hung by its own
 /// declared timeout.

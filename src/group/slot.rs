@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 use crate::group::checkpoint::{self, Checkpoint, CheckpointState};
 use crate::group::lease::{self, Lease, LeaseError, MemberId};
-use crate::group::member::Member;
+use crate::group::member::{self, Member};
 use crate::storage::{self, Locked};
 
 /// The lease file's name inside a slot directory.
@@ -101,7 +101,10 @@ pub(crate) fn try_take(
     let lease = read_lease(&slot_dir, slot)?;
     let takeable = match &lease {
         Ok(l) if l.is_released() || l.member == member.id => true,
-        Ok(l) => !alive.contains(&l.member) || l.is_stale(storage::now_ms()),
+        Ok(l) if l.is_stale(storage::now_ms()) => true,
+        // `alive` is a snapshot: a member that joined after it holds its
+        // slots as rightfully as the others. Ask its member file.
+        Ok(l) => !alive.contains(&l.member) && !member::is_alive(group_dir, &l.member)?,
         Err(_) => lease_locked,
     };
     if !takeable {
@@ -118,7 +121,26 @@ pub(crate) fn try_take(
             format!("checkpoint is past the end of partition {slot} (next offset {end_offset})"),
         ));
     }
-    let epoch = checkpoint::epochs(&slot_dir)?.last().copied().unwrap_or(0).max(leased_epoch) + 1;
+    let newest_claim = checkpoint::epochs(&slot_dir)?.last().copied().unwrap_or(0);
+    if newest_claim > leased_epoch && !lease_locked {
+        // Another member claimed past the lease and holds the lease's lock:
+        // it is between steps 2 and 4 of its take. Let it finish, unless its
+        // claim is older than a lease timeout (it died half way).
+        let timeout_ms =
+            lease.as_ref().map_or(crate::options::LEASE_TIMEOUT_DEFAULT.as_millis() as u64, |l| l.timeout_ms);
+        let claim = slot_dir.join(checkpoint::file_name(newest_claim));
+        let age_ms = std::fs::metadata(&claim)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map_or(u64::MAX, |d| d.as_millis() as u64);
+        if age_ms <= timeout_ms {
+            return Ok(None);
+        }
+    }
+    // Exactly one past what we saw: if anyone claims in between, our claim
+    // fails (instead of fencing them).
+    let epoch = newest_claim.max(leased_epoch) + 1;
     if !checkpoint::claim(&slot_dir, epoch)? {
         return Ok(None);
     }

@@ -63,6 +63,8 @@ pub fn ok(args: &[&str], stdin: &str) -> String {
 struct Collected {
     /// Complete lines (without their newline).
     lines: Vec<String>,
+    /// When each line was read.
+    times: Vec<Instant>,
     /// Bytes after the last newline.
     partial: Vec<u8>,
     eof: bool,
@@ -112,6 +114,7 @@ fn pump(mut src: impl Read, sink: Arc<Sink>, gate: Option<Arc<Gate>>) {
         while let Some(at) = st.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = st.partial.drain(..=at).collect();
             st.lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            st.times.push(Instant::now());
         }
         drop(st);
         sink.changed.notify_all();
@@ -227,6 +230,12 @@ impl Proc {
     /// Complete stderr lines so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.err.state.lock().unwrap().lines.clone()
+    }
+
+    /// Complete stderr lines so far, each with when it was read.
+    pub fn stderr_lines_timed(&self) -> Vec<(Instant, String)> {
+        let st = self.err.state.lock().unwrap();
+        st.times.iter().copied().zip(st.lines.iter().cloned()).collect()
     }
 
     /// Waits until `want` holds for the stdout lines; false on timeout.
