@@ -165,18 +165,9 @@ pub(crate) enum Locked {
 /// `flock` on it without blocking. The kernel releases the lock the moment the
 /// holder dies, however it dies.
 pub(crate) fn try_lock_exclusive(path: &Path) -> Result<(File, Locked)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| Error::io("open lock file", path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok((file, Locked::Yes)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok((file, Locked::HeldElsewhere)),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
-    }
+    let file = open_lock_file(path)?;
+    let locked = try_lock(&file, path)?;
+    Ok((file, locked))
 }
 
 /// Like [`try_lock_exclusive`], for a file that must already exist: `None`
@@ -187,25 +178,34 @@ pub(crate) fn try_lock_existing(path: &Path) -> Result<Option<(File, Locked)>> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("open lock file", path, e)),
     };
-    match file.try_lock() {
-        Ok(()) => Ok(Some((file, Locked::Yes))),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(Some((file, Locked::HeldElsewhere))),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
-    }
+    let locked = try_lock(&file, path)?;
+    Ok(Some((file, locked)))
 }
 
 /// Opens (creating if needed) a lock file and blocks until it holds an
 /// exclusive `flock` on it.
 pub(crate) fn lock_exclusive(path: &Path) -> Result<File> {
-    let file = OpenOptions::new()
+    let file = open_lock_file(path)?;
+    file.lock().map_err(|e| Error::io("lock", path, e))?;
+    Ok(file)
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|e| Error::io("open lock file", path, e))?;
-    file.lock().map_err(|e| Error::io("lock", path, e))?;
-    Ok(file)
+        .map_err(|e| Error::io("open lock file", path, e))
+}
+
+fn try_lock(file: &File, path: &Path) -> Result<Locked> {
+    match file.try_lock() {
+        Ok(()) => Ok(Locked::Yes),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(Locked::HeldElsewhere),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
+    }
 }
 
 /// Turns the caller's lock on `file` into a shared one.
