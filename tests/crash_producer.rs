@@ -111,7 +111,9 @@ fn sync_producer_killed_at_random_moments_loses_no_acknowledged_record() {
     assert_eq!(q.offsets(0).1, ledger.next[0], "the audit read the whole log");
     // The kills must have hit producers at work, or this proves nothing.
     assert!(ledger.acked.len() >= 40, "only {} acknowledged sends", ledger.acked.len());
-    assert!(common::segments(&path, 0).len() > 3, "segments rolled");
+    // Rolled: several segments, or retention already removed the ones the
+    // audit group passed.
+    assert!(common::segments(&path, 0).len() > 3 || q.offsets(0).0 > 0, "segments rolled");
     eprintln!(
         "{kills} kills ({early_kills} before ready, {died_holding_mutex} holding the append mutex), {} acknowledged, {} stored",
         ledger.acked.len(),
