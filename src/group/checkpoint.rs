@@ -118,6 +118,8 @@ pub enum CopyError {
     Version(u32),
     /// It belongs to another partition.
     WrongPartition(u32),
+    /// Reserved bytes are not zero (written by something else).
+    Reserved,
 }
 
 impl std::fmt::Display for CopyError {
@@ -128,6 +130,7 @@ impl std::fmt::Display for CopyError {
             CopyError::BadChecksum => f.write_str("checksum mismatch"),
             CopyError::Version(v) => write!(f, "format version {v}"),
             CopyError::WrongPartition(p) => write!(f, "belongs to partition {p}"),
+            CopyError::Reserved => f.write_str("reserved bytes are not zero"),
         }
     }
 }
@@ -146,6 +149,9 @@ pub fn decode_copy(b: &[u8], partition: u32) -> Result<CheckpointState, CopyErro
     }
     if le32(VERSION_AT) != FORMAT_VERSION {
         return Err(CopyError::Version(le32(VERSION_AT)));
+    }
+    if b[ATTEMPTS_AT + 4..CRC_AT].iter().any(|&x| x != 0) {
+        return Err(CopyError::Reserved);
     }
     if le32(PARTITION_AT) != partition {
         return Err(CopyError::WrongPartition(le32(PARTITION_AT)));

@@ -155,6 +155,8 @@ pub enum Invalid {
     BadLength,
     /// The checksum does not match.
     BadChecksum,
+    /// The padding after the payload is not zeros.
+    BadPadding,
 }
 
 impl std::fmt::Display for Invalid {
@@ -164,6 +166,7 @@ impl std::fmt::Display for Invalid {
             Invalid::BadMagic => "bad frame magic or flags",
             Invalid::BadLength => "frame length out of bounds",
             Invalid::BadChecksum => "frame checksum mismatch",
+            Invalid::BadPadding => "frame padding is not zero",
         })
     }
 }
@@ -180,6 +183,9 @@ pub fn decode(buf: &[u8], record_bytes_max: u32) -> Decoded<'_> {
                 return Decoded::Invalid(Invalid::BadChecksum);
             }
             let key_end = FRAME_HEADER_BYTES + key_len;
+            if buf[key_end + payload_len..len].iter().any(|&b| b != 0) {
+                return Decoded::Invalid(Invalid::BadPadding);
+            }
             Decoded::Frame(Frame {
                 meta,
                 key: has_key.then(|| &buf[FRAME_HEADER_BYTES..key_end]),

@@ -11,7 +11,7 @@
 //! | 1 | zero header, zeros to the end of the segment                     | `Clean`    | none: the tail is `p`                  |
 //! | 2 | fewer than a header's bytes left, all zero                       | `Clean`    | none: the segment is full              |
 //! | 3a | the walk ends inside a batch: its last valid frame says the batch continues | `Torn` | cut back to the end of the last whole batch: zero from there, sync |
-//! | 3 | anything else (torn header, bad magic, bad length, bad checksum, wrong offset, zero header with bytes after it), and nothing proves the record at `p` durable | `Torn`     | zero `p` .. last non-zero byte, sync; tail is `p` |
+//! | 3 | anything else (torn header, bad magic, bad length, bad checksum, wrong offset, zero header with bytes after it), and nothing proves the record at `p` durable | `Torn`     | zero `p` .. last non-zero byte, sync; tail is `p`; but if a synced record lies ahead, or the walk already crossed row-4 damage, keep every byte instead (as row 4) |
 //! | 4 | as row 3, but the record at `p` is proven durable: the segment header's `synced_end` is past it, or a later valid frame's watermark (`offset - durable_lag`) is | `Damaged`  | keep every byte; reading `p` fails with `Error::Corrupt`; the walk resumes at the first later valid frame, or, if none, after the last non-zero byte with the next offset at `synced_end` |
 //!
 //! Row 3 is safe: a record is acknowledged only after a sync; every frame
@@ -137,6 +137,18 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64
         let (resume, proven_by_frames) = find_resume(seg, pos, next, record_bytes_max);
         if !(proven_by_frames || next < synced_end) {
             let to = last_nonzero_end(seg, pos);
+            // Zeroing must never destroy a record known to be synced. Keep
+            // every byte instead when a synced record lies ahead, or when the
+            // walk already crossed proven damage (past that point it cannot
+            // tell records from bytes inside a damaged one, and readers stop
+            // at the first damage anyway): appends go after it all.
+            let kept = acknowledged_in(seg, pos, to, next, synced_end, record_bytes_max);
+            if kept.is_some() || !damaged.is_empty() {
+                let after = to.next_multiple_of(FRAME_ALIGN).min(seg.len());
+                let next_offset = synced_end.max(kept.map_or(0, |h| h + 1)).max(next + 1);
+                damaged.push(Damage { pos, offset: next, reason: found, resumed_at: after });
+                return Scan { tail_pos: after, next_offset, torn: None, damaged };
+            }
             let reason = if whole.0 < pos { Found::UnfinishedBatch } else { found };
             let torn = Torn { from: whole.0, to, reason, walked_to: next };
             return Scan { tail_pos: whole.0, next_offset: whole.1, torn: Some(torn), damaged };
@@ -170,12 +182,19 @@ struct Resume {
 /// Looks after `pos` for valid frames: returns the first one with an
 /// offset past `expected` (where a walk can resume), and whether any of
 /// them says the record `expected` was durable when it was written.
+///
+/// Only plausible frames count: every record takes at least a header's
+/// bytes, so a frame `n` bytes after `pos` can carry at most offset
+/// `expected + n / 32`. A frame inside a damaged record's payload, or a
+/// stray one with a wild offset, cannot hijack the walk that way.
 fn find_resume(seg: &[u8], pos: usize, expected: u64, record_bytes_max: u32) -> (Option<Resume>, bool) {
     let mut resume = None;
     let mut at = pos + FRAME_ALIGN;
     while at + FRAME_HEADER_BYTES <= seg.len() {
+        let most = expected.saturating_add(((at - pos) / FRAME_HEADER_BYTES) as u64);
         if let Decoded::Frame(f) = record::decode(&seg[at..], record_bytes_max)
             && f.meta.offset > expected
+            && f.meta.offset <= most
         {
             resume.get_or_insert(Resume { pos: at, offset: f.meta.offset });
             let durable_then = f.meta.offset.saturating_sub(u64::from(f.meta.durable_lag));
@@ -186,6 +205,26 @@ fn find_resume(seg: &[u8], pos: usize, expected: u64, record_bytes_max: u32) -> 
         at += FRAME_ALIGN;
     }
     (resume, false)
+}
+
+/// The highest offset of a valid frame in `seg[from..to]` that the walk did
+/// not reach and that is known to have been synced (`first <= offset <
+/// synced_end`), if there is one.
+fn acknowledged_in(seg: &[u8], from: usize, to: usize, first: u64, synced_end: u64, max: u32) -> Option<u64> {
+    if first >= synced_end {
+        return None;
+    }
+    let mut highest = None;
+    let mut at = from;
+    while at + FRAME_HEADER_BYTES <= to.min(seg.len()) {
+        if let Decoded::Frame(f) = record::decode(&seg[at..], max)
+            && (first..synced_end).contains(&f.meta.offset)
+        {
+            highest = highest.max(Some(f.meta.offset));
+        }
+        at += FRAME_ALIGN;
+    }
+    highest
 }
 
 /// One past the last non-zero byte of `seg[from..]`, or `from` if all zero.
