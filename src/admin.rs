@@ -106,6 +106,7 @@ impl Queue {
                 next_offset: target,
                 delivered_end: target,
                 attempts: 0,
+                range_attempts: 0,
             };
             Checkpoint::write_claimed(&slot_dir, epoch, state)?;
             // A released lease at the new epoch: the next member takes the

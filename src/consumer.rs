@@ -167,8 +167,10 @@ struct Batch {
     span: Span,
     /// Deliveries of the batch's first record, this one included.
     attempts: u32,
-    /// Records below this were delivered before.
+    /// Records below this were delivered before...
     redelivered_end: u64,
+    /// ...this many times (all but the first record).
+    earlier_deliveries: u32,
 }
 
 impl Batch {
@@ -182,7 +184,7 @@ impl Batch {
                 delivery_count: if fr.offset == self.span.frames[0].offset {
                     self.attempts
                 } else if fr.offset < self.redelivered_end {
-                    2
+                    self.earlier_deliveries + 1
                 } else {
                     1
                 },
@@ -291,9 +293,7 @@ impl Consumer {
         drop(messages);
         self.commit(&batch, done)?;
         if let Some(delay) = retry {
-            let retried = &batch.span.frames[done];
-            let attempts =
-                if done == 0 { batch.attempts } else { 1 + u32::from(retried.offset < batch.redelivered_end) };
+            let attempts = batch.messages()[done].delivery_count;
             self.fail_head(batch.slot, &batch, done, attempts, "closure asked for a retry", delay)?;
         }
         Ok(done)
@@ -423,12 +423,25 @@ impl Consumer {
         assert!(!span.frames.is_empty(), "slot {slot} was ready but yielded no record");
         let state = held.hold.checkpoint.state();
         let head = span.frames[0].offset;
-        // A head below the delivered mark was handed out before: this is at
-        // least its second delivery.
-        let attempts = if head < state.delivered_end { (state.attempts + 1).max(2) } else { 1 };
-        held.hold.checkpoint.mark_delivered(state.delivered_end.max(span.end_offset), attempts, false)?;
+        let redelivery = head < state.delivered_end;
+        let attempts = if redelivery { state.attempts + 1 } else { 1 };
+        // Deliveries that cover every delivered record are counted for all
+        // of them; after a failure deliveries come one at a time and only
+        // count for their own record.
+        let (delivered_end, range_attempts) = if span.end_offset >= state.delivered_end {
+            (span.end_offset, if redelivery { state.range_attempts + 1 } else { 1 })
+        } else {
+            (state.delivered_end, state.range_attempts)
+        };
+        held.hold.checkpoint.mark_delivered(delivered_end, attempts, range_attempts, false)?;
         self.next_slot = slot + 1;
-        Ok(Batch { slot, span, attempts, redelivered_end: state.delivered_end })
+        Ok(Batch {
+            slot,
+            span,
+            attempts,
+            redelivered_end: state.delivered_end,
+            earlier_deliveries: state.range_attempts,
+        })
     }
 
     /// Commits the first `count` records of `batch`.
@@ -438,7 +451,7 @@ impl Consumer {
         }
         let held = self.held.get_mut(&batch.slot).expect("a batch comes from a held slot");
         let end = batch.span.frames[count - 1].offset + 1;
-        match held.hold.checkpoint.commit(end, 0) {
+        match held.hold.checkpoint.commit(end) {
             Ok(()) => {
                 held.cursor.advance(&batch.span, count);
                 held.retry_at = None;
@@ -487,10 +500,10 @@ impl Consumer {
         let Some(held) = self.held.get_mut(&slot) else { return Ok(()) };
         held.isolate_end = held.isolate_end.max(batch.span.end_offset);
         held.retry_at = Some(Instant::now() + delay.unwrap_or_else(|| self.options.backoff(attempts)));
-        let delivered_end = held.hold.checkpoint.state().delivered_end;
+        let state = held.hold.checkpoint.state();
         // Durable: the attempt count must survive a crash, or a poison
         // record would never reach the dead-letter queue.
-        if let Err(e) = held.hold.checkpoint.mark_delivered(delivered_end, attempts, true) {
+        if let Err(e) = held.hold.checkpoint.mark_delivered(state.delivered_end, attempts, state.range_attempts, true) {
             self.stopped = Some(e.to_string());
             return Err(e);
         }
@@ -585,9 +598,10 @@ impl Consumer {
         let Some(hold) = taken else { return Ok(()) };
         let state = hold.checkpoint.state();
         let cursor = part.cursor_at(state.next_offset)?;
-        // A predecessor that failed the same records repeatedly left a
-        // poison candidate: keep isolating it.
-        let isolate_end = if state.attempts >= 2 { state.delivered_end } else { 0 };
+        // Records a predecessor was handed and did not commit (it failed,
+        // crashed or hung) come one at a time, so a poison record among
+        // them is isolated and every count stays exact.
+        let isolate_end = if state.attempts >= 1 { state.delivered_end } else { 0 };
         self.held.insert(s, Held { hold, cursor, retry_at: None, isolate_end });
         Ok(())
     }

@@ -366,7 +366,15 @@ fn a_checkpoint_past_the_end_of_the_log_fails_the_consumer_open_and_names_the_fi
     // Exactly at the end is fine: the group has processed everything.
     write_checkpoint(
         &ckpt,
-        CheckpointState { partition: 0, generation: 7, epoch: 0, next_offset: 3, delivered_end: 3, attempts: 0 },
+        CheckpointState {
+            partition: 0,
+            generation: 7,
+            epoch: 0,
+            next_offset: 3,
+            delivered_end: 3,
+            attempts: 0,
+            range_attempts: 0,
+        },
     );
     let queue = Queue::open_existing(&short).unwrap();
     assert_eq!(queue.consumer("g").unwrap().committed().unwrap(), vec![3]);
@@ -374,7 +382,15 @@ fn a_checkpoint_past_the_end_of_the_log_fails_the_consumer_open_and_names_the_fi
     let ckpt = common::checkpoint_file(&short, "g", 0);
     write_checkpoint(
         &ckpt,
-        CheckpointState { partition: 0, generation: 7, epoch: 0, next_offset: 4, delivered_end: 4, attempts: 0 },
+        CheckpointState {
+            partition: 0,
+            generation: 7,
+            epoch: 0,
+            next_offset: 4,
+            delivered_end: 4,
+            attempts: 0,
+            range_attempts: 0,
+        },
     );
     assert!(matches!(queue.consumer("g"), Err(Error::Corrupt { offset: Some(4), .. })));
 }
@@ -389,7 +405,15 @@ fn a_checkpoint_of_another_partition_is_refused() {
     // A valid copy that says it belongs to partition 1, in partition 0's file.
     write_checkpoint(
         &p0,
-        CheckpointState { partition: 1, generation: 9, epoch: 0, next_offset: 0, delivered_end: 0, attempts: 0 },
+        CheckpointState {
+            partition: 1,
+            generation: 9,
+            epoch: 0,
+            next_offset: 0,
+            delivered_end: 0,
+            attempts: 0,
+            range_attempts: 0,
+        },
     );
     match queue.consumer("g") {
         Err(Error::Corrupt { file, .. }) => assert_eq!(file, p0),

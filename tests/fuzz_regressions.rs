@@ -192,6 +192,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         next_offset,
         delivered_end: next_offset + 10,
         attempts: 1,
+        range_attempts: 0,
     };
     let file = |a: Option<checkpoint::CheckpointState>, b: Option<checkpoint::CheckpointState>| {
         let mut bytes = vec![0u8; checkpoint::FILE_BYTES];

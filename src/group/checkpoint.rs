@@ -28,7 +28,8 @@
 //! 32     8    next_offset    the first record not yet processed
 //! 40     8    delivered_end  end of the last batch handed to the group
 //! 48     4    attempts       deliveries of the record at next_offset
-//! 52     8    reserved       zeros
+//! 52     4    range_attempts deliveries that covered all of next_offset..delivered_end
+//! 56     4    reserved       zeros
 //! 60     4    crc32          CRC32 of bytes 0..60 of the copy
 //! ```
 
@@ -54,6 +55,7 @@ const EPOCH_AT: usize = 24;
 const NEXT_OFFSET_AT: usize = 32;
 const DELIVERED_END_AT: usize = 40;
 const ATTEMPTS_AT: usize = 48;
+const RANGE_ATTEMPTS_AT: usize = 52;
 const CRC_AT: usize = 60;
 const _: () = assert!(CRC_AT + 4 == COPY_BYTES);
 
@@ -87,6 +89,11 @@ pub struct CheckpointState {
     /// How many times the record at `next_offset` has been delivered
     /// without being committed.
     pub attempts: u32,
+    /// How many deliveries covered every record of
+    /// `next_offset..delivered_end`: what each of them after the first has
+    /// seen (after a failure they come one at a time, so only whole-range
+    /// deliveries happened before).
+    pub range_attempts: u32,
 }
 
 /// Encodes one copy.
@@ -99,7 +106,8 @@ pub fn encode_copy(s: &CheckpointState) -> [u8; COPY_BYTES] {
     b[EPOCH_AT..NEXT_OFFSET_AT].copy_from_slice(&s.epoch.to_le_bytes());
     b[NEXT_OFFSET_AT..DELIVERED_END_AT].copy_from_slice(&s.next_offset.to_le_bytes());
     b[DELIVERED_END_AT..ATTEMPTS_AT].copy_from_slice(&s.delivered_end.to_le_bytes());
-    b[ATTEMPTS_AT..ATTEMPTS_AT + 4].copy_from_slice(&s.attempts.to_le_bytes());
+    b[ATTEMPTS_AT..RANGE_ATTEMPTS_AT].copy_from_slice(&s.attempts.to_le_bytes());
+    b[RANGE_ATTEMPTS_AT..RANGE_ATTEMPTS_AT + 4].copy_from_slice(&s.range_attempts.to_le_bytes());
     let crc = crc32fast::hash(&b[..CRC_AT]);
     b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     b
@@ -150,7 +158,7 @@ pub fn decode_copy(b: &[u8], partition: u32) -> Result<CheckpointState, CopyErro
     if le32(VERSION_AT) != FORMAT_VERSION {
         return Err(CopyError::Version(le32(VERSION_AT)));
     }
-    if b[ATTEMPTS_AT + 4..CRC_AT].iter().any(|&x| x != 0) {
+    if b[RANGE_ATTEMPTS_AT + 4..CRC_AT].iter().any(|&x| x != 0) {
         return Err(CopyError::Reserved);
     }
     if le32(PARTITION_AT) != partition {
@@ -163,6 +171,7 @@ pub fn decode_copy(b: &[u8], partition: u32) -> Result<CheckpointState, CopyErro
         next_offset: le64(NEXT_OFFSET_AT),
         delivered_end: le64(DELIVERED_END_AT),
         attempts: le32(ATTEMPTS_AT),
+        range_attempts: le32(RANGE_ATTEMPTS_AT),
     })
 }
 
@@ -265,26 +274,33 @@ impl Checkpoint {
     /// the record at `next_offset` for the `attempts`-th time. Written
     /// without a sync when `durable` is false: it must survive a crash of
     /// this process (the page cache does), not a power loss.
-    pub(crate) fn mark_delivered(&mut self, delivered_end: u64, attempts: u32, durable: bool) -> Result<()> {
-        let state = CheckpointState { delivered_end, attempts, ..self.state };
+    pub(crate) fn mark_delivered(
+        &mut self,
+        delivered_end: u64,
+        attempts: u32,
+        range_attempts: u32,
+        durable: bool,
+    ) -> Result<()> {
+        let state = CheckpointState { delivered_end, attempts, range_attempts, ..self.state };
         self.write(state, durable)
     }
 
     /// Durably moves the position to `next_offset`, then checks that this
     /// holder still owns the slot. `Err(Fenced)` if a newer epoch was
     /// claimed: then this write landed in a file nobody reads any more.
-    pub(crate) fn commit(&mut self, next_offset: u64, attempts: u32) -> Result<()> {
+    /// Records still delivered-but-uncommitted keep their count: the new
+    /// first one was delivered `range_attempts` times.
+    pub(crate) fn commit(&mut self, next_offset: u64) -> Result<()> {
         assert!(
             next_offset >= self.state.next_offset,
             "checkpoint moving backwards: {} -> {next_offset} in {}",
             self.state.next_offset,
             self.path.display()
         );
-        let state = CheckpointState {
-            next_offset,
-            delivered_end: self.state.delivered_end.max(next_offset),
-            attempts,
-            ..self.state
+        let state = if next_offset < self.state.delivered_end {
+            CheckpointState { next_offset, attempts: self.state.range_attempts, ..self.state }
+        } else {
+            CheckpointState { next_offset, delivered_end: next_offset, attempts: 0, range_attempts: 0, ..self.state }
         };
         self.write(state, true)?;
         self.check_not_fenced()
@@ -320,7 +336,15 @@ mod tests {
     use super::*;
 
     fn state(generation: u64, next_offset: u64) -> CheckpointState {
-        CheckpointState { partition: 2, generation, epoch: 1, next_offset, delivered_end: next_offset, attempts: 0 }
+        CheckpointState {
+            partition: 2,
+            generation,
+            epoch: 1,
+            next_offset,
+            delivered_end: next_offset,
+            attempts: 0,
+            range_attempts: 0,
+        }
     }
 
     fn file(a: Option<CheckpointState>, b: Option<CheckpointState>) -> Vec<u8> {
@@ -343,6 +367,7 @@ mod tests {
             next_offset: 5,
             delivered_end: 6,
             attempts: 7,
+            range_attempts: 8,
         });
         assert_eq!(&b[..8], b"DURQCKPT");
         assert_eq!(b[8..12], FORMAT_VERSION.to_le_bytes());
@@ -352,7 +377,8 @@ mod tests {
         assert_eq!(b[32..40], 5u64.to_le_bytes());
         assert_eq!(b[40..48], 6u64.to_le_bytes());
         assert_eq!(b[48..52], 7u32.to_le_bytes());
-        assert!(b[52..60].iter().all(|&x| x == 0));
+        assert_eq!(b[52..56], 8u32.to_le_bytes());
+        assert!(b[56..60].iter().all(|&x| x == 0));
         assert_eq!(b[60..], crc32fast::hash(&b[..60]).to_le_bytes());
     }
 
@@ -400,13 +426,13 @@ mod tests {
         assert!(!claim(dir.path(), 1).unwrap(), "a second claim of the same epoch fails");
         assert_eq!(latest(dir.path(), 2, 0).unwrap(), None, "an empty claim is not a checkpoint");
         let mut one = Checkpoint::write_claimed(dir.path(), 1, state(0, 10)).unwrap();
-        one.commit(15, 0).unwrap();
+        one.commit(15).unwrap();
         assert_eq!(latest(dir.path(), 2, 0).unwrap().map(|(e, s)| (e, s.next_offset)), Some((1, 15)));
         // A newer holder claims epoch 2: the old holder's next commit is fenced
         // and does not change what is in force.
         assert!(claim(dir.path(), 2).unwrap());
         let two = Checkpoint::write_claimed(dir.path(), 2, latest(dir.path(), 2, 0).unwrap().unwrap().1).unwrap();
-        assert!(matches!(one.commit(99, 0), Err(Error::Fenced { partition: 2, epoch: 1 })));
+        assert!(matches!(one.commit(99), Err(Error::Fenced { partition: 2, epoch: 1 })));
         assert_eq!(latest(dir.path(), 2, 0).unwrap().map(|(e, s)| (e, s.next_offset)), Some((2, 15)));
         assert_eq!(two.state().epoch, 2);
     }
@@ -416,12 +442,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(claim(dir.path(), 1).unwrap());
         let mut c = Checkpoint::write_claimed(dir.path(), 1, state(0, 0)).unwrap();
-        c.mark_delivered(64, 1, false).unwrap();
-        c.mark_delivered(64, 2, true).unwrap();
+        c.mark_delivered(64, 1, 1, false).unwrap();
+        c.mark_delivered(64, 2, 2, true).unwrap();
         let (_, s) = latest(dir.path(), 2, 0).unwrap().unwrap();
-        assert_eq!((s.next_offset, s.delivered_end, s.attempts), (0, 64, 2));
-        c.commit(64, 0).unwrap();
+        assert_eq!((s.next_offset, s.delivered_end, s.attempts, s.range_attempts), (0, 64, 2, 2));
+        // Isolated: the first record alone, a third time, then committed.
+        c.mark_delivered(64, 3, 2, false).unwrap();
+        c.commit(1).unwrap();
         let (_, s) = latest(dir.path(), 2, 0).unwrap().unwrap();
-        assert_eq!((s.next_offset, s.delivered_end, s.attempts), (64, 64, 0));
+        assert_eq!((s.next_offset, s.attempts), (1, 2), "record 1 was delivered twice before");
+        c.commit(64).unwrap();
+        let (_, s) = latest(dir.path(), 2, 0).unwrap().unwrap();
+        assert_eq!((s.next_offset, s.delivered_end, s.attempts, s.range_attempts), (64, 64, 0, 0));
     }
 }

@@ -153,6 +153,7 @@ pub(crate) fn try_take(
             next_offset: initial_offset,
             delivered_end: initial_offset,
             attempts: 0,
+            range_attempts: 0,
         },
     };
     let checkpoint = Checkpoint::write_claimed(&slot_dir, epoch, state)?;
