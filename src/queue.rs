@@ -178,6 +178,18 @@ impl Queue {
     }
 }
 
+impl Drop for QueueInner {
+    fn drop(&mut self) {
+        // The flusher's last pass first, then the headers' proofs.
+        drop(self._flusher.take());
+        for p in &self.partitions {
+            // Best effort: a failure here only leaves the last batch without
+            // its header proof, which frames or the next open's sync give.
+            let _ = p.close();
+        }
+    }
+}
+
 impl QueueInner {
     /// Picks the partition for an unkeyed record: round-robin.
     pub(crate) fn next_partition(&self) -> u32 {
