@@ -513,8 +513,14 @@ impl Consumer {
     /// Appends `m` to the group's dead-letter queue, durably.
     fn dead_letter(&mut self, m: &Message<'_>, error: &str) -> Result<()> {
         if self.dead_letters.is_none() {
-            let options = dead_letter::queue_options(&self.queue.config);
-            self.dead_letters = Some(Queue::open_with(self.group_dir.join(DLQ_DIR), options)?);
+            // An existing one keeps the options it was created with.
+            let dir = self.group_dir.join(DLQ_DIR);
+            let dlq = match Queue::open_existing(&dir) {
+                Ok(dlq) => dlq,
+                Err(Error::NotAQueue { .. }) => Queue::open_with(&dir, dead_letter::queue_options(&self.queue.config))?,
+                Err(e) => return Err(e),
+            };
+            self.dead_letters = Some(dlq);
         }
         let envelope = dead_letter::encode(&DeadLetter {
             partition: m.position.partition,

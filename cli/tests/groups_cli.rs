@@ -223,18 +223,6 @@ fn dead_letters_are_listed_one_per_line_and_replayed_to_the_end_of_the_log() {
     let (_tmp, q) = queue_dir();
     produce_new(&q, "ok 0\n");
     {
-        // The library creates a group's dead-letter queue with default
-        // options: 64 MiB segments, which every command that opens it (stat,
-        // dlq) then scans, half a second each in a debug build. Create it
-        // first with small segments (its other options as the library's).
-        let dlq = Path::new(&q).join(durq::group::GROUPS_DIR).join("g").join(durq::group::dead_letter::DLQ_DIR);
-        let small = durq::Options::default()
-            .partitions(1)
-            .durability(durq::Durability::Sync)
-            .segment_bytes(65536)
-            .record_bytes_max(16384);
-        drop(durq::Queue::open_with(dlq, small).unwrap());
-
         // A poison record (with a newline and a byte that is not UTF-8),
         // failed once with max_deliveries 1: straight to the DLQ.
         let queue = durq::Queue::open_existing(&q).unwrap();
