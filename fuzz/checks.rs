@@ -349,7 +349,7 @@ pub fn segment_damaged(data: &[u8]) {
 // checkpoint_decode
 
 /// The reserved bytes of a checkpoint copy, from docs/FORMAT.md.
-const CHECKPOINT_RESERVED: std::ops::Range<usize> = 52..60;
+const CHECKPOINT_RESERVED: std::ops::Range<usize> = 56..60;
 
 /// A whole checkpoint file: each copy decodes to a typed error or a state
 /// that re-encodes to exactly its bytes, and `decode_file` picks the valid
