@@ -530,10 +530,9 @@ impl Span {
 fn resync(segment: &Segment, pos: usize, at: u64, target: u64, record_bytes_max: u32) -> Option<(usize, u64)> {
     let mut probe = pos + record::FRAME_ALIGN;
     while probe + record::FRAME_HEADER_BYTES <= segment.len() {
-        // SAFETY: probing may touch bytes of unpublished frames only when
-        // the published ones before `target` are damaged beyond recognition;
-        // the borrow is bounded by the mapping and the checksum rejects torn
-        // bytes (mmap contract rule 4 covers damage made by others).
+        // SAFETY: touches unpublished bytes only if published frames before
+        // `target` are damaged; bounded by the mapping, torn bytes fail the
+        // checksum (mmap contract rule 4 covers damage made by others).
         if let Decoded::Frame(f) = unsafe { segment.frame_at(probe, record_bytes_max) }
             && f.meta.offset > at
             && f.meta.offset <= target

@@ -129,10 +129,11 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
         tv_nsec: t.subsec_nanos() as libc::c_long,
     });
     let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
     // FUTEX_WAIT (not the _PRIVATE variant) keys on the shared mapping, so
-    // wakes from other processes reach it; `ts_ptr` is null or points to a
-    // local timespec. Errors (EAGAIN, ETIMEDOUT, EINTR) all mean "re-check".
+    // wakes from other processes reach it. Errors (EAGAIN, ETIMEDOUT, EINTR)
+    // all mean "re-check".
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
+    // `ts_ptr` is null or points to a local timespec.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr);
     }
