@@ -110,12 +110,13 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// Another live consumer already holds this group.
-    #[error("consumer group {group:?} is busy: another live consumer holds {lock}")]
+    /// The group has a live member (or one is taking a slot right now), and
+    /// the operation (reset, delete) needs it idle.
+    #[error("consumer group {group:?} is busy: a live member holds {lock}")]
     GroupBusy {
         /// The group's name.
         group: String,
-        /// The lock file held by the other member.
+        /// The member file or slot directory in use.
         lock: PathBuf,
     },
 
