@@ -12,17 +12,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{frame_starts, process_error, segment_path, small, take};
+use common::{frame_starts, message, messages, process_error, segment_path, small, take};
 use durq::group::checkpoint::{self, COPY_BYTES, SECOND_COPY_AT};
 use durq::{ConsumerOptions, Error, Queue};
-
-fn message(i: u64) -> Vec<u8> {
-    format!("message {i}").into_bytes()
-}
-
-fn messages(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
-    range.map(message).collect()
-}
 
 /// A closed queue at `dir/q` holding `message(0..n)`, sent one at a time
 /// under `Sync`.

@@ -11,19 +11,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{frame_starts, segment_path, small, take};
+use common::{frame_starts, message, messages, segment_path, small, take};
 use durq::log::record::{self, FrameMeta};
 use durq::{Durability, Error, Queue};
-
-/// The payload of record `i` in these tests: 9 or 10 bytes, so frames carry
-/// zero padding that a cut can fall into.
-fn message(i: u64) -> Vec<u8> {
-    format!("message {i}").into_bytes()
-}
-
-fn messages(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
-    range.map(message).collect()
-}
 
 /// A closed queue at `dir/q` holding records `0..n`, each sent alone under
 /// `Sync` (so record `i + 1`'s watermark proves record `i` durable). The

@@ -763,3 +763,14 @@ pub fn set_synced_end(segment: &Path, synced_end: u64) {
     field.extend_from_slice(&crc32fast::hash(&value).to_le_bytes());
     write_at(segment, 40, &field);
 }
+
+/// The payload of record `i` in the recovery and corruption tests: 9 or 10
+/// bytes, so frames carry zero padding that a cut can fall into.
+pub fn message(i: u64) -> Vec<u8> {
+    format!("message {i}").into_bytes()
+}
+
+/// `message(i)` for every `i` in `range`.
+pub fn messages(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    range.map(message).collect()
+}
