@@ -134,7 +134,7 @@ impl Queue {
     pub fn delete_group(&self, group: &str) -> Result<()> {
         let group_dir = self.existing_group(group)?;
         self.ensure_no_member(group, &group_dir)?;
-        std::fs::remove_dir_all(&group_dir).map_err(|e| Error::io("remove directory", &group_dir, e))?;
+        storage::remove_tree(&group_dir)?;
         storage::sync_dir(&self.inner.dir.join(GROUPS_DIR))
     }
 

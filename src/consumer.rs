@@ -449,8 +449,16 @@ impl Consumer {
         if count == 0 {
             return Ok(());
         }
-        let held = self.held.get_mut(&batch.slot).expect("a batch comes from a held slot");
         let end = batch.span.frames[count - 1].offset + 1;
+        // Under `Buffered` or `Interval` durability a consumer sees records
+        // before they are durable. A checkpoint past what a power cut keeps
+        // would skip the records later sent to those offsets, so the log is
+        // made durable up to the commit first (a no-op under `Sync`).
+        if let Err(e) = self.queue.partitions[batch.slot as usize].sync_to(end) {
+            self.stopped = Some(e.to_string());
+            return Err(e);
+        }
+        let held = self.held.get_mut(&batch.slot).expect("a batch comes from a held slot");
         match held.hold.checkpoint.commit(end) {
             Ok(()) => {
                 held.cursor.advance(&batch.span, count);

@@ -44,9 +44,9 @@ mod queue;
 mod retention;
 pub mod stat;
 mod storage;
-#[cfg(feature = "failpoints")]
+#[cfg(feature = "simulation")]
 #[doc(hidden)]
-pub use storage::failpoints;
+pub use storage::sim;
 pub mod verify;
 
 pub use admin::{ResetTo, StoredRecord};

@@ -110,7 +110,7 @@ pub fn read(dir: &Path) -> Result<QueueConfig> {
 /// published first.
 pub fn create(dir: &Path, config: &QueueConfig) -> Result<QueueConfig> {
     let tmp = dir.join(format!("{META_FILE}.tmp.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
+    let _ = storage::remove_file(&tmp);
     storage::write_new_file(&tmp, &encode(config))?;
     if storage::publish_new(&tmp, &dir.join(META_FILE))? { Ok(*config) } else { read(dir) }
 }
@@ -120,7 +120,7 @@ pub fn create(dir: &Path, config: &QueueConfig) -> Result<QueueConfig> {
 /// directory fsynced. The caller makes sure no process has the queue open.
 pub fn replace(dir: &Path, config: &QueueConfig) -> Result<()> {
     let tmp = dir.join(format!("{META_FILE}.tmp.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
+    let _ = storage::remove_file(&tmp);
     storage::write_new_file(&tmp, &encode(config))?;
     storage::rename(&tmp, &dir.join(META_FILE))
 }

@@ -196,13 +196,15 @@ pub fn decode_file(bytes: &[u8], partition: u32, path: &Path) -> Result<Checkpoi
 
 /// The checkpoint in force in a slot directory: the newest epoch's file
 /// that has content, with its state. `None` if the slot has no checkpoint
-/// yet. A newest file whose copies are both invalid is `Error::Corrupt`:
-/// never a silent fall-back to an older position.
+/// yet. A newest file whose copies are both invalid, and which its lease
+/// vouches for, is `Error::Corrupt`: never a silent fall-back to an older
+/// position.
 ///
-/// An empty file is a claim whose taker died before filling it, and is
-/// skipped, unless its epoch is at most `leased_epoch`: a lease is written
-/// only after its epoch's file was filled and synced, so such a file was
-/// emptied by damage, and skipping it could move the group backwards.
+/// An empty file is a claim whose taker died before filling it, and a file
+/// whose copies are both invalid one whose filling a power cut interrupted;
+/// both are skipped, unless the epoch is at most `leased_epoch`: a lease is
+/// written only after its epoch's file was filled and synced, so such a
+/// file was damaged later, and skipping it could move the group backwards.
 pub fn latest(slot_dir: &Path, partition: u32, leased_epoch: u64) -> Result<Option<(u64, CheckpointState)>> {
     for epoch in epochs(slot_dir)?.into_iter().rev() {
         let path = slot_dir.join(file_name(epoch));
@@ -223,7 +225,12 @@ pub fn latest(slot_dir: &Path, partition: u32, leased_epoch: u64) -> Result<Opti
             }
             continue;
         }
-        return decode_file(&bytes, partition, &path).map(|state| Some((epoch, state)));
+        match decode_file(&bytes, partition, &path) {
+            Ok(state) => return Ok(Some((epoch, state))),
+            // Filled but never synced before a power cut: as good as empty.
+            Err(_) if epoch > leased_epoch => continue,
+            Err(e) => return Err(e),
+        }
     }
     Ok(None)
 }
@@ -247,6 +254,10 @@ pub(crate) struct Checkpoint {
     path: PathBuf,
     next_epoch_path: PathBuf,
     state: CheckpointState,
+    /// Where the newest *synced* state lies (0 or [`SECOND_COPY_AT`]).
+    /// Every write goes to the other copy, so a power cut in the middle of
+    /// any write, synced or not, leaves that state intact.
+    synced_copy_at: u64,
 }
 
 impl Checkpoint {
@@ -262,7 +273,13 @@ impl Checkpoint {
         let file = storage::open_rw(&path)?;
         storage::write_durable_at(&file, &path, 0, &bytes)?;
         storage::sync_dir(slot_dir)?;
-        Ok(Checkpoint { file, path, next_epoch_path: slot_dir.join(file_name(epoch + 1)), state: second })
+        Ok(Checkpoint {
+            file,
+            path,
+            next_epoch_path: slot_dir.join(file_name(epoch + 1)),
+            state: second,
+            synced_copy_at: SECOND_COPY_AT as u64,
+        })
     }
 
     /// The checkpoint this holder last wrote.
@@ -317,12 +334,24 @@ impl Checkpoint {
 
     fn write(&mut self, state: CheckpointState, durable: bool) -> Result<()> {
         let state = CheckpointState { generation: self.state.generation + 1, ..state };
-        // Copies alternate by generation: odd at 0, even at 512, so the copy
-        // written is always the one not holding the current state.
-        let at = if state.generation % 2 == 1 { 0 } else { SECOND_COPY_AT as u64 };
+        // Never the copy holding the newest synced state: an unsynced write
+        // there, torn by a power cut, would leave only an older copy, or
+        // none. Unsynced marks overwrite each other in the other copy, and
+        // the next synced write goes there too, then becomes the one kept.
+        let at = SECOND_COPY_AT as u64 - self.synced_copy_at;
         let bytes = encode_copy(&state);
         if durable {
-            storage::write_durable_at(&self.file, &self.path, at, &bytes)?;
+            if let Err(e) = storage::write_durable_at(&self.file, &self.path, at, &bytes) {
+                // The page cache may hold the new state although the disk
+                // does not (a failed fdatasync is not retried: the pages may
+                // already count as clean). Retention and takers read the
+                // file through the page cache, and must not act on a
+                // position a power cut would undo: blank the copy, so the
+                // file says the last synced state again.
+                let _ = storage::write_at(&self.file, &self.path, at, &[0; COPY_BYTES]);
+                return Err(e);
+            }
+            self.synced_copy_at = at;
         } else {
             storage::write_at(&self.file, &self.path, at, &bytes)?;
         }

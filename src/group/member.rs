@@ -120,7 +120,7 @@ impl Drop for Member {
         // Leaving: others see the member gone at their next scan. If the
         // removal fails, the file's lock is released with `self.file` anyway,
         // and the next scan removes it.
-        let _ = std::fs::remove_file(&self.path);
+        let _ = storage::remove_file(&self.path);
     }
 }
 
@@ -164,7 +164,7 @@ pub fn scan(group_dir: &Path, reap: bool) -> Result<Vec<MemberInfo>> {
             (Locked::HeldElsewhere, _) => Liveness::Alive,
         };
         if liveness == Liveness::Dead && reap {
-            let _ = std::fs::remove_file(&path);
+            let _ = storage::remove_file(&path);
         }
         members.push(MemberInfo {
             id,

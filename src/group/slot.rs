@@ -159,7 +159,7 @@ pub(crate) fn try_take(
     let checkpoint = Checkpoint::write_claimed(&slot_dir, epoch, state)?;
     storage::write_durable_at(&lease_file, &lease_path, 0, &lease::encode(&member.lease(slot, epoch)))?;
     for old in checkpoint::epochs(&slot_dir)?.into_iter().filter(|&e| e < epoch) {
-        let _ = std::fs::remove_file(slot_dir.join(checkpoint::file_name(old)));
+        let _ = storage::remove_file(&slot_dir.join(checkpoint::file_name(old)));
     }
     Ok(Some(SlotHold { slot, epoch, lease_path, lease_file, lease_locked, checkpoint }))
 }

@@ -586,14 +586,24 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig) -> Result<Tail>
     // SAFETY: recovery's caller is alone or holds the append mutex (see
     // above), so nothing writes this segment while we read it.
     let whole = unsafe { seg.published(0, seg.len()) };
-    if whole[..SEGMENT_HEADER_BYTES].iter().all(|&b| b == 0) {
-        // Creation was cut short before the header was durable; nothing can
-        // have been written after it (records follow a durable header).
+    if let Err(damaged) = segment::check_header(whole, &seg.path, id, last, config.segment_bytes) {
+        // Records are written only after the header is durable, so a torn
+        // header (magic or checksum bad) over nothing but zeros is a
+        // creation cut short (the power went before the header reached the
+        // disk, whole or in part), not damage: nothing was ever stored in
+        // this segment. Anything else, a whole header for another segment
+        // included, is damage and must not be papered over.
+        // A header of zeros is rewritten too, whatever follows: the page
+        // never reached the disk, and everything in it is known from the
+        // file's name and place (recovery row 5 in docs/FORMAT.md).
+        let zeroed = whole[..SEGMENT_HEADER_BYTES].iter().all(|&b| b == 0);
+        let unfinished = !segment::header_is_whole(whole) && whole[SEGMENT_HEADER_BYTES..].iter().all(|&b| b == 0);
+        if !zeroed && !unfinished {
+            return Err(damaged);
+        }
         // SAFETY: as above; no reader can reach a segment without a header.
         unsafe { seg.rewrite_header(id, config.segment_bytes) };
         seg.sync(0, SEGMENT_HEADER_BYTES)?;
-    } else {
-        segment::check_header(whole, &seg.path, id, last, config.segment_bytes)?;
     }
     // SAFETY: as above.
     let whole = unsafe { seg.published(0, seg.len()) };

@@ -91,6 +91,15 @@ pub fn decode_synced_end(header: &[u8]) -> Option<u64> {
     (crc32fast::hash(&field[..8]) == crc).then(|| u64::from_le_bytes(field[..8].try_into().expect("8 bytes")))
 }
 
+/// True if `bytes` start with a complete header (magic and checksum
+/// intact), whichever segment it describes: what a creation cut short by a
+/// power cut cannot leave.
+pub fn header_is_whole(bytes: &[u8]) -> bool {
+    bytes.get(..CRC_AT + 4).is_some_and(|h| {
+        h[..VERSION_AT] == MAGIC && crc32fast::hash(&h[..CRC_AT]).to_le_bytes() == h[CRC_AT..CRC_AT + 4]
+    })
+}
+
 /// Checks a segment header against what the file's name and place say it
 /// must be.
 pub fn check_header(bytes: &[u8], path: &Path, partition: u32, base_offset: u64, segment_bytes: u64) -> Result<()> {

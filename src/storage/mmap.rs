@@ -123,6 +123,7 @@ impl MappedFile {
         if len == 0 {
             return Ok(());
         }
-        super::sync_failpoint().and_then(|()| self.map.flush_range(pos, len)).map_err(|e| Error::io("msync", path, e))
+        super::effect(super::Op::SyncRange(path, pos, len), || self.map.flush_range(pos, len))
+            .map_err(|e| Error::io("msync", path, e))
     }
 }

@@ -2,25 +2,74 @@
 //!
 //! **Invariant:** no other module calls `std::fs` write operations, `sync_*`,
 //! `fallocate`, locks, maps or futexes directly. Every durability step has a
-//! name here, so a reader can audit which calls make what durable, and a later
-//! simulated disk can replace this module wholesale.
+//! name here, so a reader can audit which calls make what durable, and every
+//! effect on the file system runs through [`effect`] as one [`Op`], which the
+//! simulated disk ([`sim`], tests only) counts, fails on demand, and uses to
+//! tell what a power cut would keep.
 //!
 //! - [`mmap`]: file mappings, the only place that hands out raw pointers into
 //!   shared memory, with the contract that keeps readers from faulting.
 //! - [`shm`]: cross-process synchronisation inside a shared mapping: a robust
 //!   process-shared mutex and futex wait/wake.
 
-#[cfg(feature = "failpoints")]
-pub mod failpoints;
 pub(crate) mod mmap;
 pub(crate) mod shm;
+#[cfg(feature = "simulation")]
+pub mod sim;
 
-/// Asks the failure-injection table whether this sync must fail (only with
-/// the `failpoints` feature; otherwise nothing).
-pub(crate) fn sync_failpoint() -> std::io::Result<()> {
-    #[cfg(feature = "failpoints")]
-    failpoints::check()?;
-    Ok(())
+/// One effect on the file system, named for the simulated disk. Stores into
+/// a mapping are not operations: the simulation finds them by comparing
+/// files with what was last synced.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "simulation"), allow(dead_code))] // only the simulation reads them
+pub(crate) enum Op<'a> {
+    Create(&'a Path),
+    CreateDir(&'a Path),
+    Reserve(&'a Path),
+    Write(&'a Path),
+    SyncFile(&'a Path),
+    /// msync of `len` bytes at `pos`.
+    SyncRange(&'a Path, usize, usize),
+    SyncDir(&'a Path),
+    /// A hard link from the first path to the second.
+    Link(&'a Path, &'a Path),
+    Rename(&'a Path, &'a Path),
+    Remove(&'a Path),
+    RemoveTree(&'a Path),
+    Lock(&'a Path),
+}
+
+impl Op<'_> {
+    #[cfg_attr(not(feature = "simulation"), allow(dead_code))]
+    fn path(&self) -> &Path {
+        match *self {
+            Op::Create(p)
+            | Op::CreateDir(p)
+            | Op::Reserve(p)
+            | Op::Write(p)
+            | Op::SyncFile(p)
+            | Op::SyncRange(p, ..)
+            | Op::SyncDir(p)
+            | Op::Link(p, _)
+            | Op::Rename(p, _)
+            | Op::Remove(p)
+            | Op::RemoveTree(p)
+            | Op::Lock(p) => p,
+        }
+    }
+}
+
+/// Runs `f`, the system call(s) behind `op`. Under simulation the disk may
+/// fail it instead, and learns its effect afterwards.
+#[cfg_attr(not(feature = "simulation"), allow(unused_variables))]
+#[inline]
+fn effect<T>(op: Op<'_>, f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    #[cfg(feature = "simulation")]
+    sim::before(&op)?;
+    let out = f()?;
+    #[cfg(feature = "simulation")]
+    sim::after(&op);
+    Ok(out)
 }
 
 use std::fs::{File, OpenOptions};
@@ -47,12 +96,25 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    // Sync each new directory and the parent that gained its entry, from the
-    // top down: a child entry is only reachable once its parent is durable.
-    for d in missing.iter().rev() {
-        sync_dir(parent_dir(d))?;
-        sync_dir(d)?;
+    // Create, then sync each new directory and the parent that gained its
+    // entry, from the top down: a child entry is only reachable once its
+    // parent is durable.
+    for (made, d) in missing.iter().rev().enumerate() {
+        let created = effect(Op::CreateDir(d), || match std::fs::create_dir(d) {
+            // Another process made it first: just as good.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        })
+        .map_err(|e| Error::io("create directory", d, e));
+        if let Err(e) = created.and_then(|()| sync_dir(parent_dir(d))).and_then(|()| sync_dir(d)) {
+            // Later calls take an existing directory for a durable one, so
+            // one whose entry may not be durable must not stay behind: the
+            // next attempt creates and syncs it afresh.
+            for undo in missing.iter().rev().take(made + 1).rev() {
+                let _ = remove_tree(undo);
+            }
+            return Err(e);
+        }
     }
     Ok(())
 }
@@ -69,7 +131,7 @@ fn parent_dir(path: &Path) -> &Path {
 /// durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     let f = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
-    sync_failpoint().and_then(|()| f.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+    effect(Op::SyncDir(dir), || f.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// Opens an existing file for reading and writing.
@@ -81,24 +143,20 @@ pub(crate) fn open_rw(path: &Path) -> Result<File> {
 /// `reserve_bytes` of disk space for it, and makes both the file and its
 /// directory entry durable (fdatasync of the file, fsync of the directory).
 pub(crate) fn create_durable(path: &Path, contents: &[u8], reserve_bytes: u64) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
+    let file = effect(Op::Create(path), || OpenOptions::new().read(true).write(true).create_new(true).open(path))
         .map_err(|e| Error::io("create", path, e))?;
     let filled = (|| {
         if reserve_bytes > 0 {
             reserve(&file, path, reserve_bytes)?;
         }
-        file.write_all_at(contents, 0).map_err(|e| Error::io("write", path, e))?;
-        sync_failpoint().and_then(|()| file.sync_all()).map_err(|e| Error::io("fsync", path, e))?;
+        effect(Op::Write(path), || file.write_all_at(contents, 0)).map_err(|e| Error::io("write", path, e))?;
+        effect(Op::SyncFile(path), || file.sync_all()).map_err(|e| Error::io("fsync", path, e))?;
         sync_dir(parent_dir(path))
     })();
     if let Err(e) = filled {
         // Nothing depends on the half-made file yet: remove it, so the next
         // attempt (a full disk may have room again) can create it afresh.
-        let _ = std::fs::remove_file(path);
+        let _ = remove_file(path);
         return Err(e);
     }
     Ok(file)
@@ -108,32 +166,32 @@ pub(crate) fn create_durable(path: &Path, contents: &[u8], reserve_bytes: u64) -
 /// later store into a mapping of it can never hit ENOSPC and fault. The file
 /// only ever grows here: shrinking a mapped file makes readers fault.
 pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
-    // SAFETY: posix_fallocate only reads its integer arguments; the descriptor
-    // is owned by `file`, which outlives the call.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-    if rc != 0 {
-        return Err(Error::io("reserve space (fallocate)", path, std::io::Error::from_raw_os_error(rc)));
-    }
-    Ok(())
+    effect(Op::Reserve(path), || {
+        // SAFETY: posix_fallocate only reads its integer arguments; the
+        // descriptor is owned by `file`, which outlives the call.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+        if rc != 0 { Err(std::io::Error::from_raw_os_error(rc)) } else { Ok(()) }
+    })
+    .map_err(|e| Error::io("reserve space (fallocate)", path, e))
 }
 
 /// Writes `bytes` at `pos` and fdatasyncs the file: the one way small
 /// metadata files (checkpoints, leases) are made durable.
 pub(crate) fn write_durable_at(file: &File, path: &Path, pos: u64, bytes: &[u8]) -> Result<()> {
-    file.write_all_at(bytes, pos).map_err(|e| Error::io("write", path, e))?;
-    sync_failpoint().and_then(|()| file.sync_data()).map_err(|e| Error::io("fdatasync", path, e))
+    write_at(file, path, pos, bytes)?;
+    effect(Op::SyncFile(path), || file.sync_data()).map_err(|e| Error::io("fdatasync", path, e))
 }
 
 /// Writes `bytes` at `pos` without a sync: for state that must survive a
 /// crash of this process (the page cache keeps it), not a power loss.
 pub(crate) fn write_at(file: &File, path: &Path, pos: u64, bytes: &[u8]) -> Result<()> {
-    file.write_all_at(bytes, pos).map_err(|e| Error::io("write", path, e))
+    effect(Op::Write(path), || file.write_all_at(bytes, pos)).map_err(|e| Error::io("write", path, e))
 }
 
 /// Creates an empty file at `path` unless something exists there. Returns
 /// false if it existed: an atomic test-and-set on a name.
 pub(crate) fn create_new_empty(path: &Path) -> Result<bool> {
-    match OpenOptions::new().write(true).create_new(true).open(path) {
+    match effect(Op::Create(path), || OpenOptions::new().write(true).create_new(true).open(path)) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(Error::io("create", path, e)),
@@ -186,31 +244,27 @@ pub(crate) fn try_lock_existing(path: &Path) -> Result<Option<(File, Locked)>> {
 /// exclusive `flock` on it.
 pub(crate) fn lock_exclusive(path: &Path) -> Result<File> {
     let file = open_lock_file(path)?;
-    file.lock().map_err(|e| Error::io("lock", path, e))?;
+    effect(Op::Lock(path), || file.lock()).map_err(|e| Error::io("lock", path, e))?;
     Ok(file)
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+    effect(Op::Create(path), || OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path))
         .map_err(|e| Error::io("open lock file", path, e))
 }
 
 fn try_lock(file: &File, path: &Path) -> Result<Locked> {
-    match file.try_lock() {
+    let attempt = effect(Op::Lock(path), || match file.try_lock() {
         Ok(()) => Ok(Locked::Yes),
         Err(std::fs::TryLockError::WouldBlock) => Ok(Locked::HeldElsewhere),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
-    }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    });
+    attempt.map_err(|e| Error::io("lock", path, e))
 }
 
 /// Turns the caller's lock on `file` into a shared one.
 pub(crate) fn lock_shared(file: &File, path: &Path) -> Result<()> {
-    file.lock_shared().map_err(|e| Error::io("lock (shared)", path, e))
+    effect(Op::Lock(path), || file.lock_shared()).map_err(|e| Error::io("lock (shared)", path, e))
 }
 
 /// Lists the names in `dir`.
@@ -228,36 +282,43 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
 /// which fails instead of replacing), then fsyncs the directory and removes
 /// `tmp`. Returns false if another process published first.
 pub(crate) fn publish_new(tmp: &Path, path: &Path) -> Result<bool> {
-    let published = match std::fs::hard_link(tmp, path) {
+    let published = match effect(Op::Link(tmp, path), || std::fs::hard_link(tmp, path)) {
         Ok(()) => true,
         Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
         Err(e) => return Err(Error::io("link", path, e)),
     };
-    std::fs::remove_file(tmp).map_err(|e| Error::io("remove", tmp, e))?;
+    effect(Op::Remove(tmp), || std::fs::remove_file(tmp)).map_err(|e| Error::io("remove", tmp, e))?;
     sync_dir(parent_dir(path))?;
     Ok(published)
 }
 
 /// Removes a file; one that is already gone counts as removed.
 pub(crate) fn remove_file(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
+    match effect(Op::Remove(path), || std::fs::remove_file(path)) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io("remove", path, e)),
         _ => Ok(()),
     }
 }
 
+/// Removes the directory `dir` and everything in it; the caller syncs
+/// its parent.
+pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
+    effect(Op::RemoveTree(dir), || std::fs::remove_dir_all(dir)).map_err(|e| Error::io("remove directory", dir, e))
+}
+
 /// Renames `from` to `to` (same directory) and fsyncs the directory.
 pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|e| Error::io("rename", from, e))?;
+    effect(Op::Rename(from, to), || std::fs::rename(from, to)).map_err(|e| Error::io("rename", from, e))?;
     sync_dir(parent_dir(to))
 }
 
 /// Writes a new file at `path` (which must not exist) with `contents` and
 /// fdatasyncs it; the caller publishes it.
 pub(crate) fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
-    let f = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| Error::io("create", path, e))?;
-    f.write_all_at(contents, 0).map_err(|e| Error::io("write", path, e))?;
-    sync_failpoint().and_then(|()| f.sync_data()).map_err(|e| Error::io("fdatasync", path, e))
+    let f = effect(Op::Create(path), || OpenOptions::new().write(true).create_new(true).open(path))
+        .map_err(|e| Error::io("create", path, e))?;
+    write_at(&f, path, 0, contents)?;
+    effect(Op::SyncFile(path), || f.sync_data()).map_err(|e| Error::io("fdatasync", path, e))
 }
 
 /// Milliseconds since the Unix epoch from the kernel's coarse clock: a few

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use durq::{Consumer, Options, Queue};
 
+pub mod power;
+
 /// A fresh queue in its own temp dir, with small segments so tests roll them.
 pub struct TestQueue {
     pub dir: tempfile::TempDir,

@@ -1,0 +1,276 @@
+//! Power-loss checking on the simulated disk (`durq::sim`): a ledger of what
+//! a workload was told, a deterministic workload, and the invariants every
+//! queue recovered from a crash image must satisfy. Shared by
+//! tests/power_loss.rs, tests/io_faults.rs and the `queue_ops` fuzz target
+//! (which includes this file by path), so it depends on nothing else in
+//! tests/common.
+#![allow(dead_code)] // each user takes its own subset
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use durq::sim::SimDisk;
+use durq::{Consumer, ConsumerOptions, Durability, Options, Position, Queue};
+
+pub const GROUP: &str = "g";
+
+/// The options every power-loss workload uses: two partitions and the
+/// smallest segments, so a few dozen records roll segments.
+pub fn options(durability: Durability) -> Options {
+    Options::default().partitions(2).segment_bytes(64 << 10).record_bytes_max(16 << 10).durability(durability)
+}
+
+/// Consumer options that hand slots over quickly inside one thread.
+pub fn consumer_options(max_batch: usize) -> ConsumerOptions {
+    ConsumerOptions::default()
+        .max_batch(max_batch)
+        .rebalance_interval(Duration::from_millis(1))
+        .retry_backoff(vec![Duration::ZERO])
+}
+
+/// The payload of send number `seq`: names its number, and its length
+/// varies (up to about 6 KiB) so segments roll at different records.
+pub fn payload(seq: u64) -> Vec<u8> {
+    let len = [16usize, 100, 700, 3000, 40, 6000][(seq % 6) as usize];
+    let mut p = format!("seq {seq:08} ").into_bytes();
+    p.extend((0..len).map(|i| b'a' + ((seq as usize + i) % 26) as u8));
+    p
+}
+
+/// The sequence number in a payload that [`payload`] made, if it is one,
+/// intact.
+pub fn seq_of(bytes: &[u8]) -> Option<u64> {
+    let seq = std::str::from_utf8(bytes.get(4..12)?).ok()?.parse().ok()?;
+    (payload(seq) == bytes).then_some(seq)
+}
+
+/// One acknowledged send.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    pub seq: u64,
+    pub position: Position,
+    /// The simulated disk's operation count when `send` returned.
+    pub acked_at: u64,
+    /// The operation count when it was known durable (`Sync`, or a
+    /// completed `flush()` after it).
+    pub durable_at: Option<u64>,
+}
+
+/// What a workload was told: every acknowledgement with the operation
+/// count it came at, so a crash before operation `k` knows what was
+/// promised.
+#[derive(Debug, Default, Clone)]
+pub struct Ledger {
+    /// Sends attempted: sequence numbers `0..attempted`.
+    pub attempted: u64,
+    pub acks: BTreeMap<u64, Ack>,
+    /// Acknowledged commits: (partition, next offset, operation count).
+    pub commits: Vec<(u32, u64, u64)>,
+    /// Ranges of operations whose failures durq absorbs by design, so no
+    /// caller hears of them: a consumer leaving (its locks go with it) and
+    /// the handles closing at the end.
+    pub quiet: Vec<std::ops::Range<u64>>,
+}
+
+impl Ledger {
+    pub fn next_seq(&mut self) -> u64 {
+        self.attempted += 1;
+        self.attempted - 1
+    }
+
+    pub fn ack(&mut self, seq: u64, position: Position, at: u64, durable: bool) {
+        self.acks.insert(seq, Ack { seq, position, acked_at: at, durable_at: durable.then_some(at) });
+    }
+
+    /// A `flush()` returned `Ok` at operation count `at`: every send
+    /// acknowledged before it is durable.
+    pub fn flushed(&mut self, at: u64) {
+        for ack in self.acks.values_mut() {
+            ack.durable_at.get_or_insert(at);
+        }
+    }
+}
+
+/// What a recovered queue holds: each partition's first retained offset
+/// and sequence numbers in offset order from there, and the group's
+/// committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub logs: Vec<(u64, Vec<u64>)>,
+    pub committed: Option<Vec<u64>>,
+}
+
+/// Opens the queue at `dir` as an application restarting after a crash
+/// would (with the options it was created with), and checks it against
+/// everything the ledger promised before operation `k`:
+///
+/// - every send acknowledged as durable is there, intact, at its position,
+///   unless retention removed it after the group had committed past it;
+/// - each partition holds only records that were sent, intact, in the order
+///   they were sent, and an acknowledged record only at its acknowledged
+///   position: a prefix of what was attempted, without holes;
+/// - the group's committed offset is at least its last acknowledged commit
+///   and at most the end of the partition.
+pub fn check(dir: &Path, durability: Durability, ledger: &Ledger, k: u64) -> Result<Recovered, String> {
+    let queue = Queue::open_with(dir, options(durability)).map_err(|e| format!("reopen: {e}"))?;
+    let partitions = queue.config().partitions;
+    let mut logs = Vec::new();
+    for p in 0..partitions {
+        let records = queue.read_at(p, 0, usize::MAX).map_err(|e| format!("read partition {p}: {e}"))?;
+        let first = records.first().map_or(queue.offsets(p).0, |r| r.position.offset);
+        let mut seqs: Vec<u64> = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let offset = r.position.offset;
+            if offset != first + i as u64 {
+                return Err(format!("partition {p}: offset {offset} where {} belongs", first + i as u64));
+            }
+            let seq = seq_of(&r.payload)
+                .ok_or_else(|| format!("partition {p} offset {offset}: a record that was never sent, or damaged"))?;
+            if seq >= ledger.attempted {
+                return Err(format!("partition {p} offset {offset}: seq {seq} was never sent"));
+            }
+            if let Some(&prev) = seqs.last()
+                && prev >= seq
+            {
+                return Err(format!("partition {p} offset {offset}: seq {seq} after seq {prev}"));
+            }
+            if let Some(ack) = ledger.acks.get(&seq)
+                && (ack.position.partition != p || ack.position.offset != offset)
+            {
+                return Err(format!("seq {seq} is at {p}/{offset}, but was acknowledged at {:?}", ack.position));
+            }
+            seqs.push(seq);
+        }
+        logs.push((first, seqs));
+    }
+    let stat = queue.stat().map_err(|e| format!("stat: {e}"))?;
+    let committed = stat.groups.iter().find(|g| g.name == GROUP).map(|g| g.committed.clone());
+    for ack in ledger.acks.values() {
+        if ack.durable_at.is_some_and(|at| at <= k) {
+            let (p, offset) = (ack.position.partition as usize, ack.position.offset);
+            let (first, log) = &logs[p];
+            if offset < *first {
+                // Retention removed it: only after the group passed it.
+                if committed.as_ref().is_none_or(|c| c[p] <= offset) {
+                    return Err(format!(
+                        "durable seq {} at {:?} removed before the group processed it",
+                        ack.seq, ack.position
+                    ));
+                }
+                continue;
+            }
+            let held = log.get((offset - first) as usize);
+            if held != Some(&ack.seq) {
+                return Err(format!(
+                    "durable seq {} lost: {:?} holds {held:?} (partition has offsets {first}..{})",
+                    ack.seq,
+                    ack.position,
+                    first + log.len() as u64
+                ));
+            }
+        }
+    }
+    let promised = ledger.commits.iter().filter(|c| c.2 <= k);
+    for &(p, next, _) in promised {
+        let have = committed.as_ref().map_or(0, |c| c[p as usize]);
+        if have < next {
+            return Err(format!(
+                "group {GROUP} partition {p}: committed {have}, but a commit to {next} was acknowledged"
+            ));
+        }
+    }
+    if let Some(c) = &committed {
+        for (p, &next) in c.iter().enumerate() {
+            let end = logs[p].0 + logs[p].1.len() as u64;
+            if next > end {
+                return Err(format!("group {GROUP} partition {p}: committed {next} past the end {end}"));
+            }
+        }
+    }
+    Ok(Recovered { logs, committed })
+}
+
+/// Processes one batch; records the commit in the ledger if it was
+/// acknowledged. Errors (an injected fault) are returned, not raised.
+pub fn process(consumer: &mut Consumer, disk: &SimDisk, ledger: &mut Ledger) -> durq::Result<usize> {
+    let mut end = None;
+    let n = consumer.process_timeout(Duration::from_millis(2), |batch| {
+        let last = batch.last().expect("batches are never empty").position();
+        end = Some((last.partition, last.offset + 1));
+        Ok::<(), std::io::Error>(())
+    })?;
+    if let Some((p, next)) = end {
+        ledger.commits.push((p, next, disk.ops()));
+    }
+    Ok(n)
+}
+
+/// The workload every crash point is taken from: two producers' sends
+/// (single, batched, keyed) under `durability`, flushes, segment rolls in
+/// both partitions, a group consuming and committing, a second member
+/// joining (a slot handed over) and the first leaving (the rest taken
+/// over). Runs to the end even when operations fail (an injected fault),
+/// recording only what was acknowledged; returns the first error.
+pub fn workload(dir: &Path, durability: Durability, disk: &SimDisk, ledger: &mut Ledger) -> Option<durq::Error> {
+    let mut first_error = None;
+    let mut note = |r: durq::Error| {
+        first_error.get_or_insert(r);
+    };
+    let sync = durability == Durability::Sync;
+    let queue = match Queue::open_with(dir, options(durability)) {
+        Ok(q) => q,
+        Err(e) => return Some(e),
+    };
+    let (a, b) = (queue.producer(), queue.producer());
+    let mut first = queue.consumer_with(GROUP, consumer_options(4)).map_err(&mut note).ok();
+    let mut second: Option<Consumer> = None;
+    const ROUNDS: u64 = 40;
+    for round in 0..ROUNDS {
+        let seq = ledger.next_seq();
+        match a.send(payload(seq)) {
+            Ok(pos) => ledger.ack(seq, pos, disk.ops(), sync),
+            Err(e) => note(e),
+        }
+        let seqs: Vec<u64> = (0..3).map(|_| ledger.next_seq()).collect();
+        match b.send_batch(seqs.iter().map(|&s| payload(s))) {
+            Ok(positions) => {
+                for (s, pos) in seqs.iter().zip(positions) {
+                    ledger.ack(*s, pos, disk.ops(), sync);
+                }
+            }
+            Err(e) => note(e),
+        }
+        let seq = ledger.next_seq();
+        match a.send_keyed(format!("user-{}", round % 3), payload(seq)) {
+            Ok(pos) => ledger.ack(seq, pos, disk.ops(), sync),
+            Err(e) => note(e),
+        }
+        if round % 3 == 2 {
+            match b.flush() {
+                Ok(()) => ledger.flushed(disk.ops()),
+                Err(e) => note(e),
+            }
+        }
+        if round == ROUNDS / 2 {
+            second = queue.consumer_with(GROUP, consumer_options(3)).map_err(&mut note).ok();
+        }
+        if round == 3 * ROUNDS / 4 {
+            // Leaves: the second member takes its slots over.
+            let from = disk.ops();
+            first = None;
+            ledger.quiet.push(from..disk.ops());
+        }
+        if round % 2 == 1 {
+            for c in first.iter_mut().chain(second.iter_mut()) {
+                if let Err(e) = process(c, disk, ledger) {
+                    note(e);
+                }
+            }
+        }
+    }
+    let from = disk.ops();
+    drop((first, second, a, b, queue));
+    ledger.quiet.push(from..disk.ops());
+    first_error
+}

@@ -1,0 +1,174 @@
+//! I/O faults at every storage operation, on the simulated disk
+//! (`durq::sim`): for each operation index N of the power-loss workload
+//! (tests/common/power.rs), fail operation N once, and fail it and every
+//! operation after it, with the errors that operation can really return
+//! (EIO from a write or any sync, ENOSPC from a write, a create or a space
+//! reservation). Then:
+//!
+//! - the error reaches the caller: the workload saw it;
+//! - nothing whose sync failed is acknowledged, and the handle is
+//!   fail-stop: after a failed sync of the log, no send is acknowledged
+//!   again (a retried fsync can report success for pages the kernel already
+//!   dropped, the "fsyncgate" lesson);
+//! - with the fault gone, reopening the directory as it is (a process
+//!   crash) and the image a power cut right then would leave both satisfy
+//!   every invariant of the power-loss test (`power::check`).
+//!
+//! The real full disk is tests/full_disk.rs.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::power::{self, Ledger};
+use common::small;
+use durq::sim::{CrashMode, Fault, OpKind, SimDisk, TracedOp};
+use durq::{ConsumerOptions, Durability, Error};
+
+/// The errors an operation of this kind can return on Linux.
+fn errnos(kind: OpKind) -> &'static [i32] {
+    match kind {
+        OpKind::Write | OpKind::Create | OpKind::CreateDir => &[libc::EIO, libc::ENOSPC],
+        OpKind::Reserve => &[libc::ENOSPC],
+        OpKind::SyncFile | OpKind::SyncRange | OpKind::SyncDir => &[libc::EIO],
+        OpKind::Link | OpKind::Rename | OpKind::Remove | OpKind::RemoveTree | OpKind::Lock => &[libc::EIO],
+    }
+}
+
+/// Failures durq absorbs by design, so the workload need not see them:
+/// removing files it no longer needs (an old checkpoint, its own member
+/// file on leaving, retention's segments, and retention's directory sync
+/// after them), which a later scan, taker or roll does again. A send whose
+/// record is stored is not failed because clean-up failed.
+fn absorbed(trace: &[TracedOp], at: u64) -> bool {
+    let kind = |i: u64| trace.get(i as usize).map(|op| op.kind);
+    kind(at) == Some(OpKind::Remove)
+        || (kind(at) == Some(OpKind::SyncDir) && at > 0 && kind(at - 1) == Some(OpKind::Remove))
+}
+
+/// Runs the workload with `fault` armed and checks the outcome. Returns the
+/// kind of the operation that failed, if the run got that far. (Timing can
+/// shift a few operations between runs, so it is read from this run's own
+/// trace.)
+fn run_with_fault(durability: Durability, fault: Fault) -> Result<Option<OpKind>, String> {
+    run_checked(durability, fault).map_err(|(op, e)| format!("{e} (the failed operation of this run: {op:?})"))
+}
+
+fn run_checked(durability: Durability, fault: Fault) -> Result<Option<OpKind>, (Option<TracedOp>, String)> {
+    let scratch = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" }).unwrap();
+    let live = scratch.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let disk = SimDisk::attach(&live).unwrap();
+    disk.fail(fault);
+    let mut ledger = Ledger::default();
+    let error = power::workload(&live.join("q"), durability, &disk, &mut ledger);
+    let trace = disk.trace();
+    let failed = trace.get(fault.at as usize).cloned();
+    let hit = failed.as_ref().map(|op| op.kind);
+    let fail = |e: String| (failed.clone(), e);
+    disk.heal();
+    let end = disk.ops();
+    disk.crash_point_now();
+    if let Some(kind) = hit
+        && error.is_none()
+        && !absorbed(&trace, fault.at)
+        && !ledger.quiet.iter().any(|r| r.contains(&fault.at))
+    {
+        return Err(fail(format!("the failed {kind:?} never reached the caller")));
+    }
+    if hit == Some(OpKind::SyncRange)
+        && let Some(late) = ledger.acks.values().find(|a| a.acked_at > fault.at)
+    {
+        return Err(fail(format!("seq {} acknowledged after the log's sync failed: not fail-stop", late.seq)));
+    }
+    power::check(&live.join("q"), durability, &ledger, end).map_err(|e| fail(format!("reopened as it was: {e}")))?;
+    let image = scratch.path().join("power-cut");
+    disk.crash_image(0, CrashMode::DropPending, 0, &image).unwrap();
+    power::check(&image.join("q"), durability, &ledger, end).map_err(|e| fail(format!("after a power cut: {e}")))?;
+    Ok(hit)
+}
+
+fn every_operation_failing(durability: Durability) {
+    // A clean run gives the trace: the operation kinds to fail, by index.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::create_dir(scratch.path().join("live")).unwrap();
+    let disk = SimDisk::attach(&scratch.path().join("live")).unwrap();
+    let mut ledger = Ledger::default();
+    assert!(power::workload(&scratch.path().join("live/q"), durability, &disk, &mut ledger).is_none());
+    let trace = disk.trace();
+    drop(disk);
+    let mut faults = 0;
+    for op in &trace {
+        for &errno in errnos(op.kind) {
+            for sticky in [false, true] {
+                let fault = Fault { at: op.index, errno, sticky };
+                match run_with_fault(durability, fault) {
+                    Ok(_) => faults += 1,
+                    Err(e) => panic!("{durability:?}: {fault:?} (in the clean run, {op:?}): {e}"),
+                }
+            }
+        }
+    }
+    eprintln!("{durability:?}: {} operations, {faults} faulted runs", trace.len());
+    assert!(faults > 2 * trace.len());
+}
+
+#[test]
+fn sync_every_operation_failing_once_or_for_good_loses_nothing_acknowledged() {
+    every_operation_failing(Durability::Sync);
+}
+
+#[test]
+fn buffered_every_operation_failing_once_or_for_good_loses_nothing_flushed() {
+    every_operation_failing(Durability::Buffered);
+}
+
+#[test]
+fn a_failed_interval_flush_is_reported_to_the_next_send_and_flush() {
+    let t = common::TestQueue::new(small().durability(Durability::Interval(Duration::from_millis(5))));
+    let disk = SimDisk::attach(t.dir.path()).unwrap();
+    let producer = t.queue.producer();
+    producer.send(b"one").unwrap();
+    producer.flush().unwrap();
+    disk.fail_next(OpKind::SyncRange, libc::EIO, false);
+    producer.send(b"two").unwrap(); // in the mapping; the flusher's sync fails
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match producer.send(b"more") {
+            Err(Error::Stopped { cause }) => {
+                assert!(cause.contains("msync"), "{cause}");
+                break;
+            }
+            Ok(_) => assert!(std::time::Instant::now() < deadline, "the flusher's failure never surfaced"),
+            Err(e) => panic!("{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    disk.heal();
+    assert!(matches!(producer.flush(), Err(Error::Stopped { .. })));
+}
+
+#[test]
+fn a_failed_checkpoint_sync_stops_the_consumer_and_skips_nothing_unprocessed() {
+    let t = common::TestQueue::new(small());
+    let disk = SimDisk::attach(t.dir.path()).unwrap();
+    t.queue.producer().send_batch(["a", "b"]).unwrap();
+    let options = || ConsumerOptions::default().retry_backoff(vec![Duration::ZERO]);
+    let mut consumer = t.queue.consumer_with("g", options()).unwrap();
+    disk.fail_next(OpKind::SyncFile, libc::EIO, false);
+    let error = consumer.process(|_| Ok::<(), std::io::Error>(())).unwrap_err();
+    disk.heal();
+    assert!(matches!(error, Error::Io { op: "fdatasync", .. }), "{error}");
+    assert!(matches!(
+        consumer.process_timeout(Duration::ZERO, |_| Ok::<(), std::io::Error>(())),
+        Err(Error::Stopped { .. })
+    ));
+    drop(consumer);
+    // After a failed fdatasync the page cache may or may not hold the new
+    // position: the next member gets the batch again or not, and both are
+    // fine since the closure had finished it. Nothing is skipped unprocessed.
+    let mut consumer = t.queue.consumer_with("g", options()).unwrap();
+    let again = common::drain(&mut consumer);
+    assert!(again.is_empty() || again == [b"a".to_vec(), b"b".to_vec()], "{again:?}");
+}
