@@ -159,8 +159,7 @@ fn phase(name: &'static str, dir: &Path, peaks: &Peaks, work: impl FnOnce() -> (
     Phase { name, elapsed, messages, before, peak, end }
 }
 
-fn produce(dir: &Path, messages: u64, segment_bytes: u64, peaks: &Peaks) -> (Sample, u64) {
-    let options = Options::default().durability(Durability::Buffered).segment_bytes(segment_bytes);
+fn produce(dir: &Path, messages: u64, options: Options, peaks: &Peaks) -> (Sample, u64) {
     let queue = Queue::open_with(dir, options).expect("create queue");
     let producer = queue.producer();
     let mut payload = vec![b'x'; PAYLOAD_BYTES];
@@ -207,9 +206,15 @@ fn mib(bytes: u64) -> String {
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let gib: f64 = std::env::var("DURQ_MEMORY_GB").ok().and_then(|v| v.parse().ok()).unwrap_or(4.0);
-    // `cargo test --benches` only checks that everything runs: 8 MiB in
-    // 1 MiB segments, so it still rolls.
-    let (total_bytes, segment_bytes) = if benching { ((gib * GIB as f64) as u64, 64 * MIB) } else { (8 * MIB, MIB) };
+    // Default options but the durability: 64 MiB segments, 1 MiB records.
+    let mut options = Options::default().durability(Durability::Buffered);
+    let (mut total_bytes, mut segment_bytes) = ((gib * GIB as f64) as u64, 64 * MIB);
+    if !benching {
+        // `cargo test --benches` only checks that everything runs: 8 MiB in
+        // 1 MiB segments, so it still rolls.
+        (total_bytes, segment_bytes) = (8 * MIB, MIB);
+        options = options.segment_bytes(segment_bytes).record_bytes_max(64 << 10);
+    }
     let messages = total_bytes / PAYLOAD_BYTES as u64;
 
     let tmp = tempfile::Builder::new().prefix("durq-memory-").tempdir_in(std::env::temp_dir()).expect("temp dir");
@@ -232,7 +237,7 @@ fn main() {
         mib(segment_bytes),
         dir.display()
     );
-    let produced = phase("produce", &dir, &peaks, || produce(&dir, messages, segment_bytes, &peaks));
+    let produced = phase("produce", &dir, &peaks, || produce(&dir, messages, options, &peaks));
     let consumed = phase("consume", &dir, &peaks, || consume(&dir, messages, &peaks));
     done.store(true, Ordering::Relaxed);
     sampler.join().expect("sampler");
