@@ -2,6 +2,7 @@
 //!
 //! - [`record`]: the frame codec.
 //! - [`segment`]: one mapped segment file and its header.
+//! - [`segment_cache`]: which segments stay mapped, so passed ones are unmapped.
 //! - [`recovery`]: where a segment's log ends after a crash (a decision table).
 //! - [`control`]: the shared, mapped state of a live queue.
 //! - [`partition`]: appends, group commit, and validated reads.
@@ -14,3 +15,4 @@ pub mod segment;
 pub(crate) mod control;
 pub(crate) mod partition;
 pub(crate) mod prefault;
+pub(crate) mod segment_cache;

@@ -13,12 +13,11 @@
 //! the old segment before it creates the next. So recovery only ever has to
 //! scan the last segment, and a sync only ever has to cover the tail segment.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
@@ -27,6 +26,7 @@ use crate::log::prefault::{PREFAULT_BYTES, Prefaulter};
 use crate::log::record::{self, Decoded, FrameMeta, KEY_BYTES_MAX};
 use crate::log::recovery;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
+use crate::log::segment_cache::SegmentCache;
 use crate::options::QueueConfig;
 use crate::storage::{self, shm::Acquired, shm::MutexGuard};
 
@@ -54,7 +54,9 @@ pub(crate) struct Partition {
     pub(crate) dir: PathBuf,
     config: QueueConfig,
     control: Arc<ControlFile>,
-    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// The segments this process has mapped; the ones it has passed are
+    /// unmapped (see `segment_cache`).
+    segments: Mutex<SegmentCache>,
     /// The segment this process last appended to, so the hot path does not
     /// look it up; checked against the shared tail under the append mutex.
     tail_segment: Mutex<Option<Arc<Segment>>>,
@@ -80,7 +82,7 @@ impl Partition {
             dir: queue_dir.join(dir_name(id)),
             config,
             control,
-            segments: RwLock::new(BTreeMap::new()),
+            segments: Mutex::new(SegmentCache::default()),
             tail_segment: Mutex::new(None),
             sync: Mutex::new(SyncState { in_progress: false, synced: None }),
             sync_done: Condvar::new(),
@@ -273,7 +275,7 @@ impl Partition {
         let seg = Arc::new(Segment::create(&self.dir, self.id, next, self.config.segment_bytes)?);
         seg.prefault(0, PREFAULT_BYTES);
         self.prefaulter.after_append(&seg, 0, 0);
-        self.segments.write().insert(next, seg.clone());
+        let seg = self.segments.lock().insert(seg);
         c.tail_segment_base.store(next, Ordering::Relaxed);
         c.tail_pos.store(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
         self.rolled.store(true, Ordering::Relaxed);
@@ -298,7 +300,7 @@ impl Partition {
         }
         self.shared().first_offset.fetch_max(bases[keep_from], Ordering::SeqCst);
         for &base in &bases[..keep_from] {
-            self.segments.write().remove(&base);
+            self.segments.lock().remove(base);
             storage::remove_file(&self.dir.join(segment::file_name(base)))?;
         }
         storage::sync_dir(&self.dir)?;
@@ -337,13 +339,17 @@ impl Partition {
         }
     }
 
-    /// The segment starting at `base`, mapped once per process.
+    /// The segment starting at `base`: the mapping this process already
+    /// has, or a new one if it has none (it never had one, or unmapped it
+    /// after passing it).
     pub(crate) fn segment(&self, base: u64) -> Result<Arc<Segment>> {
-        if let Some(seg) = self.segments.read().get(&base) {
-            return Ok(seg.clone());
+        if let Some(seg) = self.segments.lock().get(base) {
+            return Ok(seg);
         }
+        // Mapped without the lock held; if another thread mapped the same
+        // segment meanwhile, its mapping is kept and this one dropped.
         let seg = Arc::new(Segment::open(&self.dir, self.id, base, self.config.segment_bytes)?);
-        Ok(self.segments.write().entry(base).or_insert(seg).clone())
+        Ok(self.segments.lock().insert(seg))
     }
 
     /// Base offsets of the segment files on disk, in order.

@@ -56,6 +56,17 @@ pub fn segments(queue_dir: &Path, p: u32) -> Vec<PathBuf> {
     v
 }
 
+/// How many mappings of `queue_dir`'s segment files this process holds now
+/// (from `/proc/self/maps`; mappings of removed files count too).
+pub fn mapped_segments(queue_dir: &Path) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    let dir = queue_dir.to_str().expect("utf-8 path");
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with(dir) && p.ends_with(".seg"))
+        .count()
+}
+
 // ---- Damaging real files (recovery, corruption and bad-input tests) ----
 
 /// The queue directory's partition-`p` segment starting at offset `base`.
