@@ -13,12 +13,16 @@
 //! | `segment_recover`   | mode byte: even = a raw segment image ([`segment_image`]), odd = a valid segment built from the input, then damaged ([`segment_damaged`]) |
 //! | `checkpoint_decode` | a whole checkpoint file of partition [`CHECKPOINT_PARTITION`]   |
 //! | `lease_decode`      | the same bytes as a lease of slot [`LEASE_SLOT`], a dead letter and a meta file |
+//! | `queue_ops`         | a durability byte, then steps of two bytes (operation, argument; a power cut takes 8 more, its seed): see `power::decode_steps` |
 //!
 //! Run a target: `cd fuzz && cargo fuzz run --sanitizer none <target>`; with
 //! AddressSanitizer: `RUSTC_BOOTSTRAP=1 cargo fuzz run <target>`.
 
 // Each includer (a fuzz target, the regression test) uses part of this file.
 #![allow(dead_code)]
+
+#[path = "../tests/common/power.rs"]
+mod power;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -554,4 +558,31 @@ fn allocated_by<R>(f: impl FnOnce() -> R) -> (R, usize) {
     let before = ALLOCATED_BYTES.with(Cell::get);
     let r = f();
     (r, ALLOCATED_BYTES.with(Cell::get) - before)
+}
+
+// ---------------------------------------------------------------------------
+// queue_ops
+
+/// A random sequence of sends, batches, flushes, members joining and
+/// leaving, processed batches (`Ok` or an error: libFuzzer aborts on any
+/// panic, caught or not), reopens and power cuts on the simulated disk:
+/// after every power cut and at the end, every acknowledged durable send is
+/// there, intact, at its position, each partition is an intact prefix of
+/// what was sent, and the group's position is at least every acknowledged
+/// commit and at most the end of its partition (`power::run_steps`).
+pub fn queue_ops(data: &[u8]) {
+    static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let (durability, steps) = power::decode_steps(data, false);
+    let base = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm").to_path_buf() } else { std::env::temp_dir() };
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let scratch = base.join(format!("durq-queue-ops-{}-{run}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0);
+        }
+    }
+    let _remove = Remove(&scratch);
+    power::run_steps(&scratch, durability, &steps);
 }

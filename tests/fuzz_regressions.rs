@@ -41,6 +41,11 @@ fn lease_decode_regressions_hold() {
 }
 
 #[test]
+fn queue_ops_regressions_hold() {
+    replay("queue_ops", checks::queue_ops);
+}
+
+#[test]
 fn seed_inputs_match_their_generator() {
     let write = std::env::var_os("DURQ_FUZZ_WRITE_SEEDS").is_some();
     let mut stale = Vec::new();
@@ -243,5 +248,27 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     seeds.push(("lease_decode", "meta", meta::encode(&config).to_vec()));
     let sync = QueueConfig { durability: Durability::Sync, ..config };
     seeds.push(("lease_decode", "meta-sync", meta::encode(&sync).to_vec()));
+
+    // queue_ops: a durability byte (0 Sync, 1 Buffered, 2 Interval), then
+    // (operation, argument) pairs: 0 send, 2 batch, 3 flush, 4 join, 5 leave,
+    // 6 process (argument 0: Ok, 2: Err), 7 reopen, 8 power cut (argument:
+    // mode) followed by its 8-byte seed.
+    let cut = |mode: u8, seed: u64| [&[8, mode][..], &seed.to_le_bytes()].concat();
+    let steps = |durability: u8, parts: &[&[u8]]| [&[durability][..], &parts.concat()].concat();
+    seeds.push((
+        "queue_ops",
+        "sync-send-consume-torn-cut",
+        steps(0, &[&[0, 0, 2, 3, 4, 0, 6, 0], &cut(2, 7), &[0, 0, 4, 0, 6, 0]]),
+    ));
+    seeds.push((
+        "queue_ops",
+        "buffered-flush-consume-garbage-cut",
+        steps(1, &[&[0, 0, 2, 4, 3, 0, 0, 0, 4, 1, 6, 1], &cut(3, 11), &[4, 0, 6, 2, 6, 0]]),
+    ));
+    seeds.push((
+        "queue_ops",
+        "interval-two-members-reopen-cut",
+        steps(2, &[&[0, 0, 0, 0, 2, 2, 4, 0, 4, 1, 6, 0, 6, 1, 7, 0, 4, 0, 6, 0], &cut(1, 3), &[5, 0, 0, 0]]),
+    ));
     seeds
 }

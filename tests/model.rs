@@ -735,7 +735,7 @@ fn nothing_delivered(m: &Model, g: usize, r: &durq::Result<usize>, must: bool, t
 /// Runs `ops` on a fresh queue and the model, checking after every step,
 /// then has every group process everything. Returns the model at the end.
 fn run(setup: &Setup, ops: &[Op]) -> Result<Model, TestCaseError> {
-    quiet_injected_panics();
+    common::quiet_injected_panics(INJECTED);
     let mut world = World::new(setup);
     let mut model = Model::new(setup);
     world.check(&mut model)?;
@@ -745,22 +745,6 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<Model, TestCaseError> {
     }
     world.drain(&mut model).map_err(|e| TestCaseError::fail(format!("draining: {e}")))?;
     Ok(model)
-}
-
-/// The closures' injected panics are expected: keep them off stderr, and
-/// let every other panic through to the default hook.
-fn quiet_injected_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let text = payload.downcast_ref::<&str>().copied().or(payload.downcast_ref::<String>().map(String::as_str));
-            if !text.is_some_and(|t| t.starts_with(INJECTED)) {
-                default(info);
-            }
-        }));
-    });
 }
 
 fn cases() -> u32 {

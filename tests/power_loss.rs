@@ -15,6 +15,15 @@
 //! recovery's own operations, and checks that recovering any of those
 //! images gives exactly the state the uninterrupted recovery gave.
 //!
+//! A property test then drives random sequences of sends, batches,
+//! flushes, members joining and leaving, batches processed with `Ok`, an
+//! error or a panic, clean reopens and power cuts in any mode against the
+//! ledger (what was acknowledged, as durable or not, and committed), and
+//! checks every promise after each power cut and at the end; proptest
+//! shrinks a failure to a minimal sequence. The same interpreter is the
+//! `queue_ops` fuzz target. (tests/model.rs checks the finer semantics,
+//! batches, delivery counts and dead letters, without power cuts.)
+//!
 //! `DURQ_SIM_SEEDS=N` runs N seeds per crash point and mode (default 4),
 //! `DURQ_SIM_SEED=X` changes the base seed: the long soak is
 //! `DURQ_SIM_SEEDS=400 cargo test --release --test power_loss`. A failure
@@ -25,9 +34,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::power::{self, Ledger, Recovered};
+use common::power::{self, Ledger, Outcome, Recovered, Step};
 use durq::Durability;
 use durq::sim::{CrashMode, OpKind, SimDisk};
+use proptest::collection::vec;
+use proptest::prelude::*;
 
 /// Sample one image in this many for the crash-during-recovery check.
 const RECOVERY_SAMPLE: u64 = 16;
@@ -170,4 +181,41 @@ fn flushed_interval_sends_survive_power_loss_at_every_operation() {
     // so the operations, and the crash points, are the same every run.
     let t = enumerate(Durability::Interval(std::time::Duration::from_secs(3600)));
     assert!(t.crash_points > 150 && t.durable_acks > 100 && t.images > 2000, "{t:?}");
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let outcome = prop_oneof![3 => Just(Outcome::Ok), 1 => Just(Outcome::Err), 1 => Just(Outcome::Panic)];
+    prop_oneof![
+        6 => Just(Step::Send),
+        2 => any::<u8>().prop_map(Step::SendBatch),
+        2 => Just(Step::Flush),
+        2 => any::<u8>().prop_map(Step::Join),
+        1 => any::<u8>().prop_map(Step::Leave),
+        5 => (any::<u8>(), outcome).prop_map(|(w, o)| Step::Process(w, o)),
+        1 => Just(Step::Reopen),
+        2 => (any::<u8>(), any::<u64>()).prop_map(|(m, s)| Step::PowerCut(m, s)),
+    ]
+}
+
+fn durability() -> impl Strategy<Value = Durability> {
+    prop_oneof![
+        Just(Durability::Sync),
+        Just(Durability::Buffered),
+        Just(Durability::Interval(std::time::Duration::from_secs(3600))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: env_u64("PROPTEST_CASES", 64) as u32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_sequences_with_power_cuts_keep_every_promise(durability in durability(), steps in vec(step(), 1..40)) {
+        common::quiet_injected_panics(power::INJECTED_PANIC);
+        let scratch = scratch();
+        power::run_steps(scratch.path(), durability, &steps);
+    }
 }

@@ -27,6 +27,23 @@ impl TestQueue {
     }
 }
 
+/// Keeps panics whose message starts with `prefix` (a test's injected
+/// closure panics, which `process` catches) off stderr, and lets every
+/// other panic through to the default hook.
+pub fn quiet_injected_panics(prefix: &'static str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let text = payload.downcast_ref::<&str>().copied().or(payload.downcast_ref::<String>().map(String::as_str));
+            if !text.is_some_and(|t| t.starts_with(prefix)) {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// Small segments (64 KiB) so a few hundred records roll several of them.
 pub fn small() -> Options {
     Options::default().segment_bytes(64 << 10).record_bytes_max(16 << 10)

@@ -274,3 +274,188 @@ pub fn workload(dir: &Path, durability: Durability, disk: &SimDisk, ledger: &mut
     ledger.quiet.push(from..disk.ops());
     first_error
 }
+
+// ---- Random operation sequences: the `queue_ops` fuzz target and the
+// ---- proptest in tests/power_loss.rs
+
+/// What an injected closure panic says (tests keep it off stderr).
+pub const INJECTED_PANIC: &str = "power: injected panic";
+
+/// How a closure given to `process` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Err,
+    /// Only where a panic may be caught: libFuzzer aborts on any panic.
+    Panic,
+}
+
+/// One step of a random sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Send,
+    SendBatch(u8),
+    Flush,
+    Join(u8),
+    Leave(u8),
+    Process(u8, Outcome),
+    /// Drop every handle and open the queue again (a clean restart).
+    Reopen,
+    /// A power cut: the image a crash now leaves, in mode `.0 % 4`, from
+    /// seed `.1`, is checked and the run goes on from it.
+    PowerCut(u8, u64),
+}
+
+/// Decodes a fuzzer's bytes into a durability and at most 48 steps.
+pub fn decode_steps(data: &[u8], panics: bool) -> (Durability, Vec<Step>) {
+    let durability = match data.first().copied().unwrap_or(0) % 3 {
+        0 => Durability::Sync,
+        1 => Durability::Buffered,
+        _ => Durability::Interval(Duration::from_secs(3600)),
+    };
+    let mut steps = Vec::new();
+    let mut rest = data.get(1..).unwrap_or(&[]);
+    while let [op, arg, tail @ ..] = rest {
+        rest = tail;
+        let outcome = match arg % 4 {
+            0 | 1 => Outcome::Ok,
+            2 => Outcome::Err,
+            _ if panics => Outcome::Panic,
+            _ => Outcome::Err,
+        };
+        steps.push(match op % 9 {
+            0 | 1 => Step::Send,
+            2 => Step::SendBatch(*arg),
+            3 => Step::Flush,
+            4 => Step::Join(*arg),
+            5 => Step::Leave(*arg),
+            6 => Step::Process(*arg, outcome),
+            7 => Step::Reopen,
+            _ => {
+                let mut seed = [0u8; 8];
+                let n = rest.len().min(8);
+                seed[..n].copy_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                Step::PowerCut(*arg, u64::from_le_bytes(seed))
+            }
+        });
+        if steps.len() == 48 {
+            break;
+        }
+    }
+    (durability, steps)
+}
+
+/// The ledger of a queue that has just recovered into `r`: everything it
+/// holds is durable now (recovery syncs what it keeps), and the group's
+/// position is whatever it recovered to.
+fn ledger_after_recovery(ledger: &Ledger, r: &Recovered) -> Ledger {
+    let mut next = Ledger { attempted: ledger.attempted, ..Ledger::default() };
+    for (p, (first, seqs)) in r.logs.iter().enumerate() {
+        for (i, seq) in seqs.iter().enumerate() {
+            let position = Position { partition: p as u32, offset: first + i as u64 };
+            next.acks.insert(*seq, Ack { seq: *seq, position, acked_at: 0, durable_at: Some(0) });
+        }
+    }
+    if let Some(c) = &r.committed {
+        next.commits = c.iter().enumerate().map(|(p, &n)| (p as u32, n, 0)).collect();
+    }
+    next
+}
+
+/// Runs `steps` on a simulated disk under `scratch` and checks, at every
+/// power cut and at the end, everything `check` checks; the ledger is the
+/// model: what was acknowledged, as durable or not, and what was committed.
+/// Panics with the step and the reason on the first violation.
+pub fn run_steps(scratch: &Path, durability: Durability, steps: &[Step]) {
+    let mut generation = 0;
+    let mut dir = scratch.join("gen-0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut disk = SimDisk::attach(&dir).unwrap();
+    let mut ledger = Ledger::default();
+    let mut queue = Some(Queue::open_with(dir.join("q"), options(durability)).unwrap());
+    let mut members: [Option<Consumer>; 2] = [None, None];
+    let sync = durability == Durability::Sync;
+    for (i, step) in steps.iter().enumerate() {
+        let q = queue.as_ref().expect("reopened after every restart");
+        let at = |what: &str| format!("step {i} ({step:?}) of {steps:?}: {what}");
+        match *step {
+            Step::Send => {
+                let seq = ledger.next_seq();
+                let pos = q.producer().send(payload(seq)).unwrap_or_else(|e| panic!("{}", at(&e.to_string())));
+                ledger.ack(seq, pos, disk.ops(), sync);
+            }
+            Step::SendBatch(n) => {
+                let seqs: Vec<u64> = (0..n % 5 + 1).map(|_| ledger.next_seq()).collect();
+                let positions = q
+                    .producer()
+                    .send_batch(seqs.iter().map(|&s| payload(s)))
+                    .unwrap_or_else(|e| panic!("{}", at(&e.to_string())));
+                for (s, pos) in seqs.iter().zip(positions) {
+                    ledger.ack(*s, pos, disk.ops(), sync);
+                }
+            }
+            Step::Flush => {
+                q.producer().flush().unwrap_or_else(|e| panic!("{}", at(&e.to_string())));
+                ledger.flushed(disk.ops());
+            }
+            Step::Join(w) => {
+                let slot = &mut members[w as usize % 2];
+                if slot.is_none() {
+                    let options = consumer_options(w as usize % 4 + 1);
+                    *slot = Some(q.consumer_with(GROUP, options).unwrap_or_else(|e| panic!("{}", at(&e.to_string()))));
+                }
+            }
+            Step::Leave(w) => members[w as usize % 2] = None,
+            Step::Process(w, outcome) => {
+                let Some(consumer) = members[w as usize % 2].as_mut() else { continue };
+                let mut end = None;
+                let r = consumer.process_timeout(Duration::from_millis(1), |batch| {
+                    let last = batch.last().expect("batches are never empty").position();
+                    end = Some((last.partition, last.offset + 1));
+                    match outcome {
+                        Outcome::Ok => Ok(()),
+                        Outcome::Err => Err(std::io::Error::other("queue_ops: injected error")),
+                        Outcome::Panic => std::panic::panic_any(INJECTED_PANIC),
+                    }
+                });
+                match (outcome, r, end) {
+                    (Outcome::Ok, Ok(_), Some((p, next))) => ledger.commits.push((p, next, disk.ops())),
+                    (Outcome::Ok, Ok(0), None) => {}
+                    (Outcome::Err, Err(durq::Error::Process(_)), Some(_))
+                    | (Outcome::Panic, Err(durq::Error::ProcessPanicked(_)), Some(_))
+                    | (_, Ok(0), None) => {}
+                    (_, r, end) => panic!("{}", at(&format!("process gave {r:?} for a batch ending at {end:?}"))),
+                }
+            }
+            Step::Reopen => {
+                members = [None, None];
+                drop(queue.take()); // closed before it is opened again
+                queue = Some(Queue::open_with(dir.join("q"), options(durability)).unwrap());
+            }
+            Step::PowerCut(mode, seed) => {
+                let point = disk.crash_point_now();
+                generation += 1;
+                let image = scratch.join(format!("gen-{generation}"));
+                let mode = durq::sim::CrashMode::ALL[mode as usize % 4];
+                disk.crash_image(point, mode, seed, &image).unwrap();
+                members = [None, None];
+                drop(queue.take());
+                drop(disk);
+                let recovered = check(&image.join("q"), durability, &ledger, u64::MAX).unwrap_or_else(|e| {
+                    panic!("{}", at(&format!("after a power cut ({mode:?}, seed {seed:#x}): {e}")))
+                });
+                ledger = ledger_after_recovery(&ledger, &recovered);
+                dir = image;
+                disk = SimDisk::attach(&dir).unwrap();
+                queue = Some(Queue::open_with(dir.join("q"), options(durability)).unwrap());
+            }
+        }
+    }
+    let point = disk.crash_point_now();
+    let image = scratch.join("final");
+    disk.crash_image(point, durq::sim::CrashMode::DropPending, 0, &image).unwrap();
+    drop((members, queue, disk));
+    check(&image.join("q"), durability, &ledger, u64::MAX)
+        .unwrap_or_else(|e| panic!("{steps:?}: after a power cut at the end: {e}"));
+}
