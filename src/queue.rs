@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::control::{self, ControlFile, Opened};
 use crate::log::partition::{self, Partition};
-use crate::log::prefault::Prefaulter;
+use crate::log::prefault::{PrefaultThread, Prefaulter};
 use crate::meta;
 use crate::options::{ConsumerOptions, Durability, Options, QueueConfig};
 use crate::producer::Producer;
@@ -59,6 +59,8 @@ pub(crate) struct QueueInner {
     pub(crate) partitions: Vec<Arc<Partition>>,
     pub(crate) control: Arc<ControlFile>,
     pub(crate) round_robin: AtomicU32,
+    // Dropped last: joined once the partitions (its only senders) are gone.
+    _prefault_thread: PrefaultThread,
 }
 
 impl Queue {
@@ -126,10 +128,13 @@ impl Queue {
         drop(open_lock);
         let control = Arc::new(control);
         let stop = Arc::new(FailStop::default());
-        let prefaulter = Prefaulter::start();
+        let (prefaulter, prefault_thread) = Prefaulter::start();
         let partitions: Vec<Arc<Partition>> = (0..config.partitions)
             .map(|p| Arc::new(Partition::new(&dir, p, config, control.clone(), stop.clone(), prefaulter.clone())))
             .collect();
+        // The partitions hold the only senders now, so the thread ends (and
+        // `prefault_thread` joins) once they are gone.
+        drop(prefaulter);
         let flusher = match config.durability {
             Durability::Interval(every) => Some(Flusher::start(every, partitions.clone())),
             _ => None,
@@ -142,6 +147,7 @@ impl Queue {
                 partitions,
                 control,
                 round_robin: AtomicU32::new(0),
+                _prefault_thread: prefault_thread,
             }),
         })
     }

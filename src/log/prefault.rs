@@ -23,11 +23,27 @@ pub(crate) struct Prefaulter {
     requests: Sender<(Arc<Segment>, usize)>,
 }
 
+/// The background thread, joined on drop. Its owner must drop every
+/// [`Prefaulter`] first (they are what keeps the thread going): the queue
+/// handle keeps it as its last field, after the partitions.
+pub(crate) struct PrefaultThread(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for PrefaultThread {
+    fn drop(&mut self) {
+        // Joined, not left detached: a closed queue leaves no thread behind
+        // holding segment mappings (and no thread-local state for a leak
+        // checker to report at exit).
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Prefaulter {
-    pub(crate) fn start() -> Prefaulter {
+    pub(crate) fn start() -> (Prefaulter, PrefaultThread) {
         // A few requests in flight are plenty: the writer asks once per chunk.
         let (requests, pending) = crossbeam_channel::bounded::<(Arc<Segment>, usize)>(4);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("durq-prefault".into())
             .spawn(move || {
                 for (segment, chunk) in pending {
@@ -35,7 +51,7 @@ impl Prefaulter {
                 }
             })
             .expect("spawning the prefault thread");
-        Prefaulter { requests }
+        (Prefaulter { requests }, PrefaultThread(Some(thread)))
     }
 
     /// Called after an append moved the tail from `old_pos` to `new_pos`:
