@@ -33,6 +33,13 @@ pub fn all() -> Vec<Reference> {
             run: fdatasync_rate,
         },
         Reference {
+            name: "batch of 100 + fdatasync",
+            what: "`pwrite` of 100 framed 100 B messages (13,600 B) into a preallocated, synced file + \
+                   `fdatasync`, one batch after another: the ceiling for W3, where a sync carries 100 \
+                   messages' bytes, not one",
+            run: batch_sync_rate,
+        },
+        Reference {
             name: "sequential write + fdatasync",
             what: "`write(2)` of 1 MiB blocks to a new file, one `fdatasync` at the end: \
                    the ceiling for W1/W5, in 100 B payloads per second",
@@ -73,6 +80,33 @@ fn fdatasync_rate(dir: &Path, scale: Scale) -> Result<Outcome> {
         n += 1;
     }
     Ok(Outcome::done(n, start))
+}
+
+/// Bytes of 100 messages of 100 B in 136-byte frames (durq's framing; the
+/// other systems' is similar).
+const BATCH_BYTES: u64 = 100 * 136;
+
+fn batch_sync_rate(dir: &Path, scale: Scale) -> Result<Outcome> {
+    let path = dir.join("batches");
+    let batches = scale.syncs;
+    let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut written = 0;
+    while written < batches * BATCH_BYTES {
+        f.write_all(&zeros)?;
+        written += zeros.len() as u64;
+    }
+    f.sync_all()?;
+    File::open(dir)?.sync_all()?;
+    let batch = vec![7u8; BATCH_BYTES as usize];
+    let start = Instant::now();
+    let mut n = 0;
+    while n < batches && start.elapsed() < scale.cap {
+        f.write_all_at(&batch, n * BATCH_BYTES)?;
+        f.sync_data()?;
+        n += 1;
+    }
+    Ok(Outcome::done(n * 100, start))
 }
 
 fn write_bandwidth(dir: &Path, scale: Scale) -> Result<Outcome> {

@@ -193,6 +193,7 @@ pub fn table(run: &Run<'_>) -> String {
                 let mut note = if runs == 1 { "1 run".to_owned() } else { format!("median of {runs}") };
                 let against = match r.name {
                     "fdatasync rate" => Some("W2"),
+                    "batch of 100 + fdatasync" => Some("W3"),
                     "sequential write + fdatasync" => Some("W1"),
                     _ => None,
                 };
