@@ -98,23 +98,34 @@ pub fn verify(dir: &Path) -> Result<Report> {
     Ok(report)
 }
 
-/// Returns the partition's next offset as found on disk.
-fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &mut Report) -> Result<u64> {
+/// Returns the partition's next offset as found on disk, or `None` when
+/// the segment that would say it cannot be read: a checkpoint is then not
+/// judged against an end made up here.
+fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &mut Report) -> Result<Option<u64>> {
     let bases = match partition::segment_bases(pdir) {
         Ok(b) => b,
         Err(Error::Corrupt { file, reason, .. }) => {
             report.problem(&file, 0, None, reason);
-            return Ok(0);
+            return Ok(None);
         }
         Err(e) => return Err(e),
     };
     if bases.is_empty() {
         report.problem(pdir, 0, None, "partition has no segment file");
-        return Ok(0);
+        return Ok(None);
     }
     let mut expected = bases[0];
+    let mut end_known = true;
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
+        // A segment whose header cannot be read says nothing about where
+        // its records end. The next segment's base does; after the last one
+        // the end is unknown. Either way only this segment is reported, not
+        // the intact files whose offsets no longer line up with a guess.
+        let mut unreadable = |expected: &mut u64| match bases.get(i + 1) {
+            Some(&next_base) => *expected = next_base,
+            None => end_known = false,
+        };
         let path = pdir.join(segment::file_name(base));
         report.segments += 1;
         if base != expected {
@@ -135,6 +146,7 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
                 format!("segment is {} bytes, expected {}", bytes.len(), config.segment_bytes),
             );
             if bytes.len() < SEGMENT_HEADER_BYTES {
+                unreadable(&mut expected);
                 continue;
             }
         }
@@ -147,6 +159,7 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
         }
         if let Err(e) = segment::check_header(&bytes, &path, p, base, config.segment_bytes) {
             report.problem(&path, 0, None, e.to_string());
+            unreadable(&mut expected);
             continue;
         }
         let synced_end = segment::decode_synced_end(&bytes).unwrap_or(base);
@@ -191,10 +204,10 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             _ => scan.next_offset,
         };
     }
-    Ok(expected)
+    Ok(end_known.then_some(expected))
 }
 
-fn verify_checkpoint(path: &Path, p: u32, end: u64, report: &mut Report) -> Result<()> {
+fn verify_checkpoint(path: &Path, p: u32, end: Option<u64>, report: &mut Report) -> Result<()> {
     report.checkpoints += 1;
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
     for at in [0, SECOND_COPY_AT] {
@@ -207,13 +220,13 @@ fn verify_checkpoint(path: &Path, p: u32, end: u64, report: &mut Report) -> Resu
             Ok(_) => {}
         }
     }
-    match checkpoint::decode_file(&bytes, p, path) {
-        Ok(state) if state.next_offset > end => {
+    match (checkpoint::decode_file(&bytes, p, path), end) {
+        (Ok(state), Some(end)) if state.next_offset > end => {
             report.problem(path, 0, Some(state.next_offset), format!("checkpoint is past the end of the log ({end})"));
         }
-        Ok(_) => {}
-        Err(Error::Corrupt { reason, .. }) => report.problem(path, 0, None, reason),
-        Err(e) => return Err(e),
+        (Ok(_), _) => {}
+        (Err(Error::Corrupt { reason, .. }), _) => report.problem(path, 0, None, reason),
+        (Err(e), _) => return Err(e),
     }
     Ok(())
 }

@@ -350,3 +350,28 @@ fn a_checkpoint_with_no_valid_copy_fails_the_open_never_resets() {
         assert!(common::data_snapshot(&path) == before, "{what}: the failed open rewrote the checkpoint");
     }
 }
+
+#[test]
+fn verify_blames_only_a_segment_whose_header_is_damaged_not_the_intact_files_after_it() {
+    // A segment whose header cannot be read says nothing about where its
+    // records end. verify used to guess from its base: the next segment
+    // then seemed to start at the wrong offset, and a group's checkpoint
+    // past that base seemed to point past the end of the log.
+    let pristine = tempfile::tempdir().unwrap();
+    let original = big_queue(pristine.path());
+    let queue = Queue::open_existing(&original).unwrap();
+    // Batches of 7 end exactly at 140 (63 records fill a segment).
+    let mut consumer = queue.consumer_with("g", ConsumerOptions::default().max_batch(7)).unwrap();
+    assert_eq!(take(&mut consumer, 140).len(), 140, "the group's checkpoint is in the last segment");
+    drop((consumer, queue));
+    for (what, base) in [("sealed", PER_SEGMENT), ("last", 2 * PER_SEGMENT)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        common::copy_dir(&original, &path);
+        let seg = segment_path(&path, 0, base);
+        common::write_at(&seg, 0, &[0u8; 64]);
+        let report = verify_read_only(&path);
+        assert_problem(&report, &seg, 0, None);
+        assert!(report.problems.iter().all(|p| p.file == seg), "{what}: only the damaged segment: {report:#?}");
+    }
+}
