@@ -375,3 +375,16 @@ fn verify_blames_only_a_segment_whose_header_is_damaged_not_the_intact_files_aft
         assert!(report.problems.iter().all(|p| p.file == seg), "{what}: only the damaged segment: {report:#?}");
     }
 }
+
+#[test]
+fn a_sealed_segment_cut_at_a_frame_start_is_reported_where_its_records_stop() {
+    // Its header says every record up to the next segment was synced, so
+    // the cut is damage to this segment, not a gap in front of the next one.
+    let dir = tempfile::tempdir().unwrap();
+    let path = big_queue(dir.path());
+    let seg0 = segment_path(&path, 0, 0);
+    std::fs::OpenOptions::new().write(true).open(&seg0).unwrap().set_len(big_pos(40) as u64).unwrap();
+    let report = verify_read_only(&path);
+    assert_problem(&report, &seg0, big_pos(40), Some(40));
+    assert!(report.problems.iter().all(|p| p.file == seg0), "only the cut segment: {report:#?}");
+}

@@ -383,6 +383,48 @@ fn damage_to_the_last_acknowledged_batch_is_reported_never_wiped() {
 }
 
 #[test]
+fn synced_records_lost_to_zeros_from_a_frame_start_are_damage_never_an_end_whose_offsets_are_reused() {
+    // A cleanly closed queue: the header's `synced_end` says all ten
+    // records were synced. Then the last four are gone, from exactly the
+    // start of a frame: zeroed (a lost write), or the file cut there.
+    const N: u64 = 10;
+    let s = starts(N);
+    for cut in [false, true] {
+        let what = if cut { "file cut at a frame start" } else { "zeros from a frame start" };
+        let dir = tempfile::tempdir().unwrap();
+        let path = closed_queue(dir.path(), N);
+        let seg = segment_path(&path, 0, 0);
+        common::set_synced_end(&seg, N);
+        if cut {
+            std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(s[6] as u64).unwrap();
+        } else {
+            common::write_at(&seg, s[6], &vec![0u8; s[N as usize] - s[6]]);
+        }
+        let report = durq::verify::verify(&path).unwrap();
+        assert!(
+            report.problems.iter().any(|p| (&p.file, p.position, p.offset) == (&seg, s[6] as u64, Some(6))),
+            "{what}: verify names the first lost record: {report:#?}"
+        );
+
+        let queue = Queue::open_existing(&path).unwrap();
+        assert_eq!(queue.offsets(0), (0, N), "{what}: acknowledged offsets are kept");
+        let mut consumer = queue.consumer("g").unwrap();
+        assert_eq!(take(&mut consumer, 6), messages(0..6), "{what}");
+        for _ in 0..2 {
+            let e = common::process_error(&mut consumer);
+            assert!(matches!(&e, Error::Corrupt { file, offset: Some(6), .. } if *file == seg), "{what}: {e}");
+        }
+        assert_eq!(queue.producer().send(b"after the loss").unwrap().offset, N, "{what}: offsets are never reused");
+        drop((consumer, queue));
+        // The record sent after the loss survives the next recovery too.
+        let queue = Queue::open_existing(&path).unwrap();
+        assert_eq!(queue.offsets(0), (0, N + 1), "{what}");
+        assert_eq!(queue.read_at(0, N, 1).unwrap()[0].payload, b"after the loss", "{what}");
+        assert!(matches!(queue.read_at(0, 8, 1), Err(Error::Corrupt { .. })), "{what}: lost record 8");
+    }
+}
+
+#[test]
 fn recovery_is_idempotent_a_second_reopen_finds_the_same_log() {
     const N: u64 = 10;
     let s = starts(N);

@@ -8,11 +8,11 @@
 //!
 //! | # | state at `p`                                                     | verdict    | action                                 |
 //! |---|------------------------------------------------------------------|------------|----------------------------------------|
-//! | 1 | zero header, zeros to the end of the segment                     | `Clean`    | none: the tail is `p`                  |
+//! | 1 | zero header, zeros to the end of the segment, and `synced_end` not past `p` | `Clean` | none: the tail is `p`               |
 //! | 2 | fewer than a header's bytes left, all zero                       | `Clean`    | none: the segment is full              |
 //! | 3a | the walk ends inside a batch: its last valid frame says the batch continues | `Torn` | cut back to the end of the last whole batch: zero from there, sync |
 //! | 3 | anything else (torn header, bad magic, bad length, bad checksum, wrong offset, zero header with bytes after it), and nothing proves the record at `p` durable | `Torn`     | zero `p` .. last non-zero byte, sync; tail is `p`; but if a synced record lies ahead, or the walk already crossed row-4 damage, keep every byte instead (as row 4) |
-//! | 4 | as row 3, but the record at `p` is proven durable: the segment header's `synced_end` is past it, or a later valid frame's watermark (`offset - durable_lag`) is | `Damaged`  | keep every byte; reading `p` fails with `Error::Corrupt`; the walk resumes at the first later valid frame, or, if none, after the last non-zero byte with the next offset at `synced_end` |
+//! | 4 | as row 3, but the record at `p` is proven durable: the segment header's `synced_end` is past it, or a later valid frame's watermark (`offset - durable_lag`) is; or as row 1 with `synced_end` past `p` (synced records lost to zeros or a cut) | `Damaged`  | keep every byte; reading `p` fails with `Error::Corrupt`; the walk resumes at the first later valid frame, or, if none, after the last non-zero byte (and at least a header's room for each lost record) with the next offset at `synced_end` |
 //!
 //! Row 3 is safe: a record is acknowledged only after a sync; every frame
 //! written after that sync carries a watermark past it, and the header's
@@ -86,6 +86,9 @@ pub enum Found {
     Hole,
     /// Whole frames of a batch whose last frame was never written.
     UnfinishedBatch,
+    /// Zeros to the end of the segment where the header's `synced_end`
+    /// says synced records are.
+    Missing,
 }
 
 impl std::fmt::Display for Found {
@@ -95,6 +98,7 @@ impl std::fmt::Display for Found {
             Found::WrongOffset(o) => write!(f, "frame carries offset {o}"),
             Found::Hole => f.write_str("zeros followed by data"),
             Found::UnfinishedBatch => f.write_str("a batch whose writer stopped before its last record"),
+            Found::Missing => f.write_str("zeros where synced records must be"),
         }
     }
 }
@@ -123,14 +127,20 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64
             Decoded::Frame(f) => Found::WrongOffset(f.meta.offset),
             Decoded::Zero | Decoded::Invalid(Invalid::Truncated) => {
                 let to = last_nonzero_end(seg, pos);
-                if to == pos && whole.0 == pos {
-                    return Scan { tail_pos: pos, next_offset: next, torn: None, damaged };
-                }
-                if to == pos {
+                // Zeros to the end are where the log ends, unless the header
+                // says records from here on were synced: then acknowledged
+                // records were lost to zeros (a lost write, a cut file). That
+                // is damage (row 4), not an end whose offsets the next append
+                // would reuse. A segment with no room left cannot hold them.
+                let synced_missing = next < synced_end && pos + FRAME_HEADER_BYTES <= seg.len();
+                if to == pos && !synced_missing {
+                    if whole.0 == pos {
+                        return Scan { tail_pos: pos, next_offset: next, torn: None, damaged };
+                    }
                     let torn = Torn { from: whole.0, to, reason: Found::UnfinishedBatch, walked_to: next };
                     return Scan { tail_pos: whole.0, next_offset: whole.1, torn: Some(torn), damaged };
                 }
-                Found::Hole
+                if to == pos { Found::Missing } else { Found::Hole }
             }
             Decoded::Invalid(i) => Found::Invalid(i),
         };
@@ -165,8 +175,14 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64
             None => {
                 // Acknowledged records up to `synced_end` are damaged and
                 // nothing valid follows: keep their bytes, append after them,
-                // and never reuse their offsets.
-                let after = last_nonzero_end(seg, pos).next_multiple_of(FRAME_ALIGN).min(seg.len());
+                // and never reuse their offsets. Leave at least a header's
+                // room for each of them (when they were lost to zeros there
+                // are no bytes to keep): a later walk looks for the record
+                // that follows them no nearer than that (see `find_resume`).
+                let lost = synced_end.saturating_sub(next).saturating_mul(FRAME_HEADER_BYTES as u64);
+                let room = pos.saturating_add(usize::try_from(lost).unwrap_or(usize::MAX));
+                let after = last_nonzero_end(seg, pos).max(room).min(seg.len());
+                let after = after.next_multiple_of(FRAME_ALIGN).min(seg.len());
                 damaged.push(Damage { pos, offset: next, reason: found, resumed_at: after });
                 return Scan { tail_pos: after, next_offset: synced_end.max(next + 1), torn: None, damaged };
             }
@@ -409,6 +425,40 @@ mod tests {
         assert_eq!(scan.torn, None);
         assert_eq!(scan.next_offset, 105);
         assert!(scan.tail_pos >= starts[5] - 8 && scan.tail_pos.is_multiple_of(8));
+    }
+
+    #[test]
+    fn recovery_row_4_synced_records_lost_to_zeros_are_damage_not_a_clean_end() {
+        // Records 103 and 104 were synced (synced_end = 105), then their
+        // frames became zeros to the end of the segment (a lost write, a
+        // file cut at a frame boundary). Taken for row 1, their offsets
+        // would be reused by the next appends.
+        let (mut seg, starts) = segment(5, |i| 100 + i);
+        seg[starts[3]..].fill(0);
+        let scan = super::scan(&seg, 100, MAX, 105);
+        assert_eq!(scan.torn, None);
+        let room = starts[3] + 2 * FRAME_HEADER_BYTES;
+        assert_eq!((scan.tail_pos, scan.next_offset), (room, 105), "the lost records' offsets are never reused");
+        assert_eq!(
+            scan.damaged,
+            vec![Damage { pos: starts[3], offset: 103, reason: Found::Missing, resumed_at: room }]
+        );
+        // A frame appended there later is where a walk finds the record
+        // after the lost ones, and proves them acknowledged.
+        let next = record::encode(
+            FrameMeta { offset: 105, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
+            None,
+            b"after the loss",
+        );
+        seg[room..room + next.len()].copy_from_slice(&next);
+        let scan = super::scan(&seg, 100, MAX, 106);
+        assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (room + next.len(), 106, None));
+        assert_eq!(scan.damaged.iter().map(|d| (d.offset, d.resumed_at)).collect::<Vec<_>>(), [(103, room)]);
+        // Without the header's proof, zeros to the end are the end (row 1).
+        let (mut seg, starts) = segment(5, |i| 100 + i);
+        seg[starts[3]..].fill(0);
+        let scan = super::scan(&seg, 100, MAX, 103);
+        assert_eq!((scan.tail_pos, scan.next_offset, scan.torn, scan.damaged), (starts[3], 103, None, vec![]));
     }
 
     #[test]
