@@ -419,6 +419,10 @@ impl Consumer {
         let part = self.queue.partitions[slot as usize].clone();
         let held = self.held.get_mut(&slot).expect("ready_slot returns held slots");
         let max = if held.cursor.next_offset < held.isolate_end { 1 } else { self.options.max_batch };
+        // The next call starts at the next slot even if this read fails: a
+        // damaged record in one partition is reported every time it comes
+        // round, and must not stop the other partitions' deliveries.
+        self.next_slot = slot + 1;
         let span = part.read_span(&mut held.cursor, part.visible(), max)?;
         assert!(!span.frames.is_empty(), "slot {slot} was ready but yielded no record");
         let state = held.hold.checkpoint.state();
@@ -434,7 +438,6 @@ impl Consumer {
             (state.delivered_end, state.range_attempts)
         };
         held.hold.checkpoint.mark_delivered(delivered_end, attempts, range_attempts, false)?;
-        self.next_slot = slot + 1;
         Ok(Batch {
             slot,
             span,

@@ -101,7 +101,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<QueueConfig> {
 /// Reads and validates the meta file of the queue at `dir`.
 pub fn read(dir: &Path) -> Result<QueueConfig> {
     let path = dir.join(META_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    let bytes = storage::read_small(&path, META_BYTES).map_err(|e| Error::io("read", &path, e))?;
     decode(&bytes, &path)
 }
 

@@ -137,14 +137,18 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             );
             expected = base;
         }
-        let mut bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-        if bytes.len() as u64 != config.segment_bytes {
-            report.problem(
-                &path,
-                bytes.len() as u64,
-                None,
-                format!("segment is {} bytes, expected {}", bytes.len(), config.segment_bytes),
-            );
+        let mut bytes =
+            storage::read_small(&path, config.segment_bytes as usize).map_err(|e| Error::io("read", &path, e))?;
+        let len = bytes.len() as u64;
+        if len != config.segment_bytes {
+            let what = if len > config.segment_bytes {
+                // Only one byte past the size was read (`read_small`).
+                bytes.truncate(config.segment_bytes as usize);
+                format!("segment is longer than {} bytes", config.segment_bytes)
+            } else {
+                format!("segment is {len} bytes, expected {}", config.segment_bytes)
+            };
+            report.problem(&path, len.min(config.segment_bytes), None, what);
             if bytes.len() < SEGMENT_HEADER_BYTES {
                 unreadable(&mut expected);
                 continue;
@@ -217,7 +221,7 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
 
 fn verify_checkpoint(path: &Path, p: u32, end: Option<u64>, report: &mut Report) -> Result<()> {
     report.checkpoints += 1;
-    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let bytes = storage::read_small(path, checkpoint::FILE_BYTES).map_err(|e| Error::io("read", path, e))?;
     for at in [0, SECOND_COPY_AT] {
         let copy = bytes.get(at..).unwrap_or(&[]);
         match checkpoint::decode_copy(copy, p) {

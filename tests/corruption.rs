@@ -388,3 +388,45 @@ fn a_sealed_segment_cut_at_a_frame_start_is_reported_where_its_records_stop() {
     assert_problem(&report, &seg0, big_pos(40), Some(40));
     assert!(report.problems.iter().all(|p| p.file == seg0), "only the cut segment: {report:#?}");
 }
+
+#[test]
+fn a_damaged_record_in_one_partition_does_not_stop_deliveries_from_the_others() {
+    // Two partitions; round-robin sends put even messages in p0, odd in p1.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let queue = Queue::open_with(&path, small().partitions(2)).unwrap();
+    for i in 0..10 {
+        queue.producer().send(message(i)).unwrap();
+    }
+    drop(queue);
+    let seg = segment_path(&path, 0, 0);
+    let p0: Vec<u64> = (0..10).step_by(2).collect();
+    let s = frame_starts(p0.iter().map(|&i| message(i).len()));
+    common::flip_byte(&seg, s[1] + 37, 0x02); // p0's offset 1
+
+    let queue = Queue::open_existing(&path).unwrap();
+    // Batches of 2: p1's five records need three turns, between p0's.
+    let mut consumer = queue.consumer_with("g", ConsumerOptions::default().max_batch(2)).unwrap();
+    let (mut delivered, mut errors) = (Vec::new(), 0);
+    for _ in 0..8 {
+        match consumer.process_timeout(std::time::Duration::from_millis(200), |batch| {
+            delivered.extend(batch.iter().map(|m| m.payload().to_vec()));
+            Ok::<(), std::io::Error>(())
+        }) {
+            Ok(_) => {}
+            Err(e) => {
+                assert_corrupt_at(&e, &seg, s[1], Some(1));
+                errors += 1;
+            }
+        }
+    }
+    // p0's first record, then its damage reported each time it comes round;
+    // all of p1, which the damage in p0 must not hold up.
+    delivered.sort();
+    let mut expected: Vec<Vec<u8>> = (1..10).step_by(2).map(message).collect();
+    expected.push(message(0));
+    expected.sort();
+    assert_eq!(delivered, expected);
+    assert!(errors >= 2, "the damage is reported every time it comes round, not skipped: {errors}");
+    assert_eq!(consumer.committed().unwrap(), vec![1, 5]);
+}

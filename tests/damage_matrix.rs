@@ -972,4 +972,44 @@ fn every_kind_of_file_with_every_kind_of_damage_is_detected_never_delivered_neve
     }
     eprintln!("largest allocation in a case: {} bytes", LARGEST_ALLOCATION_SEEN.load(Ordering::Relaxed));
     assert!(failures.is_empty(), "{} cases failed (DURQ_SEED={base}):\n{}", failures.len(), failures.join("\n"));
+    // In the same test, so no other test's allocations blur the measure.
+    grown_small_files_are_never_read_whole(&pristine);
+}
+
+/// A hostile local user grows the meta file, a lease or a checkpoint into
+/// a 256 MiB sparse file. durq must judge it by its first bytes, without
+/// reading or allocating the rest: the meta file is refused, naming it; a
+/// lease that cannot be read counts as stale, and the group still starts at
+/// its committed position; `verify` reports without reading the files whole.
+fn grown_small_files_are_never_read_whole(pristine: &Pristine) {
+    const GROWN: u64 = 256 << 20;
+    for file in [Path::new("durq.meta").to_path_buf(), Pristine::lease(0), Pristine::lease(1)]
+        .into_iter()
+        .chain(pristine.checkpoints.iter().map(|(f, _)| f.clone()))
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        copy_dir(&pristine.path, &path);
+        let grown = path.join(&file);
+        std::fs::OpenOptions::new().write(true).open(&grown).unwrap().set_len(GROWN).unwrap();
+        LARGEST_ALLOCATION.store(0, Ordering::Relaxed);
+        let report = durq::verify::verify(&path);
+        match Queue::open_existing(&path) {
+            Err(e) => {
+                assert_eq!(file, Path::new("durq.meta"), "{}: {e}", file.display());
+                assert!(is_corrupt_naming(&e, &grown), "{e}");
+                assert!(report.is_err(), "verify accepted a grown meta file");
+            }
+            Ok(queue) => {
+                let committed = queue.consumer_with(GROUP, ConsumerOptions::default()).unwrap().committed().unwrap();
+                assert_eq!(committed, COMMITTED, "{} grown", file.display());
+            }
+        }
+        let largest = LARGEST_ALLOCATION.load(Ordering::Relaxed);
+        assert!(
+            largest <= ALLOCATION_BYTES_MAX,
+            "{} grown to {GROWN} bytes: an allocation of {largest}",
+            file.display()
+        );
+    }
 }

@@ -208,7 +208,7 @@ pub fn decode_file(bytes: &[u8], partition: u32, path: &Path) -> Result<Checkpoi
 pub fn latest(slot_dir: &Path, partition: u32, leased_epoch: u64) -> Result<Option<(u64, CheckpointState)>> {
     for epoch in epochs(slot_dir)?.into_iter().rev() {
         let path = slot_dir.join(file_name(epoch));
-        let bytes = match std::fs::read(&path) {
+        let bytes = match storage::read_small(&path, FILE_BYTES) {
             Ok(bytes) => bytes,
             // Removed by a newer holder since the listing: a newer file exists.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

@@ -53,7 +53,7 @@ pub fn dir(group_dir: &Path, slot: u32) -> PathBuf {
 /// Reads a slot's lease record.
 pub fn read_lease(slot_dir: &Path, slot: u32) -> Result<Result<Lease, LeaseError>> {
     let path = slot_dir.join(LEASE_FILE);
-    match std::fs::read(&path) {
+    match storage::read_small(&path, lease::LEASE_BYTES) {
         Ok(bytes) => Ok(lease::decode(&bytes, slot)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Err(LeaseError::Missing)),
         Err(e) => Err(crate::Error::io("read", &path, e)),

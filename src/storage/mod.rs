@@ -213,6 +213,17 @@ pub(crate) fn read_at(file: &File, path: &Path, pos: u64, buf: &mut [u8]) -> Res
     Ok(done)
 }
 
+/// Reads a small file whose format has a fixed size, but at most
+/// `expected + 1` bytes of it: one byte too many is enough for its decoder
+/// to refuse it, and a file grown by someone else (a hostile local user can
+/// make a sparse file of any size) never makes durq allocate or read more.
+pub(crate) fn read_small(path: &Path, expected: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(expected + 1);
+    File::open(path)?.take(expected as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Outcome of trying to take a file lock.
 pub(crate) enum Locked {
     Yes,
