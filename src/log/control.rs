@@ -217,12 +217,15 @@ impl ControlFile {
     }
 
     /// Wakes consumers in every process after `visible` grew. The caller
-    /// stored the new `visible` with `SeqCst` before calling. Costs one
-    /// atomic swap unless somebody announced it is going to sleep; a sleeper
-    /// that died is woken once and forgotten, so a crash never leaves the
-    /// producers paying a system call per record.
+    /// stored the new `visible` with `SeqCst` before calling. Costs one load
+    /// unless somebody announced it is going to sleep (a `SeqCst` load after
+    /// that store is all the handshake in `wait_until` needs; the swap only
+    /// picks which producer wakes); a sleeper that died is woken once and
+    /// forgotten, so a crash never leaves the producers paying a system call
+    /// per record.
     pub(crate) fn notify(&self) {
-        if self.sleepers().swap(0, Ordering::SeqCst) != 0 {
+        let sleepers = self.sleepers();
+        if sleepers.load(Ordering::SeqCst) != 0 && sleepers.swap(0, Ordering::SeqCst) != 0 {
             self.notify_seq().fetch_add(1, Ordering::SeqCst);
             shm::futex_wake_all(self.notify_seq());
         }

@@ -13,6 +13,7 @@
 //! the old segment before it creates the next. So recovery only ever has to
 //! scan the last segment, and a sync only ever has to cover the tail segment.
 
+use std::cell::UnsafeCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,8 +59,9 @@ pub(crate) struct Partition {
     /// unmapped (see `segment_cache`).
     segments: Mutex<SegmentCache>,
     /// The segment this process last appended to, so the hot path does not
-    /// look it up; checked against the shared tail under the append mutex.
-    tail_segment: Mutex<Option<Arc<Segment>>>,
+    /// look it up; checked against the shared tail under the append mutex,
+    /// which also guards it (see [`Appending`]).
+    tail_segment: TailCache,
     sync: Mutex<SyncState>,
     sync_done: Condvar,
     stop: Arc<FailStop>,
@@ -83,7 +85,7 @@ impl Partition {
             config,
             control,
             segments: Mutex::new(SegmentCache::default()),
-            tail_segment: Mutex::new(None),
+            tail_segment: TailCache(UnsafeCell::new(None)),
             sync: Mutex::new(SyncState { in_progress: false, synced: None }),
             sync_done: Condvar::new(),
             stop,
@@ -117,16 +119,15 @@ impl Partition {
         }
         let timestamp_ms = storage::coarse_now_ms();
         let c = self.shared();
-        let mut cache = self.tail_segment.lock();
-        let _guard = self.lock_tail(&c)?;
+        let tail = self.lock_tail(&c)?;
         let first = c.next_offset.load(Ordering::Relaxed);
         let mut next = first;
         let mut pos = c.tail_pos.load(Ordering::Relaxed) as usize;
-        let mut seg = self.cached_tail(&mut cache, c.tail_segment_base.load(Ordering::Relaxed))?;
+        let mut seg = self.cached_tail(tail.cache, c.tail_segment_base.load(Ordering::Relaxed))?;
         let total: usize = records.iter().map(Record::frame_bytes).sum();
         if total > seg.len() - pos && total <= seg.len() - SEGMENT_HEADER_BYTES {
-            seg = self.roll(&c, &seg, pos, next)?;
-            *cache = Some(seg.clone());
+            *tail.cache = Some(self.roll(&c, seg, pos, next)?);
+            seg = tail.cache.as_ref().expect("just rolled");
             pos = SEGMENT_HEADER_BYTES;
         }
         let durable = c.durable.load(Ordering::Acquire);
@@ -136,8 +137,8 @@ impl Partition {
             if len > seg.len() - pos {
                 c.tail_pos.store(pos as u64, Ordering::Relaxed);
                 c.next_offset.store(next, Ordering::Release);
-                seg = self.roll(&c, &seg, pos, next)?;
-                *cache = Some(seg.clone());
+                *tail.cache = Some(self.roll(&c, seg, pos, next)?);
+                seg = tail.cache.as_ref().expect("just rolled");
                 pos = SEGMENT_HEADER_BYTES;
             }
             let durable_lag = u32::try_from(next - durable.min(next)).unwrap_or(u32::MAX);
@@ -146,7 +147,7 @@ impl Partition {
             let header = record::encode_header(meta, r.key, r.payload);
             let key = r.key.unwrap_or(&[]);
             let pad = record::padding(key.len(), r.payload.len());
-            // SAFETY: we hold the append mutex (`_guard`) and `pos` is the
+            // SAFETY: we hold the append mutex (`tail`) and `pos` is the
             // published tail or beyond it (mmap contract rule 2); the frame
             // fits the segment (checked above).
             let written = unsafe { seg.write_frame(pos, [&header, key, r.payload, pad]) };
@@ -156,7 +157,7 @@ impl Partition {
         }
         c.tail_pos.store(pos as u64, Ordering::Relaxed);
         c.next_offset.store(next, Ordering::Release);
-        self.prefaulter.after_append(&seg, start_pos, pos);
+        self.prefaulter.after_append(seg, start_pos, pos);
         if self.config.durability.readers_see_unsynced() {
             c.visible.store(next, Ordering::SeqCst);
             self.control.notify();
@@ -219,9 +220,8 @@ impl Partition {
     /// sync, which costs a sixth of the single-message rate on this disk.
     fn sync_tail(&self, c: &PartitionControl<'_>, synced: Option<(u64, usize)>) -> Result<(u64, usize)> {
         let (seg, pos, next) = {
-            let mut cache = self.tail_segment.lock();
-            let _guard = self.lock_tail(c)?;
-            let seg = self.cached_tail(&mut cache, c.tail_segment_base.load(Ordering::Relaxed))?;
+            let tail = self.lock_tail(c)?;
+            let seg = self.cached_tail(tail.cache, c.tail_segment_base.load(Ordering::Relaxed))?.clone();
             (seg, c.tail_pos.load(Ordering::Relaxed) as usize, c.next_offset.load(Ordering::Relaxed))
         };
         let from = match synced {
@@ -232,8 +232,7 @@ impl Partition {
         self.publish_durable(c, next);
         // Record the proof in the segment header, under the mutex that
         // serialises its writers; it reaches the disk with the next sync.
-        let _cache = self.tail_segment.lock();
-        let _guard = self.lock_tail(c)?;
+        let _tail = self.lock_tail(c)?;
         if c.tail_segment_base.load(Ordering::Relaxed) == seg.base_offset {
             // SAFETY: we hold the append mutex, and the sync above covering
             // every record below `durable` has returned.
@@ -251,9 +250,8 @@ impl Partition {
         }
         let c = self.shared();
         let seg = {
-            let mut cache = self.tail_segment.lock();
-            let _guard = self.lock_tail(&c)?;
-            self.cached_tail(&mut cache, c.tail_segment_base.load(Ordering::Relaxed))?
+            let tail = self.lock_tail(&c)?;
+            self.cached_tail(tail.cache, c.tail_segment_base.load(Ordering::Relaxed))?.clone()
         };
         seg.sync(0, SEGMENT_HEADER_BYTES)
     }
@@ -309,7 +307,7 @@ impl Partition {
 
     /// Takes the append mutex; if its last holder died holding it, first
     /// rebuilds the tail from the segment, as recovery does at open.
-    fn lock_tail<'c>(&self, c: &'c PartitionControl<'_>) -> Result<MutexGuard<'c>> {
+    fn lock_tail<'c>(&'c self, c: &'c PartitionControl<'_>) -> Result<Appending<'c>> {
         let (guard, acquired) = c.mutex.lock().map_err(|e| Error::io("lock append mutex", &self.dir, e))?;
         if acquired == Acquired::OwnerDied {
             // Rule 3 of the mmap contract: we hold the mutex, and recovery
@@ -325,18 +323,23 @@ impl Partition {
             }
             guard.mark_consistent().map_err(|e| Error::io("repair append mutex", &self.dir, e))?;
         }
-        Ok(guard)
+        // SAFETY: every access to the cache goes through an `Appending`,
+        // made only here, right after this thread took this partition's
+        // append mutex, and unlocking it when dropped. The mutex is not
+        // recursive, so while it lives no other `Appending`, hence no other
+        // reference to the cache, exists on any thread, this one included
+        // (a second `lock_tail` blocks).
+        let cache = unsafe { &mut *self.tail_segment.0.get() };
+        Ok(Appending { cache, _guard: guard })
     }
 
-    fn cached_tail(&self, cache: &mut Option<Arc<Segment>>, base: u64) -> Result<Arc<Segment>> {
-        match cache {
-            Some(seg) if seg.base_offset == base => Ok(seg.clone()),
-            _ => {
-                let seg = self.segment(base)?;
-                *cache = Some(seg.clone());
-                Ok(seg)
-            }
+    /// The tail segment starting at `base`, from the cache (refilled if it
+    /// holds another one).
+    fn cached_tail<'a>(&self, cache: &'a mut Option<Arc<Segment>>, base: u64) -> Result<&'a Arc<Segment>> {
+        if cache.as_ref().is_none_or(|seg| seg.base_offset != base) {
+            *cache = Some(self.segment(base)?);
         }
+        Ok(cache.as_ref().expect("filled above"))
     }
 
     /// The segment starting at `base`: the mapping this process already
@@ -471,6 +474,22 @@ impl Partition {
             e => e,
         })
     }
+}
+
+/// This process's cached tail segment: a cell that only the holder of the
+/// partition's append mutex touches, through [`Appending`], so that an
+/// append takes no lock but that mutex.
+struct TailCache(UnsafeCell<Option<Arc<Segment>>>);
+
+// SAFETY: the cell is only reached through `Partition::lock_tail`, while the
+// calling thread holds the partition's append mutex, which excludes every
+// other thread (see there).
+unsafe impl Sync for TailCache {}
+
+/// The append mutex, held, and the cached tail segment it guards.
+struct Appending<'c> {
+    cache: &'c mut Option<Arc<Segment>>,
+    _guard: MutexGuard<'c>,
 }
 
 /// This process's group-commit state for one partition.
