@@ -24,8 +24,9 @@ use crate::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::control::{self, ControlFile, Opened};
-use crate::log::partition::{self, Partition};
+use crate::log::partition::{self, Crash, Partition};
 use crate::log::prefault::{PrefaultThread, Prefaulter};
+use crate::log::sealer::Sealer;
 use crate::meta;
 use crate::options::{ConsumerOptions, Durability, Options, QueueConfig};
 use crate::producer::Producer;
@@ -54,6 +55,7 @@ pub struct Queue {
 pub(crate) struct QueueInner {
     // Dropped first: its last pass syncs what the partitions hold.
     _flusher: Option<Flusher>,
+    sealer: Arc<Sealer>,
     pub(crate) dir: PathBuf,
     pub(crate) config: QueueConfig,
     pub(crate) partitions: Vec<Arc<Partition>>,
@@ -118,7 +120,7 @@ impl Queue {
         let control = match ControlFile::open(&dir, config.partitions)? {
             Opened::Alone(control) => {
                 let tails = (0..config.partitions)
-                    .map(|p| partition::recover(&dir.join(partition::dir_name(p)), p, &config))
+                    .map(|p| partition::recover(&dir.join(partition::dir_name(p)), p, &config, Crash::PowerLoss))
                     .collect::<Result<Vec<_>>>()?;
                 control.init(&tails)?;
                 control
@@ -129,8 +131,12 @@ impl Queue {
         let control = Arc::new(control);
         let stop = Arc::new(FailStop::default());
         let (prefaulter, prefault_thread) = Prefaulter::start();
+        let sealer = Arc::new(match config.durability {
+            Durability::Sync => Sealer::none(),
+            Durability::Interval(_) | Durability::Buffered => Sealer::start(),
+        });
         let partitions: Vec<Arc<Partition>> = (0..config.partitions)
-            .map(|p| Arc::new(Partition::new(&dir, p, config, control.clone(), stop.clone(), prefaulter.clone())))
+            .map(|p| Partition::new(&dir, p, config, control.clone(), stop.clone(), prefaulter.clone(), sealer.clone()))
             .collect();
         // The partitions hold the only senders now, so the thread ends (and
         // `prefault_thread` joins) once they are gone.
@@ -142,6 +148,7 @@ impl Queue {
         Ok(Queue {
             inner: Arc::new(QueueInner {
                 _flusher: flusher,
+                sealer,
                 dir,
                 config,
                 partitions,
@@ -186,8 +193,10 @@ impl Queue {
 
 impl Drop for QueueInner {
     fn drop(&mut self) {
-        // The flusher's last pass first, then the headers' proofs.
+        // The flusher's last pass first, then the segments the sealer still
+        // holds, then the headers' proofs.
         drop(self._flusher.take());
+        self.sealer.finish();
         for p in &self.partitions {
             // Best effort: a failure here only leaves the last batch without
             // its header proof, which frames or the next open's sync give.

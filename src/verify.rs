@@ -3,7 +3,9 @@
 //! Walks every frame of every segment (checksum, offset order, segment
 //! contiguity) and every checkpoint, and reports each problem with its file,
 //! byte position and offset. It opens files read-only and never repairs:
-//! a torn tail that the next open would zero is reported as a note.
+//! a torn tail that the next open would zero is reported as a note, and so
+//! is one in the segment before the last that nothing proves was synced
+//! (the next open cuts the log there, see `recovery::check_sealed`).
 
 use std::path::{Path, PathBuf};
 
@@ -174,6 +176,20 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             unreadable(&mut expected);
             continue;
         }
+        if i + 2 == bases.len()
+            && let Some(cut) =
+                unsynced_cut(&bytes, base, &pdir.join(segment::file_name(bases[i + 1])), bases[i + 1], config)?
+        {
+            report.notes.push(format!(
+                "{}: unrecovered torn tail at byte {} (offset {}) of a full segment that was never synced; no record proves it acknowledged, the next open cuts the log there and removes {}",
+                path.display(),
+                cut.tail_pos,
+                cut.next_offset,
+                segment::file_name(bases[i + 1]),
+            ));
+            report.records += cut.next_offset - base;
+            return Ok(Some(cut.next_offset));
+        }
         let synced_end = segment::decode_synced_end(&bytes).unwrap_or(base);
         let scan = recovery::scan(&bytes, base, config.record_bytes_max, synced_end);
         for d in &scan.damaged {
@@ -217,6 +233,23 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
         };
     }
     Ok(end_known.then_some(expected))
+}
+
+/// The cut recovery would make in the segment before the last (`bytes`,
+/// starting at `base`), given the last one at `last_path`, if it would make
+/// one.
+fn unsynced_cut(
+    bytes: &[u8],
+    base: u64,
+    last_path: &Path,
+    last_base: u64,
+    config: &crate::QueueConfig,
+) -> Result<Option<recovery::Scan>> {
+    let last = std::fs::read(last_path).map_err(|e| Error::io("read", last_path, e))?;
+    Ok(match recovery::check_sealed(bytes, base, &last, last_base, config.record_bytes_max) {
+        recovery::Sealed::Cut(scan) => Some(scan),
+        recovery::Sealed::Proven | recovery::Sealed::Kept => None,
+    })
 }
 
 fn verify_checkpoint(path: &Path, p: u32, end: Option<u64>, report: &mut Report) -> Result<()> {

@@ -106,6 +106,42 @@ fn every_durability_mode_delivers_after_send_or_flush() {
 }
 
 #[test]
+fn under_interval_a_full_segment_becomes_visible_when_its_background_sync_is_done() {
+    // An hour between flushes: only the sealer's sync of the full segment,
+    // after the roll, can make its records durable, and so visible.
+    let t = TestQueue::new(small().durability(Durability::Interval(Duration::from_secs(3600))));
+    let payloads: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; 1000]).collect();
+    for m in &payloads {
+        t.queue.producer().send(m).unwrap();
+    }
+    assert_eq!(common::segments(&t.path(), 0).len(), 2, "63 records fill a segment");
+    let mut c = t.queue.consumer("g").unwrap();
+    assert_eq!(common::take(&mut c, 63), payloads[..63]);
+    assert!(drain(&mut c).is_empty(), "records of the tail wait for a flush");
+    t.queue.producer().flush().unwrap();
+    assert_eq!(drain(&mut c), payloads[63..]);
+}
+
+#[test]
+fn a_flush_through_another_handle_covers_a_full_segment_this_one_has_not_synced_yet() {
+    // Two handles of one queue behave as two processes: each has its own
+    // sealer, and a flush cannot wait for the other's.
+    let t = TestQueue::new(small().durability(Durability::Interval(Duration::from_secs(3600))));
+    let other = Queue::open_existing(t.path()).unwrap();
+    let payloads: Vec<Vec<u8>> = (0..150u8).map(|i| vec![i; 1000]).collect();
+    for m in &payloads {
+        t.queue.producer().send(m).unwrap();
+    }
+    other.producer().flush().unwrap();
+    // The flush returned only after the segment before the tail was synced
+    // and its header said so.
+    let seg63 = std::fs::read(common::segment_path(&t.path(), 0, 63)).unwrap();
+    assert_eq!(durq::log::segment::decode_synced_end(&seg63), Some(126));
+    let mut c = other.consumer("g").unwrap();
+    assert_eq!(common::take(&mut c, payloads.len()), payloads);
+}
+
+#[test]
 fn a_second_member_stands_by_and_takes_over_when_the_first_leaves() {
     let t = TestQueue::new(Options::default());
     t.queue.producer().send_batch(["a", "b"]).unwrap();

@@ -150,6 +150,32 @@ fn a_failed_interval_flush_is_reported_to_the_next_send_and_flush() {
 }
 
 #[test]
+fn a_failed_background_sync_of_a_full_segment_fails_the_next_flush() {
+    let t = common::TestQueue::new(small().durability(Durability::Buffered));
+    let disk = SimDisk::attach(t.dir.path()).unwrap();
+    let producer = t.queue.producer();
+    let record = [7u8; 1000];
+    for _ in 0..63 {
+        producer.send(record).unwrap(); // 63 fill the first segment
+    }
+    // The next send rolls: under `Buffered` no send syncs, so the next msync
+    // is the one of the full segment, on the sealer thread or in the flush
+    // that got to it first.
+    disk.fail_next(OpKind::SyncRange, libc::EIO, false);
+    producer.send(record).unwrap();
+    let error = producer.flush().unwrap_err();
+    disk.heal();
+    assert!(matches!(error, Error::Io { op: "msync", .. } | Error::Stopped { .. }), "{error}");
+    assert!(matches!(producer.send(b"after"), Err(Error::Stopped { .. })));
+    assert!(matches!(producer.flush(), Err(Error::Stopped { .. })));
+    assert_eq!(disk.trace().iter().filter(|op| op.kind == OpKind::SyncRange).count(), 1, "stopped: no msync after it");
+    drop((producer, t.queue));
+    let queue = durq::Queue::open_existing(t.dir.path().join("q")).unwrap();
+    assert_eq!(queue.read_at(0, 0, usize::MAX).unwrap().len(), 64, "the page cache kept every record");
+    assert!(disk.problems().is_empty(), "{:?}", disk.problems());
+}
+
+#[test]
 fn a_failed_checkpoint_sync_stops_the_consumer_and_skips_nothing_unprocessed() {
     let t = common::TestQueue::new(small());
     let disk = SimDisk::attach(t.dir.path()).unwrap();

@@ -5,7 +5,8 @@
 //! the way a crash or a torn write would, reopens the queue, and checks what
 //! survived: every record some later frame proves durable, and nothing else.
 //! The rows of the decision table in `src/log/recovery.rs` are exercised one
-//! by one, then the segment-header rows, then idempotence.
+//! by one, then the segment-header rows, then idempotence, then the segment
+//! before the last as a roll under `Buffered` leaves it to a background sync.
 
 mod common;
 
@@ -504,4 +505,189 @@ fn a_commit_makes_the_unflushed_records_it_covers_durable_so_a_power_cut_keeps_t
     assert_eq!(queue.consumer("g").unwrap().committed().unwrap(), [5]);
     let stored: Vec<Vec<u8>> = queue.read_at(0, 0, 10).unwrap().into_iter().map(|r| r.payload).collect();
     assert_eq!(stored, messages(0..5));
+}
+
+// ---- The segment before the last, left unsynced by a roll ----
+//
+// Under `Buffered` and `Interval` a roll leaves the full segment to the
+// sealer thread. The on-disk state a power loss leaves before that thread
+// finished is built from a cleanly closed queue: the sealer's proof in the
+// full segment's header is set back (a header write that never reached the
+// disk), and the bytes that did not reach the disk are zeroed or torn.
+
+/// Payload bytes of a record in these tests: 63 fill a 64 KiB segment.
+const BIG: usize = 1000;
+const PER_SEGMENT: u64 = 63;
+
+fn big(i: u64) -> Vec<u8> {
+    let mut v = vec![b'a' + (i % 26) as u8; BIG];
+    v[..8].copy_from_slice(format!("{i:08}").as_bytes());
+    v
+}
+
+fn bigs(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    range.map(big).collect()
+}
+
+/// Where record `i` starts in its segment.
+fn big_pos(i: u64) -> usize {
+    64 + (i % PER_SEGMENT) as usize * common::frame_len(0, BIG)
+}
+
+/// Where the frames of a full segment end.
+fn full_end() -> usize {
+    big_pos(PER_SEGMENT - 1) + common::frame_len(0, BIG)
+}
+
+fn synced_end(segment: &Path) -> Option<u64> {
+    durq::log::segment::decode_synced_end(&std::fs::read(segment).unwrap())
+}
+
+/// A closed `Buffered` queue at `dir/q` holding `big(0..n)` in segments 0
+/// and 63, never flushed, as a power loss right after the roll leaves it:
+/// segment 0's header without the sealer's proof. Segment 63's header,
+/// written while nothing was durable, claims nothing.
+fn unsynced_roll(dir: &Path, n: u64) -> PathBuf {
+    let path = dir.join("q");
+    let queue = Queue::open_with(&path, small().durability(Durability::Buffered)).unwrap();
+    let producer = queue.producer();
+    for i in 0..n {
+        producer.send(big(i)).unwrap();
+    }
+    drop((producer, queue));
+    let (seg0, seg63) = (segment_path(&path, 0, 0), segment_path(&path, 0, PER_SEGMENT));
+    assert_eq!(common::segments(&path, 0), [seg0.clone(), seg63.clone()], "records roll where the test expects");
+    assert_eq!(synced_end(&seg0), Some(PER_SEGMENT), "the sealer synced segment 0 and recorded it");
+    assert_eq!(synced_end(&seg63), Some(0), "segment 63 was created while nothing was durable");
+    common::set_synced_end(&seg0, 0);
+    path
+}
+
+#[test]
+fn a_full_segment_torn_by_a_power_loss_before_its_background_sync_ends_the_log_there() {
+    // Nothing was flushed, so no record from the damage on was acknowledged;
+    // segment 63's records follow a hole and go with it.
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage); 3] = [
+        ("the pages of records 50..63 never written", |f| {
+            common::write_at(f, big_pos(50), &vec![0; full_end() - big_pos(50)])
+        }),
+        ("record 50 torn", |f| common::write_at(f, big_pos(50) + 700, &[0u8; 332])),
+        ("a byte of record 50 wrong", |f| common::flip_byte(f, big_pos(50) + 100, 0x04)),
+    ];
+    for (what, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = unsynced_roll(dir.path(), 80);
+        let (seg0, seg63) = (segment_path(&path, 0, 0), segment_path(&path, 0, PER_SEGMENT));
+        damage(&seg0);
+        let damaged = std::fs::read(&seg0).unwrap();
+        let report = durq::verify::verify(&path).unwrap();
+        assert!(report.problems.is_empty(), "{what}: an unacknowledged tail is not damage: {report:?}");
+        assert_eq!(report.notes.len(), 1, "{what}: {report:?}");
+        assert!(report.notes[0].contains("cuts the log"), "{what}: {report:?}");
+
+        let queue = Queue::open_existing(&path).unwrap();
+        assert_eq!(queue.offsets(0), (0, 50), "{what}");
+        assert!(!seg63.exists(), "{what}: the segment after the hole is removed");
+        let after = std::fs::read(&seg0).unwrap();
+        assert_eq!(after[..36], damaged[..36], "{what}: the header's fixed part");
+        assert_eq!(after[64..big_pos(50)], damaged[64..big_pos(50)], "{what}: a kept byte changed");
+        assert!(after[big_pos(50)..].iter().all(|&b| b == 0), "{what}: bytes past the cut are zero");
+        assert_eq!(synced_end(&seg0), Some(50), "{what}: the kept records are proven synced");
+        let mut consumer = queue.consumer("g").unwrap();
+        assert_eq!(take(&mut consumer, 50), bigs(0..50), "{what}");
+        assert_eq!(queue.producer().send(big(50)).unwrap().offset, 50, "{what}: offsets go on from the cut");
+        assert_eq!(take(&mut consumer, 1), bigs(50..51), "{what}");
+        drop((consumer, queue));
+        let report = durq::verify::verify(&path).unwrap();
+        assert!(report.problems.is_empty() && report.notes.is_empty(), "{what}: {report:?}");
+        assert_eq!(report.records, 51, "{what}");
+    }
+}
+
+#[test]
+fn a_full_segment_found_whole_after_a_power_loss_is_kept_synced_and_proven() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = unsynced_roll(dir.path(), 80);
+    let seg0 = segment_path(&path, 0, 0);
+    let before = std::fs::read(&seg0).unwrap();
+    let report = durq::verify::verify(&path).unwrap();
+    assert!(report.problems.is_empty() && report.notes.is_empty(), "{report:?}");
+
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.offsets(0), (0, 80));
+    let after = std::fs::read(&seg0).unwrap();
+    assert_eq!((&after[..40], &after[52..]), (&before[..40], &before[52..]), "only the proof changed");
+    assert_eq!(synced_end(&seg0), Some(PER_SEGMENT), "recovery recorded that segment 0 is synced");
+    let mut consumer = queue.consumer("g").unwrap();
+    assert_eq!(take(&mut consumer, 80), bigs(0..80));
+    drop((consumer, queue));
+    // The next open trusts the proof: a byte flipped now is damage it reports,
+    // never a reason to cut.
+    common::flip_byte(&seg0, big_pos(10) + 100, 0x04);
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.offsets(0), (0, 80));
+}
+
+#[test]
+fn damage_in_a_full_segment_that_a_later_frame_proves_flushed_is_reported_never_cut() {
+    // Records 0..70 were flushed (segment 0 sealed and synced), 70..75 sent
+    // after: their frames say everything below 70 was durable. Both headers'
+    // proofs are damaged, so only those frames prove segment 0 synced, and
+    // its damaged record 40 is acknowledged data.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let queue = Queue::open_with(&path, small().durability(Durability::Buffered)).unwrap();
+    let producer = queue.producer();
+    for i in 0..70 {
+        producer.send(big(i)).unwrap();
+    }
+    producer.flush().unwrap();
+    for i in 70..75 {
+        producer.send(big(i)).unwrap();
+    }
+    drop((producer, queue));
+    let (seg0, seg63) = (segment_path(&path, 0, 0), segment_path(&path, 0, PER_SEGMENT));
+    common::flip_byte(&seg0, 44, 0x01);
+    common::flip_byte(&seg63, 44, 0x01);
+    assert_eq!((synced_end(&seg0), synced_end(&seg63)), (None, None));
+    common::flip_byte(&seg0, big_pos(40) + 100, 0x04);
+    let report = durq::verify::verify(&path).unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.offsets(0), (0, 75), "nothing acknowledged is cut away");
+    assert!(seg63.exists());
+    let mut consumer = queue.consumer("g").unwrap();
+    assert_eq!(take(&mut consumer, 40), bigs(0..40));
+    let e = common::process_error(&mut consumer);
+    assert!(matches!(&e, Error::Corrupt { offset: Some(40), .. }), "{e}");
+}
+
+#[test]
+fn a_segment_created_by_an_unsynced_roll_and_cut_short_waits_for_the_full_one_to_be_checked() {
+    // The crash came while the roll created segment 63, before its header
+    // was durable (the file is empty): record 63 was never written.
+    for torn in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = unsynced_roll(dir.path(), 64);
+        let (seg0, seg63) = (segment_path(&path, 0, 0), segment_path(&path, 0, PER_SEGMENT));
+        std::fs::write(&seg63, b"").unwrap();
+        if torn {
+            common::write_at(&seg0, big_pos(50), &vec![0; full_end() - big_pos(50)]);
+        }
+        let queue = Queue::open_existing(&path).unwrap();
+        let mut consumer = queue.consumer("g").unwrap();
+        if torn {
+            assert_eq!(queue.offsets(0), (0, 50));
+            assert!(!seg63.exists(), "the empty segment after the hole is removed");
+            assert_eq!(take(&mut consumer, 50), bigs(0..50));
+        } else {
+            assert_eq!(queue.offsets(0), (0, PER_SEGMENT));
+            assert_eq!(synced_end(&seg0), Some(PER_SEGMENT), "segment 0 is proven before segment 63 claims it");
+            let bytes = std::fs::read(&seg63).unwrap();
+            assert_eq!(bytes[..64], durq::log::segment::encode_header(0, PER_SEGMENT, 64 << 10));
+            assert_eq!(take(&mut consumer, PER_SEGMENT as usize), bigs(0..PER_SEGMENT));
+        }
+    }
 }

@@ -22,12 +22,15 @@
 //!   + 88              8     visible            readers deliver offsets below this
 //!   + 96              8     durable            offsets below this are synced
 //!   + 104             8     first_offset       earliest retained offset
+//!   + 112             8     prev_segment_base  base offset of the segment before the tail
 //! ```
 //!
 //! **Invariant:** `visible <= next_offset`, `durable <= next_offset`; under
 //! `Sync` and `Interval`, `visible <= durable` (no phantom reads). Only the
-//! holder of a partition's mutex changes `next_offset`, `tail_segment_base`
-//! and `tail_pos`; `visible` and `durable` only grow (`fetch_max`).
+//! holder of a partition's mutex changes `next_offset`, `tail_segment_base`,
+//! `tail_pos` and `prev_segment_base`; `visible` and `durable` only grow
+//! (`fetch_max`). `durable >= prev_segment_base`: at most one sealed segment,
+//! the one before the tail, may hold records that are not durable.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -57,7 +60,8 @@ const TAIL_POS_AT: usize = TAIL_SEGMENT_AT + 8;
 const VISIBLE_AT: usize = TAIL_POS_AT + 8;
 const DURABLE_AT: usize = VISIBLE_AT + 8;
 const FIRST_OFFSET_AT: usize = DURABLE_AT + 8;
-const _: () = assert!(FIRST_OFFSET_AT + 8 <= BLOCK_BYTES);
+const PREV_SEGMENT_AT: usize = FIRST_OFFSET_AT + 8;
+const _: () = assert!(PREV_SEGMENT_AT + 8 <= BLOCK_BYTES);
 
 /// Where a partition's log ends, as recovery found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +74,9 @@ pub struct Tail {
     pub segment_base: u64,
     /// Byte position of the next frame in the last segment.
     pub pos: u64,
+    /// Base offset of the segment before the last (the last one's own if it
+    /// is the only one).
+    pub prev_segment_base: u64,
 }
 
 /// One partition's shared state.
@@ -81,6 +88,7 @@ pub(crate) struct PartitionControl<'a> {
     pub(crate) visible: &'a AtomicU64,
     pub(crate) durable: &'a AtomicU64,
     pub(crate) first_offset: &'a AtomicU64,
+    pub(crate) prev_segment_base: &'a AtomicU64,
 }
 
 impl PartitionControl<'_> {
@@ -90,6 +98,7 @@ impl PartitionControl<'_> {
         self.tail_segment_base.store(tail.segment_base, Ordering::Relaxed);
         self.tail_pos.store(tail.pos, Ordering::Relaxed);
         self.first_offset.store(tail.first_offset, Ordering::Relaxed);
+        self.prev_segment_base.store(tail.prev_segment_base, Ordering::Relaxed);
         self.next_offset.store(tail.next_offset, Ordering::Release);
     }
 }
@@ -205,6 +214,7 @@ impl ControlFile {
             visible: self.atomic64(block + VISIBLE_AT),
             durable: self.atomic64(block + DURABLE_AT),
             first_offset: self.atomic64(block + FIRST_OFFSET_AT),
+            prev_segment_base: self.atomic64(block + PREV_SEGMENT_AT),
         }
     }
 

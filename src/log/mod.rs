@@ -7,6 +7,7 @@
 //! - [`control`]: the shared, mapped state of a live queue.
 //! - [`partition`]: appends, group commit, and validated reads.
 //! - [`prefault`]: faulting in segment pages ahead of the writer.
+//! - [`sealer`]: syncing full segments in the background.
 
 pub mod record;
 pub mod recovery;
@@ -15,4 +16,5 @@ pub mod segment;
 pub(crate) mod control;
 pub(crate) mod partition;
 pub(crate) mod prefault;
+pub(crate) mod sealer;
 pub(crate) mod segment_cache;

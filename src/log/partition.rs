@@ -9,14 +9,18 @@
 //! commit), then raises the shared `durable` (and, unless the queue is
 //! `Buffered`, `visible`) watermark.
 //!
-//! **Invariant:** every segment but the last is synced in full: `roll` syncs
-//! the old segment before it creates the next. So recovery only ever has to
-//! scan the last segment, and a sync only ever has to cover the tail segment.
+//! **Invariant:** every segment but the last two is synced in full, and so is
+//! the one before the last once `durable` reaches the last one's base. Under
+//! `Sync` a roll syncs the old segment before it creates the next; under
+//! `Buffered` and `Interval` it leaves it to the sealer thread (`sealer.rs`),
+//! but first seals the segment before it if that is still pending. So
+//! recovery only ever has to scan the last two segments, and a sync has to
+//! cover the tail segment and, while it is pending, the one before it.
 
 use std::cell::UnsafeCell;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -25,10 +29,11 @@ use crate::fail_stop::FailStop;
 use crate::log::control::{ControlFile, PartitionControl, Tail};
 use crate::log::prefault::{PREFAULT_BYTES, Prefaulter};
 use crate::log::record::{self, Decoded, FrameMeta, KEY_BYTES_MAX};
-use crate::log::recovery;
+use crate::log::recovery::{self, Sealed};
+use crate::log::sealer::{SealJob, Sealer};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
 use crate::log::segment_cache::SegmentCache;
-use crate::options::QueueConfig;
+use crate::options::{Durability, QueueConfig};
 use crate::storage::{self, shm::Acquired, shm::MutexGuard};
 
 /// One record to append.
@@ -51,6 +56,8 @@ pub fn dir_name(id: u32) -> String {
 
 /// A partition of an open queue.
 pub(crate) struct Partition {
+    /// This partition, for the sealer jobs a roll hands out.
+    me: Weak<Partition>,
     pub(crate) id: u32,
     pub(crate) dir: PathBuf,
     config: QueueConfig,
@@ -66,6 +73,7 @@ pub(crate) struct Partition {
     sync_done: Condvar,
     stop: Arc<FailStop>,
     prefaulter: Prefaulter,
+    sealer: Arc<Sealer>,
     /// Set by a roll in this process: retention has something to look at.
     rolled: AtomicBool,
 }
@@ -78,8 +86,10 @@ impl Partition {
         control: Arc<ControlFile>,
         stop: Arc<FailStop>,
         prefaulter: Prefaulter,
-    ) -> Partition {
-        Partition {
+        sealer: Arc<Sealer>,
+    ) -> Arc<Partition> {
+        Arc::new_cyclic(|me| Partition {
+            me: me.clone(),
             id,
             dir: queue_dir.join(dir_name(id)),
             config,
@@ -90,8 +100,9 @@ impl Partition {
             sync_done: Condvar::new(),
             stop,
             prefaulter,
+            sealer,
             rolled: AtomicBool::new(false),
-        }
+        })
     }
 
     pub(crate) fn shared(&self) -> PartitionControl<'_> {
@@ -219,11 +230,20 @@ impl Partition {
     /// kernel's writeback: syncing it every time would write two pages per
     /// sync, which costs a sixth of the single-message rate on this disk.
     fn sync_tail(&self, c: &PartitionControl<'_>, synced: Option<(u64, usize)>) -> Result<(u64, usize)> {
-        let (seg, pos, next) = {
+        let (seg, pos, next, prev_base) = {
             let tail = self.lock_tail(c)?;
             let seg = self.cached_tail(tail.cache, c.tail_segment_base.load(Ordering::Relaxed))?.clone();
-            (seg, c.tail_pos.load(Ordering::Relaxed) as usize, c.next_offset.load(Ordering::Relaxed))
+            let prev_base = c.prev_segment_base.load(Ordering::Relaxed);
+            (seg, c.tail_pos.load(Ordering::Relaxed) as usize, c.next_offset.load(Ordering::Relaxed), prev_base)
         };
+        if c.durable.load(Ordering::Acquire) < seg.base_offset {
+            // The segment before the tail still waits for a sealer (ours, or
+            // that of a process that died): its records were sent before any
+            // in the tail. Its last frame's position is not known here, so the
+            // whole file is synced; pages past it are clean or zeros.
+            let prev = self.segment(prev_base)?;
+            self.seal(c, &prev, prev.len(), seg.base_offset, false)?;
+        }
         let from = match synced {
             Some((base, synced_pos)) if base == seg.base_offset => synced_pos.min(pos),
             _ => SEGMENT_HEADER_BYTES,
@@ -264,20 +284,83 @@ impl Partition {
         }
     }
 
-    /// Seals the full segment `old` (synced in full, so only the last segment
-    /// can ever be torn) and starts a new one at offset `next`. Called with
-    /// the append mutex held and the tail published up to `pos`/`next`.
-    fn roll(&self, c: &PartitionControl<'_>, old: &Segment, pos: usize, next: u64) -> Result<Arc<Segment>> {
-        old.sync(SEGMENT_HEADER_BYTES, pos).map_err(|e| self.stop.stop(e))?;
-        self.publish_durable(c, next);
-        let seg = Arc::new(Segment::create(&self.dir, self.id, next, self.config.segment_bytes)?);
+    /// Seals the full segment `old` and starts a new one at offset `next`.
+    /// Called with the append mutex held and the tail published up to
+    /// `pos`/`next`.
+    ///
+    /// Under `Sync` the old segment is synced here, before the new one
+    /// exists, as it always was: every send waits for a sync anyway. Under
+    /// `Buffered` and `Interval` nothing was promised for its records before
+    /// a flush, so the sealer thread syncs it while appends go on; the new
+    /// segment's header then claims only what was durable at the roll, and
+    /// recovery checks the old one for a torn tail until its own header
+    /// proves it synced. At most one segment is ever left pending: if the
+    /// one before `old` still is (the sealer fell a whole segment behind),
+    /// it is sealed here first.
+    fn roll(&self, c: &PartitionControl<'_>, old: &Arc<Segment>, pos: usize, next: u64) -> Result<Arc<Segment>> {
+        if c.durable.load(Ordering::Acquire) < old.base_offset {
+            let prev = self.segment(c.prev_segment_base.load(Ordering::Relaxed))?;
+            self.seal(c, &prev, prev.len(), old.base_offset, true)?;
+        }
+        if self.config.durability == Durability::Sync {
+            old.sync(SEGMENT_HEADER_BYTES, pos).map_err(|e| self.stop.stop(e))?;
+            self.publish_durable(c, next);
+        }
+        let durable = c.durable.load(Ordering::Acquire);
+        let seg = Arc::new(Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable)?);
         seg.prefault(0, PREFAULT_BYTES);
         self.prefaulter.after_append(&seg, 0, 0);
         let seg = self.segments.lock().insert(seg);
+        c.prev_segment_base.store(old.base_offset, Ordering::Relaxed);
         c.tail_segment_base.store(next, Ordering::Relaxed);
         c.tail_pos.store(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
         self.rolled.store(true, Ordering::Relaxed);
+        if durable < next {
+            let partition = self.me.upgrade().expect("a partition that appends is alive");
+            let job = SealJob { partition, segment: old.clone(), end_pos: pos, next_base: next };
+            if let Err(job) = self.sealer.submit(job) {
+                self.seal(c, &job.segment, job.end_pos, job.next_base, true)?;
+            }
+        }
         Ok(seg)
+    }
+
+    /// Makes the sealed segment `seg` durable: syncs its bytes up to `end`
+    /// (past its last frame), records in its header that every record below
+    /// `next_base` (where the next segment begins) is synced, syncs that
+    /// proof, and only then raises `durable` to `next_base`, so no record of
+    /// it is acknowledged before recovery can tell that it was synced. Every
+    /// record before `seg` must already be durable. `locked`: the caller
+    /// holds the append mutex. A failure stops the handle (fail-stop).
+    fn seal(&self, c: &PartitionControl<'_>, seg: &Segment, end: usize, next_base: u64, locked: bool) -> Result<()> {
+        self.stop.check()?;
+        let durable = c.durable.load(Ordering::Acquire);
+        if durable >= next_base {
+            return Ok(());
+        }
+        assert!(
+            durable >= seg.base_offset,
+            "partition {}: sealing segment {} while records from {durable} before it are not durable",
+            self.id,
+            seg.base_offset
+        );
+        let stop = |e| self.stop.stop(e);
+        seg.sync_sealed(end).map_err(stop)?;
+        let guard = if locked { None } else { Some(self.lock_tail(c).map_err(stop)?) };
+        // SAFETY: we hold the append mutex (the caller's, or `guard`); the
+        // sync covering every record of `seg` returned, and every record
+        // before it was durable.
+        unsafe { seg.set_synced_end(next_base) };
+        drop(guard);
+        seg.sync(0, SEGMENT_HEADER_BYTES).map_err(stop)?;
+        self.publish_durable(c, next_base);
+        Ok(())
+    }
+
+    /// The sealer thread's half of a roll (see [`Partition::roll`]). A
+    /// failure has stopped the handle: the next send or flush reports it.
+    pub(crate) fn finish_seal(&self, seg: &Segment, end: usize, next_base: u64) {
+        let _ = self.seal(&self.shared(), seg, end, next_base, false);
     }
 
     /// True once after each roll by this process.
@@ -291,6 +374,9 @@ impl Partition {
     /// a removed segment; a process that still maps one keeps its pages
     /// (mmap contract rule 1). Returns the number of segments removed.
     pub(crate) fn remove_segments_below(&self, floor: u64) -> Result<usize> {
+        // A segment that may hold records not yet durable stays, whoever
+        // consumed them (`Buffered`): a flush may still have to sync it.
+        let floor = floor.min(self.shared().durable.load(Ordering::Acquire));
         let bases = self.segment_bases()?;
         let keep_from = bases.iter().rposition(|&b| b <= floor).unwrap_or(0);
         if keep_from == 0 {
@@ -313,7 +399,7 @@ impl Partition {
             // Rule 3 of the mmap contract: we hold the mutex, and recovery
             // only zeroes bytes beyond the frames it keeps, which include every
             // published frame.
-            let tail = recover(&self.dir, self.id, &self.config)?;
+            let tail = recover(&self.dir, self.id, &self.config, Crash::ProcessDeath)?;
             let tail = Tail { first_offset: c.first_offset.load(Ordering::Relaxed), ..tail };
             c.set_tail(&tail);
             self.publish_durable(c, tail.next_offset);
@@ -588,16 +674,29 @@ pub(crate) fn create(queue_dir: &Path, id: u32, config: &QueueConfig) -> Result<
     let dir = queue_dir.join(dir_name(id));
     storage::create_dir_durable(&dir)?;
     if segment_bases(&dir)?.is_empty() {
-        Segment::create(&dir, id, 0, config.segment_bytes)?;
+        Segment::create(&dir, id, 0, config.segment_bytes, 0)?;
     }
     Ok(())
 }
 
-/// Rebuilds the tail of partition `id` from its last segment, repairing a
-/// torn tail (see `recovery`), and makes everything it keeps durable. The
-/// caller is the only process with the queue open, or holds the append
-/// mutex after its previous holder died.
-pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig) -> Result<Tail> {
+/// What recovery must assume happened before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Crash {
+    /// The opener is alone with the queue: the machine may have lost power,
+    /// so any byte that was not synced may be lost or torn.
+    PowerLoss,
+    /// The holder of the append mutex died while other processes use the
+    /// queue: the page cache still holds every byte it wrote, and only its
+    /// last append may be unfinished.
+    ProcessDeath,
+}
+
+/// Rebuilds the tail of partition `id` from its last two segments,
+/// repairing a torn tail (see `recovery`), and makes everything it keeps
+/// durable. The caller is the only process with the queue open
+/// ([`Crash::PowerLoss`]), or holds the append mutex after its previous
+/// holder died ([`Crash::ProcessDeath`]).
+pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -> Result<Tail> {
     let bases = segment_bases(dir).map_err(|e| match e {
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             Error::corrupt(dir, 0, None, "partition directory is missing")
@@ -611,21 +710,35 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig) -> Result<Tail>
     // SAFETY: recovery's caller is alone or holds the append mutex (see
     // above), so nothing writes this segment while we read it.
     let whole = unsafe { seg.published(0, seg.len()) };
-    if let Err(damaged) = segment::check_header(whole, &seg.path, id, last, config.segment_bytes) {
-        // Records are written only after the header is durable, so a torn
-        // header (magic or checksum bad) over nothing but zeros is a
-        // creation cut short (the power went before the header reached the
-        // disk, whole or in part), not damage: nothing was ever stored in
-        // this segment. Anything else, a whole header for another segment
-        // included, is damage and must not be papered over.
-        // A header of zeros is rewritten too, whatever follows: the page
-        // never reached the disk, and everything in it is known from the
-        // file's name and place (recovery row 5 in docs/FORMAT.md).
-        let zeroed = whole[..SEGMENT_HEADER_BYTES].iter().all(|&b| b == 0);
-        let unfinished = !segment::header_is_whole(whole) && whole[SEGMENT_HEADER_BYTES..].iter().all(|&b| b == 0);
-        if !zeroed && !unfinished {
-            return Err(damaged);
-        }
+    // Records are written only after the header is durable, so a torn
+    // header (magic or checksum bad) over nothing but zeros is a creation
+    // cut short (the power went before the header reached the disk, whole or
+    // in part), not damage: nothing was ever stored in this segment.
+    // Anything else, a whole header for another segment included, is damage
+    // and must not be papered over. A header of zeros is rewritten too,
+    // whatever follows: the page never reached the disk, and everything in
+    // it is known from the file's name and place (recovery row 5 in
+    // docs/FORMAT.md).
+    let header_lost = match segment::check_header(whole, &seg.path, id, last, config.segment_bytes) {
+        Ok(()) => false,
+        Err(_) if segment::creation_cut_short(whole) => true,
+        Err(damaged) => return Err(damaged),
+    };
+    let prev_base = bases.len().checked_sub(2).map_or(last, |i| bases[i]);
+    if prev_base != last
+        && let Some(cut) = recover_sealed(dir, id, config, crash, prev_base, &seg)?
+    {
+        return Ok(Tail {
+            first_offset: first,
+            next_offset: cut.next_offset,
+            segment_base: prev_base,
+            pos: cut.tail_pos as u64,
+            prev_segment_base: bases.len().checked_sub(3).map_or(prev_base, |i| bases[i]),
+        });
+    }
+    if header_lost {
+        // The rewritten header claims every record before this segment
+        // synced, which `recover_sealed` just made true.
         // SAFETY: as above; no reader can reach a segment without a header.
         unsafe { seg.rewrite_header(id, config.segment_bytes) };
         seg.sync(0, SEGMENT_HEADER_BYTES)?;
@@ -641,5 +754,70 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig) -> Result<Tail>
         seg.sync(torn.from, torn.to)?;
     }
     seg.sync(SEGMENT_HEADER_BYTES, scan.tail_pos)?;
-    Ok(Tail { first_offset: first, next_offset: scan.next_offset, segment_base: last, pos: scan.tail_pos as u64 })
+    Ok(Tail {
+        first_offset: first,
+        next_offset: scan.next_offset,
+        segment_base: last,
+        pos: scan.tail_pos as u64,
+        prev_segment_base: prev_base,
+    })
+}
+
+/// Recovers the segment before the last (`prev_base`), which a roll under
+/// `Buffered` or `Interval` may have left unsynced when the crash came (see
+/// `recovery::check_sealed`). Keeps it, synced, with the proof in its header
+/// (`None`), or cuts the log inside it: zeroes its torn bytes, syncs what it
+/// keeps, and removes the last segment, whose records follow the hole
+/// (`Some`: where the log now ends). After a process death nothing is lost
+/// from the page cache, so the segment is not walked, only synced.
+fn recover_sealed(
+    dir: &Path,
+    id: u32,
+    config: &QueueConfig,
+    crash: Crash,
+    prev_base: u64,
+    last: &Segment,
+) -> Result<Option<recovery::Scan>> {
+    // SAFETY: as in `recover`: nothing writes these segments meanwhile.
+    let last_bytes = unsafe { last.published(0, last.len()) };
+    if segment::decode_synced_end(last_bytes).is_some_and(|end| end >= last.base_offset) {
+        return Ok(None);
+    }
+    let prev = Segment::open(dir, id, prev_base, config.segment_bytes)?;
+    // SAFETY: as above.
+    let prev_bytes = unsafe { prev.published(0, prev.len()) };
+    let verdict = match crash {
+        Crash::PowerLoss => {
+            recovery::check_sealed(prev_bytes, prev_base, last_bytes, last.base_offset, config.record_bytes_max)
+        }
+        Crash::ProcessDeath if recovery::proven_sealed(prev_bytes, last_bytes, last.base_offset) => Sealed::Proven,
+        Crash::ProcessDeath => Sealed::Kept,
+    };
+    let (end, synced_end, cut) = match verdict {
+        Sealed::Proven => return Ok(None),
+        Sealed::Kept => (prev.len(), last.base_offset, None),
+        Sealed::Cut(scan) => {
+            let end = match scan.torn {
+                Some(torn) => {
+                    // SAFETY: as above; the torn bytes lie beyond every frame
+                    // we keep, and no reader was handed them: only a process
+                    // alone with the queue cuts (never after a process death).
+                    unsafe { prev.zero(torn.from, torn.to) };
+                    torn.to.max(scan.tail_pos)
+                }
+                None => scan.tail_pos,
+            };
+            (end, scan.next_offset, Some(scan))
+        }
+    };
+    prev.sync(0, end)?;
+    // SAFETY: as above; every record of `prev` below `synced_end` was just
+    // synced, and every segment before it was synced before it was sealed.
+    unsafe { prev.set_synced_end(synced_end) };
+    prev.sync(0, SEGMENT_HEADER_BYTES)?;
+    if cut.is_some() {
+        storage::remove_file(&last.path)?;
+        storage::sync_dir(dir)?;
+    }
+    Ok(cut)
 }

@@ -1,10 +1,15 @@
 //! Finding where a segment's log really ends, after any crash.
 //!
-//! Only the last segment of a partition can have a torn tail: a segment is
-//! synced in full before the next one is created (see `partition::roll`).
-//! Recovery walks its frames from the header, expecting offsets in order, and
-//! stops at the first position `p` where the expected frame is not found.
-//! What it does next is decided by this table (tests: `recovery_row_*`):
+//! Only the last two segments of a partition can have a torn tail: under
+//! `Buffered` and `Interval` a roll leaves the full segment to be synced in
+//! the background, but a segment is always synced in full before the one
+//! after the next is created (see `partition::roll`). So the segment before
+//! the last is checked first ([`check_sealed`]), then the last one.
+//!
+//! Recovery walks a segment's frames from the header, expecting offsets in
+//! order, and stops at the first position `p` where the expected frame is
+//! not found. What it does next is decided by this table (tests:
+//! `recovery_row_*`):
 //!
 //! | # | state at `p`                                                     | verdict    | action                                 |
 //! |---|------------------------------------------------------------------|------------|----------------------------------------|
@@ -31,9 +36,22 @@
 //! `partition::recover`): a last segment whose header is all zeros was cut
 //! short during creation and gets its header rewritten; a non-zero header that
 //! fails validation makes the open fail with `Error::Corrupt`.
+//!
+//! The segment before the last ([`check_sealed`]) is not walked at all when a
+//! header proves it was synced in full (its own `synced_end`, or the last
+//! one's, reaches the last segment's base). Otherwise it may have been cut
+//! off by a power loss before its background sync, and is walked with every
+//! proof known (both headers, and the watermarks of the last segment's
+//! frames). It ends either where the last segment begins (or as a batch that
+//! goes on there), or, like any tail, in one of the rows above: a torn end
+//! (row 3, or zeros where its last records should be) that nothing proves
+//! durable **cuts the log there**: its torn bytes are zeroed and the last
+//! segment, whose records follow a hole and were never acknowledged either,
+//! is removed. Damage proven durable (row 4) or a hole where records are
+//! proven durable keeps every byte of both segments.
 
 use crate::log::record::{self, Decoded, FRAME_ALIGN, FRAME_HEADER_BYTES, Invalid};
-use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
 
 /// What the walk of one segment found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +64,24 @@ pub struct Scan {
     pub torn: Option<Torn>,
     /// Damaged acknowledged records inside the segment (row 4).
     pub damaged: Vec<Damage>,
+    /// The highest durable watermark (`offset - durable_lag`) that a frame of
+    /// the walk carries: every record of the partition below it was synced
+    /// before that frame was written.
+    pub watermark: u64,
+}
+
+/// The verdict on the segment before the last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sealed {
+    /// A header proves it was synced in full; it was not walked.
+    Proven,
+    /// It ends where the last segment begins, or the damage in it is proven
+    /// durable: every byte stays.
+    Kept,
+    /// Its end is torn and nothing proves the records lost durable: the log
+    /// ends inside it, at `tail_pos` / `next_offset` (zeroing `torn`, if
+    /// any), and the last segment goes.
+    Cut(Scan),
 }
 
 /// A torn tail to zero.
@@ -114,9 +150,11 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64
     // Where the last whole batch ends: a batch whose writer died before its
     // last frame is cut back to here.
     let mut whole = (pos, next);
+    let mut watermark = 0;
     loop {
         let found = match record::decode(&seg[pos..], record_bytes_max) {
             Decoded::Frame(f) if f.meta.offset == next => {
+                watermark = watermark.max(f.meta.offset.saturating_sub(u64::from(f.meta.durable_lag)));
                 pos += f.len;
                 next += 1;
                 if !f.meta.batch_continues {
@@ -135,10 +173,10 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64
                 let synced_missing = next < synced_end && pos + FRAME_HEADER_BYTES <= seg.len();
                 if to == pos && !synced_missing {
                     if whole.0 == pos {
-                        return Scan { tail_pos: pos, next_offset: next, torn: None, damaged };
+                        return Scan { tail_pos: pos, next_offset: next, torn: None, damaged, watermark };
                     }
                     let torn = Torn { from: whole.0, to, reason: Found::UnfinishedBatch, walked_to: next };
-                    return Scan { tail_pos: whole.0, next_offset: whole.1, torn: Some(torn), damaged };
+                    return Scan { tail_pos: whole.0, next_offset: whole.1, torn: Some(torn), damaged, watermark };
                 }
                 if to == pos { Found::Missing } else { Found::Hole }
             }
@@ -157,11 +195,11 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64
                 let after = to.next_multiple_of(FRAME_ALIGN).min(seg.len());
                 let next_offset = synced_end.max(kept.map_or(0, |h| h + 1)).max(next + 1);
                 damaged.push(Damage { pos, offset: next, reason: found, resumed_at: after });
-                return Scan { tail_pos: after, next_offset, torn: None, damaged };
+                return Scan { tail_pos: after, next_offset, torn: None, damaged, watermark };
             }
             let reason = if whole.0 < pos { Found::UnfinishedBatch } else { found };
             let torn = Torn { from: whole.0, to, reason, walked_to: next };
-            return Scan { tail_pos: whole.0, next_offset: whole.1, torn: Some(torn), damaged };
+            return Scan { tail_pos: whole.0, next_offset: whole.1, torn: Some(torn), damaged, watermark };
         }
         match resume {
             Some(resume) => {
@@ -184,10 +222,40 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64
                 let after = last_nonzero_end(seg, pos).max(room).min(seg.len());
                 let after = after.next_multiple_of(FRAME_ALIGN).min(seg.len());
                 damaged.push(Damage { pos, offset: next, reason: found, resumed_at: after });
-                return Scan { tail_pos: after, next_offset: synced_end.max(next + 1), torn: None, damaged };
+                return Scan { tail_pos: after, next_offset: synced_end.max(next + 1), torn: None, damaged, watermark };
             }
         }
     }
+}
+
+/// Whether a header proves that the segment before the last (`prev`, whole
+/// or just its header) was synced in full: its own `synced_end`, or the
+/// last segment's (`last`, starting at `last_base`), reaches `last_base`.
+pub fn proven_sealed(prev: &[u8], last: &[u8], last_base: u64) -> bool {
+    [prev, last].into_iter().filter_map(segment::decode_synced_end).any(|end| end >= last_base)
+}
+
+/// Decides what recovery does with the segment before the last (`prev`,
+/// whole, header included, first record `prev_base`), which the last segment
+/// (`last`, whole, first record `last_base`) follows. Pure, like [`scan`].
+pub fn check_sealed(prev: &[u8], prev_base: u64, last: &[u8], last_base: u64, record_bytes_max: u32) -> Sealed {
+    if proven_sealed(prev, last, last_base) {
+        return Sealed::Proven;
+    }
+    let headers = [prev, last].into_iter().filter_map(segment::decode_synced_end).max().unwrap_or(0);
+    let frames = scan(last, last_base, record_bytes_max, last_base).watermark;
+    // Records below `proven` were synced; none of `prev` is at `last_base`.
+    let proven = headers.max(frames).min(last_base);
+    let s = scan(prev, prev_base, record_bytes_max, proven);
+    // A batch larger than what was left of `prev` goes on in the next
+    // segment: its frames here are whole.
+    let goes_on_in_last = s.torn.is_some_and(|t| t.reason == Found::UnfinishedBatch && t.walked_to == last_base);
+    let complete = s.torn.is_none() && s.next_offset >= last_base;
+    // `scan` keeps every byte (no `torn`) past proven damage, zeros where
+    // proven records belong included (row 4); a segment with no room left
+    // for them ends clean, short of them: a proven loss too.
+    let proven_loss = s.torn.is_none() && (!s.damaged.is_empty() || s.next_offset < proven);
+    if complete || goes_on_in_last || proven_loss { Sealed::Kept } else { Sealed::Cut(s) }
 }
 
 struct Resume {
@@ -425,6 +493,108 @@ mod tests {
         assert_eq!(scan.torn, None);
         assert_eq!(scan.next_offset, 105);
         assert!(scan.tail_pos >= starts[5] - 8 && scan.tail_pos.is_multiple_of(8));
+    }
+
+    /// The segment before the last for [`check_sealed`]: records `100..105`
+    /// (record `i` claiming the watermark `durable(i)`), a header whose
+    /// `synced_end` is `synced_end`; and the last segment, starting at 105,
+    /// with one record claiming the watermark `last_watermark` and a header
+    /// claiming `last_synced_end`.
+    fn sealed_pair(
+        durable: impl Fn(u64) -> u64,
+        synced_end: u64,
+        last_watermark: u64,
+        last_synced_end: u64,
+    ) -> (Vec<u8>, Vec<usize>, Vec<u8>) {
+        let (mut prev, starts) = segment(5, durable);
+        prev[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, 8192, synced_end));
+        let (mut last, _) = segment(0, |_| 0);
+        last[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 105, 8192, last_synced_end));
+        let meta = FrameMeta {
+            offset: 105,
+            timestamp_ms: 1,
+            durable_lag: (105 - last_watermark) as u32,
+            batch_continues: false,
+        };
+        let frame = record::encode(meta, None, b"next segment");
+        last[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + frame.len()].copy_from_slice(&frame);
+        (prev, starts, last)
+    }
+
+    fn cut(verdict: Sealed) -> Scan {
+        match verdict {
+            Sealed::Cut(scan) => scan,
+            other => panic!("expected a cut, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn recovery_sealed_a_header_proof_means_the_segment_is_not_walked() {
+        // Its own proof, or the last segment's: garbage in it stays unseen.
+        for (synced_end, last_synced_end) in [(105, 100), (100, 105), (100, 107)] {
+            let (mut prev, starts, last) = sealed_pair(|_| 100, synced_end, 100, last_synced_end);
+            prev[starts[2]..].fill(0x5a);
+            assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Proven);
+        }
+    }
+
+    #[test]
+    fn recovery_sealed_a_complete_unproven_segment_is_kept() {
+        let (prev, _, last) = sealed_pair(|_| 100, 100, 100, 100);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
+    }
+
+    #[test]
+    fn recovery_sealed_zeros_where_its_last_records_belong_cut_the_log() {
+        // The pages of records 103 and 104 never reached the disk.
+        let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 100, 100);
+        prev[starts[3]..].fill(0);
+        let scan = cut(check_sealed(&prev, 100, &last, 105, MAX));
+        assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (starts[3], 103, None));
+    }
+
+    #[test]
+    fn recovery_sealed_a_torn_record_cuts_the_log_before_it() {
+        let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 100, 100);
+        prev[starts[4] + 40] ^= 0x10;
+        let scan = cut(check_sealed(&prev, 100, &last, 105, MAX));
+        assert_eq!((scan.tail_pos, scan.next_offset), (starts[4], 104));
+        let torn = scan.torn.expect("bytes to zero");
+        assert_eq!(torn.from, starts[4]);
+        assert!(torn.to > starts[4] + 40 && torn.to <= starts[5], "zeroing reaches the last written byte");
+    }
+
+    #[test]
+    fn recovery_sealed_frames_of_the_last_segment_prove_damage_acknowledged() {
+        // Record 105, in the last segment, was written when everything below
+        // 105 was durable: damage at 102 is damage to acknowledged data.
+        let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 105, 100);
+        prev[starts[2] + 40] ^= 0x10;
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
+        // Zeros where proven records belong are kept too: readers report them.
+        let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 104, 100);
+        prev[starts[3]..].fill(0);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
+        // A watermark below the damage proves nothing about it.
+        let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 102, 100);
+        prev[starts[2] + 40] ^= 0x10;
+        assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX)).next_offset, 102);
+    }
+
+    #[test]
+    fn recovery_sealed_a_batch_that_goes_on_in_the_last_segment_is_kept() {
+        let mut prev = vec![0u8; 8192];
+        let mut pos = SEGMENT_HEADER_BYTES;
+        for i in 0..5u64 {
+            let meta = FrameMeta { offset: 100 + i, timestamp_ms: 1, durable_lag: 0, batch_continues: i >= 3 };
+            let frame = record::encode(meta, None, b"payload");
+            prev[pos..pos + frame.len()].copy_from_slice(&frame);
+            pos += frame.len();
+        }
+        let (_, _, last) = sealed_pair(|_| 100, 100, 100, 100);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
+        // Not when records of the batch are missing before the next segment.
+        assert!(matches!(check_sealed(&prev, 100, &last, 106, MAX), Sealed::Cut(_)));
     }
 
     #[test]

@@ -21,15 +21,27 @@
 //! size with its blocks reserved, and fsynced together with its directory
 //! before any record is written into it.
 //!
-//! `synced_end` is written into the mapping *after* a sync returned, and
-//! reaches the disk with the next sync (every sync of the tail covers the
-//! header's page), the next roll, or the kernel's writeback. It lets recovery
-//! prove that damage to the last synced records is damage to acknowledged
-//! data, which frames alone cannot prove for the last batch (see
-//! `recovery.rs`). A stale value only proves less; it never claims a record
-//! that was not synced.
+//! `synced_end` says that every record of the partition below it was synced,
+//! in this segment and in every segment before it. It is written into the
+//! mapping *after* a sync returned, and reaches the disk with the next sync
+//! of the header's page, the close, or the kernel's writeback. A new segment
+//! is created with the partition's durable watermark at that moment, and a
+//! sealed segment gets its own end once it is synced in full (see
+//! `partition::seal`). It lets recovery prove that damage to the last synced
+//! records is damage to acknowledged data, which frames alone cannot prove
+//! for the last batch, and tells it whether the segment before the last was
+//! synced (see `recovery.rs`). A stale value only proves less; it never
+//! claims a record that was not synced.
+//!
+//! Each process syncs a segment through one mapping, one sync at a time
+//! (`Segment::sync`): after a failed msync the kernel reports the error to
+//! one caller only, so a second thread that synced the same file at the same
+//! moment could see success for pages that were lost. The first failure is
+//! remembered and every later sync of the segment in this process fails.
 
 use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::log::record::{self, Decoded, Invalid};
@@ -60,9 +72,21 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
 }
 
-/// Encodes a segment header, with `synced_end` at the base offset (nothing
-/// synced yet).
+/// Encodes a segment header, with `synced_end` at the base offset: every
+/// record before this segment was synced, none of its own yet.
 pub fn encode_header(partition: u32, base_offset: u64, segment_bytes: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    encode_header_synced_to(partition, base_offset, segment_bytes, base_offset)
+}
+
+/// Encodes a segment header claiming that every record below `synced_end`
+/// was synced (at most `base_offset` for a new segment: a roll that left the
+/// previous segment to be synced in the background claims less).
+pub fn encode_header_synced_to(
+    partition: u32,
+    base_offset: u64,
+    segment_bytes: u64,
+    synced_end: u64,
+) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[..VERSION_AT].copy_from_slice(&MAGIC);
     h[VERSION_AT..PARTITION_AT].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -71,7 +95,7 @@ pub fn encode_header(partition: u32, base_offset: u64, segment_bytes: u64) -> [u
     h[SIZE_AT..CRC_AT].copy_from_slice(&segment_bytes.to_le_bytes());
     let crc = crc32fast::hash(&h[..CRC_AT]);
     h[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-    h[SYNCED_END_AT..SYNCED_CRC_AT + 4].copy_from_slice(&encode_synced_end(base_offset));
+    h[SYNCED_END_AT..SYNCED_CRC_AT + 4].copy_from_slice(&encode_synced_end(synced_end));
     h
 }
 
@@ -98,6 +122,16 @@ pub fn header_is_whole(bytes: &[u8]) -> bool {
     bytes.get(..CRC_AT + 4).is_some_and(|h| {
         h[..VERSION_AT] == MAGIC && crc32fast::hash(&h[..CRC_AT]).to_le_bytes() == h[CRC_AT..CRC_AT + 4]
     })
+}
+
+/// True if the segment `bytes` (whole) is what a power cut during its
+/// creation can leave: a header of zeros, or a torn one (not whole) over
+/// nothing but zeros. Records are written only after the header is durable,
+/// so such a segment never held a record, nor a proof in `synced_end`.
+pub fn creation_cut_short(bytes: &[u8]) -> bool {
+    let header = &bytes[..SEGMENT_HEADER_BYTES.min(bytes.len())];
+    header.iter().all(|&b| b == 0)
+        || !header_is_whole(bytes) && bytes.get(SEGMENT_HEADER_BYTES..).is_none_or(|rest| rest.iter().all(|&b| b == 0))
 }
 
 /// Checks a segment header against what the file's name and place say it
@@ -129,17 +163,39 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     map: MappedFile,
+    syncs: Mutex<Syncs>,
+}
+
+/// What this process's syncs of a segment did.
+#[derive(Default)]
+struct Syncs {
+    /// A sync failed: the state of the file on disk is unknown.
+    failed: Option<String>,
+    /// The sealed segment was synced in full.
+    sealed: bool,
 }
 
 impl Segment {
-    /// Creates a new, empty segment: reserved at full size, header written,
-    /// file and directory fsynced. Fails if the file exists.
-    pub(crate) fn create(dir: &Path, partition: u32, base_offset: u64, segment_bytes: u64) -> Result<Segment> {
+    fn new(base_offset: u64, path: PathBuf, map: MappedFile) -> Segment {
+        Segment { base_offset, path, map, syncs: Mutex::new(Syncs::default()) }
+    }
+
+    /// Creates a new, empty segment: reserved at full size, header written
+    /// (claiming `synced_end`, see [`encode_header_synced_to`]), file and
+    /// directory fsynced. Fails if the file exists.
+    pub(crate) fn create(
+        dir: &Path,
+        partition: u32,
+        base_offset: u64,
+        segment_bytes: u64,
+        synced_end: u64,
+    ) -> Result<Segment> {
+        assert!(synced_end <= base_offset, "new segment {base_offset} claims records up to {synced_end} synced");
         let path = dir.join(file_name(base_offset));
-        let header = encode_header(partition, base_offset, segment_bytes);
+        let header = encode_header_synced_to(partition, base_offset, segment_bytes, synced_end);
         let file = storage::create_durable(&path, &header, segment_bytes)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
-        Ok(Segment { base_offset, path, map })
+        Ok(Segment::new(base_offset, path, map))
     }
 
     /// Maps an existing segment and checks its header.
@@ -147,7 +203,7 @@ impl Segment {
         let path = dir.join(file_name(base_offset));
         let file = storage::open_rw(&path)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
-        let segment = Segment { base_offset, path, map };
+        let segment = Segment::new(base_offset, path, map);
         check_header(segment.header(), &segment.path, partition, base_offset, segment_bytes)?;
         Ok(segment)
     }
@@ -160,7 +216,7 @@ impl Segment {
         let file = storage::open_rw(&path)?;
         storage::reserve(&file, &path, segment_bytes)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
-        Ok(Segment { base_offset, path, map })
+        Ok(Segment::new(base_offset, path, map))
     }
 
     fn header(&self) -> &[u8] {
@@ -284,9 +340,32 @@ impl Segment {
         self.map.prefault(pos, end.saturating_sub(pos))
     }
 
-    /// Makes `pos..end` durable.
+    /// Makes `pos..end` durable. Fails for good once a sync of this segment
+    /// failed in this process (see the module docs).
     pub(crate) fn sync(&self, pos: usize, end: usize) -> Result<()> {
-        self.map.sync_range(&self.path, pos, end - pos)
+        let mut syncs = self.syncs.lock();
+        self.sync_locked(&mut syncs, pos, end)
+    }
+
+    /// Makes the bytes `0..end` of a sealed segment durable (`end` at or past
+    /// its last frame), once per process: later calls return at once, or
+    /// wait for a sync of it in progress on another thread and share its
+    /// outcome.
+    pub(crate) fn sync_sealed(&self, end: usize) -> Result<()> {
+        let mut syncs = self.syncs.lock();
+        if syncs.sealed && syncs.failed.is_none() {
+            return Ok(());
+        }
+        self.sync_locked(&mut syncs, 0, end)?;
+        syncs.sealed = true;
+        Ok(())
+    }
+
+    fn sync_locked(&self, syncs: &mut Syncs, pos: usize, end: usize) -> Result<()> {
+        if let Some(cause) = &syncs.failed {
+            return Err(Error::Stopped { cause: cause.clone() });
+        }
+        self.map.sync_range(&self.path, pos, end - pos).inspect_err(|e| syncs.failed = Some(e.to_string()))
     }
 }
 

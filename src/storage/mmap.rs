@@ -23,7 +23,9 @@
 //! 3. **Repair happens where no reader looks.** Zeroing a torn tail writes
 //!    only at or beyond the published tail, either by the sole process that
 //!    has the queue open (recovery at open) or by the holder of the append
-//!    mutex after the previous holder died.
+//!    mutex after the previous holder died. Cutting the log inside the
+//!    segment before the last, and removing the last segment, is done only by
+//!    the sole process that has the queue open.
 //! 4. **Outside writers are out of scope.** Like every mmap-based store
 //!    (LMDB, Chronicle Queue), durq cannot stop another program, or a hostile
 //!    local user, from writing into a mapped file. Such a write may change
