@@ -356,6 +356,9 @@ impl Segment {
         if syncs.sealed && syncs.failed.is_none() {
             return Ok(());
         }
+        // The writer has left this segment: without its page-table entries
+        // the writeback need not interrupt the writer's CPU once per page.
+        self.map.drop_page_table_entries(0, end);
         self.sync_locked(&mut syncs, 0, end)?;
         syncs.sealed = true;
         Ok(())
