@@ -169,6 +169,7 @@ impl Partition {
         c.tail_pos.store(pos as u64, Ordering::Relaxed);
         c.next_offset.store(next, Ordering::Release);
         self.prefaulter.after_append(seg, start_pos, pos);
+        self.sealer.after_append(seg, start_pos, pos);
         if self.config.durability.readers_see_unsynced() {
             c.visible.store(next, Ordering::SeqCst);
             self.control.notify();
@@ -317,9 +318,8 @@ impl Partition {
         self.rolled.store(true, Ordering::Relaxed);
         if durable < next {
             let partition = self.me.upgrade().expect("a partition that appends is alive");
-            let job = SealJob { partition, segment: old.clone(), end_pos: pos, next_base: next };
-            if let Err(job) = self.sealer.submit(job) {
-                self.seal(c, &job.segment, job.end_pos, job.next_base, true)?;
+            if !self.sealer.submit(SealJob { partition, segment: old.clone(), end_pos: pos, next_base: next }) {
+                self.seal(c, old, pos, next, true)?;
             }
         }
         Ok(seg)

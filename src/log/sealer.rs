@@ -11,8 +11,14 @@
 //! the previous one. Recovery checks the segment before the last for a torn
 //! tail unless a header proves it synced (`recovery::check_sealed`).
 //!
-//! The thread is stopped, after it finished every segment handed to it, when
-//! the queue handle is dropped, so a clean close leaves every proof on disk.
+//! The same thread writes behind the appender: each time the tail of a
+//! segment passes a multiple of [`WRITE_BEHIND_BYTES`], it starts the
+//! writeback of the stretch just finished (`Segment::write_behind`), so the
+//! disk works while appends go on, and the sync that seals the segment, or a
+//! flush, finds little left to write.
+//!
+//! The thread is stopped, after it finished every job handed to it, when the
+//! queue handle is dropped, so a clean close leaves every proof on disk.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -23,6 +29,10 @@ use parking_lot::Mutex;
 use crate::log::partition::Partition;
 use crate::log::segment::Segment;
 
+/// Bytes of a segment the appender leaves behind before their writeback is
+/// started.
+pub(crate) const WRITE_BEHIND_BYTES: usize = 2 << 20;
+
 /// A full segment to seal: its partition, the segment, where its last frame
 /// ends, and the base offset of the segment after it.
 pub(crate) struct SealJob {
@@ -32,9 +42,19 @@ pub(crate) struct SealJob {
     pub(crate) next_base: u64,
 }
 
+enum Job {
+    Seal(SealJob),
+    /// Start the writeback of `from..to` of a segment.
+    WriteBehind {
+        segment: Arc<Segment>,
+        from: usize,
+        to: usize,
+    },
+}
+
 /// The background thread of one queue handle.
 pub(crate) struct Sealer {
-    running: Mutex<Option<(Sender<SealJob>, JoinHandle<()>)>>,
+    running: Mutex<Option<(Sender<Job>, JoinHandle<()>)>>,
 }
 
 impl Sealer {
@@ -45,24 +65,45 @@ impl Sealer {
     }
 
     pub(crate) fn start() -> Sealer {
-        let (jobs, pending) = crossbeam_channel::unbounded::<SealJob>();
+        let (jobs, pending) = crossbeam_channel::unbounded::<Job>();
         let thread = std::thread::Builder::new()
             .name("durq-sealer".into())
             .spawn(move || {
                 for job in pending {
-                    job.partition.finish_seal(&job.segment, job.end_pos, job.next_base);
+                    match job {
+                        Job::Seal(s) => s.partition.finish_seal(&s.segment, s.end_pos, s.next_base),
+                        // A failure is remembered by the segment: the sync
+                        // that seals it, or a flush, reports it.
+                        Job::WriteBehind { segment, from, to } => {
+                            let _ = segment.write_behind(from, to);
+                        }
+                    }
                 }
             })
             .expect("spawning the sealer thread");
         Sealer { running: Mutex::new(Some((jobs, thread))) }
     }
 
-    /// Hands `job` to the thread, or gives it back once the thread has
+    /// Hands `job` to the thread; false if there is none, or it has
     /// stopped (the caller then seals the segment itself).
-    pub(crate) fn submit(&self, job: SealJob) -> Result<(), SealJob> {
+    pub(crate) fn submit(&self, job: SealJob) -> bool {
         match &*self.running.lock() {
-            Some((jobs, _)) => jobs.send(job).map_err(|e| e.into_inner()),
-            None => Err(job),
+            Some((jobs, _)) => jobs.send(Job::Seal(job)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Called after an append moved the tail of `segment` from `old_pos` to
+    /// `new_pos`: if that passed a multiple of [`WRITE_BEHIND_BYTES`], asks
+    /// for the writeback of the whole stretches it finished. Without a
+    /// thread (`Sync`, where every send syncs) it does nothing.
+    pub(crate) fn after_append(&self, segment: &Arc<Segment>, old_pos: usize, new_pos: usize) {
+        let from = old_pos / WRITE_BEHIND_BYTES * WRITE_BEHIND_BYTES;
+        let to = new_pos / WRITE_BEHIND_BYTES * WRITE_BEHIND_BYTES;
+        if from < to
+            && let Some((jobs, _)) = &*self.running.lock()
+        {
+            let _ = jobs.send(Job::WriteBehind { segment: segment.clone(), from, to });
         }
     }
 

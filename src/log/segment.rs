@@ -39,6 +39,7 @@
 //! moment could see success for pages that were lost. The first failure is
 //! remembered and every later sync of the segment in this process fails.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -163,6 +164,8 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     map: MappedFile,
+    /// Kept open for [`Segment::write_behind`].
+    file: File,
     syncs: Mutex<Syncs>,
 }
 
@@ -176,8 +179,8 @@ struct Syncs {
 }
 
 impl Segment {
-    fn new(base_offset: u64, path: PathBuf, map: MappedFile) -> Segment {
-        Segment { base_offset, path, map, syncs: Mutex::new(Syncs::default()) }
+    fn new(base_offset: u64, path: PathBuf, map: MappedFile, file: File) -> Segment {
+        Segment { base_offset, path, map, file, syncs: Mutex::new(Syncs::default()) }
     }
 
     /// Creates a new, empty segment: reserved at full size, header written
@@ -195,7 +198,7 @@ impl Segment {
         let header = encode_header_synced_to(partition, base_offset, segment_bytes, synced_end);
         let file = storage::create_durable(&path, &header, segment_bytes)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
-        Ok(Segment::new(base_offset, path, map))
+        Ok(Segment::new(base_offset, path, map, file))
     }
 
     /// Maps an existing segment and checks its header.
@@ -203,7 +206,7 @@ impl Segment {
         let path = dir.join(file_name(base_offset));
         let file = storage::open_rw(&path)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
-        let segment = Segment::new(base_offset, path, map);
+        let segment = Segment::new(base_offset, path, map, file);
         check_header(segment.header(), &segment.path, partition, base_offset, segment_bytes)?;
         Ok(segment)
     }
@@ -216,7 +219,7 @@ impl Segment {
         let file = storage::open_rw(&path)?;
         storage::reserve(&file, &path, segment_bytes)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
-        Ok(Segment::new(base_offset, path, map))
+        Ok(Segment::new(base_offset, path, map, file))
     }
 
     fn header(&self) -> &[u8] {
@@ -362,6 +365,20 @@ impl Segment {
         self.sync_locked(&mut syncs, 0, end)?;
         syncs.sealed = true;
         Ok(())
+    }
+
+    /// Starts writing `pos..end`, which the writer has left behind for good,
+    /// to the disk without waiting (see `storage::start_writeback`), so that
+    /// the sync that makes it durable later finds less to write. Drops the
+    /// range's page-table entries first, as [`Segment::sync_sealed`] does. A
+    /// failure counts as a failed sync of the segment.
+    pub(crate) fn write_behind(&self, pos: usize, end: usize) -> Result<()> {
+        self.map.drop_page_table_entries(pos, end - pos);
+        let started = storage::start_writeback(&self.file, &self.path, pos as u64, (end - pos) as u64);
+        if let Err(e) = &started {
+            self.syncs.lock().failed.get_or_insert_with(|| e.to_string());
+        }
+        started
     }
 
     fn sync_locked(&self, syncs: &mut Syncs, pos: usize, end: usize) -> Result<()> {

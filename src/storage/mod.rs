@@ -175,6 +175,23 @@ pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
     .map_err(|e| Error::io("reserve space (fallocate)", path, e))
 }
 
+/// Starts writing the dirty pages of `pos..pos + len` of `file` to the disk
+/// and returns without waiting (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`), so that a later sync of the range has less to
+/// do. It makes nothing durable: it waits for no write and flushes no cache.
+/// A write that fails later is reported by the next sync of the file.
+pub(crate) fn start_writeback(file: &File, path: &Path, pos: u64, len: u64) -> Result<()> {
+    // SAFETY: sync_file_range only reads its integer arguments; the
+    // descriptor is owned by `file`, which outlives the call.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), pos as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc != 0 {
+        return Err(Error::io("start writeback (sync_file_range)", path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Writes `bytes` at `pos` and fdatasyncs the file: the one way small
 /// metadata files (checkpoints, leases) are made durable.
 pub(crate) fn write_durable_at(file: &File, path: &Path, pos: u64, bytes: &[u8]) -> Result<()> {
