@@ -633,11 +633,12 @@ fn a_full_segment_found_whole_after_a_power_loss_is_kept_synced_and_proven() {
 fn damage_in_a_full_segment_that_a_later_frame_proves_flushed_is_reported_never_cut() {
     // Records 0..70 were flushed (segment 0 sealed and synced), 70..75 sent
     // after: their frames say everything below 70 was durable. Both headers'
-    // proofs are damaged, so only those frames prove segment 0 synced, and
-    // its damaged record 40 is acknowledged data.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let queue = Queue::open_with(&path, small().durability(Durability::Buffered)).unwrap();
+    // proofs are set back, so only those frames prove segment 0 synced, and
+    // its damaged record 40 is acknowledged data. Then the same with the
+    // proofs damaged instead: a proof that cannot be read may have been one.
+    let pristine = tempfile::tempdir().unwrap();
+    let original = pristine.path().join("q");
+    let queue = Queue::open_with(&original, small().durability(Durability::Buffered)).unwrap();
     let producer = queue.producer();
     for i in 0..70 {
         producer.send(big(i)).unwrap();
@@ -647,21 +648,35 @@ fn damage_in_a_full_segment_that_a_later_frame_proves_flushed_is_reported_never_
         producer.send(big(i)).unwrap();
     }
     drop((producer, queue));
-    let (seg0, seg63) = (segment_path(&path, 0, 0), segment_path(&path, 0, PER_SEGMENT));
-    common::flip_byte(&seg0, 44, 0x01);
-    common::flip_byte(&seg63, 44, 0x01);
-    assert_eq!((synced_end(&seg0), synced_end(&seg63)), (None, None));
-    common::flip_byte(&seg0, big_pos(40) + 100, 0x04);
-    let report = durq::verify::verify(&path).unwrap();
-    assert_eq!(report.problems.len(), 1, "{report:?}");
+    type Unprove = fn(&Path, &Path);
+    let cases: [(&str, Unprove); 2] = [
+        ("proofs set back", |seg0, seg63| {
+            common::set_synced_end(seg0, 0);
+            common::set_synced_end(seg63, 0);
+        }),
+        ("proofs damaged", |seg0, seg63| {
+            common::flip_byte(seg0, 44, 0x01);
+            common::flip_byte(seg63, 44, 0x01);
+        }),
+    ];
+    for (what, unprove) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        common::copy_dir(&original, &path);
+        let (seg0, seg63) = (segment_path(&path, 0, 0), segment_path(&path, 0, PER_SEGMENT));
+        unprove(&seg0, &seg63);
+        common::flip_byte(&seg0, big_pos(40) + 100, 0x04);
+        let report = durq::verify::verify(&path).unwrap();
+        assert_eq!(report.problems.len(), 1, "{what}: {report:?}");
 
-    let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, 75), "nothing acknowledged is cut away");
-    assert!(seg63.exists());
-    let mut consumer = queue.consumer("g").unwrap();
-    assert_eq!(take(&mut consumer, 40), bigs(0..40));
-    let e = common::process_error(&mut consumer);
-    assert!(matches!(&e, Error::Corrupt { offset: Some(40), .. }), "{e}");
+        let queue = Queue::open_existing(&path).unwrap();
+        assert_eq!(queue.offsets(0), (0, 75), "{what}: nothing acknowledged is cut away");
+        assert!(seg63.exists(), "{what}");
+        let mut consumer = queue.consumer("g").unwrap();
+        assert_eq!(take(&mut consumer, 40), bigs(0..40), "{what}");
+        let e = common::process_error(&mut consumer);
+        assert!(matches!(&e, Error::Corrupt { offset: Some(40), .. }), "{what}: {e}");
+    }
 }
 
 #[test]

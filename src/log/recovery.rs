@@ -255,7 +255,14 @@ pub fn check_sealed(prev: &[u8], prev_base: u64, last: &[u8], last_base: u64, re
     // proven records belong included (row 4); a segment with no room left
     // for them ends clean, short of them: a proven loss too.
     let proven_loss = s.torn.is_none() && (!s.damaged.is_empty() || s.next_offset < proven);
-    if complete || goes_on_in_last || proven_loss { Sealed::Kept } else { Sealed::Cut(s) }
+    // Cutting destroys records, so it needs both proofs read, not lost: a
+    // damaged `synced_end` may have been the one that proved them synced.
+    // (A last header of zeros is a creation cut short: it never held one.)
+    let proof_lost = [prev, last].into_iter().any(|h| {
+        let header = &h[..SEGMENT_HEADER_BYTES.min(h.len())];
+        header.iter().any(|&b| b != 0) && segment::decode_synced_end(h).is_none()
+    });
+    if complete || goes_on_in_last || proven_loss || proof_lost { Sealed::Kept } else { Sealed::Cut(s) }
 }
 
 struct Resume {
@@ -579,6 +586,22 @@ mod tests {
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 102, 100);
         prev[starts[2] + 40] ^= 0x10;
         assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX)).next_offset, 102);
+    }
+
+    #[test]
+    fn recovery_sealed_a_damaged_proof_in_either_header_means_no_cut() {
+        for damaged in [0usize, 1] {
+            let (mut prev, starts, mut last) = sealed_pair(|_| 100, 100, 100, 100);
+            prev[starts[3]..].fill(0);
+            let proof = if damaged == 0 { &mut prev } else { &mut last };
+            proof[44] ^= 1;
+            assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept, "header {damaged}");
+        }
+        // A last header of zeros never held a proof: the cut stands.
+        let (mut prev, starts, mut last) = sealed_pair(|_| 100, 100, 100, 100);
+        prev[starts[3]..].fill(0);
+        last.fill(0);
+        assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX)).next_offset, 103);
     }
 
     #[test]
