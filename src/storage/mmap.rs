@@ -125,7 +125,8 @@ impl MappedFile {
     /// runs a thread of this process (a TLB shootdown per page). The mapping
     /// is shared and file-backed: dirty pages keep their data in the page
     /// cache, and a later access faults the same bytes back in. Only a hint:
-    /// failure costs nothing but speed.
+    /// failure costs nothing but speed. Not an [`Op`](super::Op) for the
+    /// simulated disk: it changes neither the file nor what is durable.
     pub(crate) fn drop_page_table_entries(&self, pos: usize, len: usize) {
         let len = len.min(self.len.saturating_sub(pos));
         if len > 0 {

@@ -180,6 +180,11 @@ pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
 /// `SYNC_FILE_RANGE_WRITE`), so that a later sync of the range has less to
 /// do. It makes nothing durable: it waits for no write and flushes no cache.
 /// A write that fails later is reported by the next sync of the file.
+///
+/// Not an [`Op`]: the simulated disk already takes every byte not yet synced
+/// to be on the disk or not, torn or whole, so an early start of its
+/// writeback changes no power-cut image it can build, and no durability
+/// step depends on it.
 pub(crate) fn start_writeback(file: &File, path: &Path, pos: u64, len: u64) -> Result<()> {
     // SAFETY: sync_file_range only reads its integer arguments; the
     // descriptor is owned by `file`, which outlives the call.
