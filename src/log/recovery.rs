@@ -30,7 +30,10 @@
 //! One case stays open: `synced_end` reaches the disk only with a later sync
 //! or the kernel's writeback, so damage to the very last synced batch,
 //! combined with a power loss before its `synced_end` was written back, is
-//! taken for a torn tail.
+//! taken for a torn tail. And since a `synced_end` that fails its checksum
+//! proves nothing (a power cut may have torn its unsynced update), bit rot
+//! on the field plus damage to the records only it proved synced is taken
+//! for a torn tail too, in either of the last two segments.
 //!
 //! Segment headers have their own rows, applied before the walk (in
 //! `partition::recover`): a last segment whose header is all zeros was cut
@@ -255,14 +258,12 @@ pub fn check_sealed(prev: &[u8], prev_base: u64, last: &[u8], last_base: u64, re
     // proven records belong included (row 4); a segment with no room left
     // for them ends clean, short of them: a proven loss too.
     let proven_loss = s.torn.is_none() && (!s.damaged.is_empty() || s.next_offset < proven);
-    // Cutting destroys records, so it needs both proofs read, not lost: a
-    // damaged `synced_end` may have been the one that proved them synced.
-    // (A last header of zeros is a creation cut short: it never held one.)
-    let proof_lost = [prev, last].into_iter().any(|h| {
-        let header = &h[..SEGMENT_HEADER_BYTES.min(h.len())];
-        header.iter().any(|&b| b != 0) && segment::decode_synced_end(h).is_none()
-    });
-    if complete || goes_on_in_last || proven_loss || proof_lost { Sealed::Kept } else { Sealed::Cut(s) }
+    // A `synced_end` that fails its checksum proves nothing, here as in the
+    // last segment: it is rewritten in place without a sync (a flush raises
+    // it, sealing sets it), so a power cut tears it as easily as any unsynced
+    // write. Taking it for a lost proof kept torn, never acknowledged records
+    // whole, and every reader then stopped at them for good.
+    if complete || goes_on_in_last || proven_loss { Sealed::Kept } else { Sealed::Cut(s) }
 }
 
 struct Resume {
@@ -589,15 +590,19 @@ mod tests {
     }
 
     #[test]
-    fn recovery_sealed_a_damaged_proof_in_either_header_means_no_cut() {
-        for damaged in [0usize, 1] {
+    fn recovery_sealed_a_torn_proof_in_either_header_proves_nothing() {
+        // A power cut while a flush's or a seal's new `synced_end` was being
+        // written leaves the field failing its checksum: no proof, and the
+        // torn tail is cut as if the field held the base.
+        for torn in [0usize, 1] {
             let (mut prev, starts, mut last) = sealed_pair(|_| 100, 100, 100, 100);
             prev[starts[3]..].fill(0);
-            let proof = if damaged == 0 { &mut prev } else { &mut last };
-            proof[44] ^= 1;
-            assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept, "header {damaged}");
+            let proof = if torn == 0 { &mut prev } else { &mut last };
+            proof[44] ^= 0x5a;
+            proof[49] ^= 0x3c;
+            assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX)).next_offset, 103, "header {torn}");
         }
-        // A last header of zeros never held a proof: the cut stands.
+        // Nor did a last segment whose creation was cut short hold one.
         let (mut prev, starts, mut last) = sealed_pair(|_| 100, 100, 100, 100);
         prev[starts[3]..].fill(0);
         last.fill(0);
