@@ -77,8 +77,18 @@ fn run_checked(durability: Durability, fault: Fault) -> Result<Option<OpKind>, (
     {
         return Err(fail(format!("the failed {kind:?} never reached the caller")));
     }
+    // Under `Sync` every acknowledgement is a durability promise, given on
+    // the sending thread right after its own sync. Under `Buffered` a send
+    // promises nothing durable, and the failed msync may be the sealer
+    // thread's, running while a send goes on that the operation count puts
+    // after it: there, fail-stop means no flush succeeds after it (and later
+    // sends fail, `a_failed_background_sync_of_a_full_segment_fails_the_next_flush`).
+    let promised_after = |a: &power::Ack| match durability {
+        Durability::Sync => a.acked_at > fault.at,
+        _ => a.durable_at.is_some_and(|at| at > fault.at),
+    };
     if hit == Some(OpKind::SyncRange)
-        && let Some(late) = ledger.acks.values().find(|a| a.acked_at > fault.at)
+        && let Some(late) = ledger.acks.values().find(|a| promised_after(a))
     {
         return Err(fail(format!("seq {} acknowledged after the log's sync failed: not fail-stop", late.seq)));
     }
