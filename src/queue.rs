@@ -133,7 +133,7 @@ impl Queue {
         let (prefaulter, prefault_thread) = Prefaulter::start();
         let sealer = Arc::new(match config.durability {
             Durability::Sync => Sealer::none(),
-            Durability::Interval(_) | Durability::Buffered => Sealer::start(),
+            Durability::Interval(_) | Durability::Buffered => Sealer::start(stop.clone()),
         });
         let partitions: Vec<Arc<Partition>> = (0..config.partitions)
             .map(|p| Partition::new(&dir, p, config, control.clone(), stop.clone(), prefaulter.clone(), sealer.clone()))

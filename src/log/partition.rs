@@ -318,7 +318,8 @@ impl Partition {
         self.rolled.store(true, Ordering::Relaxed);
         if durable < next {
             let partition = self.me.upgrade().expect("a partition that appends is alive");
-            if !self.sealer.submit(SealJob { partition, segment: old.clone(), end_pos: pos, next_base: next }) {
+            let job = SealJob { partition, segment_base: old.base_offset, end_pos: pos, next_base: next };
+            if !self.sealer.submit(job) {
                 self.seal(c, old, pos, next, true)?;
             }
         }
@@ -357,10 +358,25 @@ impl Partition {
         Ok(())
     }
 
-    /// The sealer thread's half of a roll (see [`Partition::roll`]). A
-    /// failure has stopped the handle: the next send or flush reports it.
-    pub(crate) fn finish_seal(&self, seg: &Segment, end: usize, next_base: u64) {
-        let _ = self.seal(&self.shared(), seg, end, next_base, false);
+    /// The sealer thread's half of a roll (see [`Partition::roll`]): seals
+    /// the segment starting at `base` unless a flush or a later roll has
+    /// already. The job names the segment instead of holding its mapping, so
+    /// a job the sealer reaches late keeps no segment mapped that the
+    /// partition's cache has let go (see `segment_cache`). A failure stops
+    /// the handle: the next send or flush reports it.
+    pub(crate) fn finish_seal(&self, base: u64, end: usize, next_base: u64) {
+        let c = self.shared();
+        if c.durable.load(Ordering::Acquire) >= next_base {
+            return;
+        }
+        let sealed = self.segment(base).and_then(|seg| self.seal(&c, &seg, end, next_base, false));
+        // Sealed by another thread meanwhile (and maybe removed by retention
+        // since, so it could not be mapped): nothing failed.
+        if let Err(e) = sealed
+            && c.durable.load(Ordering::Acquire) < next_base
+        {
+            self.stop.stop(e);
+        }
     }
 
     /// True once after each roll by this process.

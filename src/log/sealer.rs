@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
+use crate::fail_stop::FailStop;
 use crate::log::partition::Partition;
 use crate::log::segment::Segment;
 
@@ -33,11 +34,11 @@ use crate::log::segment::Segment;
 /// started.
 pub(crate) const WRITE_BEHIND_BYTES: usize = 2 << 20;
 
-/// A full segment to seal: its partition, the segment, where its last frame
-/// ends, and the base offset of the segment after it.
+/// A full segment to seal: its partition, the segment's base offset, where
+/// its last frame ends, and the base offset of the segment after it.
 pub(crate) struct SealJob {
     pub(crate) partition: Arc<Partition>,
-    pub(crate) segment: Arc<Segment>,
+    pub(crate) segment_base: u64,
     pub(crate) end_pos: usize,
     pub(crate) next_base: u64,
 }
@@ -64,18 +65,25 @@ impl Sealer {
         Sealer { running: Mutex::new(None) }
     }
 
-    pub(crate) fn start() -> Sealer {
+    /// Starts the thread; a failure it meets stops the handle through `stop`.
+    pub(crate) fn start(stop: Arc<FailStop>) -> Sealer {
         let (jobs, pending) = crossbeam_channel::unbounded::<Job>();
         let thread = std::thread::Builder::new()
             .name("durq-sealer".into())
             .spawn(move || {
                 for job in pending {
                     match job {
-                        Job::Seal(s) => s.partition.finish_seal(&s.segment, s.end_pos, s.next_base),
-                        // A failure is remembered by the segment: the sync
-                        // that seals it, or a flush, reports it.
+                        Job::Seal(s) => s.partition.finish_seal(s.segment_base, s.end_pos, s.next_base),
+                        // A failed writeback is a failed sync of the log: the
+                        // handle stops at once. The next sync of the segment
+                        // need not report it: sync_file_range returns its own
+                        // submission errors, and that sync may run on a later
+                        // mapping and descriptor (the cache unmaps passed
+                        // segments).
                         Job::WriteBehind { segment, from, to } => {
-                            let _ = segment.write_behind(from, to);
+                            if let Err(e) = segment.write_behind(from, to) {
+                                stop.stop(e);
+                            }
                         }
                     }
                 }

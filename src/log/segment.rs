@@ -371,14 +371,10 @@ impl Segment {
     /// to the disk without waiting (see `storage::start_writeback`), so that
     /// the sync that makes it durable later finds less to write. Drops the
     /// range's page-table entries first, as [`Segment::sync_sealed`] does. A
-    /// failure counts as a failed sync of the segment.
+    /// failure stops the handle (see `sealer.rs`).
     pub(crate) fn write_behind(&self, pos: usize, end: usize) -> Result<()> {
         self.map.drop_page_table_entries(pos, end - pos);
-        let started = storage::start_writeback(&self.file, &self.path, pos as u64, (end - pos) as u64);
-        if let Err(e) = &started {
-            self.syncs.lock().failed.get_or_insert_with(|| e.to_string());
-        }
-        started
+        storage::start_writeback(&self.file, &self.path, pos as u64, (end - pos) as u64)
     }
 
     fn sync_locked(&self, syncs: &mut Syncs, pos: usize, end: usize) -> Result<()> {
