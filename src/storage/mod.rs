@@ -65,7 +65,7 @@ impl Op<'_> {
 #[inline]
 fn effect<T>(op: Op<'_>, f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
     #[cfg(feature = "simulation")]
-    sim::before(&op)?;
+    let _in_flight = sim::before(&op)?;
     let out = f()?;
     #[cfg(feature = "simulation")]
     sim::after(&op);

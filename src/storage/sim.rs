@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::Op;
 
@@ -231,12 +231,17 @@ struct Disk {
     points: Vec<CrashPoint>,
     trace: Vec<TracedOp>,
     problems: Vec<String>,
+    /// An operation is between [`before`] and [`after`] (see [`InFlight`]).
+    busy: bool,
 }
 
 /// Every attached disk, by root. Tests run in parallel threads, each with
 /// its own directory; an operation belongs to the disk whose root holds its
 /// path.
-static DISKS: Mutex<Vec<(PathBuf, Arc<Mutex<Disk>>)>> = Mutex::new(Vec::new());
+static DISKS: Mutex<Vec<Attached>> = Mutex::new(Vec::new());
+/// A simulated disk's root, its state, and what waits for its operation
+/// slot to be free (see [`InFlight`]).
+type Attached = (PathBuf, Arc<Mutex<Disk>>, Arc<Condvar>);
 /// How many disks are attached, so that storage calls outside any simulated
 /// directory (benches, most tests) skip the registry lock.
 static ATTACHED: AtomicUsize = AtomicUsize::new(0);
@@ -247,18 +252,47 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn disk_for(path: &Path) -> Option<Arc<Mutex<Disk>>> {
+fn disk_for(path: &Path) -> Option<(Arc<Mutex<Disk>>, Arc<Condvar>)> {
     if ATTACHED.load(Ordering::Acquire) == 0 {
         return None;
     }
-    lock(&DISKS).iter().find(|(root, _)| path.starts_with(root)).map(|(_, d)| d.clone())
+    lock(&DISKS).iter().find(|(root, ..)| path.starts_with(root)).map(|(_, d, idle)| (d.clone(), idle.clone()))
+}
+
+/// One operation on a simulated disk, from [`before`] until its system call
+/// returned and [`after`] recorded its effect: operations of other threads
+/// (the sealer's msyncs beside a producer's removals) wait meanwhile, so a
+/// crash point never sees a system call done whose effect is not recorded
+/// yet (a file already removed but still live, say). File locks are not
+/// held this way: taking one may wait for another thread, and a lock is no
+/// crash point.
+pub(crate) struct InFlight {
+    disk: Arc<Mutex<Disk>>,
+    idle: Arc<Condvar>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.disk).busy = false;
+        self.idle.notify_all();
+    }
 }
 
 /// Called by the storage module before every operation: counts it, records
-/// a crash point if asked to, and fails it if a fault is due.
-pub(crate) fn before(op: &Op<'_>) -> io::Result<()> {
-    let Some(disk) = disk_for(op.path()) else { return Ok(()) };
+/// a crash point if asked to, and fails it if a fault is due. The returned
+/// guard is held until the operation's effect is recorded.
+pub(crate) fn before(op: &Op<'_>) -> io::Result<Option<InFlight>> {
+    let Some((disk, idle)) = disk_for(op.path()) else { return Ok(None) };
     let mut d = lock(&disk);
+    let in_flight = if op.kind() == OpKind::Lock {
+        None
+    } else {
+        while d.busy {
+            d = idle.wait(d).unwrap_or_else(|e| e.into_inner());
+        }
+        d.busy = true;
+        Some(InFlight { disk: disk.clone(), idle })
+    };
     let index = d.ops;
     d.ops += 1;
     let rel = d.rel(op.path());
@@ -272,16 +306,22 @@ pub(crate) fn before(op: &Op<'_>) -> io::Result<()> {
         d.fault_next = None;
         d.fault = Some(Fault { at: index, errno, sticky });
     }
-    match d.fault {
-        Some(f) if index == f.at || (f.sticky && index > f.at) => Err(io::Error::from_raw_os_error(f.errno)),
-        _ => Ok(()),
+    let failed = match d.fault {
+        Some(f) if index == f.at || (f.sticky && index > f.at) => Some(f.errno),
+        _ => None,
+    };
+    // Unlocked before `in_flight` can be dropped, which locks it again.
+    drop(d);
+    match failed {
+        Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+        None => Ok(in_flight),
     }
 }
 
 /// Called by the storage module after an operation succeeded: updates the
 /// live names, the durable image and the pending metadata operations.
 pub(crate) fn after(op: &Op<'_>) {
-    let Some(disk) = disk_for(op.path()) else { return };
+    let Some((disk, _)) = disk_for(op.path()) else { return };
     let mut d = lock(&disk);
     if let Err(e) = d.apply(op) {
         let problem = format!("{op:?}: {e}");
@@ -583,6 +623,7 @@ impl SimDisk {
             points: Vec::new(),
             trace: Vec::new(),
             problems: Vec::new(),
+            busy: false,
         };
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {
@@ -602,10 +643,10 @@ impl SimDisk {
         disk.durable.names = disk.live.clone();
         let disk = Arc::new(Mutex::new(disk));
         let mut disks = lock(&DISKS);
-        if disks.iter().any(|(r, _)| r.starts_with(root) || root.starts_with(r)) {
+        if disks.iter().any(|(r, ..)| r.starts_with(root) || root.starts_with(r)) {
             return Err(io::Error::other(format!("{} overlaps a simulated directory", root.display())));
         }
-        disks.push((root.to_path_buf(), disk.clone()));
+        disks.push((root.to_path_buf(), disk.clone(), Arc::new(Condvar::new())));
         ATTACHED.fetch_add(1, Ordering::Release);
         Ok(SimDisk { disk })
     }
@@ -689,7 +730,7 @@ impl SimDisk {
 impl Drop for SimDisk {
     fn drop(&mut self) {
         let mut disks = lock(&DISKS);
-        disks.retain(|(_, d)| !Arc::ptr_eq(d, &self.disk));
+        disks.retain(|(_, d, _)| !Arc::ptr_eq(d, &self.disk));
         ATTACHED.fetch_sub(1, Ordering::Release);
     }
 }
