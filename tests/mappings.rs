@@ -100,7 +100,14 @@ fn a_lent_message_stays_readable_while_the_producer_rolls_far_past_its_segment()
     }
     // The cache has long dropped segment 0; the delivery still holds it.
     assert_eq!(delivery.messages()[0].payload(), record(0));
-    assert!(mapped_segments(&t.path()) <= MAPPED_MAX);
+    // Under `Buffered` the sealer thread may still be syncing a segment the
+    // cache let go (it fell behind, and the last roll sealed it too): that
+    // mapping goes when its sync returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while mapped_segments(&t.path()) > MAPPED_MAX {
+        assert!(std::time::Instant::now() < deadline, "{} segments stay mapped", mapped_segments(&t.path()));
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(delivery.commit().unwrap(), 1);
     let rest = drain(&mut c);
     assert_eq!(rest, (1..RECORDS).map(record).collect::<Vec<_>>());
