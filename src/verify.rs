@@ -164,7 +164,9 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
                 bytes.resize(config.segment_bytes as usize, 0);
             }
         }
-        if last && bytes[..SEGMENT_HEADER_BYTES].iter().all(|&b| b == 0) && bytes.iter().all(|&b| b == 0) {
+        // As recovery judges it (`segment::creation_cut_short`): a header of
+        // zeros, or a torn one, over nothing but zeros never held a record.
+        if last && segment::creation_cut_short(&bytes) && bytes[SEGMENT_HEADER_BYTES..].iter().all(|&b| b == 0) {
             report.notes.push(format!(
                 "{}: empty segment whose creation was cut short; the next open rewrites its header",
                 path.display()

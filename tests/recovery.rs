@@ -326,6 +326,26 @@ fn segment_header_row_a_next_segment_cut_short_during_creation_is_completed() {
 }
 
 #[test]
+fn segment_header_row_a_torn_header_over_zeros_is_a_creation_cut_short_for_verify_and_recovery_alike() {
+    const N: u64 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path(), N);
+    // The power went while the new segment's header was being written: the
+    // first 20 bytes reached the disk, the rest of the header did not.
+    let next = segment_path(&path, 0, N);
+    let mut torn = vec![0u8; 64 << 10];
+    torn[..20].copy_from_slice(&durq::log::segment::encode_header(0, N, 64 << 10)[..20]);
+    std::fs::write(&next, &torn).unwrap();
+
+    let report = durq::verify::verify(&path).unwrap();
+    assert!(report.problems.is_empty(), "{report:#?}");
+    assert!(report.notes.iter().any(|n| n.contains("creation was cut short")), "{report:#?}");
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.offsets(0), (0, N));
+    assert_eq!(std::fs::read(&next).unwrap()[..64], durq::log::segment::encode_header(0, N, 64 << 10));
+}
+
+#[test]
 fn segment_header_row_any_damaged_nonzero_header_fails_the_open_and_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = closed_queue(dir.path(), 3);
