@@ -573,7 +573,7 @@ fn allocated_by<R>(f: impl FnOnce() -> R) -> (R, usize) {
 pub fn queue_ops(data: &[u8]) {
     static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let (durability, steps) = power::decode_steps(data, false);
-    let base = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm").to_path_buf() } else { std::env::temp_dir() };
+    let base = power::scratch_base();
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let scratch = base.join(format!("durq-queue-ops-{}-{run}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);

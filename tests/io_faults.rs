@@ -18,7 +18,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::power::{self, Ledger};
@@ -61,13 +60,11 @@ fn run_with_fault(durability: Durability, fault: Fault) -> Result<Option<OpKind>
 }
 
 fn run_checked(durability: Durability, fault: Fault) -> Result<Option<OpKind>, (Option<TracedOp>, String)> {
-    let scratch = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" }).unwrap();
-    let live = scratch.path().join("live");
-    std::fs::create_dir(&live).unwrap();
-    let disk = SimDisk::attach(&live).unwrap();
+    let scratch = tempfile::tempdir_in(power::scratch_base()).unwrap();
+    let (queue_dir, disk) = power::live_disk(scratch.path());
     disk.fail(fault);
     let mut ledger = Ledger::default();
-    let error = power::workload(&live.join("q"), durability, &disk, &mut ledger);
+    let error = power::workload(&queue_dir, durability, &disk, &mut ledger);
     let trace = disk.trace();
     let failed = trace.get(fault.at as usize).cloned();
     let hit = failed.as_ref().map(|op| op.kind);
@@ -99,7 +96,7 @@ fn run_checked(durability: Durability, fault: Fault) -> Result<Option<OpKind>, (
     {
         return Err(fail(format!("seq {} acknowledged after the log's sync failed: not fail-stop", late.seq)));
     }
-    power::check(&live.join("q"), durability, &ledger, end).map_err(|e| fail(format!("reopened as it was: {e}")))?;
+    power::check(&queue_dir, durability, &ledger, end).map_err(|e| fail(format!("reopened as it was: {e}")))?;
     let image = scratch.path().join("power-cut");
     disk.crash_image(0, CrashMode::DropPending, 0, &image).unwrap();
     power::check(&image.join("q"), durability, &ledger, end).map_err(|e| fail(format!("after a power cut: {e}")))?;
@@ -109,10 +106,9 @@ fn run_checked(durability: Durability, fault: Fault) -> Result<Option<OpKind>, (
 fn every_operation_failing(durability: Durability) {
     // A clean run gives the trace: the operation kinds to fail, by index.
     let scratch = tempfile::tempdir().unwrap();
-    std::fs::create_dir(scratch.path().join("live")).unwrap();
-    let disk = SimDisk::attach(&scratch.path().join("live")).unwrap();
+    let (queue_dir, disk) = power::live_disk(scratch.path());
     let mut ledger = Ledger::default();
-    assert!(power::workload(&scratch.path().join("live/q"), durability, &disk, &mut ledger).is_none());
+    assert!(power::workload(&queue_dir, durability, &disk, &mut ledger).is_none());
     let trace = disk.trace();
     drop(disk);
     let mut faults = 0;

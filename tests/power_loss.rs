@@ -54,11 +54,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// A scratch directory on tmpfs where there is one (syncs cost nothing
-/// there, and images are many), else in the temp dir.
 fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.expect("scratch dir")
+    tempfile::tempdir_in(power::scratch_base()).expect("scratch dir")
 }
 
 fn mix(a: u64, b: u64) -> u64 {
@@ -157,12 +154,10 @@ fn enumerate(durability: Durability) -> Tally {
     let seeds = env_u64("DURQ_SIM_SEEDS", 4);
     let base = env_u64("DURQ_SIM_SEED", 0x5EED_D00D);
     let scratch = scratch();
-    let live = scratch.path().join("live");
-    std::fs::create_dir(&live).unwrap();
-    let disk = SimDisk::attach(&live).unwrap();
+    let (queue_dir, disk) = power::live_disk(scratch.path());
     disk.record_crash_points(true);
     let mut ledger = Ledger::default();
-    let error = power::workload(&live.join("q"), durability, &disk, &mut ledger);
+    let error = power::workload(&queue_dir, durability, &disk, &mut ledger);
     assert!(error.is_none(), "the workload failed without a fault: {error:?}");
     disk.crash_point_now();
     disk.record_crash_points(false);

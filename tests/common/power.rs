@@ -7,13 +7,29 @@
 #![allow(dead_code)] // each user takes its own subset
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use durq::sim::SimDisk;
 use durq::{Consumer, ConsumerOptions, Durability, Options, Position, Queue};
 
 pub const GROUP: &str = "g";
+
+/// Where scratch directories go: tmpfs where there is one (syncs cost
+/// nothing there, and images are many), else the temp dir.
+pub fn scratch_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
+}
+
+/// A simulated disk over a new, empty `live` directory under `scratch`;
+/// the workload's queue goes in the returned `live/q`.
+pub fn live_disk(scratch: &Path) -> (PathBuf, SimDisk) {
+    let live = scratch.join("live");
+    std::fs::create_dir(&live).unwrap();
+    let disk = SimDisk::attach(&live).unwrap();
+    (live.join("q"), disk)
+}
 
 /// The options every power-loss workload uses: two partitions and the
 /// smallest segments, so a few dozen records roll segments.
