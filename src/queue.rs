@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::control::{self, ControlFile, Opened};
 use crate::log::partition::{self, Crash, Partition};
-use crate::log::prefault::{PrefaultThread, Prefaulter};
+use crate::log::prefault::{AheadOfWriter, PrefaultThread, Prefaulter};
 use crate::log::sealer::Sealer;
 use crate::meta;
 use crate::options::{ConsumerOptions, Durability, Options, QueueConfig};
@@ -130,7 +130,14 @@ impl Queue {
         drop(open_lock);
         let control = Arc::new(control);
         let stop = Arc::new(FailStop::default());
-        let (prefaulter, prefault_thread) = Prefaulter::start();
+        let (prefaulter, prefault_thread) = Prefaulter::start(match config.durability {
+            // Every send is synced at once, in small syncs that would each
+            // convert fresh unwritten blocks (see `prefault.rs`).
+            Durability::Sync => AheadOfWriter::FaultInAndWriteZeros(stop.clone()),
+            // Syncs are rare and large: writing each byte twice would cost
+            // more bandwidth than the conversions it saves.
+            Durability::Interval(_) | Durability::Buffered => AheadOfWriter::FaultIn,
+        });
         let sealer = Arc::new(match config.durability {
             Durability::Sync => Sealer::none(),
             Durability::Interval(_) | Durability::Buffered => Sealer::start(stop.clone()),

@@ -249,7 +249,7 @@ impl Partition {
             Some((base, synced_pos)) if base == seg.base_offset => synced_pos.min(pos),
             _ => SEGMENT_HEADER_BYTES,
         };
-        seg.sync(from, pos).map_err(|e| self.stop.stop(e))?;
+        seg.sync_tail(from, pos).map_err(|e| self.stop.stop(e))?;
         self.publish_durable(c, next);
         // Record the proof in the segment header, under the mutex that
         // serialises its writers; it reaches the disk with the next sync.

@@ -13,7 +13,7 @@
 //!
 //! The same thread writes behind the appender: each time the tail of a
 //! segment passes a multiple of [`WRITE_BEHIND_BYTES`], it starts the
-//! writeback of the stretch just finished (`Segment::write_behind`), so the
+//! writeback of the stretch just finished (`Segment::start_writeback`), so the
 //! disk works while appends go on, and the sync that seals the segment, or a
 //! flush, finds little left to write.
 //!
@@ -81,7 +81,7 @@ impl Sealer {
                         // mapping and descriptor (the cache unmaps passed
                         // segments).
                         Job::WriteBehind { segment, from, to } => {
-                            if let Err(e) = segment.write_behind(from, to) {
+                            if let Err(e) = segment.start_writeback(from, to) {
                                 stop.stop(e);
                             }
                         }

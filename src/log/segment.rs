@@ -164,7 +164,7 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     map: MappedFile,
-    /// Kept open for [`Segment::write_behind`].
+    /// Kept open for [`Segment::start_writeback`].
     file: File,
     syncs: Mutex<Syncs>,
 }
@@ -343,6 +343,20 @@ impl Segment {
         self.map.prefault(pos, end.saturating_sub(pos))
     }
 
+    /// Makes `pos..end` of the tail segment durable, where `end` is the
+    /// published tail: first drops this process's page-table entries for the
+    /// whole pages of the range below the tail's page, which the writer has
+    /// left behind for good (as [`Segment::sync_sealed`] does, so the sync
+    /// need not interrupt other CPUs once per page to write-protect them).
+    pub(crate) fn sync_tail(&self, pos: usize, end: usize) -> Result<()> {
+        const PAGE: usize = 4096;
+        let (first_page, tail_page) = (pos / PAGE * PAGE, end / PAGE * PAGE);
+        if tail_page > first_page {
+            self.map.drop_page_table_entries(first_page, tail_page - first_page);
+        }
+        self.sync(pos, end)
+    }
+
     /// Makes `pos..end` durable. Fails for good once a sync of this segment
     /// failed in this process (see the module docs).
     pub(crate) fn sync(&self, pos: usize, end: usize) -> Result<()> {
@@ -367,12 +381,19 @@ impl Segment {
         Ok(())
     }
 
-    /// Starts writing `pos..end`, which the writer has left behind for good,
-    /// to the disk without waiting (see `storage::start_writeback`), so that
-    /// the sync that makes it durable later finds less to write. Drops the
-    /// range's page-table entries first, as [`Segment::sync_sealed`] does. A
-    /// failure stops the handle (see `sealer.rs`).
-    pub(crate) fn write_behind(&self, pos: usize, end: usize) -> Result<()> {
+    /// Starts writing `pos..end` to the disk without waiting (see
+    /// `storage::start_writeback`): a stretch the writer has left behind for
+    /// good, so that the sync that makes it durable later finds less to write
+    /// (`sealer.rs`), or one ahead of the writer, to write its zeros before
+    /// records need them (`prefault.rs`). Drops the range's page-table
+    /// entries first, as [`Segment::sync_sealed`] does. Should the writer
+    /// reach the range meanwhile, its store into a page under writeback
+    /// dirties the page again, and the sync covering the store writes it.
+    pub(crate) fn start_writeback(&self, pos: usize, end: usize) -> Result<()> {
+        let end = end.min(self.len());
+        if pos >= end {
+            return Ok(());
+        }
         self.map.drop_page_table_entries(pos, end - pos);
         storage::start_writeback(&self.file, &self.path, pos as u64, (end - pos) as u64)
     }
