@@ -11,13 +11,14 @@
 //! disk before the writer gets there ([`AheadOfWriter::FaultInAndWriteZeros`]).
 //! A segment's blocks are reserved with `posix_fallocate`, which on ext4 (and
 //! XFS) leaves them *unwritten* extents: the first sync that writes a block
-//! must also commit a journal transaction converting its extent. With one
-//! small sync per batch, every sync met fresh blocks and paid that extra disk
-//! request, about half again the sync's cost (measured: 3.0 disk write
-//! requests per 100-record batch instead of 2.0; docs/BENCHMARKS.md). Written
-//! ahead, a chunk's conversion is committed by one sync per chunk instead.
-//! The writeback makes no promise and changes no byte: it is not a
-//! durability step, and the simulated disk need not see it.
+//! must also write the metadata that converts its extent (a journal commit, or,
+//! on a file system without a journal as on our bench machines, the inode's
+//! extent block). With one small sync per batch, every sync met fresh blocks
+//! and paid that extra disk request, about half again the sync's cost
+//! (measured: 3.0 disk write requests per 100-record batch instead of 2.0;
+//! docs/BENCHMARKS.md). Written ahead, a chunk's conversion is committed by one
+//! sync per chunk instead. The writeback makes no promise and changes no byte:
+//! it is not a durability step, and the simulated disk need not see it.
 
 use std::sync::Arc;
 
