@@ -215,6 +215,7 @@ fn main() {
     loads.push(("references".to_owned(), machine::loadavg()));
     for r in &references {
         for rep in 0..config.reps {
+            settle();
             let outcome = tempfile::Builder::new()
                 .prefix("durq-compare-")
                 .tempdir_in(&config.dir)
@@ -263,6 +264,16 @@ fn main() {
 }
 
 fn run_one(config: &Config, s: &dyn System, w: &Workload) -> common::Result<Outcome> {
+    settle();
     let dir = tempfile::Builder::new().prefix("durq-compare-").tempdir_in(&config.dir)?;
     s.run(w, dir.path())
+}
+
+/// Writes back whatever the cell before left dirty (a peer that never
+/// syncs, a removed directory), so that the kernel's writeback of it does
+/// not compete with the next cell for the disk and the CPUs.
+fn settle() {
+    if let Err(e) = std::process::Command::new("sync").status() {
+        eprintln!("sync(1) failed, cells may disturb each other: {e}");
+    }
 }

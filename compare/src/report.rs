@@ -252,7 +252,7 @@ pub fn write(run: &Run<'_>, out: &Path) -> crate::common::Result<()> {
     let _ = writeln!(
         md,
         "Every system ran every workload in the same run, on the same machine and file system; \
-         each cell is the median of {} repetition{} (a fresh temporary directory each). \
+         each cell is the median of {} repetition{} (a fresh temporary directory each, after a `sync` so that no cell writes back what the one before left dirty). \
          **messages/s** counts the workload's messages from the first send (or, for W4, the first \
          read) until the last one is durable; **MB/s** is payload bytes (10⁶) per second; \
          **durq ÷ system** is durq's messages/s over the system's (above 1: durq is faster). \

@@ -134,7 +134,12 @@ impl Partition {
         let first = c.next_offset.load(Ordering::Relaxed);
         let mut next = first;
         let mut pos = c.tail_pos.load(Ordering::Relaxed) as usize;
-        let mut seg = self.cached_tail(tail.cache, c.tail_segment_base.load(Ordering::Relaxed))?;
+        let tail_base = c.tail_segment_base.load(Ordering::Relaxed);
+        let new_to_us = tail.cache.as_ref().is_none_or(|seg| seg.base_offset != tail_base);
+        let mut seg = self.cached_tail(tail.cache, tail_base)?;
+        if new_to_us {
+            self.prefaulter.starting_at(seg, pos);
+        }
         let total: usize = records.iter().map(Record::frame_bytes).sum();
         if total > seg.len() - pos && total <= seg.len() - SEGMENT_HEADER_BYTES {
             *tail.cache = Some(self.roll(&c, seg, pos, next)?);
@@ -310,7 +315,7 @@ impl Partition {
         let durable = c.durable.load(Ordering::Acquire);
         let seg = Arc::new(Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable)?);
         seg.prefault(0, PREFAULT_BYTES);
-        self.prefaulter.after_append(&seg, 0, 0);
+        self.prefaulter.starting_at(&seg, 0);
         let seg = self.segments.lock().insert(seg);
         c.prev_segment_base.store(old.base_offset, Ordering::Relaxed);
         c.tail_segment_base.store(next, Ordering::Relaxed);

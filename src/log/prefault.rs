@@ -30,6 +30,9 @@ use crate::log::segment::Segment;
 /// Bytes faulted in per request.
 pub(crate) const PREFAULT_BYTES: usize = 1 << 20;
 
+/// How many chunks past the writer's the thread keeps faulted in.
+const CHUNKS_AHEAD: usize = 4;
+
 /// Hands prefault requests to the background thread; the thread ends when
 /// every clone is dropped.
 #[derive(Clone)]
@@ -67,7 +70,7 @@ pub(crate) enum AheadOfWriter {
 impl Prefaulter {
     pub(crate) fn start(ahead: AheadOfWriter) -> (Prefaulter, PrefaultThread) {
         // A few requests in flight are plenty: the writer asks once per chunk.
-        let (requests, pending) = crossbeam_channel::bounded::<(Arc<Segment>, usize)>(4);
+        let (requests, pending) = crossbeam_channel::bounded::<(Arc<Segment>, usize)>(8);
         let thread = std::thread::Builder::new()
             .name("durq-prefault".into())
             .spawn(move || {
@@ -88,17 +91,33 @@ impl Prefaulter {
         (Prefaulter { requests }, PrefaultThread(Some(thread)))
     }
 
+    /// The writer of this process starts on `segment` at `pos`: after a
+    /// roll, or at its first append into a segment this process did not
+    /// write before. Asks for the [`CHUNKS_AHEAD`] chunks after `pos`'s.
+    pub(crate) fn starting_at(&self, segment: &Arc<Segment>, pos: usize) {
+        let chunk = pos / PREFAULT_BYTES;
+        self.request(segment, chunk + 1..=chunk + CHUNKS_AHEAD);
+    }
+
     /// Called after an append moved the tail from `old_pos` to `new_pos`:
-    /// if that entered a new chunk, asks for the chunk after it. Never
-    /// blocks; a request that does not fit is dropped (the pages then fault
-    /// in the ordinary way).
+    /// for each chunk it entered, asks for the one [`CHUNKS_AHEAD`] past it
+    /// (the ones before were asked for already).
     pub(crate) fn after_append(&self, segment: &Arc<Segment>, old_pos: usize, new_pos: usize) {
-        if old_pos / PREFAULT_BYTES != new_pos / PREFAULT_BYTES || old_pos == new_pos {
-            let next_chunk = (new_pos / PREFAULT_BYTES + 1) * PREFAULT_BYTES;
-            if next_chunk < segment.len() {
-                match self.requests.try_send((segment.clone(), next_chunk)) {
-                    Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
-                }
+        let (old_chunk, new_chunk) = (old_pos / PREFAULT_BYTES, new_pos / PREFAULT_BYTES);
+        if new_chunk > old_chunk {
+            self.request(segment, (old_chunk + CHUNKS_AHEAD + 1).max(new_chunk + 1)..=new_chunk + CHUNKS_AHEAD);
+        }
+    }
+
+    /// Never blocks; a request that does not fit is dropped (the pages then
+    /// fault in the ordinary way).
+    fn request(&self, segment: &Arc<Segment>, chunks: std::ops::RangeInclusive<usize>) {
+        for chunk in chunks {
+            if chunk * PREFAULT_BYTES >= segment.len() {
+                break;
+            }
+            match self.requests.try_send((segment.clone(), chunk * PREFAULT_BYTES)) {
+                Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
             }
         }
     }
