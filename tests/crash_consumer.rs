@@ -5,7 +5,7 @@
 //! (`current_exe() --exact child`, `DURQ_CHILD_ROLE=consumer`; see
 //! `common::procs`). The child joins group `work` with `max_batch` 10 and,
 //! inside its `process` closure, first prints `batch <partition> <first>
-//! <last>` to the parent, then appends one line `<id> <partition> <offset>`
+//! <last> <delivery count of the first>` to the parent, then appends one line `<id> <partition> <offset>`
 //! per record to an output file (`O_APPEND`, one `write` per line; SIGKILL
 //! keeps the page cache, so no sync is needed). That file is the "work done":
 //! a record processed twice shows up twice.
@@ -77,7 +77,7 @@ fn run_consumer() -> ! {
                 batches += 1;
                 let first = batch[0].position();
                 let last = batch[batch.len() - 1].position().offset;
-                say(format_args!("batch {} {} {last}", first.partition, first.offset));
+                say(format_args!("batch {} {} {last} {}", first.partition, first.offset, batch[0].delivery_count()));
                 let here = batches == kill_at;
                 if here && mode == "before" {
                     procs::sigkill_self();
@@ -101,18 +101,25 @@ fn run_consumer() -> ! {
     }
 }
 
-/// A batch as the child announced it: partition and first..=last offset.
+/// A batch as the child announced it: partition, first..=last offset, and
+/// how many times its first record has been delivered.
 #[derive(Debug, Clone, Copy)]
 struct Batch {
     partition: u32,
     first: u64,
     last: u64,
+    delivery_count: u32,
 }
 
 impl Batch {
     fn parse(line: &str) -> Option<Batch> {
         let mut w = line.strip_prefix("batch ")?.split(' ').map(|x| x.parse::<u64>().ok());
-        Some(Batch { partition: w.next()?? as u32, first: w.next()??, last: w.next()?? })
+        Some(Batch {
+            partition: w.next()?? as u32,
+            first: w.next()??,
+            last: w.next()??,
+            delivery_count: w.next()?? as u32,
+        })
     }
 
     fn contains(&self, pos: Position) -> bool {
@@ -245,9 +252,11 @@ fn consumer_killed_inside_process_redelivers_only_the_in_flight_batch() {
     ];
     let mut expect_committed = vec![0, 0];
     let mut expected: HashMap<&String, u32> = work.positions.keys().map(|id| (id, 1)).collect();
+    let mut deliveries = HashMap::new();
     for (k, (mode, at)) in plan.iter().enumerate() {
         let mut child = work.spawn(&format!("{mode}{at}#{k}"), total, &format!("{mode}:{at}"), 0);
         child.wait_killed();
+        check_delivery_counts(&child, &mut deliveries);
         let b = check_committed(&work, &child, &mut expect_committed, true).expect("a batch was in flight");
         assert_eq!(batches(&child).len(), *at as usize, "{}: killed in batch {at}", child.name);
         // What the kill left done in the output will be done again.
@@ -265,6 +274,8 @@ fn consumer_killed_inside_process_redelivers_only_the_in_flight_batch() {
     }
     let mut last = work.spawn("final", total, "none", 0);
     last.finish();
+    check_delivery_counts(&last, &mut deliveries);
+    assert!(deliveries.values().any(|&n| n > 1), "the kills caused redeliveries");
     assert_eq!(work.committed(), vec![q_end(&work.path, 0), q_end(&work.path, 1)]);
     let processed = work.processed();
     let expected: HashMap<String, u32> = expected.into_iter().map(|(id, n)| (id.clone(), n)).collect();
@@ -279,6 +290,29 @@ fn consumer_killed_inside_process_redelivers_only_the_in_flight_batch() {
         processed.get(wrong[0].0)
     );
     assert_eq!(processed.len(), total, "only records of the queue were processed");
+}
+
+/// Every batch `child` announced counts its first record's deliveries
+/// exactly, across the SIGKILLs of the children before it: one more than the
+/// batches announced before that held that record (a committed record is
+/// never announced again). The count is written before the closure runs,
+/// without a sync, so this checks that the write survives the kill.
+fn check_delivery_counts(child: &Proc, deliveries: &mut HashMap<(u32, u64), u32>) {
+    for b in batches(child) {
+        let before = deliveries.get(&(b.partition, b.first)).copied().unwrap_or(0);
+        assert_eq!(
+            b.delivery_count,
+            before + 1,
+            "{}: batch {}:{}..={}, its first record delivered {before} times before",
+            child.name,
+            b.partition,
+            b.first,
+            b.last
+        );
+        for offset in b.first..=b.last {
+            *deliveries.entry((b.partition, offset)).or_insert(0) += 1;
+        }
+    }
 }
 
 fn q_end(path: &Path, p: u32) -> u64 {
