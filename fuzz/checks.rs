@@ -357,14 +357,16 @@ const CHECKPOINT_RESERVED: std::ops::Range<usize> = 56..60;
 
 /// A whole checkpoint file: each copy decodes to a typed error or a state
 /// that re-encodes to exactly its bytes, and `decode_file` picks the valid
-/// copy of the higher generation, or fails with `Error::Corrupt`.
+/// copy of the highest generation (the earlier one on a tie), or fails with
+/// `Error::Corrupt`.
 pub fn checkpoint_decode(data: &[u8]) {
     let partition = CHECKPOINT_PARTITION;
-    let second_bytes = data.get(checkpoint::SECOND_COPY_AT..).unwrap_or(&[]);
-    let first = checkpoint::decode_copy(data, partition);
-    let second = checkpoint::decode_copy(second_bytes, partition);
-    for (at, copy, bytes) in [(0, &first, data), (checkpoint::SECOND_COPY_AT, &second, second_bytes)] {
-        if let Ok(state) = copy {
+    let mut in_force: Option<checkpoint::CheckpointState> = None;
+    let mut copies = Vec::new();
+    for at in checkpoint::COPIES_AT {
+        let bytes = data.get(at..).unwrap_or(&[]);
+        let copy = checkpoint::decode_copy(bytes, partition);
+        if let Ok(state) = &copy {
             assert_eq!(state.partition, partition);
             let stored = &bytes[..checkpoint::COPY_BYTES];
             assert!(
@@ -378,18 +380,16 @@ pub fn checkpoint_decode(data: &[u8]) {
                 "the copy at byte {at} decodes as {state:?} but re-encodes to other bytes ({})",
                 first_difference(stored, &encoded)
             );
+            if in_force.is_none_or(|best| state.generation > best.generation) {
+                in_force = Some(*state);
+            }
         }
+        copies.push(copy);
     }
-    let in_force = match (first, second) {
-        (Ok(a), Ok(b)) => Some(if b.generation > a.generation { b } else { a }),
-        (Ok(a), Err(_)) => Some(a),
-        (Err(_), Ok(b)) => Some(b),
-        (Err(_), Err(_)) => None,
-    };
     match (checkpoint::decode_file(data, partition, Path::new("fuzz.ckpt")), in_force) {
         (Ok(got), Some(want)) => assert_eq!(got, want),
         (Err(Error::Corrupt { .. }), None) => {}
-        (got, want) => panic!("decode_file gave {got:?}, the copies say {want:?} ({first:?}, {second:?})"),
+        (got, want) => panic!("decode_file gave {got:?}, the copies say {want:?} ({copies:?})"),
     }
 }
 

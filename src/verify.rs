@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::group::checkpoint::{self, CopyError, SECOND_COPY_AT};
+use crate::group::checkpoint::{self, COPIES_AT, CopyError};
 use crate::group::{GROUPS_DIR, slot};
 use crate::log::partition;
 use crate::log::recovery;
@@ -257,13 +257,14 @@ fn unsynced_cut(
 fn verify_checkpoint(path: &Path, p: u32, end: Option<u64>, report: &mut Report) -> Result<()> {
     report.checkpoints += 1;
     let bytes = storage::read_small(path, checkpoint::FILE_BYTES).map_err(|e| Error::io("read", path, e))?;
-    for at in [0, SECOND_COPY_AT] {
+    for at in COPIES_AT {
         let copy = bytes.get(at..).unwrap_or(&[]);
         match checkpoint::decode_copy(copy, p) {
-            // A copy of zeros was never written (the first commit has not
-            // happened yet): not damage.
-            Err(CopyError::BadMagic) if copy.iter().take(checkpoint::COPY_BYTES).all(|&b| b == 0) => {}
-            Err(e) => report.notes.push(format!("{}: copy at byte {at}: {e}; the other copy is used", path.display())),
+            // A mark copy of zeros was never written (no delivery yet): not
+            // damage. The synced copies are written when the file is filled.
+            Err(CopyError::BadMagic)
+                if at == checkpoint::MARK_COPY_AT && copy.iter().take(checkpoint::COPY_BYTES).all(|&b| b == 0) => {}
+            Err(e) => report.notes.push(format!("{}: copy at byte {at}: {e}; another copy is used", path.display())),
             Ok(_) => {}
         }
     }

@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{frame_starts, message, messages, process_error, segment_path, small, take};
-use durq::group::checkpoint::{self, COPY_BYTES, SECOND_COPY_AT};
+use durq::group::checkpoint::{self, COPY_BYTES, MARK_COPY_AT, SECOND_COPY_AT};
 use durq::{ConsumerOptions, Error, Queue};
 
 /// A closed queue at `dir/q` holding `message(0..n)`, sent one at a time
@@ -274,7 +274,8 @@ fn a_damaged_truncated_or_missing_sealed_segment_file_is_an_error_not_a_crash_or
 }
 
 /// A closed queue with 10 records whose group "g" committed batches of 4, 4
-/// and 2: checkpoint copies hold next offsets 8 (older) and 10 (newest).
+/// and 2: the synced checkpoint copies hold next offsets 8 (older) and 10
+/// (newest), the mark copy the delivery of the last batch (8, up to 10).
 /// Returns the queue path, the checkpoint path and where the newest copy is.
 fn committed_group(dir: &Path) -> (PathBuf, PathBuf, usize) {
     let path = closed_queue(dir, 10);
@@ -289,6 +290,8 @@ fn committed_group(dir: &Path) -> (PathBuf, PathBuf, usize) {
     let older = SECOND_COPY_AT - newest;
     assert_eq!(checkpoint::decode_copy(&bytes[newest..], 0).unwrap().next_offset, 10);
     assert_eq!(checkpoint::decode_copy(&bytes[older..], 0).unwrap().next_offset, 8);
+    let mark = checkpoint::decode_copy(&bytes[MARK_COPY_AT..], 0).unwrap();
+    assert_eq!((mark.next_offset, mark.delivered_end), (8, 10));
     (path, ckpt, newest)
 }
 
@@ -318,17 +321,35 @@ fn a_damaged_newest_checkpoint_copy_falls_back_to_the_older_one_and_redelivers()
 }
 
 #[test]
+fn with_both_synced_checkpoint_copies_damaged_the_last_delivery_mark_still_holds_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, ckpt, _) = committed_group(dir.path());
+    common::flip_byte(&ckpt, 35, 0x01);
+    common::write_at(&ckpt, SECOND_COPY_AT, &[0u8; COPY_BYTES]);
+    let report = verify_read_only(&path);
+    assert!(report.problems.is_empty(), "the mark copy is valid: {report:#?}");
+    assert_eq!(report.notes.len(), 2, "a note per damaged copy, zeros included: {report:#?}");
+    let queue = Queue::open_existing(&path).unwrap();
+    let mut consumer = queue.consumer("g").unwrap();
+    assert_eq!(consumer.committed().unwrap(), vec![8], "the mark's position: a redelivery, not a reset");
+    let again = consumer.poll(std::time::Duration::ZERO).unwrap().expect("the last batch again");
+    assert_eq!(again.messages()[0].delivery_count(), 2, "the mark also counted the delivery");
+}
+
+#[test]
 fn a_checkpoint_with_no_valid_copy_fails_the_open_never_resets() {
     type Damage = fn(&Path);
     let cases: [(&str, Damage); 3] = [
-        ("both copies flipped", |f| {
-            common::flip_byte(f, 35, 0x01);
-            common::flip_byte(f, SECOND_COPY_AT + 35, 0x01);
+        ("every copy flipped", |f| {
+            for at in [0, SECOND_COPY_AT, MARK_COPY_AT] {
+                common::flip_byte(f, at + 35, 0x01);
+            }
         }),
         ("file emptied", |f| std::fs::write(f, b"").unwrap()),
-        ("both magics gone", |f| {
-            common::write_at(f, 0, &[0u8; COPY_BYTES]);
-            common::write_at(f, SECOND_COPY_AT, &[0u8; COPY_BYTES]);
+        ("every magic gone", |f| {
+            for at in [0, SECOND_COPY_AT, MARK_COPY_AT] {
+                common::write_at(f, at, &[0u8; COPY_BYTES]);
+            }
         }),
     ];
     for (what, damage) in cases {

@@ -6,8 +6,9 @@
 //! sealed segments and an active one each), `Sync` durability, unkeyed, keyed
 //! and batched records, and a group that committed part of the way (into a
 //! sealed segment of partition 0, into the active segment of partition 1), so
-//! that checkpoint and lease files exist and the two copies of each checkpoint
-//! hold different positions. Every record was acknowledged; the test keeps
+//! that checkpoint and lease files exist and the three copies of each
+//! checkpoint (two synced ones and the last delivery mark) hold different
+//! generations, the mark and the older synced copy an earlier position. Every record was acknowledged; the test keeps
 //! each one's offset, key and payload, and works out where its frame lies from
 //! the documented layout (docs/FORMAT.md), not from the crate's code.
 //!
@@ -18,7 +19,7 @@
 //! - `durq::verify` runs first, must not change a byte, and must name the
 //!   damaged file whenever bytes durq relies on changed, and say nothing when
 //!   only bytes it never reads changed (reserved header bytes, the unused
-//!   middle of a checkpoint file, zeros over zeros);
+//!   gaps of a checkpoint file, zeros over zeros, a zeroed delivery mark);
 //! - the queue opens, or is refused with a typed error naming the damaged
 //!   file that leaves every byte as it was (a damaged meta file; a damaged
 //!   fixed header of an active segment);
@@ -28,9 +29,10 @@
 //!   file: always the latter for a record whose bytes were damaged, always
 //!   the former for one before the damage. Never another payload, never a
 //!   hole in the offsets;
-//! - the group starts where the checkpoint in force says (the other copy's
-//!   position when the newest copy was damaged: a redelivery, never a skip;
-//!   `Error::Corrupt` naming the file when both copies were, never a reset),
+//! - the group starts where the checkpoint in force says (the newest
+//!   undamaged copy's position when the newest copy was damaged: a
+//!   redelivery, never a skip; `Error::Corrupt` naming the file when every
+//!   copy was, never a reset),
 //!   and draining it delivers the same records in offset order from there,
 //!   and stops only with `Error::Corrupt` naming the damaged file, at a
 //!   damaged record (or where a damaged sealed segment hands over to the next).
@@ -71,7 +73,9 @@ const SEGMENT_FIXED_END: usize = 36;
 const SYNCED_END_FIELD_END: usize = 52;
 const SEGMENT_HEADER_BYTES: usize = 64;
 const FRAME_MAGIC: u8 = 0xD7;
-const CHECKPOINT_COPIES: [usize; 2] = [0, 512];
+const CHECKPOINT_COPIES: [usize; 3] = [0, 512, 4096];
+/// The copy that takes delivery marks (the last of `CHECKPOINT_COPIES`).
+const CHECKPOINT_MARK_COPY: usize = 2;
 const CHECKPOINT_COPY_BYTES: usize = 64;
 const META_MAGIC_BYTES: usize = 8;
 
@@ -165,8 +169,9 @@ struct Pristine {
     /// Per partition, indexed by offset.
     records: Vec<Vec<Acked>>,
     segments: Vec<SegmentFile>,
-    /// Per partition: the checkpoint file and its copies at bytes 0 and 512.
-    checkpoints: Vec<(PathBuf, [Copy; 2])>,
+    /// Per partition: the checkpoint file and its copies at bytes 0, 512
+    /// and 4096 (the delivery mark).
+    checkpoints: Vec<(PathBuf, [Copy; 3])>,
 }
 
 /// Sends records and keeps what each acknowledgement said.
@@ -303,9 +308,18 @@ impl Pristine {
                     assert_eq!(&bytes[at..at + 8], b"DURQCKPT");
                     Copy { generation: le64(&bytes, at + 16), next_offset: le64(&bytes, at + 32) }
                 });
-                let (newest, older) = newest_and_older(&copies);
+                let newest = newest(&copies, [true; 3]).unwrap();
                 assert_eq!(newest.next_offset, COMMITTED[p as usize]);
-                assert!(older.next_offset < newest.next_offset, "partition {p}: a fallback is a visible redelivery");
+                for older in copies.iter().filter(|c| c.generation != newest.generation) {
+                    assert!(
+                        older.next_offset < newest.next_offset,
+                        "partition {p}: a fallback is a visible redelivery"
+                    );
+                }
+                assert!(
+                    copies[CHECKPOINT_MARK_COPY].generation < newest.generation,
+                    "partition {p}: the last write was a commit"
+                );
                 (file.strip_prefix(&path).unwrap().to_path_buf(), copies)
             })
             .collect();
@@ -359,8 +373,9 @@ impl SegmentFile {
     }
 }
 
-fn newest_and_older(copies: &[Copy; 2]) -> (Copy, Copy) {
-    if copies[1].generation > copies[0].generation { (copies[1], copies[0]) } else { (copies[0], copies[1]) }
+/// The copy of the highest generation among those `kept`.
+fn newest(copies: &[Copy; 3], kept: [bool; 3]) -> Option<Copy> {
+    copies.iter().zip(kept).filter(|(_, k)| *k).map(|(c, _)| *c).max_by_key(|c| c.generation)
 }
 
 // ---- Cases ----
@@ -454,7 +469,7 @@ impl Case {
                 _ => rng.below(len),
             },
             FileKind::Checkpoint if region < 6 => {
-                CHECKPOINT_COPIES[(region % 2) as usize] as u64 + rng.below(CHECKPOINT_COPY_BYTES as u64)
+                CHECKPOINT_COPIES[(region % 3) as usize] as u64 + rng.below(CHECKPOINT_COPY_BYTES as u64)
             }
             _ => rng.below(len),
         }
@@ -590,17 +605,24 @@ impl Expect {
                 let changed = CHECKPOINT_COPIES.map(|at| {
                     after.get(at..at + CHECKPOINT_COPY_BYTES) != Some(&before[at..at + CHECKPOINT_COPY_BYTES])
                 });
-                match changed {
-                    // Bytes 64..512 are read by nobody.
-                    [false, false] => {}
-                    [true, true] => {
+                // A mark copy of zeros reads as one never written: verify
+                // has nothing to say about it. A synced copy is written
+                // when the file is filled, so zeros there are damage.
+                let mark_at = CHECKPOINT_COPIES[CHECKPOINT_MARK_COPY];
+                let mark_zeroed =
+                    after.get(mark_at..mark_at + CHECKPOINT_COPY_BYTES).is_some_and(|b| b.iter().all(|&x| x == 0));
+                match newest(&copies, changed.map(|c| !c)) {
+                    None => {
                         e.verify = Verify::Problems;
                         e.join = Join::Fails;
                     }
-                    _ => {
-                        e.verify = Verify::Notes;
-                        let survivor = copies[usize::from(changed[0])];
+                    Some(survivor) => {
                         e.starts[p] = survivor.next_offset;
+                        let noted = changed[0] || changed[1] || (changed[CHECKPOINT_MARK_COPY] && !mark_zeroed);
+                        // Bytes between the copies are read by nobody.
+                        if noted {
+                            e.verify = Verify::Notes;
+                        }
                     }
                 }
             }
@@ -833,7 +855,7 @@ fn drain_group(queue: &Queue, pristine: &Pristine, case: &Case, expect: &Expect,
             tally.group_refused += 1;
             return;
         }
-        (Ok(c), Join::Fails) => panic!("the group joined at {:?} with both checkpoint copies damaged", c.committed()),
+        (Ok(c), Join::Fails) => panic!("the group joined at {:?} with every checkpoint copy damaged", c.committed()),
         (Err(e), want) => panic!("joining the group failed with {e}; expected {want:?}"),
     };
     assert_eq!(consumer.committed().unwrap(), expect.starts, "where the group starts");

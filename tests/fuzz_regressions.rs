@@ -205,7 +205,8 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             bytes[..checkpoint::COPY_BYTES].copy_from_slice(&checkpoint::encode_copy(&a));
         }
         if let Some(b) = b {
-            bytes[checkpoint::SECOND_COPY_AT..].copy_from_slice(&checkpoint::encode_copy(&b));
+            bytes[checkpoint::SECOND_COPY_AT..checkpoint::SECOND_COPY_AT + checkpoint::COPY_BYTES]
+                .copy_from_slice(&checkpoint::encode_copy(&b));
         }
         bytes
     };
@@ -215,6 +216,12 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     torn[20] ^= 4;
     seeds.push(("checkpoint_decode", "newer-copy-torn", torn));
     seeds.push(("checkpoint_decode", "cut-after-first-copy", file(Some(state(1, 5)), None)[..100].to_vec()));
+    let mut marked = file(Some(state(3, 30)), Some(state(4, 40)));
+    marked[checkpoint::MARK_COPY_AT..].copy_from_slice(&checkpoint::encode_copy(&state(5, 40)));
+    seeds.push(("checkpoint_decode", "newest-is-the-mark", marked));
+    let earlier_layout =
+        file(Some(state(3, 30)), Some(state(4, 40)))[..checkpoint::SECOND_COPY_AT + checkpoint::COPY_BYTES].to_vec();
+    seeds.push(("checkpoint_decode", "earlier-layout", earlier_layout));
 
     // lease_decode: a lease of slot 3, a dead letter and a meta file.
     let lease = lease::Lease {

@@ -664,7 +664,7 @@ fn resync(segment: &Segment, pos: usize, at: u64, target: u64, record_bytes_max:
     while probe + record::FRAME_HEADER_BYTES <= segment.len() {
         // SAFETY: touches unpublished bytes only if published frames before
         // `target` are damaged; bounded by the mapping, torn bytes fail the
-        // checksum (mmap contract rule 4 covers damage made by others).
+        // checksum (mmap contract rule 5 covers damage made by others).
         if let Decoded::Frame(f) = unsafe { segment.frame_at(probe, record_bytes_max) }
             && f.meta.offset > at
             && f.meta.offset <= target

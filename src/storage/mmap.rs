@@ -3,16 +3,20 @@
 //! # The mmap contract
 //!
 //! durq maps segment files and the control file `MAP_SHARED`, read-write, in
-//! every process that opens the queue. Handing out `&[u8]` into such a
+//! every process that opens the queue, and a consumer maps the checkpoint
+//! file of each slot it holds. Handing out `&[u8]` into such a
 //! mapping, or writing through a raw pointer into it, is sound only while these
 //! rules hold; every `unsafe` call into this module names the rule it relies on.
 //!
-//! 1. **No shrinking.** durq never truncates a segment or the control file.
+//! 1. **No shrinking.** durq never truncates a segment, a checkpoint file or
+//!    the control file.
 //!    A segment is created at its full size with its blocks reserved
 //!    (`fallocate`), so neither a read nor a write through a mapping can touch
 //!    a page beyond the end of the file (SIGBUS) or need a block the disk no
 //!    longer has (ENOSPC turned into SIGBUS). Retention removes whole segment
-//!    files with `unlink`; a process that still maps one keeps its pages.
+//!    files with `unlink`; a process that still maps one keeps its pages. A
+//!    checkpoint file is mapped only once it has its full size, and a newer
+//!    holder removes it with `unlink` too.
 //! 2. **Append only below the published end.** Bytes of a segment below the
 //!    partition's published tail (`next_offset`/`tail_pos` in the control
 //!    file) are never written again by durq. Only the holder of the partition's
@@ -26,7 +30,12 @@
 //!    mutex after the previous holder died. Cutting the log inside the
 //!    segment before the last, and removing the last segment, is done only by
 //!    the sole process that has the queue open.
-//! 4. **Outside writers are out of scope.** Like every mmap-based store
+//! 4. **A checkpoint file has one writer.** Only the holder of its epoch
+//!    writes it, through its own mapping, one write at a time. No one
+//!    borrows a slice of a checkpoint mapping: others read the file with
+//!    `pread`, and a copy read half-written fails its checksum like a torn
+//!    one.
+//! 5. **Outside writers are out of scope.** Like every mmap-based store
 //!    (LMDB, Chronicle Queue), durq cannot stop another program, or a hostile
 //!    local user, from writing into a mapped file. Such a write may change
 //!    bytes under a reader; durq re-validates every frame (CRC) before it
@@ -82,7 +91,8 @@ impl MappedFile {
     /// # Safety
     /// The caller holds the right to write `pos..pos + src.len()`: it holds the
     /// partition's append mutex and the range lies at or beyond the published
-    /// tail (contract rule 2), or it is the only process with the queue open.
+    /// tail (contract rule 2), or it is the only process with the queue open,
+    /// or it holds a checkpoint file's epoch (rule 4).
     pub(crate) unsafe fn write(&self, pos: usize, src: &[u8]) {
         assert!(pos <= self.len && src.len() <= self.len - pos, "write {pos}+{} beyond map of {}", src.len(), self.len);
         // SAFETY: the range is inside the mapping (checked above); `src` is a
