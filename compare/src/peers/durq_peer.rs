@@ -1,7 +1,7 @@
 //! durq through its public API, mapped as the issue asks:
 //! W1/W5 `Buffered` + `flush()` at the end; W2 `Sync`, one `send` at a time;
 //! W3 `Sync` with `send_batch` of 100; W4 `process` with `max_batch(1000)`
-//! (one fdatasync'd checkpoint per batch); W6 `Sync` from 32 threads.
+//! (one synced checkpoint per batch); W6 `Sync` from 32 threads.
 
 use std::path::Path;
 use std::time::Instant;
@@ -93,7 +93,7 @@ impl System for Durq {
                 }
                 let out = Outcome::done(seen, start);
                 assert_eq!(bytes as u64, seen * w.payload as u64, "durq consumed the wrong bytes");
-                Ok(out.with_note("`process` with `max_batch(1000)`: a fdatasync'd checkpoint per batch"))
+                Ok(out.with_note("`process` with `max_batch(1000)`: a synced checkpoint (msync) per batch"))
             }
             Kind::Concurrent { threads } => {
                 let q = open(dir, Durability::Sync)?;
