@@ -129,6 +129,18 @@ pub fn segment_image(data: &[u8]) {
     let _ = segment::check_header(seg, Path::new("fuzz.seg"), 0, base_offset, seg.len() as u64);
     let scan = recovery::scan(seg, base_offset, record_bytes_max, synced_end);
     check_scan(seg, base_offset, record_bytes_max, synced_end, &scan);
+    check_known_zeros(seg, base_offset, record_bytes_max, synced_end, &scan);
+}
+
+/// Told where the zeros of `seg` begin (as exactly as can be, and at the next
+/// 4 KiB as a file system would), `recovery::scan_known_zeros` gives what
+/// the plain scan gave.
+pub fn check_known_zeros(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64, scan: &Scan) {
+    let zeros_from = seg.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    for hint in [zeros_from, zeros_from.next_multiple_of(4096).min(seg.len())] {
+        let told = recovery::scan_known_zeros(seg, base_offset, record_bytes_max, synced_end, hint);
+        assert_eq!(&told, scan, "the scan told the zeros begin at {hint} differs from the plain scan");
+    }
 }
 
 /// A frame the re-walk of a scan passed through.
@@ -305,6 +317,7 @@ pub fn segment_damaged(data: &[u8]) {
     let synced_end_read = segment::decode_synced_end(&seg).unwrap_or(base_offset);
     let scan = recovery::scan(&seg, base_offset, record_bytes_max, synced_end_read);
     let walked = check_scan(&seg, base_offset, record_bytes_max, synced_end_read, &scan);
+    check_known_zeros(&seg, base_offset, record_bytes_max, synced_end_read, &scan);
     if !header_ok {
         // The open fails with `Error::Corrupt`: nothing is delivered or repaired.
         return;

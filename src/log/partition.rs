@@ -768,7 +768,7 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -
     let whole = unsafe { seg.published(0, seg.len()) };
     // A damaged `synced_end` field proves nothing: fall back to the base.
     let synced_end = segment::decode_synced_end(whole).unwrap_or(last);
-    let scan = recovery::scan(whole, last, config.record_bytes_max, synced_end);
+    let scan = recovery::scan_known_zeros(whole, last, config.record_bytes_max, synced_end, seg.data_end());
     if let Some(torn) = scan.torn {
         // SAFETY: as above; the torn bytes lie beyond every frame we keep.
         unsafe { seg.zero(torn.from, torn.to) };

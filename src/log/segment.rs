@@ -338,6 +338,12 @@ impl Segment {
         unsafe { self.map.zero(pos, end - pos) }
     }
 
+    /// Where this segment's data ends as far as the file system knows:
+    /// every byte from there on reads as zero (see `storage::data_end`).
+    pub(crate) fn data_end(&self) -> usize {
+        storage::data_end(&self.file, self.len() as u64) as usize
+    }
+
     /// Faults in the pages of `pos..end` ahead of the writer.
     pub(crate) fn prefault(&self, pos: usize, end: usize) {
         self.map.prefault(pos, end.saturating_sub(pos))

@@ -175,6 +175,41 @@ pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
     .map_err(|e| Error::io("reserve space (fallocate)", path, e))
 }
 
+/// Where the data of `file` ends as far as the file system knows: every
+/// byte from there to `len` lies in a hole, or in reserved blocks never
+/// written and not in the page cache, and reads as zero (`SEEK_DATA` and
+/// `SEEK_HOLE`). `len` when the file system cannot tell, on any error, or
+/// when the data lies in more than a few pieces: the answer only lets a
+/// reader skip bytes, so every doubt means "read them". It reads no data
+/// and changes nothing: not an [`Op`]. (It moves the descriptor's offset,
+/// which durq never uses: it reads and writes at explicit positions.)
+pub(crate) fn data_end(file: &File, len: u64) -> u64 {
+    const MAX_PIECES: usize = 64;
+    let fd = file.as_raw_fd();
+    let seek = |pos: u64, whence: libc::c_int| {
+        let pos = libc::off_t::try_from(pos).ok()?;
+        // SAFETY: lseek only reads its integer arguments; the descriptor is
+        // owned by `file`, which outlives the call.
+        let at = unsafe { libc::lseek(fd, pos, whence) };
+        if at >= 0 { Some(Ok(at as u64)) } else { Some(Err(std::io::Error::last_os_error())) }
+    };
+    let (mut pos, mut end) = (0, 0);
+    for _ in 0..MAX_PIECES {
+        let data = match seek(pos, libc::SEEK_DATA) {
+            Some(Ok(data)) if data < len => data,
+            // No data from `pos` on.
+            Some(Ok(_)) => return end,
+            Some(Err(e)) if e.raw_os_error() == Some(libc::ENXIO) => return end,
+            _ => return len,
+        };
+        match seek(data, libc::SEEK_HOLE) {
+            Some(Ok(hole)) if hole < len => (pos, end) = (hole, hole),
+            _ => return len,
+        }
+    }
+    len
+}
+
 /// Starts writing the dirty pages of `pos..pos + len` of `file` to the disk
 /// and returns without waiting (`sync_file_range` with
 /// `SYNC_FILE_RANGE_WRITE`), so that a later sync of the range has less to
@@ -401,4 +436,29 @@ pub(crate) fn host_name() -> String {
 /// Milliseconds since the Unix epoch, exact (for heartbeats).
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_end_never_cuts_off_data_and_skips_reserved_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let len: u64 = 4 << 20;
+        reserve(&file, &path, len).unwrap();
+        let empty = data_end(&file, len);
+        write_at(&file, &path, 0, &[1; 100]).unwrap();
+        write_at(&file, &path, 300_000, &[2; 10]).unwrap();
+        let end = data_end(&file, len);
+        assert!(end >= 300_010 && end <= len, "data ends at 300,010, told {end}");
+        let mut rest = vec![0xff; (len - end) as usize];
+        read_at(&file, &path, end, &mut rest).unwrap();
+        assert!(rest.iter().all(|&b| b == 0), "a byte after {end} is not zero");
+        // ext4, XFS and tmpfs report never-written reserved blocks as holes;
+        // a file system that cannot tell answers `len`, which is also sound.
+        eprintln!("data_end: reserved only {empty}, with data {end} of {len}");
+    }
 }
