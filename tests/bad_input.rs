@@ -474,3 +474,32 @@ fn durability_changes_only_while_no_process_has_the_queue_open() {
     ));
     assert_eq!(queue.read_at(0, 0, 10).unwrap()[0].payload, b"before");
 }
+
+#[test]
+fn a_partition_whose_offsets_are_used_up_refuses_appends_instead_of_wrapping_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    drop(Queue::open_with(&path, small()).unwrap());
+    // Segment 0 moved, header and name, to base offset 2^64 - 2 (a hostile
+    // or damaged file: no log gets there): room for one more record.
+    let base = u64::MAX - 1;
+    let moved = common::segment_path(&path, 0, base);
+    std::fs::rename(common::segment_path(&path, 0, 0), &moved).unwrap();
+    common::write_at(&moved, 16, &base.to_le_bytes());
+    let fixed = std::fs::read(&moved).unwrap()[..32].to_vec();
+    common::write_at(&moved, 32, &crc32fast::hash(&fixed).to_le_bytes());
+    common::set_synced_end(&moved, base);
+    let queue = Queue::open_existing(&path).unwrap();
+    let producer = queue.producer();
+    assert_eq!(producer.send(b"last").unwrap().offset, base);
+    for _ in 0..2 {
+        match producer.send(b"one too many") {
+            Err(Error::Corrupt { file, offset: Some(offset), .. }) => {
+                assert_eq!((file, offset), (path.join("p0000"), u64::MAX))
+            }
+            other => panic!("an append past offset 2^64 - 2: {other:?}"),
+        }
+    }
+    assert_eq!(queue.offsets(0), (base, u64::MAX), "nothing wrapped around to offset 0");
+    assert_eq!(queue.read_at(0, base, 10).unwrap().len(), 1);
+}

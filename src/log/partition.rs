@@ -132,6 +132,11 @@ impl Partition {
         let c = self.shared();
         let tail = self.lock_tail(&c)?;
         let first = c.next_offset.load(Ordering::Relaxed);
+        if u64::MAX - first < records.len() as u64 {
+            // Only damage or a hostile file puts a log near 2^64 records;
+            // offsets must never wrap around to ones in use.
+            return Err(Error::corrupt(&self.dir, 0, Some(first), "the partition's offsets are used up"));
+        }
         let mut next = first;
         let mut pos = c.tail_pos.load(Ordering::Relaxed) as usize;
         let tail_base = c.tail_segment_base.load(Ordering::Relaxed);

@@ -173,7 +173,10 @@ pub fn scan_known_zeros(
     let mut watermark = 0;
     loop {
         let found = match record::decode(&seg[pos..], record_bytes_max) {
-            Decoded::Frame(f) if f.meta.offset == next => {
+            // The last offset there is, u64::MAX, would leave no offset
+            // for the next record: a frame claiming it is not part of any
+            // log durq writes (only a hostile file has one).
+            Decoded::Frame(f) if f.meta.offset == next && next < u64::MAX => {
                 watermark = watermark.max(f.meta.offset.saturating_sub(u64::from(f.meta.durable_lag)));
                 pos += f.len;
                 next += 1;
@@ -213,7 +216,7 @@ pub fn scan_known_zeros(
             let kept = acknowledged_in(seg, pos, to, next, synced_end, record_bytes_max);
             if kept.is_some() || !damaged.is_empty() {
                 let after = to.next_multiple_of(FRAME_ALIGN).min(seg.len());
-                let next_offset = synced_end.max(kept.map_or(0, |h| h + 1)).max(next + 1);
+                let next_offset = synced_end.max(kept.map_or(0, |h| h + 1)).max(next.saturating_add(1));
                 damaged.push(Damage { pos, offset: next, reason: found, resumed_at: after });
                 return Scan { tail_pos: after, next_offset, torn: None, damaged, watermark };
             }
@@ -242,7 +245,13 @@ pub fn scan_known_zeros(
                 let after = last_nonzero_end(seg, pos, zeros_from).max(room).min(seg.len());
                 let after = after.next_multiple_of(FRAME_ALIGN).min(seg.len());
                 damaged.push(Damage { pos, offset: next, reason: found, resumed_at: after });
-                return Scan { tail_pos: after, next_offset: synced_end.max(next + 1), torn: None, damaged, watermark };
+                return Scan {
+                    tail_pos: after,
+                    next_offset: synced_end.max(next.saturating_add(1)),
+                    torn: None,
+                    damaged,
+                    watermark,
+                };
             }
         }
     }
