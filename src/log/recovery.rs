@@ -316,6 +316,15 @@ fn find_resume(
     let mut at = pos + FRAME_ALIGN;
     // No frame starts in the zeros: a header of zeros is no frame.
     while at + FRAME_HEADER_BYTES <= seg.len() && at < zeros_from {
+        if seg[at..at + FRAME_HEADER_BYTES].iter().all(|&b| b == 0) {
+            // Hop over the whole run of zeros (after a torn tail, usually
+            // the rest of the segment) instead of decoding every aligned
+            // position in it: every header inside the run is zeros, so the
+            // first possible frame's header ends past the run.
+            let run_end = first_nonzero(seg, at + FRAME_HEADER_BYTES);
+            at = (run_end + 1).saturating_sub(FRAME_HEADER_BYTES).next_multiple_of(FRAME_ALIGN).max(at + FRAME_ALIGN);
+            continue;
+        }
         let most = expected.saturating_add(((at - pos) / FRAME_HEADER_BYTES) as u64);
         if let Decoded::Frame(f) = record::decode(&seg[at..], record_bytes_max)
             && f.meta.offset > expected
@@ -355,6 +364,21 @@ fn acknowledged_in(seg: &[u8], from: usize, to: usize, first: u64, synced_end: u
 /// One past the last non-zero byte of `seg[from..]`, or `from` if all zero.
 /// Checks 4 KiB blocks from the end with an OR-reduction the compiler
 /// vectorises: the common case is megabytes of zeros after a clean tail.
+/// The position of the first non-zero byte of `seg` at or after `from`
+/// (`seg.len()` if there is none), a block at a time.
+fn first_nonzero(seg: &[u8], from: usize) -> usize {
+    const BLOCK: usize = 4096;
+    let mut start = from.min(seg.len());
+    while start < seg.len() {
+        let block = &seg[start..(start + BLOCK).min(seg.len())];
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return start + block.iter().position(|&b| b != 0).expect("a non-zero byte");
+        }
+        start += block.len();
+    }
+    seg.len()
+}
+
 /// The end of the last non-zero byte of `seg` at or after `from` (`from` if
 /// there is none), knowing that the bytes from `zeros_from` on are zero.
 fn last_nonzero_end(seg: &[u8], from: usize, zeros_from: usize) -> usize {
@@ -492,6 +516,51 @@ mod tests {
                 resumed_at: starts[2]
             }]
         );
+    }
+
+    #[test]
+    fn recovery_row_4_the_walk_resumes_after_a_long_run_of_zeros_and_a_hint_changes_nothing() {
+        // 100 intact, 101 damaged, then 40 KB of zeros (a hole in the file),
+        // then 102 and 103 at an aligned position that is no multiple of the
+        // scan's 4 KiB blocks; 103 says 102 was durable, so the damage hit
+        // acknowledged data and the walk must find 102 across the zeros.
+        let frame = |i: u64, durable: u64| {
+            let meta =
+                FrameMeta { offset: i, timestamp_ms: 1, durable_lag: (i - durable) as u32, batch_continues: false };
+            record::encode(meta, None, format!("message {i}").as_bytes())
+        };
+        let mut seg = vec![0u8; 64 << 10];
+        let mut pos = SEGMENT_HEADER_BYTES;
+        for (i, durable) in [(100, 100), (101, 101)] {
+            let f = frame(i, durable);
+            seg[pos..pos + f.len()].copy_from_slice(&f);
+            pos += f.len();
+        }
+        let damaged_at = pos - frame(101, 101).len();
+        seg[damaged_at + 20] ^= 0x40;
+        let resume = (pos + 40_000).next_multiple_of(FRAME_ALIGN);
+        assert_ne!(resume % 64, 0);
+        let mut at = resume;
+        for (i, durable) in [(102, 102), (103, 103)] {
+            let f = frame(i, durable);
+            seg[at..at + f.len()].copy_from_slice(&f);
+            at += f.len();
+        }
+        let scan = super::scan(&seg, 100, MAX, 100);
+        assert_eq!(scan.torn, None);
+        assert_eq!((scan.tail_pos, scan.next_offset), (at, 104));
+        assert_eq!(
+            scan.damaged,
+            vec![Damage {
+                pos: damaged_at,
+                offset: 101,
+                reason: Found::Invalid(Invalid::BadChecksum),
+                resumed_at: resume
+            }]
+        );
+        for zeros_from in [at, at.next_multiple_of(4096), seg.len()] {
+            assert_eq!(super::scan_known_zeros(&seg, 100, MAX, 100, zeros_from), scan, "zeros from {zeros_from}");
+        }
     }
 
     #[test]
