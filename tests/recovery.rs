@@ -33,6 +33,23 @@ fn closed_queue(dir: &Path, n: u64) -> PathBuf {
     path
 }
 
+/// A closed `Buffered` queue at `path`: `payload(0..flushed)` sent and
+/// flushed (no flush at all when `flushed` is 0), then
+/// `payload(flushed..total)` sent and never flushed.
+fn closed_buffered(path: &Path, payload: fn(u64) -> Vec<u8>, flushed: u64, total: u64) {
+    let queue = Queue::open_with(path, small().durability(Durability::Buffered)).unwrap();
+    let producer = queue.producer();
+    for i in 0..flushed {
+        producer.send(payload(i)).unwrap();
+    }
+    if flushed > 0 {
+        producer.flush().unwrap();
+    }
+    for i in flushed..total {
+        producer.send(payload(i)).unwrap();
+    }
+}
+
 /// Frame starts of `closed_queue`'s records, plus the end of the last one.
 fn starts(n: u64) -> Vec<usize> {
     frame_starts((0..n).map(|i| message(i).len()))
@@ -214,12 +231,7 @@ fn recovery_row_3_damage_followed_only_by_unflushed_records_drops_them_all() {
     // tail: none of 2..5 was ever acknowledged as durable.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
-    let queue = Queue::open_with(&path, small().durability(Durability::Buffered)).unwrap();
-    let producer = queue.producer();
-    for i in 0..5 {
-        producer.send(message(i)).unwrap();
-    }
-    drop((producer, queue));
+    closed_buffered(&path, message, 0, 5);
     let seg = segment_path(&path, 0, 0);
     let original = std::fs::read(&seg).unwrap();
     let s = starts(5);
@@ -235,16 +247,7 @@ fn recovery_row_3_after_a_flush_only_the_records_since_the_flush_can_be_torn() {
     // written when the watermark was 3, so it proves nothing about 4.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
-    let queue = Queue::open_with(&path, small().durability(Durability::Buffered)).unwrap();
-    let producer = queue.producer();
-    for i in 0..3 {
-        producer.send(message(i)).unwrap();
-    }
-    producer.flush().unwrap();
-    for i in 3..6 {
-        producer.send(message(i)).unwrap();
-    }
-    drop((producer, queue));
+    closed_buffered(&path, message, 3, 6);
     let seg = segment_path(&path, 0, 0);
     let original = std::fs::read(&seg).unwrap();
     let s = starts(6);
@@ -569,12 +572,7 @@ fn synced_end(segment: &Path) -> Option<u64> {
 /// written while nothing was durable, claims nothing.
 fn unsynced_roll(dir: &Path, n: u64) -> PathBuf {
     let path = dir.join("q");
-    let queue = Queue::open_with(&path, small().durability(Durability::Buffered)).unwrap();
-    let producer = queue.producer();
-    for i in 0..n {
-        producer.send(big(i)).unwrap();
-    }
-    drop((producer, queue));
+    closed_buffered(&path, big, 0, n);
     let (seg0, seg63) = (segment_path(&path, 0, 0), segment_path(&path, 0, PER_SEGMENT));
     assert_eq!(common::segments(&path, 0), [seg0.clone(), seg63.clone()], "records roll where the test expects");
     assert_eq!(synced_end(&seg0), Some(PER_SEGMENT), "the sealer synced segment 0 and recorded it");
@@ -658,16 +656,7 @@ fn damage_in_a_full_segment_that_a_later_frame_proves_flushed_is_reported_never_
     // proofs damaged instead: a proof that cannot be read may have been one.
     let pristine = tempfile::tempdir().unwrap();
     let original = pristine.path().join("q");
-    let queue = Queue::open_with(&original, small().durability(Durability::Buffered)).unwrap();
-    let producer = queue.producer();
-    for i in 0..70 {
-        producer.send(big(i)).unwrap();
-    }
-    producer.flush().unwrap();
-    for i in 70..75 {
-        producer.send(big(i)).unwrap();
-    }
-    drop((producer, queue));
+    closed_buffered(&original, big, 70, 75);
     type Unprove = fn(&Path, &Path);
     let cases: [(&str, Unprove); 2] = [
         ("proofs set back", |seg0, seg63| {
