@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Proc, Rng};
+use common::rng::Rng;
+use common::{PATIENCE, Proc};
 
 const PARTITIONS: usize = 4;
 const CONSUMERS: usize = 3;
@@ -125,7 +126,7 @@ fn acknowledged_messages_survive_kills_and_stalls_of_consumers() {
     // Chaos.
     let (mut kills, mut stops) = (0u32, 0u32);
     let start = Instant::now();
-    let mut next_event = start + rng.millis(BETWEEN_MS.0, BETWEEN_MS.1);
+    let mut next_event = start + rng.millis_between(BETWEEN_MS.0, BETWEEN_MS.1);
     loop {
         let now = Instant::now();
         let chaos = now < start + CHAOS;
@@ -161,14 +162,14 @@ fn acknowledged_messages_survive_kills_and_stalls_of_consumers() {
                     m.past.last().unwrap().0.name
                 );
             } else {
-                let pause = rng.millis(STOP_MS.0, STOP_MS.1);
+                let pause = rng.millis_between(STOP_MS.0, STOP_MS.1);
                 m.current.stop();
                 stops += 1;
                 m.current_stops += 1;
                 m.stopped_until = Some(Instant::now() + pause);
                 eprintln!("chaos: {:>5} ms: SIGSTOP {} for {pause:?}", start.elapsed().as_millis(), m.current.name);
             }
-            next_event = Instant::now() + rng.millis(BETWEEN_MS.0, BETWEEN_MS.1);
+            next_event = Instant::now() + rng.millis_between(BETWEEN_MS.0, BETWEEN_MS.1);
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use durq::{Consumer, Options, Queue};
 
 pub mod power;
+pub mod rng;
 
 /// A fresh queue in its own temp dir, with small segments so tests roll them.
 pub struct TestQueue {
@@ -486,33 +487,7 @@ pub mod procs {
         Some((Position { partition, offset }, id))
     }
 
-    /// A tiny seeded xorshift64* generator: reproducible random delays and
-    /// sizes without another dependency.
-    pub struct Rng(u64);
-
-    impl Rng {
-        pub fn new(seed: u64) -> Rng {
-            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-        }
-
-        pub fn next_u64(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        /// Uniform in `0..n`.
-        pub fn below(&mut self, n: u64) -> u64 {
-            self.next_u64() % n
-        }
-
-        /// A random duration in `0..=max_ms` milliseconds, with microsecond
-        /// resolution.
-        pub fn millis(&mut self, max_ms: u64) -> Duration {
-            Duration::from_micros(self.below(max_ms * 1000 + 1))
-        }
-    }
+    pub use super::rng::Rng;
 
     /// The seed of a randomised test: `DURQ_SEED` if set (to replay a
     /// failure), else `default`. Printed, so a failure shows it.

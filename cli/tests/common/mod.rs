@@ -556,32 +556,8 @@ pub fn committed(stat: &Json, group: &str) -> Vec<u64> {
 
 // ---- Randomness ----
 
-/// A tiny seeded xorshift64* generator: reproducible schedules without
-/// another dependency.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Uniform in `lo..=hi` milliseconds.
-    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
-}
+#[path = "../../../tests/common/rng.rs"]
+pub mod rng;
 
 /// The seed from `DURQ_SEED` if set, else from the clock.
 pub fn seed() -> u64 {
