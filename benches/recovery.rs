@@ -8,12 +8,16 @@
 //! last segment (a torn tail for recovery to find and zero). The median of
 //! `DURQ_RECOVERY_RUNS` opens (default 7) is reported, with its ratio to the
 //! smallest queue's. Files are in the page cache: this measures the walk, not
-//! cold reads.
+//! cold reads. The `cold` rows drop the partition's files from the page
+//! cache (`POSIX_FADV_DONTNEED` after an fdatasync) before each open, as
+//! after a reboot: then the never-written end of the last segment is a hole
+//! that recovery does not read at all.
 //!
 //! Run: `cargo bench --bench recovery`.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -117,11 +121,26 @@ fn tail_of(queue_dir: &Path) -> (usize, u64) {
 
 /// Times `runs` opens, each after damaging the tail; prints one row and
 /// returns the median.
-fn measure(label: &str, dir: &Path, runs: usize, base: &mut Option<Duration>) {
+/// Writes back the partition's files and drops them from the page cache.
+fn evict(queue_dir: &Path) {
+    for entry in std::fs::read_dir(queue_dir.join("p0000")).unwrap() {
+        let f = std::fs::File::open(entry.unwrap().path()).unwrap();
+        f.sync_data().unwrap();
+        // SAFETY: posix_fadvise only reads its integer arguments; the
+        // descriptor is owned by `f`, which outlives the call.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0, "posix_fadvise");
+    }
+}
+
+fn measure(label: &str, dir: &Path, runs: usize, cold: bool, base: &mut Option<Duration>) {
     let mut times = Vec::with_capacity(runs);
     let mut segments_tail = (0, 0);
     for _ in 0..runs {
         segments_tail = damage_tail(dir);
+        if cold {
+            evict(dir);
+        }
         let start = Instant::now();
         let q = Queue::open_existing(dir).unwrap();
         times.push(start.elapsed());
@@ -132,7 +151,7 @@ fn measure(label: &str, dir: &Path, runs: usize, base: &mut Option<Duration>) {
     let base = *base.get_or_insert(median);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "{:<16} {:>6} {:>9} {:>14} {:>10.3} {:>10.3} {:>10.3} {:>7.2}x",
+        "{:<20} {:>6} {:>9} {:>14} {:>10.3} {:>10.3} {:>10.3} {:>7.2}x",
         label,
         du(dir),
         segments_tail.0,
@@ -156,15 +175,14 @@ fn main() {
         sizes = vec![("8 MiB", 8 * MIB)];
     }
 
-    println!("open_existing after a torn tail, median of {runs} opens (page cache warm)");
+    println!("open_existing after a torn tail, median of {runs} opens (page cache warm; cold rows: dropped first)");
     println!("rows marked +fill were topped up until the last segment holds >= {} MiB,", FILL / MIB);
     println!("so every size walks a comparably full last segment");
     println!(
-        "{:<16} {:>6} {:>9} {:>14} {:>10} {:>10} {:>10} {:>8}",
+        "{:<20} {:>6} {:>9} {:>14} {:>10} {:>10} {:>10} {:>8}",
         "queue", "du", "segments", "last seg tail", "median ms", "min ms", "max ms", "ratio"
     );
-    let mut base = None;
-    let mut base_fill = None;
+    let (mut base, mut base_cold, mut base_fill, mut base_fill_cold) = (None, None, None, None);
     let mut fill_rows = Vec::new();
     for (label, bytes) in sizes {
         let tmp = tempfile::Builder::new().prefix("durq-recovery-").tempdir_in("/tmp").unwrap();
@@ -172,16 +190,19 @@ fn main() {
         let built = Instant::now();
         build(&dir, bytes, None);
         eprintln!("  ({label} built in {:.1} s)", built.elapsed().as_secs_f64());
-        measure(label, &dir, runs, &mut base);
+        measure(label, &dir, runs, false, &mut base);
+        measure(&format!("{label} cold"), &dir, runs, true, &mut base_cold);
         if benching {
             // Top up (re-opening recovers the last damage) to a half-full
             // last segment, and measure again.
             build(&dir, 0, Some(FILL));
-            fill_rows.push((format!("{label} +fill"), tmp));
+            fill_rows.push((label, tmp));
         }
     }
     for (label, tmp) in &fill_rows {
-        measure(label, &tmp.path().join("q"), runs, &mut base_fill);
+        let dir = tmp.path().join("q");
+        measure(&format!("{label} +fill"), &dir, runs, false, &mut base_fill);
+        measure(&format!("{label} +fill cold"), &dir, runs, true, &mut base_fill_cold);
     }
     drop(fill_rows);
 }
