@@ -184,12 +184,27 @@ pub fn check_scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_en
                 "damage at byte {pos} resumes out of order: {}",
                 what()
             );
+            let damaged_at = pos;
             pos = d.resumed_at;
             last_continues = false;
             match record::decode(&seg[pos..], record_bytes_max) {
                 Decoded::Frame(f) => {
                     assert!(f.meta.offset > d.offset, "the walk resumes at byte {pos} at an old offset: {}", what());
                     expected = f.meta.offset;
+                    // It resumes at the first plausible frame (docs in
+                    // recovery.rs: one at `n` bytes past the damage carries
+                    // at most offset `d.offset + n / FRAME_HEADER_BYTES`),
+                    // looked for at every aligned position, zeros or not.
+                    for at in (damaged_at + FRAME_ALIGN..pos).step_by(FRAME_ALIGN) {
+                        if let Decoded::Frame(skipped) = record::decode(&seg[at..], record_bytes_max) {
+                            let most = d.offset.saturating_add(((at - damaged_at) / FRAME_HEADER_BYTES) as u64);
+                            assert!(
+                                skipped.meta.offset <= d.offset || skipped.meta.offset > most,
+                                "the walk skipped the plausible frame at byte {at} for byte {pos}: {}",
+                                what()
+                            );
+                        }
+                    }
                 }
                 other => {
                     // Nothing valid after the damage: appends go after it,
