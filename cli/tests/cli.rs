@@ -6,54 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// What a finished `durq` run left behind.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
+mod common;
 
-fn durq(args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_durq"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn durq");
-    // A run that fails early exits without reading its input.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    Run {
-        status: out.status,
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
-/// Runs `durq` and insists it succeeds.
-fn ok(args: &[&str], stdin: &str) -> String {
-    let run = durq(args, stdin);
-    assert!(run.status.success(), "durq {args:?} failed: {}", run.stderr);
-    assert_eq!(run.stderr, "", "durq {args:?}");
-    run.stdout
-}
-
-/// Runs `durq` and insists it fails with exit `code` and one clean line.
-fn fails(args: &[&str], stdin: &str, code: i32) -> String {
-    let run = durq(args, stdin);
-    assert_eq!(run.status.code(), Some(code), "durq {args:?}: {}", run.stderr);
-    assert!(run.stderr.starts_with("durq: "), "durq {args:?}: {:?}", run.stderr);
-    assert_eq!(run.stderr.lines().count(), 1, "durq {args:?}: {:?}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "durq {args:?}: {:?}", run.stderr);
-    run.stderr
-}
-
-fn queue_dir() -> (tempfile::TempDir, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q").to_str().unwrap().to_owned();
-    (tmp, q)
-}
+use common::{durq, fails, ok, queue_dir};
 
 /// Arguments of a `produce` that creates the queue at `q` with 64 KiB
 /// segments: opening a queue scans its last segment, which takes a while for
@@ -243,7 +198,8 @@ fn verify_passes_a_healthy_queue_and_locates_damage_without_modifying_anything()
     let before = snapshot(Path::new(&q));
     let run = durq(&["verify", &q], "");
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
-    let problem = run.stdout.lines().find(|l| l.starts_with("problem: ")).expect(&run.stdout);
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    let problem = stdout.lines().find(|l| l.starts_with("problem: ")).expect(&stdout);
     assert!(problem.contains(&segment.display().to_string()) && problem.contains("byte 64"), "{problem}");
     assert!(problem.contains("offset 0"), "{problem}");
     assert!(run.stderr.starts_with("durq: ") && run.stderr.lines().count() == 1, "{}", run.stderr);

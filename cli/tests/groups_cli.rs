@@ -1,56 +1,14 @@
 //! `durq stat` on groups, `durq group reset|delete` and `durq dlq`, run as
 //! real processes.
 
-use std::io::Write;
 use std::ops::Index;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// What a finished `durq` run left behind.
-struct Run {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-}
+mod common;
 
-fn durq(args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_durq"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn durq");
-    // A run that fails early exits without reading its input.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    Run { status: out.status, stdout: out.stdout, stderr: String::from_utf8(out.stderr).unwrap() }
-}
-
-/// Runs `durq` and insists it succeeds; its stdout, lossily decoded.
-fn ok(args: &[&str], stdin: &str) -> String {
-    let run = durq(args, stdin);
-    assert!(run.status.success(), "durq {args:?} failed: {}", run.stderr);
-    assert_eq!(run.stderr, "", "durq {args:?}");
-    String::from_utf8_lossy(&run.stdout).into_owned()
-}
-
-/// Runs `durq` and insists it fails with exit `code` and one clean line.
-fn fails(args: &[&str], code: i32) -> String {
-    let run = durq(args, "");
-    assert_eq!(run.status.code(), Some(code), "durq {args:?}: {}", run.stderr);
-    assert!(run.stderr.starts_with("durq: "), "durq {args:?}: {:?}", run.stderr);
-    assert_eq!(run.stderr.lines().count(), 1, "durq {args:?}: {:?}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "durq {args:?}: {:?}", run.stderr);
-    run.stderr
-}
-
-fn queue_dir() -> (tempfile::TempDir, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q").to_str().unwrap().to_owned();
-    (tmp, q)
-}
+use common::{durq, fails, ok, queue_dir};
 
 /// Creates the queue at `q` with 64 KiB segments (opening a default 64 MiB
 /// one is slow in a debug build) and sends `input`'s lines.
@@ -154,9 +112,9 @@ fn stat_shows_members_and_slot_holders_while_a_consumer_lives_and_after_it_is_ki
     assert_eq!([row[0], row[1], row[3], row[4]], [&id, &pid_text, "ago", "alive"], "{table}");
 
     // Reset and delete are refused while the member lives.
-    let err = fails(&["group", "reset", &q, "--group", "g", "--to", "earliest"], 1);
+    let err = fails(&["group", "reset", &q, "--group", "g", "--to", "earliest"], "", 1);
     assert!(err.contains("busy"), "{err}");
-    let err = fails(&["group", "delete", &q, "--group", "g"], 1);
+    let err = fails(&["group", "delete", &q, "--group", "g"], "", 1);
     assert!(err.contains("busy"), "{err}");
 
     // Killed: its member is dead (or gone), and the slot is not held by a
@@ -179,7 +137,7 @@ fn stat_shows_members_and_slot_holders_while_a_consumer_lives_and_after_it_is_ki
     assert_eq!(ok(&["group", "delete", &q, "--group", "g"], ""), "");
     assert!(group(&stat(&q), "g").is_none());
     assert!(ok(&["stat", &q], "").ends_with("\nno consumer groups\n"));
-    let err = fails(&["group", "delete", &q, "--group", "g"], 1);
+    let err = fails(&["group", "delete", &q, "--group", "g"], "", 1);
     assert!(err.contains("no group \"g\""), "{err}");
 }
 
@@ -209,13 +167,13 @@ fn group_reset_moves_where_the_next_consume_starts() {
     assert_eq!(reset("2999-12-31T23:59:59.999+08:00"), "0 5\n", "a time after the last record is the end");
     assert_eq!(reset("99"), "0 5\n", "an offset is clamped to the log");
 
-    let err = fails(&["group", "reset", &q, "--group", "nope", "--to", "earliest"], 1);
+    let err = fails(&["group", "reset", &q, "--group", "nope", "--to", "earliest"], "", 1);
     assert!(err.contains("no group \"nope\""), "{err}");
-    let err = fails(&["group", "reset", &q, "--group", "g", "--to", "yesterday"], 2);
+    let err = fails(&["group", "reset", &q, "--group", "g", "--to", "yesterday"], "", 2);
     assert!(err.contains("yesterday"), "{err}");
-    let err = fails(&["group", "reset", &q, "--group", "g", "--to", "2026-02-30T00:00:00Z"], 2);
+    let err = fails(&["group", "reset", &q, "--group", "g", "--to", "2026-02-30T00:00:00Z"], "", 2);
     assert!(err.contains("RFC 3339"), "{err}");
-    fails(&["group", "reset", &q, "--group", "g"], 2);
+    fails(&["group", "reset", &q, "--group", "g"], "", 2);
 }
 
 #[test]
@@ -277,7 +235,7 @@ fn dead_letters_are_listed_one_per_line_and_replayed_to_the_end_of_the_log() {
 
     // A group without dead letters lists nothing; an unknown group is an error.
     assert_eq!(ok(&["dlq", &q, "--group", "other", "list"], ""), "");
-    let err = fails(&["dlq", &q, "--group", "nope", "list"], 1);
+    let err = fails(&["dlq", &q, "--group", "nope", "list"], "", 1);
     assert!(err.contains("no group \"nope\""), "{err}");
 }
 
@@ -292,19 +250,19 @@ fn group_commands_never_create_a_queue_and_bad_arguments_are_usage_errors() {
         &["dlq", missing, "--group", "g", "list"],
         &["dlq", missing, "--group", "g", "replay"],
     ] {
-        let err = fails(args, 1);
+        let err = fails(args, "", 1);
         assert!(err.contains("not a durq queue"), "{err}");
     }
     assert!(!Path::new(missing).exists());
 
     let (_tmp, q) = queue_dir();
     produce_new(&q, "");
-    fails(&["group", "reset", &q, "--to", "earliest"], 2);
-    fails(&["group", "frobnicate", &q, "--group", "g"], 2);
-    fails(&["dlq", &q, "--group", "g"], 2);
-    fails(&["dlq", &q, "list"], 2);
-    fails(&["dlq", &q, "--group", "g", "list", "--limit", "some"], 2);
-    let err = fails(&["group", "delete", &q, "--group", "a/b"], 1);
+    fails(&["group", "reset", &q, "--to", "earliest"], "", 2);
+    fails(&["group", "frobnicate", &q, "--group", "g"], "", 2);
+    fails(&["dlq", &q, "--group", "g"], "", 2);
+    fails(&["dlq", &q, "list"], "", 2);
+    fails(&["dlq", &q, "--group", "g", "list", "--limit", "some"], "", 2);
+    let err = fails(&["group", "delete", &q, "--group", "a/b"], "", 1);
     assert!(err.contains("invalid group name"), "{err}");
 }
 

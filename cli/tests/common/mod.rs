@@ -36,26 +36,53 @@ fn command(args: &[&str]) -> Command {
     cmd
 }
 
-/// Runs `durq` to completion with `stdin` as input; (status, stdout, stderr).
-pub fn run(args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
+/// What a finished `durq` run left behind.
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+/// Runs `durq` to completion with `stdin` as input.
+pub fn durq(args: &[&str], stdin: &str) -> Run {
     let mut child =
         command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn durq");
     let mut input = child.stdin.take().unwrap();
     let stdin = stdin.to_owned();
-    // Written from a thread: a large input must not deadlock against output.
+    // Written from a thread: a large input must not deadlock against output,
+    // and a run that fails early exits without reading it.
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(stdin.as_bytes());
     });
     let out = child.wait_with_output().expect("wait durq");
     writer.join().unwrap();
-    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    Run { status: out.status, stdout: out.stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
 }
 
-/// Runs `durq` and insists it succeeds; returns its stdout.
+/// Runs `durq` and insists it succeeds with nothing on stderr; its stdout,
+/// lossily decoded.
 pub fn ok(args: &[&str], stdin: &str) -> String {
-    let (status, stdout, stderr) = run(args, stdin);
-    assert!(status.success(), "durq {args:?} failed ({status}): {stderr}");
-    stdout
+    let run = durq(args, stdin);
+    assert!(run.status.success(), "durq {args:?} failed ({}): {}", run.status, run.stderr);
+    assert_eq!(run.stderr, "", "durq {args:?}");
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+/// Runs `durq` and insists it fails with exit `code` and one clean line.
+pub fn fails(args: &[&str], stdin: &str, code: i32) -> String {
+    let run = durq(args, stdin);
+    assert_eq!(run.status.code(), Some(code), "durq {args:?}: {}", run.stderr);
+    assert!(run.stderr.starts_with("durq: "), "durq {args:?}: {:?}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "durq {args:?}: {:?}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "durq {args:?}: {:?}", run.stderr);
+    run.stderr
+}
+
+/// A temporary directory and the path of a queue inside it.
+pub fn queue_dir() -> (tempfile::TempDir, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q").to_str().unwrap().to_owned();
+    (tmp, q)
 }
 
 /// Lines read from one of a child's streams.
