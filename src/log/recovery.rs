@@ -316,7 +316,7 @@ fn find_resume(
     let mut at = pos + FRAME_ALIGN;
     // No frame starts in the zeros: a header of zeros is no frame.
     while at + FRAME_HEADER_BYTES <= seg.len() && at < zeros_from {
-        if seg[at..at + FRAME_HEADER_BYTES].iter().all(|&b| b == 0) {
+        if all_zero(&seg[at..at + FRAME_HEADER_BYTES]) {
             // Hop over the whole run of zeros (after a torn tail, usually
             // the rest of the segment) instead of decoding every aligned
             // position in it: every header inside the run is zeros, so the
@@ -364,6 +364,12 @@ fn acknowledged_in(seg: &[u8], from: usize, to: usize, first: u64, synced_end: u
 /// One past the last non-zero byte of `seg[from..]`, or `from` if all zero.
 /// Checks 4 KiB blocks from the end with an OR-reduction the compiler
 /// vectorises: the common case is megabytes of zeros after a clean tail.
+/// True if every byte of `bytes` is zero; branch-free per byte, so the
+/// compiler vectorises it over whole blocks.
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |acc, &b| acc | b) == 0
+}
+
 /// The position of the first non-zero byte of `seg` at or after `from`
 /// (`seg.len()` if there is none), a block at a time.
 fn first_nonzero(seg: &[u8], from: usize) -> usize {
@@ -371,7 +377,7 @@ fn first_nonzero(seg: &[u8], from: usize) -> usize {
     let mut start = from.min(seg.len());
     while start < seg.len() {
         let block = &seg[start..(start + BLOCK).min(seg.len())];
-        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+        if !all_zero(block) {
             return start + block.iter().position(|&b| b != 0).expect("a non-zero byte");
         }
         start += block.len();
@@ -387,7 +393,7 @@ fn last_nonzero_end(seg: &[u8], from: usize, zeros_from: usize) -> usize {
     while end > from {
         let start = end.saturating_sub(BLOCK).max(from);
         let block = &seg[start..end];
-        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+        if !all_zero(block) {
             let last = block.iter().rposition(|&b| b != 0).expect("a non-zero byte");
             return start + last + 1;
         }

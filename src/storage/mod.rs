@@ -186,24 +186,24 @@ pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
 pub(crate) fn data_end(file: &File, len: u64) -> u64 {
     const MAX_PIECES: usize = 64;
     let fd = file.as_raw_fd();
-    let seek = |pos: u64, whence: libc::c_int| {
-        let pos = libc::off_t::try_from(pos).ok()?;
+    let seek = |pos: u64, whence: libc::c_int| -> std::io::Result<u64> {
+        let pos = libc::off_t::try_from(pos).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
         // SAFETY: lseek only reads its integer arguments; the descriptor is
         // owned by `file`, which outlives the call.
         let at = unsafe { libc::lseek(fd, pos, whence) };
-        if at >= 0 { Some(Ok(at as u64)) } else { Some(Err(std::io::Error::last_os_error())) }
+        u64::try_from(at).map_err(|_| std::io::Error::last_os_error())
     };
     let (mut pos, mut end) = (0, 0);
     for _ in 0..MAX_PIECES {
         let data = match seek(pos, libc::SEEK_DATA) {
-            Some(Ok(data)) if data < len => data,
+            Ok(data) if data < len => data,
             // No data from `pos` on.
-            Some(Ok(_)) => return end,
-            Some(Err(e)) if e.raw_os_error() == Some(libc::ENXIO) => return end,
-            _ => return len,
+            Ok(_) => return end,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return end,
+            Err(_) => return len,
         };
         match seek(data, libc::SEEK_HOLE) {
-            Some(Ok(hole)) if hole < len => (pos, end) = (hole, hole),
+            Ok(hole) if hole < len => (pos, end) = (hole, hole),
             _ => return len,
         }
     }
