@@ -12,7 +12,7 @@
 //! - for every file, its **durable image**: the bytes and length as of the
 //!   syncs that covered them (fdatasync/fsync of the file, msync of a range);
 //! - the durable **namespace**: which names exist, as of the last fsync of
-//!   each directory, and the **pending metadata operations** (create, link,
+//!   each directory, and the **pending metadata operations** (create,
 //!   rename, unlink, mkdir, rmdir) issued since, in order. A file created
 //!   and synced whose directory was not synced may vanish.
 //!
@@ -108,8 +108,6 @@ pub enum OpKind {
     SyncRange,
     /// fsync of a directory.
     SyncDir,
-    /// A hard link made.
-    Link,
     /// A rename.
     Rename,
     /// A file removed.
@@ -339,7 +337,6 @@ impl Op<'_> {
             Op::SyncFile(_) => OpKind::SyncFile,
             Op::SyncRange(..) => OpKind::SyncRange,
             Op::SyncDir(_) => OpKind::SyncDir,
-            Op::Link(..) => OpKind::Link,
             Op::Rename(..) => OpKind::Rename,
             Op::Remove(_) => OpKind::Remove,
             Op::RemoveTree(_) => OpKind::RemoveTree,
@@ -412,12 +409,6 @@ impl Disk {
                     m.apply(&mut self.durable.names);
                 }
                 self.pending = later;
-            }
-            Op::Link(from, to) => {
-                let node = Node::File(self.file_id(&self.rel(from))?);
-                let to = self.rel(to);
-                self.live.insert(to.clone(), node);
-                self.pending.push(Meta::Create { path: to, node });
             }
             Op::Rename(from, to) => {
                 let meta = Meta::Rename { from: self.rel(from), to: self.rel(to) };
