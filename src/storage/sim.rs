@@ -127,6 +127,8 @@ pub struct TracedOp {
     pub kind: OpKind,
     /// The path it named, relative to the simulated directory.
     pub path: PathBuf,
+    /// A rename's new name, relative to the simulated directory.
+    pub to: Option<PathBuf>,
 }
 
 /// A handle on the simulated disk under one directory. Dropping it detaches
@@ -294,7 +296,11 @@ pub(crate) fn before(op: &Op<'_>) -> io::Result<Option<InFlight>> {
     let index = d.ops;
     d.ops += 1;
     let rel = d.rel(op.path());
-    d.trace.push(TracedOp { index, kind: op.kind(), path: rel });
+    let to = match op {
+        Op::Rename(_, to) => Some(d.rel(to)),
+        _ => None,
+    };
+    d.trace.push(TracedOp { index, kind: op.kind(), path: rel, to });
     if d.capture && op.kind() != OpKind::Lock {
         d.capture_point();
     }
