@@ -107,7 +107,7 @@ fn race(dir: &Path, round: usize, partitions: &[u32]) -> (Vec<Outcome>, Vec<(Pos
                     ("DURQ_DIR", dir.display().to_string()),
                     ("DURQ_WRITER", writer.clone()),
                     ("DURQ_PARTITIONS", n.to_string()),
-                    ("DURQ_DELAY_US", (rng.below(DELAY_US_MAX)).to_string()),
+                    ("DURQ_DELAY_US", rng.below(DELAY_US_MAX).to_string()),
                 ],
             )
         })
