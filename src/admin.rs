@@ -94,6 +94,11 @@ impl Queue {
             };
             let slot_dir = slot::dir(&group_dir, part.id);
             storage::create_dir_durable(&slot_dir)?;
+            // Opened (created if missing) before the claim, so that the
+            // claimed file's directory fsync makes the lease's name durable
+            // too, as in a take (group/slot.rs).
+            let lease_path = slot_dir.join(slot::LEASE_FILE);
+            let (lease_file, _) = storage::try_lock_exclusive(&lease_path)?;
             let leased = slot::read_lease(&slot_dir, part.id)?.map_or(0, |l| l.epoch);
             let epoch = checkpoint::epochs(&slot_dir)?.last().copied().unwrap_or(0).max(leased) + 1;
             if !checkpoint::claim(&slot_dir, epoch)? {
@@ -121,9 +126,7 @@ impl Queue {
                 host: storage::host_name(),
                 timeout_ms: 0,
             };
-            let lease_path = slot_dir.join(slot::LEASE_FILE);
-            let (file, _) = storage::try_lock_exclusive(&lease_path)?;
-            storage::write_durable_at(&file, &lease_path, 0, &lease::encode(&released))?;
+            storage::write_durable_at(&lease_file, &lease_path, 0, &lease::encode(&released))?;
             positions.push(target);
         }
         Ok(positions)

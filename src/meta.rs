@@ -13,9 +13,9 @@
 //! 60     4    crc32             CRC32 of bytes 0..60
 //! ```
 //!
-//! The file is written once, to a temporary name, fdatasynced, and published
-//! with a hard link (which, unlike rename, fails if another process published
-//! first), then the directory is fsynced. Checks run in the order magic →
+//! The file is written to a temporary name, fdatasynced, renamed into place,
+//! and the directory is fsynced, by a process holding the queue's open lock
+//! (creation, a durability change). Checks run in the order magic →
 //! checksum → version, so a foreign file is reported as foreign, not as a
 //! newer version.
 
@@ -105,27 +105,18 @@ pub fn read(dir: &Path) -> Result<QueueConfig> {
     decode(&bytes, &path)
 }
 
-/// Publishes a meta file for `config` in `dir` unless one exists. Returns the
-/// configuration that is in force: `config`, or the one another process
-/// published first.
-pub fn create(dir: &Path, config: &QueueConfig) -> Result<QueueConfig> {
-    let tmp = dir.join(format!("{META_FILE}.tmp.{}", std::process::id()));
-    let _ = storage::remove_file(&tmp);
-    storage::write_new_file(&tmp, &encode(config))?;
-    if storage::publish_new(&tmp, &dir.join(META_FILE))? { Ok(*config) } else { read(dir) }
-}
-
-/// Replaces the meta file of the queue at `dir` with `config`, atomically:
-/// written to a temporary name, fdatasynced, renamed over the old one, the
-/// directory fsynced. The caller makes sure no process has the queue open.
-pub fn replace(dir: &Path, config: &QueueConfig) -> Result<()> {
+/// Writes the meta file of the queue at `dir` for `config`, atomically:
+/// written to a temporary name, fdatasynced, renamed over any old one, the
+/// directory fsynced. The caller holds the open lock, and for a change of
+/// options has made sure no process has the queue open.
+pub fn write(dir: &Path, config: &QueueConfig) -> Result<()> {
     let tmp = dir.join(format!("{META_FILE}.tmp.{}", std::process::id()));
     let _ = storage::remove_file(&tmp);
     storage::write_new_file(&tmp, &encode(config))?;
     storage::rename(&tmp, &dir.join(META_FILE))
 }
 
-/// True for the leftovers of a [`create`] that crashed before publishing.
+/// True for the leftovers of a [`write`] that crashed before its rename.
 pub fn is_unpublished_tmp(name: &str) -> bool {
     name.starts_with(&format!("{META_FILE}.tmp."))
 }

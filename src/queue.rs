@@ -11,7 +11,9 @@
 //! Creation writes every partition's first segment before it publishes the
 //! meta file, so a directory with a meta file is always a complete queue, and
 //! one without is either empty or the leftovers of a creation that crashed
-//! (which the next open completes).
+//! (which the next open completes). Creators, in any number of processes,
+//! are serialised by the open lock, so a creation never meets another's
+//! half-made queue, and a creator whose options lost the race makes nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,7 +104,7 @@ impl Queue {
         }
         let changed = QueueConfig { durability, ..config };
         changed.validate()?;
-        meta::replace(dir, &changed)?;
+        meta::write(dir, &changed)?;
         Ok(changed)
     }
 
@@ -239,6 +241,10 @@ fn existing_config(dir: &Path) -> Result<Option<QueueConfig>> {
     // Only an empty directory, or the leftovers of a crashed creation, may
     // become a queue; anything else is somebody else's directory.
     for name in storage::list_dir(dir)? {
+        if name == meta::META_FILE {
+            // Another process published it since the check above.
+            return meta::read(dir).map(Some);
+        }
         let leftover = meta::is_unpublished_tmp(&name)
             || control::is_runtime_file(&name)
             || (name.len() == 5 && name.starts_with('p') && name[1..].bytes().all(|b| b.is_ascii_digit()));
@@ -252,13 +258,24 @@ fn existing_config(dir: &Path) -> Result<Option<QueueConfig>> {
     Ok(None)
 }
 
+/// Creates a queue at `dir` with `options` unless another process created
+/// one first, and returns the configuration in force. Under the open lock,
+/// which every creator and opener takes, the meta file is looked for again:
+/// the first creator to find none builds the whole queue and publishes the
+/// meta file before it lets go; every later one finds it, and uses it, or
+/// is refused by `check_conflicts` without having written anything.
 fn create(dir: &Path, options: &Options) -> Result<QueueConfig> {
     let config = options.resolve()?;
     storage::create_dir_durable(dir)?;
+    let _open_lock = control::lock_for_open(dir)?;
+    if let Some(stored) = existing_config(dir)? {
+        return Ok(stored);
+    }
     for p in 0..config.partitions {
         partition::create(dir, p, &config)?;
     }
-    meta::create(dir, &config)
+    meta::write(dir, &config)?;
+    Ok(config)
 }
 
 fn check_conflicts(dir: &Path, options: &Options, stored: &QueueConfig) -> Result<()> {

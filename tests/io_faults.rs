@@ -31,7 +31,7 @@ fn errnos(kind: OpKind) -> &'static [i32] {
         OpKind::Write | OpKind::Create | OpKind::CreateDir => &[libc::EIO, libc::ENOSPC],
         OpKind::Reserve => &[libc::ENOSPC],
         OpKind::SyncFile | OpKind::SyncRange | OpKind::SyncDir => &[libc::EIO],
-        OpKind::Link | OpKind::Rename | OpKind::Remove | OpKind::RemoveTree | OpKind::Lock => &[libc::EIO],
+        OpKind::Rename | OpKind::Remove | OpKind::RemoveTree | OpKind::Lock => &[libc::EIO],
     }
 }
 

@@ -71,6 +71,11 @@ fn fresh(dir: &Path) -> PathBuf {
 struct Tally {
     crash_points: usize,
     images: u64,
+    /// Images in `CrashMode::LoseEntries` ...
+    lose_entries_images: u64,
+    /// ... and crash points with two or more directory entries pending,
+    /// where that mode can keep a later one and lose an earlier one.
+    points_with_entries_to_lose: usize,
     recovery_images: u64,
     durable_acks: usize,
     /// Partitions of the images whose segment before the last no header
@@ -132,7 +137,7 @@ fn check_recovery_is_idempotent(
     let trace = disk.trace();
     for (j, &op) in disk.crash_points().iter().enumerate() {
         let s = mix(seed, j as u64);
-        let mode = CrashMode::ALL[(s % 4) as usize];
+        let mode = CrashMode::ALL[(s % CrashMode::ALL.len() as u64) as usize];
         let again = fresh(&scratch.join("again"));
         disk.crash_image(j, mode, s, &again).map_err(|e| e.to_string())?;
         let second = power::check(&again.join("q"), durability, ledger, k).map_err(|e| {
@@ -173,6 +178,9 @@ fn enumerate(durability: Durability) -> Tally {
     tally.durable_acks = ledger.acks.values().filter(|a| a.durable_at.is_some()).count();
     for (i, &k) in points.iter().enumerate() {
         let before = trace.get(k as usize).map_or("the end".to_string(), |op| format!("{op:?}"));
+        if disk.pending_entries(i) >= 2 {
+            tally.points_with_entries_to_lose += 1;
+        }
         for mode in CrashMode::ALL {
             for s in 0..seeds {
                 let seed = mix(mix(base, i as u64), mix(mode as u64, s));
@@ -188,6 +196,9 @@ fn enumerate(durability: Durability) -> Tally {
                     panic!("{context}: {e} (image kept in {})", kept.display());
                 }
                 tally.images += 1;
+                if mode == CrashMode::LoseEntries {
+                    tally.lose_entries_images += 1;
+                }
                 if seed.is_multiple_of(RECOVERY_SAMPLE) {
                     let image = fresh(&scratch.path().join("image"));
                     disk.crash_image(i, mode, seed, &image).unwrap();
@@ -198,6 +209,7 @@ fn enumerate(durability: Durability) -> Tally {
         }
     }
     eprintln!("{durability:?}: {tally:?}");
+    assert!(tally.points_with_entries_to_lose > 0, "no crash point where LoseEntries can reorder: {tally:?}");
     tally
 }
 

@@ -31,8 +31,6 @@ pub(crate) enum Op<'a> {
     /// msync of `len` bytes at `pos`.
     SyncRange(&'a Path, usize, usize),
     SyncDir(&'a Path),
-    /// A hard link from the first path to the second.
-    Link(&'a Path, &'a Path),
     Rename(&'a Path, &'a Path),
     Remove(&'a Path),
     RemoveTree(&'a Path),
@@ -50,7 +48,6 @@ impl Op<'_> {
             | Op::SyncFile(p)
             | Op::SyncRange(p, ..)
             | Op::SyncDir(p)
-            | Op::Link(p, _)
             | Op::Rename(p, _)
             | Op::Remove(p)
             | Op::RemoveTree(p)
@@ -344,20 +341,6 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
-}
-
-/// Publishes `tmp` as `path` only if `path` does not exist yet (a hard link,
-/// which fails instead of replacing), then fsyncs the directory and removes
-/// `tmp`. Returns false if another process published first.
-pub(crate) fn publish_new(tmp: &Path, path: &Path) -> Result<bool> {
-    let published = match effect(Op::Link(tmp, path), || std::fs::hard_link(tmp, path)) {
-        Ok(()) => true,
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(Error::io("link", path, e)),
-    };
-    effect(Op::Remove(tmp), || std::fs::remove_file(tmp)).map_err(|e| Error::io("remove", tmp, e))?;
-    sync_dir(parent_dir(path))?;
-    Ok(published)
 }
 
 /// Removes a file; one that is already gone counts as removed.

@@ -12,7 +12,7 @@
 //! - for every file, its **durable image**: the bytes and length as of the
 //!   syncs that covered them (fdatasync/fsync of the file, msync of a range);
 //! - the durable **namespace**: which names exist, as of the last fsync of
-//!   each directory, and the **pending metadata operations** (create, link,
+//!   each directory, and the **pending metadata operations** (create,
 //!   rename, unlink, mkdir, rmdir) issued since, in order. A file created
 //!   and synced whose directory was not synced may vanish.
 //!
@@ -26,7 +26,7 @@
 //! can fail the `N`-th with an errno, once or from then on ([`Fault`]); and
 //! can record a **crash point** before every operation that changes the
 //! disk, then build, for any point, the directory a power cut at that moment
-//! could leave ([`SimDisk::crash_image`]), in one of four [`CrashMode`]s,
+//! could leave ([`SimDisk::crash_image`]), in one of five [`CrashMode`]s,
 //! deterministically from one `u64` seed.
 //!
 //! # What it does not model
@@ -35,8 +35,10 @@
 //!   garbled only where it was being changed ("powersafe overwrite", which
 //!   SQLite also assumes by default). A disk that garbles a whole sector
 //!   would take synced bytes sharing it with an append down too.
-//! - Reordering of metadata operations: a crash keeps a *prefix* of the
-//!   pending ones, as a journaling file system (ext4, xfs) does.
+//! - Reordering of removals: a crash keeps a *prefix* of the pending
+//!   metadata operations, as a journaling file system (ext4, xfs) does, or
+//!   ([`CrashMode::LoseEntries`]) any subset of the pending creations and
+//!   renames, but then every pending removal.
 //! - Data of a file that was unlinked while dirty: only its durable image is
 //!   known (its pending writes are taken as lost, which is one legal outcome).
 //! - Writes by another process sharing the directory are seen like this
@@ -72,11 +74,21 @@ pub enum CrashMode {
     /// where the lost write would have changed it (a sector the disk was
     /// writing when the power went).
     Garbage,
+    /// Each directory entry made since its directory's last fsync (a file
+    /// or directory created, a name renamed into place) survives or not,
+    /// independently of the others and of their order: a later one may
+    /// survive an earlier one that is lost, as when a directory fsync is
+    /// missing (the classic ALICE finding: a file whose creation was never
+    /// made durable, a rename that reverts). A rename survives only with its
+    /// source. Every pending removal survives; dirty sectors as in
+    /// [`CrashMode::KeepSome`].
+    LoseEntries,
 }
 
 impl CrashMode {
     /// Every mode, for enumeration.
-    pub const ALL: [CrashMode; 4] = [CrashMode::DropPending, CrashMode::KeepSome, CrashMode::Torn, CrashMode::Garbage];
+    pub const ALL: [CrashMode; 5] =
+        [CrashMode::DropPending, CrashMode::KeepSome, CrashMode::Torn, CrashMode::Garbage, CrashMode::LoseEntries];
 }
 
 /// A fault to inject: operation `at` (counted from the attach) fails with
@@ -108,8 +120,6 @@ pub enum OpKind {
     SyncRange,
     /// fsync of a directory.
     SyncDir,
-    /// A hard link made.
-    Link,
     /// A rename.
     Rename,
     /// A file removed.
@@ -129,6 +139,8 @@ pub struct TracedOp {
     pub kind: OpKind,
     /// The path it named, relative to the simulated directory.
     pub path: PathBuf,
+    /// A rename's new name, relative to the simulated directory.
+    pub to: Option<PathBuf>,
 }
 
 /// A handle on the simulated disk under one directory. Dropping it detaches
@@ -172,6 +184,10 @@ impl Meta {
                 names.insert(path.clone(), *node);
             }
             Meta::Rename { from, to } => {
+                // A rename cannot reach the disk before its source did.
+                if !names.contains_key(from) {
+                    return;
+                }
                 let moved: Vec<(PathBuf, Node)> = names
                     .iter()
                     .filter(|(p, _)| p.starts_with(from))
@@ -296,7 +312,11 @@ pub(crate) fn before(op: &Op<'_>) -> io::Result<Option<InFlight>> {
     let index = d.ops;
     d.ops += 1;
     let rel = d.rel(op.path());
-    d.trace.push(TracedOp { index, kind: op.kind(), path: rel });
+    let to = match op {
+        Op::Rename(_, to) => Some(d.rel(to)),
+        _ => None,
+    };
+    d.trace.push(TracedOp { index, kind: op.kind(), path: rel, to });
     if d.capture && op.kind() != OpKind::Lock {
         d.capture_point();
     }
@@ -339,7 +359,6 @@ impl Op<'_> {
             Op::SyncFile(_) => OpKind::SyncFile,
             Op::SyncRange(..) => OpKind::SyncRange,
             Op::SyncDir(_) => OpKind::SyncDir,
-            Op::Link(..) => OpKind::Link,
             Op::Rename(..) => OpKind::Rename,
             Op::Remove(_) => OpKind::Remove,
             Op::RemoveTree(_) => OpKind::RemoveTree,
@@ -412,12 +431,6 @@ impl Disk {
                     m.apply(&mut self.durable.names);
                 }
                 self.pending = later;
-            }
-            Op::Link(from, to) => {
-                let node = Node::File(self.file_id(&self.rel(from))?);
-                let to = self.rel(to);
-                self.live.insert(to.clone(), node);
-                self.pending.push(Meta::Create { path: to, node });
             }
             Op::Rename(from, to) => {
                 let meta = Meta::Rename { from: self.rel(from), to: self.rel(to) };
@@ -522,12 +535,17 @@ impl CrashPoint {
     fn image(&self, mode: CrashMode, seed: u64) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
         let mut rng = Rng(seed ^ self.op.wrapping_mul(0xA24B_AED4_963E_E407));
         let mut names = self.durable.names.clone();
-        let kept_meta = match mode {
-            CrashMode::DropPending => 0,
-            CrashMode::Torn => self.pending.len(),
-            CrashMode::KeepSome | CrashMode::Garbage => rng.upto(self.pending.len()),
+        let kept: Vec<&Meta> = match mode {
+            CrashMode::DropPending => Vec::new(),
+            CrashMode::Torn => self.pending.iter().collect(),
+            CrashMode::KeepSome | CrashMode::Garbage => self.pending[..rng.upto(self.pending.len())].iter().collect(),
+            CrashMode::LoseEntries => self
+                .pending
+                .iter()
+                .filter(|m| matches!(m, Meta::Remove { .. } | Meta::RemoveTree { .. }) || rng.coin())
+                .collect(),
         };
-        for m in &self.pending[..kept_meta] {
+        for m in kept {
             m.apply(&mut names);
         }
         let mut out = BTreeMap::new();
@@ -564,7 +582,7 @@ impl CrashPoint {
             let survives = match mode {
                 CrashMode::DropPending => false,
                 CrashMode::Torn => i < cut,
-                CrashMode::KeepSome | CrashMode::Garbage => rng.coin(),
+                CrashMode::KeepSome | CrashMode::Garbage | CrashMode::LoseEntries => rng.coin(),
             };
             let at = *sector as usize * SECTOR;
             let data: Vec<u8> = if survives {
@@ -699,6 +717,16 @@ impl SimDisk {
     /// one precedes.
     pub fn crash_points(&self) -> Vec<u64> {
         lock(&self.disk).points.iter().map(|p| p.op).collect()
+    }
+
+    /// How many directory entries (creations and renames) were pending at
+    /// crash point `point`: those [`CrashMode::LoseEntries`] keeps or
+    /// loses one by one.
+    pub fn pending_entries(&self, point: usize) -> usize {
+        let d = lock(&self.disk);
+        d.points
+            .get(point)
+            .map_or(0, |p| p.pending.iter().filter(|m| matches!(m, Meta::Create { .. } | Meta::Rename { .. })).count())
     }
 
     /// Writes into `into` (an empty or missing directory) the files a power

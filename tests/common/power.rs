@@ -317,8 +317,9 @@ pub enum Step {
     Process(u8, Outcome),
     /// Drop every handle and open the queue again (a clean restart).
     Reopen,
-    /// A power cut: the image a crash now leaves, in mode `.0 % 4`, from
-    /// seed `.1`, is checked and the run goes on from it.
+    /// A power cut: the image a crash now leaves, in mode `.0` (modulo the
+    /// number of modes), from seed `.1`, is checked and the run goes on
+    /// from it.
     PowerCut(u8, u64),
 }
 
@@ -453,7 +454,7 @@ pub fn run_steps(scratch: &Path, durability: Durability, steps: &[Step]) {
                 let point = disk.crash_point_now();
                 generation += 1;
                 let image = scratch.join(format!("gen-{generation}"));
-                let mode = durq::sim::CrashMode::ALL[mode as usize % 4];
+                let mode = durq::sim::CrashMode::ALL[mode as usize % durq::sim::CrashMode::ALL.len()];
                 disk.crash_image(point, mode, seed, &image).unwrap();
                 members = [None, None];
                 drop(queue.take());
