@@ -269,6 +269,40 @@ fn consume_to_a_closed_pipe_fails_and_commits_nothing() {
     assert!(json.contains(r#""committed":[0],"lag":[3]"#), "{json}");
 }
 
+/// `durq consume DIR --group g 2>&1 | head -1`: stdout and stderr are one
+/// pipe, whose reader leaves after the first line. The error line cannot be
+/// written either, and must not turn into a panic (exit 101).
+#[test]
+fn consume_into_head_with_stderr_on_the_same_pipe_exits_1_and_commits_only_what_was_written() {
+    let (_tmp, q) = queue_dir();
+    // More output than any pipe holds (at most 1 MiB unprivileged), so the
+    // consumer is still writing when the reader leaves.
+    let line = |i: u64| format!("{i:05} {}\n", "x".repeat(100));
+    let input: String = (0..20_000).map(line).collect();
+    ok(&produce_new(&q, &[]), &input);
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_durq"))
+        .args(["consume", &q, "--group", "g", "--max-batch", "100", "--idle-exit", "10"])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(reader).read_line(&mut first).unwrap();
+    assert_eq!(first, line(0));
+    // The reader is dropped here: head has exited.
+    let status = wait_with_deadline(&mut child, common::PATIENCE);
+    assert_eq!(status.code(), Some(1), "{status}");
+
+    // Committed: the batches written before the pipe closed (the first one
+    // at least, as its first line was read), which a pipe of at most 1 MiB
+    // bounds; not the one the closed pipe refused, which is delivered again.
+    let committed = common::committed(&common::stat(Path::new(&q)), "g")[0];
+    assert!(committed > 0 && committed * line(0).len() as u64 <= 1 << 20, "committed {committed}");
+    let next = ok(&["consume", &q, "--group", "g", "--limit", "1"], "");
+    assert_eq!(next, line(committed));
+}
+
 #[test]
 fn a_queue_spanning_several_segments_round_trips_and_verifies() {
     let (_tmp, q) = queue_dir();
