@@ -2,9 +2,11 @@
 //!
 //! - `durq produce DIR [--partitions N] [--durability D] [--segment-bytes B]
 //!   [--record-bytes-max B] [--key-sep C]` sends each stdin line as one
-//!   message (creating the queue if needed) and prints `<partition> <offset>`
-//!   for each once it is acknowledged, in input order. Queue options apply
-//!   when it creates the queue; on an existing one, those given must match.
+//!   message (creating the queue, but not its parent directory, if needed)
+//!   and prints `<partition> <offset>` for each once it is acknowledged, in
+//!   input order. Queue options apply when it creates the queue; an existing
+//!   one keeps its stored values, so they may be left out, and those given
+//!   must match.
 //! - `durq consume DIR --group G [--max-batch N] [--limit N] [--idle-exit SECS]`
 //!   prints each payload on its own line as a member of group `G`; a batch is
 //!   committed only after its output has been flushed. SIGINT and SIGTERM

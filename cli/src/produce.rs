@@ -16,7 +16,7 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// `<partition> <offset>` for each once it is acknowledged, in input order.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Queue directory; created if it does not exist.
+    /// Queue directory; created if it does not exist (its parent must).
     dir: PathBuf,
     /// Number of partitions of a new queue [default: 1]. On an existing
     /// queue, must match the stored value.

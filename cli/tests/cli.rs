@@ -53,6 +53,19 @@ fn produce_creates_a_queue_at_a_relative_path() {
     assert!(tmp.path().join("q/durq.meta").exists());
 }
 
+/// A typo above the queue directory is an error, not a new tree.
+#[test]
+fn produce_creates_only_the_queue_directory_and_names_a_missing_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = tmp.path().join("ordres");
+    let q = typo.join("q");
+    let err = fails(&produce_new(q.to_str().unwrap(), &[]), "x\n", 1);
+    assert!(err.contains(&format!("parent directory {} does not exist", typo.display())), "{err}");
+    assert!(!typo.exists(), "the missing parent was created");
+    std::fs::create_dir(&typo).unwrap();
+    assert_eq!(ok(&produce_new(q.to_str().unwrap(), &[]), "x\n"), "0 0\n");
+}
+
 #[test]
 fn produce_acknowledges_lines_before_end_of_input() {
     let (_tmp, q) = queue_dir();

@@ -93,24 +93,13 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
             None => break,
         }
     }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    // Create, then sync each new directory and the parent that gained its
-    // entry, from the top down: a child entry is only reachable once its
-    // parent is durable.
+    // From the top down: a child entry is only reachable once its parent is
+    // durable.
     for (made, d) in missing.iter().rev().enumerate() {
-        let created = effect(Op::CreateDir(d), || match std::fs::create_dir(d) {
-            // Another process made it first: just as good.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-            other => other,
-        })
-        .map_err(|e| Error::io("create directory", d, e));
-        if let Err(e) = created.and_then(|()| sync_dir(parent_dir(d))).and_then(|()| sync_dir(d)) {
-            // Later calls take an existing directory for a durable one, so
-            // one whose entry may not be durable must not stay behind: the
-            // next attempt creates and syncs it afresh.
-            for undo in missing.iter().rev().take(made + 1).rev() {
+        if let Err(e) = create_one_dir_durable(d) {
+            // Later calls take an existing directory for a durable one (see
+            // `create_one_dir_durable`): the parents made here go too.
+            for undo in missing.iter().rev().take(made).rev() {
                 let _ = remove_tree(undo);
             }
             return Err(e);
@@ -119,8 +108,36 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates `dir` in its parent, which must exist (as `std::fs::create_dir`,
+/// where [`create_dir_durable`] is `create_dir_all`), then fsyncs both. A
+/// missing parent is an `Io` error (`NotFound`): the caller chose the place,
+/// and a typo above it must not become a new tree.
+pub(crate) fn create_child_dir_durable(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    create_one_dir_durable(dir)
+}
+
+/// Creates `d`, whose parent exists, then syncs the parent that gained its
+/// entry and `d` itself.
+fn create_one_dir_durable(d: &Path) -> Result<()> {
+    let created = effect(Op::CreateDir(d), || match std::fs::create_dir(d) {
+        // Another process made it first: just as good.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    })
+    .map_err(|e| Error::io("create directory", d, e));
+    created.and_then(|()| sync_dir(parent_dir(d))).and_then(|()| sync_dir(d)).inspect_err(|_| {
+        // Later calls take an existing directory for a durable one, so one
+        // whose entry may not be durable must not stay behind: the next
+        // attempt creates and syncs it afresh.
+        let _ = remove_tree(d);
+    })
+}
+
 /// The directory holding `path`; `.` for a bare relative name.
-fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
