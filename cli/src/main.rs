@@ -16,7 +16,7 @@
 //!   holder, epoch and heartbeat, committed offsets, lag and dead letters.
 //! - `durq group reset DIR --group G --to earliest|latest|OFFSET|TIME` moves
 //!   a group without live members and prints its new position per partition;
-//!   `durq group delete DIR --group G` deletes one.
+//!   `durq group delete DIR --group G` deletes one and says so on stdout.
 //! - `durq dlq DIR --group G list [--limit N]` prints a group's dead letters,
 //!   one per line; `durq dlq DIR --group G replay` sends them back into the
 //!   queue and prints how many.

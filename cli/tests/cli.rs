@@ -165,7 +165,15 @@ fn options_apply_at_creation_and_conflicts_are_errors() {
     assert!(err.contains("segment_bytes = 65536"), "{err}");
     let err = fails(&["produce", &q, "--record-bytes-max", "100"], "c\n", 1);
     assert!(err.contains("record_bytes_max = 16384"), "{err}");
-    // Omitted options take the stored values; matching ones are accepted.
+    // Omitted options take the stored values; matching ones are accepted,
+    // as the help of each says.
+    let help = ok(&["produce", "--help"], "");
+    let option_helps: Vec<&str> = help.split("\n      --").skip(1).collect();
+    for option in ["partitions", "durability", "segment-bytes", "record-bytes-max"] {
+        let text = option_helps.iter().find(|h| h.starts_with(option)).expect(&help).split_whitespace();
+        let text = text.collect::<Vec<_>>().join(" ");
+        assert!(text.contains("An existing queue keeps its own: leave this out, or give the same"), "{text}");
+    }
     assert_eq!(ok(&["produce", &q], "c\n").lines().count(), 1);
     assert_eq!(ok(&["produce", &q, "--partitions", "2"], "d\n").lines().count(), 1);
     let consumed = ok(&["consume", &q, "--group", "g", "--idle-exit", "0.3"], "");
