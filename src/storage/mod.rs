@@ -4,8 +4,8 @@
 //! `fallocate`, locks, maps or futexes directly. Every durability step has a
 //! name here, so a reader can audit which calls make what durable, and every
 //! effect on the file system runs through [`effect`] as one [`Op`], which the
-//! simulated disk ([`sim`], tests only) counts, fails on demand, and uses to
-//! tell what a power cut would keep.
+//! simulated disk (`sim`, tests only: the `simulation` feature) counts, fails
+//! on demand, and uses to tell what a power cut would keep.
 //!
 //! - [`mmap`]: file mappings, the only place that hands out raw pointers into
 //!   shared memory, with the contract that keeps readers from faulting.
