@@ -13,10 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::consumer::Message;
 use crate::error::{Error, Result};
 use crate::group::checkpoint::{self, Checkpoint, CheckpointState};
-use crate::group::dead_letter::{self, DLQ_DIR, REPLAY_GROUP};
+use crate::group::dead_letter::{self, DLQ_DIR, DeadLetter, REPLAY_GROUP};
 use crate::group::lease::{self, Lease};
 use crate::group::member::{self, Liveness};
 use crate::group::{GROUPS_DIR, name, slot};
+use crate::log::partition::{FrameRef, Span};
 use crate::options::ConsumerOptions;
 use crate::producer::Position;
 use crate::queue::Queue;
@@ -53,6 +54,24 @@ impl Queue {
     /// group and without committing anything. Stops at the first record not
     /// yet visible to consumers.
     pub fn read_at(&self, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredRecord>> {
+        self.read_frames(partition, offset, max, |span, frame| {
+            Ok(StoredRecord {
+                position: Position { partition, offset: frame.offset },
+                timestamp_ms: frame.timestamp_ms,
+                key: frame.key.map(|k| span.bytes(k).to_vec()),
+                payload: span.bytes(frame.payload).to_vec(),
+            })
+        })
+    }
+
+    /// As [`Queue::read_at`], turning each frame into a `T` with `read`.
+    fn read_frames<T>(
+        &self,
+        partition: u32,
+        offset: u64,
+        max: usize,
+        mut read: impl FnMut(&Span, &FrameRef) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let part = self.inner.partitions.get(partition as usize).ok_or_else(|| Error::InvalidOption {
             option: "partition",
             reason: format!("{partition} is not below {}", self.inner.config.partitions),
@@ -66,12 +85,9 @@ impl Queue {
         let mut out = Vec::new();
         while out.len() < max && cursor.next_offset < visible {
             let span = part.read_span(&mut cursor, visible, max - out.len())?;
-            out.extend(span.frames.iter().map(|fr| StoredRecord {
-                position: Position { partition, offset: fr.offset },
-                timestamp_ms: fr.timestamp_ms,
-                key: fr.key.map(|k| span.bytes(k).to_vec()),
-                payload: span.bytes(fr.payload).to_vec(),
-            }));
+            for frame in &span.frames {
+                out.push(read(&span, frame)?);
+            }
             let n = span.frames.len();
             cursor.advance(&span, n);
         }
@@ -151,8 +167,10 @@ impl Queue {
     }
 
     /// The dead letters of `group` not yet replayed, oldest first, up to
-    /// `max`: each with the DLQ record it is stored in.
-    pub fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<StoredRecord>> {
+    /// `max`, decoded. An envelope that does not decode (a record somebody
+    /// else put in the dead-letter queue) is [`Error::Corrupt`] naming its
+    /// segment file, byte position and offset in the dead-letter queue.
+    pub fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {
         let group_dir = self.existing_group(group)?;
         let dlq_dir = group_dir.join(DLQ_DIR);
         if !dlq_dir.join(crate::meta::META_FILE).exists() {
@@ -161,7 +179,13 @@ impl Queue {
         let dlq = Queue::open_existing(&dlq_dir)?;
         let replay_slot = slot::dir(&dlq_dir.join(GROUPS_DIR).join(REPLAY_GROUP), 0);
         let from = slot::checkpoint_in_force(&replay_slot, 0)?.map_or(0, |(_, s)| s.next_offset);
-        dlq.read_at(0, from, max)
+        dlq.read_frames(0, from, max, |span, frame| {
+            let (envelope_at, _) = frame.payload;
+            let envelope = dead_letter::decode(span.bytes(frame.payload))
+                .map_err(|reason| Error::corrupt(span.file(), envelope_at as u64, Some(frame.offset), reason))?;
+            let key = frame.key.map(|k| span.bytes(k));
+            Ok(DeadLetter::new(frame.offset, frame.timestamp_ms, key, envelope))
+        })
     }
 
     /// Sends every dead letter of `group` back into this queue (with its

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{BoxError, Error, Result};
-use crate::group::dead_letter::{self, DLQ_DIR, DeadLetter};
+use crate::group::dead_letter::{self, DLQ_DIR, Envelope};
 use crate::group::lease::MemberId;
 use crate::group::member::{self, Liveness, Member};
 use crate::group::slot::{self, SlotHold};
@@ -533,7 +533,7 @@ impl Consumer {
             };
             self.dead_letters = Some(dlq);
         }
-        let envelope = dead_letter::encode(&DeadLetter {
+        let envelope = dead_letter::encode(&Envelope {
             partition: m.position.partition,
             offset: m.position.offset,
             timestamp_ms: m.timestamp_ms,

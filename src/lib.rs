@@ -52,6 +52,7 @@ pub mod verify;
 pub use admin::{ResetTo, StoredRecord};
 pub use consumer::{Consumer, Delivery, Message, Verdict};
 pub use error::{BoxError, Error, Result};
+pub use group::dead_letter::DeadLetter;
 pub use options::{ConsumerOptions, Durability, Options, QueueConfig};
 pub use producer::{Position, Producer};
 pub use queue::Queue;

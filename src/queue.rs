@@ -69,14 +69,15 @@ pub(crate) struct QueueInner {
 
 impl Queue {
     /// Opens the queue at `path`, creating it with default options if it
-    /// does not exist.
+    /// does not exist (its parent directory must exist).
     pub fn open(path: impl AsRef<Path>) -> Result<Queue> {
         Queue::open_with(path, Options::default())
     }
 
     /// Opens the queue at `path`, creating it with `options` if it does not
     /// exist. On an existing queue, every option set in `options` must match
-    /// the stored one.
+    /// the stored one. Creation makes only the directory `path` itself: its
+    /// parent must exist.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Queue> {
         let dir = path.as_ref().to_path_buf();
         let config = match existing_config(&dir)? {
@@ -266,7 +267,19 @@ fn existing_config(dir: &Path) -> Result<Option<QueueConfig>> {
 /// is refused by `check_conflicts` without having written anything.
 fn create(dir: &Path, options: &Options) -> Result<QueueConfig> {
     let config = options.resolve()?;
-    storage::create_dir_durable(dir)?;
+    // Only the queue's own directory is created: a typo in the path above it
+    // is an error, not a new tree of directories.
+    let parent = storage::parent_dir(dir);
+    if !parent.is_dir() {
+        return Err(Error::NotAQueue {
+            path: dir.into(),
+            reason: format!(
+                "its parent directory {} does not exist (durq creates only the queue's own directory)",
+                parent.display()
+            ),
+        });
+    }
+    storage::create_child_dir_durable(dir)?;
     let _open_lock = control::lock_for_open(dir)?;
     if let Some(stored) = existing_config(dir)? {
         return Ok(stored);

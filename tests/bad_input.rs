@@ -84,6 +84,19 @@ fn opening_a_missing_queue_with_open_existing_creates_nothing() {
     assert!(!path.exists());
 }
 
+#[test]
+fn creating_a_queue_whose_parent_directory_is_missing_creates_nothing_and_names_the_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("ordres");
+    let path = typo.join("q");
+    for e in open_errors(&path) {
+        assert!(matches!(&e, Error::NotAQueue { path: p, .. } if *p == path), "{e}");
+    }
+    let e = Queue::open(&path).err().unwrap();
+    assert!(e.to_string().contains(&format!("parent directory {} does not exist", typo.display())), "{e}");
+    assert!(!typo.exists(), "the missing parent was created");
+}
+
 /// Damage to the meta file: (what, how, which error).
 type MetaDamage = (&'static str, fn(&Path), fn(&Error) -> bool);
 

@@ -237,7 +237,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     seeds.push(("lease_decode", "lease", lease::encode(&lease).to_vec()));
     let released = lease::Lease { member: [0; 16], host: "a-host-name-of-exactly-32-bytes!".into(), ..lease };
     seeds.push(("lease_decode", "lease-released-long-host", lease::encode(&released).to_vec()));
-    let letter = dead_letter::DeadLetter {
+    let letter = dead_letter::Envelope {
         partition: 3,
         offset: 77,
         timestamp_ms: 5,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{TestQueue, small};
-use durq::{ConsumerOptions, Error, Options, ResetTo, Verdict};
+use durq::{ConsumerOptions, Error, Options, Position, Queue, ResetTo, Verdict};
 
 fn quick() -> ConsumerOptions {
     ConsumerOptions::default().retry_backoff(vec![Duration::ZERO]).rebalance_interval(Duration::from_millis(5))
@@ -113,9 +113,9 @@ fn a_poison_record_goes_to_the_dead_letter_queue_after_max_deliveries_and_the_re
     assert_eq!(failures, 3);
     let dead = t.queue.dead_letters("g", 10).unwrap();
     assert_eq!(dead.len(), 1);
-    let letter = durq::group::dead_letter::decode(&dead[0].payload).unwrap();
-    assert_eq!((letter.partition, letter.offset, letter.delivery_count), (0, 1, 3));
-    assert_eq!((letter.payload, letter.error), (&b"poison"[..], "cannot parse"));
+    let letter = &dead[0];
+    assert_eq!((letter.dlq_offset, letter.original, letter.deliveries), (0, Position { partition: 0, offset: 1 }, 3));
+    assert_eq!((&letter.payload[..], &letter.reason[..]), (&b"poison"[..], "cannot parse"));
     assert_eq!(c.committed().unwrap(), vec![4]);
     // Replay sends it back; it is gone from the DLQ once the re-send is durable.
     drop(c);
@@ -124,6 +124,25 @@ fn a_poison_record_goes_to_the_dead_letter_queue_after_max_deliveries_and_the_re
     assert_eq!(t.queue.read_at(0, 4, 10).unwrap()[0].payload, b"poison");
     let stat = t.queue.stat().unwrap();
     assert_eq!(stat.groups[0].dead_letters, 0);
+}
+
+#[test]
+fn a_record_in_the_dead_letter_queue_that_is_not_a_dead_letter_is_corrupt_and_named() {
+    let t = TestQueue::new(small());
+    t.queue.producer().send("poison").unwrap();
+    let mut c = t.queue.consumer_with("g", quick().max_deliveries(1)).unwrap();
+    assert!(c.process(|_| Err(std::io::Error::other("no"))).is_err());
+    drop(c);
+    // The dead-letter queue is a queue like any other: anyone may send to it.
+    let dlq = t.path().join("groups/g/dlq");
+    Queue::open_existing(&dlq).unwrap().producer().send("not an envelope").unwrap();
+
+    let err = t.queue.dead_letters("g", 10).unwrap_err();
+    let Error::Corrupt { file, position, offset, .. } = &err else { panic!("{err}") };
+    assert!(file.starts_with(&dlq) && file.extension().is_some_and(|e| e == "seg"), "{err}");
+    assert_eq!(offset, &Some(1), "{err}");
+    assert!(std::fs::read(file).unwrap()[*position as usize..].starts_with(b"not an envelope"), "{err}");
+    assert_eq!(t.queue.dead_letters("g", 1).unwrap()[0].payload, b"poison", "the letter before it still reads");
 }
 
 #[test]
@@ -327,6 +346,6 @@ fn a_poison_record_of_the_largest_size_still_fits_the_dead_letter_queue() {
     assert!(matches!(err, Error::Process(_)), "{err}");
     assert_eq!(c.committed().unwrap(), vec![1], "dead-lettered and passed");
     let dead = t.queue.dead_letters("g", 10).unwrap();
-    assert_eq!(durq::group::dead_letter::decode(&dead[0].payload).unwrap().payload, &largest[..]);
+    assert_eq!(dead[0].payload, largest);
     assert_eq!(common::drain(&mut c), [b"next".to_vec()]);
 }

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use durq::group::dead_letter;
 use durq::{Consumer, ConsumerOptions, Durability, Error, Message, Options, Producer, Queue, Verdict};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -672,15 +671,14 @@ impl World {
             if !group.dead.is_empty() {
                 let letters = queue.dead_letters(GROUPS[g], 1 << 20).or_fail("dead_letters")?;
                 let mut got = Vec::new();
-                for r in &letters {
-                    let d = dead_letter::decode(&r.payload).or_fail("decode a dead letter")?;
-                    let rec = &m.logs[d.partition as usize][d.offset as usize];
-                    prop_assert_eq!((&r.key, d.payload, Some(d.timestamp_ms)), (&rec.key, &rec.payload[..], rec.ts));
+                for d in letters {
+                    let rec = &m.logs[d.original.partition as usize][d.original.offset as usize];
+                    prop_assert_eq!((&d.key, &d.payload, Some(d.timestamp_ms)), (&rec.key, &rec.payload, rec.ts));
                     got.push(Dead {
-                        partition: d.partition,
-                        offset: d.offset,
-                        delivery_count: d.delivery_count,
-                        error: d.error.to_owned(),
+                        partition: d.original.partition,
+                        offset: d.original.offset,
+                        delivery_count: d.deliveries,
+                        error: d.reason,
                     });
                 }
                 prop_assert_eq!(&got, &group.dead, "dead letters of {}", GROUPS[g]);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use durq::{Consumer, ConsumerOptions, Message, Queue};
 
-use crate::{CliResult, stream_error};
+use crate::{CliResult, report, stream_error};
 
 /// Longest wait for records before checking for a stop signal or idleness.
 const POLL: Duration = Duration::from_millis(100);
@@ -16,7 +16,8 @@ const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
 /// Print each message's payload followed by a newline, as a member of a
 /// consumer group. A batch is committed only after its output was flushed;
-/// SIGINT and SIGTERM finish the current batch, then exit 0.
+/// SIGINT and SIGTERM finish the current batch, then exit 0. A closed stdout
+/// (`| head -1`) ends it with exit 1, the batch being written not committed.
 #[derive(clap::Args)]
 pub struct Args {
     /// Queue directory; must already hold a queue.
@@ -71,7 +72,7 @@ pub fn run(args: Args) -> CliResult<()> {
             // the batch just written does not count and will be processed
             // again by the new holder. Carry on with the slots still held.
             Err(e @ durq::Error::Fenced { .. }) => {
-                eprintln!("durq: {e}");
+                report(e);
                 0
             }
             Err(e) => return Err(e.into()),

@@ -3,8 +3,7 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use durq::group::dead_letter;
-use durq::{Queue, StoredRecord};
+use durq::{DeadLetter, Queue};
 
 use crate::stat::json_string;
 use crate::{CliResult, stream_error};
@@ -48,19 +47,10 @@ pub fn run(args: Args) -> CliResult<()> {
     let mut out = BufWriter::new(io::stdout().lock());
     match args.action {
         Action::List { limit } => {
-            let letters = queue.dead_letters(&args.group, limit.unwrap_or(usize::MAX))?;
-            let mut damaged = 0;
-            for record in &letters {
-                let line = describe(record).unwrap_or_else(|reason| {
-                    damaged += 1;
-                    format!("dlq_offset={} damaged={}", record.position.offset, json_string(reason))
-                });
-                writeln!(out, "{line}").map_err(stream_error("writing stdout"))?;
+            for letter in queue.dead_letters(&args.group, limit.unwrap_or(usize::MAX))? {
+                writeln!(out, "{}", describe(&letter)).map_err(stream_error("writing stdout"))?;
             }
             out.flush().map_err(stream_error("writing stdout"))?;
-            if damaged > 0 {
-                return Err(format!("{damaged} dead letter(s) could not be decoded").into());
-            }
         }
         Action::Replay => {
             let replayed = queue.replay_dead_letters(&args.group)?;
@@ -70,54 +60,49 @@ pub fn run(args: Args) -> CliResult<()> {
     Ok(())
 }
 
-/// One dead letter as one line, or why its envelope cannot be decoded.
-fn describe(record: &StoredRecord) -> Result<String, &'static str> {
-    let letter = dead_letter::decode(&record.payload)?;
-    let key = match &record.key {
+/// One dead letter as one line.
+fn describe(letter: &DeadLetter) -> String {
+    let key = match &letter.key {
         Some(key) => format!(" key={}", json_string(&String::from_utf8_lossy(key))),
         None => String::new(),
     };
-    Ok(format!(
+    format!(
         "dlq_offset={} partition={} offset={} deliveries={} error={}{key} payload={}",
-        record.position.offset,
-        letter.partition,
-        letter.offset,
-        letter.delivery_count,
-        json_string(letter.error),
-        json_string(&String::from_utf8_lossy(letter.payload)),
-    ))
+        letter.dlq_offset,
+        letter.original.partition,
+        letter.original.offset,
+        letter.deliveries,
+        json_string(&letter.reason),
+        json_string(&String::from_utf8_lossy(&letter.payload)),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use durq::Position;
-    use durq::group::dead_letter::DeadLetter;
-
-    fn stored(key: Option<&[u8]>, payload: Vec<u8>) -> StoredRecord {
-        StoredRecord {
-            position: Position { partition: 0, offset: 7 },
-            timestamp_ms: 1,
-            key: key.map(<[u8]>::to_vec),
-            payload,
-        }
-    }
 
     #[test]
     fn a_dead_letter_is_one_escaped_line() {
-        let envelope = dead_letter::encode(&DeadLetter {
-            partition: 2,
-            offset: 41,
+        let letter = DeadLetter {
+            dlq_offset: 7,
+            original: Position { partition: 2, offset: 41 },
             timestamp_ms: 5,
-            delivery_count: 3,
-            error: "bad \"json\"\nat line 2",
-            payload: b"line 1\nline 2\r\t\xff\\",
-        });
-        let line = describe(&stored(Some(b"k\n"), envelope)).unwrap();
+            failed_at_ms: 6,
+            deliveries: 3,
+            reason: "bad \"json\"\nat line 2".into(),
+            key: Some(b"k\n".to_vec()),
+            payload: b"line 1\nline 2\r\t\xff\\".to_vec(),
+        };
         assert_eq!(
-            line,
+            describe(&letter),
             r#"dlq_offset=7 partition=2 offset=41 deliveries=3 error="bad \"json\"\nat line 2" key="k\n" payload="line 1\nline 2\r\t�\\""#
         );
-        assert_eq!(describe(&stored(None, b"garbage".to_vec())), Err("not a dead letter"));
+        let unkeyed = DeadLetter { key: None, payload: b"p".to_vec(), ..letter };
+        assert!(
+            describe(&unkeyed).ends_with(r#"error="bad \"json\"\nat line 2" payload="p""#),
+            "{}",
+            describe(&unkeyed)
+        );
     }
 }

@@ -30,7 +30,7 @@ pub struct ResetArgs {
     /// was sent so far is skipped), an offset (the same in every partition,
     /// clamped to what is retained), or a time: the first record appended
     /// at or after it, per partition. A time is RFC 3339
-    /// (2026-11-28T01:02:03Z, 2026-11-28T09:02:03.5+08:00) or @<unix-ms>.
+    /// (2026-11-28T01:02:03Z, 2026-11-28T09:02:03.5+08:00) or `@<unix-ms>`.
     #[arg(long, value_name = "earliest|latest|OFFSET|TIME", value_parser = parse_reset_to)]
     to: ResetTo,
 }
@@ -38,7 +38,8 @@ pub struct ResetArgs {
 /// Delete a group and its dead letters (no live member allowed).
 ///
 /// Deletes its positions, leases and dead letters; it then no longer holds
-/// back retention. Refused while the group has a live member.
+/// back retention. Prints one line saying what was deleted. Refused while
+/// the group has a live member.
 #[derive(clap::Args)]
 pub struct DeleteArgs {
     /// Queue directory; must already hold a queue.
@@ -51,11 +52,18 @@ pub struct DeleteArgs {
 pub fn run(command: Command) -> CliResult<()> {
     match command {
         Command::Reset(args) => reset(args),
-        Command::Delete(args) => {
-            let queue = Queue::open_existing(&args.dir)?;
-            Ok(queue.delete_group(&args.group)?)
-        }
+        Command::Delete(args) => delete(args),
     }
+}
+
+fn delete(args: DeleteArgs) -> CliResult<()> {
+    let queue = Queue::open_existing(&args.dir)?;
+    queue.delete_group(&args.group)?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "deleted group {:?}: its positions, leases and dead letters", args.group)
+        .and_then(|()| out.flush())
+        .map_err(stream_error("writing stdout"))?;
+    Ok(())
 }
 
 fn reset(args: ResetArgs) -> CliResult<()> {

@@ -2,9 +2,11 @@
 //!
 //! - `durq produce DIR [--partitions N] [--durability D] [--segment-bytes B]
 //!   [--record-bytes-max B] [--key-sep C]` sends each stdin line as one
-//!   message (creating the queue if needed) and prints `<partition> <offset>`
-//!   for each once it is acknowledged, in input order. Queue options apply
-//!   when it creates the queue; on an existing one, those given must match.
+//!   message (creating the queue, but not its parent directory, if needed)
+//!   and prints `<partition> <offset>` for each once it is acknowledged, in
+//!   input order. Queue options apply when it creates the queue; an existing
+//!   one keeps its stored values, so they may be left out, and those given
+//!   must match.
 //! - `durq consume DIR --group G [--max-batch N] [--limit N] [--idle-exit SECS]`
 //!   prints each payload on its own line as a member of group `G`; a batch is
 //!   committed only after its output has been flushed. SIGINT and SIGTERM
@@ -14,7 +16,7 @@
 //!   holder, epoch and heartbeat, committed offsets, lag and dead letters.
 //! - `durq group reset DIR --group G --to earliest|latest|OFFSET|TIME` moves
 //!   a group without live members and prints its new position per partition;
-//!   `durq group delete DIR --group G` deletes one.
+//!   `durq group delete DIR --group G` deletes one and says so on stdout.
 //! - `durq dlq DIR --group G list [--limit N]` prints a group's dead letters,
 //!   one per line; `durq dlq DIR --group G replay` sends them back into the
 //!   queue and prints how many.
@@ -24,7 +26,10 @@
 //! is not one, so a typo in `DIR` is an error rather than a new empty queue.
 //!
 //! Exit codes: 0 success, 1 runtime error or damage found by `verify`,
-//! 2 usage error. Errors are one line on stderr: `durq: <error>`.
+//! 2 usage error. Errors are one line on stderr: `durq: <error>`. A closed
+//! stdout (`durq consume DIR --group G | head -1`) is a runtime error: the
+//! batch being written is not committed, and the exit code is 1 even when
+//! stderr is closed too (`2>&1 | head -1`) and the line cannot be shown.
 
 mod consume;
 mod dlq;
@@ -33,6 +38,8 @@ mod produce;
 mod stat;
 mod verify;
 
+use std::fmt::Display;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -77,7 +84,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("durq: {e}");
+            report(e);
             ExitCode::FAILURE
         }
     }
@@ -102,8 +109,15 @@ fn usage_error(e: clap::Error) -> ExitCode {
     let paragraph: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
     let message = paragraph.join(" ");
     let message = message.strip_prefix("error: ").unwrap_or(&message);
-    eprintln!("durq: {message} (try 'durq --help')");
+    report(format_args!("{message} (try 'durq --help')"));
     ExitCode::from(2)
+}
+
+/// Writes `durq: <message>` to stderr. Unlike `eprintln!`, which panics
+/// (exit 101) when stderr is a closed pipe, a failed write is dropped: there
+/// is no one left to tell, and the exit code still says what happened.
+fn report(message: impl Display) {
+    let _ = writeln!(std::io::stderr(), "durq: {message}");
 }
 
 /// Adds what the CLI was doing to an I/O error on a standard stream, whose

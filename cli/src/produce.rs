@@ -16,24 +16,26 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// `<partition> <offset>` for each once it is acknowledged, in input order.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Queue directory; created if it does not exist.
+    /// Queue directory; created if it does not exist (its parent must).
     dir: PathBuf,
-    /// Number of partitions of a new queue [default: 1]. On an existing
-    /// queue, must match the stored value.
+    /// Number of partitions, if this creates the queue [default: 1]. An
+    /// existing queue keeps its own: leave this out, or give the same.
     #[arg(long, value_name = "N")]
     partitions: Option<u32>,
-    /// What an acknowledgement means, for a new queue [default: sync]. On an
-    /// existing queue, must match the stored value.
+    /// What an acknowledgement means, if this creates the queue [default:
+    /// sync]. An existing queue keeps its own: leave this out, or give the
+    /// same.
     #[arg(long, value_name = "sync|interval:MS|buffered")]
     durability: Option<Durability>,
-    /// Size of each segment file of a new queue, a multiple of 4096 from
-    /// 64 KiB to 1 GiB [default: 64 MiB]; a message must fit one, so below
-    /// about 1 MiB also lower --record-bytes-max. On an existing queue, must
-    /// match.
+    /// Size of each segment file, if this creates the queue: a multiple of
+    /// 4096 from 64 KiB to 1 GiB [default: 64 MiB]; a message must fit one,
+    /// so below about 1 MiB also lower --record-bytes-max. An existing queue
+    /// keeps its own: leave this out, or give the same.
     #[arg(long, value_name = "BYTES")]
     segment_bytes: Option<u64>,
-    /// Largest key + payload of one message in a new queue [default: 1 MiB].
-    /// On an existing queue, must match.
+    /// Largest key + payload of one message, if this creates the queue
+    /// [default: 1 MiB]. An existing queue keeps its own: leave this out, or
+    /// give the same.
     #[arg(long, value_name = "BYTES")]
     record_bytes_max: Option<u32>,
     /// Send the part of a line before the first C as its key, the rest as

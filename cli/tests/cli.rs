@@ -53,6 +53,19 @@ fn produce_creates_a_queue_at_a_relative_path() {
     assert!(tmp.path().join("q/durq.meta").exists());
 }
 
+/// A typo above the queue directory is an error, not a new tree.
+#[test]
+fn produce_creates_only_the_queue_directory_and_names_a_missing_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = tmp.path().join("ordres");
+    let q = typo.join("q");
+    let err = fails(&produce_new(q.to_str().unwrap(), &[]), "x\n", 1);
+    assert!(err.contains(&format!("parent directory {} does not exist", typo.display())), "{err}");
+    assert!(!typo.exists(), "the missing parent was created");
+    std::fs::create_dir(&typo).unwrap();
+    assert_eq!(ok(&produce_new(q.to_str().unwrap(), &[]), "x\n"), "0 0\n");
+}
+
 #[test]
 fn produce_acknowledges_lines_before_end_of_input() {
     let (_tmp, q) = queue_dir();
@@ -152,7 +165,15 @@ fn options_apply_at_creation_and_conflicts_are_errors() {
     assert!(err.contains("segment_bytes = 65536"), "{err}");
     let err = fails(&["produce", &q, "--record-bytes-max", "100"], "c\n", 1);
     assert!(err.contains("record_bytes_max = 16384"), "{err}");
-    // Omitted options take the stored values; matching ones are accepted.
+    // Omitted options take the stored values; matching ones are accepted,
+    // as the help of each says.
+    let help = ok(&["produce", "--help"], "");
+    let option_helps: Vec<&str> = help.split("\n      --").skip(1).collect();
+    for option in ["partitions", "durability", "segment-bytes", "record-bytes-max"] {
+        let text = option_helps.iter().find(|h| h.starts_with(option)).expect(&help).split_whitespace();
+        let text = text.collect::<Vec<_>>().join(" ");
+        assert!(text.contains("An existing queue keeps its own: leave this out, or give the same"), "{text}");
+    }
     assert_eq!(ok(&["produce", &q], "c\n").lines().count(), 1);
     assert_eq!(ok(&["produce", &q, "--partitions", "2"], "d\n").lines().count(), 1);
     let consumed = ok(&["consume", &q, "--group", "g", "--idle-exit", "0.3"], "");
@@ -267,6 +288,40 @@ fn consume_to_a_closed_pipe_fails_and_commits_nothing() {
     assert!(stderr.contains("not committed") && stderr.contains("Broken pipe"), "{stderr}");
     let json = ok(&["stat", &q, "--json"], "");
     assert!(json.contains(r#""committed":[0],"lag":[3]"#), "{json}");
+}
+
+/// `durq consume DIR --group g 2>&1 | head -1`: stdout and stderr are one
+/// pipe, whose reader leaves after the first line. The error line cannot be
+/// written either, and must not turn into a panic (exit 101).
+#[test]
+fn consume_into_head_with_stderr_on_the_same_pipe_exits_1_and_commits_only_what_was_written() {
+    let (_tmp, q) = queue_dir();
+    // More output than any pipe holds (at most 1 MiB unprivileged), so the
+    // consumer is still writing when the reader leaves.
+    let line = |i: u64| format!("{i:05} {}\n", "x".repeat(100));
+    let input: String = (0..20_000).map(line).collect();
+    ok(&produce_new(&q, &[]), &input);
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_durq"))
+        .args(["consume", &q, "--group", "g", "--max-batch", "100", "--idle-exit", "10"])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(reader).read_line(&mut first).unwrap();
+    assert_eq!(first, line(0));
+    // The reader is dropped here: head has exited.
+    let status = wait_with_deadline(&mut child, common::PATIENCE);
+    assert_eq!(status.code(), Some(1), "{status}");
+
+    // Committed: the batches written before the pipe closed (the first one
+    // at least, as its first line was read), which a pipe of at most 1 MiB
+    // bounds; not the one the closed pipe refused, which is delivered again.
+    let committed = common::committed(&common::stat(Path::new(&q)), "g")[0];
+    assert!(committed > 0 && committed * line(0).len() as u64 <= 1 << 20, "committed {committed}");
+    let next = ok(&["consume", &q, "--group", "g", "--limit", "1"], "");
+    assert_eq!(next, line(committed));
 }
 
 #[test]

@@ -134,7 +134,10 @@ fn stat_shows_members_and_slot_holders_while_a_consumer_lives_and_after_it_is_ki
     assert_eq!(g["members"], Json::Arr(vec![]), "reset reaped the dead member");
     assert_eq!((g["committed"].clone(), g["lag"].clone()), (Json::numbers(&[0]), Json::numbers(&[5])));
     assert_eq!(g["slots"][0]["holder"].str(), "released");
-    assert_eq!(ok(&["group", "delete", &q, "--group", "g"], ""), "");
+    assert_eq!(
+        ok(&["group", "delete", &q, "--group", "g"], ""),
+        "deleted group \"g\": its positions, leases and dead letters\n"
+    );
     assert!(group(&stat(&q), "g").is_none());
     assert!(ok(&["stat", &q], "").ends_with("\nno consumer groups\n"));
     let err = fails(&["group", "delete", &q, "--group", "g"], "", 1);

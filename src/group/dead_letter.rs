@@ -22,6 +22,7 @@ use crate::log::record::FRAME_HEADER_BYTES;
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::meta::FORMAT_VERSION;
 use crate::options::{Durability, Options, QueueConfig};
+use crate::producer::Position;
 
 /// The dead-letter queue's folder inside a group's directory.
 pub const DLQ_DIR: &str = "dlq";
@@ -48,9 +49,55 @@ pub fn queue_options(main: &QueueConfig) -> Options {
         .record_bytes_max(record_bytes_max)
 }
 
-/// One dead letter, borrowing its bytes.
+/// A dead letter, decoded, as [`Queue::dead_letters`] returns it: the
+/// record that was given up on, where it was, and why.
+///
+/// [`Queue::dead_letters`]: crate::Queue::dead_letters
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter<'a> {
+pub struct DeadLetter {
+    /// Its place in the dead-letter queue: letters are listed and replayed
+    /// in this order.
+    pub dlq_offset: u64,
+    /// Where the record was in the queue.
+    pub original: Position,
+    /// When the record was first appended, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// When it was given up on (appended to the dead-letter queue), ms since
+    /// the Unix epoch.
+    pub failed_at_ms: u64,
+    /// How many times it was delivered before it was given up on.
+    pub deliveries: u32,
+    /// Why: the last delivery's error, or the reason of a
+    /// [`Verdict::DeadLetter`](crate::Verdict::DeadLetter), cut to
+    /// [`ERROR_BYTES_MAX`] bytes.
+    pub reason: String,
+    /// The record's key, if it has one.
+    pub key: Option<Vec<u8>>,
+    /// The record's payload.
+    pub payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// The dead letter stored at `dlq_offset` of the dead-letter queue,
+    /// appended at `failed_at_ms` with `key` and the decoded `envelope`.
+    pub(crate) fn new(dlq_offset: u64, failed_at_ms: u64, key: Option<&[u8]>, envelope: Envelope<'_>) -> DeadLetter {
+        DeadLetter {
+            dlq_offset,
+            original: Position { partition: envelope.partition, offset: envelope.offset },
+            timestamp_ms: envelope.timestamp_ms,
+            failed_at_ms,
+            deliveries: envelope.delivery_count,
+            reason: envelope.error.to_owned(),
+            key: key.map(<[u8]>::to_vec),
+            payload: envelope.payload.to_vec(),
+        }
+    }
+}
+
+/// A dead letter's envelope (the payload of its record in the dead-letter
+/// queue), borrowing its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<'a> {
     /// The partition the record was in.
     pub partition: u32,
     /// Its offset there.
@@ -65,8 +112,8 @@ pub struct DeadLetter<'a> {
     pub payload: &'a [u8],
 }
 
-/// Encodes a dead letter; the error text is cut to `ERROR_BYTES_MAX` bytes.
-pub fn encode(d: &DeadLetter<'_>) -> Vec<u8> {
+/// Encodes an envelope; the error text is cut to `ERROR_BYTES_MAX` bytes.
+pub fn encode(d: &Envelope<'_>) -> Vec<u8> {
     let mut end = d.error.len().min(ERROR_BYTES_MAX);
     while !d.error.is_char_boundary(end) {
         end -= 1;
@@ -85,8 +132,8 @@ pub fn encode(d: &DeadLetter<'_>) -> Vec<u8> {
     out
 }
 
-/// Decodes a dead letter, or says why the bytes are not one.
-pub fn decode(b: &[u8]) -> Result<DeadLetter<'_>, &'static str> {
+/// Decodes an envelope, or says why the bytes are not one.
+pub fn decode(b: &[u8]) -> Result<Envelope<'_>, &'static str> {
     if b.len() < HEADER_BYTES || b[..8] != MAGIC {
         return Err("not a dead letter");
     }
@@ -97,7 +144,7 @@ pub fn decode(b: &[u8]) -> Result<DeadLetter<'_>, &'static str> {
     }
     let error_len = le32(36) as usize;
     let error = b.get(HEADER_BYTES..HEADER_BYTES + error_len).ok_or("dead letter error text cut short")?;
-    Ok(DeadLetter {
+    Ok(Envelope {
         partition: le32(12),
         offset: le64(16),
         timestamp_ms: le64(24),
@@ -113,7 +160,7 @@ mod tests {
 
     #[test]
     fn dead_letters_round_trip_and_reject_garbage() {
-        let d = DeadLetter {
+        let d = Envelope {
             partition: 3,
             offset: 77,
             timestamp_ms: 5,
@@ -141,7 +188,7 @@ mod tests {
     #[test]
     fn long_error_texts_are_cut_on_a_char_boundary() {
         let long = "é".repeat(ERROR_BYTES_MAX);
-        let d = DeadLetter { partition: 0, offset: 0, timestamp_ms: 0, delivery_count: 1, error: &long, payload: b"" };
+        let d = Envelope { partition: 0, offset: 0, timestamp_ms: 0, delivery_count: 1, error: &long, payload: b"" };
         assert_eq!(decode(&encode(&d)).unwrap().error.len(), ERROR_BYTES_MAX);
     }
 }

@@ -2,12 +2,15 @@
 //!
 //! - [`record`]: the frame codec.
 //! - [`segment`]: one mapped segment file and its header.
-//! - [`segment_cache`]: which segments stay mapped, so passed ones are unmapped.
 //! - [`recovery`]: where a segment's log ends after a crash (a decision table).
-//! - [`control`]: the shared, mapped state of a live queue.
-//! - [`partition`]: appends, group commit, and validated reads.
-//! - [`prefault`]: faulting in segment pages ahead of the writer.
-//! - [`sealer`]: syncing full segments in the background.
+//!
+//! Private to the crate:
+//!
+//! - `segment_cache`: which segments stay mapped, so passed ones are unmapped.
+//! - `control`: the shared, mapped state of a live queue.
+//! - `partition`: appends, group commit, and validated reads.
+//! - `prefault`: faulting in segment pages ahead of the writer.
+//! - `sealer`: syncing full segments in the background.
 
 pub mod record;
 pub mod recovery;

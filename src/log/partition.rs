@@ -652,6 +652,12 @@ pub(crate) struct FrameRef {
 }
 
 impl Span {
+    /// The segment file this span's frames are in, for errors that name the
+    /// place of a frame: a part's position is its byte position in it.
+    pub(crate) fn file(&self) -> &Path {
+        &self.segment.path
+    }
+
     /// Borrows the bytes of a part of one of this span's frames.
     pub(crate) fn bytes(&self, (pos, len): (usize, usize)) -> &[u8] {
         assert!(pos + len <= self.end_pos, "part {pos}+{len} outside span ending at {}", self.end_pos);

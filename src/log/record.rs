@@ -33,7 +33,7 @@
 pub const FRAME_HEADER_BYTES: usize = 32;
 /// Frames start at, and are padded to, multiples of this many bytes.
 pub const FRAME_ALIGN: usize = 8;
-/// The magic byte at [`MAGIC_AT`].
+/// The magic byte of every frame header (byte 27; docs/FORMAT.md).
 pub const FRAME_MAGIC: u8 = 0xD7;
 /// Largest key a record may carry (`key_len` is a u16).
 pub const KEY_BYTES_MAX: usize = u16::MAX as usize;

@@ -332,7 +332,7 @@ impl Segment {
     /// Zeroes `pos..end`.
     ///
     /// # Safety
-    /// As [`Segment::write_parts`]: the range is unpublished.
+    /// As [`Segment::write_frame`]: the range is unpublished.
     pub(crate) unsafe fn zero(&self, pos: usize, end: usize) {
         // SAFETY: forwarded contract.
         unsafe { self.map.zero(pos, end - pos) }

@@ -4,8 +4,8 @@
 //! `fallocate`, locks, maps or futexes directly. Every durability step has a
 //! name here, so a reader can audit which calls make what durable, and every
 //! effect on the file system runs through [`effect`] as one [`Op`], which the
-//! simulated disk ([`sim`], tests only) counts, fails on demand, and uses to
-//! tell what a power cut would keep.
+//! simulated disk (`sim`, tests only: the `simulation` feature) counts, fails
+//! on demand, and uses to tell what a power cut would keep.
 //!
 //! - [`mmap`]: file mappings, the only place that hands out raw pointers into
 //!   shared memory, with the contract that keeps readers from faulting.
@@ -90,25 +90,15 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
             None => break,
         }
     }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    // Create, then sync each new directory and the parent that gained its
-    // entry, from the top down: a child entry is only reachable once its
-    // parent is durable.
+    // From the top down: a child entry is only reachable once its parent is
+    // durable.
     for (made, d) in missing.iter().rev().enumerate() {
-        let created = effect(Op::CreateDir(d), || match std::fs::create_dir(d) {
-            // Another process made it first: just as good.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-            other => other,
-        })
-        .map_err(|e| Error::io("create directory", d, e));
-        if let Err(e) = created.and_then(|()| sync_dir(parent_dir(d))).and_then(|()| sync_dir(d)) {
-            // Later calls take an existing directory for a durable one, so
-            // one whose entry may not be durable must not stay behind: the
-            // next attempt creates and syncs it afresh.
-            for undo in missing.iter().rev().take(made + 1).rev() {
-                let _ = remove_tree(undo);
+        if let Err(e) = create_one_dir_durable(d) {
+            // Later calls take an existing directory for a durable one (see
+            // `create_one_dir_durable`): the parents made here go too, those
+            // still empty (another process may be using one by now).
+            for undo in missing.iter().rev().take(made).rev() {
+                remove_empty_dir(undo);
             }
             return Err(e);
         }
@@ -116,8 +106,46 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates `dir` in its parent, which must exist (as `std::fs::create_dir`,
+/// where [`create_dir_durable`] is `create_dir_all`), then fsyncs both. A
+/// missing parent is an `Io` error (`NotFound`): the caller chose the place,
+/// and a typo above it must not become a new tree.
+pub(crate) fn create_child_dir_durable(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    create_one_dir_durable(dir)
+}
+
+/// Creates `d`, whose parent exists, then syncs the parent that gained its
+/// entry and `d` itself.
+fn create_one_dir_durable(d: &Path) -> Result<()> {
+    let made_here = effect(Op::CreateDir(d), || match std::fs::create_dir(d) {
+        // Another process made it first: just as good.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        other => other.map(|()| true),
+    })
+    .map_err(|e| Error::io("create directory", d, e))?;
+    sync_dir(parent_dir(d)).and_then(|()| sync_dir(d)).inspect_err(|_| {
+        // Later calls take an existing directory for a durable one, so one
+        // whose entry may not be durable must not stay behind: the next
+        // attempt creates and syncs it afresh. Only a directory made here,
+        // and only while still empty: another process may already have
+        // filled it (it saw it exist), and its files are not ours to remove.
+        if made_here {
+            remove_empty_dir(d);
+        }
+    })
+}
+
+/// Removes `d` if it is an empty directory; anything else stays, silently:
+/// this only undoes a creation that could not be made durable.
+fn remove_empty_dir(d: &Path) {
+    let _ = effect(Op::Remove(d), || std::fs::remove_dir(d));
+}
+
 /// The directory holding `path`; `.` for a bare relative name.
-fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -25,7 +25,7 @@
 //! are granted twice (redelivered), which is what at-least-once means; a
 //! real service dedupes them by order id.
 //!
-//! Run: `cargo run --release --example zero_loss [-- ORDERS]`
+//! Run: `cargo run --release -p durq-demo [-- ORDERS]`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
