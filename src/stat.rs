@@ -137,14 +137,10 @@ pub fn stat(dir: &Path) -> Result<QueueStat> {
     let listing = group::list(dir)?;
     let groups_dir = dir.join(GROUPS_DIR);
     let mut groups = Vec::new();
-    for name in listing.groups {
-        groups.push(group_stat(&groups_dir.join(&name), name, &partitions, open, &locks)?);
+    for name in &listing.groups {
+        groups.push(group_stat(&groups_dir.join(name), name.clone(), &partitions, open, &locks)?);
     }
-    let notes = listing
-        .strays
-        .iter()
-        .map(|stray| format!("{}: not a consumer group; ignored", groups_dir.join(stray).display()))
-        .collect();
+    let notes = listing.stray_notes(dir);
     Ok(QueueStat { config, partitions, groups, open, notes })
 }
 

@@ -72,9 +72,16 @@ impl Report {
 /// reported as that one problem, with how to recover (see
 /// [`unreadable_meta`]).
 pub fn verify(dir: &Path) -> Result<Report> {
+    check(dir, None)
+}
+
+/// [`verify`]; `record_bytes_max` is the queue's when something else tells
+/// it (a dead-letter queue's follows from its queue's), for the advice on a
+/// damaged meta file.
+fn check(dir: &Path, record_bytes_max: Option<u32>) -> Result<Report> {
     let config = match meta::read(dir) {
         Ok(config) => config,
-        Err(e) => return unreadable_meta(dir, e),
+        Err(e) => return unreadable_meta(dir, e, record_bytes_max),
     };
     let mut report = Report::default();
     let mut ends = Vec::new();
@@ -85,9 +92,7 @@ pub fn verify(dir: &Path) -> Result<Report> {
     }
     let groups_dir = dir.join(GROUPS_DIR);
     let listing = group::list(dir)?;
-    for stray in &listing.strays {
-        report.notes.push(format!("{}: not a consumer group; ignored", groups_dir.join(stray).display()));
-    }
+    report.notes.extend(listing.stray_notes(dir));
     for group in &listing.groups {
         let group_dir = groups_dir.join(group);
         for (p, &end) in ends.iter().enumerate() {
@@ -110,7 +115,7 @@ pub fn verify(dir: &Path) -> Result<Report> {
                 report.notes.push(format!("{}: {e}", slot_dir.join(slot::LEASE_FILE).display()));
             }
         }
-        verify_dead_letters(&group_dir.join(dead_letter::DLQ_DIR), group, &mut report)?;
+        verify_dead_letters(&group_dir.join(dead_letter::DLQ_DIR), group, &config, &mut report)?;
     }
     Ok(report)
 }
@@ -129,13 +134,14 @@ fn log_end(pdir: &Path, p: u32, config: &crate::QueueConfig) -> Result<Option<u6
 
 /// Checks a group's dead-letter queue, a durq queue of its own, the same
 /// way, and adds what it finds to `report`, each problem and note saying
-/// whose dead-letter queue it is in.
-fn verify_dead_letters(dlq: &Path, group: &str, report: &mut Report) -> Result<()> {
+/// whose dead-letter queue it is in. `config`: the queue's.
+fn verify_dead_letters(dlq: &Path, group: &str, config: &crate::QueueConfig, report: &mut Report) -> Result<()> {
     if !dlq.is_dir() {
         return Ok(());
     }
     let whose = format!("in the dead-letter queue of group {group:?}");
-    let found = verify(dlq).or_else(|e| match e {
+    let record_bytes_max = dead_letter::queue_options(config).resolve()?.record_bytes_max;
+    let found = check(dlq, Some(record_bytes_max)).or_else(|e| match e {
         // Not even a partition folder yet.
         Error::Io { source, .. }
             if source.kind() == std::io::ErrorKind::NotFound && !dlq.join(partition::dir_name(0)).exists() =>
@@ -163,7 +169,7 @@ fn verify_dead_letters(dlq: &Path, group: &str, report: &mut Report) -> Result<(
 /// checked, and its one problem comes with how to recover. A directory
 /// without partition folders and without a durq meta file is no queue at
 /// all, and a meta file of a newer format no damage: both stay errors.
-fn unreadable_meta(dir: &Path, error: Error) -> Result<Report> {
+fn unreadable_meta(dir: &Path, error: Error, record_bytes_max: Option<u32>) -> Result<Report> {
     let partitions = (0..).take_while(|&p| dir.join(partition::dir_name(p)).is_dir()).count();
     let (position, what) = match &error {
         Error::Corrupt { position, reason, .. } => (*position, reason.clone()),
@@ -186,7 +192,7 @@ fn unreadable_meta(dir: &Path, error: Error) -> Result<Report> {
     };
     let mut report = Report::default();
     report.problem(&dir.join(meta::META_FILE), position, None, what);
-    report.notes.push(meta_advice(dir, partitions));
+    report.notes.push(meta_advice(dir, partitions, record_bytes_max));
     Ok(report)
 }
 
@@ -208,8 +214,9 @@ fn holds_data(dir: &Path, partitions: usize) -> bool {
 }
 
 /// How to give a queue back its meta file: a new one with the options the
-/// queue was created with, some of which its other files still tell.
-fn meta_advice(dir: &Path, partitions: usize) -> String {
+/// queue was created with, which its other files, or `record_bytes_max`
+/// when known, still tell.
+fn meta_advice(dir: &Path, partitions: usize, record_bytes_max: Option<u32>) -> String {
     let first_segment = partition::segment_bases(&dir.join(partition::dir_name(0)))
         .ok()
         .and_then(|bases| bases.first().copied())
@@ -221,10 +228,19 @@ fn meta_advice(dir: &Path, partitions: usize) -> String {
         segment::header_segment_bytes(&header).or_else(|| std::fs::metadata(&path).ok().map(|m| m.len()))
     });
     let segment_bytes = segment_bytes.map_or("SIZE (the size of its segment files)".into(), |b| b.to_string());
+    let (record_bytes_max, which) = match record_bytes_max {
+        Some(n) => (n.to_string(), String::new()),
+        None => (
+            "BYTES".into(),
+            format!(
+                "; BYTES must be at least the original record_bytes_max, {} unless it was set",
+                crate::options::RECORD_BYTES_MAX_DEFAULT
+            ),
+        ),
+    };
     format!(
-        "to recover {meta}, with no process using the queue: create an empty queue with the options this one was created with, in a new directory NEW: `durq produce NEW --partitions {partitions} --segment-bytes {segment_bytes} --record-bytes-max BYTES --durability sync < /dev/null` (the partitions and segment size are what its files say; BYTES must be at least the original record_bytes_max, {default} unless it was set; any durability will do), then copy NEW/{meta} to {path} and run durq verify again (docs/RELIABILITY.md, \"What to do when\")",
+        "to recover {meta}, with no process using the queue: create an empty queue with the options this one was created with, in a new directory NEW: `durq produce NEW --partitions {partitions} --segment-bytes {segment_bytes} --record-bytes-max {record_bytes_max} --durability sync < /dev/null` (the partitions and segment size are what its files say{which}; any durability will do), then copy NEW/{meta} to {path} and run durq verify again (docs/RELIABILITY.md, \"What to do when\")",
         meta = meta::META_FILE,
-        default = crate::options::RECORD_BYTES_MAX_DEFAULT,
         path = dir.join(meta::META_FILE).display()
     )
 }

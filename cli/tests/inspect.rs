@@ -107,15 +107,27 @@ fn set_modes(dir: &Path, dir_mode: u32, file_mode: u32) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode)).unwrap();
 }
 
-/// Every file and directory under `root`: its mode, length, modification
-/// time and, for a file, its bytes.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, u64, i64, i64, Option<Vec<u8>>)> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, (u32, u64, i64, i64, Option<Vec<u8>>)>) {
+/// What `snapshot` keeps of one file or directory: its mode, length,
+/// modification time and, for a file, its bytes.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    mode: u32,
+    len: u64,
+    modified: (i64, i64),
+    bytes: Option<Vec<u8>>,
+}
+
+/// Every file and directory under `root`.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let m = std::fs::symlink_metadata(&path).unwrap();
             let bytes = m.is_file().then(|| std::fs::read(&path).unwrap());
-            out.insert(path.clone(), (m.mode(), m.len(), m.mtime(), m.mtime_nsec(), bytes));
+            out.insert(
+                path.clone(),
+                Entry { mode: m.mode(), len: m.len(), modified: (m.mtime(), m.mtime_nsec()), bytes },
+            );
             if m.is_dir() {
                 walk(&path, out);
             }
@@ -290,6 +302,45 @@ fn verify_checks_the_dead_letter_queues_and_names_the_group() {
     assert!(run.stderr.contains("verify found 1 problem(s)"), "{}", run.stderr);
     // stat still shows the queue; the damaged dead letter is still counted.
     assert_eq!(group(&stat_json(&q), "g").get("dead_letters").u64(), 1);
+
+    // A damaged meta file of the dead-letter queue: its options follow from
+    // the queue's, so the advice names them all, and it works.
+    let meta = Path::new(&q).join("groups/g/dlq/durq.meta");
+    common_flip(&meta, 20);
+    let run = durq(&["verify", &q], "");
+    let report = String::from_utf8(run.stdout).unwrap();
+    let problem = format!(
+        "problem: {}: byte 60: in the dead-letter queue of group \"g\": meta file checksum mismatch",
+        meta.display()
+    );
+    assert!(report.contains(&problem), "{report}");
+    let advice = "`durq produce NEW --partitions 1 --segment-bytes 65536 --record-bytes-max 20520 --durability sync < /dev/null`";
+    assert!(report.contains(advice), "{report}");
+    let g = group(&stat_json(&q), "g").clone();
+    assert_eq!(g.get("dead_letters"), &Json::Null, "stat counts no dead letters it cannot read: {g:?}");
+    assert!(g.get("dead_letters_error").str().contains("checksum mismatch"), "{g:?}");
+    assert!(ok(&["stat", &q], "").contains("group g: 0 member(s), dead letters unreadable ("));
+    let new = Path::new(&q).with_file_name("new");
+    ok(
+        &[
+            "produce",
+            new.to_str().unwrap(),
+            "--partitions",
+            "1",
+            "--segment-bytes",
+            "65536",
+            "--record-bytes-max",
+            "20520",
+        ],
+        "",
+    );
+    std::fs::copy(new.join("durq.meta"), &meta).unwrap();
+    let report = String::from_utf8(durq(&["verify", &q], "").stdout).unwrap();
+    assert!(
+        report.contains("byte 64, offset 0: in the dead-letter queue of group \"g\": ")
+            && report.ends_with("1 problem(s), 0 note(s)\n"),
+        "{report}"
+    );
 }
 
 #[test]

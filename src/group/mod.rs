@@ -40,6 +40,15 @@ pub(crate) struct Listing {
     pub(crate) strays: Vec<String>,
 }
 
+impl Listing {
+    /// One note per stray entry of the `groups/` folder of the queue at
+    /// `queue_dir`, for inspection to report.
+    pub(crate) fn stray_notes(&self, queue_dir: &std::path::Path) -> Vec<String> {
+        let dir = queue_dir.join(GROUPS_DIR);
+        self.strays.iter().map(|s| format!("{}: not a consumer group; ignored", dir.join(s).display())).collect()
+    }
+}
+
 /// Lists the groups of the queue at `queue_dir`, apart from the stray
 /// entries beside them. No `groups/` folder: no groups.
 pub(crate) fn list(queue_dir: &std::path::Path) -> crate::Result<Listing> {

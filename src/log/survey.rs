@@ -60,8 +60,9 @@ pub(crate) fn survey(dir: &Path, id: u32, config: &QueueConfig) -> Result<Survey
     };
     let mut repairs = Vec::new();
     let named = |base: u64| segment::file_name(base);
+    let proven_by_last = segment::decode_synced_end(whole).is_some_and(|end| end >= last);
     if let Some(&prev) = bases.len().checked_sub(2).and_then(|i| bases.get(i))
-        && !segment::decode_synced_end(whole).is_some_and(|end| end >= last)
+        && !proven_by_last
     {
         let prev_path = dir.join(named(prev));
         let prev_file = read_segment(&prev_path, config.segment_bytes)?;

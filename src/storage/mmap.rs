@@ -195,7 +195,7 @@ impl ReadOnlyMap {
     /// word atomically (relaxed: a snapshot of that word, ordered with
     /// nothing else).
     pub(crate) fn load_word(&self, pos: usize) -> [u8; 8] {
-        assert!(pos % 8 == 0 && pos <= self.len.saturating_sub(8), "load at {pos} beyond map of {}", self.len);
+        assert!(pos.is_multiple_of(8) && pos <= self.len.saturating_sub(8), "load at {pos} beyond map of {}", self.len);
         // SAFETY: the word is inside the mapping (checked above), which lives
         // as long as `self` and stays backed by the file (rule 1), and is
         // 8-byte aligned (the mapping is page-aligned, `pos` a multiple of
