@@ -41,15 +41,8 @@ pub(crate) struct Survey {
 
 /// Surveys partition `id`, whose directory is `dir`.
 pub(crate) fn survey(dir: &Path, id: u32, config: &QueueConfig) -> Result<Survey> {
-    let bases = partition::segment_bases(dir).map_err(|e| match e {
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            Error::corrupt(dir, 0, None, "partition directory is missing")
-        }
-        e => e,
-    })?;
-    let (Some(&first), Some(&last)) = (bases.first(), bases.last()) else {
-        return Err(Error::corrupt(dir, 0, None, "partition has no segment file"));
-    };
+    let bases = partition::existing_segment_bases(dir)?;
+    let (first, last) = (bases[0], bases[bases.len() - 1]);
     let last_path = dir.join(segment::file_name(last));
     let last_file = read_segment(&last_path, config.segment_bytes)?;
     let whole = &last_file.bytes;

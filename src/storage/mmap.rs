@@ -62,11 +62,7 @@ impl MappedFile {
     /// Maps the first `len` bytes of `file`, which must be at least that long
     /// (the caller reserved them).
     pub(crate) fn map(file: &File, path: &Path, len: u64) -> Result<MappedFile> {
-        let actual = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
-        if actual < len {
-            return Err(Error::corrupt(path, actual, None, format!("file is {actual} bytes, expected at least {len}")));
-        }
-        let len = usize::try_from(len).expect("segment sizes are bounded by SEGMENT_BYTES_MAX");
+        let len = mappable_len(file, path, len)?;
         let map = MmapOptions::new().len(len).map_raw(file).map_err(|e| Error::io("mmap", path, e))?;
         Ok(MappedFile { map, len })
     }
@@ -182,11 +178,7 @@ impl ReadOnlyMap {
     /// Maps the first `len` bytes of `file`, opened read-only, which must be
     /// at least that long (rule 1: the file is never shrunk once it is).
     pub(crate) fn map(file: &File, path: &Path, len: u64) -> Result<ReadOnlyMap> {
-        let actual = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
-        if actual < len {
-            return Err(Error::corrupt(path, actual, None, format!("file is {actual} bytes, expected at least {len}")));
-        }
-        let len = usize::try_from(len).expect("control files are bounded by the partition limit");
+        let len = mappable_len(file, path, len)?;
         let map = MmapOptions::new().len(len).map_raw_read_only(file).map_err(|e| Error::io("mmap", path, e))?;
         Ok(ReadOnlyMap { map, len })
     }
@@ -210,4 +202,14 @@ impl ReadOnlyMap {
         let word = unsafe { AtomicU64::from_ptr(self.map.as_ptr().add(pos).cast_mut().cast()) };
         word.load(Ordering::Relaxed).to_ne_bytes()
     }
+}
+
+/// `len`, once `file` is checked to be at least that long: a mapping past
+/// the end of its file faults on access (SIGBUS).
+fn mappable_len(file: &File, path: &Path, len: u64) -> Result<usize> {
+    let actual = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    if actual < len {
+        return Err(Error::corrupt(path, actual, None, format!("file is {actual} bytes, expected at least {len}")));
+    }
+    Ok(usize::try_from(len).expect("mapped files are bounded by SEGMENT_BYTES_MAX"))
 }
