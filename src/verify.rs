@@ -69,8 +69,7 @@ impl Report {
 /// Checks the queue at `dir` without modifying anything. `Err` only when it
 /// cannot be read as a queue at all (no such directory, none of a queue's
 /// files, a newer format); a queue whose meta file is missing or damaged is
-/// reported as that one problem, with how to recover (see
-/// [`unreadable_meta`]).
+/// reported as that one problem, with how to recover.
 pub fn verify(dir: &Path) -> Result<Report> {
     check(dir, None)
 }
@@ -167,14 +166,17 @@ fn verify_dead_letters(dlq: &Path, group: &str, config: &crate::QueueConfig, rep
 /// The report on a queue whose meta file cannot be read (`error`): it holds
 /// the options every other file is read with, so nothing else can be
 /// checked, and its one problem comes with how to recover. A directory
-/// without partition folders and without a durq meta file is no queue at
-/// all, and a meta file of a newer format no damage: both stay errors.
+/// without partition folders is no queue (or nothing left to recover), and
+/// a meta file of a newer format no damage: both stay errors.
 fn unreadable_meta(dir: &Path, error: Error, record_bytes_max: Option<u32>) -> Result<Report> {
     let partitions = (0..).take_while(|&p| dir.join(partition::dir_name(p)).is_dir()).count();
+    if partitions == 0 {
+        return Err(error);
+    }
     let (position, what) = match &error {
         Error::Corrupt { position, reason, .. } => (*position, reason.clone()),
-        Error::NotAQueue { reason, .. } if partitions > 0 => (0, reason.clone()),
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound && partitions > 0 => {
+        Error::NotAQueue { reason, .. } => (0, reason.clone()),
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             if !holds_data(dir, partitions) {
                 // Creation publishes the meta file last (docs/FORMAT.md).
                 return Ok(Report {

@@ -18,7 +18,7 @@
 //! - [`dead_letter`]: the dead-letter envelope.
 //!
 //! Anything else in `groups/` (a `notes.txt`, a `.DS_Store`) is not a group:
-//! [`list`] sets it apart, and inspection notes it once and ignores it.
+//! `list` sets it apart, and inspection notes it once and ignores it.
 
 pub mod assignment;
 pub mod checkpoint;
