@@ -1,15 +1,42 @@
 //! What a queue holds: offsets, segments, and each group's members, slots,
-//! position, lag and dead letters.
+//! position, lag and dead letters, found without changing anything.
+//!
+//! `stat` never writes, never recovers and takes no lock, so a user who may
+//! only read the queue's directory can look at it, and looking changes
+//! neither the queue nor how its users see each other:
+//!
+//! - Whether some process has the queue open comes from the kernel's table
+//!   of file locks (`storage::lock_table`): each such process holds a
+//!   `flock` on `durq.ctl`. Trying that lock to find out would make an
+//!   opener that comes at the same moment take the queue for live and skip
+//!   recovery.
+//! - Open: the offsets are the live ones, read from `durq.ctl` through a
+//!   read-only mapping (`control::observe`).
+//! - Not open: the offsets are those the next open will recover to
+//!   (`log::survey`, which reads the last segments), and a partition that
+//!   the next open will repair (a torn tail after a crash, say) says so in
+//!   [`PartitionStat::needs_recovery`]; `stat` leaves it as it is.
+//! - Members are alive, hung or dead by the same lock table
+//!   (`member::observe`); a dead member's file is left for its group.
+//! - A slot whose checkpoint cannot be used is reported damaged, and a
+//!   dead-letter queue that cannot be read says why; the rest of the queue
+//!   is still shown. Entries of `groups/` that are not groups are noted once
+//!   and ignored.
+//!
+//! While processes use the queue, each number is read once, in turn: the
+//! snapshot is not atomic.
 
 use std::path::Path;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::group::lease::Lease;
 use crate::group::member::{self, Liveness, MemberInfo};
-use crate::group::{GROUPS_DIR, dead_letter, slot};
+use crate::group::{self, GROUPS_DIR, checkpoint, dead_letter, slot};
+use crate::log::{control, partition, survey};
+use crate::meta;
 use crate::options::QueueConfig;
 use crate::queue::Queue;
-use crate::storage;
+use crate::storage::lock_table::LockTable;
 
 /// A snapshot of a queue.
 #[derive(Debug, Clone)]
@@ -20,10 +47,16 @@ pub struct QueueStat {
     pub partitions: Vec<PartitionStat>,
     /// One entry per consumer group, by name.
     pub groups: Vec<GroupStat>,
+    /// Whether some process had the queue open: the offsets are then its
+    /// live ones; otherwise those the next open will find.
+    pub open: bool,
+    /// Worth knowing, but not part of the queue: entries of `groups/` that
+    /// are not consumer groups, which durq ignores.
+    pub notes: Vec<String>,
 }
 
 /// A snapshot of one partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionStat {
     /// The partition's number.
     pub partition: u32,
@@ -35,6 +68,11 @@ pub struct PartitionStat {
     pub segments: usize,
     /// Bytes of segment files on disk.
     pub bytes: u64,
+    /// What the next open's recovery will repair, in words (a torn tail
+    /// after a crash, say), when no process has the queue open; `None` when
+    /// it will change nothing, or the queue is open (its processes
+    /// recovered it and repair what their own crashes leave).
+    pub needs_recovery: Option<String>,
 }
 
 /// A snapshot of one consumer group.
@@ -42,16 +80,19 @@ pub struct PartitionStat {
 pub struct GroupStat {
     /// The group's name.
     pub name: String,
-    /// Committed offset (next to process) per partition.
-    pub committed: Vec<u64>,
-    /// Records not yet processed, per partition.
-    pub lag: Vec<u64>,
+    /// Committed offset (next to process) per partition; `None` where the
+    /// slot is damaged (see [`SlotStat::damaged`]).
+    pub committed: Vec<Option<u64>>,
+    /// Records not yet processed, per partition; `None` where the slot is
+    /// damaged.
+    pub lag: Vec<Option<u64>>,
     /// Its members, alive, hung or dead.
     pub members: Vec<MemberInfo>,
     /// One entry per slot (partition).
     pub slots: Vec<SlotStat>,
-    /// Records in its dead-letter queue not yet replayed.
-    pub dead_letters: u64,
+    /// Records in its dead-letter queue not yet replayed, or why its
+    /// dead-letter queue cannot be read (`durq verify` says more).
+    pub dead_letters: std::result::Result<u64, String>,
 }
 
 /// A snapshot of one slot of a group.
@@ -59,12 +100,18 @@ pub struct GroupStat {
 pub struct SlotStat {
     /// The slot's partition.
     pub slot: u32,
-    /// The epoch of the checkpoint in force (0 if never taken).
+    /// The epoch of the checkpoint in force (0 if never taken); for a
+    /// damaged slot, that of its newest checkpoint file.
     pub epoch: u64,
     /// The lease record, or why it cannot be read.
     pub lease: std::result::Result<Lease, String>,
     /// The holder's state.
     pub holder: Holder,
+    /// Why the group's position in this partition cannot be used: every
+    /// copy of its checkpoint is damaged, or it lies past the end of the
+    /// log. No member can take the slot until [`Queue::reset_group`]
+    /// (`durq group reset`) gives it a new position.
+    pub damaged: Option<String>,
 }
 
 /// Who holds a slot.
@@ -78,62 +125,121 @@ pub enum Holder {
     Member(Liveness),
 }
 
+/// A snapshot of the queue at `dir`, which must exist; changes nothing (see
+/// the module docs).
+pub fn stat(dir: &Path) -> Result<QueueStat> {
+    if !dir.join(meta::META_FILE).exists() {
+        return Err(Error::NotAQueue { path: dir.into(), reason: format!("it has no {}", meta::META_FILE) });
+    }
+    let config = meta::read(dir)?;
+    let locks = LockTable::read()?;
+    let (open, partitions) = partitions(dir, &config, &locks)?;
+    let listing = group::list(dir)?;
+    let groups_dir = dir.join(GROUPS_DIR);
+    let mut groups = Vec::new();
+    for name in &listing.groups {
+        groups.push(group_stat(&groups_dir.join(name), name.clone(), &partitions, open, &locks)?);
+    }
+    let notes = listing.stray_notes(dir);
+    Ok(QueueStat { config, partitions, groups, open, notes })
+}
+
 impl Queue {
-    /// A snapshot of the queue's partitions and groups.
+    /// A snapshot of the queue's partitions and groups: [`stat`] of its
+    /// directory.
     pub fn stat(&self) -> Result<QueueStat> {
-        let inner = &self.inner;
-        let mut partitions = Vec::new();
-        for p in &inner.partitions {
-            let segments = p.segment_bases()?.len();
-            partitions.push(PartitionStat {
-                partition: p.id,
-                first_offset: p.first_offset(),
-                next_offset: p.next_offset(),
-                segments,
-                bytes: segments as u64 * inner.config.segment_bytes,
-            });
-        }
-        let groups_dir = inner.dir.join(GROUPS_DIR);
-        let mut groups = Vec::new();
-        let names = if groups_dir.exists() { storage::list_dir(&groups_dir)? } else { Vec::new() };
-        for name in names {
-            groups.push(group_stat(&groups_dir.join(&name), name, &partitions)?);
-        }
-        Ok(QueueStat { config: inner.config, partitions, groups })
+        stat(self.path())
     }
 }
 
-fn group_stat(dir: &Path, name: String, partitions: &[PartitionStat]) -> Result<GroupStat> {
-    let members = member::scan(dir, false)?;
-    let mut committed = Vec::new();
-    let mut slots = Vec::new();
+/// Every partition of the queue at `dir`, and whether some process has the
+/// queue open.
+fn partitions(dir: &Path, config: &QueueConfig, locks: &LockTable) -> Result<(bool, Vec<PartitionStat>)> {
+    let live = control::observe(dir, config.partitions, locks)?;
+    let mut partitions = Vec::new();
+    for p in 0..config.partitions {
+        let pdir = dir.join(partition::dir_name(p));
+        let (first_offset, next_offset, segments, needs_recovery) = match &live {
+            Some(live) => {
+                let o = live[p as usize];
+                (o.first_offset, o.next_offset, partition::segment_bases(&pdir)?.len(), None)
+            }
+            None => {
+                let s = survey::survey(&pdir, p, config)?;
+                (s.first_offset, s.next_offset, s.segments, (!s.repairs.is_empty()).then(|| s.repairs.join("; ")))
+            }
+        };
+        let bytes = segments as u64 * config.segment_bytes;
+        partitions.push(PartitionStat { partition: p, first_offset, next_offset, segments, bytes, needs_recovery });
+    }
+    Ok((live.is_some(), partitions))
+}
+
+/// One group; `open`: the partitions' ends are live (and may have moved
+/// since they were read, so a checkpoint past them proves nothing).
+fn group_stat(
+    dir: &Path,
+    name: String,
+    partitions: &[PartitionStat],
+    open: bool,
+    locks: &LockTable,
+) -> Result<GroupStat> {
+    let members = member::observe(dir, locks)?;
+    let (mut committed, mut lag, mut slots) = (Vec::new(), Vec::new(), Vec::new());
     for p in partitions {
         let slot_dir = slot::dir(dir, p.partition);
-        // A slot nobody took yet has processed nothing.
-        let (epoch, next) = slot::checkpoint_in_force(&slot_dir, p.partition)?
-            .map_or((0, p.first_offset), |(e, st)| (e, st.next_offset));
-        committed.push(next);
+        let (epoch, position) = match slot::checkpoint_in_force(&slot_dir, p.partition) {
+            // A slot nobody took yet has processed nothing.
+            Ok(None) => (0, Ok(p.first_offset)),
+            Ok(Some((epoch, state))) if !open && state.next_offset > p.next_offset => {
+                let path = slot_dir.join(checkpoint::file_name(epoch));
+                let why = format!(
+                    "{}: checkpoint at offset {} is past the end of the log ({})",
+                    path.display(),
+                    state.next_offset,
+                    p.next_offset
+                );
+                (epoch, Err(why))
+            }
+            Ok(Some((epoch, state))) => (epoch, Ok(state.next_offset)),
+            Err(e @ Error::Corrupt { .. }) => {
+                (checkpoint::epochs(&slot_dir)?.last().copied().unwrap_or(0), Err(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
+        committed.push(position.as_ref().ok().copied());
+        lag.push(position.as_ref().ok().map(|&c| p.next_offset.saturating_sub(c)));
         let lease = slot::read_lease(&slot_dir, p.partition)?.map_err(|e| e.to_string());
         let holder = match &lease {
             Err(_) => Holder::Nobody,
             Ok(l) if l.is_released() => Holder::Released,
             Ok(l) => Holder::Member(members.iter().find(|m| m.id == l.member).map_or(Liveness::Dead, |m| m.liveness)),
         };
-        slots.push(SlotStat { slot: p.partition, epoch, lease, holder });
+        slots.push(SlotStat { slot: p.partition, epoch, lease, holder, damaged: position.err() });
     }
-    let lag = committed.iter().zip(partitions).map(|(&c, p)| p.next_offset.saturating_sub(c)).collect();
-    Ok(GroupStat { name, committed, lag, members, slots, dead_letters: dead_letters(dir)? })
+    let dead_letters = dead_letters(dir, locks)?;
+    Ok(GroupStat { name, committed, lag, members, slots, dead_letters })
 }
 
-/// Records in a group's dead-letter queue past its replay group's position.
-fn dead_letters(group_dir: &Path) -> Result<u64> {
+/// Records in a group's dead-letter queue past its replay group's
+/// position, or why its dead-letter queue cannot be read.
+fn dead_letters(group_dir: &Path, locks: &LockTable) -> Result<std::result::Result<u64, String>> {
     let dlq = group_dir.join(dead_letter::DLQ_DIR);
-    if !dlq.join(crate::meta::META_FILE).exists() {
-        return Ok(0);
+    if !dlq.join(meta::META_FILE).exists() {
+        return Ok(Ok(0));
     }
-    let queue = Queue::open_existing(&dlq)?;
-    let (_, next) = queue.offsets(0);
-    let replay_slot = slot::dir(&dlq.join(GROUPS_DIR).join(dead_letter::REPLAY_GROUP), 0);
-    let replayed = slot::checkpoint_in_force(&replay_slot, 0)?.map_or(0, |(_, st)| st.next_offset);
-    Ok(next.saturating_sub(replayed))
+    let count = || -> Result<u64> {
+        let (_, partitions) = partitions(&dlq, &meta::read(&dlq)?, locks)?;
+        let Some(log) = partitions.first() else { return Ok(0) };
+        let replay_slot = slot::dir(&dlq.join(GROUPS_DIR).join(dead_letter::REPLAY_GROUP), 0);
+        let replayed = slot::checkpoint_in_force(&replay_slot, 0)?.map_or(log.first_offset, |(_, st)| st.next_offset);
+        Ok(log.next_offset.saturating_sub(replayed))
+    };
+    match count() {
+        Ok(n) => Ok(Ok(n)),
+        Err(e @ (Error::Corrupt { .. } | Error::NotAQueue { .. } | Error::UnsupportedVersion { .. })) => {
+            Ok(Err(e.to_string()))
+        }
+        Err(e) => Err(e),
+    }
 }

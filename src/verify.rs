@@ -1,8 +1,12 @@
 //! A read-only check of every byte of a queue: `durq verify`.
 //!
 //! Walks every frame of every segment (checksum, offset order, segment
-//! contiguity) and every checkpoint, and reports each problem with its file,
-//! byte position and offset. It opens files read-only and never repairs:
+//! contiguity) and every checkpoint, then every group's dead-letter queue
+//! the same way, and reports each problem with its file, byte position and
+//! offset (and, in a dead-letter queue, whose it is). Entries of `groups/`
+//! that are not groups are noted and ignored; a missing or damaged meta
+//! file is reported with how to recover. It opens files read-only and never
+//! repairs:
 //! a torn tail that the next open would zero is reported as a note, and so
 //! is one in the segment before the last that nothing proves was synced
 //! (the next open cuts the log there, see `recovery::check_sealed`).
@@ -11,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::group::checkpoint::{self, COPIES_AT, CopyError};
-use crate::group::{GROUPS_DIR, slot};
-use crate::log::partition;
-use crate::log::recovery;
+use crate::group::{self, GROUPS_DIR, dead_letter, slot};
+use crate::log::record::FRAME_HEADER_BYTES;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
+use crate::log::{partition, recovery, survey};
 use crate::meta;
 use crate::storage;
 
@@ -63,70 +67,211 @@ impl Report {
 }
 
 /// Checks the queue at `dir` without modifying anything. `Err` only when it
-/// cannot be read as a queue at all (no meta file, unreadable directory).
+/// cannot be read as a queue at all (no such directory, none of a queue's
+/// files, a newer format); a queue whose meta file is missing or damaged is
+/// reported as that one problem, with how to recover.
 pub fn verify(dir: &Path) -> Result<Report> {
-    let config = meta::read(dir)?;
+    check(dir, None)
+}
+
+/// [`verify`]; `record_bytes_max` is the queue's when something else tells
+/// it (a dead-letter queue's follows from its queue's), for the advice on a
+/// damaged meta file.
+fn check(dir: &Path, record_bytes_max: Option<u32>) -> Result<Report> {
+    let config = match meta::read(dir) {
+        Ok(config) => config,
+        Err(e) => return unreadable_meta(dir, e, record_bytes_max),
+    };
     let mut report = Report::default();
     let mut ends = Vec::new();
     for p in 0..config.partitions {
         let pdir = dir.join(partition::dir_name(p));
-        ends.push(verify_partition(&pdir, p, &config, &mut report)?);
+        verify_partition(&pdir, p, &config, &mut report)?;
+        ends.push(log_end(&pdir, p, &config)?);
     }
     let groups_dir = dir.join(GROUPS_DIR);
-    if groups_dir.is_dir() {
-        for group in storage::list_dir(&groups_dir)? {
-            for (p, &end) in ends.iter().enumerate() {
-                let slot_dir = slot::dir(&groups_dir.join(&group), p as u32);
-                if !slot_dir.is_dir() {
-                    continue;
+    let listing = group::list(dir)?;
+    report.notes.extend(listing.stray_notes(dir));
+    for group in &listing.groups {
+        let group_dir = groups_dir.join(group);
+        for (p, &end) in ends.iter().enumerate() {
+            let slot_dir = slot::dir(&group_dir, p as u32);
+            if !slot_dir.is_dir() {
+                continue;
+            }
+            match slot::checkpoint_in_force(&slot_dir, p as u32) {
+                Ok(Some((epoch, _))) => {
+                    verify_checkpoint(&slot_dir.join(checkpoint::file_name(epoch)), p as u32, end, &mut report)?
                 }
-                match slot::checkpoint_in_force(&slot_dir, p as u32) {
-                    Ok(Some((epoch, _))) => {
-                        verify_checkpoint(&slot_dir.join(checkpoint::file_name(epoch)), p as u32, end, &mut report)?
-                    }
-                    Ok(None) => {}
-                    Err(Error::Corrupt { file, reason, .. }) => {
-                        report.checkpoints += 1;
-                        report.problem(&file, 0, None, reason);
-                    }
-                    Err(e) => return Err(e),
+                Ok(None) => {}
+                Err(Error::Corrupt { file, reason, .. }) => {
+                    report.checkpoints += 1;
+                    report.problem(&file, 0, None, reason);
                 }
-                if let Err(e) = slot::read_lease(&slot_dir, p as u32)? {
-                    report.notes.push(format!("{}: {e}", slot_dir.join(slot::LEASE_FILE).display()));
-                }
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = slot::read_lease(&slot_dir, p as u32)? {
+                report.notes.push(format!("{}: {e}", slot_dir.join(slot::LEASE_FILE).display()));
             }
         }
+        verify_dead_letters(&group_dir.join(dead_letter::DLQ_DIR), group, &config, &mut report)?;
     }
     Ok(report)
 }
 
-/// Returns the partition's next offset as found on disk, or `None` when
-/// the segment that would say it cannot be read: a checkpoint is then not
-/// judged against an end made up here.
-fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &mut Report) -> Result<Option<u64>> {
+/// Where the next open will find partition `p`'s log ending, which
+/// checkpoints are judged against (`log::survey`, as `stat` finds it);
+/// `None` when damage the walk reports leaves it unknown: a checkpoint is
+/// then not judged against an end made up here.
+fn log_end(pdir: &Path, p: u32, config: &crate::QueueConfig) -> Result<Option<u64>> {
+    match survey::survey(pdir, p, config) {
+        Ok(found) => Ok(Some(found.next_offset)),
+        Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks a group's dead-letter queue, a durq queue of its own, the same
+/// way, and adds what it finds to `report`, each problem and note saying
+/// whose dead-letter queue it is in. `config`: the queue's.
+fn verify_dead_letters(dlq: &Path, group: &str, config: &crate::QueueConfig, report: &mut Report) -> Result<()> {
+    if !dlq.is_dir() {
+        return Ok(());
+    }
+    let whose = format!("in the dead-letter queue of group {group:?}");
+    let record_bytes_max = dead_letter::queue_options(config).resolve()?.record_bytes_max;
+    let found = check(dlq, Some(record_bytes_max)).or_else(|e| match e {
+        // Not even a partition folder yet.
+        Error::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound && !dlq.join(partition::dir_name(0)).exists() =>
+        {
+            Ok(Report {
+                notes: vec![format!(
+                    "{}: empty: its creation was cut short; the next dead letter completes it",
+                    dlq.display()
+                )],
+                ..Report::default()
+            })
+        }
+        e => Err(e),
+    })?;
+    report.records += found.records;
+    report.segments += found.segments;
+    report.checkpoints += found.checkpoints;
+    report.problems.extend(found.problems.into_iter().map(|p| Problem { what: format!("{whose}: {}", p.what), ..p }));
+    report.notes.extend(found.notes.into_iter().map(|n| format!("{whose}: {n}")));
+    Ok(())
+}
+
+/// The report on a queue whose meta file cannot be read (`error`): it holds
+/// the options every other file is read with, so nothing else can be
+/// checked, and its one problem comes with how to recover. A directory
+/// without partition folders is no queue (or nothing left to recover), and
+/// a meta file of a newer format no damage: both stay errors.
+fn unreadable_meta(dir: &Path, error: Error, record_bytes_max: Option<u32>) -> Result<Report> {
+    let partitions = (0..).take_while(|&p| dir.join(partition::dir_name(p)).is_dir()).count();
+    if partitions == 0 {
+        return Err(error);
+    }
+    let (position, what) = match &error {
+        Error::Corrupt { position, reason, .. } => (*position, reason.clone()),
+        Error::NotAQueue { reason, .. } => (0, reason.clone()),
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            if !holds_data(dir, partitions) {
+                // Creation publishes the meta file last (docs/FORMAT.md).
+                return Ok(Report {
+                    notes: vec![format!(
+                        "{}: no {}, and nothing but empty partitions: a creation cut short, which the next open completes",
+                        dir.display(),
+                        meta::META_FILE
+                    )],
+                    ..Report::default()
+                });
+            }
+            (0, "the meta file is missing".into())
+        }
+        _ => return Err(error),
+    };
+    let mut report = Report::default();
+    report.problem(&dir.join(meta::META_FILE), position, None, what);
+    report.notes.push(meta_advice(dir, partitions, record_bytes_max));
+    Ok(report)
+}
+
+/// Whether a queue directory holds more than a creation that was cut short
+/// before publishing its meta file can leave: groups, a second segment, or
+/// a record (a non-zero byte where the first frame goes).
+fn holds_data(dir: &Path, partitions: usize) -> bool {
+    dir.join(GROUPS_DIR).exists()
+        || (0..partitions as u32).any(|p| {
+            let pdir = dir.join(partition::dir_name(p));
+            let bases = partition::segment_bases(&pdir).unwrap_or_default();
+            bases.len() > 1
+                || bases.first().is_some_and(|&base| {
+                    let path = pdir.join(segment::file_name(base));
+                    storage::read_small(&path, SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES)
+                        .map_or(true, |b| b.get(SEGMENT_HEADER_BYTES..).is_some_and(|f| f.iter().any(|&x| x != 0)))
+                })
+        })
+}
+
+/// How to give a queue back its meta file: a new one with the options the
+/// queue was created with, which its other files, or `record_bytes_max`
+/// when known, still tell.
+fn meta_advice(dir: &Path, partitions: usize, record_bytes_max: Option<u32>) -> String {
+    let first_segment = partition::segment_bases(&dir.join(partition::dir_name(0)))
+        .ok()
+        .and_then(|bases| bases.first().copied())
+        .map(|base| dir.join(partition::dir_name(0)).join(segment::file_name(base)));
+    // The header names the size it was created with; a damaged header
+    // leaves the file's length.
+    let segment_bytes = first_segment.and_then(|path| {
+        let header = storage::read_small(&path, SEGMENT_HEADER_BYTES).ok()?;
+        segment::header_segment_bytes(&header).or_else(|| std::fs::metadata(&path).ok().map(|m| m.len()))
+    });
+    let segment_bytes = segment_bytes.map_or("SIZE (the size of its segment files)".into(), |b| b.to_string());
+    let (record_bytes_max, which) = match record_bytes_max {
+        Some(n) => (n.to_string(), String::new()),
+        None => (
+            "BYTES".into(),
+            format!(
+                "; BYTES must be at least the original record_bytes_max, {} unless it was set",
+                crate::options::RECORD_BYTES_MAX_DEFAULT
+            ),
+        ),
+    };
+    format!(
+        "to recover {meta}, with no process using the queue: create an empty queue with the options this one was created with, in a new directory NEW: `durq produce NEW --partitions {partitions} --segment-bytes {segment_bytes} --record-bytes-max {record_bytes_max} --durability sync < /dev/null` (the partitions and segment size are what its files say{which}; any durability will do), then copy NEW/{meta} to {path} and run durq verify again (docs/RELIABILITY.md, \"What to do when\")",
+        meta = meta::META_FILE,
+        path = dir.join(meta::META_FILE).display()
+    )
+}
+
+fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &mut Report) -> Result<()> {
     let bases = match partition::segment_bases(pdir) {
         Ok(b) => b,
         Err(Error::Corrupt { file, reason, .. }) => {
             report.problem(&file, 0, None, reason);
-            return Ok(None);
+            return Ok(());
         }
         Err(e) => return Err(e),
     };
     if bases.is_empty() {
         report.problem(pdir, 0, None, "partition has no segment file");
-        return Ok(None);
+        return Ok(());
     }
     let mut expected = bases[0];
-    let mut end_known = true;
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         // A segment whose header cannot be read says nothing about where
         // its records end. The next segment's base does; after the last one
-        // the end is unknown. Either way only this segment is reported, not
-        // the intact files whose offsets no longer line up with a guess.
-        let mut unreadable = |expected: &mut u64| match bases.get(i + 1) {
-            Some(&next_base) => *expected = next_base,
-            None => end_known = false,
+        // nothing follows to blame. Either way only this segment is
+        // reported, not the intact files whose offsets no longer line up
+        // with a guess.
+        let unreadable = |expected: &mut u64| {
+            if let Some(&next_base) = bases.get(i + 1) {
+                *expected = next_base;
+            }
         };
         let path = pdir.join(segment::file_name(base));
         report.segments += 1;
@@ -190,7 +335,7 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
                 segment::file_name(bases[i + 1]),
             ));
             report.records += cut.next_offset - base;
-            return Ok(Some(cut.next_offset));
+            return Ok(());
         }
         let synced_end = segment::decode_synced_end(&bytes).unwrap_or(base);
         let scan = recovery::scan(&bytes, base, config.record_bytes_max, synced_end);
@@ -234,7 +379,7 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             _ => scan.next_offset,
         };
     }
-    Ok(end_known.then_some(expected))
+    Ok(())
 }
 
 /// The cut recovery would make in the segment before the last (`bytes`,

@@ -14,13 +14,16 @@
 //! - `durq stat DIR [--json]` shows each partition's offsets, segments and
 //!   bytes; and each group's members (alive, hung or dead), each slot's
 //!   holder, epoch and heartbeat, committed offsets, lag and dead letters.
+//!   Read-only: no lock, no write, no recovery (a partition the next open
+//!   will repair is shown as needing recovery).
 //! - `durq group reset DIR --group G --to earliest|latest|OFFSET|TIME` moves
 //!   a group without live members and prints its new position per partition;
 //!   `durq group delete DIR --group G` deletes one and says so on stdout.
 //! - `durq dlq DIR --group G list [--limit N]` prints a group's dead letters,
 //!   one per line; `durq dlq DIR --group G replay` sends them back into the
 //!   queue and prints how many.
-//! - `durq verify DIR` checks every byte of the queue, read-only.
+//! - `durq verify DIR` checks every byte of the queue, its dead-letter
+//!   queues included, read-only.
 //!
 //! Only `produce` creates a queue; the other commands refuse a directory that
 //! is not one, so a typo in `DIR` is an error rather than a new empty queue.

@@ -5,7 +5,6 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use durq::Queue;
 use durq::group::lease::{Lease, member_hex};
 use durq::group::member::MemberInfo;
 use durq::stat::{GroupStat, Holder, QueueStat, SlotStat};
@@ -15,7 +14,9 @@ use crate::{CliResult, stream_error};
 /// Show each partition's first and next offset, segments and bytes; and for
 /// each consumer group its members (alive, hung or dead), each slot's
 /// holder, epoch, last heartbeat, committed offset and lag, and the size of
-/// its dead-letter queue.
+/// its dead-letter queue. Read-only: changes nothing, takes no lock, runs no
+/// recovery (a partition the next open will repair is shown as needing
+/// recovery), and needs only read access to the queue.
 #[derive(clap::Args)]
 pub struct Args {
     /// Queue directory; must already hold a queue.
@@ -27,9 +28,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let queue = Queue::open_existing(&args.dir)?;
-    let stat = queue.stat()?;
-    let text = if args.json { to_json(queue.path(), &stat) } else { to_tables(queue.path(), &stat, now_ms()) };
+    let stat = durq::stat::stat(&args.dir)?;
+    let text = if args.json { to_json(&args.dir, &stat) } else { to_tables(&args.dir, &stat, now_ms()) };
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
     Ok(())
@@ -42,12 +42,13 @@ fn now_ms() -> u64 {
 fn to_tables(path: &Path, stat: &QueueStat, now_ms: u64) -> String {
     let c = &stat.config;
     let mut text = format!(
-        "queue {}: {} partition(s), durability {}, segment_bytes {}, record_bytes_max {}\n\n",
+        "queue {}: {} partition(s), durability {}, segment_bytes {}, record_bytes_max {}; {}\n\n",
         path.display(),
         c.partitions,
         c.durability,
         c.segment_bytes,
-        c.record_bytes_max
+        c.record_bytes_max,
+        if stat.open { "open" } else { "not open" }
     );
     let partitions = stat.partitions.iter().map(|p| {
         [
@@ -60,27 +61,44 @@ fn to_tables(path: &Path, stat: &QueueStat, now_ms: u64) -> String {
     });
     use Align::{Left, Right};
     text += &table(["PARTITION", "FIRST", "NEXT", "SEGMENTS", "BYTES"], [Left, Right, Right, Right, Right], partitions);
+    for p in &stat.partitions {
+        if let Some(repairs) = &p.needs_recovery {
+            text += &format!("partition {} needs recovery, which the next open does: {repairs}\n", p.partition);
+        }
+    }
     if stat.groups.is_empty() {
         text += "\nno consumer groups\n";
     }
     for g in &stat.groups {
         text.push('\n');
-        text += &group_tables(g, now_ms);
+        text += &group_tables(path, g, now_ms);
+    }
+    if !stat.notes.is_empty() {
+        text.push('\n');
+    }
+    for note in &stat.notes {
+        text += &format!("note: {note}\n");
     }
     text
 }
 
-/// One group: a heading, its slots, then its members.
+/// One group: a heading, its slots (and what is wrong with damaged ones),
+/// then its members.
 ///
 /// ```text
 /// group g: 1 member(s), 0 dead letter(s)
 /// PARTITION  COMMITTED  LAG  EPOCH  HOLDER  PID  HEARTBEAT  STATE
 /// ...
+/// partition 1 damaged: ...
 /// MEMBER  PID  HEARTBEAT  STATE
 /// ...
 /// ```
-fn group_tables(g: &GroupStat, now_ms: u64) -> String {
-    let mut text = format!("group {}: {} member(s), {} dead letter(s)\n", g.name, g.members.len(), g.dead_letters);
+fn group_tables(path: &Path, g: &GroupStat, now_ms: u64) -> String {
+    let dead_letters = match &g.dead_letters {
+        Ok(n) => format!("{n} dead letter(s)"),
+        Err(reason) => format!("dead letters unreadable ({reason}; durq verify says more)"),
+    };
+    let mut text = format!("group {}: {} member(s), {dead_letters}\n", g.name, g.members.len());
     let slots = g.slots.iter().map(|s| {
         let p = s.slot as usize;
         let (holder, pid, heartbeat) = match &s.lease {
@@ -90,8 +108,8 @@ fn group_tables(g: &GroupStat, now_ms: u64) -> String {
         };
         [
             s.slot.to_string(),
-            g.committed.get(p).map_or("-".into(), u64::to_string),
-            g.lag.get(p).map_or("-".into(), u64::to_string),
+            known_offset(g.committed.get(p)),
+            known_offset(g.lag.get(p)),
             s.epoch.to_string(),
             holder,
             pid,
@@ -105,6 +123,16 @@ fn group_tables(g: &GroupStat, now_ms: u64) -> String {
         [Left, Right, Right, Right, Left, Right, Right, Left],
         slots,
     );
+    for s in &g.slots {
+        if let Some(reason) = &s.damaged {
+            text += &format!(
+                "partition {} damaged: {reason}; no member can take it until `durq group reset {} --group {} --to earliest|latest|OFFSET|TIME` (with no member running) sets the group's position in every partition\n",
+                s.slot,
+                path.display(),
+                g.name
+            );
+        }
+    }
     if g.members.is_empty() {
         text += "no members\n";
         return text;
@@ -117,15 +145,24 @@ fn group_tables(g: &GroupStat, now_ms: u64) -> String {
     text
 }
 
-/// What a slot's holder is doing, in words: the holder's liveness,
-/// `released`, or why the lease cannot be read.
+/// What a slot's holder is doing, in words: `damaged` (explained below the
+/// table), the holder's liveness, `released`, or why the lease cannot be
+/// read.
 fn slot_state(s: &SlotStat) -> String {
+    if s.damaged.is_some() {
+        return "damaged".into();
+    }
     match (&s.lease, s.holder) {
         (Err(reason), _) => format!("no lease: {reason}"),
         (Ok(_), Holder::Member(liveness)) => liveness.to_string(),
         (Ok(_), Holder::Released) => "released".into(),
         (Ok(_), Holder::Nobody) => "nobody".into(),
     }
+}
+
+/// An offset or a lag, or `-` where it is unknown (a damaged slot).
+fn known_offset(n: Option<&Option<u64>>) -> String {
+    n.copied().flatten().map_or("-".into(), |n| n.to_string())
 }
 
 /// `n`, or `-` where 0 means unknown (an unreadable member file).
@@ -187,36 +224,50 @@ fn to_json(path: &Path, stat: &QueueStat) -> String {
         .iter()
         .map(|p| {
             format!(
-                r#"{{"partition":{},"first_offset":{},"next_offset":{},"segments":{},"bytes":{}}}"#,
-                p.partition, p.first_offset, p.next_offset, p.segments, p.bytes
+                r#"{{"partition":{},"first_offset":{},"next_offset":{},"segments":{},"bytes":{},"needs_recovery":{}}}"#,
+                p.partition,
+                p.first_offset,
+                p.next_offset,
+                p.segments,
+                p.bytes,
+                json_or_null(p.needs_recovery.as_deref())
             )
         })
         .collect();
     let groups: Vec<String> = stat.groups.iter().map(group_json).collect();
+    let notes: Vec<String> = stat.notes.iter().map(|n| json_string(n)).collect();
     format!(
-        r#"{{"path":{},"durability":{},"segment_bytes":{},"record_bytes_max":{},"partitions":[{}],"groups":[{}]}}"#,
+        r#"{{"path":{},"durability":{},"segment_bytes":{},"record_bytes_max":{},"partitions":[{}],"groups":[{}],"open":{},"notes":[{}]}}"#,
         json_string(&path.to_string_lossy()),
         json_string(&c.durability.to_string()),
         c.segment_bytes,
         c.record_bytes_max,
         partitions.join(","),
-        groups.join(",")
+        groups.join(","),
+        stat.open,
+        notes.join(",")
     ) + "\n"
 }
 
-/// `{"name","committed","lag","members","slots","dead_letters"}`: the first
-/// three as they always were, the rest added after them.
+/// `{"name","committed","lag","members","slots","dead_letters",
+/// "dead_letters_error"}`: the first three as they always were, the rest
+/// added after them. A damaged slot's committed offset and lag are null;
+/// an unreadable dead-letter queue's count is null, and
+/// `dead_letters_error` says why.
 fn group_json(g: &GroupStat) -> String {
     let members: Vec<String> = g.members.iter().map(member_json).collect();
     let slots: Vec<String> = g.slots.iter().map(slot_json).collect();
+    let (dead_letters, error) = match &g.dead_letters {
+        Ok(n) => (n.to_string(), "null".into()),
+        Err(reason) => ("null".into(), json_string(reason)),
+    };
     format!(
-        r#"{{"name":{},"committed":[{}],"lag":[{}],"members":[{}],"slots":[{}],"dead_letters":{}}}"#,
+        r#"{{"name":{},"committed":[{}],"lag":[{}],"members":[{}],"slots":[{}],"dead_letters":{dead_letters},"dead_letters_error":{error}}}"#,
         json_string(&g.name),
         join_numbers(&g.committed),
         join_numbers(&g.lag),
         members.join(","),
         slots.join(","),
-        g.dead_letters
     )
 }
 
@@ -233,7 +284,8 @@ fn member_json(m: &MemberInfo) -> String {
 
 /// `holder` is `"alive"`, `"hung"` or `"dead"` (the liveness of the member
 /// the lease names), `"released"`, or `"nobody"` (lease unreadable: then
-/// `lease` is null and `lease_error` says why).
+/// `lease` is null and `lease_error` says why). `damaged` is null, or why
+/// the slot's position cannot be used.
 fn slot_json(s: &SlotStat) -> String {
     let holder = match s.holder {
         Holder::Member(liveness) => liveness.to_string(),
@@ -244,7 +296,12 @@ fn slot_json(s: &SlotStat) -> String {
         Ok(l) => (lease_json(l), "null".into()),
         Err(reason) => ("null".into(), json_string(reason)),
     };
-    format!(r#"{{"slot":{},"epoch":{},"holder":"{holder}","lease":{lease},"lease_error":{error}}}"#, s.slot, s.epoch)
+    format!(
+        r#"{{"slot":{},"epoch":{},"holder":"{holder}","lease":{lease},"lease_error":{error},"damaged":{}}}"#,
+        s.slot,
+        s.epoch,
+        json_or_null(s.damaged.as_deref())
+    )
 }
 
 /// A lease record; `member` is null once released.
@@ -264,8 +321,13 @@ fn json_known(n: u64) -> String {
     if n == 0 { "null".into() } else { n.to_string() }
 }
 
-fn join_numbers(numbers: &[u64]) -> String {
-    numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+/// Numbers, null where unknown.
+fn join_numbers(numbers: &[Option<u64>]) -> String {
+    numbers.iter().map(|n| n.map_or("null".into(), |n| n.to_string())).collect::<Vec<_>>().join(",")
+}
+
+fn json_or_null(s: Option<&str>) -> String {
+    s.map_or("null".into(), json_string)
 }
 
 /// `s` as a JSON string literal (RFC 8259 escapes): also a quoted text that

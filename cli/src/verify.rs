@@ -7,9 +7,11 @@ use durq::verify::Report;
 
 use crate::{CliResult, stream_error};
 
-/// Check every record and checkpoint without modifying anything. Prints one
-/// line per problem (file, byte position, offset, what is wrong) and exits 1
-/// if there is any; notes (such as an unrecovered torn tail) do not fail.
+/// Check every record and checkpoint, those of the groups' dead-letter
+/// queues included, without modifying anything. Prints one line per problem
+/// (file, byte position, offset, what is wrong) and exits 1 if there is
+/// any; notes (such as an unrecovered torn tail, or how to recover a
+/// damaged meta file) do not fail.
 #[derive(clap::Args)]
 pub struct Args {
     /// Queue directory; must already hold a queue.

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::group::lease::{self, Lease, MemberId};
+use crate::storage::lock_table::LockTable;
 use crate::storage::{self, Locked};
 
 /// The folder of member files inside a group's directory.
@@ -141,39 +142,68 @@ pub(crate) fn is_alive(group_dir: &Path, id: &MemberId) -> Result<bool> {
 /// dead members when `reap` is set. Each member is judged hung by its own
 /// declared timeout.
 pub fn scan(group_dir: &Path, reap: bool) -> Result<Vec<MemberInfo>> {
-    let dir = group_dir.join(MEMBERS_DIR);
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
     let now = storage::now_ms();
     let mut members = Vec::new();
-    for name in storage::list_dir(&dir)? {
-        let Some(id) = name.strip_suffix(SUFFIX).and_then(parse_hex) else { continue };
-        let path = dir.join(&name);
+    for (id, path) in member_files(group_dir)? {
         // Never create it: a member that left between the listing and now
         // is simply gone.
         let Some((file, locked)) = storage::try_lock_existing(&path)? else { continue };
         let mut bytes = [0u8; lease::LEASE_BYTES];
         let n = storage::read_at(&file, &path, 0, &mut bytes)?;
-        let record = lease::decode(&bytes[..n], MEMBER_SLOT).ok();
-        let liveness = match (&locked, &record) {
-            (Locked::Yes, _) => Liveness::Dead,
-            (Locked::HeldElsewhere, Some(r)) if r.is_stale(now) => Liveness::Hung,
-            // A live process whose file cannot be read yet (it is being
-            // written) counts as alive: its lock says so.
-            (Locked::HeldElsewhere, _) => Liveness::Alive,
-        };
-        if liveness == Liveness::Dead && reap {
+        let member = judge(id, matches!(locked, Locked::HeldElsewhere), &bytes[..n], now);
+        if member.liveness == Liveness::Dead && reap {
             let _ = storage::remove_file(&path);
         }
-        members.push(MemberInfo {
-            id,
-            pid: record.as_ref().map_or(0, |r| r.pid),
-            heartbeat_ms: record.as_ref().map_or(0, |r| r.heartbeat_ms),
-            liveness,
-        });
+        members.push(member);
     }
     Ok(members)
+}
+
+/// [`scan`] for an observer that may only read (`stat`): whether a member's
+/// file is locked comes from the kernel's lock table (`locks`), so nothing
+/// is locked, written or removed, and a dead member's file stays for the
+/// group's next scan to remove.
+pub(crate) fn observe(group_dir: &Path, locks: &LockTable) -> Result<Vec<MemberInfo>> {
+    let now = storage::now_ms();
+    let mut members = Vec::new();
+    for (id, path) in member_files(group_dir)? {
+        let bytes = match storage::read_small(&path, lease::LEASE_BYTES) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(crate::Error::io("read", &path, e)),
+        };
+        members.push(judge(id, locks.held(&path)?, &bytes, now));
+    }
+    Ok(members)
+}
+
+/// The id and path of every member file of the group at `group_dir`.
+fn member_files(group_dir: &Path) -> Result<Vec<(MemberId, PathBuf)>> {
+    let dir = group_dir.join(MEMBERS_DIR);
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let names = storage::list_dir(&dir)?;
+    Ok(names.iter().filter_map(|name| Some((name.strip_suffix(SUFFIX).and_then(parse_hex)?, dir.join(name)))).collect())
+}
+
+/// What a member file's `bytes` say, given whether another process holds
+/// its lock.
+fn judge(id: MemberId, locked_elsewhere: bool, bytes: &[u8], now_ms: u64) -> MemberInfo {
+    let record = lease::decode(bytes, MEMBER_SLOT).ok();
+    let liveness = match &record {
+        _ if !locked_elsewhere => Liveness::Dead,
+        Some(r) if r.is_stale(now_ms) => Liveness::Hung,
+        // A live process whose file cannot be read yet (it is being
+        // written) counts as alive: its lock says so.
+        _ => Liveness::Alive,
+    };
+    MemberInfo {
+        id,
+        pid: record.as_ref().map_or(0, |r| r.pid),
+        heartbeat_ms: record.as_ref().map_or(0, |r| r.heartbeat_ms),
+        liveness,
+    }
 }
 
 fn parse_hex(hex: &str) -> Option<MemberId> {
@@ -217,6 +247,23 @@ mod tests {
         let seen = scan(dir.path(), true).unwrap();
         assert_eq!(seen.iter().map(|m| m.liveness).collect::<Vec<_>>(), vec![Liveness::Dead]);
         assert!(!path.exists(), "the dead member's file was removed");
+    }
+
+    #[test]
+    fn an_observer_tells_alive_from_dead_by_the_lock_table_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Member::join(dir.path(), 10_000).unwrap();
+        let seen = observe(dir.path(), &LockTable::read().unwrap()).unwrap();
+        assert_eq!(seen.iter().map(|m| (m.id, m.liveness)).collect::<Vec<_>>(), vec![(a.id, Liveness::Alive)]);
+        // A dead process's file: the lock gone, the file left behind.
+        let kept = dir.path().join("kept");
+        std::fs::copy(&a.path, &kept).unwrap();
+        let path = a.path.clone();
+        drop(a);
+        std::fs::rename(&kept, &path).unwrap();
+        let seen = observe(dir.path(), &LockTable::read().unwrap()).unwrap();
+        assert_eq!(seen.iter().map(|m| m.liveness).collect::<Vec<_>>(), vec![Liveness::Dead]);
+        assert!(path.exists(), "an observer removes nothing");
     }
 
     #[test]

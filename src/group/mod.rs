@@ -16,6 +16,9 @@
 //! - [`slot`]: taking, holding and giving back a slot; the fencing protocol.
 //! - [`checkpoint`]: per-epoch, two-copy checkpoint files.
 //! - [`dead_letter`]: the dead-letter envelope.
+//!
+//! Anything else in `groups/` (a `notes.txt`, a `.DS_Store`) is not a group:
+//! `list` sets it apart, and inspection notes it once and ignores it.
 
 pub mod assignment;
 pub mod checkpoint;
@@ -27,3 +30,60 @@ pub mod slot;
 
 /// The folder of all groups inside a queue directory.
 pub const GROUPS_DIR: &str = "groups";
+
+/// The entries of a queue's `groups/` folder.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Listing {
+    /// The consumer groups: directories with a group's name.
+    pub(crate) groups: Vec<String>,
+    /// Everything else, by name: not durq's, and ignored.
+    pub(crate) strays: Vec<String>,
+}
+
+impl Listing {
+    /// One note per stray entry of the `groups/` folder of the queue at
+    /// `queue_dir`, for inspection to report.
+    pub(crate) fn stray_notes(&self, queue_dir: &std::path::Path) -> Vec<String> {
+        let dir = queue_dir.join(GROUPS_DIR);
+        self.strays.iter().map(|s| format!("{}: not a consumer group; ignored", dir.join(s).display())).collect()
+    }
+}
+
+/// Lists the groups of the queue at `queue_dir`, apart from the stray
+/// entries beside them. No `groups/` folder: no groups.
+pub(crate) fn list(queue_dir: &std::path::Path) -> crate::Result<Listing> {
+    let dir = queue_dir.join(GROUPS_DIR);
+    if !dir.is_dir() {
+        return Ok(Listing::default());
+    }
+    let mut listing = Listing::default();
+    for entry in crate::storage::list_dir(&dir)? {
+        if name::validate(&entry).is_ok() && dir.join(&entry).is_dir() {
+            listing.groups.push(entry);
+        } else {
+            listing.strays.push(entry);
+        }
+    }
+    Ok(listing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stray_entries_of_the_groups_folder_are_set_apart_from_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(list(dir.path()).unwrap(), Listing::default(), "no groups folder");
+        let groups = dir.path().join(GROUPS_DIR);
+        for d in ["orders", "b.2", ".hidden", "sp ace"] {
+            std::fs::create_dir_all(groups.join(d)).unwrap();
+        }
+        for f in ["notes.txt", ".DS_Store"] {
+            std::fs::write(groups.join(f), b"x").unwrap();
+        }
+        let listing = list(dir.path()).unwrap();
+        assert_eq!(listing.groups, ["b.2", "orders"]);
+        assert_eq!(listing.strays, [".DS_Store", ".hidden", "notes.txt", "sp ace"]);
+    }
+}

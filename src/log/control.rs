@@ -38,7 +38,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::storage::mmap::MappedFile;
+use crate::storage::lock_table::LockTable;
+use crate::storage::mmap::{MappedFile, ReadOnlyMap};
 use crate::storage::shm::{self, SHARED_MUTEX_BYTES, SharedMutex};
 use crate::storage::{self, Locked};
 
@@ -271,6 +272,56 @@ impl ControlFile {
             shm::futex_wait(self.notify_seq(), seq, Some(sleep));
         }
     }
+}
+
+/// One partition's offsets as the live shared state holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LiveOffsets {
+    /// Earliest retained offset.
+    pub(crate) first_offset: u64,
+    /// Offset the next record gets.
+    pub(crate) next_offset: u64,
+}
+
+/// Every partition's offsets in the control file of the queue at `dir`, if
+/// some process has the queue open (it holds a `flock` on the file, as
+/// `locks` says), read through a read-only mapping: no lock, no write, no
+/// recovery, and read access is enough. `None` when no process has the
+/// queue open, or the file was never initialised (the queue's first opener
+/// is creating it).
+///
+/// The first opener after everybody closed the queue locks the file before
+/// it recovers and initialises it; while it does (milliseconds), the words
+/// read here are those the last run left.
+pub(crate) fn observe(dir: &Path, partitions: u32, locks: &LockTable) -> Result<Option<Vec<LiveOffsets>>> {
+    let path = dir.join(CONTROL_FILE);
+    if !locks.held(&path)? {
+        return Ok(None);
+    }
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        // Closed by its last user since the lock table was read.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    let len = ControlFile::bytes_for(partitions);
+    if file.metadata().map_err(|e| Error::io("stat", &path, e))?.len() < len {
+        return Ok(None);
+    }
+    let map = ReadOnlyMap::map(&file, &path, len)?;
+    let count = map.load_word(PARTITIONS_AT);
+    if map.load_word(0) != MAGIC || count[..4] != partitions.to_le_bytes() {
+        return Ok(None);
+    }
+    let word = |at: usize| u64::from_ne_bytes(map.load_word(at));
+    Ok(Some(
+        (0..partitions as usize)
+            .map(|p| {
+                let block = BLOCKS_AT + BLOCK_BYTES * p;
+                LiveOffsets { first_offset: word(block + FIRST_OFFSET_AT), next_offset: word(block + NEXT_OFFSET_AT) }
+            })
+            .collect(),
+    ))
 }
 
 /// Opens the lock file that serialises opening the queue at `dir`.

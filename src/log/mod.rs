@@ -11,6 +11,8 @@
 //! - `partition`: appends, group commit, and validated reads.
 //! - `prefault`: faulting in segment pages ahead of the writer.
 //! - `sealer`: syncing full segments in the background.
+//! - `survey`: where a partition's log ends, found read-only, and what the
+//!   next open will repair.
 
 pub mod record;
 pub mod recovery;
@@ -21,3 +23,4 @@ pub(crate) mod partition;
 pub(crate) mod prefault;
 pub(crate) mod sealer;
 pub(crate) mod segment_cache;
+pub(crate) mod survey;

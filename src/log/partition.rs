@@ -699,6 +699,22 @@ pub(crate) fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
     Ok(bases)
 }
 
+/// [`segment_bases`] of a partition of an existing queue, which has at
+/// least one: a missing directory, or one without a segment file, is
+/// damage.
+pub(crate) fn existing_segment_bases(dir: &Path) -> Result<Vec<u64>> {
+    let bases = segment_bases(dir).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::corrupt(dir, 0, None, "partition directory is missing")
+        }
+        e => e,
+    })?;
+    if bases.is_empty() {
+        return Err(Error::corrupt(dir, 0, None, "partition has no segment file"));
+    }
+    Ok(bases)
+}
+
 /// Creates partition `id`'s directory with an empty first segment (queue
 /// creation, before the meta file is published). Tolerates the leftovers of
 /// a creation that crashed.
@@ -729,15 +745,8 @@ pub(crate) enum Crash {
 /// ([`Crash::PowerLoss`]), or holds the append mutex after its previous
 /// holder died ([`Crash::ProcessDeath`]).
 pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -> Result<Tail> {
-    let bases = segment_bases(dir).map_err(|e| match e {
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            Error::corrupt(dir, 0, None, "partition directory is missing")
-        }
-        e => e,
-    })?;
-    let (Some(&first), Some(&last)) = (bases.first(), bases.last()) else {
-        return Err(Error::corrupt(dir, 0, None, "partition has no segment file"));
-    };
+    let bases = existing_segment_bases(dir)?;
+    let (first, last) = (bases[0], bases[bases.len() - 1]);
     let seg = Segment::open_for_recovery(dir, last, config.segment_bytes)?;
     // SAFETY: recovery's caller is alone or holds the append mutex (see
     // above), so nothing writes this segment while we read it.

@@ -116,6 +116,13 @@ pub fn decode_synced_end(header: &[u8]) -> Option<u64> {
     (crc32fast::hash(&field[..8]) == crc).then(|| u64::from_le_bytes(field[..8].try_into().expect("8 bytes")))
 }
 
+/// The `segment_bytes` a whole header (see [`header_is_whole`]) was
+/// written with: what a queue without its meta file still tells of its
+/// options.
+pub fn header_segment_bytes(header: &[u8]) -> Option<u64> {
+    header_is_whole(header).then(|| u64::from_le_bytes(header[SIZE_AT..CRC_AT].try_into().expect("8 bytes")))
+}
+
 /// True if `bytes` start with a complete header (magic and checksum
 /// intact), whichever segment it describes: what a creation cut short by a
 /// power cut cannot leave.

@@ -1,10 +1,12 @@
-//! Shared, writable file mappings, and the contract that makes them sound.
+//! Shared file mappings, and the contract that makes them sound.
 //!
 //! # The mmap contract
 //!
 //! durq maps segment files and the control file `MAP_SHARED`, read-write, in
 //! every process that opens the queue, and a consumer maps the checkpoint
-//! file of each slot it holds. Handing out `&[u8]` into such a
+//! file of each slot it holds. An observer (`stat`) maps the control file of
+//! a live queue read-only ([`ReadOnlyMap`]) and only loads words from it, the
+//! way its users store them: atomically. Handing out `&[u8]` into such a
 //! mapping, or writing through a raw pointer into it, is sound only while these
 //! rules hold; every `unsafe` call into this module names the rule it relies on.
 //!
@@ -44,6 +46,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -59,11 +62,7 @@ impl MappedFile {
     /// Maps the first `len` bytes of `file`, which must be at least that long
     /// (the caller reserved them).
     pub(crate) fn map(file: &File, path: &Path, len: u64) -> Result<MappedFile> {
-        let actual = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
-        if actual < len {
-            return Err(Error::corrupt(path, actual, None, format!("file is {actual} bytes, expected at least {len}")));
-        }
-        let len = usize::try_from(len).expect("segment sizes are bounded by SEGMENT_BYTES_MAX");
+        let len = mappable_len(file, path, len)?;
         let map = MmapOptions::new().len(len).map_raw(file).map_err(|e| Error::io("mmap", path, e))?;
         Ok(MappedFile { map, len })
     }
@@ -159,4 +158,58 @@ impl MappedFile {
         super::effect(super::Op::SyncRange(path, pos, len), || self.map.flush_range(pos, len))
             .map_err(|e| Error::io("msync", path, e))
     }
+}
+
+/// A file mapped shared and read-only: how an observer without the right to
+/// write a file (`stat`) reads the live control file. It only loads whole,
+/// aligned words, atomically, since the processes that use the queue store
+/// them atomically while it looks.
+pub(crate) struct ReadOnlyMap {
+    map: MmapRaw,
+    len: usize,
+}
+
+// A relaxed atomic load from read-only memory is sound only for atomics no
+// wider than a pointer (std::sync::atomic, "Atomic accesses to read-only
+// memory"): some targets implement wider loads as a compare-and-swap.
+const _: () = assert!(size_of::<u64>() <= size_of::<usize>(), "read-only u64 loads need a 64-bit target");
+
+impl ReadOnlyMap {
+    /// Maps the first `len` bytes of `file`, opened read-only, which must be
+    /// at least that long (rule 1: the file is never shrunk once it is).
+    pub(crate) fn map(file: &File, path: &Path, len: u64) -> Result<ReadOnlyMap> {
+        let len = mappable_len(file, path, len)?;
+        let map = MmapOptions::new().len(len).map_raw_read_only(file).map_err(|e| Error::io("mmap", path, e))?;
+        Ok(ReadOnlyMap { map, len })
+    }
+
+    /// The 8 bytes at `pos`, a multiple of 8, in memory order, loaded as one
+    /// word atomically (relaxed: a snapshot of that word, ordered with
+    /// nothing else).
+    pub(crate) fn load_word(&self, pos: usize) -> [u8; 8] {
+        assert!(pos.is_multiple_of(8) && pos <= self.len.saturating_sub(8), "load at {pos} beyond map of {}", self.len);
+        // SAFETY: the word is inside the mapping (checked above), which lives
+        // as long as `self` and stays backed by the file (rule 1), and is
+        // 8-byte aligned (the mapping is page-aligned, `pos` a multiple of
+        // 8); it is only loaded, never stored through, and a relaxed load of
+        // a pointer-sized atomic is allowed on read-only memory (asserted
+        // above). Its writers are other processes: the queue's users store
+        // the live words atomically; an opener that re-initialises the file
+        // while we look (it was alone when it checked) stores plain bytes,
+        // which, as for rule 5, Rust's memory model does not cover across
+        // processes; an aligned 8-byte load never tears on the 64-bit
+        // targets durq builds for, so the worst outcome is a stale word.
+        let word = unsafe { AtomicU64::from_ptr(self.map.as_ptr().add(pos).cast_mut().cast()) };
+        word.load(Ordering::Relaxed).to_ne_bytes()
+    }
+}
+
+/// `len`, once `file` is checked to be at least that long: a mapping past
+/// the end of its file faults on access (SIGBUS).
+fn mappable_len(file: &File, path: &Path, len: u64) -> Result<usize> {
+    let actual = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    if actual < len {
+        return Err(Error::corrupt(path, actual, None, format!("file is {actual} bytes, expected at least {len}")));
+    }
+    Ok(usize::try_from(len).expect("mapped files are bounded by SEGMENT_BYTES_MAX"))
 }

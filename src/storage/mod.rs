@@ -11,7 +11,10 @@
 //!   shared memory, with the contract that keeps readers from faulting.
 //! - [`shm`]: cross-process synchronisation inside a shared mapping: a robust
 //!   process-shared mutex and futex wait/wake.
+//! - [`lock_table`]: who holds a `flock`, read from the kernel without
+//!   taking one.
 
+pub(crate) mod lock_table;
 pub(crate) mod mmap;
 pub(crate) mod shm;
 #[cfg(feature = "simulation")]

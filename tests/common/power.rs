@@ -161,7 +161,15 @@ pub fn check(dir: &Path, durability: Durability, ledger: &Ledger, k: u64) -> Res
         logs.push((first, seqs));
     }
     let stat = queue.stat().map_err(|e| format!("stat: {e}"))?;
-    let committed = stat.groups.iter().find(|g| g.name == GROUP).map(|g| g.committed.clone());
+    let committed = match stat.groups.iter().find(|g| g.name == GROUP) {
+        Some(g) => Some(
+            g.committed
+                .iter()
+                .map(|c| c.ok_or("stat: the group's checkpoint is damaged"))
+                .collect::<Result<Vec<u64>, _>>()?,
+        ),
+        None => None,
+    };
     for ack in ledger.acks.values() {
         if ack.durable_at.is_some_and(|at| at <= k) {
             let (p, offset) = (ack.position.partition as usize, ack.position.offset);
