@@ -6,10 +6,10 @@ use std::path::Path;
 use crate::error::Result;
 use crate::group::lease::Lease;
 use crate::group::member::{self, Liveness, MemberInfo};
-use crate::group::{GROUPS_DIR, dead_letter, slot};
+use crate::group::{self, GROUPS_DIR, dead_letter, slot};
 use crate::options::QueueConfig;
 use crate::queue::Queue;
-use crate::storage;
+use crate::retention::failures::{self, RetentionFailures};
 
 /// A snapshot of a queue.
 #[derive(Debug, Clone)]
@@ -20,6 +20,9 @@ pub struct QueueStat {
     pub partitions: Vec<PartitionStat>,
     /// One entry per consumer group, by name.
     pub groups: Vec<GroupStat>,
+    /// Retention passes that failed, and the last one's error (`None`:
+    /// none ever did), or why the record of them cannot be read.
+    pub retention_failures: std::result::Result<Option<RetentionFailures>, String>,
 }
 
 /// A snapshot of one partition.
@@ -95,11 +98,11 @@ impl Queue {
         }
         let groups_dir = inner.dir.join(GROUPS_DIR);
         let mut groups = Vec::new();
-        let names = if groups_dir.exists() { storage::list_dir(&groups_dir)? } else { Vec::new() };
-        for name in names {
+        for name in group::list(&groups_dir)?.0 {
             groups.push(group_stat(&groups_dir.join(&name), name, &partitions)?);
         }
-        Ok(QueueStat { config: inner.config, partitions, groups })
+        let retention_failures = failures::read(&inner.dir).map_err(|e| e.to_string());
+        Ok(QueueStat { config: inner.config, partitions, groups, retention_failures })
     }
 }
 

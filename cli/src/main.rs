@@ -19,6 +19,9 @@
 //!   one per line; `durq dlq DIR --group G replay` sends them back into the
 //!   queue and prints how many.
 //! - `durq verify DIR` checks every byte of the queue, read-only.
+//! - `durq gc DIR` removes the segments every group has processed (as a
+//!   roll does by itself) and prints what each partition freed and what
+//!   holds the rest back.
 //!
 //! Only `produce` creates a queue; the other commands refuse a directory that
 //! is not one, so a typo in `DIR` is an error rather than a new empty queue.
@@ -28,6 +31,7 @@
 
 mod consume;
 mod dlq;
+mod gc;
 mod group;
 mod produce;
 mod stat;
@@ -59,6 +63,7 @@ enum Command {
     Group(group::Command),
     Dlq(dlq::Args),
     Verify(verify::Args),
+    Gc(gc::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         Command::Group(command) => group::run(command),
         Command::Dlq(args) => dlq::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Gc(args) => gc::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

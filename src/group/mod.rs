@@ -16,6 +16,15 @@
 //! - [`slot`]: taking, holding and giving back a slot; the fencing protocol.
 //! - [`checkpoint`]: per-epoch, two-copy checkpoint files.
 //! - [`dead_letter`]: the dead-letter envelope.
+//!
+//! Anything else in `groups/` (an operator's notes, a `.DS_Store`) is not a
+//! group: [`list`] sets it apart, so it stops neither retention nor
+//! inspection.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::storage;
 
 pub mod assignment;
 pub mod checkpoint;
@@ -27,3 +36,37 @@ pub mod slot;
 
 /// The folder of all groups inside a queue directory.
 pub const GROUPS_DIR: &str = "groups";
+
+/// The groups in `groups_dir` and, apart, the entries there that are not
+/// groups, both sorted. A group is a directory whose name is a valid group
+/// name ([`name::validate`]); a missing `groups_dir` holds no group.
+pub fn list(groups_dir: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    if !groups_dir.exists() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let (groups, stray) = storage::list_dir(groups_dir)?
+        .into_iter()
+        .partition(|entry| name::validate(entry).is_ok() && groups_dir.join(entry).is_dir());
+    Ok((groups, stray))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_directories_with_group_names_are_groups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let groups = tmp.path().join(GROUPS_DIR);
+        assert_eq!(list(&groups).unwrap(), (vec![], vec![]), "no groups directory, no group");
+        for dir in ["orders", "b.v2", ".hidden", "sp ace"] {
+            std::fs::create_dir_all(groups.join(dir)).unwrap();
+        }
+        for file in ["notes.txt", ".DS_Store"] {
+            std::fs::write(groups.join(file), b"x").unwrap();
+        }
+        let (groups, stray) = list(&groups).unwrap();
+        assert_eq!(groups, ["b.v2", "orders"]);
+        assert_eq!(stray, [".DS_Store", ".hidden", "notes.txt", "sp ace"]);
+    }
+}
