@@ -34,7 +34,6 @@ use crate::log::partition::{ReadCursor, Span};
 use crate::options::ConsumerOptions;
 use crate::producer::Position;
 use crate::queue::{Queue, QueueInner};
-use crate::retention;
 use crate::storage;
 
 /// One record handed to the caller, borrowed from the queue's mapping (no
@@ -160,9 +159,6 @@ struct Held {
     retry_at: Option<Instant>,
     /// Records below this were in a failed batch: deliver them one at a time.
     isolate_end: u64,
-    /// The base of the segment the group's position was in when this member
-    /// last ran retention; a commit in a later segment runs it again.
-    retention_ran_in: u64,
 }
 
 /// A batch taken from one slot, not yet committed.
@@ -470,14 +466,6 @@ impl Consumer {
             Ok(()) => {
                 held.cursor.advance(&batch.span, count);
                 held.retry_at = None;
-                if held.cursor.segment_base() > held.retention_ran_in {
-                    held.retention_ran_in = held.cursor.segment_base();
-                    // The group passed a whole segment: if the other groups
-                    // had too, it can go now, without waiting for a roll
-                    // (which a full disk may refuse). Its failure must not
-                    // fail a commit that succeeded; it is counted instead.
-                    retention::run_unattended(&self.queue, &self.queue.partitions[batch.slot as usize]);
-                }
                 Ok(())
             }
             Err(e @ Error::Fenced { .. }) => {
@@ -631,8 +619,7 @@ impl Consumer {
         // crashed or hung) come one at a time, so a poison record among
         // them is isolated and every count stays exact.
         let isolate_end = if state.attempts >= 1 { state.delivered_end } else { 0 };
-        let retention_ran_in = cursor.segment_base();
-        self.held.insert(s, Held { hold, cursor, retry_at: None, isolate_end, retention_ran_in });
+        self.held.insert(s, Held { hold, cursor, retry_at: None, isolate_end });
         Ok(())
     }
 }

@@ -6,13 +6,14 @@
 //! - The disk fills until `send` fails: the error says "no space", nothing
 //!   acknowledged was lost, and once space is freed the same handle accepts
 //!   sends again (a full disk is not a failed sync: no fail-stop).
-//! - The disk fills with records a group then consumes: the segments it
-//!   passed go as its commits pass them, and sends resume, round after
+//! - The disk fills with records a group then consumes (the issue's
+//!   reproduction): the next send's roll, which finds no space, first
+//!   removes the segments the group passed, and succeeds; round after
 //!   round, with no command run and nothing lost.
 //! - The disk fills while a second group holds every segment: sends keep
 //!   failing with "no space" until that group is gone; then the very next
-//!   send's roll first removes what the groups passed, and succeeds. The
-//!   same by hand: `Queue::reclaim` (`durq gc`) frees the disk.
+//!   send succeeds the same way. By hand: `Queue::reclaim` (`durq gc`)
+//!   frees the disk.
 //!
 //! Where namespaces are unavailable the tests say so and skip, never
 //! silently.
@@ -189,12 +190,12 @@ fn segment_files(dir: &std::path::Path) -> usize {
 }
 
 #[test]
-fn segments_a_group_consumed_go_as_it_commits_and_sends_resume_round_after_round() {
-    run_on_tmpfs("child_consuming_frees_a_full_disk", "1m");
+fn once_the_groups_consumed_a_full_disk_the_next_send_frees_it_round_after_round() {
+    run_on_tmpfs("child_sends_again_once_consumed", "1m");
 }
 
 #[test]
-fn child_consuming_frees_a_full_disk() {
+fn child_sends_again_once_consumed() {
     let Some(dir) = child_dir() else { return };
     let queue = small_queue(&dir);
     let mut consumer = queue.consumer("g").unwrap();
@@ -207,12 +208,14 @@ fn child_consuming_frees_a_full_disk() {
         println!("@@round {round}: {acked} records acknowledged in {full} segments, then: {error}");
         assert!(acked > 500, "round {round}: a disk of about 15 segments took only {acked} records");
         assert_eq!(consume_checked(&mut consumer), acked, "round {round}: every acknowledged record, once");
-        // No send since: the commits themselves removed what they passed.
+        // The send that failed is tried again: its roll finds no space,
+        // removes what the group passed, and creates its segment.
+        assert_eq!(producer.send(small_payload(filled)).unwrap().offset, filled, "round {round}");
         let left = segment_files(&dir);
-        println!("@@round {round}: consumed; {left} segment files left");
-        assert!(left <= 2, "round {round}: {left} of {full} segments left after the group passed them");
-        assert_eq!(queue.offsets(0), (queue.offsets(0).0, filled));
-        next = filled;
+        println!("@@round {round}: consumed, sent again; {left} segment files left");
+        assert!(left <= 3, "round {round}: {left} of {full} segments left after the group passed them");
+        assert_eq!(consume_checked(&mut consumer), 1);
+        next = filled + 1;
     }
     println!("@@done");
 }

@@ -12,9 +12,8 @@ use crate::{CliResult, stream_error};
 /// Remove the segments every consumer group has processed, and say what
 /// each partition freed and what holds the rest back.
 ///
-/// This is what a roll, a commit into a later segment, or a roll on a full
-/// disk does by itself; gc does it now, and reports a failure instead of
-/// counting it. Safe while producers and consumers run. The last two
+/// This is what a roll, or a roll on a full disk, does by itself; gc does
+/// it now, and reports a failure instead of counting it. Safe while producers and consumers run. The last two
 /// segments of a partition always stay, and a group that has not started
 /// in a partition keeps all of it. Prints one line per partition, then the
 /// total.

@@ -93,7 +93,7 @@ fn a_failed_retention_pass_is_counted_in_stat_and_gc_fails_with_it() {
     make_unremovable(&q, "00000000000000000000.seg");
     ok(&["group", "delete", &q, "--group", "slow"], "");
 
-    // The rolls' passes fail; the sends and the commits do not.
+    // The rolls' passes fail; the sends do not.
     let acks = ok(&["produce", &q], &lines(130));
     assert_eq!(acks.lines().count(), 130);
     assert_eq!(consume(&q, "g", 130), 130);
@@ -117,7 +117,8 @@ fn stat_gc_and_retention_ignore_entries_of_groups_that_are_not_groups() {
     std::fs::write(format!("{q}/groups/notes.txt"), b"ask ops first").unwrap();
     std::fs::write(format!("{q}/groups/.DS_Store"), b"").unwrap();
     assert_eq!(consume(&q, "g", 300), 300);
-    assert_eq!(segment_files(&q), 2, "the commits removed what g passed");
+    ok(&["produce", &q], &lines(70)); // rolls: retention runs
+    assert!(segment_files(&q) <= 3, "the passes removed what g passed: {} left", segment_files(&q));
     let stat = Json::parse(&ok(&["stat", &q, "--json"], ""));
     let names: Vec<&str> = stat.get("groups").arr().iter().map(|g| g.get("name").str()).collect();
     assert_eq!(names, ["g"]);

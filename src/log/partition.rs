@@ -656,11 +656,6 @@ pub(crate) struct ReadCursor {
 }
 
 impl ReadCursor {
-    /// The base offset of the segment the cursor is in.
-    pub(crate) fn segment_base(&self) -> u64 {
-        self.segment.base_offset
-    }
-
     /// Moves the cursor past the first `count` frames of `span`, which the
     /// consumer committed.
     pub(crate) fn advance(&mut self, span: &Span, count: usize) {

@@ -1,11 +1,10 @@
 //! The retention failures record, `durq.retention`: how many retention
 //! passes failed, and the last one's error, for `durq stat`.
 //!
-//! Retention runs where nobody waits for its answer: after a roll, after a
-//! commit that passed a segment, before a roll retries on a full disk. A
-//! failure there must not fail the send or the commit (the record is stored,
-//! the checkpoint moved), yet an unseen one lets passed segments pile up
-//! until the disk is full. So every failure is counted here, in a file
+//! Retention runs where nobody waits for its answer: after a roll, and
+//! before a roll retries on a full disk. A failure there must not fail the
+//! send (its record is stored, or it fails for lack of space anyway), yet
+//! an unseen one lets passed segments pile up until the disk is full. So every failure is counted here, in a file
 //! beside the meta file, where `stat` reads it whether or not any process
 //! has the queue open (`durq.ctl` is rebuilt by every first opener).
 //!

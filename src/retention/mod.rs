@@ -8,12 +8,12 @@
 //! group registered, nothing is removed: a durable queue keeps what nobody
 //! has read. Entries of `groups/` that are not groups are ignored.
 //!
-//! A pass runs after a producer rolled a segment, after a consumer's commit
-//! moved its group into a later segment (so space comes back without waiting
-//! for a roll a full disk refuses), when a roll finds the disk full (then the
-//! roll tries once more), and on demand ([`Queue::reclaim`], `durq gc`).
-//! None of these callers but the last waits for its answer, so a failure is
-//! counted in [`failures`] for `durq stat` instead of being returned.
+//! A pass runs after a producer rolled a segment; when a roll finds the disk
+//! full (the roll then tries once more if the pass removed anything, so a
+//! full disk frees itself as soon as the groups have passed old segments);
+//! and on demand ([`Queue::reclaim`], `durq gc`). Only the last waits for
+//! its answer: the others count a failure in [`failures`], for `durq stat`,
+//! instead of failing the send that ran them.
 //!
 //! **Invariant:** the last two segments of a partition (the tail and the one
 //! before it, as the shared control state names them) are never removed.
