@@ -55,15 +55,18 @@ fn absorbed(trace: &[TracedOp], fault: Fault) -> bool {
         || (fault.errno == libc::ENOSPC && created_again_after_retention(trace, at))
 }
 
-/// True if the segment whose creation failed at `at` was created again
-/// after retention removed a segment.
+/// True if the segment being created when operation `at` failed (the last
+/// one created before it) was created again after retention removed a
+/// segment: the roll found no space and retried.
 fn created_again_after_retention(trace: &[TracedOp], at: u64) -> bool {
-    let Some(failed) = trace.get(at as usize).filter(|op| op.path.extension().is_some_and(|e| e == "seg")) else {
+    let is_segment = |op: &TracedOp| op.path.extension().is_some_and(|e| e == "seg");
+    let upto = (at as usize + 1).min(trace.len());
+    let Some(creating) = trace[..upto].iter().rev().find(|op| op.kind == OpKind::Create && is_segment(op)) else {
         return false;
     };
-    let mut after = trace[at as usize + 1..].iter();
-    after.any(|op| op.kind == OpKind::Remove && op.path.extension().is_some_and(|e| e == "seg"))
-        && after.any(|op| op.kind == OpKind::Create && op.path == failed.path)
+    let mut after = trace[upto..].iter();
+    after.any(|op| op.kind == OpKind::Remove && is_segment(op))
+        && after.any(|op| op.kind == OpKind::Create && op.path == creating.path)
 }
 
 /// An msync of a segment. (The other msyncs are checkpoint commits.)
