@@ -100,7 +100,7 @@ impl Producer {
         if p.take_rolled() {
             // The record is stored; a failure to clean up old segments must
             // not turn its acknowledgement into an error. It is counted for
-            // `durq stat`, and the next roll or commit tries again.
+            // `durq stat`, and the next roll tries again.
             retention::run_unattended(&self.queue, p);
         }
         Ok(first)

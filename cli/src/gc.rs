@@ -13,10 +13,10 @@ use crate::{CliResult, stream_error};
 /// each partition freed and what holds the rest back.
 ///
 /// This is what a roll, or a roll on a full disk, does by itself; gc does
-/// it now, and reports a failure instead of counting it. Safe while producers and consumers run. The last two
-/// segments of a partition always stay, and a group that has not started
-/// in a partition keeps all of it. Prints one line per partition, then the
-/// total.
+/// it now, and reports a failure instead of counting it. Safe while
+/// producers and consumers run. The last two segments of a partition always
+/// stay, and a group that has not started in a partition keeps all of it.
+/// Prints one line per partition, then the total.
 #[derive(clap::Args)]
 pub struct Args {
     /// Queue directory; must already hold a queue.

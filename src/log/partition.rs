@@ -314,8 +314,9 @@ impl Partition {
     /// it is sealed here first.
     ///
     /// If the disk is too full for the new segment, `reclaim` runs (see
-    /// [`Partition::append`]); nothing above has to be undone for the
-    /// second attempt, which finds the same state as the first.
+    /// [`Partition::append`]), under the append mutex: other appenders wait
+    /// for it as for the roll. Nothing above has to be undone for the second
+    /// attempt, which finds the same state as the first.
     fn roll(
         &self,
         c: &PartitionControl<'_>,
