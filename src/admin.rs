@@ -16,7 +16,7 @@ use crate::group::checkpoint::{self, Checkpoint, CheckpointState};
 use crate::group::dead_letter::{self, DLQ_DIR, DeadLetter, REPLAY_GROUP};
 use crate::group::lease::{self, Lease};
 use crate::group::member::{self, Liveness};
-use crate::group::{GROUPS_DIR, name, slot};
+use crate::group::{self, GROUPS_DIR, name, slot};
 use crate::log::partition::{FrameRef, Span};
 use crate::options::ConsumerOptions;
 use crate::producer::Position;
@@ -157,13 +157,10 @@ impl Queue {
         storage::sync_dir(&self.inner.dir.join(GROUPS_DIR))
     }
 
-    /// The names of the registered groups.
+    /// The names of the registered groups (entries of `groups/` that are
+    /// not groups are left out).
     pub fn groups(&self) -> Result<Vec<String>> {
-        let dir = self.inner.dir.join(GROUPS_DIR);
-        if !dir.is_dir() {
-            return Ok(Vec::new());
-        }
-        storage::list_dir(&dir)
+        Ok(group::list(&self.inner.dir)?.groups)
     }
 
     /// The dead letters of `group` not yet replayed, oldest first, up to

@@ -41,7 +41,7 @@ pub mod meta;
 mod options;
 mod producer;
 mod queue;
-mod retention;
+pub mod retention;
 pub mod stat;
 mod storage;
 #[cfg(feature = "simulation")]

@@ -36,6 +36,7 @@ use crate::log::{control, partition, survey};
 use crate::meta;
 use crate::options::QueueConfig;
 use crate::queue::Queue;
+use crate::retention::failures::{self, RetentionFailures};
 use crate::storage::lock_table::LockTable;
 
 /// A snapshot of a queue.
@@ -53,6 +54,9 @@ pub struct QueueStat {
     /// Worth knowing, but not part of the queue: entries of `groups/` that
     /// are not consumer groups, which durq ignores.
     pub notes: Vec<String>,
+    /// Retention passes that failed, and the last one's error (`None`:
+    /// none ever did), or why the record of them cannot be read.
+    pub retention_failures: std::result::Result<Option<RetentionFailures>, String>,
 }
 
 /// A snapshot of one partition.
@@ -141,7 +145,8 @@ pub fn stat(dir: &Path) -> Result<QueueStat> {
         groups.push(group_stat(&groups_dir.join(name), name.clone(), &partitions, open, &locks)?);
     }
     let notes = listing.stray_notes(dir);
-    Ok(QueueStat { config, partitions, groups, open, notes })
+    let retention_failures = failures::read(dir).map_err(|e| e.to_string());
+    Ok(QueueStat { config, partitions, groups, open, notes, retention_failures })
 }
 
 impl Queue {

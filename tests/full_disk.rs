@@ -1,11 +1,22 @@
-//! A real full disk: the queue lives on a 512 KiB tmpfs, mounted inside a
+//! A real full disk: the queue lives on a small tmpfs, mounted inside a
 //! user and mount namespace (`unshare --user --map-root-user --mount`, no
-//! privileges needed). The test binary re-runs itself in there as the child.
-//! The child fills the disk until `send` fails, checks the error says "no
-//! space", that nothing acknowledged was lost, then frees space and checks
-//! the same handle accepts sends again (a full disk is not a failed sync:
-//! no fail-stop). Where namespaces are unavailable the test says so and
-//! skips, never silently.
+//! privileges needed). Each test re-runs this binary in there, as the child
+//! test it names.
+//!
+//! - The disk fills until `send` fails: the error says "no space", nothing
+//!   acknowledged was lost, and once space is freed the same handle accepts
+//!   sends again (a full disk is not a failed sync: no fail-stop).
+//! - The disk fills with records a group then consumes (the issue's
+//!   reproduction): the next send's roll, which finds no space, first
+//!   removes the segments the group passed, and succeeds; round after
+//!   round, with no command run and nothing lost.
+//! - The disk fills while a second group holds every segment: sends keep
+//!   failing with "no space" until that group is gone; then the very next
+//!   send succeeds the same way. By hand: `Queue::reclaim` (`durq gc`)
+//!   frees the disk.
+//!
+//! Where namespaces are unavailable the tests say so and skip, never
+//! silently.
 
 use std::process::Command;
 
@@ -20,25 +31,30 @@ fn payload(i: u64) -> Vec<u8> {
     p
 }
 
-#[test]
-fn a_full_disk_is_a_clear_error_that_loses_nothing_and_passes_when_space_returns() {
+/// Runs the test `child` of this binary inside a user and mount namespace,
+/// on a tmpfs of `size` (as `mount -o size=` takes it), and returns the
+/// `@@` lines it printed; `None`, with the reason printed, where namespaces
+/// are unavailable.
+fn run_on_tmpfs(child: &str, size: &str) -> Option<Vec<String>> {
     let tmp = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let script = r#"mount -t tmpfs -o size=512k none "$DURQ_DIR" && exec "$0" --exact child_on_a_full_disk --nocapture --test-threads=1"#;
+    let script = format!(
+        r#"mount -t tmpfs -o size={size} none "$DURQ_DIR" && exec "$0" --exact {child} --nocapture --test-threads=1"#
+    );
     let probe = Command::new("unshare").args(["--user", "--map-root-user", "--mount", "true"]).output();
     match probe {
         Ok(out) if out.status.success() => {}
         Ok(out) => {
             eprintln!("SKIPPED: user namespaces unavailable: {}", String::from_utf8_lossy(&out.stderr).trim());
-            return;
+            return None;
         }
         Err(e) => {
             eprintln!("SKIPPED: cannot run unshare: {e}");
-            return;
+            return None;
         }
     }
     let out = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "sh", "-c", script])
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
         .arg(&exe)
         .env(ROLE, "child")
         .env("DURQ_DIR", tmp.path())
@@ -48,19 +64,28 @@ fn a_full_disk_is_a_clear_error_that_loses_nothing_and_passes_when_space_returns
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     // libtest may print its own text in front of the child's lines.
-    let lines: Vec<&str> = stdout.lines().filter_map(|l| l.find("@@").map(|i| &l[i..])).collect();
+    let lines: Vec<String> = stdout.lines().filter_map(|l| l.find("@@").map(|i| l[i..].to_owned())).collect();
     eprintln!("{}", lines.join("\n"));
-    assert!(lines.iter().any(|l| l.starts_with("@@no-space ")), "{stdout}");
-    assert!(lines.contains(&"@@done"), "{stdout}");
+    assert!(lines.iter().any(|l| l == "@@done"), "{stdout}");
+    Some(lines)
+}
+
+/// The tmpfs the child runs on, or `None` in the parent run.
+fn child_dir() -> Option<std::path::PathBuf> {
+    std::env::var(ROLE).ok().map(|_| std::path::PathBuf::from(std::env::var("DURQ_DIR").unwrap()))
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_that_loses_nothing_and_passes_when_space_returns() {
+    if let Some(lines) = run_on_tmpfs("child_on_a_full_disk", "512k") {
+        assert!(lines.iter().any(|l| l.starts_with("@@no-space ")), "{lines:?}");
+    }
 }
 
 /// The child: runs inside the namespace, on the tmpfs.
 #[test]
 fn child_on_a_full_disk() {
-    if std::env::var(ROLE).is_err() {
-        return;
-    }
-    let dir = std::path::PathBuf::from(std::env::var("DURQ_DIR").unwrap());
+    let Some(dir) = child_dir() else { return };
     let options = Options::default().segment_bytes(64 << 10).record_bytes_max(8 << 10).durability(Durability::Sync);
     let queue = Queue::open_with(dir.join("q"), options).unwrap();
     drop(queue.consumer("g").unwrap()); // registered before the disk fills
@@ -105,5 +130,147 @@ fn child_on_a_full_disk() {
     }
     assert_eq!(seen, acked + 20);
     println!("@@recovered: {} records consumed after space returned", seen);
+    println!("@@done");
+}
+
+/// Records of the issue's reproduction: 1 KiB records at most, 64 KiB
+/// segments, on a 1 MiB disk (about 15 segments).
+const SMALL_PAYLOAD_BYTES: usize = 900;
+
+fn small_payload(i: u64) -> Vec<u8> {
+    let mut p = format!("record {i} ").into_bytes();
+    p.resize(SMALL_PAYLOAD_BYTES, b'a' + (i % 26) as u8);
+    p
+}
+
+fn small_queue(dir: &std::path::Path) -> Queue {
+    let options = Options::default().segment_bytes(64 << 10).record_bytes_max(1024).durability(Durability::Sync);
+    Queue::open_with(dir.join("q"), options).unwrap()
+}
+
+/// Sends from offset `next` until the disk is full; returns the next offset
+/// and the error, which must say "no space".
+fn fill(producer: &durq::Producer, mut next: u64) -> (u64, durq::Error) {
+    let start = next;
+    loop {
+        match producer.send(small_payload(next)) {
+            Ok(pos) => {
+                assert_eq!(pos.offset, next);
+                next += 1;
+                assert!(next - start < 100_000, "the disk never filled");
+            }
+            Err(e) => {
+                assert!(e.is_no_space(), "the error says the disk is full: {e}");
+                return (next, e);
+            }
+        }
+    }
+}
+
+/// Processes everything visible as `consumer`'s group, checking each record
+/// is the one sent at its offset; returns how many.
+fn consume_checked(consumer: &mut durq::Consumer) -> u64 {
+    let mut seen = 0u64;
+    while let n @ 1.. = consumer
+        .process_timeout(std::time::Duration::from_millis(50), |batch| {
+            for m in batch {
+                assert_eq!(m.payload(), small_payload(m.position().offset), "offset {}", m.position().offset);
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap()
+    {
+        seen += n as u64;
+    }
+    seen
+}
+
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("q/p0000")).unwrap().count()
+}
+
+#[test]
+fn once_the_groups_consumed_a_full_disk_the_next_send_frees_it_round_after_round() {
+    run_on_tmpfs("child_sends_again_once_consumed", "1m");
+}
+
+#[test]
+fn child_sends_again_once_consumed() {
+    let Some(dir) = child_dir() else { return };
+    let queue = small_queue(&dir);
+    let mut consumer = queue.consumer("g").unwrap();
+    let producer = queue.producer();
+    let mut next = 0;
+    for round in 0..3 {
+        let (filled, error) = fill(&producer, next);
+        let acked = filled - next;
+        let full = segment_files(&dir);
+        println!("@@round {round}: {acked} records acknowledged in {full} segments, then: {error}");
+        assert!(acked > 500, "round {round}: a disk of about 15 segments took only {acked} records");
+        assert_eq!(consume_checked(&mut consumer), acked, "round {round}: every acknowledged record, once");
+        // The send that failed is tried again: its roll finds no space,
+        // removes what the group passed, and creates its segment.
+        assert_eq!(producer.send(small_payload(filled)).unwrap().offset, filled, "round {round}");
+        let left = segment_files(&dir);
+        println!("@@round {round}: consumed, sent again; {left} segment files left");
+        assert!(left <= 3, "round {round}: {left} of {full} segments left after the group passed them");
+        assert_eq!(consume_checked(&mut consumer), 1);
+        next = filled + 1;
+    }
+    println!("@@done");
+}
+
+#[test]
+fn a_roll_on_a_full_disk_first_removes_what_every_group_passed_and_gc_does_it_by_hand() {
+    run_on_tmpfs("child_rolls_reclaim_on_a_full_disk", "1m");
+}
+
+#[test]
+fn child_rolls_reclaim_on_a_full_disk() {
+    let Some(dir) = child_dir() else { return };
+    let queue = small_queue(&dir);
+    let mut fast = queue.consumer("fast").unwrap();
+    drop(queue.consumer("slow").unwrap()); // registered at offset 0
+    let producer = queue.producer();
+
+    // The slow group holds every segment: consuming frees nothing, and
+    // sends keep failing.
+    let (next, error) = fill(&producer, 0);
+    println!("@@filled: {next} records, then: {error}");
+    let full = segment_files(&dir);
+    assert_eq!(consume_checked(&mut fast), next);
+    assert_eq!(segment_files(&dir), full, "the slow group holds every segment");
+    assert!(producer.send(small_payload(next)).unwrap_err().is_no_space());
+
+    // Without the slow group, the next send's roll first removes what the
+    // fast group passed: no consume, no command in between.
+    queue.delete_group("slow").unwrap();
+    assert_eq!(producer.send(small_payload(next)).unwrap().offset, next, "the roll reclaimed space");
+    let left = segment_files(&dir);
+    println!("@@after the roll on a full disk: {left} of {full} segment files");
+    assert!(left <= 3, "{left} of {full}");
+    let next = next + 1;
+
+    // By hand: a slow group again, the disk full again; moving the group
+    // frees nothing until `reclaim` (`durq gc`) runs.
+    drop(queue.consumer("slow").unwrap());
+    queue.reset_group("slow", durq::ResetTo::Offset(next)).unwrap();
+    let (filled, error) = fill(&producer, next);
+    println!("@@filled again: {} records, then: {error}", filled - next);
+    assert_eq!(consume_checked(&mut fast), filled - next + 1);
+    queue.reset_group("slow", durq::ResetTo::Latest).unwrap();
+    let before = segment_files(&dir);
+    let reclaimed = queue.reclaim().unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    let r = &reclaimed[0];
+    println!("@@reclaim: {r:?}");
+    assert_eq!(r.segments_removed, before - 2, "everything but the last two segments");
+    assert_eq!((r.segments_kept, r.bytes_removed), (2, r.segments_removed as u64 * (64 << 10)));
+    assert_eq!(r.first_offset, queue.offsets(0).0);
+    assert_eq!(segment_files(&dir), 2);
+    let (refilled, _) = fill(&producer, filled);
+    assert!(refilled - filled > 500, "sends work again: {} records", refilled - filled);
+    // Nothing acknowledged was lost on the way.
+    assert_eq!(consume_checked(&mut fast), refilled - filled);
     println!("@@done");
 }

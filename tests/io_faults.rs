@@ -39,16 +39,34 @@ fn errnos(kind: OpKind) -> &'static [i32] {
 /// removing files it no longer needs (an old checkpoint, its own member
 /// file on leaving, retention's segments, and retention's directory sync
 /// after them), which a later scan, taker or roll does again. A send whose
-/// record is stored is not failed because clean-up failed.
+/// record is stored is not failed because clean-up failed. And a new
+/// segment that found no space, which the roll created again once
+/// retention had removed segments every group had passed.
 ///
 /// Under `Buffered` the sealer thread's msyncs of full segments (its only
 /// operations) may fall between a removal and its directory sync, so they
 /// are skipped when looking back.
-fn absorbed(trace: &[TracedOp], at: u64) -> bool {
+fn absorbed(trace: &[TracedOp], fault: Fault) -> bool {
+    let at = fault.at;
     let kind = |i: u64| trace.get(i as usize).map(|op| op.kind);
     let before = trace[..(at as usize).min(trace.len())].iter().rev().find(|op| !is_log_sync(op));
     kind(at) == Some(OpKind::Remove)
         || (kind(at) == Some(OpKind::SyncDir) && before.is_some_and(|op| op.kind == OpKind::Remove))
+        || (fault.errno == libc::ENOSPC && created_again_after_retention(trace, at))
+}
+
+/// True if the segment being created when operation `at` failed (the last
+/// one created before it) was created again after retention removed a
+/// segment: the roll found no space and retried.
+fn created_again_after_retention(trace: &[TracedOp], at: u64) -> bool {
+    let is_segment = |op: &TracedOp| op.path.extension().is_some_and(|e| e == "seg");
+    let upto = (at as usize + 1).min(trace.len());
+    let Some(creating) = trace[..upto].iter().rev().find(|op| op.kind == OpKind::Create && is_segment(op)) else {
+        return false;
+    };
+    let mut after = trace[upto..].iter();
+    after.any(|op| op.kind == OpKind::Remove && is_segment(op))
+        && after.any(|op| op.kind == OpKind::Create && op.path == creating.path)
 }
 
 /// An msync of a segment. (The other msyncs are checkpoint commits.)
@@ -79,7 +97,7 @@ fn run_checked(durability: Durability, fault: Fault) -> Result<Option<OpKind>, (
     disk.crash_point_now();
     if let Some(kind) = hit
         && error.is_none()
-        && !absorbed(&trace, fault.at)
+        && !absorbed(&trace, fault)
         && !ledger.quiet.iter().any(|r| r.contains(&fault.at))
     {
         let from = (fault.at as usize).saturating_sub(3);

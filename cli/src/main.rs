@@ -24,6 +24,9 @@
 //!   queue and prints how many.
 //! - `durq verify DIR` checks every byte of the queue, its dead-letter
 //!   queues included, read-only.
+//! - `durq gc DIR` removes the segments every group has processed (as a
+//!   roll does by itself) and prints what each partition freed and what
+//!   holds the rest back.
 //!
 //! Only `produce` creates a queue; the other commands refuse a directory that
 //! is not one, so a typo in `DIR` is an error rather than a new empty queue.
@@ -36,6 +39,7 @@
 
 mod consume;
 mod dlq;
+mod gc;
 mod group;
 mod produce;
 mod stat;
@@ -69,6 +73,7 @@ enum Command {
     Group(group::Command),
     Dlq(dlq::Args),
     Verify(verify::Args),
+    Gc(gc::Args),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
         Command::Group(command) => group::run(command),
         Command::Dlq(args) => dlq::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Gc(args) => gc::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,16 +7,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use durq::group::lease::{Lease, member_hex};
 use durq::group::member::MemberInfo;
+use durq::retention::failures::RetentionFailures;
 use durq::stat::{GroupStat, Holder, QueueStat, SlotStat};
 
 use crate::{CliResult, stream_error};
 
-/// Show each partition's first and next offset, segments and bytes; and for
-/// each consumer group its members (alive, hung or dead), each slot's
-/// holder, epoch, last heartbeat, committed offset and lag, and the size of
-/// its dead-letter queue. Read-only: changes nothing, takes no lock, runs no
-/// recovery (a partition the next open will repair is shown as needing
-/// recovery), and needs only read access to the queue.
+/// Show each partition's first and next offset, segments and bytes; how
+/// many retention passes failed, and the last error; and for each consumer
+/// group its members (alive, hung or dead), each slot's holder, epoch, last
+/// heartbeat, committed offset and lag, and the size of its dead-letter
+/// queue. Read-only: changes nothing, takes no lock, runs no recovery (a
+/// partition the next open will repair is shown as needing recovery), and
+/// needs only read access to the queue.
 #[derive(clap::Args)]
 pub struct Args {
     /// Queue directory; must already hold a queue.
@@ -66,6 +68,7 @@ fn to_tables(path: &Path, stat: &QueueStat, now_ms: u64) -> String {
             text += &format!("partition {} needs recovery, which the next open does: {repairs}\n", p.partition);
         }
     }
+    text += &retention_line(&stat.retention_failures, now_ms);
     if stat.groups.is_empty() {
         text += "\nno consumer groups\n";
     }
@@ -80,6 +83,22 @@ fn to_tables(path: &Path, stat: &QueueStat, now_ms: u64) -> String {
         text += &format!("note: {note}\n");
     }
     text
+}
+
+/// `retention failures: none`, or how many and the last one, or why the
+/// record of them cannot be read.
+fn retention_line(failures: &Result<Option<RetentionFailures>, String>, now_ms: u64) -> String {
+    match failures {
+        Ok(None) => "retention failures: none\n".into(),
+        Ok(Some(f)) => format!(
+            "retention failures: {}, the last {} in partition {}: {}\n",
+            f.count,
+            age(now_ms, f.last_ms),
+            f.partition,
+            f.last_error
+        ),
+        Err(reason) => format!("retention failures: record unreadable: {reason}\n"),
+    }
 }
 
 /// One group: a heading, its slots (and what is wrong with damaged ones),
@@ -237,7 +256,7 @@ fn to_json(path: &Path, stat: &QueueStat) -> String {
     let groups: Vec<String> = stat.groups.iter().map(group_json).collect();
     let notes: Vec<String> = stat.notes.iter().map(|n| json_string(n)).collect();
     format!(
-        r#"{{"path":{},"durability":{},"segment_bytes":{},"record_bytes_max":{},"partitions":[{}],"groups":[{}],"open":{},"notes":[{}]}}"#,
+        r#"{{"path":{},"durability":{},"segment_bytes":{},"record_bytes_max":{},"partitions":[{}],"groups":[{}],"open":{},"notes":[{}],"retention_failures":{}}}"#,
         json_string(&path.to_string_lossy()),
         json_string(&c.durability.to_string()),
         c.segment_bytes,
@@ -245,8 +264,25 @@ fn to_json(path: &Path, stat: &QueueStat) -> String {
         partitions.join(","),
         groups.join(","),
         stat.open,
-        notes.join(",")
+        notes.join(","),
+        retention_json(&stat.retention_failures)
     ) + "\n"
+}
+
+/// `{"count","last_ms","partition","error"}`: `count` 0 and the rest null
+/// when none failed; `count` null and `error` saying why when the record
+/// cannot be read.
+fn retention_json(failures: &Result<Option<RetentionFailures>, String>) -> String {
+    let (count, last_ms, partition, error) = match failures {
+        Ok(None) => ("0".into(), "null".into(), "null".into(), "null".into()),
+        Ok(Some(f)) => {
+            (f.count.to_string(), f.last_ms.to_string(), f.partition.to_string(), json_string(&f.last_error))
+        }
+        Err(reason) => {
+            ("null".into(), "null".into(), "null".into(), json_string(&format!("record unreadable: {reason}")))
+        }
+    };
+    format!(r#"{{"count":{count},"last_ms":{last_ms},"partition":{partition},"error":{error}}}"#)
 }
 
 /// `{"name","committed","lag","members","slots","dead_letters",

@@ -28,7 +28,8 @@
 //! **Invariant:** `visible <= next_offset`, `durable <= next_offset`; under
 //! `Sync` and `Interval`, `visible <= durable` (no phantom reads). Only the
 //! holder of a partition's mutex changes `next_offset`, `tail_segment_base`,
-//! `tail_pos` and `prev_segment_base`; `visible` and `durable` only grow
+//! `tail_pos` and `prev_segment_base`; `visible`, `durable` and
+//! `first_offset` (raised by retention, which holds no mutex) only grow
 //! (`fetch_max`). `durable >= prev_segment_base`: at most one sealed segment,
 //! the one before the tail, may hold records that are not durable.
 
@@ -98,7 +99,9 @@ impl PartitionControl<'_> {
     pub(crate) fn set_tail(&self, tail: &Tail) {
         self.tail_segment_base.store(tail.segment_base, Ordering::Relaxed);
         self.tail_pos.store(tail.pos, Ordering::Relaxed);
-        self.first_offset.store(tail.first_offset, Ordering::Relaxed);
+        // Retention raises it without the mutex, and may have since this
+        // tail was read: it only grows.
+        self.first_offset.fetch_max(tail.first_offset, Ordering::SeqCst);
         self.prev_segment_base.store(tail.prev_segment_base, Ordering::Relaxed);
         self.next_offset.store(tail.next_offset, Ordering::Release);
     }

@@ -116,7 +116,11 @@ impl Partition {
     /// writer dies half way, recovery removes the part it wrote (frames carry
     /// a "batch continues" flag). A batch larger than a segment is split at
     /// segment boundaries, and only its last part is atomic.
-    pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<u64> {
+    ///
+    /// A roll that finds the disk full calls `reclaim` (retention: it
+    /// returns how many segments it removed) and, if it removed any, tries
+    /// once more; otherwise the error is the caller's.
+    pub(crate) fn append(&self, records: &[Record<'_>], reclaim: &dyn Fn() -> usize) -> Result<u64> {
         self.stop.check()?;
         let max = self.config.record_bytes_max;
         for r in records {
@@ -147,7 +151,7 @@ impl Partition {
         }
         let total: usize = records.iter().map(Record::frame_bytes).sum();
         if total > seg.len() - pos && total <= seg.len() - SEGMENT_HEADER_BYTES {
-            *tail.cache = Some(self.roll(&c, seg, pos, next)?);
+            *tail.cache = Some(self.roll(&c, seg, pos, next, reclaim)?);
             seg = tail.cache.as_ref().expect("just rolled");
             pos = SEGMENT_HEADER_BYTES;
         }
@@ -158,7 +162,7 @@ impl Partition {
             if len > seg.len() - pos {
                 c.tail_pos.store(pos as u64, Ordering::Relaxed);
                 c.next_offset.store(next, Ordering::Release);
-                *tail.cache = Some(self.roll(&c, seg, pos, next)?);
+                *tail.cache = Some(self.roll(&c, seg, pos, next, reclaim)?);
                 seg = tail.cache.as_ref().expect("just rolled");
                 pos = SEGMENT_HEADER_BYTES;
             }
@@ -308,7 +312,19 @@ impl Partition {
     /// proves it synced. At most one segment is ever left pending: if the
     /// one before `old` still is (the sealer fell a whole segment behind),
     /// it is sealed here first.
-    fn roll(&self, c: &PartitionControl<'_>, old: &Arc<Segment>, pos: usize, next: u64) -> Result<Arc<Segment>> {
+    ///
+    /// If the disk is too full for the new segment, `reclaim` runs (see
+    /// [`Partition::append`]), under the append mutex: other appenders wait
+    /// for it as for the roll. Nothing above has to be undone for the second
+    /// attempt, which finds the same state as the first.
+    fn roll(
+        &self,
+        c: &PartitionControl<'_>,
+        old: &Arc<Segment>,
+        pos: usize,
+        next: u64,
+        reclaim: &dyn Fn() -> usize,
+    ) -> Result<Arc<Segment>> {
         if c.durable.load(Ordering::Acquire) < old.base_offset {
             let prev = self.segment(c.prev_segment_base.load(Ordering::Relaxed))?;
             self.seal(c, &prev, prev.len(), old.base_offset, true)?;
@@ -318,7 +334,13 @@ impl Partition {
             self.publish_durable(c, next);
         }
         let durable = c.durable.load(Ordering::Acquire);
-        let seg = Arc::new(Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable)?);
+        let create = || Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable);
+        // Segments every group has passed may be what fills the disk.
+        let seg = match create() {
+            Err(e) if e.is_no_space() && reclaim() > 0 => create()?,
+            created => created?,
+        };
+        let seg = Arc::new(seg);
         seg.prefault(0, PREFAULT_BYTES);
         self.prefaulter.starting_at(&seg, 0);
         let seg = self.segments.lock().insert(seg);
@@ -394,27 +416,42 @@ impl Partition {
         self.rolled.load(Ordering::Relaxed) && self.rolled.swap(false, Ordering::Relaxed)
     }
 
-    /// Removes the sealed segments that start before `floor`'s segment:
-    /// every record in them is below `floor`. The tail segment always stays.
-    /// `first_offset` is raised before any file goes, so no reader looks for
-    /// a removed segment; a process that still maps one keeps its pages
-    /// (mmap contract rule 1). Returns the number of segments removed.
-    pub(crate) fn remove_segments_below(&self, floor: u64) -> Result<usize> {
-        // A segment that may hold records not yet durable stays, whoever
-        // consumed them (`Buffered`): a flush may still have to sync it.
-        let floor = floor.min(self.shared().durable.load(Ordering::Acquire));
-        let bases = self.segment_bases()?;
+    /// The segments whose records all lie below `floor` (those before the
+    /// segment holding it), except the last two, which stay whatever was
+    /// processed (see `retention`); and the base of the first segment kept.
+    /// Every segment before the last two is synced in full (`durable` is
+    /// at least `prev_segment_base`), so none holds a record a flush may
+    /// still have to sync.
+    pub(crate) fn passed_segments(&self, floor: u64) -> Result<(Vec<u64>, u64)> {
+        let floor = floor.min(self.shared().prev_segment_base.load(Ordering::Acquire));
+        let mut bases = self.segment_bases()?;
         let keep_from = bases.iter().rposition(|&b| b <= floor).unwrap_or(0);
-        if keep_from == 0 {
-            return Ok(0);
-        }
-        self.shared().first_offset.fetch_max(bases[keep_from], Ordering::SeqCst);
-        for &base in &bases[..keep_from] {
+        let first_kept = bases.get(keep_from).copied().unwrap_or(floor);
+        bases.truncate(keep_from);
+        Ok((bases, first_kept))
+    }
+
+    /// Raises the earliest retained offset to `first` (never lowers it):
+    /// readers no longer look below it.
+    pub(crate) fn raise_first_offset(&self, first: u64) {
+        self.shared().first_offset.fetch_max(first, Ordering::SeqCst);
+    }
+
+    /// Removes the segment files starting at `bases`, which lie below
+    /// `first_offset`, and makes their removal durable. A process that still
+    /// maps one keeps its pages (mmap contract rule 1); the disk space comes
+    /// back once no process maps it.
+    pub(crate) fn remove_segments(&self, bases: &[u64]) -> Result<()> {
+        for &base in bases {
+            assert!(
+                base < self.first_offset(),
+                "removing segment {base} at or past first offset {}",
+                self.first_offset()
+            );
             self.segments.lock().remove(base);
             storage::remove_file(&self.dir.join(segment::file_name(base)))?;
         }
-        storage::sync_dir(&self.dir)?;
-        Ok(keep_from)
+        storage::sync_dir(&self.dir)
     }
 
     /// Takes the append mutex; if its last holder died holding it, first

@@ -1,0 +1,51 @@
+//! `durq gc`: removes, by hand, the segments every consumer group has passed.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use durq::Queue;
+use durq::retention::{Limit, Reclaimed};
+
+use crate::stat::json_string;
+use crate::{CliResult, stream_error};
+
+/// Remove the segments every consumer group has processed, and say what
+/// each partition freed and what holds the rest back.
+///
+/// This is what a roll, or a roll on a full disk, does by itself; gc does
+/// it now, and reports a failure instead of counting it. Safe while
+/// producers and consumers run. The last two segments of a partition always
+/// stay, and a group that has not started in a partition keeps all of it.
+/// Prints one line per partition, then the total.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Queue directory; must already hold a queue.
+    dir: PathBuf,
+}
+
+pub fn run(args: Args) -> CliResult<()> {
+    let queue = Queue::open_existing(&args.dir)?;
+    let reclaimed = queue.reclaim()?;
+    let mut text: String = reclaimed.iter().map(partition_line).collect();
+    let segments: usize = reclaimed.iter().map(|r| r.segments_removed).sum();
+    let bytes: u64 = reclaimed.iter().map(|r| r.bytes_removed).sum();
+    text += &format!("removed {segments} segment(s), {bytes} bytes\n");
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
+    Ok(())
+}
+
+/// `partition P: removed N segment(s), B bytes; K kept from offset F: <why>`.
+fn partition_line(r: &Reclaimed) -> String {
+    let why = match &r.limit {
+        Limit::NoGroup => "no consumer group, so every record stays".to_owned(),
+        Limit::NotStarted(group) => format!("group {} has not started here", json_string(group)),
+        Limit::Processed { offset, group } => {
+            format!("every group has processed up to offset {offset} (group {})", json_string(group))
+        }
+    };
+    format!(
+        "partition {}: removed {} segment(s), {} bytes; {} kept from offset {}: {why}\n",
+        r.partition, r.segments_removed, r.bytes_removed, r.segments_kept, r.first_offset
+    )
+}
