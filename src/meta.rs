@@ -116,7 +116,7 @@ pub fn write(dir: &Path, config: &QueueConfig) -> Result<()> {
     storage::rename(&tmp, &dir.join(META_FILE))
 }
 
-/// True for the leftovers of a [`write`] that crashed before its rename.
+/// True for the leftovers of a [`write()`] that crashed before its rename.
 pub fn is_unpublished_tmp(name: &str) -> bool {
     name.starts_with(&format!("{META_FILE}.tmp."))
 }
