@@ -4,9 +4,7 @@
 //! adopted, and bad stored values reported with their bucket, key and
 //! revision.
 
-mod common;
-
-use common::NatsServer;
+use crate::common::NatsServer;
 use durq_nats::{Client, Error, Lease, SlotState, Slots, connect};
 
 /// A bucket on `server`, through a connection of its own.

@@ -2,14 +2,12 @@
 //! instruction to install it (never a silent skip), and a dropped server
 //! leaves no process behind.
 
-mod common;
-
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::NatsServer;
-use common::locate::{check_version, locate};
+use crate::common::NatsServer;
+use crate::common::locate::{check_version, locate};
 
 fn os(path: &Path) -> Option<OsString> {
     Some(path.as_os_str().to_owned())

@@ -4,11 +4,9 @@
 //! still admits the holder and still fences a zombie, and the killed node
 //! restarts on its own store and catches up.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Cluster, FAILOVER_WITHIN, stream_leader, wait_for_leader};
+use crate::common::{Cluster, FAILOVER_WITHIN, stream_leader, wait_for_leader};
 use durq_nats::{Error, Lease, SlotState, Slots, connect};
 
 /// The JetStream stream behind a key-value bucket.

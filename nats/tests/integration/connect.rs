@@ -4,9 +4,7 @@
 //! server is the unit test in `src/connect.rs`: the check is the same with
 //! the minimum raised past the pinned release.)
 
-mod common;
-
-use common::{NatsServer, free_port};
+use crate::common::{NatsServer, free_port};
 use durq_nats::{Error, MIN_SERVER_VERSION, connect};
 
 #[tokio::test]

@@ -12,7 +12,6 @@
 //! installed, else `nats-server` on `PATH`; it must be at least
 //! `durq_nats::MIN_SERVER_VERSION`. If none is found the tests fail and say
 //! to run `.ci/install-nats`: they never skip.
-#![allow(dead_code)] // each test binary uses its own subset
 
 pub mod locate;
 
