@@ -1,0 +1,152 @@
+//! The crate's error type.
+//!
+//! Every error names what it concerns: the server address, the bucket and
+//! key, the revision. Failures of the engine keep the client's error as their
+//! source. Bytes read from the server are the world's input, so a malformed
+//! slot value is a typed error, never a panic.
+
+/// A boxed error of the NATS client, kept as the source of an [`Error`].
+pub type ClientError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong talking to NATS.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No server at the given address answered (refused, timed out, no
+    /// route, bad address). Nothing was sent.
+    #[error("cannot reach a NATS server at {url}: {source}")]
+    Unreachable {
+        /// The address (or comma-separated addresses) given to `connect`.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: ClientError,
+    },
+
+    /// The server is older than the oldest release durq accepts.
+    #[error(
+        "NATS server {server} at {url} runs nats-server {found}; durq needs {minimum} or later \
+         (for per-write fsync of the Raft log and a correct key-value compare-and-set)"
+    )]
+    ServerTooOld {
+        /// The address connected to.
+        url: String,
+        /// The server's name.
+        server: String,
+        /// The version string the server reported.
+        found: String,
+        /// The oldest release accepted.
+        minimum: String,
+    },
+
+    /// The server's version string is not a release number.
+    #[error("NATS server {server} at {url} reports version {found:?}, which is not MAJOR.MINOR.PATCH")]
+    UnknownServerVersion {
+        /// The address connected to.
+        url: String,
+        /// The server's name.
+        server: String,
+        /// The version string the server reported.
+        found: String,
+    },
+
+    /// The server runs without JetStream (started without `-js` or a
+    /// `jetstream` block), or JetStream is not enabled for this account.
+    #[error("NATS server {server} at {url} has no JetStream: {reason}")]
+    NoJetStream {
+        /// The address connected to.
+        url: String,
+        /// The server's name.
+        server: String,
+        /// What showed it.
+        reason: String,
+    },
+
+    /// A request to the engine failed (timed out, refused, no leader): the
+    /// operation may or may not have taken effect, as with any lost reply.
+    #[error("NATS {operation} failed: {source}")]
+    Engine {
+        /// What was being done, with the names it concerned.
+        operation: String,
+        /// The client's error.
+        #[source]
+        source: ClientError,
+    },
+
+    /// A name the engine cannot use (a bucket or key with characters NATS
+    /// forbids).
+    #[error("invalid {what} {name:?}: {reason}")]
+    InvalidName {
+        /// `"bucket"` or `"slot"`.
+        what: &'static str,
+        /// The rejected name.
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+
+    /// A slot's stored value failed validation; it was not used.
+    #[error("corrupt slot {bucket}/{slot} at revision {revision}, byte {position}: {reason}")]
+    CorruptSlot {
+        /// The key-value bucket.
+        bucket: String,
+        /// The slot's key.
+        slot: String,
+        /// The revision of the bad value.
+        revision: u64,
+        /// The byte position of the damage within the value.
+        position: usize,
+        /// What failed validation.
+        reason: String,
+    },
+
+    /// Taking a slot lost a race: the slot changed since the taker read it
+    /// (another member took it first, or its holder wrote a heartbeat or a
+    /// commit). Nothing was written; read the slot again and decide anew.
+    #[error("slot {bucket}/{slot} changed since revision {expected}; it was not taken")]
+    SlotChanged {
+        /// The key-value bucket.
+        bucket: String,
+        /// The slot's key.
+        slot: String,
+        /// The revision the taker expected.
+        expected: u64,
+    },
+
+    /// This holder no longer holds the slot: another member took it over
+    /// (this one was presumed dead or hung). Nothing this holder does can
+    /// move the slot's checkpoint any more; the records it was processing
+    /// will be delivered to the new holder.
+    #[error("fenced: slot {bucket}/{slot} was taken over from epoch {epoch}; this commit does not count")]
+    Fenced {
+        /// The key-value bucket.
+        bucket: String,
+        /// The slot's key.
+        slot: String,
+        /// The epoch this holder held (the revision of its take).
+        epoch: u64,
+    },
+
+    /// A commit asked to move the checkpoint backwards; nothing was written.
+    /// A checkpoint only moves forward: records before it were processed.
+    #[error("slot {bucket}/{slot}: cannot commit checkpoint {requested}, it is behind the committed {committed}")]
+    CheckpointBehind {
+        /// The key-value bucket.
+        bucket: String,
+        /// The slot's key.
+        slot: String,
+        /// The checkpoint held.
+        committed: u64,
+        /// The checkpoint asked for.
+        requested: u64,
+    },
+}
+
+/// Shorthand for `Result<T, durq_nats::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn engine(operation: impl Into<String>, source: impl Into<ClientError>) -> Error {
+        Error::Engine { operation: operation.into(), source: source.into() }
+    }
+}

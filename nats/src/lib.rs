@@ -1,0 +1,28 @@
+//! durq's consumer contract on NATS JetStream: groundwork (issue 14).
+//!
+//! What is here is the foundation the NATS backend builds on, each piece
+//! tested against a real `nats-server`:
+//!
+//! - [`connect`]: a connection that refuses a server older than
+//!   [`MIN_SERVER_VERSION`] or one without JetStream, each with an error
+//!   that says so.
+//! - [`Slots`]: the fencing primitive. A consumer group's slots live in a
+//!   JetStream key-value bucket and are written only by compare-and-set on
+//!   the key's revision: the revision of the write that took a slot is the
+//!   holder's fencing epoch, a commit is a compare-and-set on the holder's
+//!   last revision, and a zombie's commit fails with [`Error::Fenced`].
+//!
+//! The design, what each durq guarantee becomes on NATS, and what remains to
+//! build are in docs/SCALE_OUT.md (a draft).
+
+mod connect;
+mod error;
+mod slot;
+mod slot_value;
+mod version;
+
+pub use connect::{CONNECT_TIMEOUT, Client, connect};
+pub use error::{ClientError, Error, Result};
+pub use slot::{Lease, NAME_BYTES_MAX, SlotState, Slots};
+pub use slot_value::HOLDER_BYTES_MAX;
+pub use version::{MIN_SERVER_VERSION, ServerVersion};

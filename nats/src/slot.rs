@@ -1,0 +1,340 @@
+//! Slots: a consumer group's exclusive, fenced hold on each of its
+//! partitions, kept in a JetStream key-value bucket (one key per slot) and
+//! written only by compare-and-set on the key's revision.
+//!
+//! This is the fencing protocol of the local queue (`src/group/slot.rs`),
+//! with the server's compare-and-set in place of the exclusive file
+//! creation:
+//!
+//! 1. **Read** the slot ([`Slots::read`]): its revision, holder and
+//!    checkpoint. Reads go to the stream's leader, not a replica, so they
+//!    are not older than the last acknowledged write (a stale read would only
+//!    make the next step fail, never let a wrong write through).
+//! 2. **Take** it ([`Slots::take`]): write "held by me, same checkpoint"
+//!    expecting the revision read. One taker wins; every other one gets
+//!    [`Error::SlotChanged`]. The revision of the winning write is the
+//!    holding's **epoch**, and the checkpoint carried over is the last one
+//!    committed, since nothing was written between the read and the take.
+//! 3. **Commit** ([`Slots::commit`]): write the new checkpoint expecting the
+//!    revision of the holder's own last write. A holder that was taken over
+//!    (a zombie: paused, partitioned, presumed dead) finds a newer revision
+//!    by someone else and gets [`Error::Fenced`]; its checkpoint is never
+//!    stored.
+//!
+//! **Invariant:** a slot's stored checkpoint never decreases. A take copies
+//! it unchanged; a commit refuses to go below the holder's own (and the
+//! holder's own is the stored one, or the holder is fenced).
+//!
+//! **Lost replies.** A write whose acknowledgement is lost (a timeout, a
+//! leader change) may have happened. The holder's next write then finds a
+//! newer revision; if that revision still carries the holder's epoch, it was
+//! the holder's own write, and the holder adopts it and writes again. Any
+//! other writer in between means a takeover: fenced.
+
+use async_nats::jetstream::kv::{self, UpdateErrorKind};
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, StorageType};
+
+use crate::connect::Client;
+use crate::error::{Error, Result};
+use crate::slot_value::{HOLDER_BYTES_MAX, SlotValue, VALUE_BYTES_MAX};
+
+/// The longest bucket or slot name.
+pub const NAME_BYTES_MAX: usize = 64;
+
+/// The JetStream header that marks a key-value delete or purge.
+const KV_OPERATION_HEADER: &str = "KV-Operation";
+
+/// One consumer group's slots: a key-value bucket.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    store: kv::Store,
+}
+
+/// A slot as read: its revision and stored value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotState {
+    slot: String,
+    revision: u64,
+    value: SlotValue,
+}
+
+/// A held slot: what its holder needs to commit.
+///
+/// Dropping a lease does not release the slot (as when the holder's process
+/// dies): another member takes it over.
+#[derive(Debug)]
+pub struct Lease {
+    slot: String,
+    holder: String,
+    epoch: u64,
+    revision: u64,
+    checkpoint: u64,
+}
+
+impl Slots {
+    /// Opens the bucket `bucket`, creating it if it does not exist, with
+    /// `replicas` copies (1, or 3 on a cluster). Every write is on disk
+    /// before it is acknowledged only if the servers run with
+    /// `sync_interval: always` (docs/SCALE_OUT.md).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bucket name NATS cannot use;
+    /// [`Error::Engine`] if the bucket exists with other settings, or the
+    /// request fails.
+    pub async fn open(client: &Client, bucket: &str, replicas: usize) -> Result<Slots> {
+        validate_name("bucket", bucket)?;
+        let config = kv::Config {
+            bucket: bucket.to_owned(),
+            description: "durq consumer-group slots".to_owned(),
+            // Only the latest value of a slot matters; compare-and-set
+            // checks the latest revision.
+            history: 1,
+            max_value_size: VALUE_BYTES_MAX as i32,
+            storage: StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let store = client
+            .jetstream()
+            .create_key_value(config)
+            .await
+            .map_err(|e| Error::engine(format!("create key-value bucket {bucket} ({replicas} replicas)"), e))?;
+        Ok(Slots { store })
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.store.name
+    }
+
+    /// The slot's current state, or `None` if it was never written.
+    ///
+    /// # Errors
+    /// [`Error::CorruptSlot`] if the stored value does not decode, or the key
+    /// was deleted (its checkpoint is gone, and is not silently restarted);
+    /// [`Error::Engine`] if the request fails.
+    pub async fn read(&self, slot: &str) -> Result<Option<SlotState>> {
+        validate_name("slot", slot)?;
+        let subject = format!("{}{slot}", self.store.prefix);
+        let message = match self.store.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(Error::engine(format!("read slot {}/{slot}", self.bucket()), e)),
+        };
+        let corrupt = |position, reason| Error::CorruptSlot {
+            bucket: self.bucket().to_owned(),
+            slot: slot.to_owned(),
+            revision: message.sequence,
+            position,
+            reason,
+        };
+        if let Some(operation) = message.headers.get(KV_OPERATION_HEADER) {
+            return Err(corrupt(0, format!("the key was removed ({operation}): its checkpoint is lost")));
+        }
+        let value = SlotValue::decode(&message.payload).map_err(|e| corrupt(e.position, e.reason))?;
+        Ok(Some(SlotState { slot: slot.to_owned(), revision: message.sequence, value }))
+    }
+
+    /// Takes the slot for `holder`, from the state the caller read (`None`:
+    /// the slot was never written, and starts at checkpoint 0). The caller
+    /// decides whether the slot may be taken (free, or its holder dead);
+    /// this call makes sure nobody changed it since.
+    ///
+    /// # Errors
+    /// [`Error::SlotChanged`] if the slot changed since `seen` (nothing was
+    /// written); [`Error::InvalidName`] for a bad slot or member id;
+    /// [`Error::Engine`] if the request fails (it may have taken effect:
+    /// read the slot again).
+    pub async fn take(&self, slot: &str, holder: &str, seen: Option<&SlotState>) -> Result<Lease> {
+        validate_name("slot", slot)?;
+        validate_holder(holder)?;
+        if let Some(seen) = seen {
+            assert_eq!(seen.slot, slot, "a slot is taken from a state read of that same slot");
+        }
+        let checkpoint = seen.map_or(0, SlotState::checkpoint);
+        let value = SlotValue { checkpoint, epoch: 0, holder: holder.to_owned() };
+        // Expected revision 0: the key must have no entry yet.
+        let expected = seen.map_or(0, SlotState::revision);
+        let revision = self.store.update(slot, value.encode().into(), expected).await.map_err(|e| match e.kind() {
+            UpdateErrorKind::WrongLastRevision => {
+                Error::SlotChanged { bucket: self.bucket().to_owned(), slot: slot.to_owned(), expected }
+            }
+            _ => Error::engine(format!("take slot {}/{slot}", self.bucket()), e),
+        })?;
+        Ok(Lease { slot: slot.to_owned(), holder: holder.to_owned(), epoch: revision, revision, checkpoint })
+    }
+
+    /// Moves the slot's checkpoint to `checkpoint` (every record before it
+    /// was processed), if `lease` still holds the slot. The same checkpoint
+    /// again is allowed: it writes a new revision, which is how a holder
+    /// shows it is alive.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`] if the slot was taken over (nothing was stored);
+    /// [`Error::CheckpointBehind`] if `checkpoint` is below the held one;
+    /// [`Error::Engine`] if the request fails (it may have taken effect; the
+    /// next commit finds out).
+    pub async fn commit(&self, lease: &mut Lease, checkpoint: u64) -> Result<()> {
+        let value = SlotValue { checkpoint, epoch: lease.epoch, holder: lease.holder.clone() };
+        self.write_held(lease, value).await
+    }
+
+    /// Gives the slot back, keeping its checkpoint, so another member can
+    /// take it at once instead of after a lease timeout.
+    ///
+    /// # Errors
+    /// As [`Slots::commit`].
+    pub async fn release(&self, mut lease: Lease) -> Result<()> {
+        let value = SlotValue { checkpoint: lease.checkpoint, epoch: 0, holder: String::new() };
+        self.write_held(&mut lease, value).await
+    }
+
+    /// Writes `value` over the lease's own last revision; on a mismatch,
+    /// adopts a newer revision that is still this holding's (a write whose
+    /// reply was lost) and tries once more.
+    async fn write_held(&self, lease: &mut Lease, value: SlotValue) -> Result<()> {
+        let fenced =
+            || Error::Fenced { bucket: self.bucket().to_owned(), slot: lease.slot.clone(), epoch: lease.epoch };
+        for _attempt in 0..2 {
+            if value.checkpoint < lease.checkpoint {
+                return Err(Error::CheckpointBehind {
+                    bucket: self.bucket().to_owned(),
+                    slot: lease.slot.clone(),
+                    committed: lease.checkpoint,
+                    requested: value.checkpoint,
+                });
+            }
+            match self.store.update(&lease.slot, value.encode().into(), lease.revision).await {
+                Ok(revision) => {
+                    lease.revision = revision;
+                    lease.checkpoint = value.checkpoint;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => match self.read(&lease.slot).await? {
+                    Some(now) if now.epoch() == Some(lease.epoch) && now.revision > lease.revision => {
+                        lease.revision = now.revision;
+                        lease.checkpoint = now.checkpoint();
+                    }
+                    _ => return Err(fenced()),
+                },
+                Err(e) => return Err(Error::engine(format!("commit slot {}/{}", self.bucket(), lease.slot), e)),
+            }
+        }
+        Err(fenced())
+    }
+}
+
+impl SlotState {
+    /// The slot's name.
+    pub fn slot(&self) -> &str {
+        &self.slot
+    }
+
+    /// The revision of the entry read (what a take must expect).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The next offset to process.
+    pub fn checkpoint(&self) -> u64 {
+        self.value.checkpoint
+    }
+
+    /// The holder's member id, or `None` if the slot is free.
+    pub fn holder(&self) -> Option<&str> {
+        Some(self.value.holder.as_str()).filter(|h| !h.is_empty())
+    }
+
+    /// The epoch of the holding, or `None` if the slot is free.
+    pub fn epoch(&self) -> Option<u64> {
+        self.holder()?;
+        Some(if self.value.epoch == 0 { self.revision } else { self.value.epoch })
+    }
+}
+
+impl Lease {
+    /// The slot held.
+    pub fn slot(&self) -> &str {
+        &self.slot
+    }
+
+    /// The fencing epoch: the revision of the take.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The checkpoint held: the last one committed.
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+}
+
+/// Bucket and slot names: one NATS subject token of letters, digits, `-`
+/// and `_` (what both a bucket and a key accept), so a name never splits
+/// into subject levels or matches a wildcard.
+fn validate_name(what: &'static str, name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name.len() > NAME_BYTES_MAX {
+        Some("longer than 64 bytes")
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Some("only ASCII letters, digits, '-' and '_' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName { what, name: name.to_owned(), reason }),
+        None => Ok(()),
+    }
+}
+
+fn validate_holder(holder: &str) -> Result<()> {
+    let reason = if holder.is_empty() {
+        Some("empty (an empty holder means a free slot)")
+    } else if holder.len() > HOLDER_BYTES_MAX {
+        Some("longer than 256 bytes")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName { what: "member id", name: holder.to_owned(), reason }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_one_subject_token() {
+        for good in ["p0", "group-1_a", &"x".repeat(NAME_BYTES_MAX)] {
+            assert!(validate_name("slot", good).is_ok(), "{good:?}");
+        }
+        for bad in ["", "a.b", "a*", "a>", "a b", "é", &"x".repeat(NAME_BYTES_MAX + 1)] {
+            let err = validate_name("slot", bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidName { what: "slot", .. }), "{bad:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_member_id_is_non_empty_and_fits_the_value() {
+        assert!(validate_holder("m").is_ok());
+        assert!(validate_holder(&"m".repeat(HOLDER_BYTES_MAX)).is_ok());
+        assert!(validate_holder("").is_err());
+        assert!(validate_holder(&"m".repeat(HOLDER_BYTES_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn epoch_of_a_take_entry_is_its_own_revision() {
+        let state = |epoch, holder: &str| SlotState {
+            slot: "p0".to_owned(),
+            revision: 9,
+            value: SlotValue { checkpoint: 3, epoch, holder: holder.to_owned() },
+        };
+        assert_eq!(state(0, "m").epoch(), Some(9), "the take's own entry");
+        assert_eq!(state(5, "m").epoch(), Some(5), "a commit of the holding taken at revision 5");
+        assert_eq!(state(0, "").epoch(), None, "a free slot");
+        assert_eq!(state(0, "").holder(), None);
+    }
+}

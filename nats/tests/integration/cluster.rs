@@ -1,0 +1,100 @@
+//! The fencing primitive on a three-node cluster (bucket with three
+//! replicas) when the server leading the bucket's stream is SIGKILLed: a new
+//! leader is elected, the committed checkpoint is intact, compare-and-set
+//! still admits the holder and still fences a zombie, and the killed node
+//! restarts on its own store and catches up.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{Cluster, FAILOVER_WITHIN, stream_leader, wait_for_leader};
+use durq_nats::{Error, Lease, SlotState, Slots, connect};
+
+/// The JetStream stream behind a key-value bucket.
+const STREAM: &str = "KV_group";
+
+async fn read(slots: &Slots) -> SlotState {
+    slots.read("p0").await.expect("read").expect("p0 written")
+}
+
+/// Commits through a client that may still be reconnecting after its server
+/// died: a request that gets no reply is sent again (if it took effect, the
+/// next attempt adopts it, see `src/slot.rs`, "Lost replies").
+async fn commit_through_failover(slots: &Slots, lease: &mut Lease, checkpoint: u64) -> Result<(), Error> {
+    let deadline = Instant::now() + FAILOVER_WITHIN;
+    loop {
+        match slots.commit(lease, checkpoint).await {
+            Err(Error::Engine { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_compare_and_set_survives_the_loss_of_the_streams_leader() {
+    let mut cluster = Cluster::start().await;
+    let holder = connect(&cluster.urls()).await.expect("connect");
+    let slots = Slots::open(&holder, "group", 3).await.expect("open a three-replica bucket");
+    let mut lease = slots.take("p0", "a", None).await.expect("take");
+    slots.commit(&mut lease, 41).await.expect("commit 41");
+
+    let raw = async_nats::connect(cluster.addresses()).await.expect("raw connect");
+    let old_leader = stream_leader(&raw, STREAM).await.expect("the bucket's stream has a leader");
+    cluster.kill(&old_leader);
+    let killed_at = Instant::now();
+
+    let new_leader = wait_for_leader(&raw, STREAM, Some(&old_leader)).await;
+    assert_ne!(new_leader, old_leader);
+    let elected_after = killed_at.elapsed();
+    // A member connected only to the surviving nodes.
+    let survivors: Vec<String> = cluster.names().into_iter().filter(|n| *n != old_leader).collect();
+    let urls = survivors.iter().map(|n| cluster.url_of(n)).collect::<Vec<_>>().join(",");
+    let other = Slots::open(&connect(&urls).await.expect("connect to survivors"), "group", 3).await.expect("open");
+
+    let state = read(&other).await;
+    assert_eq!((state.holder(), state.checkpoint(), state.epoch()), (Some("a"), 41, Some(lease.epoch())));
+
+    commit_through_failover(&slots, &mut lease, 42).await.expect("the holder commits under the new leader");
+    eprintln!(
+        "leader {old_leader} SIGKILLed; {new_leader} elected after {elected_after:?}; the holder's commit went \
+         through {:?} after the kill",
+        killed_at.elapsed()
+    );
+    let state = read(&other).await;
+    assert_eq!(state.checkpoint(), 42);
+
+    // A takeover under the new leader fences the old holder.
+    let lease_b = other.take("p0", "b", Some(&state)).await.expect("take over");
+    let err = commit_through_failover(&slots, &mut lease, 43).await.expect_err("the old holder is a zombie now");
+    assert!(matches!(err, Error::Fenced { .. }), "{err:?}");
+    assert_eq!((read(&other).await.checkpoint(), read(&other).await.epoch()), (42, Some(lease_b.epoch())));
+
+    // The killed node comes back on its own store and ports, and holds
+    // the same history as a current replica.
+    cluster.restart(&old_leader).await;
+    wait_until_replica_is_current(&raw, &old_leader).await;
+    let rejoined = Slots::open(&connect(&cluster.url_of(&old_leader)).await.expect("connect"), "group", 3)
+        .await
+        .expect("open through the restarted node");
+    assert_eq!(read(&rejoined).await, read(&other).await);
+}
+
+/// Waits until `node` is listed as a current replica of the bucket's stream
+/// (or leads it).
+async fn wait_until_replica_is_current(raw: &async_nats::Client, node: &str) {
+    let context = async_nats::jetstream::new(raw.clone());
+    let deadline = Instant::now() + FAILOVER_WITHIN;
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = context.get_stream(STREAM).await
+            && let Ok(info) = stream.info().await
+            && let Some(cluster) = &info.cluster
+            && (cluster.leader.as_deref() == Some(node)
+                || cluster.replicas.iter().any(|peer| peer.name == node && peer.current && !peer.offline))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{node} did not become a current replica of {STREAM} within {FAILOVER_WITHIN:?}");
+}

@@ -1,0 +1,351 @@
+//! The shared harness of the durq-nats tests: real `nats-server` processes
+//! on free loopback ports, each with its own store directory, stopped (killed
+//! and reaped) when dropped.
+//!
+//! - [`NatsServer`]: one server, with JetStream (`sync_interval: always`) or
+//!   without it.
+//! - [`Cluster`]: three JetStream servers routed to each other on loopback,
+//!   one cluster name; a node can be SIGKILLed and started again on its own
+//!   store and ports.
+//!
+//! The binary is `$DURQ_NATS_SERVER`, else the one `.ci/install-nats`
+//! installed, else `nats-server` on `PATH`; it must be at least
+//! `durq_nats::MIN_SERVER_VERSION`. If none is found the tests fail and say
+//! to run `.ci/install-nats`: they never skip.
+
+pub mod locate;
+
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to listen, and a cluster to elect its
+/// JetStream leader, before the harness gives up. Normally well under a
+/// second; generous because the test machine is shared.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+/// How long a stream may take to elect a new leader after its leader died.
+pub const FAILOVER_WITHIN: Duration = Duration::from_secs(60);
+/// How often readiness is polled.
+const POLL: Duration = Duration::from_millis(25);
+/// Attempts at a free port when another process grabbed the chosen one
+/// between choosing and binding.
+const PORT_ATTEMPTS: usize = 5;
+
+/// One running server, killed and reaped on drop.
+pub struct NatsServer {
+    process: ServerProcess,
+    port: u16,
+    // Dropped after the process (field order), so the server never outlives
+    // its store.
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// A JetStream server with `sync_interval: always`, ready to take
+    /// requests.
+    pub async fn start() -> NatsServer {
+        NatsServer::start_with(true).await
+    }
+
+    /// A server with JetStream off.
+    pub async fn start_without_jetstream() -> NatsServer {
+        NatsServer::start_with(false).await
+    }
+
+    async fn start_with(jetstream: bool) -> NatsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for attempt in 1..=PORT_ATTEMPTS {
+            let port = free_port();
+            let mut config = format!("server_name: solo\nlisten: \"127.0.0.1:{port}\"\n");
+            if jetstream {
+                config += &jetstream_block(&dir.path().join("store"));
+            }
+            let mut process = ServerProcess::spawn("solo", dir.path(), &config);
+            match process.wait_ready(port, jetstream).await {
+                Ok(()) => return NatsServer { process, port, _dir: dir },
+                Err(e) if e.port_taken && attempt < PORT_ATTEMPTS => continue,
+                Err(e) => panic!("{}", e.message),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}
+
+/// Three JetStream servers in one cluster on loopback.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+struct Node {
+    name: String,
+    client_port: u16,
+    dir: PathBuf,
+    config: String,
+    process: Option<ServerProcess>,
+}
+
+impl Cluster {
+    /// Starts three nodes (`n1`, `n2`, `n3`) and waits until each answers
+    /// the JetStream API, which in a cluster means its meta leader is
+    /// elected.
+    pub async fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        'attempt: for attempt in 1..=PORT_ATTEMPTS {
+            let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+            let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+            let routes =
+                route_ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect::<Vec<_>>().join(", ");
+            let mut nodes = Vec::new();
+            for i in 0..3 {
+                let name = format!("n{}", i + 1);
+                let node_dir = dir.path().join(format!("{name}-{attempt}"));
+                std::fs::create_dir(&node_dir).expect("node dir");
+                let config = format!(
+                    "server_name: {name}\nlisten: \"127.0.0.1:{}\"\n\
+                     cluster {{\n  name: durq-test\n  listen: \"127.0.0.1:{}\"\n  routes: [{routes}]\n}}\n{}",
+                    client_ports[i],
+                    route_ports[i],
+                    jetstream_block(&node_dir.join("store")),
+                );
+                let process = Some(ServerProcess::spawn(&name, &node_dir, &config));
+                nodes.push(Node { name, client_port: client_ports[i], dir: node_dir, config, process });
+            }
+            for node in &mut nodes {
+                let process = node.process.as_mut().expect("just started");
+                match process.wait_ready(node.client_port, true).await {
+                    Ok(()) => {}
+                    Err(e) if e.port_taken && attempt < PORT_ATTEMPTS => continue 'attempt,
+                    Err(e) => panic!("{}", e.message),
+                }
+            }
+            let cluster = Cluster { nodes, _dir: dir };
+            cluster.wait_for_placement().await;
+            return cluster;
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Waits until the meta leader knows all three JetStream peers: until
+    /// then, creating a three-replica stream fails with "no suitable peers
+    /// for placement". Creates and deletes such a stream (in memory) to
+    /// find out.
+    async fn wait_for_placement(&self) {
+        let client = async_nats::connect(self.addresses()).await.expect("connect to the cluster");
+        let mut context = async_nats::jetstream::new(client);
+        context.set_timeout(Duration::from_secs(1));
+        let config = async_nats::jetstream::stream::Config {
+            name: "harness_placement".to_owned(),
+            subjects: vec!["harness.placement".to_owned()],
+            num_replicas: 3,
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        };
+        let deadline = Instant::now() + READY_WITHIN;
+        let mut last_error = String::new();
+        while Instant::now() < deadline {
+            match context.create_stream(config.clone()).await {
+                Ok(_) => {
+                    context.delete_stream(&config.name).await.expect("delete the placement probe stream");
+                    return;
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("the cluster cannot place a three-replica stream within {READY_WITHIN:?}: {last_error}");
+    }
+
+    /// Every node's client address, comma-separated (what `connect` takes).
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Every node's client address, for a plain `async_nats::connect`
+    /// (which does not split a comma-separated list).
+    pub fn addresses(&self) -> Vec<async_nats::ServerAddr> {
+        self.urls().split(',').map(|url| url.parse().expect("a node's address")).collect()
+    }
+
+    /// One node's client address.
+    pub fn url_of(&self, name: &str) -> String {
+        format!("nats://127.0.0.1:{}", self.node(name).client_port)
+    }
+
+    /// The names of the nodes, `n1` to `n3`.
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// SIGKILLs the node and reaps it; its store stays for a restart.
+    pub fn kill(&mut self, name: &str) {
+        let node = self.node_mut(name);
+        let process = node.process.take().unwrap_or_else(|| panic!("node {name} is not running"));
+        drop(process);
+    }
+
+    /// Starts a killed node again on its own store and ports, and waits
+    /// until it answers the JetStream API.
+    pub async fn restart(&mut self, name: &str) {
+        let node = self.node_mut(name);
+        assert!(node.process.is_none(), "node {name} is still running");
+        let mut process = ServerProcess::spawn(&node.name, &node.dir, &node.config);
+        if let Err(e) = process.wait_ready(node.client_port, true).await {
+            panic!("restarting {name}: {}", e.message);
+        }
+        node.process = Some(process);
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    fn node_mut(&mut self, name: &str) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+}
+
+/// The JetStream block every JetStream server here runs with: a store of
+/// its own, and a sync before every acknowledgement (durq's `Sync`).
+fn jetstream_block(store: &Path) -> String {
+    format!("jetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n", store.display().to_string())
+}
+
+/// A loopback port nothing listens on right now (the kernel's choice).
+/// Another process may take it before the server binds it; the callers
+/// retry with a new one when the server reports that.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A spawned `nats-server`, killed (SIGKILL) and reaped on drop.
+struct ServerProcess {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+/// Why a server did not become ready.
+struct NotReady {
+    message: String,
+    port_taken: bool,
+}
+
+impl ServerProcess {
+    fn spawn(name: &str, dir: &Path, config: &str) -> ServerProcess {
+        let binary = locate::server_binary();
+        let config_path = dir.join(format!("{name}.conf"));
+        std::fs::write(&config_path, config).expect("write server config");
+        let log = dir.join(format!("{name}.log"));
+        let log_file = File::options().create(true).append(true).open(&log).expect("open server log");
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        ServerProcess { child, name: name.to_owned(), log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the server accepts a client and, for JetStream, answers
+    /// the JetStream API.
+    async fn wait_ready(&mut self, port: u16, jetstream: bool) -> Result<(), NotReady> {
+        let url = format!("nats://127.0.0.1:{port}");
+        let deadline = Instant::now() + READY_WITHIN;
+        let mut last_error = String::from("not tried");
+        while Instant::now() < deadline {
+            // A reaped status stays in `Child`: `Drop`'s kill and wait then
+            // return at once.
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = self.log_text();
+                return Err(NotReady {
+                    port_taken: log.contains("address already in use"),
+                    message: format!(
+                        "nats-server {} exited ({status}) before it was ready; its log:\n{log}",
+                        self.name
+                    ),
+                });
+            }
+            match probe(&url, jetstream).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last_error = e,
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Err(NotReady {
+            port_taken: false,
+            message: format!(
+                "nats-server {} at {url} not ready within {READY_WITHIN:?} ({last_error}); its log:\n{}",
+                self.name,
+                self.log_text()
+            ),
+        })
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // SIGKILL: the harness's servers never shut down cleanly, like the
+        // crashes the tests are about. Errors mean it already exited.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One readiness check: a client connects and, for JetStream, the account
+/// info request succeeds.
+async fn probe(url: &str, jetstream: bool) -> Result<(), String> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(1))
+        .connect(url)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    if jetstream {
+        let mut context = async_nats::jetstream::new(client);
+        context.set_timeout(Duration::from_secs(1));
+        context.query_account().await.map_err(|e| format!("JetStream account info: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The name of the server leading the stream `stream` (as the stream's
+/// info reports it), or `None` while it has none or the request fails.
+pub async fn stream_leader(client: &async_nats::Client, stream: &str) -> Option<String> {
+    let mut context = async_nats::jetstream::new(client.clone());
+    context.set_timeout(Duration::from_secs(1));
+    let info = context.get_stream(stream).await.ok()?.info().await.ok()?.clone();
+    info.cluster?.leader
+}
+
+/// Waits until the stream has a leader other than `not`, and returns it.
+pub async fn wait_for_leader(client: &async_nats::Client, stream: &str, not: Option<&str>) -> String {
+    let deadline = Instant::now() + FAILOVER_WITHIN;
+    while Instant::now() < deadline {
+        if let Some(leader) = stream_leader(client, stream).await.filter(|l| Some(l.as_str()) != not) {
+            return leader;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    panic!("stream {stream} has no leader other than {not:?} after {FAILOVER_WITHIN:?}");
+}
