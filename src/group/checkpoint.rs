@@ -560,6 +560,36 @@ mod tests {
     }
 
     #[test]
+    fn a_newest_file_with_no_valid_copy_is_skipped_only_if_no_lease_vouches_for_it() {
+        // Epoch 2's file was filled but a power cut came before its sync
+        // (copies of garbage): its taker never wrote a lease, so epoch 1's
+        // position is still the one in force.
+        let dir = slot_at_epoch_1();
+        std::fs::write(dir.path().join(file_name(2)), vec![0x5a; FILE_BYTES]).unwrap();
+        assert_eq!(latest(dir.path(), 2, 1).unwrap().map(|(e, s)| (e, s.next_offset)), Some((1, 50)));
+        // Once a lease names epoch 2 (or a later one), the file was synced
+        // before: its damage is an error, never a fall-back.
+        for leased_epoch in [2, 3] {
+            match latest(dir.path(), 2, leased_epoch) {
+                Err(Error::Corrupt { file, .. }) => assert_eq!(file, dir.path().join(file_name(2))),
+                other => panic!("lease of epoch {leased_epoch}: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_commit_past_every_delivery_leaves_nothing_marked_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(claim(dir.path(), 1).unwrap());
+        let mut c = Checkpoint::write_claimed(dir.path(), 1, state(0, 0)).unwrap();
+        c.mark_delivered(4, 1, 1, false).unwrap();
+        c.commit(10).unwrap();
+        let s = latest(dir.path(), 2, 0).unwrap().unwrap().1;
+        assert_eq!((s.next_offset, s.delivered_end, s.attempts, s.range_attempts), (10, 10, 0, 0));
+        assert_eq!(c.state(), s);
+    }
+
+    #[test]
     fn marks_go_to_their_own_page_and_synced_writes_alternate_on_the_first() {
         let dir = tempfile::tempdir().unwrap();
         assert!(claim(dir.path(), 1).unwrap());
