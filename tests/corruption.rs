@@ -408,7 +408,8 @@ fn a_damaged_lease_is_a_note_that_says_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let (path, ckpt, _) = committed_group(dir.path());
     let lease = ckpt.with_file_name(durq::group::slot::LEASE_FILE);
-    let cases: [(&str, fn(&Path), &str); 2] = [
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage, &str); 2] = [
         ("flipped byte", |f| common::flip_byte(f, 30, 0x01), "lease checksum mismatch"),
         ("cut short", |f| std::fs::write(f, b"DURQLEAS").unwrap(), "lease record cut short"),
     ];

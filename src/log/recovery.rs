@@ -643,7 +643,8 @@ mod tests {
         let (full, starts) = segment(5, |_| 100);
         // (Records lost to zeros leave no bytes to keep: the walk leaves a
         // header's room for each, see row 4.)
-        let damages: [(&str, fn(&mut [u8], usize), bool); 3] = [
+        type Damage = fn(&mut [u8], usize);
+        let damages: [(&str, Damage, bool); 3] = [
             ("flipped byte", |seg, at| seg[at + 33] ^= 0x08, true),
             ("zeroed header", |seg, at| seg[at..at + FRAME_HEADER_BYTES].fill(0), true),
             ("zeros from there", |seg, at| seg[at..].fill(0), false),
