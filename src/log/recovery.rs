@@ -428,6 +428,10 @@ mod tests {
         seg.truncate(starts[3] + FRAME_HEADER_BYTES - 8);
         let scan = super::scan(&seg, 100, MAX, 100);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (starts[3], 103, None));
+        // A `synced_end` past its records (the next segment's, after a
+        // seal) claims nothing about a segment that has no room left.
+        let scan = super::scan(&seg, 100, MAX, 110);
+        assert_eq!((scan.tail_pos, scan.next_offset, scan.torn, scan.damaged), (starts[3], 103, None, vec![]));
     }
 
     #[test]
@@ -815,6 +819,34 @@ mod tests {
             prev[stray_at] = 0x99;
             assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept, "stray byte at {stray_at}");
         }
+    }
+
+    #[test]
+    fn recovery_sealed_a_full_segment_short_of_proven_records_is_kept() {
+        // The segment before the last holds 100..=104 and has no room left;
+        // the last one starts at 107, so 105 and 106 are nowhere. If a frame
+        // of the last segment proves them synced, that is a loss to report,
+        // not a torn end to cut; if it proves only what is there, the log
+        // is cut after 104 (and the last segment goes).
+        let (mut prev, starts) = segment(5, |_| 100);
+        prev[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, 8192, 100));
+        prev.truncate(starts[5] + FRAME_HEADER_BYTES - 8);
+        let last = |watermark: u64| {
+            let mut last = vec![0u8; 8192];
+            last[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 107, 8192, 100));
+            let meta = FrameMeta {
+                offset: 107,
+                timestamp_ms: 1,
+                durable_lag: (107 - watermark) as u32,
+                batch_continues: false,
+            };
+            let frame = record::encode(meta, None, b"next segment");
+            last[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + frame.len()].copy_from_slice(&frame);
+            last
+        };
+        assert_eq!(check_sealed(&prev, 100, &last(107), 107, MAX), Sealed::Kept);
+        let scan = cut(check_sealed(&prev, 100, &last(105), 107, MAX));
+        assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (starts[5], 105, None));
     }
 
     #[test]
