@@ -551,6 +551,25 @@ mod tests {
     }
 
     #[test]
+    fn recovery_told_where_the_zeros_begin_looks_for_no_frame_there() {
+        // Record 101 is damaged and ends where the file system says the
+        // zeros begin. A frame there (which the promise rules out, so only
+        // a scan that looks where it was told not to would see it) would
+        // prove 101 acknowledged; the scan must take 101 for a torn tail.
+        let (mut seg, starts) = segment(2, |_| 100);
+        seg[starts[1] + 33] ^= 0x01;
+        let proof = record::encode(
+            FrameMeta { offset: 102, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
+            None,
+            b"past the zeros",
+        );
+        seg[starts[2]..starts[2] + proof.len()].copy_from_slice(&proof);
+        let scan = super::scan_known_zeros(&seg, 100, MAX, 100, starts[2]);
+        assert_eq!((scan.tail_pos, scan.next_offset, scan.damaged), (starts[1], 101, vec![]));
+        assert_eq!(scan.torn.map(|t| (t.from, t.reason)), Some((starts[1], Found::Invalid(Invalid::BadChecksum))));
+    }
+
+    #[test]
     fn recovery_row_3a_a_batch_cut_short_is_removed_whole() {
         // Records 100..=102 are whole; 103 and 104 begin a batch whose last
         // frame was never written.
