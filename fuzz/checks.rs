@@ -190,11 +190,18 @@ pub fn check_scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_en
             match record::decode(&seg[pos..], record_bytes_max) {
                 Decoded::Frame(f) => {
                     assert!(f.meta.offset > d.offset, "the walk resumes at byte {pos} at an old offset: {}", what());
-                    expected = f.meta.offset;
                     // It resumes at the first plausible frame (docs in
                     // recovery.rs: one at `n` bytes past the damage carries
                     // at most offset `d.offset + n / FRAME_HEADER_BYTES`),
                     // looked for at every aligned position, zeros or not.
+                    let most = d.offset.saturating_add(((pos - damaged_at) / FRAME_HEADER_BYTES) as u64);
+                    assert!(
+                        f.meta.offset <= most,
+                        "the walk resumes at byte {pos} at offset {}, more records than fit since byte {damaged_at}: {}",
+                        f.meta.offset,
+                        what()
+                    );
+                    expected = f.meta.offset;
                     for at in (damaged_at + FRAME_ALIGN..pos).step_by(FRAME_ALIGN) {
                         if let Decoded::Frame(skipped) = record::decode(&seg[at..], record_bytes_max) {
                             let most = d.offset.saturating_add(((at - damaged_at) / FRAME_HEADER_BYTES) as u64);

@@ -93,6 +93,9 @@ fn flipped_byte_in_an_acknowledged_record_is_reported_never_delivered_never_skip
     assert_eq!(report.problems.len(), 1, "{report:#?}");
     assert_problem(&report, &seg, s[3], Some(3));
     assert_eq!(report.records, N);
+    // What `durq verify` prints after "problem: ", and what a reader gets.
+    let says = format!("frame checksum mismatch in acknowledged data (valid records follow at byte {})", s[4]);
+    assert!(report.problems[0].to_string().ends_with(&says), "{}", report.problems[0]);
 
     let queue = Queue::open_existing(&path).unwrap();
     assert_eq!(queue.offsets(0), (0, N));
@@ -102,7 +105,9 @@ fn flipped_byte_in_an_acknowledged_record_is_reported_never_delivered_never_skip
             assert_eq!(take(&mut consumer, 3), messages(0..3), "the records before the damage");
         }
         for _ in 0..3 {
-            assert_corrupt_at(&process_error(&mut consumer), &seg, s[3], Some(3));
+            let e = process_error(&mut consumer);
+            assert_corrupt_at(&e, &seg, s[3], Some(3));
+            assert!(e.to_string().ends_with("(record offset 3): frame checksum mismatch"), "{e}");
         }
         assert_eq!(consumer.committed().unwrap(), vec![3], "{group}: never skipped");
     }
@@ -145,6 +150,8 @@ fn a_zeroed_header_of_an_acknowledged_record_is_reported_at_that_record() {
 
     let report = verify_read_only(&path);
     assert_problem(&report, &seg, s[3], Some(3));
+    let says = format!("zeros followed by data in acknowledged data (valid records follow at byte {})", s[4]);
+    assert!(report.problems[0].to_string().ends_with(&says), "{report:#?}");
     let queue = Queue::open_existing(&path).unwrap();
     assert_eq!(queue.offsets(0), (0, N), "record 4's watermark proves record 3 was acknowledged");
     let mut consumer = queue.consumer("g").unwrap();
@@ -304,6 +311,9 @@ fn a_damaged_newest_checkpoint_copy_falls_back_to_the_older_one_and_redelivers()
         let report = verify_read_only(&path);
         assert!(report.problems.is_empty(), "one good copy is not damage: {report:#?}");
         assert_eq!(report.notes.len(), 1, "{report:#?}");
+        let why = if at_in_copy == 0 { "bad magic" } else { "checksum mismatch" };
+        let says = format!("{}: copy at byte {newest}: {why}; another copy is used", ckpt.display());
+        assert_eq!(report.notes[0], says);
 
         let queue = Queue::open_existing(&path).unwrap();
         let mut consumer = queue.consumer("g").unwrap();
@@ -339,36 +349,75 @@ fn with_both_synced_checkpoint_copies_damaged_the_last_delivery_mark_still_holds
 #[test]
 fn a_checkpoint_with_no_valid_copy_fails_the_open_never_resets() {
     type Damage = fn(&Path);
-    let cases: [(&str, Damage); 3] = [
-        ("every copy flipped", |f| {
-            for at in [0, SECOND_COPY_AT, MARK_COPY_AT] {
-                common::flip_byte(f, at + 35, 0x01);
-            }
-        }),
-        ("file emptied", |f| std::fs::write(f, b"").unwrap()),
-        ("every magic gone", |f| {
-            for at in [0, SECOND_COPY_AT, MARK_COPY_AT] {
-                common::write_at(f, at, &[0u8; COPY_BYTES]);
-            }
-        }),
+    // With what the error says (`Error::Corrupt`'s text, which `durq
+    // verify` prints too).
+    let cases: [(&str, Damage, &str); 3] = [
+        (
+            "every copy flipped",
+            |f| {
+                for at in [0, SECOND_COPY_AT, MARK_COPY_AT] {
+                    common::flip_byte(f, at + 35, 0x01);
+                }
+            },
+            "every checkpoint copy is invalid (copy at 0: checksum mismatch; copy at 512: checksum mismatch; \
+             copy at 4096: checksum mismatch)",
+        ),
+        (
+            "file emptied",
+            |f| std::fs::write(f, b"").unwrap(),
+            "checkpoint file is empty, but the lease says epoch 1 filled it",
+        ),
+        (
+            "every magic gone",
+            |f| {
+                for at in [0, SECOND_COPY_AT, MARK_COPY_AT] {
+                    common::write_at(f, at, &[0u8; COPY_BYTES]);
+                }
+            },
+            "every checkpoint copy is invalid (copy at 0: bad magic; copy at 512: bad magic; copy at 4096: bad magic)",
+        ),
     ];
-    for (what, damage) in cases {
+    for (what, damage, says) in cases {
         let dir = tempfile::tempdir().unwrap();
         let (path, ckpt, _) = committed_group(dir.path());
         damage(&ckpt);
         let before = common::data_snapshot(&path);
         let report = verify_read_only(&path);
         assert_problem(&report, &ckpt, 0, None);
+        assert!(report.problems.iter().any(|p| p.what == says), "{what}: {report:#?}");
 
         let queue = Queue::open_existing(&path).unwrap();
         for _ in 0..2 {
             match queue.consumer("g") {
-                Err(e) => assert_corrupt_at(&e, &ckpt, 0, None),
+                Err(e) => {
+                    assert_corrupt_at(&e, &ckpt, 0, None);
+                    assert_eq!(e.to_string(), format!("corrupt {} at byte 0: {says}", ckpt.display()));
+                }
                 Ok(c) => panic!("{what}: group reopened at {:?}", c.committed().unwrap()),
             }
         }
         drop(queue);
         assert!(common::data_snapshot(&path) == before, "{what}: the failed open rewrote the checkpoint");
+    }
+}
+
+#[test]
+fn a_damaged_lease_is_a_note_that_says_what_is_wrong() {
+    // Leases are for liveness and for humans; fencing does not depend on
+    // them, so damage is a note, worded for the operator who reads it.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, ckpt, _) = committed_group(dir.path());
+    let lease = ckpt.with_file_name(durq::group::slot::LEASE_FILE);
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage, &str); 2] = [
+        ("flipped byte", |f| common::flip_byte(f, 30, 0x01), "lease checksum mismatch"),
+        ("cut short", |f| std::fs::write(f, b"DURQLEAS").unwrap(), "lease record cut short"),
+    ];
+    for (what, damage, says) in cases {
+        damage(&lease);
+        let report = verify_read_only(&path);
+        assert!(report.problems.is_empty(), "{what}: {report:#?}");
+        assert_eq!(report.notes, [format!("{}: {says}", lease.display())], "{what}");
     }
 }
 

@@ -7,7 +7,9 @@
 //! [`seeds`] from durq's own encoders; `seed_inputs_match_their_generator`
 //! keeps them current (after a format change, rewrite them with
 //! `DURQ_FUZZ_WRITE_SEEDS=1 cargo test --test fuzz_regressions seed_inputs`). Every other file is an input a fuzzer found, named
-//! by what it broke.
+//! by what it broke, or (`mutant-*`) one written so that a change to the
+//! code that no other input noticed fails here (docs/RELIABILITY.md,
+//! mutation testing).
 
 #[path = "../fuzz/checks.rs"]
 mod checks;

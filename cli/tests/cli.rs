@@ -223,12 +223,14 @@ fn verify_passes_a_healthy_queue_and_locates_damage_without_modifying_anything()
     let problem = stdout.lines().find(|l| l.starts_with("problem: ")).expect(&stdout);
     assert!(problem.contains(&segment.display().to_string()) && problem.contains("byte 64"), "{problem}");
     assert!(problem.contains("offset 0"), "{problem}");
+    assert!(problem.contains(": frame checksum mismatch in acknowledged data"), "{problem}");
     assert!(run.stderr.starts_with("durq: ") && run.stderr.lines().count() == 1, "{}", run.stderr);
     assert!(snapshot(Path::new(&q)) == before, "verify modified the queue");
 
     // Damaged data is refused, not delivered.
     let err = fails(&["consume", &q, "--group", "fresh", "--idle-exit", "0.2"], "", 1);
     assert!(err.contains("corrupt") && err.contains("byte 64"), "{err}");
+    assert!(err.contains(": frame checksum mismatch"), "{err}");
 }
 
 #[test]

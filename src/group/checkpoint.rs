@@ -466,6 +466,18 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_on_a_tie_the_earlier_copy_wins() {
+        // No file durq writes has two valid copies of one generation, but a
+        // file written by something else may: the documented rule picks the
+        // earlier copy, so the same file always reads the same.
+        let p = Path::new("c");
+        assert_eq!(decode_file(&file(Some(state(4, 30)), Some(state(4, 40))), 2, p).unwrap().next_offset, 30);
+        let mut bytes = file(None, Some(state(4, 40)));
+        bytes[MARK_COPY_AT..].copy_from_slice(&encode_copy(&state(4, 50)));
+        assert_eq!(decode_file(&bytes, 2, p).unwrap().next_offset, 40);
+    }
+
+    #[test]
     fn checkpoint_torn_newer_copy_falls_back_to_older() {
         let mut bytes = file(Some(state(3, 30)), Some(state(4, 40)));
         bytes[SECOND_COPY_AT + 35] ^= 0x10;
@@ -511,6 +523,70 @@ mod tests {
         assert!(matches!(one.commit(99), Err(Error::Fenced { partition: 2, epoch: 1 })));
         assert_eq!(latest(dir.path(), 2, 0).unwrap().map(|(e, s)| (e, s.next_offset)), Some((2, 15)));
         assert_eq!(two.state().epoch, 2);
+    }
+
+    /// A slot directory whose epoch 1 file holds position 50 (the lease
+    /// vouches for nothing newer).
+    fn slot_at_epoch_1() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(claim(dir.path(), 1).unwrap());
+        Checkpoint::write_claimed(dir.path(), 1, state(0, 50)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_newest_checkpoint_file_that_cannot_be_read_is_an_error_not_a_fall_back_to_an_older_epoch() {
+        // After a `group reset` the older epoch's position can be ahead of
+        // the newest one's: falling back to it would skip records. A
+        // directory where epoch 2's file should be lists like the file and
+        // fails to read (EISDIR).
+        let dir = slot_at_epoch_1();
+        let newest = dir.path().join(file_name(2));
+        std::fs::create_dir(&newest).unwrap();
+        match latest(dir.path(), 2, 0) {
+            Err(Error::Io { path, .. }) => assert_eq!(path, newest),
+            other => panic!("expected an I/O error naming {}, got {other:?}", newest.display()),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_file_removed_between_listing_and_reading_is_skipped() {
+        // A newer holder removes older epochs' files after writing its own.
+        // A dangling symbolic link lists like a file and reads as not found,
+        // exactly as a file removed after the listing does.
+        let dir = slot_at_epoch_1();
+        std::os::unix::fs::symlink(dir.path().join("removed"), dir.path().join(file_name(2))).unwrap();
+        assert_eq!(latest(dir.path(), 2, 0).unwrap().map(|(e, s)| (e, s.next_offset)), Some((1, 50)));
+    }
+
+    #[test]
+    fn a_newest_file_with_no_valid_copy_is_skipped_only_if_no_lease_vouches_for_it() {
+        // Epoch 2's file was filled but a power cut came before its sync
+        // (copies of garbage): its taker never wrote a lease, so epoch 1's
+        // position is still the one in force.
+        let dir = slot_at_epoch_1();
+        std::fs::write(dir.path().join(file_name(2)), vec![0x5a; FILE_BYTES]).unwrap();
+        assert_eq!(latest(dir.path(), 2, 1).unwrap().map(|(e, s)| (e, s.next_offset)), Some((1, 50)));
+        // Once a lease names epoch 2 (or a later one), the file was synced
+        // before: its damage is an error, never a fall-back.
+        for leased_epoch in [2, 3] {
+            match latest(dir.path(), 2, leased_epoch) {
+                Err(Error::Corrupt { file, .. }) => assert_eq!(file, dir.path().join(file_name(2))),
+                other => panic!("lease of epoch {leased_epoch}: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_commit_past_every_delivery_leaves_nothing_marked_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(claim(dir.path(), 1).unwrap());
+        let mut c = Checkpoint::write_claimed(dir.path(), 1, state(0, 0)).unwrap();
+        c.mark_delivered(4, 1, 1, false).unwrap();
+        c.commit(10).unwrap();
+        let s = latest(dir.path(), 2, 0).unwrap().unwrap().1;
+        assert_eq!((s.next_offset, s.delivered_end, s.attempts, s.range_attempts), (10, 10, 0, 0));
+        assert_eq!(c.state(), s);
     }
 
     #[test]

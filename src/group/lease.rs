@@ -159,11 +159,13 @@ pub fn decode(b: &[u8], slot: u32) -> Result<Lease, LeaseError> {
     })
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
 fn truncate_utf8(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
+    // A bounded search down to 0, always a boundary: no step can make it
+    // run forever (a `while` loop stepping back one byte at a time could,
+    // given a wrong step).
+    let end = (0..=s.len().min(max)).rev().find(|&end| s.is_char_boundary(end)).unwrap_or(0);
     &s[..end]
 }
 
@@ -220,5 +222,30 @@ mod tests {
     fn long_host_names_are_cut_on_a_char_boundary() {
         let l = Lease { host: "é".repeat(40), ..lease() };
         assert_eq!(decode(&encode(&l), 3).unwrap().host, "é".repeat(16));
+        // Byte 32 falls inside a character here: the cut backs off to 31.
+        let host = format!("x{}", "é".repeat(20));
+        assert!(!host.is_char_boundary(HOST_BYTES));
+        let l = Lease { host, ..lease() };
+        assert_eq!(decode(&encode(&l), 3).unwrap().host, format!("x{}", "é".repeat(15)));
+        assert_eq!(truncate_utf8("é", 1), "", "a first character longer than the room");
+        assert_eq!(truncate_utf8("short", HOST_BYTES), "short");
+    }
+
+    #[test]
+    fn a_lease_is_stale_only_once_its_heartbeat_is_older_than_its_timeout() {
+        let l = lease();
+        let deadline = l.heartbeat_ms + l.timeout_ms;
+        assert!(!l.is_stale(deadline), "a heartbeat exactly the timeout old is still fresh");
+        assert!(l.is_stale(deadline + 1));
+        assert!(!l.is_stale(l.heartbeat_ms - 1), "a clock behind the heartbeat is not staleness");
+    }
+
+    #[test]
+    fn a_lease_is_released_only_when_its_member_is_all_zeros() {
+        assert!(!lease().is_released());
+        assert!(Lease { member: [0; 16], ..lease() }.is_released());
+        let mut member = [0; 16];
+        member[15] = 1;
+        assert!(!Lease { member, ..lease() }.is_released(), "one non-zero byte names a holder");
     }
 }

@@ -208,17 +208,17 @@ pub fn scan_known_zeros(
         let (resume, proven_by_frames) = find_resume(seg, pos, next, record_bytes_max, zeros_from);
         if !(proven_by_frames || next < synced_end) {
             let to = last_nonzero_end(seg, pos, zeros_from);
-            // Zeroing must never destroy a record known to be synced. Keep
-            // every byte instead when a synced record lies ahead, or when the
-            // walk already crossed proven damage (past that point it cannot
-            // tell records from bytes inside a damaged one, and readers stop
-            // at the first damage anyway): appends go after it all.
-            let kept = acknowledged_in(seg, pos, to, next, synced_end, record_bytes_max);
-            if kept.is_some() || !damaged.is_empty() {
+            // Zeroing must never destroy a record known to be synced: none
+            // lies ahead here, since `next` is at or past `synced_end` and
+            // every record ahead has a higher offset. Keep every byte
+            // instead when the walk already crossed proven damage (past that
+            // point it cannot tell records from bytes inside a damaged one,
+            // and readers stop at the first damage anyway): appends go after
+            // it all, with offsets past `next` (and so past `synced_end`).
+            if !damaged.is_empty() {
                 let after = to.next_multiple_of(FRAME_ALIGN).min(seg.len());
-                let next_offset = synced_end.max(kept.map_or(0, |h| h + 1)).max(next.saturating_add(1));
                 damaged.push(Damage { pos, offset: next, reason: found, resumed_at: after });
-                return Scan { tail_pos: after, next_offset, torn: None, damaged, watermark };
+                return Scan { tail_pos: after, next_offset: next.saturating_add(1), torn: None, damaged, watermark };
             }
             let reason = if whole.0 < pos { Found::UnfinishedBatch } else { found };
             let torn = Torn { from: whole.0, to, reason, walked_to: next };
@@ -341,29 +341,6 @@ fn find_resume(
     (resume, false)
 }
 
-/// The highest offset of a valid frame in `seg[from..to]` that the walk did
-/// not reach and that is known to have been synced (`first <= offset <
-/// synced_end`), if there is one.
-fn acknowledged_in(seg: &[u8], from: usize, to: usize, first: u64, synced_end: u64, max: u32) -> Option<u64> {
-    if first >= synced_end {
-        return None;
-    }
-    let mut highest = None;
-    let mut at = from;
-    while at + FRAME_HEADER_BYTES <= to.min(seg.len()) {
-        if let Decoded::Frame(f) = record::decode(&seg[at..], max)
-            && (first..synced_end).contains(&f.meta.offset)
-        {
-            highest = highest.max(Some(f.meta.offset));
-        }
-        at += FRAME_ALIGN;
-    }
-    highest
-}
-
-/// One past the last non-zero byte of `seg[from..]`, or `from` if all zero.
-/// Checks 4 KiB blocks from the end with an OR-reduction the compiler
-/// vectorises: the common case is megabytes of zeros after a clean tail.
 /// True if every byte of `bytes` is zero; branch-free per byte, so the
 /// compiler vectorises it over whole blocks.
 fn all_zero(bytes: &[u8]) -> bool {
@@ -451,6 +428,10 @@ mod tests {
         seg.truncate(starts[3] + FRAME_HEADER_BYTES - 8);
         let scan = super::scan(&seg, 100, MAX, 100);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (starts[3], 103, None));
+        // A `synced_end` past its records (the next segment's, after a
+        // seal) claims nothing about a segment that has no room left.
+        let scan = super::scan(&seg, 100, MAX, 110);
+        assert_eq!((scan.tail_pos, scan.next_offset, scan.torn, scan.damaged), (starts[3], 103, None, vec![]));
     }
 
     #[test]
@@ -570,6 +551,25 @@ mod tests {
     }
 
     #[test]
+    fn recovery_told_where_the_zeros_begin_looks_for_no_frame_there() {
+        // Record 101 is damaged and ends where the file system says the
+        // zeros begin. A frame there (which the promise rules out, so only
+        // a scan that looks where it was told not to would see it) would
+        // prove 101 acknowledged; the scan must take 101 for a torn tail.
+        let (mut seg, starts) = segment(2, |_| 100);
+        seg[starts[1] + 33] ^= 0x01;
+        let proof = record::encode(
+            FrameMeta { offset: 102, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
+            None,
+            b"past the zeros",
+        );
+        seg[starts[2]..starts[2] + proof.len()].copy_from_slice(&proof);
+        let scan = super::scan_known_zeros(&seg, 100, MAX, 100, starts[2]);
+        assert_eq!((scan.tail_pos, scan.next_offset, scan.damaged), (starts[1], 101, vec![]));
+        assert_eq!(scan.torn.map(|t| (t.from, t.reason)), Some((starts[1], Found::Invalid(Invalid::BadChecksum))));
+    }
+
+    #[test]
     fn recovery_row_3a_a_batch_cut_short_is_removed_whole() {
         // Records 100..=102 are whole; 103 and 104 begin a batch whose last
         // frame was never written.
@@ -586,10 +586,108 @@ mod tests {
         let scan = super::scan(&seg, 100, MAX, 100);
         assert_eq!((scan.tail_pos, scan.next_offset), (starts[3], 103));
         assert_eq!(scan.torn.map(|t| (t.from, t.to, t.reason)), Some((starts[3], pos, Found::UnfinishedBatch)));
-        // Garbage after the unfinished batch: the cut still goes back to it.
-        seg[pos + 5] = 0x99;
+        // Garbage after the unfinished batch, in the header that would come
+        // next or after a header of zeros: the cut still goes back to the
+        // batch's first frame, and says why (`check_sealed` keeps a batch
+        // that goes on in the next segment only for this reason).
+        for garbage_at in [pos + 5, pos + 40] {
+            let mut seg = seg.clone();
+            seg[garbage_at] = 0x99;
+            let scan = super::scan(&seg, 100, MAX, 100);
+            assert_eq!((scan.tail_pos, scan.next_offset), (starts[3], 103), "garbage at {garbage_at}");
+            let torn = scan.torn.expect("torn");
+            assert_eq!((torn.from, torn.to, torn.reason), (starts[3], garbage_at + 1, Found::UnfinishedBatch));
+            assert_eq!(torn.walked_to, 105, "the walk went through the whole frames of the batch");
+        }
+    }
+
+    #[test]
+    fn recovery_row_3_bytes_that_cancel_out_under_xor_are_garbage_not_zeros() {
+        // Two equal bytes after a clean end: an XOR of the block would call
+        // them zeros and take the tail for a clean end (row 1), leaving
+        // garbage that the next appends would have to write over.
+        let (mut seg, starts) = segment(3, |_| 100);
+        let garbage_at = starts[3] + 40;
+        seg[garbage_at..garbage_at + 2].copy_from_slice(&[0x99, 0x99]);
         let scan = super::scan(&seg, 100, MAX, 100);
         assert_eq!((scan.tail_pos, scan.next_offset), (starts[3], 103));
+        let torn = Torn { from: starts[3], to: garbage_at + 2, reason: Found::Hole, walked_to: 103 };
+        assert_eq!(scan.torn, Some(torn));
+    }
+
+    #[test]
+    fn recovery_row_3_a_frame_claiming_an_offset_too_far_ahead_is_no_place_to_resume() {
+        // Record 100 fills most of the first page; record 101 is damaged and
+        // carries, 40 bytes past its start, a valid frame claiming offset
+        // 121 with every record below it durable (a payload that holds a
+        // frame, or a stray write). 40 bytes hold one record, not twenty:
+        // that frame is neither where the walk resumes nor a proof that 101
+        // was acknowledged, and 102 and 103 prove nothing either, so 101 on
+        // is a torn tail. Kept in fuzz/regressions/segment_recover too.
+        let (seg, starts) = planted_frame_too_far_ahead();
+        let scan = super::scan(&seg, 100, MAX, 100);
+        assert_eq!((scan.tail_pos, scan.next_offset, scan.damaged), (starts[1], 101, vec![]));
+        let torn = scan.torn.expect("torn");
+        assert_eq!((torn.from, torn.reason), (starts[1], Found::Invalid(Invalid::BadChecksum)));
+        assert!(torn.to > starts[3] && torn.to <= starts[4], "zeroing reaches the last written byte");
+    }
+
+    /// The segment of the test above: records 100..=103 (starting at
+    /// `starts`), record 101 damaged, with a frame claiming offset 121
+    /// planted 40 bytes into it.
+    fn planted_frame_too_far_ahead() -> (Vec<u8>, Vec<usize>) {
+        let frame = |offset: u64, durable: u64, payload: &[u8]| {
+            let meta =
+                FrameMeta { offset, timestamp_ms: 1, durable_lag: (offset - durable) as u32, batch_continues: false };
+            record::encode(meta, None, payload)
+        };
+        let planted = frame(121, 121, b"planted");
+        let carrier = [&[b'.'; 8][..], &planted, &[b'.'; 16]].concat();
+        let payloads = [vec![b'a'; 3968], carrier, b"message 2".to_vec(), b"message 3".to_vec()];
+        let mut seg = vec![0u8; 8192];
+        let mut starts = vec![SEGMENT_HEADER_BYTES];
+        for (i, payload) in payloads.iter().enumerate() {
+            let f = frame(100 + i as u64, 100, payload);
+            let at = starts[i];
+            seg[at..at + f.len()].copy_from_slice(&f);
+            starts.push(at + f.len());
+        }
+        assert_eq!(&seg[starts[1] + 40..starts[1] + 80], &planted[..]);
+        seg[starts[1] + 16] ^= 0x01;
+        (seg, starts)
+    }
+
+    #[test]
+    fn recovery_never_zeroes_a_record_below_synced_end() {
+        // Frames that prove nothing (every watermark 100), damage to any
+        // record or a cut at any record, and every `synced_end`: whatever
+        // the header says was synced stays, whole and walked or kept as
+        // damage, and its offsets are never reused.
+        let (full, starts) = segment(5, |_| 100);
+        // (Records lost to zeros leave no bytes to keep: the walk leaves a
+        // header's room for each, see row 4.)
+        type Damage = fn(&mut [u8], usize);
+        let damages: [(&str, Damage, bool); 3] = [
+            ("flipped byte", |seg, at| seg[at + 33] ^= 0x08, true),
+            ("zeroed header", |seg, at| seg[at..at + FRAME_HEADER_BYTES].fill(0), true),
+            ("zeros from there", |seg, at| seg[at..].fill(0), false),
+        ];
+        for (what, damage, bytes_left) in damages {
+            for record in 0..5 {
+                for synced_end in 100..=105u64 {
+                    let mut seg = full.clone();
+                    damage(&mut seg, starts[record]);
+                    let scan = super::scan(&seg, 100, MAX, synced_end);
+                    let synced_bytes_end = starts[(synced_end - 100) as usize];
+                    let case = format!("{what} at record {}, synced_end {synced_end}: {scan:?}", 100 + record);
+                    if let Some(torn) = scan.torn {
+                        assert!(torn.from >= synced_bytes_end, "{case}");
+                    }
+                    assert!(scan.next_offset >= synced_end, "{case}");
+                    assert!(scan.tail_pos >= synced_bytes_end || !bytes_left, "{case}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -733,6 +831,41 @@ mod tests {
         assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
         // Not when records of the batch are missing before the next segment.
         assert!(matches!(check_sealed(&prev, 100, &last, 106, MAX), Sealed::Cut(_)));
+        // A stray byte after its frames (in the header that would come next,
+        // or after a header of zeros) does not make them a torn end.
+        for stray_at in [pos + 5, pos + 40] {
+            let mut prev = prev.clone();
+            prev[stray_at] = 0x99;
+            assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept, "stray byte at {stray_at}");
+        }
+    }
+
+    #[test]
+    fn recovery_sealed_a_full_segment_short_of_proven_records_is_kept() {
+        // The segment before the last holds 100..=104 and has no room left;
+        // the last one starts at 107, so 105 and 106 are nowhere. If a frame
+        // of the last segment proves them synced, that is a loss to report,
+        // not a torn end to cut; if it proves only what is there, the log
+        // is cut after 104 (and the last segment goes).
+        let (mut prev, starts) = segment(5, |_| 100);
+        prev[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, 8192, 100));
+        prev.truncate(starts[5] + FRAME_HEADER_BYTES - 8);
+        let last = |watermark: u64| {
+            let mut last = vec![0u8; 8192];
+            last[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 107, 8192, 100));
+            let meta = FrameMeta {
+                offset: 107,
+                timestamp_ms: 1,
+                durable_lag: (107 - watermark) as u32,
+                batch_continues: false,
+            };
+            let frame = record::encode(meta, None, b"next segment");
+            last[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + frame.len()].copy_from_slice(&frame);
+            last
+        };
+        assert_eq!(check_sealed(&prev, 100, &last(107), 107, MAX), Sealed::Kept);
+        let scan = cut(check_sealed(&prev, 100, &last(105), 107, MAX));
+        assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (starts[5], 105, None));
     }
 
     #[test]
