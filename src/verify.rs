@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::group::checkpoint::{self, COPIES_AT, CopyError};
-use crate::group::{GROUPS_DIR, slot};
+use crate::group::{GROUPS_DIR, evidence, slot};
 use crate::log::partition;
-use crate::log::recovery;
+use crate::log::record::{self, Decoded};
+use crate::log::recovery::{self, Evidence, LastFile};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
 use crate::meta;
 use crate::storage;
@@ -67,10 +68,11 @@ impl Report {
 pub fn verify(dir: &Path) -> Result<Report> {
     let config = meta::read(dir)?;
     let mut report = Report::default();
+    let evidence = evidence::gather(dir, config.partitions)?;
     let mut ends = Vec::new();
-    for p in 0..config.partitions {
+    for (p, evidence) in (0..config.partitions).zip(&evidence) {
         let pdir = dir.join(partition::dir_name(p));
-        ends.push(verify_partition(&pdir, p, &config, &mut report)?);
+        ends.push(verify_partition(&pdir, p, &config, evidence.as_ref(), &mut report)?);
     }
     let groups_dir = dir.join(GROUPS_DIR);
     if groups_dir.is_dir() {
@@ -102,8 +104,15 @@ pub fn verify(dir: &Path) -> Result<Report> {
 
 /// Returns the partition's next offset as found on disk, or `None` when
 /// the segment that would say it cannot be read: a checkpoint is then not
-/// judged against an end made up here.
-fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &mut Report) -> Result<Option<u64>> {
+/// judged against an end made up here. `evidence` is what the groups prove
+/// the log holds, judged as recovery judges it.
+fn verify_partition(
+    pdir: &Path,
+    p: u32,
+    config: &crate::QueueConfig,
+    evidence: Option<&Evidence>,
+    report: &mut Report,
+) -> Result<Option<u64>> {
     let bases = match partition::segment_bases(pdir) {
         Ok(b) => b,
         Err(Error::Corrupt { file, reason, .. }) => {
@@ -116,6 +125,7 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
         report.problem(pdir, 0, None, "partition has no segment file");
         return Ok(None);
     }
+    let proven_end = recovery::proven_end(evidence);
     let mut expected = bases[0];
     let mut end_known = true;
     for (i, &base) in bases.iter().enumerate() {
@@ -141,46 +151,61 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
         }
         let mut bytes =
             storage::read_small(&path, config.segment_bytes as usize).map_err(|e| Error::io("read", &path, e))?;
-        let len = bytes.len() as u64;
-        if len != config.segment_bytes {
-            let what = if len > config.segment_bytes {
-                // Only one byte past the size was read (`read_small`).
-                bytes.truncate(config.segment_bytes as usize);
-                format!("segment is longer than {} bytes", config.segment_bytes)
-            } else {
-                format!("segment is {len} bytes, expected {}", config.segment_bytes)
-            };
-            report.problem(&path, len.min(config.segment_bytes), None, what);
-            if bytes.len() < SEGMENT_HEADER_BYTES {
+        if bytes.len() as u64 > config.segment_bytes {
+            // Only one byte past the size was read (`read_small`).
+            bytes.truncate(config.segment_bytes as usize);
+            let what = format!("segment is longer than {} bytes", config.segment_bytes);
+            report.problem(&path, config.segment_bytes, None, what);
+        }
+        // No position past the end of the file as found is ever named: a
+        // cut file's missing bytes are walked as zeros (as the next open
+        // grows a last segment back, recovery row 7), and reported as cut.
+        let found_len = bytes.len();
+        let header = if last {
+            // As recovery judges it (recovery rows 5 to 7), evidence included.
+            match recovery::check_last_file(&bytes, &path, p, base, config.segment_bytes, evidence) {
+                Ok(LastFile::NeverWritten) => {
+                    report.notes.push(format!(
+                        "{}: segment of which nothing was written ({found_len} bytes), and nothing proves a record reached it: its creation was cut short; the next open rewrites its header",
+                        path.display()
+                    ));
+                    continue;
+                }
+                Ok(LastFile::HeaderLost) => {
+                    let what = "segment header is all zeros in front of records (the next open rewrites it)";
+                    report.problem(&path, 0, None, what);
+                    LastFile::HeaderLost
+                }
+                Ok(LastFile::Whole) => LastFile::Whole,
+                Err(e) => {
+                    report_error(report, &path, e);
+                    unreadable(&mut expected);
+                    continue;
+                }
+            }
+        } else {
+            if found_len < SEGMENT_HEADER_BYTES {
+                report.problem(&path, found_len as u64, None, cut_short(found_len, config, None));
                 unreadable(&mut expected);
                 continue;
             }
-            if (bytes.len() as u64) < config.segment_bytes {
-                // Walk a short segment as if grown back with zeros, as the
-                // next open grows a last one (recovery row 7): records its
-                // header says were synced are then reported missing from
-                // it, not taken for its end (which would blame the next
-                // segment, or move the partition's end back).
-                bytes.resize(config.segment_bytes as usize, 0);
+            if let Err(e) = segment::check_header(&bytes, &path, p, base, config.segment_bytes) {
+                report_error(report, &path, e);
+                unreadable(&mut expected);
+                continue;
             }
-        }
-        // As recovery judges it (`segment::creation_cut_short`): a header of
-        // zeros, or a torn one, over nothing but zeros never held a record.
-        if last && segment::creation_cut_short(&bytes) && bytes[SEGMENT_HEADER_BYTES..].iter().all(|&b| b == 0) {
-            report.notes.push(format!(
-                "{}: empty segment whose creation was cut short; the next open rewrites its header",
-                path.display()
-            ));
-            continue;
-        }
-        if let Err(e) = segment::check_header(&bytes, &path, p, base, config.segment_bytes) {
-            report.problem(&path, 0, None, e.to_string());
-            unreadable(&mut expected);
-            continue;
-        }
+            LastFile::Whole
+        };
+        bytes.resize(config.segment_bytes as usize, 0);
         if i + 2 == bases.len()
-            && let Some(cut) =
-                unsynced_cut(&bytes, base, &pdir.join(segment::file_name(bases[i + 1])), bases[i + 1], config)?
+            && let Some(cut) = unsynced_cut(
+                &bytes,
+                base,
+                &pdir.join(segment::file_name(bases[i + 1])),
+                bases[i + 1],
+                config,
+                proven_end,
+            )?
         {
             report.notes.push(format!(
                 "{}: unrecovered torn tail at byte {} (offset {}) of a full segment that was never synced; no record proves it acknowledged, the next open cuts the log there and removes {}",
@@ -192,14 +217,32 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             report.records += cut.next_offset - base;
             return Ok(Some(cut.next_offset));
         }
-        let synced_end = segment::decode_synced_end(&bytes).unwrap_or(base);
+        let synced_end = match header {
+            LastFile::Whole => segment::decode_synced_end(&bytes).unwrap_or(base),
+            LastFile::HeaderLost | LastFile::NeverWritten => base,
+        };
+        let synced_end = if last { synced_end.max(proven_end) } else { synced_end };
         let scan = recovery::scan(&bytes, base, config.record_bytes_max, synced_end);
-        for d in &scan.damaged {
+        if found_len < bytes.len() {
+            // What the walk lost to the cut is reported once, as the cut.
+            let first_cut_off = scan.damaged.iter().find(|d| d.pos >= found_len).map(|d| d.offset);
+            report.problem(&path, found_len as u64, first_cut_off, cut_short(found_len, config, first_cut_off));
+        }
+        for d in scan.damaged.iter().filter(|d| d.pos < found_len) {
+            let resumed = match record::decode(&bytes[d.resumed_at..], config.record_bytes_max) {
+                Decoded::Frame(f) if d.resumed_at < found_len && f.meta.offset > d.offset => {
+                    format!("valid records follow at byte {}", d.resumed_at)
+                }
+                _ if found_len < bytes.len() => {
+                    format!("no valid record follows before the file ends at byte {found_len}")
+                }
+                _ => "no valid record follows".into(),
+            };
             report.problem(
                 &path,
                 d.pos as u64,
                 Some(d.offset),
-                format!("{} in acknowledged data (valid records follow at byte {})", d.reason, d.resumed_at),
+                format!("{} in acknowledged data ({resumed})", d.reason),
             );
         }
         if let Some(torn) = scan.torn {
@@ -227,6 +270,12 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             }
         }
         report.records += scan.next_offset - base;
+        if last && let Err(e) = recovery::check_end(scan.next_offset, evidence, &path, scan.tail_pos) {
+            // The next open refuses the queue; the checkpoint that proves the
+            // loss is not to blame for it.
+            report_error(report, &path, e);
+            return Ok(None);
+        }
         // Damage in a sealed segment is reported once: the next segment's
         // base says where its records end.
         expected = match (scan.torn, bases.get(i + 1)) {
@@ -237,18 +286,38 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
     Ok(end_known.then_some(expected))
 }
 
+/// What a segment file cut to `found_len` bytes is reported as; `cut_off`:
+/// the first record the cut took, if the walk knows it.
+fn cut_short(found_len: usize, config: &crate::QueueConfig, cut_off: Option<u64>) -> String {
+    let what = format!("segment is {found_len} bytes, expected {}", config.segment_bytes);
+    match cut_off {
+        Some(offset) => format!("{what}: the records from offset {offset} on were cut off with the rest of it"),
+        None => what,
+    }
+}
+
+/// Reports `e`, found while judging `path`, at the file and position it
+/// names.
+fn report_error(report: &mut Report, path: &Path, e: Error) {
+    match e {
+        Error::Corrupt { file, position, offset, reason } => report.problem(&file, position, offset, reason),
+        e => report.problem(path, 0, None, e.to_string()),
+    }
+}
+
 /// The cut recovery would make in the segment before the last (`bytes`,
-/// starting at `base`), given the last one at `last_path`, if it would make
-/// one.
+/// starting at `base`), given the last one at `last_path` and the evidence
+/// that records below `proven_end` were synced, if it would make one.
 fn unsynced_cut(
     bytes: &[u8],
     base: u64,
     last_path: &Path,
     last_base: u64,
     config: &crate::QueueConfig,
+    proven_end: u64,
 ) -> Result<Option<recovery::Scan>> {
     let last = std::fs::read(last_path).map_err(|e| Error::io("read", last_path, e))?;
-    Ok(match recovery::check_sealed(bytes, base, &last, last_base, config.record_bytes_max) {
+    Ok(match recovery::check_sealed(bytes, base, &last, last_base, config.record_bytes_max, proven_end) {
         recovery::Sealed::Cut(scan) => Some(scan),
         recovery::Sealed::Proven | recovery::Sealed::Kept => None,
     })

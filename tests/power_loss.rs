@@ -85,7 +85,8 @@ struct Tally {
 /// before the last recovery will have to walk, and those it will cut: the
 /// path that background sealing added.
 fn count_unsealed(queue: &Path, tally: &mut Tally) {
-    for p in 0..2 {
+    let evidence = durq::group::evidence::gather(queue, 2).unwrap();
+    for (p, evidence) in evidence.iter().enumerate() {
         let dir = queue.join(format!("p{p:04}"));
         let mut bases: Vec<u64> = std::fs::read_dir(&dir)
             .into_iter()
@@ -99,7 +100,8 @@ fn count_unsealed(queue: &Path, tally: &mut Tally) {
             bytes.resize(64 << 10, 0);
             bytes
         };
-        match recovery::check_sealed(&read(prev), prev, &read(last), last, 16 << 10) {
+        let proven_end = recovery::proven_end(evidence.as_ref());
+        match recovery::check_sealed(&read(prev), prev, &read(last), last, 16 << 10, proven_end) {
             Sealed::Proven => {}
             Sealed::Kept => tally.unsealed += 1,
             Sealed::Cut(_) => {

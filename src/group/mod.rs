@@ -16,10 +16,13 @@
 //! - [`slot`]: taking, holding and giving back a slot; the fencing protocol.
 //! - [`checkpoint`]: per-epoch, two-copy checkpoint files.
 //! - [`dead_letter`]: the dead-letter envelope.
+//! - [`evidence`]: what checkpoints and dead letters prove about how far
+//!   each partition's log reached (for recovery and verify).
 
 pub mod assignment;
 pub mod checkpoint;
 pub mod dead_letter;
+pub mod evidence;
 pub mod lease;
 pub mod member;
 pub mod name;

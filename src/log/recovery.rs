@@ -35,10 +35,20 @@
 //! on the field plus damage to the records only it proved synced is taken
 //! for a torn tail too, in either of the last two segments.
 //!
-//! Segment headers have their own rows, applied before the walk (in
-//! `partition::recover`): a last segment whose header is all zeros was cut
-//! short during creation and gets its header rewritten; a non-zero header that
-//! fails validation makes the open fail with `Error::Corrupt`.
+//! The last segment's file has its own rows, applied before the walk
+//! ([`check_last_file`]): a file of which nothing was written (all zeros, or
+//! a torn header over zeros at full size) is a creation cut short by a power
+//! cut and gets its header rewritten, unless [`Evidence`] from outside the
+//! log proves that records reached it: then acknowledged records were lost
+//! with it, and the open fails with `Error::Corrupt`. A header of zeros over
+//! records is rewritten and the records walked; a non-zero header that fails
+//! validation, or a file cut short inside its header, fails the open.
+//!
+//! [`Evidence`] is also a proof for the walks, like `synced_end`: records
+//! below it were synced, so losing them is damage (row 4), never a torn tail
+//! to cut; and a log that still ends before it fails the open
+//! ([`check_end`]): a queue is never silently rewound, and no offset that
+//! evidence proves is ever reused.
 //!
 //! The segment before the last ([`check_sealed`]) is not walked at all when a
 //! header proves it was synced in full (its own `synced_end`, or the last
@@ -53,8 +63,41 @@
 //! is removed. Damage proven durable (row 4) or a hole where records are
 //! proven durable keeps every byte of both segments.
 
+use std::path::Path;
+
+use crate::error::{Error, Result};
 use crate::log::record::{self, Decoded, FRAME_ALIGN, FRAME_HEADER_BYTES, Invalid};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
+
+/// What a file outside a partition's log proves about it (gathered by
+/// `group::evidence`): every record below `end` existed and was synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// Every record of the partition below this offset existed.
+    pub end: u64,
+    /// The file that says so, and how, for messages.
+    pub source: String,
+}
+
+/// The offset below which `evidence` proves every record existed (0 without
+/// evidence: nothing is proven).
+pub fn proven_end(evidence: Option<&Evidence>) -> u64 {
+    evidence.map_or(0, |e| e.end)
+}
+
+/// The verdict on the last segment's file as found, before its walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastFile {
+    /// Its header is whole: walk it (grown back to its full size with zeros
+    /// first, if the file was cut after its header's proof).
+    Whole,
+    /// A header of zeros with bytes after it, at full size: rewrite the
+    /// header, then walk them like any damage.
+    HeaderLost,
+    /// Nothing of it was written, and nothing proves that a record reached
+    /// it: a creation cut short by a power cut. Rewrite its header.
+    NeverWritten,
+}
 
 /// What the walk of one segment found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,24 +300,120 @@ pub fn scan_known_zeros(
     }
 }
 
+/// Judges the last segment's file (`found`: its bytes as they are on disk,
+/// shorter than `segment_bytes` if the file was cut), knowing that every
+/// record below `evidence` existed. Pure, like [`scan`].
+///
+/// A segment's creation reserves the whole file (one metadata operation)
+/// before it writes the header, and no record is written before the header
+/// is durable: a power cut during it leaves nothing but zeros (often an
+/// empty file), or, at full size, a header torn over zeros. That is a
+/// creation cut short, unless evidence proves a record at or past the
+/// segment's base: then the segment held acknowledged records, and losing
+/// it whole is damage, never repaired away. A file cut short (shorter, not
+/// empty) is damage too: it is walked if its header and the proof of what
+/// it synced (`synced_end`, bytes 40..52) survived the cut, and refused if
+/// the cut took them (what it held can no longer be known).
+pub fn check_last_file(
+    found: &[u8],
+    path: &Path,
+    partition: u32,
+    base_offset: u64,
+    segment_bytes: u64,
+    evidence: Option<&Evidence>,
+) -> Result<LastFile> {
+    let cut = (found.len() as u64) < segment_bytes;
+    let header = &found[..SEGMENT_HEADER_BYTES.min(found.len())];
+    let header_zero = all_zero(header);
+    let rest = found.get(SEGMENT_HEADER_BYTES..).unwrap_or(&[]);
+    // Only a header that is not whole can have been cut short; the rest is
+    // read only then.
+    let never_written = (header_zero || !cut && !segment::header_is_whole(found)) && all_zero(rest);
+    if never_written {
+        if let Some(e) = evidence.filter(|e| e.end > base_offset) {
+            return Err(Error::corrupt(
+                path,
+                0,
+                Some(base_offset),
+                format!(
+                    "nothing of this segment is left ({} bytes, no header, no record), but {} proves that records {base_offset}..{} existed: acknowledged records were lost with it (a creation cut short holds none)",
+                    found.len(),
+                    e.source,
+                    e.end
+                ),
+            ));
+        }
+        return Ok(LastFile::NeverWritten);
+    }
+    if header_zero && !cut {
+        return Ok(LastFile::HeaderLost);
+    }
+    segment::check_header(found, path, partition, base_offset, segment_bytes)?;
+    if cut && segment::decode_synced_end(found).is_none() {
+        return Err(Error::corrupt(
+            path,
+            0,
+            None,
+            format!(
+                "segment file cut to {} bytes, inside its header: the proof of what it synced is gone, so the acknowledged records it held cannot be known",
+                found.len()
+            ),
+        ));
+    }
+    Ok(LastFile::Whole)
+}
+
+/// Fails when a partition's log, as recovered, ends (at offset
+/// `next_offset`, byte `tail_pos` of its last segment `last`) before
+/// `evidence` proves records existed: going on would reuse their offsets.
+/// Only a last segment with no room left can end so (the walks take
+/// evidence as a proof, see [`scan`]), and no segment file holds the rest.
+pub fn check_end(next_offset: u64, evidence: Option<&Evidence>, last: &Path, tail_pos: usize) -> Result<()> {
+    match evidence {
+        Some(e) if e.end > next_offset => Err(Error::corrupt(
+            last,
+            tail_pos as u64,
+            Some(next_offset),
+            format!(
+                "the log ends at offset {next_offset}, but {} proves that records up to {} existed, and no segment file {} holds them",
+                e.source,
+                e.end - 1,
+                segment::file_name(next_offset)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Whether a header proves that the segment before the last (`prev`, whole
 /// or just its header) was synced in full: its own `synced_end`, or the
-/// last segment's (`last`, starting at `last_base`), reaches `last_base`.
-pub fn proven_sealed(prev: &[u8], last: &[u8], last_base: u64) -> bool {
-    [prev, last].into_iter().filter_map(segment::decode_synced_end).any(|end| end >= last_base)
+/// last segment's (`last`, starting at `last_base`), reaches `last_base`;
+/// or evidence does (`proven_end`, see [`proven_end`]): a sync past
+/// `last_base` seals the segment before it first.
+pub fn proven_sealed(prev: &[u8], last: &[u8], last_base: u64, proven_end: u64) -> bool {
+    proven_end >= last_base
+        || [prev, last].into_iter().filter_map(segment::decode_synced_end).any(|end| end >= last_base)
 }
 
 /// Decides what recovery does with the segment before the last (`prev`,
 /// whole, header included, first record `prev_base`), which the last segment
-/// (`last`, whole, first record `last_base`) follows. Pure, like [`scan`].
-pub fn check_sealed(prev: &[u8], prev_base: u64, last: &[u8], last_base: u64, record_bytes_max: u32) -> Sealed {
-    if proven_sealed(prev, last, last_base) {
+/// (`last`, whole, first record `last_base`) follows, knowing from evidence
+/// that every record below `proven_end` was synced. Pure, like [`scan`].
+pub fn check_sealed(
+    prev: &[u8],
+    prev_base: u64,
+    last: &[u8],
+    last_base: u64,
+    record_bytes_max: u32,
+    proven_end: u64,
+) -> Sealed {
+    if proven_sealed(prev, last, last_base, proven_end) {
         return Sealed::Proven;
     }
     let headers = [prev, last].into_iter().filter_map(segment::decode_synced_end).max().unwrap_or(0);
     let frames = scan(last, last_base, record_bytes_max, last_base).watermark;
     // Records below `proven` were synced; none of `prev` is at `last_base`.
-    let proven = headers.max(frames).min(last_base);
+    let proven = headers.max(frames).max(proven_end).min(last_base);
     let s = scan(prev, prev_base, record_bytes_max, proven);
     // A batch larger than what was left of `prev` goes on in the next
     // segment: its frames here are whole.
@@ -361,9 +500,6 @@ fn acknowledged_in(seg: &[u8], from: usize, to: usize, first: u64, synced_end: u
     highest
 }
 
-/// One past the last non-zero byte of `seg[from..]`, or `from` if all zero.
-/// Checks 4 KiB blocks from the end with an OR-reduction the compiler
-/// vectorises: the common case is megabytes of zeros after a clean tail.
 /// True if every byte of `bytes` is zero; branch-free per byte, so the
 /// compiler vectorises it over whole blocks.
 fn all_zero(bytes: &[u8]) -> bool {
@@ -652,14 +788,14 @@ mod tests {
         for (synced_end, last_synced_end) in [(105, 100), (100, 105), (100, 107)] {
             let (mut prev, starts, last) = sealed_pair(|_| 100, synced_end, 100, last_synced_end);
             prev[starts[2]..].fill(0x5a);
-            assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Proven);
+            assert_eq!(check_sealed(&prev, 100, &last, 105, MAX, 0), Sealed::Proven);
         }
     }
 
     #[test]
     fn recovery_sealed_a_complete_unproven_segment_is_kept() {
         let (prev, _, last) = sealed_pair(|_| 100, 100, 100, 100);
-        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX, 0), Sealed::Kept);
     }
 
     #[test]
@@ -667,7 +803,7 @@ mod tests {
         // The pages of records 103 and 104 never reached the disk.
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 100, 100);
         prev[starts[3]..].fill(0);
-        let scan = cut(check_sealed(&prev, 100, &last, 105, MAX));
+        let scan = cut(check_sealed(&prev, 100, &last, 105, MAX, 0));
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (starts[3], 103, None));
     }
 
@@ -675,7 +811,7 @@ mod tests {
     fn recovery_sealed_a_torn_record_cuts_the_log_before_it() {
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 100, 100);
         prev[starts[4] + 40] ^= 0x10;
-        let scan = cut(check_sealed(&prev, 100, &last, 105, MAX));
+        let scan = cut(check_sealed(&prev, 100, &last, 105, MAX, 0));
         assert_eq!((scan.tail_pos, scan.next_offset), (starts[4], 104));
         let torn = scan.torn.expect("bytes to zero");
         assert_eq!(torn.from, starts[4]);
@@ -688,15 +824,15 @@ mod tests {
         // 105 was durable: damage at 102 is damage to acknowledged data.
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 105, 100);
         prev[starts[2] + 40] ^= 0x10;
-        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX, 0), Sealed::Kept);
         // Zeros where proven records belong are kept too: readers report them.
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 104, 100);
         prev[starts[3]..].fill(0);
-        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX, 0), Sealed::Kept);
         // A watermark below the damage proves nothing about it.
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 102, 100);
         prev[starts[2] + 40] ^= 0x10;
-        assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX)).next_offset, 102);
+        assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX, 0)).next_offset, 102);
     }
 
     #[test]
@@ -710,13 +846,13 @@ mod tests {
             let proof = if torn == 0 { &mut prev } else { &mut last };
             proof[44] ^= 0x5a;
             proof[49] ^= 0x3c;
-            assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX)).next_offset, 103, "header {torn}");
+            assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX, 0)).next_offset, 103, "header {torn}");
         }
         // Nor did a last segment whose creation was cut short hold one.
         let (mut prev, starts, mut last) = sealed_pair(|_| 100, 100, 100, 100);
         prev[starts[3]..].fill(0);
         last.fill(0);
-        assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX)).next_offset, 103);
+        assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX, 0)).next_offset, 103);
     }
 
     #[test]
@@ -730,9 +866,9 @@ mod tests {
             pos += frame.len();
         }
         let (_, _, last) = sealed_pair(|_| 100, 100, 100, 100);
-        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX, 0), Sealed::Kept);
         // Not when records of the batch are missing before the next segment.
-        assert!(matches!(check_sealed(&prev, 100, &last, 106, MAX), Sealed::Cut(_)));
+        assert!(matches!(check_sealed(&prev, 100, &last, 106, MAX, 0), Sealed::Cut(_)));
     }
 
     #[test]
