@@ -2,10 +2,15 @@
 //!
 //! Walks every frame of every segment (checksum, offset order, segment
 //! contiguity) and every checkpoint, and reports each problem with its file,
-//! byte position and offset. It opens files read-only and never repairs:
-//! a torn tail that the next open would zero is reported as a note, and so
-//! is one in the segment before the last that nothing proves was synced
-//! (the next open cuts the log there, see `recovery::check_sealed`).
+//! byte position and offset (never one past the end of the file it names).
+//! It opens files read-only and never repairs: a torn tail that the next
+//! open would zero is reported as a note, and so is one in the segment
+//! before the last that nothing proves was synced (the next open cuts the
+//! log there, see `recovery::check_sealed`), and a last segment whose
+//! creation a power cut interrupted (the next open completes it). The last
+//! segment is judged as recovery judges it, with the same evidence from
+//! the groups' checkpoints and dead letters (`group::evidence`): what
+//! recovery would refuse or keep as damage is a problem.
 
 use std::path::{Path, PathBuf};
 
@@ -161,7 +166,7 @@ fn verify_partition(
         // cut file's missing bytes are walked as zeros (as the next open
         // grows a last segment back, recovery row 7), and reported as cut.
         let found_len = bytes.len();
-        let header = if last {
+        let judged = if last {
             // As recovery judges it (recovery rows 5 to 7), evidence included.
             match recovery::check_last_file(&bytes, &path, p, base, config.segment_bytes, evidence) {
                 Ok(LastFile::NeverWritten) => {
@@ -191,6 +196,9 @@ fn verify_partition(
             }
             if let Err(e) = segment::check_header(&bytes, &path, p, base, config.segment_bytes) {
                 report_error(report, &path, e);
+                if (found_len as u64) < config.segment_bytes {
+                    report.problem(&path, found_len as u64, None, cut_short(found_len, config, None));
+                }
                 unreadable(&mut expected);
                 continue;
             }
@@ -217,7 +225,7 @@ fn verify_partition(
             report.records += cut.next_offset - base;
             return Ok(Some(cut.next_offset));
         }
-        let synced_end = match header {
+        let synced_end = match judged {
             LastFile::Whole => segment::decode_synced_end(&bytes).unwrap_or(base),
             LastFile::HeaderLost | LastFile::NeverWritten => base,
         };
