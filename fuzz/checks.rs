@@ -348,7 +348,7 @@ pub fn segment_damaged(data: &[u8]) {
         _ => Some(synced_end),
     };
     let evidence = proven_end.map(|end| Evidence { end, source: format!("a checkpoint at {end}") });
-    let proven_end = recovery::proven_end(evidence.as_ref());
+    let proven_end = proven_end.unwrap_or(0);
     let describe = |scan: Option<&Scan>| {
         format!(
             "{count} records at {spans:?} (bodies {}), {mask:#04x} XORed into bytes {from}..{to}, cut to {cut_to} of {len} bytes, evidence {proven_end}: {scan:?}",
@@ -390,7 +390,6 @@ pub fn segment_damaged(data: &[u8]) {
         LastFile::Whole => segment::decode_synced_end(&seg).unwrap_or(base_offset),
         LastFile::HeaderLost | LastFile::NeverWritten => base_offset,
     };
-    let synced_end_read = synced_end_read.max(proven_end);
     let scan = recovery::scan(&seg, base_offset, record_bytes_max, synced_end_read);
     let walked = check_scan(&seg, base_offset, record_bytes_max, synced_end_read, &scan);
     check_known_zeros(&seg, base_offset, record_bytes_max, synced_end_read, &scan);

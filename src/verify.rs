@@ -130,7 +130,6 @@ fn verify_partition(
         report.problem(pdir, 0, None, "partition has no segment file");
         return Ok(None);
     }
-    let proven_end = recovery::proven_end(evidence);
     let mut expected = bases[0];
     let mut end_known = true;
     for (i, &base) in bases.iter().enumerate() {
@@ -206,15 +205,16 @@ fn verify_partition(
         };
         bytes.resize(config.segment_bytes as usize, 0);
         if i + 2 == bases.len()
-            && let Some(cut) = unsynced_cut(
-                &bytes,
-                base,
-                &pdir.join(segment::file_name(bases[i + 1])),
-                bases[i + 1],
-                config,
-                proven_end,
-            )?
+            && let Some(cut) =
+                unsynced_cut(&bytes, base, &pdir.join(segment::file_name(bases[i + 1])), bases[i + 1], config)?
         {
+            report.records += cut.next_offset - base;
+            if let Err(e) = recovery::check_end(cut.next_offset, evidence, &path, cut.tail_pos) {
+                // The next open refuses the cut: evidence says the records
+                // it would drop existed (a checkpoint past it is reported too).
+                report_error(report, &path, e);
+                return Ok(Some(cut.next_offset));
+            }
             report.notes.push(format!(
                 "{}: unrecovered torn tail at byte {} (offset {}) of a full segment that was never synced; no record proves it acknowledged, the next open cuts the log there and removes {}",
                 path.display(),
@@ -222,14 +222,12 @@ fn verify_partition(
                 cut.next_offset,
                 segment::file_name(bases[i + 1]),
             ));
-            report.records += cut.next_offset - base;
             return Ok(Some(cut.next_offset));
         }
         let synced_end = match judged {
             LastFile::Whole => segment::decode_synced_end(&bytes).unwrap_or(base),
             LastFile::HeaderLost | LastFile::NeverWritten => base,
         };
-        let synced_end = if last { synced_end.max(proven_end) } else { synced_end };
         let scan = recovery::scan(&bytes, base, config.record_bytes_max, synced_end);
         if found_len < bytes.len() {
             // What the walk lost to the cut is reported once, as the cut.
@@ -278,11 +276,11 @@ fn verify_partition(
             }
         }
         report.records += scan.next_offset - base;
-        if last && let Err(e) = recovery::check_end(scan.next_offset, evidence, &path, scan.tail_pos) {
-            // The next open refuses the queue; the checkpoint that proves the
-            // loss is not to blame for it.
+        // The next open refuses a log that ends before what evidence
+        // proves. Which of the two files is wrong cannot be known here: the
+        // checkpoint past the end is reported too.
+        if last && let Err(e) = recovery::check_end(scan.next_offset, evidence, &path, scan.tail_pos.min(found_len)) {
             report_error(report, &path, e);
-            return Ok(None);
         }
         // Damage in a sealed segment is reported once: the next segment's
         // base says where its records end.
@@ -314,18 +312,17 @@ fn report_error(report: &mut Report, path: &Path, e: Error) {
 }
 
 /// The cut recovery would make in the segment before the last (`bytes`,
-/// starting at `base`), given the last one at `last_path` and the evidence
-/// that records below `proven_end` were synced, if it would make one.
+/// starting at `base`), given the last one at `last_path`, if it would make
+/// one.
 fn unsynced_cut(
     bytes: &[u8],
     base: u64,
     last_path: &Path,
     last_base: u64,
     config: &crate::QueueConfig,
-    proven_end: u64,
 ) -> Result<Option<recovery::Scan>> {
     let last = std::fs::read(last_path).map_err(|e| Error::io("read", last_path, e))?;
-    Ok(match recovery::check_sealed(bytes, base, &last, last_base, config.record_bytes_max, proven_end) {
+    Ok(match recovery::check_sealed(bytes, base, &last, last_base, config.record_bytes_max) {
         recovery::Sealed::Cut(scan) => Some(scan),
         recovery::Sealed::Proven | recovery::Sealed::Kept => None,
     })

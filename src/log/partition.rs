@@ -724,9 +724,12 @@ pub(crate) enum Crash {
 /// durable. The caller is the only process with the queue open
 /// ([`Crash::PowerLoss`]), or holds the append mutex after its previous
 /// holder died ([`Crash::ProcessDeath`]). `evidence` (files outside the log,
-/// see `group::evidence`) proves records that the log must still hold: every
-/// verdict is reached before anything is changed, so an open refused for
-/// lost records leaves every file as it was.
+/// see `group::evidence`) proves records that the log must still hold; it
+/// changes no verdict, it refuses a log that ends before it. Every verdict
+/// is reached before any byte of the log is zeroed, cut or rewritten, so a
+/// refused open leaves the log as it was (a last segment file cut short and
+/// accepted by row 7 has been grown back to its size with zeros, which is
+/// what it means anyway).
 pub(crate) fn recover(
     dir: &Path,
     id: u32,
@@ -748,12 +751,9 @@ pub(crate) fn recover(
     let (seg, found) = Segment::open_for_recovery(dir, last, config.segment_bytes, |path, found| {
         recovery::check_last_file(found, path, id, last, config.segment_bytes, evidence)
     })?;
-    let proven_end = recovery::proven_end(evidence);
     let prev_base = bases.len().checked_sub(2).map_or(last, |i| bases[i]);
-    let sealed =
-        if prev_base != last { judge_sealed(dir, id, config, crash, prev_base, &seg, proven_end)? } else { None };
+    let sealed = if prev_base != last { judge_sealed(dir, id, config, crash, prev_base, &seg)? } else { None };
     if let Some((prev, Sealed::Cut(cut))) = sealed {
-        // `check_sealed` cuts only short of what evidence proves.
         recovery::check_end(cut.next_offset, evidence, &prev.path, cut.tail_pos)?;
         cut_sealed(dir, &prev, &cut, &seg)?;
         return Ok(Tail {
@@ -768,12 +768,10 @@ pub(crate) fn recover(
     // above), so nothing writes this segment while we read it.
     let whole = unsafe { seg.published(0, seg.len()) };
     // A lost or damaged `synced_end` proves nothing: fall back to the base.
-    // Evidence proves as much as the header would.
     let synced_end = match found {
         LastFile::Whole => segment::decode_synced_end(whole).unwrap_or(last),
         LastFile::HeaderLost | LastFile::NeverWritten => last,
     };
-    let synced_end = synced_end.max(proven_end);
     let scan = recovery::scan_known_zeros(whole, last, config.record_bytes_max, synced_end, seg.data_end());
     recovery::check_end(scan.next_offset, evidence, &seg.path, scan.tail_pos)?;
     if let Some((prev, _)) = sealed {
@@ -815,7 +813,6 @@ fn judge_sealed(
     crash: Crash,
     prev_base: u64,
     last: &Segment,
-    proven_end: u64,
 ) -> Result<Option<(Segment, Sealed)>> {
     // SAFETY: as in `recover`: nothing writes these segments meanwhile.
     let last_bytes = unsafe { last.published(0, last.len()) };
@@ -827,8 +824,8 @@ fn judge_sealed(
     let prev_bytes = unsafe { prev.published(0, prev.len()) };
     let (max, base) = (config.record_bytes_max, last.base_offset);
     let verdict = match crash {
-        Crash::PowerLoss => recovery::check_sealed(prev_bytes, prev_base, last_bytes, base, max, proven_end),
-        Crash::ProcessDeath if recovery::proven_sealed(prev_bytes, last_bytes, base, proven_end) => Sealed::Proven,
+        Crash::PowerLoss => recovery::check_sealed(prev_bytes, prev_base, last_bytes, base, max),
+        Crash::ProcessDeath if recovery::proven_sealed(prev_bytes, last_bytes, base) => Sealed::Proven,
         Crash::ProcessDeath => Sealed::Kept,
     };
     Ok(match verdict {

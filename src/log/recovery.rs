@@ -44,11 +44,13 @@
 //! records is rewritten and the records walked; a non-zero header that fails
 //! validation, or a file cut short inside its header, fails the open.
 //!
-//! [`Evidence`] is also a proof for the walks, like `synced_end`: records
-//! below it were synced, so losing them is damage (row 4), never a torn tail
-//! to cut; and a log that still ends before it fails the open
-//! ([`check_end`]): a queue is never silently rewound, and no offset that
-//! evidence proves is ever reused.
+//! [`Evidence`] never changes what recovery does to the log: it can only
+//! refuse the outcome. A log that, recovered from its own bytes, ends before
+//! the evidence fails the open ([`check_end`]): a queue is never silently
+//! rewound, and no offset that evidence proves is ever reused. (A file
+//! outside the log may be the wrong one, a checkpoint copied from another
+//! queue: acting on it, marking records lost that never existed, would be a
+//! repair no one could undo.)
 //!
 //! The segment before the last ([`check_sealed`]) is not walked at all when a
 //! header proves it was synced in full (its own `synced_end`, or the last
@@ -77,12 +79,6 @@ pub struct Evidence {
     pub end: u64,
     /// The file that says so, and how, for messages.
     pub source: String,
-}
-
-/// The offset below which `evidence` proves every record existed (0 without
-/// evidence: nothing is proven).
-pub fn proven_end(evidence: Option<&Evidence>) -> u64 {
-    evidence.map_or(0, |e| e.end)
 }
 
 /// The verdict on the last segment's file as found, before its walk.
@@ -363,22 +359,20 @@ pub fn check_last_file(
     Ok(LastFile::Whole)
 }
 
-/// Fails when a partition's log, as recovered, ends (at offset
-/// `next_offset`, byte `tail_pos` of its last segment `last`) before
+/// Fails when a partition's log, as recovered from its own bytes, ends (at
+/// offset `next_offset`, byte `tail_pos` of segment file `file`) before
 /// `evidence` proves records existed: going on would reuse their offsets.
-/// Only a last segment with no room left can end so (the walks take
-/// evidence as a proof, see [`scan`]), and no segment file holds the rest.
-pub fn check_end(next_offset: u64, evidence: Option<&Evidence>, last: &Path, tail_pos: usize) -> Result<()> {
+/// Pure, like [`scan`].
+pub fn check_end(next_offset: u64, evidence: Option<&Evidence>, file: &Path, tail_pos: usize) -> Result<()> {
     match evidence {
         Some(e) if e.end > next_offset => Err(Error::corrupt(
-            last,
+            file,
             tail_pos as u64,
             Some(next_offset),
             format!(
-                "the log ends at offset {next_offset}, but {} proves that records up to {} existed, and no segment file {} holds them",
+                "the log ends at offset {next_offset}, but {} proves that records up to {} existed: acknowledged records were lost (or that file is not this queue's)",
                 e.source,
-                e.end - 1,
-                segment::file_name(next_offset)
+                e.end - 1
             ),
         )),
         _ => Ok(()),
@@ -387,33 +381,22 @@ pub fn check_end(next_offset: u64, evidence: Option<&Evidence>, last: &Path, tai
 
 /// Whether a header proves that the segment before the last (`prev`, whole
 /// or just its header) was synced in full: its own `synced_end`, or the
-/// last segment's (`last`, starting at `last_base`), reaches `last_base`;
-/// or evidence does (`proven_end`, see [`proven_end`]): a sync past
-/// `last_base` seals the segment before it first.
-pub fn proven_sealed(prev: &[u8], last: &[u8], last_base: u64, proven_end: u64) -> bool {
-    proven_end >= last_base
-        || [prev, last].into_iter().filter_map(segment::decode_synced_end).any(|end| end >= last_base)
+/// last segment's (`last`, starting at `last_base`), reaches `last_base`.
+pub fn proven_sealed(prev: &[u8], last: &[u8], last_base: u64) -> bool {
+    [prev, last].into_iter().filter_map(segment::decode_synced_end).any(|end| end >= last_base)
 }
 
 /// Decides what recovery does with the segment before the last (`prev`,
 /// whole, header included, first record `prev_base`), which the last segment
-/// (`last`, whole, first record `last_base`) follows, knowing from evidence
-/// that every record below `proven_end` was synced. Pure, like [`scan`].
-pub fn check_sealed(
-    prev: &[u8],
-    prev_base: u64,
-    last: &[u8],
-    last_base: u64,
-    record_bytes_max: u32,
-    proven_end: u64,
-) -> Sealed {
-    if proven_sealed(prev, last, last_base, proven_end) {
+/// (`last`, whole, first record `last_base`) follows. Pure, like [`scan`].
+pub fn check_sealed(prev: &[u8], prev_base: u64, last: &[u8], last_base: u64, record_bytes_max: u32) -> Sealed {
+    if proven_sealed(prev, last, last_base) {
         return Sealed::Proven;
     }
     let headers = [prev, last].into_iter().filter_map(segment::decode_synced_end).max().unwrap_or(0);
     let frames = scan(last, last_base, record_bytes_max, last_base).watermark;
     // Records below `proven` were synced; none of `prev` is at `last_base`.
-    let proven = headers.max(frames).max(proven_end).min(last_base);
+    let proven = headers.max(frames).min(last_base);
     let s = scan(prev, prev_base, record_bytes_max, proven);
     // A batch larger than what was left of `prev` goes on in the next
     // segment: its frames here are whole.
@@ -788,14 +771,14 @@ mod tests {
         for (synced_end, last_synced_end) in [(105, 100), (100, 105), (100, 107)] {
             let (mut prev, starts, last) = sealed_pair(|_| 100, synced_end, 100, last_synced_end);
             prev[starts[2]..].fill(0x5a);
-            assert_eq!(check_sealed(&prev, 100, &last, 105, MAX, 0), Sealed::Proven);
+            assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Proven);
         }
     }
 
     #[test]
     fn recovery_sealed_a_complete_unproven_segment_is_kept() {
         let (prev, _, last) = sealed_pair(|_| 100, 100, 100, 100);
-        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX, 0), Sealed::Kept);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
     }
 
     #[test]
@@ -803,7 +786,7 @@ mod tests {
         // The pages of records 103 and 104 never reached the disk.
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 100, 100);
         prev[starts[3]..].fill(0);
-        let scan = cut(check_sealed(&prev, 100, &last, 105, MAX, 0));
+        let scan = cut(check_sealed(&prev, 100, &last, 105, MAX));
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (starts[3], 103, None));
     }
 
@@ -811,7 +794,7 @@ mod tests {
     fn recovery_sealed_a_torn_record_cuts_the_log_before_it() {
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 100, 100);
         prev[starts[4] + 40] ^= 0x10;
-        let scan = cut(check_sealed(&prev, 100, &last, 105, MAX, 0));
+        let scan = cut(check_sealed(&prev, 100, &last, 105, MAX));
         assert_eq!((scan.tail_pos, scan.next_offset), (starts[4], 104));
         let torn = scan.torn.expect("bytes to zero");
         assert_eq!(torn.from, starts[4]);
@@ -824,15 +807,15 @@ mod tests {
         // 105 was durable: damage at 102 is damage to acknowledged data.
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 105, 100);
         prev[starts[2] + 40] ^= 0x10;
-        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX, 0), Sealed::Kept);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
         // Zeros where proven records belong are kept too: readers report them.
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 104, 100);
         prev[starts[3]..].fill(0);
-        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX, 0), Sealed::Kept);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
         // A watermark below the damage proves nothing about it.
         let (mut prev, starts, last) = sealed_pair(|_| 100, 100, 102, 100);
         prev[starts[2] + 40] ^= 0x10;
-        assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX, 0)).next_offset, 102);
+        assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX)).next_offset, 102);
     }
 
     #[test]
@@ -846,13 +829,13 @@ mod tests {
             let proof = if torn == 0 { &mut prev } else { &mut last };
             proof[44] ^= 0x5a;
             proof[49] ^= 0x3c;
-            assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX, 0)).next_offset, 103, "header {torn}");
+            assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX)).next_offset, 103, "header {torn}");
         }
         // Nor did a last segment whose creation was cut short hold one.
         let (mut prev, starts, mut last) = sealed_pair(|_| 100, 100, 100, 100);
         prev[starts[3]..].fill(0);
         last.fill(0);
-        assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX, 0)).next_offset, 103);
+        assert_eq!(cut(check_sealed(&prev, 100, &last, 105, MAX)).next_offset, 103);
     }
 
     #[test]
@@ -866,9 +849,9 @@ mod tests {
             pos += frame.len();
         }
         let (_, _, last) = sealed_pair(|_| 100, 100, 100, 100);
-        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX, 0), Sealed::Kept);
+        assert_eq!(check_sealed(&prev, 100, &last, 105, MAX), Sealed::Kept);
         // Not when records of the batch are missing before the next segment.
-        assert!(matches!(check_sealed(&prev, 100, &last, 106, MAX, 0), Sealed::Cut(_)));
+        assert!(matches!(check_sealed(&prev, 100, &last, 106, MAX), Sealed::Cut(_)));
     }
 
     #[test]
@@ -919,6 +902,105 @@ mod tests {
                 let damaged_before_tail = scan.damaged.iter().all(|d| d.pos < scan.tail_pos);
                 assert!(damaged_before_tail);
             }
+        }
+    }
+
+    /// A last segment of `SEGMENT` bytes starting at 100 with five records,
+    /// as a cleanly closed `Sync` queue leaves it (`synced_end` 105).
+    const SEGMENT: u64 = 8192;
+    /// Where a header's `synced_end` field and its checksum end.
+    const SYNCED_END_FIELD_END: usize = 52;
+
+    fn last_segment() -> Vec<u8> {
+        let (mut seg, _) = segment(5, |i| 100 + i);
+        seg[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, SEGMENT, 105));
+        seg
+    }
+
+    fn evidence(end: u64) -> Evidence {
+        Evidence { end, source: format!("group g's checkpoint (at offset {end})") }
+    }
+
+    fn judge(found: &[u8], evidence: Option<&Evidence>) -> Result<LastFile> {
+        check_last_file(found, Path::new("p0000/100.seg"), 0, 100, SEGMENT, evidence)
+    }
+
+    #[test]
+    fn recovery_row_5_a_segment_of_which_nothing_was_written_is_a_creation_cut_short_unless_evidence_says_otherwise() {
+        let header = segment::encode_header(0, 100, SEGMENT);
+        let mut torn = vec![0u8; SEGMENT as usize];
+        torn[..20].copy_from_slice(&header[..20]);
+        // What a power cut during the creation leaves: an empty file, the
+        // reserved file of zeros, a header torn over zeros.
+        for found in [vec![], vec![0u8; SEGMENT as usize], torn] {
+            let len = found.len();
+            assert_eq!(judge(&found, None).unwrap(), LastFile::NeverWritten, "{len} bytes");
+            // A checkpoint at the base proves only the records before it.
+            assert_eq!(judge(&found, Some(&evidence(100))).unwrap(), LastFile::NeverWritten, "{len} bytes");
+            match judge(&found, Some(&evidence(101))) {
+                Err(Error::Corrupt { file, position, offset, reason }) => {
+                    assert_eq!((file.to_str(), position, offset), (Some("p0000/100.seg"), 0, Some(100)));
+                    assert!(reason.contains("group g's checkpoint (at offset 101)"), "{reason}");
+                }
+                other => panic!("{len} bytes, a record proven at the base: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn recovery_row_7h_a_last_segment_cut_inside_its_header_is_refused_whatever_the_evidence() {
+        let seg = last_segment();
+        // 0..36: the fixed part torn; 36..52: the fixed part whole, the
+        // proof of what was synced gone.
+        for cut in 1..SYNCED_END_FIELD_END {
+            match judge(&seg[..cut], None) {
+                Err(Error::Corrupt { position: 0, .. }) => {}
+                other => panic!("cut to {cut} bytes: {other:?}"),
+            }
+        }
+        // Row 7: from byte 52 the header proves what was synced, and the walk
+        // of the file grown back with zeros finds the lost records (row 4).
+        assert_eq!(judge(&seg[..SYNCED_END_FIELD_END], None).unwrap(), LastFile::Whole);
+        let mut grown = seg[..SYNCED_END_FIELD_END].to_vec();
+        grown.resize(SEGMENT as usize, 0);
+        let scan = scan(&grown, 100, MAX, segment::decode_synced_end(&grown).unwrap());
+        assert_eq!((scan.next_offset, scan.damaged[0].reason), (105, Found::Missing));
+    }
+
+    #[test]
+    fn recovery_row_5z_a_header_of_zeros_in_front_of_records_is_rewritten_and_they_are_walked() {
+        let mut seg = last_segment();
+        seg[..SEGMENT_HEADER_BYTES].fill(0);
+        assert_eq!(judge(&seg, None).unwrap(), LastFile::HeaderLost);
+        assert_eq!(judge(&seg, Some(&evidence(105))).unwrap(), LastFile::HeaderLost);
+        // Cut short as well: damage that no header's proof measures any more.
+        assert!(matches!(judge(&seg[..4096], None), Err(Error::Corrupt { .. })));
+        assert_eq!(judge(&last_segment(), Some(&evidence(105))).unwrap(), LastFile::Whole);
+    }
+
+    #[test]
+    fn recovery_evidence_refuses_a_log_that_ends_before_it_and_changes_no_verdict() {
+        // Records 103 and 104 lost to zeros, and nothing in the segment
+        // proves them: a clean end at 103. Evidence does not make the walk
+        // keep them (it might be wrong): it refuses that end.
+        let (mut seg, starts) = segment(5, |i| (100 + i).min(102));
+        seg[starts[3]..].fill(0);
+        let s = scan(&seg, 100, MAX, 100);
+        assert_eq!((s.next_offset, s.tail_pos), (103, starts[3]));
+        let path = Path::new("p0000/100.seg");
+        for end in [100, 103] {
+            assert!(check_end(s.next_offset, Some(&evidence(end)), path, s.tail_pos).is_ok(), "evidence {end}");
+        }
+        assert!(check_end(s.next_offset, None, path, s.tail_pos).is_ok());
+        match check_end(s.next_offset, Some(&evidence(105)), path, s.tail_pos) {
+            Err(Error::Corrupt { file, position, offset, reason }) => {
+                assert_eq!((file.as_path(), position, offset), (path, starts[3] as u64, Some(103)));
+                assert!(
+                    reason.contains("group g's checkpoint (at offset 105)") && reason.contains("up to 104"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 }
