@@ -20,7 +20,8 @@
 //! process wrote (the simulated disk's `Garbage` images do exactly that), and
 //! trusting it would refuse intact queues. A checkpoint or dead letter that
 //! cannot be read proves nothing either (the group reports it when it
-//! joins); evidence only ever makes recovery keep more, never less.
+//! joins). Evidence never changes what recovery does to the log: it only
+//! refuses a log that ends before it (`recovery::check_end`).
 //!
 //! Gathering reads, per group, one small checkpoint file and lease per
 //! partition and the dead-letter queue's last segment up to where its data

@@ -33,7 +33,9 @@
 //! taken for a torn tail. And since a `synced_end` that fails its checksum
 //! proves nothing (a power cut may have torn its unsynced update), bit rot
 //! on the field plus damage to the records only it proved synced is taken
-//! for a torn tail too, in either of the last two segments.
+//! for a torn tail too, in either of the last two segments. (Unless a
+//! group's checkpoint or a dead letter proves records past the cut: then the
+//! open is refused, see below.)
 //!
 //! The last segment's file has its own rows, applied before the walk
 //! ([`check_last_file`]): a file of which nothing was written (all zeros, or
