@@ -251,7 +251,15 @@ fn verify_partition(
                 format!("{} in acknowledged data ({resumed})", d.reason),
             );
         }
-        if let Some(torn) = scan.torn {
+        // The next open refuses a log that ends before what evidence proves
+        // (and so zeroes no torn tail). Which of the two files is wrong
+        // cannot be known here: the checkpoint past the end is reported too.
+        let refused = if last {
+            recovery::check_end(scan.next_offset, evidence, &path, scan.tail_pos.min(found_len)).err()
+        } else {
+            None
+        };
+        if let Some(torn) = scan.torn.filter(|_| refused.is_none()) {
             let batch_spans_roll =
                 !last && torn.reason == recovery::Found::UnfinishedBatch && bases.get(i + 1) == Some(&torn.walked_to);
             if batch_spans_roll {
@@ -276,10 +284,7 @@ fn verify_partition(
             }
         }
         report.records += scan.next_offset - base;
-        // The next open refuses a log that ends before what evidence
-        // proves. Which of the two files is wrong cannot be known here: the
-        // checkpoint past the end is reported too.
-        if last && let Err(e) = recovery::check_end(scan.next_offset, evidence, &path, scan.tail_pos.min(found_len)) {
+        if let Some(e) = refused {
             report_error(report, &path, e);
         }
         // Damage in a sealed segment is reported once: the next segment's
