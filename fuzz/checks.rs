@@ -31,7 +31,7 @@ use std::path::Path;
 use durq::Error;
 use durq::group::{checkpoint, dead_letter, lease};
 use durq::log::record::{self, Decoded, FRAME_ALIGN, FRAME_HEADER_BYTES, FrameMeta, Invalid};
-use durq::log::recovery::{self, Scan};
+use durq::log::recovery::{self, Evidence, LastFile, Scan};
 use durq::log::segment::{self, SEGMENT_HEADER_BYTES};
 use durq::meta;
 
@@ -262,10 +262,15 @@ pub fn check_scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_en
 /// The most frames a built segment has.
 pub const BUILT_RECORDS_MAX: u8 = 32;
 
-/// A valid segment built from the input, then damaged, recovered as
-/// `partition::recover` does: no record whose frame ends before the first
-/// damaged byte is lost, and no byte of any record is zeroed (all of them
-/// were acknowledged).
+/// A valid last segment built from the input, then damaged, maybe cut
+/// short, and judged and recovered as `partition::recover` does, with
+/// evidence from outside the log (a group's checkpoint) that some of its
+/// records existed: no record whose frame ends before the first damaged or
+/// cut byte is lost, and no byte of any record is zeroed (all of them were
+/// acknowledged); a segment whose evidence or bytes show it held a record
+/// is never taken for a creation cut short, the open going on from there
+/// never reuses an offset the evidence proves, and what a power cut during
+/// the creation leaves is never refused.
 ///
 /// Layout: `flags: u8` (bit 0: key and payload of each record are one
 /// repeated byte, which can never hold a frame), `count: u8`
@@ -275,8 +280,10 @@ pub const BUILT_RECORDS_MAX: u8 = 32;
 /// `flags`) or the key's and the payload's bytes; then `trailing: u8`
 /// (words of zeros after the last frame), `limit_extra: u8` (added to the
 /// largest record for `record_bytes_max`), `damage_at: u32` (mod the image
-/// length), `mask: u8` (XORed in; 0 = no damage) and `run: u8` (1 + run % 8
-/// bytes damaged).
+/// length), `mask: u8` (XORed in; 0 = no damage), `run: u8` (1 + run % 8
+/// bytes damaged), `cut: u16` (0: the file keeps its length; else it is
+/// cut to `(cut - 1) % length` bytes) and `evidence: u8` (mod 4: none, a
+/// checkpoint at the base, past the first record, past every record).
 ///
 /// Every record is its own batch with `durable_lag` 0, as a `Sync` queue
 /// writes it: each frame proves every earlier record durable, and the
@@ -338,42 +345,98 @@ pub fn segment_damaged(data: &[u8]) {
         seg[from..to].iter_mut().for_each(|b| *b ^= mask);
     }
 
-    let header_ok = segment::check_header(&seg, Path::new("fuzz.seg"), 0, base_offset, len as u64).is_ok();
-    let synced_end_read = segment::decode_synced_end(&seg).unwrap_or(base_offset);
-    let scan = recovery::scan(&seg, base_offset, record_bytes_max, synced_end_read);
-    let walked = check_scan(&seg, base_offset, record_bytes_max, synced_end_read, &scan);
-    check_known_zeros(&seg, base_offset, record_bytes_max, synced_end_read, &scan);
-    if !header_ok {
-        // The open fails with `Error::Corrupt`: nothing is delivered or repaired.
-        return;
-    }
-    let what = || {
+    let cut = input.u16();
+    let evidence_kind = input.u8() % 4;
+    let cut_to = if cut == 0 { len } else { (usize::from(cut) - 1) % len };
+    let proven_end = match evidence_kind {
+        0 => None,
+        1 => Some(base_offset),
+        2 => Some(base_offset + u64::from(count.min(1))),
+        _ => Some(synced_end),
+    };
+    let evidence = proven_end.map(|end| Evidence { end, source: format!("a checkpoint at {end}") });
+    let proven_end = proven_end.unwrap_or(0);
+    let describe = |scan: Option<&Scan>| {
         format!(
-            "{count} records at {spans:?} (bodies {}), {mask:#04x} XORed into bytes {from}..{to}: {scan:?}",
+            "{count} records at {spans:?} (bodies {}), {mask:#04x} XORed into bytes {from}..{to}, cut to {cut_to} of {len} bytes, evidence {proven_end}: {scan:?}",
             if constant_bodies { "constant" } else { "raw" }
         )
     };
+    // Damage before the first record, or no record at all, and the file
+    // whole or emptied: what a power cut during the segment's creation can
+    // leave (it writes no record before the header is durable). Never
+    // refused, whatever the evidence of records before the base says.
+    let creation_cut_short = count == 0 && (cut_to == 0 || cut_to == len) && (mask == 0 || to <= SEGMENT_HEADER_BYTES);
+    let path = Path::new("fuzz.seg");
+    let verdict = match recovery::check_last_file(&seg[..cut_to], path, 0, base_offset, len as u64, evidence.as_ref()) {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            assert!(!creation_cut_short, "a creation cut short is refused ({e}): {}", describe(None));
+            assert!(mask != 0 || cut_to < len, "an intact segment is refused ({e}): {}", describe(None));
+            // The open fails with `Error::Corrupt`: nothing is delivered or repaired.
+            return;
+        }
+    };
+    // A record whose frame the damage and the cut left whole.
+    let intact = |&(start, end): &(usize, usize)| end <= cut_to && (mask == 0 || end <= from || to <= start);
+    if verdict == LastFile::NeverWritten {
+        // Started afresh, its offsets reused: only if nothing says a record
+        // reached it.
+        assert!(
+            proven_end <= base_offset,
+            "a segment evidence proves held records is started afresh: {}",
+            describe(None)
+        );
+        assert!(!spans.iter().any(intact), "a segment holding an intact record is started afresh: {}", describe(None));
+        return;
+    }
+    // Recovery grows a cut file back with zeros before it walks it.
+    seg.truncate(cut_to);
+    seg.resize(len, 0);
+    let synced_end_read = match verdict {
+        LastFile::Whole => segment::decode_synced_end(&seg).unwrap_or(base_offset),
+        LastFile::HeaderLost | LastFile::NeverWritten => base_offset,
+    };
+    let scan = recovery::scan(&seg, base_offset, record_bytes_max, synced_end_read);
+    let walked = check_scan(&seg, base_offset, record_bytes_max, synced_end_read, &scan);
+    check_known_zeros(&seg, base_offset, record_bytes_max, synced_end_read, &scan);
+    if recovery::check_end(scan.next_offset, evidence.as_ref(), path, scan.tail_pos).is_err() {
+        // The open fails with `Error::Corrupt`: the log ends before records
+        // the evidence proves, whose offsets it would otherwise reuse.
+        return;
+    }
+    assert!(scan.next_offset >= proven_end, "an offset the evidence proves is reused: {}", describe(Some(&scan)));
+    // Every record was acknowledged, and the header says so: unless the
+    // damage hit that proof itself (`synced_end`, bytes 40..52), an open that
+    // goes on keeps all their offsets, damaged or cut off or not.
+    let proof_damaged = mask != 0 && from < 52 && to > 40;
+    if verdict == LastFile::Whole && !proof_damaged {
+        let what = describe(Some(&scan));
+        assert!(scan.next_offset >= synced_end, "the log goes on before acknowledged records: {what}");
+    }
+    let what = || describe(Some(&scan));
     // Every record is acknowledged (`synced_end` covers them all, and each
     // frame proves the ones before it): recovery may refuse to deliver a
     // damaged one, but must never zero any of their bytes.
     if let Some(t) = scan.torn {
         assert!(t.from >= frames_end, "recovery zeroes bytes {}..{} of acknowledged records: {}", t.from, t.to, what());
     }
-    let undamaged = mask == 0;
+    let undamaged = mask == 0 && cut_to == len;
     if undamaged {
         assert_eq!((scan.tail_pos, scan.next_offset), (frames_end, synced_end), "{}", what());
         assert!(scan.torn.is_none() && scan.damaged.is_empty(), "{}", what());
     }
-    for (i, (&(start, end), (key, payload))) in spans.iter().zip(&records).enumerate() {
+    let first_damaged = if mask == 0 { cut_to } else { from.min(cut_to) };
+    for (i, (span, (key, payload))) in spans.iter().zip(&records).enumerate() {
+        let (start, end) = *span;
         let offset = base_offset + i as u64;
-        let intact = undamaged || end <= from || to <= start;
         // After damage the walk looks for the next valid frame, and a raw
         // payload may hold one (a frame a queue carries as a payload): which
         // records the walk can still deliver then is not pinned here (that
         // none is zeroed is, above). Bodies of one repeated byte hold no
         // frame, so there every intact record must be kept, after the damage
         // too.
-        if !(undamaged || end <= from || constant_bodies && intact) {
+        if !(end <= first_damaged || constant_bodies && intact(span)) {
             continue;
         }
         let kept = walked.binary_search_by_key(&start, |w| w.pos).is_ok_and(|at| walked[at].offset == offset);
@@ -382,7 +445,7 @@ pub fn segment_damaged(data: &[u8]) {
         let Decoded::Frame(f) = record::decode(&seg[start..], record_bytes_max) else { unreachable!("walked") };
         assert!(f.key == key.as_deref() && f.payload == &payload[..], "record {offset} changed: {}", what());
     }
-    if constant_bodies || spans.iter().all(|&(_, end)| end <= from) {
+    if constant_bodies || spans.iter().all(|&(_, end)| end <= first_damaged) {
         assert_eq!(scan.next_offset, synced_end, "offsets of acknowledged records are lost or reused: {}", what());
     }
 }

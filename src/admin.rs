@@ -108,6 +108,10 @@ impl Queue {
                 ResetTo::Offset(o) => o.clamp(first, next),
                 ResetTo::Time(t) => self.first_at_or_after(part.id, t)?,
             };
+            // Recovery takes a checkpoint as proof that the records below it
+            // were synced (`group::evidence`): under `Buffered` the end of
+            // the log may not be durable yet.
+            part.sync_to(target)?;
             let slot_dir = slot::dir(&group_dir, part.id);
             storage::create_dir_durable(&slot_dir)?;
             // Opened (created if missing) before the claim, so that the

@@ -523,6 +523,14 @@ impl Consumer {
 
     /// Appends `m` to the group's dead-letter queue, durably.
     fn dead_letter(&mut self, m: &Message<'_>, error: &str) -> Result<()> {
+        // Recovery takes a dead letter as proof that its record was synced
+        // (`group::evidence`); under `Buffered` a consumer sees records
+        // before they are, so the log is made durable past it first.
+        let p = m.position.partition as usize;
+        if let Err(e) = self.queue.partitions[p].sync_to(m.position.offset.saturating_add(1)) {
+            self.stopped = Some(e.to_string());
+            return Err(e);
+        }
         if self.dead_letters.is_none() {
             // An existing one keeps the options it was created with.
             let dir = self.group_dir.join(DLQ_DIR);

@@ -25,6 +25,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
+use crate::group::evidence;
 use crate::log::control::{self, ControlFile, Opened};
 use crate::log::partition::{self, Crash, Partition};
 use crate::log::prefault::{AheadOfWriter, PrefaultThread, Prefaulter};
@@ -122,8 +123,13 @@ impl Queue {
         let open_lock = control::lock_for_open(&dir)?;
         let control = match ControlFile::open(&dir, config.partitions)? {
             Opened::Alone(control) => {
+                // What the groups prove each partition's log must still hold.
+                let evidence = evidence::gather(&dir, config.partitions)?;
                 let tails = (0..config.partitions)
-                    .map(|p| partition::recover(&dir.join(partition::dir_name(p)), p, &config, Crash::PowerLoss))
+                    .map(|p| {
+                        let pdir = dir.join(partition::dir_name(p));
+                        partition::recover(&pdir, p, &config, Crash::PowerLoss, evidence[p as usize].as_ref())
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 control.init(&tails)?;
                 control

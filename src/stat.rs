@@ -31,7 +31,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::group::lease::Lease;
 use crate::group::member::{self, Liveness, MemberInfo};
-use crate::group::{self, GROUPS_DIR, checkpoint, dead_letter, slot};
+use crate::group::{self, GROUPS_DIR, checkpoint, dead_letter, evidence, slot};
 use crate::log::{control, partition, survey};
 use crate::meta;
 use crate::options::QueueConfig;
@@ -161,6 +161,8 @@ impl Queue {
 /// queue open.
 fn partitions(dir: &Path, config: &QueueConfig, locks: &LockTable) -> Result<(bool, Vec<PartitionStat>)> {
     let live = control::observe(dir, config.partitions, locks)?;
+    // What the groups prove the log holds, as the next open judges it.
+    let evidence = if live.is_none() { evidence::gather(dir, config.partitions)? } else { Vec::new() };
     let mut partitions = Vec::new();
     for p in 0..config.partitions {
         let pdir = dir.join(partition::dir_name(p));
@@ -170,7 +172,7 @@ fn partitions(dir: &Path, config: &QueueConfig, locks: &LockTable) -> Result<(bo
                 (o.first_offset, o.next_offset, partition::segment_bases(&pdir)?.len(), None)
             }
             None => {
-                let s = survey::survey(&pdir, p, config)?;
+                let s = survey::survey(&pdir, p, config, evidence[p as usize].as_ref())?;
                 (s.first_offset, s.next_offset, s.segments, (!s.repairs.is_empty()).then(|| s.repairs.join("; ")))
             }
         };

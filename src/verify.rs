@@ -3,22 +3,27 @@
 //! Walks every frame of every segment (checksum, offset order, segment
 //! contiguity) and every checkpoint, then every group's dead-letter queue
 //! the same way, and reports each problem with its file, byte position and
-//! offset (and, in a dead-letter queue, whose it is). Entries of `groups/`
-//! that are not groups are noted and ignored; a missing or damaged meta
-//! file is reported with how to recover. It opens files read-only and never
-//! repairs:
-//! a torn tail that the next open would zero is reported as a note, and so
-//! is one in the segment before the last that nothing proves was synced
-//! (the next open cuts the log there, see `recovery::check_sealed`).
+//! offset (never one past the end of the file it names; in a dead-letter
+//! queue, saying whose it is). Entries of `groups/` that are not groups are
+//! noted and ignored; a missing or damaged meta file is reported with how
+//! to recover. It opens files read-only and never repairs: a torn tail that
+//! the next open would zero is reported as a note, and so is one in the
+//! segment before the last that nothing proves was synced (the next open
+//! cuts the log there, see `recovery::check_sealed`), and a last segment
+//! whose creation a power cut interrupted (the next open completes it). The
+//! last segment is judged as recovery judges it, with the same evidence
+//! from the groups' checkpoints and dead letters (`group::evidence`): what
+//! recovery would refuse or keep as damage is a problem.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::group::checkpoint::{self, COPIES_AT, CopyError};
-use crate::group::{self, GROUPS_DIR, dead_letter, slot};
-use crate::log::record::FRAME_HEADER_BYTES;
+use crate::group::{self, GROUPS_DIR, dead_letter, evidence, slot};
+use crate::log::partition;
+use crate::log::record::{self, Decoded, FRAME_HEADER_BYTES};
+use crate::log::recovery::{self, Evidence, LastFile};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
-use crate::log::{partition, recovery, survey};
 use crate::meta;
 use crate::storage;
 
@@ -83,11 +88,11 @@ fn check(dir: &Path, record_bytes_max: Option<u32>) -> Result<Report> {
         Err(e) => return unreadable_meta(dir, e, record_bytes_max),
     };
     let mut report = Report::default();
+    let evidence = evidence::gather(dir, config.partitions)?;
     let mut ends = Vec::new();
-    for p in 0..config.partitions {
+    for (p, evidence) in (0..config.partitions).zip(&evidence) {
         let pdir = dir.join(partition::dir_name(p));
-        verify_partition(&pdir, p, &config, &mut report)?;
-        ends.push(log_end(&pdir, p, &config)?);
+        ends.push(verify_partition(&pdir, p, &config, evidence.as_ref(), &mut report)?);
     }
     let groups_dir = dir.join(GROUPS_DIR);
     let listing = group::list(dir)?;
@@ -117,18 +122,6 @@ fn check(dir: &Path, record_bytes_max: Option<u32>) -> Result<Report> {
         verify_dead_letters(&group_dir.join(dead_letter::DLQ_DIR), group, &config, &mut report)?;
     }
     Ok(report)
-}
-
-/// Where the next open will find partition `p`'s log ending, which
-/// checkpoints are judged against (`log::survey`, as `stat` finds it);
-/// `None` when damage the walk reports leaves it unknown: a checkpoint is
-/// then not judged against an end made up here.
-fn log_end(pdir: &Path, p: u32, config: &crate::QueueConfig) -> Result<Option<u64>> {
-    match survey::survey(pdir, p, config) {
-        Ok(found) => Ok(Some(found.next_offset)),
-        Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// Checks a group's dead-letter queue, a durq queue of its own, the same
@@ -247,31 +240,40 @@ fn meta_advice(dir: &Path, partitions: usize, record_bytes_max: Option<u32>) -> 
     )
 }
 
-fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &mut Report) -> Result<()> {
+/// Returns the partition's next offset as found on disk, or `None` when
+/// the segment that would say it cannot be read: a checkpoint is then not
+/// judged against an end made up here. `evidence` is what the groups prove
+/// the log holds, judged as recovery judges it.
+fn verify_partition(
+    pdir: &Path,
+    p: u32,
+    config: &crate::QueueConfig,
+    evidence: Option<&Evidence>,
+    report: &mut Report,
+) -> Result<Option<u64>> {
     let bases = match partition::segment_bases(pdir) {
         Ok(b) => b,
         Err(Error::Corrupt { file, reason, .. }) => {
             report.problem(&file, 0, None, reason);
-            return Ok(());
+            return Ok(None);
         }
         Err(e) => return Err(e),
     };
     if bases.is_empty() {
         report.problem(pdir, 0, None, "partition has no segment file");
-        return Ok(());
+        return Ok(None);
     }
     let mut expected = bases[0];
+    let mut end_known = true;
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
         // A segment whose header cannot be read says nothing about where
         // its records end. The next segment's base does; after the last one
-        // nothing follows to blame. Either way only this segment is
-        // reported, not the intact files whose offsets no longer line up
-        // with a guess.
-        let unreadable = |expected: &mut u64| {
-            if let Some(&next_base) = bases.get(i + 1) {
-                *expected = next_base;
-            }
+        // the end is unknown. Either way only this segment is reported, not
+        // the intact files whose offsets no longer line up with a guess.
+        let mut unreadable = |expected: &mut u64| match bases.get(i + 1) {
+            Some(&next_base) => *expected = next_base,
+            None => end_known = false,
         };
         let path = pdir.join(segment::file_name(base));
         report.segments += 1;
@@ -286,47 +288,66 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
         }
         let mut bytes =
             storage::read_small(&path, config.segment_bytes as usize).map_err(|e| Error::io("read", &path, e))?;
-        let len = bytes.len() as u64;
-        if len != config.segment_bytes {
-            let what = if len > config.segment_bytes {
-                // Only one byte past the size was read (`read_small`).
-                bytes.truncate(config.segment_bytes as usize);
-                format!("segment is longer than {} bytes", config.segment_bytes)
-            } else {
-                format!("segment is {len} bytes, expected {}", config.segment_bytes)
-            };
-            report.problem(&path, len.min(config.segment_bytes), None, what);
-            if bytes.len() < SEGMENT_HEADER_BYTES {
+        if bytes.len() as u64 > config.segment_bytes {
+            // Only one byte past the size was read (`read_small`).
+            bytes.truncate(config.segment_bytes as usize);
+            let what = format!("segment is longer than {} bytes", config.segment_bytes);
+            report.problem(&path, config.segment_bytes, None, what);
+        }
+        // No position past the end of the file as found is ever named: a
+        // cut file's missing bytes are walked as zeros (as the next open
+        // grows a last segment back, recovery row 7), and reported as cut.
+        let found_len = bytes.len();
+        let judged = if last {
+            // As recovery judges it (recovery rows 5 to 7), evidence included.
+            match recovery::check_last_file(&bytes, &path, p, base, config.segment_bytes, evidence) {
+                Ok(LastFile::NeverWritten) => {
+                    report.notes.push(format!(
+                        "{}: segment of which nothing was written ({found_len} bytes), and nothing proves a record reached it: its creation was cut short; the next open rewrites its header",
+                        path.display()
+                    ));
+                    continue;
+                }
+                Ok(LastFile::HeaderLost) => {
+                    let what = "segment header is all zeros in front of records (the next open rewrites it)";
+                    report.problem(&path, 0, None, what);
+                    LastFile::HeaderLost
+                }
+                Ok(LastFile::Whole) => LastFile::Whole,
+                Err(e) => {
+                    report_error(report, &path, e);
+                    unreadable(&mut expected);
+                    continue;
+                }
+            }
+        } else {
+            if found_len < SEGMENT_HEADER_BYTES {
+                report.problem(&path, found_len as u64, None, cut_short(found_len, config, None));
                 unreadable(&mut expected);
                 continue;
             }
-            if (bytes.len() as u64) < config.segment_bytes {
-                // Walk a short segment as if grown back with zeros, as the
-                // next open grows a last one (recovery row 7): records its
-                // header says were synced are then reported missing from
-                // it, not taken for its end (which would blame the next
-                // segment, or move the partition's end back).
-                bytes.resize(config.segment_bytes as usize, 0);
+            if let Err(e) = segment::check_header(&bytes, &path, p, base, config.segment_bytes) {
+                report_error(report, &path, e);
+                if (found_len as u64) < config.segment_bytes {
+                    report.problem(&path, found_len as u64, None, cut_short(found_len, config, None));
+                }
+                unreadable(&mut expected);
+                continue;
             }
-        }
-        // As recovery judges it (`segment::creation_cut_short`): a header of
-        // zeros, or a torn one, over nothing but zeros never held a record.
-        if last && segment::creation_cut_short(&bytes) && bytes[SEGMENT_HEADER_BYTES..].iter().all(|&b| b == 0) {
-            report.notes.push(format!(
-                "{}: empty segment whose creation was cut short; the next open rewrites its header",
-                path.display()
-            ));
-            continue;
-        }
-        if let Err(e) = segment::check_header(&bytes, &path, p, base, config.segment_bytes) {
-            report.problem(&path, 0, None, e.to_string());
-            unreadable(&mut expected);
-            continue;
-        }
+            LastFile::Whole
+        };
+        bytes.resize(config.segment_bytes as usize, 0);
         if i + 2 == bases.len()
             && let Some(cut) =
                 unsynced_cut(&bytes, base, &pdir.join(segment::file_name(bases[i + 1])), bases[i + 1], config)?
         {
+            report.records += cut.next_offset - base;
+            if let Err(e) = recovery::check_end(cut.next_offset, evidence, &path, cut.tail_pos) {
+                // The next open refuses the cut: evidence says the records
+                // it would drop existed (a checkpoint past it is reported too).
+                report_error(report, &path, e);
+                return Ok(Some(cut.next_offset));
+            }
             report.notes.push(format!(
                 "{}: unrecovered torn tail at byte {} (offset {}) of a full segment that was never synced; no record proves it acknowledged, the next open cuts the log there and removes {}",
                 path.display(),
@@ -334,20 +355,44 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
                 cut.next_offset,
                 segment::file_name(bases[i + 1]),
             ));
-            report.records += cut.next_offset - base;
-            return Ok(());
+            return Ok(Some(cut.next_offset));
         }
-        let synced_end = segment::decode_synced_end(&bytes).unwrap_or(base);
+        let synced_end = match judged {
+            LastFile::Whole => segment::decode_synced_end(&bytes).unwrap_or(base),
+            LastFile::HeaderLost | LastFile::NeverWritten => base,
+        };
         let scan = recovery::scan(&bytes, base, config.record_bytes_max, synced_end);
-        for d in &scan.damaged {
+        if found_len < bytes.len() {
+            // What the walk lost to the cut is reported once, as the cut.
+            let first_cut_off = scan.damaged.iter().find(|d| d.pos >= found_len).map(|d| d.offset);
+            report.problem(&path, found_len as u64, first_cut_off, cut_short(found_len, config, first_cut_off));
+        }
+        for d in scan.damaged.iter().filter(|d| d.pos < found_len) {
+            let resumed = match record::decode(&bytes[d.resumed_at..], config.record_bytes_max) {
+                Decoded::Frame(f) if d.resumed_at < found_len && f.meta.offset > d.offset => {
+                    format!("valid records follow at byte {}", d.resumed_at)
+                }
+                _ if found_len < bytes.len() => {
+                    format!("no valid record follows before the file ends at byte {found_len}")
+                }
+                _ => "no valid record follows".into(),
+            };
             report.problem(
                 &path,
                 d.pos as u64,
                 Some(d.offset),
-                format!("{} in acknowledged data (valid records follow at byte {})", d.reason, d.resumed_at),
+                format!("{} in acknowledged data ({resumed})", d.reason),
             );
         }
-        if let Some(torn) = scan.torn {
+        // The next open refuses a log that ends before what evidence proves
+        // (and so zeroes no torn tail). Which of the two files is wrong
+        // cannot be known here: the checkpoint past the end is reported too.
+        let refused = if last {
+            recovery::check_end(scan.next_offset, evidence, &path, scan.tail_pos.min(found_len)).err()
+        } else {
+            None
+        };
+        if let Some(torn) = scan.torn.filter(|_| refused.is_none()) {
             let batch_spans_roll =
                 !last && torn.reason == recovery::Found::UnfinishedBatch && bases.get(i + 1) == Some(&torn.walked_to);
             if batch_spans_roll {
@@ -372,6 +417,9 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             }
         }
         report.records += scan.next_offset - base;
+        if let Some(e) = refused {
+            report_error(report, &path, e);
+        }
         // Damage in a sealed segment is reported once: the next segment's
         // base says where its records end.
         expected = match (scan.torn, bases.get(i + 1)) {
@@ -379,7 +427,26 @@ fn verify_partition(pdir: &Path, p: u32, config: &crate::QueueConfig, report: &m
             _ => scan.next_offset,
         };
     }
-    Ok(())
+    Ok(end_known.then_some(expected))
+}
+
+/// What a segment file cut to `found_len` bytes is reported as; `cut_off`:
+/// the first record the cut took, if the walk knows it.
+fn cut_short(found_len: usize, config: &crate::QueueConfig, cut_off: Option<u64>) -> String {
+    let what = format!("segment is {found_len} bytes, expected {}", config.segment_bytes);
+    match cut_off {
+        Some(offset) => format!("{what}: the records from offset {offset} on were cut off with the rest of it"),
+        None => what,
+    }
+}
+
+/// Reports `e`, found while judging `path`, at the file and position it
+/// names.
+fn report_error(report: &mut Report, path: &Path, e: Error) {
+    match e {
+        Error::Corrupt { file, position, offset, reason } => report.problem(&file, position, offset, reason),
+        e => report.problem(path, 0, None, e.to_string()),
+    }
 }
 
 /// The cut recovery would make in the segment before the last (`bytes`,

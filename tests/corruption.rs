@@ -459,6 +459,44 @@ fn a_sealed_segment_cut_at_a_frame_start_is_reported_where_its_records_stop() {
     assert!(report.problems.iter().all(|p| p.file == seg0), "only the cut segment: {report:#?}");
 }
 
+/// Every byte position a text names ("byte N").
+fn bytes_named(text: &str) -> Vec<u64> {
+    text.split("byte ")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn verify_names_no_position_past_the_end_of_a_cut_segment() {
+    // A sealed segment cut anywhere from its first record on (at frame
+    // starts and inside frames): every position verify names, as a
+    // problem's position or in any text, lies in the file or at its end,
+    // where the cut is. (It named "valid records follow at byte 42032" for a
+    // file cut to 30,000 bytes: a position inside the zeros it walked in
+    // place of the missing bytes.)
+    let pristine = tempfile::tempdir().unwrap();
+    let original = big_queue(pristine.path());
+    let lens = (1..62).map(|i| big_pos(i) as u64).chain((200..64_000).step_by(2_999)).chain([30_000]);
+    for len in lens {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        common::copy_dir(&original, &path);
+        let seg0 = segment_path(&path, 0, 0);
+        std::fs::OpenOptions::new().write(true).open(&seg0).unwrap().set_len(len).unwrap();
+        let report = verify_read_only(&path);
+        assert!(!report.problems.is_empty(), "cut to {len}: {report:#?}");
+        for p in &report.problems {
+            assert_eq!(p.file, seg0, "cut to {len}: only the cut segment: {report:#?}");
+            let named = bytes_named(&p.what).into_iter().chain([p.position]).max().unwrap();
+            assert!(named <= len, "cut to {len}: {p}");
+        }
+        for n in &report.notes {
+            assert!(bytes_named(n).into_iter().all(|b| b <= len), "cut to {len}: {n}");
+        }
+    }
+}
+
 #[test]
 fn a_damaged_record_in_one_partition_does_not_stop_deliveries_from_the_others() {
     // Two partitions; round-robin sends put even messages in p0, odd in p1.

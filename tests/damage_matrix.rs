@@ -37,9 +37,14 @@
 //!   and stops only with `Error::Corrupt` naming the damaged file, at a
 //!   damaged record (or where a damaged sealed segment hands over to the next).
 //!
-//! Not drawn: a cut inside the first 52 bytes of an active segment, which
-//! recovery cannot tell from a creation cut short by a power cut (a known
-//! gap, listed in docs/RELIABILITY.md).
+//! An active segment cut inside its first 52 bytes (its header's fixed part
+//! and its proof of what was synced) must be refused: the open fails with
+//! `Error::Corrupt` naming it. A cut to 0 bytes leaves nothing that tells it
+//! from a creation cut short by a power cut, except a group that processed
+//! records in it: it is drawn only in partition 1, whose group did (a known
+//! gap elsewhere, listed in docs/RELIABILITY.md). Every position `verify`
+//! names (as a problem's position, or as "byte N" in any text) lies in the
+//! damaged file or at its end.
 //!
 //! Every case runs under `catch_unwind`: a panic inside durq fails the case
 //! like a broken promise does, and the failures are reported together, each
@@ -442,15 +447,21 @@ impl Case {
         let (at, bit) = match damage {
             DamageKind::FlipBit => (Case::flip_position(kind, &rel, len, pristine, &mut rng), rng.below(8) as u32),
             DamageKind::ZeroPage => (rng.below(len.div_ceil(PAGE_BYTES as u64)) * PAGE_BYTES as u64, 0),
-            // Cut inside its first 52 bytes, an active segment looks exactly
-            // like one whose creation a power cut interrupted, and recovery
-            // starts it afresh: the records it held are lost without an
-            // error (a known gap, reported by verify as a short file; see
-            // docs/RELIABILITY.md). Cuts from byte 52 on keep the header's
-            // proof of what was synced.
+            // One cut in four inside the header: before byte 52 the cut
+            // takes the header's proof of what was synced. Cut to 0 bytes,
+            // only a group that processed records in the segment tells it
+            // from a creation cut short (partition 1's group; not
+            // partition 0's, a known gap: docs/RELIABILITY.md).
             DamageKind::Truncate if kind == FileKind::ActiveSegment => {
-                let from = SYNCED_END_FIELD_END as u64;
-                (from + rng.below(len - from), 0)
+                let seg = pristine.segment(&rel);
+                let proven = COMMITTED[seg.partition as usize] > seg.base;
+                let in_header = rng.below(4) == 0;
+                let at = match (in_header, proven) {
+                    (true, true) => rng.below(SYNCED_END_FIELD_END as u64),
+                    (true, false) => 1 + rng.below(SYNCED_END_FIELD_END as u64 - 1),
+                    (false, _) => SYNCED_END_FIELD_END as u64 + rng.below(len - SYNCED_END_FIELD_END as u64),
+                };
+                (at, 0)
             }
             DamageKind::Truncate => (rng.below(len), 0),
         };
@@ -635,6 +646,15 @@ impl Expect {
 
     fn segment(&mut self, seg: &SegmentFile, pristine: &Pristine, before: &[u8], after: &[u8]) {
         let truncated = after.len() < before.len();
+        if !seg.sealed && after.len() < SYNCED_END_FIELD_END {
+            // The cut took the header's proof of what was synced (or the
+            // whole file, where the group's checkpoint proves records in
+            // it): nothing can say what was acknowledged there, and a
+            // creation cut short it cannot be.
+            self.opens = Opens::Corrupt;
+            self.verify = Verify::Problems;
+            return;
+        }
         let mut after = after.to_vec();
         if !seg.sealed {
             // Recovery grows a short last segment back to its size with zeros.
@@ -729,7 +749,10 @@ fn run(pristine: &Pristine, case: &Case, tally: &mut Tally) {
     let untouched = snapshot(&path);
     let report = durq::verify::verify(&path);
     assert!(snapshot(&path) == untouched, "verify modified the queue directory");
-    check_verify(expect.verify, report, &file);
+    // Positions in checkpoint notes are left to their own check (the copy
+    // a cut file lacks is named by where it belongs).
+    let segment_len = matches!(case.kind, FileKind::SealedSegment | FileKind::ActiveSegment).then_some(after.len());
+    check_verify(expect.verify, report, &file, segment_len);
     tally.verify_silent += u64::from(expect.verify == Verify::Silent);
 
     let untouched = data_snapshot(&path);
@@ -914,9 +937,27 @@ fn drain_group(queue: &Queue, pristine: &Pristine, case: &Case, expect: &Expect,
     assert_eq!(consumer.committed().unwrap(), next, "the group committed exactly what it processed");
 }
 
-fn check_verify(want: Verify, report: durq::Result<durq::verify::Report>, file: &Path) {
+/// Every byte position a text names ("byte N").
+fn bytes_named(text: &str) -> impl Iterator<Item = u64> + '_ {
+    text.split("byte ").skip(1).filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+}
+
+/// Checks `verify`'s report against `want`; `file` is the damaged file, and
+/// if it is a segment, `segment_len` its length now: no position past it may
+/// be named.
+fn check_verify(want: Verify, report: durq::Result<durq::verify::Report>, file: &Path, segment_len: Option<usize>) {
     let shown = file.display().to_string();
     let report = report.unwrap_or_else(|e| panic!("verify failed: {e}; expected {want:?}"));
+    if let Some(len) = segment_len {
+        let past = |b: u64| b > len as u64;
+        for p in report.problems.iter().filter(|p| p.file == file) {
+            let named_past = bytes_named(&p.what).chain([p.position]).any(past);
+            assert!(!named_past, "verify names a byte past the end of the {len}-byte file: {p}");
+        }
+        for n in report.notes.iter().filter(|n| n.contains(&shown)) {
+            assert!(!bytes_named(n).any(past), "verify names a byte past the end of the {len}-byte file: {n}");
+        }
+    }
     let all_name_it = report.problems.iter().all(|p| p.file == file) && report.notes.iter().all(|n| n.contains(&shown));
     let ok = match want {
         Verify::Silent => report.problems.is_empty() && report.notes.is_empty(),

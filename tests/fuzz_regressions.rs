@@ -190,6 +190,19 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let constant: &[(u8, u16, &[u8])] = &[(0, 20, b"a"), (1 | 2 << 1, 7, b"b"), (0, 100, b"\0"), (0, 1, b"c")];
     seeds.push(("segment_recover", "built-constant-damage-in-header", built(1, 7, constant, 44, 0xff, 7)));
     seeds.push(("segment_recover", "built-constant-damage-in-first", built(1, 7, constant, 64 + 3, 0x80, 0)));
+    // Then the file cut to `cut - 1` bytes (0: not cut), and a checkpoint
+    // (evidence 1: at the base, 2: past the first record, 3: past all).
+    let cut = |input: Vec<u8>, cut: u16, evidence: u8| [&input[..], &cut.to_le_bytes(), &[evidence]].concat();
+    let undamaged = || built(0, BASE, raw, 0, 0, 0);
+    seeds.push(("segment_recover", "built-raw-cut-inside-the-header", cut(undamaged(), 41, 0)));
+    seeds.push(("segment_recover", "built-raw-cut-after-the-header-proof", cut(undamaged(), 120, 3)));
+    seeds.push(("segment_recover", "built-raw-emptied-checkpoint-at-the-base", cut(undamaged(), 1, 1)));
+    seeds.push(("segment_recover", "built-raw-emptied-checkpoint-past-a-record", cut(undamaged(), 1, 2)));
+    seeds.push((
+        "segment_recover",
+        "built-empty-header-torn-by-a-power-cut",
+        cut(built(0, BASE, &[], 10, 0xff, 7), 0, 3),
+    ));
 
     // checkpoint_decode: whole files of partition 3.
     let state = |generation: u64, next_offset: u64| checkpoint::CheckpointState {

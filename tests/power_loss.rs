@@ -84,13 +84,19 @@ struct Tally {
     unsealed: u64,
     /// ... and of those, the ones where it cut the log inside it.
     unsealed_cut: u64,
+    /// Partitions of the images whose last segment is a roll's creation cut
+    /// short (nothing of it written: recovery row 5), judged with the
+    /// evidence recovery has: to be completed, never refused.
+    creations_cut_short: u64,
 }
 
 /// Counts, in the crash image at `queue`, the partitions whose segment
 /// before the last recovery will have to walk, and those it will cut: the
-/// path that background sealing added.
+/// path that background sealing added; and those whose last segment's
+/// creation was cut short, judged with the evidence recovery has.
 fn count_unsealed(queue: &Path, tally: &mut Tally) {
-    for p in 0..2 {
+    let evidence = durq::group::evidence::gather(queue, 2).unwrap();
+    for (p, evidence) in evidence.iter().enumerate() {
         let dir = queue.join(format!("p{p:04}"));
         let mut bases: Vec<u64> = std::fs::read_dir(&dir)
             .into_iter()
@@ -98,6 +104,12 @@ fn count_unsealed(queue: &Path, tally: &mut Tally) {
             .filter_map(|e| segment::parse_file_name(&e.ok()?.file_name().to_string_lossy()))
             .collect();
         bases.sort();
+        if let Some(&last) = bases.last() {
+            let path = dir.join(segment::file_name(last));
+            let found = std::fs::read(&path).unwrap_or_default();
+            let verdict = recovery::check_last_file(&found, &path, p as u32, last, 64 << 10, evidence.as_ref());
+            tally.creations_cut_short += u64::from(matches!(verdict, Ok(recovery::LastFile::NeverWritten)));
+        }
         let [.., prev, last] = bases[..] else { continue };
         let read = |base| {
             let mut bytes = std::fs::read(dir.join(segment::file_name(base))).unwrap_or_default();
@@ -217,6 +229,7 @@ fn enumerate(durability: Durability) -> Tally {
 fn sync_sends_survive_power_loss_at_every_operation() {
     let t = enumerate(Durability::Sync);
     assert!(t.crash_points > 150 && t.durable_acks > 100 && t.images > 2000, "{t:?}");
+    assert!(t.creations_cut_short > 0, "rolls cut short, for recovery to complete: {t:?}");
 }
 
 #[test]
@@ -224,6 +237,7 @@ fn flushed_buffered_sends_survive_power_loss_at_every_operation() {
     let t = enumerate(Durability::Buffered);
     assert!(t.crash_points > 150 && t.durable_acks > 100 && t.images > 2000, "{t:?}");
     assert!(t.unsealed_cut > 0 && t.unsealed > t.unsealed_cut, "cuts and kept segments before the last: {t:?}");
+    assert!(t.creations_cut_short > 0, "rolls cut short, for recovery to complete: {t:?}");
 }
 
 #[test]
@@ -234,6 +248,7 @@ fn flushed_interval_sends_survive_power_loss_at_every_operation() {
     let t = enumerate(Durability::Interval(std::time::Duration::from_secs(3600)));
     assert!(t.crash_points > 150 && t.durable_acks > 100 && t.images > 2000, "{t:?}");
     assert!(t.unsealed_cut > 0 && t.unsealed > t.unsealed_cut, "cuts and kept segments before the last: {t:?}");
+    assert!(t.creations_cut_short > 0, "rolls cut short, for recovery to complete: {t:?}");
 }
 
 fn step() -> impl Strategy<Value = Step> {

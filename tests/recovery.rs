@@ -6,7 +6,9 @@
 //! survived: every record some later frame proves durable, and nothing else.
 //! The rows of the decision table in `src/log/recovery.rs` are exercised one
 //! by one, then the segment-header rows, then idempotence, then the segment
-//! before the last as a roll under `Buffered` leaves it to a background sync.
+//! before the last as a roll under `Buffered` leaves it to a background sync,
+//! then a last segment of which nothing (or only part of its header) is left,
+//! judged with what group checkpoints and dead letters prove.
 
 mod common;
 
@@ -714,4 +716,279 @@ fn a_segment_created_by_an_unsynced_roll_and_cut_short_waits_for_the_full_one_to
             assert_eq!(take(&mut consumer, PER_SEGMENT as usize), bigs(0..PER_SEGMENT));
         }
     }
+}
+
+// ---- The last segment's file, judged with the evidence outside the log ----
+//
+// A last segment of which nothing is left looks exactly like one whose
+// creation a power cut interrupted. Files outside the log tell them apart:
+// a group's checkpoint, or a dead letter, past the segment's base proves
+// that records reached it (docs/FORMAT.md, rows 5 to 7).
+
+/// A closed `Sync` queue at `dir/q` holding `big(0..n)`: segment 0 full
+/// (records 0..63), segment 63 the last.
+fn two_segments(dir: &Path, n: u64) -> PathBuf {
+    let path = dir.join("q");
+    let queue = Queue::open_with(&path, small().durability(Durability::Sync)).unwrap();
+    let producer = queue.producer();
+    for i in 0..n {
+        producer.send(big(i)).unwrap();
+    }
+    drop((producer, queue));
+    assert_eq!(common::segments(&path, 0).len(), 2, "records roll where the test expects");
+    path
+}
+
+/// Cuts `file` to `len` bytes.
+fn cut_to(file: &Path, len: u64) {
+    std::fs::OpenOptions::new().write(true).open(file).unwrap().set_len(len).unwrap();
+}
+
+/// `verify` reports a problem naming `file` (and nothing about any other
+/// file), and the open fails with `Error::Corrupt` naming it, changing
+/// nothing, as often as it is tried.
+#[track_caller]
+fn assert_refused(path: &Path, file: &Path, reason_names: &str, context: &str) {
+    let report = durq::verify::verify(path).unwrap();
+    assert!(report.problems.iter().all(|p| p.file == file), "{context}: {report:#?}");
+    assert_open_refused(path, file, reason_names, context);
+}
+
+/// `verify` reports a problem naming `file`, and the open fails with
+/// `Error::Corrupt` naming it, changing nothing, as often as it is tried.
+#[track_caller]
+fn assert_open_refused(path: &Path, file: &Path, reason_names: &str, context: &str) {
+    let report = durq::verify::verify(path).unwrap();
+    let named = report.problems.iter().any(|p| p.file == file && p.what.contains(reason_names));
+    assert!(named, "{context}: {report:#?}");
+    let before = common::data_snapshot(path);
+    for _ in 0..2 {
+        match Queue::open_existing(path) {
+            Err(Error::Corrupt { file: f, reason, .. }) => {
+                assert_eq!(f, file, "{context}: {reason}");
+                assert!(reason.contains(reason_names), "{context}: {reason}");
+            }
+            Err(e) => panic!("{context}: {e}"),
+            Ok(q) => panic!("{context}: opened at {:?}, the lost records' offsets free for reuse", q.offsets(0)),
+        }
+        assert!(common::data_snapshot(path) == before, "{context}: the refused open changed the queue");
+    }
+}
+
+#[test]
+fn a_last_segment_cut_inside_its_header_is_refused_never_started_afresh() {
+    // 17 acknowledged records in segment 63. Cut inside its first 52 bytes,
+    // the header's fixed part and the proof of what was synced are gone or
+    // torn: nothing can say which of its records were acknowledged.
+    let pristine = tempfile::tempdir().unwrap();
+    let original = two_segments(pristine.path(), 80);
+    for len in [1, 20, 35, 36, 40, 51] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        common::copy_dir(&original, &path);
+        let seg63 = segment_path(&path, 0, PER_SEGMENT);
+        cut_to(&seg63, len);
+        let reason = if len < 36 { "segment header" } else { "cut to" };
+        assert_refused(&path, &seg63, reason, &format!("cut to {len} bytes"));
+    }
+    // From byte 52 the header still proves its records synced: the open
+    // keeps their offsets and reports them lost (recovery row 4).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    common::copy_dir(&original, &path);
+    cut_to(&segment_path(&path, 0, PER_SEGMENT), 52);
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.offsets(0), (0, 80));
+    assert!(matches!(queue.read_at(0, PER_SEGMENT, 1), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn a_last_segment_emptied_after_a_group_processed_records_in_it_is_refused() {
+    // The group committed past segment 63's base: records 63.. existed and
+    // were synced before the commit. Emptied, the segment cannot be a
+    // creation cut short.
+    let dir = tempfile::tempdir().unwrap();
+    let path = two_segments(dir.path(), 80);
+    let queue = Queue::open_existing(&path).unwrap();
+    let mut consumer = queue.consumer("g").unwrap();
+    assert_eq!(take(&mut consumer, 80), bigs(0..80));
+    drop((consumer, queue));
+    let seg63 = segment_path(&path, 0, PER_SEGMENT);
+    std::fs::write(&seg63, b"").unwrap();
+    assert_refused(&path, &seg63, "group g's checkpoint", "emptied, group at 80");
+    // The same with the reserved file of zeros a creation leaves.
+    std::fs::write(&seg63, vec![0u8; 64 << 10]).unwrap();
+    assert_refused(&path, &seg63, "group g's checkpoint", "zeroed, group at 80");
+}
+
+#[test]
+fn a_group_at_a_segments_base_proves_nothing_about_it_and_an_empty_segment_is_a_creation_cut_short() {
+    // The power went while the roll created segment 63: its file is empty.
+    // A group that processed every record before it (its checkpoint at 63,
+    // the base) proves only those: the segment is completed, nothing lost.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let queue = Queue::open_with(&path, small().durability(Durability::Sync)).unwrap();
+    for i in 0..PER_SEGMENT {
+        queue.producer().send(big(i)).unwrap();
+    }
+    let mut consumer = queue.consumer("g").unwrap();
+    assert_eq!(take(&mut consumer, 63), bigs(0..63));
+    assert_eq!(consumer.committed().unwrap(), [PER_SEGMENT]);
+    drop((consumer, queue));
+    let seg63 = segment_path(&path, 0, PER_SEGMENT);
+    std::fs::write(&seg63, b"").unwrap();
+
+    let report = durq::verify::verify(&path).unwrap();
+    assert!(report.problems.is_empty(), "a creation cut short is no damage: {report:#?}");
+    assert_eq!(report.notes.len(), 1, "{report:#?}");
+    assert!(report.notes[0].contains("creation was cut short"), "{report:#?}");
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.offsets(0), (0, PER_SEGMENT));
+    assert_eq!(std::fs::read(&seg63).unwrap().len(), 64 << 10, "grown back to full size");
+    assert_eq!(queue.producer().send(big(63)).unwrap().offset, PER_SEGMENT);
+    drop(queue);
+    let report = durq::verify::verify(&path).unwrap();
+    assert!(report.problems.is_empty() && report.notes.is_empty(), "{report:#?}");
+}
+
+#[test]
+fn a_dead_letter_past_an_emptied_segments_base_proves_it_held_records() {
+    // Record 65 went to the dead-letter queue; then the group was reset to
+    // the start, so its checkpoint proves nothing past 0. The dead letter
+    // still proves records 63..=65 existed in segment 63.
+    let dir = tempfile::tempdir().unwrap();
+    let path = two_segments(dir.path(), 80);
+    let queue = Queue::open_existing(&path).unwrap();
+    let options = durq::ConsumerOptions::default().max_batch(1).max_deliveries(1);
+    let mut consumer = queue.consumer_with("g", options).unwrap();
+    assert_eq!(take(&mut consumer, 65), bigs(0..65));
+    let err = consumer.process(|_| Err(std::io::Error::other("poison"))).unwrap_err();
+    assert!(matches!(err, Error::Process(_)), "{err}");
+    assert_eq!(consumer.committed().unwrap(), [66], "dead-lettered and passed");
+    drop(consumer);
+    assert_eq!(queue.reset_group("g", durq::ResetTo::Earliest).unwrap(), [0]);
+    drop(queue);
+    let seg63 = segment_path(&path, 0, PER_SEGMENT);
+    std::fs::write(&seg63, b"").unwrap();
+    assert_refused(&path, &seg63, "dead letter of offset 65", "emptied, dead letter of 65");
+}
+
+#[test]
+fn a_reset_and_a_dead_letter_make_the_log_durable_first_so_a_power_cut_keeps_what_they_prove() {
+    // Under `Buffered` a consumer sees records before they are synced.
+    // Recovery trusts a checkpoint and a dead letter as proofs that their
+    // records were synced (a lost one is damage, never cut); so a reset, and
+    // a dead letter, first make the log durable up to them. Before, a power
+    // cut right after either left it proving records the log no longer had.
+    type Act = fn(&Queue);
+    let acts: [(&str, Act); 2] = [
+        ("reset to the end", |queue| {
+            assert_eq!(queue.reset_group("g", durq::ResetTo::Latest).unwrap(), [5]);
+        }),
+        ("dead letter", |queue| {
+            let options = durq::ConsumerOptions::default().max_batch(1).max_deliveries(1);
+            let mut consumer = queue.consumer_with("g", options).unwrap();
+            let err = consumer.process(|_| Err(std::io::Error::other("poison"))).unwrap_err();
+            assert!(matches!(err, Error::Process(_)), "{err}");
+        }),
+    ];
+    for (what, act) in acts {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = durq::sim::SimDisk::attach(dir.path()).unwrap();
+        let path = dir.path().join("q");
+        let queue = Queue::open_with(&path, small().durability(Durability::Buffered)).unwrap();
+        drop(queue.consumer("g").unwrap());
+        let producer = queue.producer();
+        for i in 0..5 {
+            producer.send(message(i)).unwrap();
+        }
+        disk.record_crash_points(true);
+        act(&queue);
+        disk.crash_point_now();
+        disk.record_crash_points(false);
+        let images = tempfile::tempdir().unwrap();
+        let mut checked = 0;
+        for point in 0..disk.crash_points().len() {
+            for (seed, mode) in durq::sim::CrashMode::ALL.into_iter().enumerate() {
+                let image = images.path().join(format!("{point}-{seed}"));
+                disk.crash_image(point, mode, seed as u64, &image).unwrap();
+                let context = format!("{what}: power cut at crash point {point}, {mode:?}");
+                let queue = Queue::open_existing(image.join("q")).unwrap_or_else(|e| panic!("{context}: {e}"));
+                let (_, end) = queue.offsets(0);
+                let stored: Vec<Vec<u8>> = (0..end)
+                    .map(|o| {
+                        queue.read_at(0, o, 1).unwrap_or_else(|e| panic!("{context}: offset {o}: {e}"))[0]
+                            .payload
+                            .clone()
+                    })
+                    .collect();
+                assert_eq!(stored, messages(0..end), "{context}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 4, "{what}: {checked} images");
+        drop((producer, queue, disk));
+    }
+}
+
+/// Overwrites group `group`'s checkpoint of partition 0 with one valid copy
+/// at `next_offset`, as if it had committed there.
+fn plant_checkpoint(path: &Path, group: &str, next_offset: u64) -> PathBuf {
+    use durq::group::checkpoint::{self, CheckpointState};
+    let file = common::checkpoint_file(path, group, 0);
+    let state = CheckpointState {
+        partition: 0,
+        generation: 9,
+        epoch: 1,
+        next_offset,
+        delivered_end: next_offset,
+        attempts: 0,
+        range_attempts: 0,
+    };
+    let mut bytes = vec![0u8; checkpoint::FILE_BYTES];
+    bytes[..checkpoint::COPY_BYTES].copy_from_slice(&checkpoint::encode_copy(&state));
+    std::fs::write(&file, bytes).unwrap();
+    file
+}
+
+#[test]
+fn a_log_that_recovers_to_an_end_before_a_checkpoint_is_refused_and_nothing_is_marked_lost() {
+    // The checkpoint and the log disagree: records the checkpoint proves
+    // were lost, or the checkpoint is not this queue's (here: planted). The
+    // open cannot know which, so it refuses, naming the segment where the
+    // log ends and the checkpoint, and changes neither. Going on would reuse
+    // offsets the group already passed, and the group would skip the records
+    // sent to them.
+    let dir = tempfile::tempdir().unwrap();
+    let path = two_segments(dir.path(), 80);
+    drop(Queue::open_existing(&path).unwrap().consumer("g").unwrap());
+    let ckpt = plant_checkpoint(&path, "g", 90);
+    let seg63 = segment_path(&path, 0, PER_SEGMENT);
+    assert_open_refused(&path, &seg63, "up to 89 existed", "a checkpoint at 90 past a log ending at 80");
+    let report = durq::verify::verify(&path).unwrap();
+    assert!(report.problems.iter().any(|p| p.file == ckpt), "verify names the checkpoint too: {report:#?}");
+    // At the end of the log it proves nothing missing.
+    plant_checkpoint(&path, "g", 80);
+    assert_eq!(Queue::open_existing(&path).unwrap().offsets(0), (0, 80));
+
+    // The segment before the last, torn by a power loss before its
+    // background sync: recovery would cut the log inside it, at record 50.
+    // A checkpoint past that says those records were acknowledged: refused,
+    // nothing zeroed, the last segment not removed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    closed_buffered(&path, big, 0, 80);
+    drop(Queue::open_existing(&path).unwrap().consumer("g").unwrap());
+    let (seg0, seg63) = (segment_path(&path, 0, 0), segment_path(&path, 0, PER_SEGMENT));
+    common::set_synced_end(&seg0, 0);
+    assert_eq!(synced_end(&seg63), Some(0), "nothing proves segment 0 synced");
+    common::flip_byte(&seg0, big_pos(50) + 100, 0x04);
+    plant_checkpoint(&path, "g", 51);
+    assert_open_refused(&path, &seg0, "up to 50 existed", "a checkpoint past a cut in the segment before the last");
+    assert!(seg63.exists());
+    plant_checkpoint(&path, "g", 50);
+    let queue = Queue::open_existing(&path).unwrap();
+    assert_eq!(queue.offsets(0), (0, 50), "a checkpoint at the cut proves nothing past it");
+    assert!(!seg63.exists());
 }

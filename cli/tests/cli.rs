@@ -234,6 +234,37 @@ fn verify_passes_a_healthy_queue_and_locates_damage_without_modifying_anything()
 }
 
 #[test]
+fn verify_passes_a_segment_whose_creation_a_power_cut_interrupted_and_fails_one_cut_inside_its_header() {
+    // Issue 15's reproduction: the power went while a roll created segment
+    // 10, before any byte of it reached the disk. Nothing was lost: a note,
+    // exit 0, as the next open completes the segment.
+    let (_tmp, q) = queue_dir();
+    let lines: String = (1..=10).map(|i| format!("{i}\n")).collect();
+    ok(&produce_new(&q, &[]), &lines);
+    let empty = Path::new(&q).join("p0000/00000000000000000010.seg");
+    std::fs::write(&empty, b"").unwrap();
+    let report = ok(&["verify", &q], "");
+    assert!(report.contains("note: ") && report.contains("creation was cut short"), "{report}");
+    assert!(report.contains("0 problem(s)") && !report.contains("problem: "), "{report}");
+    ok(&["stat", &q], "");
+    let report = ok(&["verify", &q], "");
+    assert!(report.contains("10 records") && !report.contains("note: "), "{report}");
+
+    // Segment 0, holding the 10 acknowledged records, cut inside its
+    // header: damage, never a creation cut short; the open refuses it too.
+    std::fs::remove_file(&empty).unwrap();
+    let segment = Path::new(&q).join("p0000/00000000000000000000.seg");
+    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(40).unwrap();
+    let run = durq(&["verify", &q], "");
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    assert!(stdout.contains(&format!("problem: {}: byte 0", segment.display())), "{stdout}");
+    let err = fails(&["stat", &q], "", 1);
+    assert!(err.contains("corrupt") && err.contains("cut to 40 bytes"), "{err}");
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), 40, "the refused open left the file as it was");
+}
+
+#[test]
 fn commands_other_than_produce_never_create_a_queue() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("typo");

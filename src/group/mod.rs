@@ -16,6 +16,8 @@
 //! - [`slot`]: taking, holding and giving back a slot; the fencing protocol.
 //! - [`checkpoint`]: per-epoch, two-copy checkpoint files.
 //! - [`dead_letter`]: the dead-letter envelope.
+//! - [`evidence`]: what checkpoints and dead letters prove about how far
+//!   each partition's log reached (for recovery and verify).
 //!
 //! Anything else in `groups/` (a `notes.txt`, a `.DS_Store`) is not a group:
 //! `list` sets it apart, and inspection notes it once and ignores it.
@@ -23,6 +25,7 @@
 pub mod assignment;
 pub mod checkpoint;
 pub mod dead_letter;
+pub mod evidence;
 pub mod lease;
 pub mod member;
 pub mod name;

@@ -29,7 +29,7 @@ use crate::fail_stop::FailStop;
 use crate::log::control::{ControlFile, PartitionControl, Tail};
 use crate::log::prefault::{PREFAULT_BYTES, Prefaulter};
 use crate::log::record::{self, Decoded, FrameMeta, KEY_BYTES_MAX};
-use crate::log::recovery::{self, Sealed};
+use crate::log::recovery::{self, Evidence, LastFile, Sealed};
 use crate::log::sealer::{SealJob, Sealer};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
 use crate::log::segment_cache::SegmentCache;
@@ -462,7 +462,9 @@ impl Partition {
             // Rule 3 of the mmap contract: we hold the mutex, and recovery
             // only zeroes bytes beyond the frames it keeps, which include every
             // published frame.
-            let tail = recover(&self.dir, self.id, &self.config, Crash::ProcessDeath)?;
+            // The page cache holds every byte the dead holder wrote: no
+            // evidence from outside the log is needed to vouch for it.
+            let tail = recover(&self.dir, self.id, &self.config, Crash::ProcessDeath, None)?;
             let tail = Tail { first_offset: c.first_offset.load(Ordering::Relaxed), ..tail };
             c.set_tail(&tail);
             self.publish_durable(c, tail.next_offset);
@@ -780,32 +782,32 @@ pub(crate) enum Crash {
 /// repairing a torn tail (see `recovery`), and makes everything it keeps
 /// durable. The caller is the only process with the queue open
 /// ([`Crash::PowerLoss`]), or holds the append mutex after its previous
-/// holder died ([`Crash::ProcessDeath`]).
-pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -> Result<Tail> {
+/// holder died ([`Crash::ProcessDeath`]). `evidence` (files outside the log,
+/// see `group::evidence`) proves records that the log must still hold; it
+/// changes no verdict, it refuses a log that ends before it. Every verdict
+/// is reached before any byte of the log is zeroed, cut or rewritten, so a
+/// refused open leaves the log as it was (a last segment file cut short and
+/// accepted by row 7 has been grown back to its size with zeros, which is
+/// what it means anyway).
+pub(crate) fn recover(
+    dir: &Path,
+    id: u32,
+    config: &QueueConfig,
+    crash: Crash,
+    evidence: Option<&Evidence>,
+) -> Result<Tail> {
     let bases = existing_segment_bases(dir)?;
     let (first, last) = (bases[0], bases[bases.len() - 1]);
-    let seg = Segment::open_for_recovery(dir, last, config.segment_bytes)?;
-    // SAFETY: recovery's caller is alone or holds the append mutex (see
-    // above), so nothing writes this segment while we read it.
-    let whole = unsafe { seg.published(0, seg.len()) };
-    // Records are written only after the header is durable, so a torn
-    // header (magic or checksum bad) over nothing but zeros is a creation
-    // cut short (the power went before the header reached the disk, whole or
-    // in part), not damage: nothing was ever stored in this segment.
-    // Anything else, a whole header for another segment included, is damage
-    // and must not be papered over. A header of zeros is rewritten too,
-    // whatever follows: the page never reached the disk, and everything in
-    // it is known from the file's name and place (recovery row 5 in
-    // docs/FORMAT.md).
-    let header_lost = match segment::check_header(whole, &seg.path, id, last, config.segment_bytes) {
-        Ok(()) => false,
-        Err(_) if segment::creation_cut_short(whole) => true,
-        Err(damaged) => return Err(damaged),
-    };
+    // Judged as found, before it is grown back or its header rewritten
+    // (recovery rows 5 to 7 in docs/FORMAT.md).
+    let (seg, found) = Segment::open_for_recovery(dir, last, config.segment_bytes, |path, found| {
+        recovery::check_last_file(found, path, id, last, config.segment_bytes, evidence)
+    })?;
     let prev_base = bases.len().checked_sub(2).map_or(last, |i| bases[i]);
-    if prev_base != last
-        && let Some(cut) = recover_sealed(dir, id, config, crash, prev_base, &seg)?
-    {
+    let sealed = if prev_base != last { judge_sealed(dir, id, config, crash, prev_base, &seg)? } else { None };
+    if let Some((prev, Sealed::Cut(cut))) = sealed {
+        recovery::check_end(cut.next_offset, evidence, &prev.path, cut.tail_pos)?;
+        cut_sealed(dir, &prev, &cut, &seg)?;
         return Ok(Tail {
             first_offset: first,
             next_offset: cut.next_offset,
@@ -814,18 +816,26 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -
             prev_segment_base: bases.len().checked_sub(3).map_or(prev_base, |i| bases[i]),
         });
     }
-    if header_lost {
+    // SAFETY: recovery's caller is alone or holds the append mutex (see
+    // above), so nothing writes this segment while we read it.
+    let whole = unsafe { seg.published(0, seg.len()) };
+    // A lost or damaged `synced_end` proves nothing: fall back to the base.
+    let synced_end = match found {
+        LastFile::Whole => segment::decode_synced_end(whole).unwrap_or(last),
+        LastFile::HeaderLost | LastFile::NeverWritten => last,
+    };
+    let scan = recovery::scan_known_zeros(whole, last, config.record_bytes_max, synced_end, seg.data_end());
+    recovery::check_end(scan.next_offset, evidence, &seg.path, scan.tail_pos)?;
+    if let Some((prev, _)) = sealed {
+        keep_sealed(&prev, last)?;
+    }
+    if found != LastFile::Whole {
         // The rewritten header claims every record before this segment
-        // synced, which `recover_sealed` just made true.
+        // synced, which `keep_sealed` (or an earlier proof) made true.
         // SAFETY: as above; no reader can reach a segment without a header.
         unsafe { seg.rewrite_header(id, config.segment_bytes) };
         seg.sync(0, SEGMENT_HEADER_BYTES)?;
     }
-    // SAFETY: as above.
-    let whole = unsafe { seg.published(0, seg.len()) };
-    // A damaged `synced_end` field proves nothing: fall back to the base.
-    let synced_end = segment::decode_synced_end(whole).unwrap_or(last);
-    let scan = recovery::scan_known_zeros(whole, last, config.record_bytes_max, synced_end, seg.data_end());
     if let Some(torn) = scan.torn {
         // SAFETY: as above; the torn bytes lie beyond every frame we keep.
         unsafe { seg.zero(torn.from, torn.to) };
@@ -841,21 +851,21 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -
     })
 }
 
-/// Recovers the segment before the last (`prev_base`), which a roll under
+/// Judges the segment before the last (`prev_base`), which a roll under
 /// `Buffered` or `Interval` may have left unsynced when the crash came (see
-/// `recovery::check_sealed`). Keeps it, synced, with the proof in its header
-/// (`None`), or cuts the log inside it: zeroes its torn bytes, syncs what it
-/// keeps, and removes the last segment, whose records follow the hole
-/// (`Some`: where the log now ends). After a process death nothing is lost
-/// from the page cache, so the segment is not walked, only synced.
-fn recover_sealed(
+/// `recovery::check_sealed`): `None` when a proof says it was synced, else
+/// the segment and whether to keep it ([`keep_sealed`]) or cut the log
+/// inside it ([`cut_sealed`]). Changes nothing. After a process death
+/// nothing is lost from the page cache, so the segment is not walked, only
+/// kept.
+fn judge_sealed(
     dir: &Path,
     id: u32,
     config: &QueueConfig,
     crash: Crash,
     prev_base: u64,
     last: &Segment,
-) -> Result<Option<recovery::Scan>> {
+) -> Result<Option<(Segment, Sealed)>> {
     // SAFETY: as in `recover`: nothing writes these segments meanwhile.
     let last_bytes = unsafe { last.published(0, last.len()) };
     if segment::decode_synced_end(last_bytes).is_some_and(|end| end >= last.base_offset) {
@@ -864,38 +874,48 @@ fn recover_sealed(
     let prev = Segment::open(dir, id, prev_base, config.segment_bytes)?;
     // SAFETY: as above.
     let prev_bytes = unsafe { prev.published(0, prev.len()) };
+    let (max, base) = (config.record_bytes_max, last.base_offset);
     let verdict = match crash {
-        Crash::PowerLoss => {
-            recovery::check_sealed(prev_bytes, prev_base, last_bytes, last.base_offset, config.record_bytes_max)
-        }
-        Crash::ProcessDeath if recovery::proven_sealed(prev_bytes, last_bytes, last.base_offset) => Sealed::Proven,
+        Crash::PowerLoss => recovery::check_sealed(prev_bytes, prev_base, last_bytes, base, max),
+        Crash::ProcessDeath if recovery::proven_sealed(prev_bytes, last_bytes, base) => Sealed::Proven,
         Crash::ProcessDeath => Sealed::Kept,
     };
-    let (end, synced_end, cut) = match verdict {
-        Sealed::Proven => return Ok(None),
-        Sealed::Kept => (prev.len(), last.base_offset, None),
-        Sealed::Cut(scan) => {
-            let end = match scan.torn {
-                Some(torn) => {
-                    // SAFETY: as above; the torn bytes lie beyond every frame
-                    // we keep, and no reader was handed them: only a process
-                    // alone with the queue cuts (never after a process death).
-                    unsafe { prev.zero(torn.from, torn.to) };
-                    torn.to.max(scan.tail_pos)
-                }
-                None => scan.tail_pos,
-            };
-            (end, scan.next_offset, Some(scan))
+    Ok(match verdict {
+        Sealed::Proven => None,
+        verdict => Some((prev, verdict)),
+    })
+}
+
+/// Keeps the segment before the last whole: syncs it in full, then records
+/// in its header that every record before the last segment (starting at
+/// `last_base`) is synced, and syncs that proof.
+fn keep_sealed(prev: &Segment, last_base: u64) -> Result<()> {
+    prev.sync(0, prev.len())?;
+    // SAFETY: as in `recover`; every record of `prev` was just synced, and
+    // every segment before it was synced before it was sealed.
+    unsafe { prev.set_synced_end(last_base) };
+    prev.sync(0, SEGMENT_HEADER_BYTES)
+}
+
+/// Cuts the log inside the segment before the last, where `cut` ends it:
+/// zeroes its torn bytes, syncs what it keeps, records the new end in its
+/// header, and removes the last segment, whose records follow the hole.
+fn cut_sealed(dir: &Path, prev: &Segment, cut: &recovery::Scan, last: &Segment) -> Result<()> {
+    let end = match cut.torn {
+        Some(torn) => {
+            // SAFETY: as in `recover`; the torn bytes lie beyond every frame
+            // we keep, and no reader was handed them: only a process alone
+            // with the queue cuts (never after a process death).
+            unsafe { prev.zero(torn.from, torn.to) };
+            torn.to.max(cut.tail_pos)
         }
+        None => cut.tail_pos,
     };
     prev.sync(0, end)?;
-    // SAFETY: as above; every record of `prev` below `synced_end` was just
+    // SAFETY: as above; every record of `prev` below the cut was just
     // synced, and every segment before it was synced before it was sealed.
-    unsafe { prev.set_synced_end(synced_end) };
+    unsafe { prev.set_synced_end(cut.next_offset) };
     prev.sync(0, SEGMENT_HEADER_BYTES)?;
-    if cut.is_some() {
-        storage::remove_file(&last.path)?;
-        storage::sync_dir(dir)?;
-    }
-    Ok(cut)
+    storage::remove_file(&last.path)?;
+    storage::sync_dir(dir)
 }

@@ -33,12 +33,26 @@
 //! taken for a torn tail. And since a `synced_end` that fails its checksum
 //! proves nothing (a power cut may have torn its unsynced update), bit rot
 //! on the field plus damage to the records only it proved synced is taken
-//! for a torn tail too, in either of the last two segments.
+//! for a torn tail too, in either of the last two segments. (Unless a
+//! group's checkpoint or a dead letter proves records past the cut: then the
+//! open is refused, see below.)
 //!
-//! Segment headers have their own rows, applied before the walk (in
-//! `partition::recover`): a last segment whose header is all zeros was cut
-//! short during creation and gets its header rewritten; a non-zero header that
-//! fails validation makes the open fail with `Error::Corrupt`.
+//! The last segment's file has its own rows, applied before the walk
+//! ([`check_last_file`]): a file of which nothing was written (all zeros, or
+//! a torn header over zeros at full size) is a creation cut short by a power
+//! cut and gets its header rewritten, unless [`Evidence`] from outside the
+//! log proves that records reached it: then acknowledged records were lost
+//! with it, and the open fails with `Error::Corrupt`. A header of zeros over
+//! records is rewritten and the records walked; a non-zero header that fails
+//! validation, or a file cut short inside its header, fails the open.
+//!
+//! [`Evidence`] never changes what recovery does to the log: it can only
+//! refuse the outcome. A log that, recovered from its own bytes, ends before
+//! the evidence fails the open ([`check_end`]): a queue is never silently
+//! rewound, and no offset that evidence proves is ever reused. (A file
+//! outside the log may be the wrong one, a checkpoint copied from another
+//! queue: acting on it, marking records lost that never existed, would be a
+//! repair no one could undo.)
 //!
 //! The segment before the last ([`check_sealed`]) is not walked at all when a
 //! header proves it was synced in full (its own `synced_end`, or the last
@@ -53,8 +67,35 @@
 //! is removed. Damage proven durable (row 4) or a hole where records are
 //! proven durable keeps every byte of both segments.
 
+use std::path::Path;
+
+use crate::error::{Error, Result};
 use crate::log::record::{self, Decoded, FRAME_ALIGN, FRAME_HEADER_BYTES, Invalid};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
+
+/// What a file outside a partition's log proves about it (gathered by
+/// `group::evidence`): every record below `end` existed and was synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// Every record of the partition below this offset existed.
+    pub end: u64,
+    /// The file that says so, and how, for messages.
+    pub source: String,
+}
+
+/// The verdict on the last segment's file as found, before its walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastFile {
+    /// Its header is whole: walk it (grown back to its full size with zeros
+    /// first, if the file was cut after its header's proof).
+    Whole,
+    /// A header of zeros with bytes after it, at full size: rewrite the
+    /// header, then walk them like any damage.
+    HeaderLost,
+    /// Nothing of it was written, and nothing proves that a record reached
+    /// it: a creation cut short by a power cut. Rewrite its header.
+    NeverWritten,
+}
 
 /// What the walk of one segment found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +295,89 @@ pub fn scan_known_zeros(
                 };
             }
         }
+    }
+}
+
+/// Judges the last segment's file (`found`: its bytes as they are on disk,
+/// shorter than `segment_bytes` if the file was cut), knowing that every
+/// record below `evidence` existed. Pure, like [`scan`].
+///
+/// A segment's creation reserves the whole file (one metadata operation)
+/// before it writes the header, and no record is written before the header
+/// is durable: a power cut during it leaves nothing but zeros (often an
+/// empty file), or, at full size, a header torn over zeros. That is a
+/// creation cut short, unless evidence proves a record at or past the
+/// segment's base: then the segment held acknowledged records, and losing
+/// it whole is damage, never repaired away. A file cut short (shorter, not
+/// empty) is damage too: it is walked if its header and the proof of what
+/// it synced (`synced_end`, bytes 40..52) survived the cut, and refused if
+/// the cut took them (what it held can no longer be known).
+pub fn check_last_file(
+    found: &[u8],
+    path: &Path,
+    partition: u32,
+    base_offset: u64,
+    segment_bytes: u64,
+    evidence: Option<&Evidence>,
+) -> Result<LastFile> {
+    let cut = (found.len() as u64) < segment_bytes;
+    let header = &found[..SEGMENT_HEADER_BYTES.min(found.len())];
+    let header_zero = all_zero(header);
+    let rest = found.get(SEGMENT_HEADER_BYTES..).unwrap_or(&[]);
+    // Only a header that is not whole can have been cut short; the rest is
+    // read only then.
+    let never_written = (header_zero || !cut && !segment::header_is_whole(found)) && all_zero(rest);
+    if never_written {
+        if let Some(e) = evidence.filter(|e| e.end > base_offset) {
+            return Err(Error::corrupt(
+                path,
+                0,
+                Some(base_offset),
+                format!(
+                    "nothing of this segment is left ({} bytes, no header, no record), but {} proves that records {base_offset}..{} existed: acknowledged records were lost with it (a creation cut short holds none)",
+                    found.len(),
+                    e.source,
+                    e.end
+                ),
+            ));
+        }
+        return Ok(LastFile::NeverWritten);
+    }
+    if header_zero && !cut {
+        return Ok(LastFile::HeaderLost);
+    }
+    segment::check_header(found, path, partition, base_offset, segment_bytes)?;
+    if cut && segment::decode_synced_end(found).is_none() {
+        return Err(Error::corrupt(
+            path,
+            0,
+            None,
+            format!(
+                "segment file cut to {} bytes, inside its header: the proof of what it synced is gone, so the acknowledged records it held cannot be known",
+                found.len()
+            ),
+        ));
+    }
+    Ok(LastFile::Whole)
+}
+
+/// Fails when a partition's log, as recovered from its own bytes, ends (at
+/// offset `next_offset`, byte `tail_pos` of segment file `file`) before
+/// `evidence` proves records existed: going on would reuse their offsets.
+/// Pure, like [`scan`].
+pub fn check_end(next_offset: u64, evidence: Option<&Evidence>, file: &Path, tail_pos: usize) -> Result<()> {
+    match evidence {
+        Some(e) if e.end > next_offset => Err(Error::corrupt(
+            file,
+            tail_pos as u64,
+            Some(next_offset),
+            format!(
+                "the log ends at offset {next_offset}, but {} proves that records up to {} existed: acknowledged records were lost (or that file is not this queue's)",
+                e.source,
+                e.end - 1
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -916,6 +1040,105 @@ mod tests {
                 let damaged_before_tail = scan.damaged.iter().all(|d| d.pos < scan.tail_pos);
                 assert!(damaged_before_tail);
             }
+        }
+    }
+
+    /// A last segment of `SEGMENT` bytes starting at 100 with five records,
+    /// as a cleanly closed `Sync` queue leaves it (`synced_end` 105).
+    const SEGMENT: u64 = 8192;
+    /// Where a header's `synced_end` field and its checksum end.
+    const SYNCED_END_FIELD_END: usize = 52;
+
+    fn last_segment() -> Vec<u8> {
+        let (mut seg, _) = segment(5, |i| 100 + i);
+        seg[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, SEGMENT, 105));
+        seg
+    }
+
+    fn evidence(end: u64) -> Evidence {
+        Evidence { end, source: format!("group g's checkpoint (at offset {end})") }
+    }
+
+    fn judge(found: &[u8], evidence: Option<&Evidence>) -> Result<LastFile> {
+        check_last_file(found, Path::new("p0000/100.seg"), 0, 100, SEGMENT, evidence)
+    }
+
+    #[test]
+    fn recovery_row_5_a_segment_of_which_nothing_was_written_is_a_creation_cut_short_unless_evidence_says_otherwise() {
+        let header = segment::encode_header(0, 100, SEGMENT);
+        let mut torn = vec![0u8; SEGMENT as usize];
+        torn[..20].copy_from_slice(&header[..20]);
+        // What a power cut during the creation leaves: an empty file, the
+        // reserved file of zeros, a header torn over zeros.
+        for found in [vec![], vec![0u8; SEGMENT as usize], torn] {
+            let len = found.len();
+            assert_eq!(judge(&found, None).unwrap(), LastFile::NeverWritten, "{len} bytes");
+            // A checkpoint at the base proves only the records before it.
+            assert_eq!(judge(&found, Some(&evidence(100))).unwrap(), LastFile::NeverWritten, "{len} bytes");
+            match judge(&found, Some(&evidence(101))) {
+                Err(Error::Corrupt { file, position, offset, reason }) => {
+                    assert_eq!((file.to_str(), position, offset), (Some("p0000/100.seg"), 0, Some(100)));
+                    assert!(reason.contains("group g's checkpoint (at offset 101)"), "{reason}");
+                }
+                other => panic!("{len} bytes, a record proven at the base: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn recovery_row_7h_a_last_segment_cut_inside_its_header_is_refused_whatever_the_evidence() {
+        let seg = last_segment();
+        // 0..36: the fixed part torn; 36..52: the fixed part whole, the
+        // proof of what was synced gone.
+        for cut in 1..SYNCED_END_FIELD_END {
+            match judge(&seg[..cut], None) {
+                Err(Error::Corrupt { position: 0, .. }) => {}
+                other => panic!("cut to {cut} bytes: {other:?}"),
+            }
+        }
+        // Row 7: from byte 52 the header proves what was synced, and the walk
+        // of the file grown back with zeros finds the lost records (row 4).
+        assert_eq!(judge(&seg[..SYNCED_END_FIELD_END], None).unwrap(), LastFile::Whole);
+        let mut grown = seg[..SYNCED_END_FIELD_END].to_vec();
+        grown.resize(SEGMENT as usize, 0);
+        let scan = scan(&grown, 100, MAX, segment::decode_synced_end(&grown).unwrap());
+        assert_eq!((scan.next_offset, scan.damaged[0].reason), (105, Found::Missing));
+    }
+
+    #[test]
+    fn recovery_row_5z_a_header_of_zeros_in_front_of_records_is_rewritten_and_they_are_walked() {
+        let mut seg = last_segment();
+        seg[..SEGMENT_HEADER_BYTES].fill(0);
+        assert_eq!(judge(&seg, None).unwrap(), LastFile::HeaderLost);
+        assert_eq!(judge(&seg, Some(&evidence(105))).unwrap(), LastFile::HeaderLost);
+        // Cut short as well: damage that no header's proof measures any more.
+        assert!(matches!(judge(&seg[..4096], None), Err(Error::Corrupt { .. })));
+        assert_eq!(judge(&last_segment(), Some(&evidence(105))).unwrap(), LastFile::Whole);
+    }
+
+    #[test]
+    fn recovery_evidence_refuses_a_log_that_ends_before_it_and_changes_no_verdict() {
+        // Records 103 and 104 lost to zeros, and nothing in the segment
+        // proves them: a clean end at 103. Evidence does not make the walk
+        // keep them (it might be wrong): it refuses that end.
+        let (mut seg, starts) = segment(5, |i| (100 + i).min(102));
+        seg[starts[3]..].fill(0);
+        let s = scan(&seg, 100, MAX, 100);
+        assert_eq!((s.next_offset, s.tail_pos), (103, starts[3]));
+        let path = Path::new("p0000/100.seg");
+        for end in [100, 103] {
+            assert!(check_end(s.next_offset, Some(&evidence(end)), path, s.tail_pos).is_ok(), "evidence {end}");
+        }
+        assert!(check_end(s.next_offset, None, path, s.tail_pos).is_ok());
+        match check_end(s.next_offset, Some(&evidence(105)), path, s.tail_pos) {
+            Err(Error::Corrupt { file, position, offset, reason }) => {
+                assert_eq!((file.as_path(), position, offset), (path, starts[3] as u64, Some(103)));
+                assert!(
+                    reason.contains("group g's checkpoint (at offset 105)") && reason.contains("up to 104"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -132,16 +132,6 @@ pub fn header_is_whole(bytes: &[u8]) -> bool {
     })
 }
 
-/// True if the segment `bytes` (whole) is what a power cut during its
-/// creation can leave: a header of zeros, or a torn one (not whole) over
-/// nothing but zeros. Records are written only after the header is durable,
-/// so such a segment never held a record, nor a proof in `synced_end`.
-pub fn creation_cut_short(bytes: &[u8]) -> bool {
-    let header = &bytes[..SEGMENT_HEADER_BYTES.min(bytes.len())];
-    header.iter().all(|&b| b == 0)
-        || !header_is_whole(bytes) && bytes.get(SEGMENT_HEADER_BYTES..).is_none_or(|rest| rest.iter().all(|&b| b == 0))
-}
-
 /// Checks a segment header against what the file's name and place say it
 /// must be.
 pub fn check_header(bytes: &[u8], path: &Path, partition: u32, base_offset: u64, segment_bytes: u64) -> Result<()> {
@@ -219,14 +209,39 @@ impl Segment {
     }
 
     /// Maps an existing segment file whose header has not been checked, for
-    /// recovery only. Grows the file back to its full size (and re-reserves
-    /// it) if a crash during creation left it short.
-    pub(crate) fn open_for_recovery(dir: &Path, base_offset: u64, segment_bytes: u64) -> Result<Segment> {
+    /// recovery only, once `judge` accepted the file as it was found (its
+    /// bytes, fewer than `segment_bytes` if it was cut; see
+    /// `recovery::check_last_file`): a refused file is left as it is. Grows
+    /// the file back to its full size (and re-reserves it) if it was short.
+    pub(crate) fn open_for_recovery<T>(
+        dir: &Path,
+        base_offset: u64,
+        segment_bytes: u64,
+        judge: impl FnOnce(&Path, &[u8]) -> Result<T>,
+    ) -> Result<(Segment, T)> {
         let path = dir.join(file_name(base_offset));
         let file = storage::open_rw(&path)?;
-        storage::reserve(&file, &path, segment_bytes)?;
+        let found_len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+        if found_len < segment_bytes {
+            // Mapped at the length it has: a mapping past a file's end faults.
+            let found = match found_len {
+                0 => None,
+                len => Some(MappedFile::map(&file, &path, len)?),
+            };
+            // SAFETY: recovery's caller is alone with the queue or holds the
+            // append mutex, so nothing writes the file while it is judged.
+            let verdict = judge(&path, found.as_ref().map_or(&[], |m| unsafe { m.bytes(0, m.len()) }))?;
+            drop(found);
+            storage::reserve(&file, &path, segment_bytes)?;
+            let map = MappedFile::map(&file, &path, segment_bytes)?;
+            return Ok((Segment::new(base_offset, path, map, file), verdict));
+        }
         let map = MappedFile::map(&file, &path, segment_bytes)?;
-        Ok(Segment::new(base_offset, path, map, file))
+        // SAFETY: recovery's caller is alone with the queue or holds the
+        // append mutex, so nothing writes the segment while it is judged.
+        let verdict = judge(&path, unsafe { map.bytes(0, map.len()) })?;
+        storage::reserve(&file, &path, segment_bytes)?;
+        Ok((Segment::new(base_offset, path, map, file), verdict))
     }
 
     fn header(&self) -> &[u8] {

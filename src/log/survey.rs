@@ -20,7 +20,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::log::partition;
-use crate::log::recovery::{self, Sealed};
+use crate::log::recovery::{self, Evidence, LastFile, Sealed};
 use crate::log::segment;
 use crate::options::QueueConfig;
 use crate::storage;
@@ -40,17 +40,17 @@ pub(crate) struct Survey {
 }
 
 /// Surveys partition `id`, whose directory is `dir`.
-pub(crate) fn survey(dir: &Path, id: u32, config: &QueueConfig) -> Result<Survey> {
+/// `evidence`: what the groups prove the log holds (`group::evidence`), as
+/// recovery is given it: a log that would recover to an end before it is
+/// `Error::Corrupt`, as the next open would find.
+pub(crate) fn survey(dir: &Path, id: u32, config: &QueueConfig, evidence: Option<&Evidence>) -> Result<Survey> {
     let bases = partition::existing_segment_bases(dir)?;
     let (first, last) = (bases[0], bases[bases.len() - 1]);
     let last_path = dir.join(segment::file_name(last));
     let last_file = read_segment(&last_path, config.segment_bytes)?;
     let whole = &last_file.bytes;
-    let header_lost = match segment::check_header(whole, &last_path, id, last, config.segment_bytes) {
-        Ok(()) => false,
-        Err(_) if segment::creation_cut_short(whole) => true,
-        Err(damaged) => return Err(damaged),
-    };
+    let found = &whole[..last_file.len.min(config.segment_bytes) as usize];
+    let judged = recovery::check_last_file(found, &last_path, id, last, config.segment_bytes, evidence)?;
     let mut repairs = Vec::new();
     let named = |base: u64| segment::file_name(base);
     let proven_by_last = segment::decode_synced_end(whole).is_some_and(|end| end >= last);
@@ -77,6 +77,7 @@ pub(crate) fn survey(dir: &Path, id: u32, config: &QueueConfig) -> Result<Survey
                 named(prev)
             )),
             Sealed::Cut(scan) => {
+                recovery::check_end(scan.next_offset, evidence, &prev_path, scan.tail_pos)?;
                 repairs.push(format!(
                     "{}: unsynced end at byte {} (offset {}), and nothing proves its records acknowledged; the next open cuts the log there and removes {}",
                     named(prev),
@@ -101,13 +102,23 @@ pub(crate) fn survey(dir: &Path, id: u32, config: &QueueConfig) -> Result<Survey
             config.segment_bytes
         ));
     }
-    if header_lost {
-        repairs.push(format!("{}: its creation was cut short; the next open rewrites its header", named(last)));
+    match judged {
+        LastFile::Whole => {}
+        LastFile::NeverWritten => {
+            repairs.push(format!("{}: its creation was cut short; the next open rewrites its header", named(last)))
+        }
+        LastFile::HeaderLost => {
+            repairs.push(format!("{}: its header is zeros; the next open rewrites it", named(last)))
+        }
     }
     // Recovery rewrites a lost header with `synced_end` at the base, which
     // is also what a lost one proves.
-    let synced_end = if header_lost { last } else { segment::decode_synced_end(whole).unwrap_or(last) };
+    let synced_end = match judged {
+        LastFile::Whole => segment::decode_synced_end(whole).unwrap_or(last),
+        LastFile::HeaderLost | LastFile::NeverWritten => last,
+    };
     let scan = recovery::scan_known_zeros(whole, last, config.record_bytes_max, synced_end, last_file.zeros_from);
+    recovery::check_end(scan.next_offset, evidence, &last_path, scan.tail_pos)?;
     if let Some(torn) = scan.torn {
         repairs.push(format!(
             "{}: torn tail at byte {} (offset {}): {}; the next open zeroes it",
