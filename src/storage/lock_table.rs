@@ -16,7 +16,7 @@
 //! systems hide locks from that comparison: a btrfs subvolume, whose files
 //! `stat` reports on an anonymous device the table does not use; overlayfs,
 //! where the lock is on the upper file system's inode; NFS, where `flock`
-//! is emulated by POSIX locks, which the table lists as `POSIX`, not
+//! is emulated by POSIX byte-range locks, which the table need not list as
 //! `FLOCK`. There every file looks unlocked: `stat` shows a live queue as
 //! not open (its ends surveyed from the segments, its members as dead),
 //! and is still read-only: it changes nothing either way.
