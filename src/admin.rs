@@ -26,11 +26,14 @@ use crate::storage;
 /// Where [`Queue::reset_group`] puts a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetTo {
-    /// The earliest retained record: everything is processed again.
+    /// The earliest retained record: everything still retained when the
+    /// reset is written is processed again.
     Earliest,
     /// The end of the log: everything sent so far is skipped.
     Latest,
-    /// This offset in every partition, clamped to what is retained.
+    /// This offset in every partition, clamped to what is retained when
+    /// the reset is written (a retention pass running meanwhile may raise
+    /// the earliest retained offset; the reset then moves there).
     Offset(u64),
     /// The first record appended at or after this time, per partition.
     Time(SystemTime),
@@ -134,6 +137,20 @@ impl Queue {
                 range_attempts: 0,
             };
             Checkpoint::write_claimed(&slot_dir, epoch, state)?;
+            // A retention pass that read the groups while this epoch's file
+            // was still empty saw the old position and may have raised the
+            // first offset past `target` meanwhile. A pass raises it before
+            // its second look at the groups, so reading it again now, after
+            // the write, catches every pass that could miss the new
+            // position; the claimed file is ours to rewrite at that offset.
+            let first_now = part.first_offset();
+            let target = if target < first_now {
+                let state = CheckpointState { next_offset: first_now, delivered_end: first_now, ..state };
+                Checkpoint::write_claimed(&slot_dir, epoch, state)?;
+                first_now
+            } else {
+                target
+            };
             // A released lease at the new epoch: the next member takes the
             // slot at once, and claims past this epoch.
             let released = Lease {

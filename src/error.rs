@@ -185,8 +185,9 @@ impl Error {
         Error::Corrupt { file: file.into(), position, offset, reason: reason.into() }
     }
 
-    /// True when the disk is full (`ENOSPC`).
+    /// True when the disk is full (`ENOSPC`) or the user's disk quota is
+    /// used up (`EDQUOT`): either way, freeing space is the remedy.
     pub fn is_no_space(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+        matches!(self, Error::Io { source, .. } if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
     }
 }

@@ -68,7 +68,8 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 /// Smallest segment: 64 KiB (a whole number of pages, room for a few frames).
 pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
 /// Largest segment: 1 GiB, so a byte position always fits in a `u32`-sized
-/// frame budget and a whole segment can be mapped on any 64-bit host.
+/// frame budget and a whole segment can be mapped on any host durq builds
+/// for (64-bit only, see `storage/mmap.rs`).
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 /// Default limit on key + payload bytes of one record: 1 MiB.
 pub const RECORD_BYTES_MAX_DEFAULT: u32 = 1 << 20;

@@ -93,7 +93,7 @@ impl Producer {
 
     fn append(&self, partition: u32, records: &[Record<'_>]) -> Result<u64> {
         let p = &self.queue.partitions[partition as usize];
-        let first = p.append(records, &|| retention::run_unattended(&self.queue, p))?;
+        let first = p.append(records, &|| retention::run_unattended(&self.queue))?;
         if self.queue.config.durability == Durability::Sync {
             p.sync_to(first + records.len() as u64)?;
         }
@@ -101,7 +101,7 @@ impl Producer {
             // The record is stored; a failure to clean up old segments must
             // not turn its acknowledgement into an error. It is counted for
             // `durq stat`, and the next roll tries again.
-            retention::run_unattended(&self.queue, p);
+            retention::run_unattended(&self.queue);
         }
         Ok(first)
     }

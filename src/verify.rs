@@ -14,6 +14,12 @@
 //! last segment is judged as recovery judges it, with the same evidence
 //! from the groups' checkpoints and dead letters (`group::evidence`): what
 //! recovery would refuse or keep as damage is a problem.
+//!
+//! On a queue in use the walk races the queue's own work: a checkpoint
+//! past the end found before it was read is judged again against an end
+//! read after it (the live one when some process has the queue open), and
+//! a file removed between its listing and its read (retention, a newer
+//! epoch) is the queue moving on, neither damage nor an error.
 
 use std::path::{Path, PathBuf};
 
@@ -24,8 +30,10 @@ use crate::log::partition;
 use crate::log::record::{self, Decoded, FRAME_HEADER_BYTES};
 use crate::log::recovery::{self, Evidence, LastFile};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
+use crate::log::{control, survey};
 use crate::meta;
 use crate::storage;
+use crate::storage::lock_table::LockTable;
 
 /// Everything `verify` found.
 #[derive(Debug, Default)]
@@ -106,13 +114,18 @@ fn check(dir: &Path, record_bytes_max: Option<u32>) -> Result<Report> {
             }
             match slot::checkpoint_in_force(&slot_dir, p as u32) {
                 Ok(Some((epoch, _))) => {
-                    verify_checkpoint(&slot_dir.join(checkpoint::file_name(epoch)), p as u32, end, &mut report)?
+                    let path = slot_dir.join(checkpoint::file_name(epoch));
+                    if let Some(next_offset) = verify_checkpoint(&path, p as u32, &mut report)? {
+                        judge_checkpoint(&path, next_offset, dir, p as u32, &config, end, &mut report)?;
+                    }
                 }
                 Ok(None) => {}
                 Err(Error::Corrupt { file, reason, .. }) => {
                     report.checkpoints += 1;
                     report.problem(&file, 0, None, reason);
                 }
+                // The group was deleted since the listing.
+                Err(e) if moved_on(&e) => {}
                 Err(e) => return Err(e),
             }
             if let Err(e) = slot::read_lease(&slot_dir, p as u32)? {
@@ -122,6 +135,58 @@ fn check(dir: &Path, record_bytes_max: Option<u32>) -> Result<Report> {
         verify_dead_letters(&group_dir.join(dead_letter::DLQ_DIR), group, &config, &mut report)?;
     }
     Ok(report)
+}
+
+/// Where partition `p`'s log ends as recovered from its own bytes
+/// (`log::survey`, as `stat` finds it), which a checkpoint found past the
+/// walk's end is judged against again;
+/// `None` when damage the walk reports leaves it unknown: a checkpoint is
+/// then not judged against an end made up here.
+fn log_end(pdir: &Path, p: u32, config: &crate::QueueConfig) -> Result<Option<u64>> {
+    match survey::survey(pdir, p, config, None) {
+        Ok(found) => Ok(Some(found.next_offset)),
+        Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => Ok(None),
+        Err(e) if moved_on(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `e` is a file listed a moment ago and gone since: on a queue in
+/// use, retention removes segments and a new holder of a slot the files of
+/// older epochs. The queue moved on; that is neither damage nor an error.
+fn moved_on(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// Reports the checkpoint at `path` if its position, `next_offset`, is past
+/// the end of partition `p`'s log. `end` was found before the checkpoint
+/// was read; on a queue in use a consumer may have committed past it since,
+/// so a checkpoint past it is judged again against an end read after the
+/// checkpoint: the live one if some process has the queue open
+/// (`control::observe`, as `stat` reads it), otherwise the log's as it is
+/// now. Records are appended before they are committed, so only damage
+/// puts a checkpoint past that end.
+fn judge_checkpoint(
+    path: &Path,
+    next_offset: u64,
+    dir: &Path,
+    p: u32,
+    config: &crate::QueueConfig,
+    end: Option<u64>,
+    report: &mut Report,
+) -> Result<()> {
+    if end.is_none_or(|end| next_offset <= end) {
+        return Ok(());
+    }
+    let live = control::observe(dir, config.partitions, &LockTable::read()?)?;
+    let end_now = match live {
+        Some(live) => Some(live[p as usize].next_offset),
+        None => log_end(&dir.join(partition::dir_name(p)), p, config)?,
+    };
+    if let Some(end) = end_now.filter(|&end| next_offset > end) {
+        report.problem(path, 0, Some(next_offset), format!("checkpoint is past the end of the log ({end})"));
+    }
+    Ok(())
 }
 
 /// Checks a group's dead-letter queue, a durq queue of its own, the same
@@ -286,8 +351,17 @@ fn verify_partition(
             );
             expected = base;
         }
-        let mut bytes =
-            storage::read_small(&path, config.segment_bytes as usize).map_err(|e| Error::io("read", &path, e))?;
+        let mut bytes = match storage::read_small(&path, config.segment_bytes as usize) {
+            Ok(bytes) => bytes,
+            // Removed by retention since the listing, and with it every
+            // segment before it: the log now starts further on.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                report.segments -= 1;
+                unreadable(&mut expected);
+                continue;
+            }
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
         if bytes.len() as u64 > config.segment_bytes {
             // Only one byte past the size was read (`read_small`).
             bytes.truncate(config.segment_bytes as usize);
@@ -459,16 +533,29 @@ fn unsynced_cut(
     last_base: u64,
     config: &crate::QueueConfig,
 ) -> Result<Option<recovery::Scan>> {
-    let last = std::fs::read(last_path).map_err(|e| Error::io("read", last_path, e))?;
+    let last = match std::fs::read(last_path) {
+        Ok(last) => last,
+        // Rolled past and removed since the listing: this segment is
+        // sealed and synced, as the queue moved on.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", last_path, e)),
+    };
     Ok(match recovery::check_sealed(bytes, base, &last, last_base, config.record_bytes_max) {
         recovery::Sealed::Cut(scan) => Some(scan),
         recovery::Sealed::Proven | recovery::Sealed::Kept => None,
     })
 }
 
-fn verify_checkpoint(path: &Path, p: u32, end: Option<u64>, report: &mut Report) -> Result<()> {
+/// Checks the copies of the checkpoint file at `path`; returns the position
+/// it holds, `None` if it is damaged (reported) or was removed since the
+/// listing (a newer holder took the slot: the queue moved on).
+fn verify_checkpoint(path: &Path, p: u32, report: &mut Report) -> Result<Option<u64>> {
+    let bytes = match storage::read_small(path, checkpoint::FILE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
     report.checkpoints += 1;
-    let bytes = storage::read_small(path, checkpoint::FILE_BYTES).map_err(|e| Error::io("read", path, e))?;
     for at in COPIES_AT {
         let copy = bytes.get(at..).unwrap_or(&[]);
         match checkpoint::decode_copy(copy, p) {
@@ -480,13 +567,12 @@ fn verify_checkpoint(path: &Path, p: u32, end: Option<u64>, report: &mut Report)
             Ok(_) => {}
         }
     }
-    match (checkpoint::decode_file(&bytes, p, path), end) {
-        (Ok(state), Some(end)) if state.next_offset > end => {
-            report.problem(path, 0, Some(state.next_offset), format!("checkpoint is past the end of the log ({end})"));
+    match checkpoint::decode_file(&bytes, p, path) {
+        Ok(state) => Ok(Some(state.next_offset)),
+        Err(Error::Corrupt { reason, .. }) => {
+            report.problem(path, 0, None, reason);
+            Ok(None)
         }
-        (Ok(_), _) => {}
-        (Err(Error::Corrupt { reason, .. }), _) => report.problem(path, 0, None, reason),
-        (Err(e), _) => return Err(e),
+        Err(e) => Err(e),
     }
-    Ok(())
 }

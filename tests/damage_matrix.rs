@@ -85,6 +85,9 @@ const CHECKPOINT_COPY_BYTES: usize = 64;
 const META_MAGIC_BYTES: usize = 8;
 
 const GROUP: &str = "g";
+/// A group that holds every segment while the pristine image is built, and
+/// is deleted before the image is taken.
+const HOLDER: &str = "holder";
 const PARTITIONS: u32 = 2;
 /// Records per partition when the group has processed everything (its
 /// committed position), and when the queue is closed.
@@ -250,6 +253,10 @@ impl Pristine {
             rng: Rng::new(PRISTINE_SEED),
             sent: 0,
         };
+        // Holds every segment until the image is complete: a roll in one
+        // partition reclaims every partition, and the group alone would
+        // let a later roll remove segment 0 of a partition it passed.
+        drop(queue.consumer(HOLDER).unwrap());
         for _ in 0..20 {
             s.unkeyed();
         }
@@ -272,8 +279,9 @@ impl Pristine {
         s.fill(0, RECORDS[0]);
         s.fill(1, RECORDS[1]);
         for p in 0..PARTITIONS {
-            assert_eq!(queue.offsets(p), (0, RECORDS[p as usize]), "no retention: the group holds segment 0");
+            assert_eq!(queue.offsets(p), (0, RECORDS[p as usize]), "no retention: the holder holds segment 0");
         }
+        queue.delete_group(HOLDER).unwrap();
         let records = s.records;
         drop((s.producer, queue));
 

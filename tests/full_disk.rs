@@ -14,6 +14,9 @@
 //!   failing with "no space" until that group is gone; then the very next
 //!   send succeeds the same way. By hand: `Queue::reclaim` (`durq gc`)
 //!   frees the disk.
+//! - The disk fills through partition 1, and the group consumes it; then
+//!   keyed traffic goes to partition 0 only: its roll, which finds no
+//!   space, frees the segments passed in partition 1, and sends succeed.
 //!
 //! Where namespaces are unavailable the tests say so and skip, never
 //! silently.
@@ -272,5 +275,51 @@ fn child_rolls_reclaim_on_a_full_disk() {
     assert!(refilled - filled > 500, "sends work again: {} records", refilled - filled);
     // Nothing acknowledged was lost on the way.
     assert_eq!(consume_checked(&mut fast), refilled - filled);
+    println!("@@done");
+}
+
+#[test]
+fn a_roll_on_a_full_disk_frees_what_the_groups_passed_in_other_partitions() {
+    run_on_tmpfs("child_rolls_in_one_partition_free_another", "1m");
+}
+
+/// A key that `send_keyed` puts in partition `p` of 2.
+fn key_for(p: u32) -> Vec<u8> {
+    (0u32..).map(|i| format!("key-{i}").into_bytes()).find(|k| crc32fast::hash(k) % 2 == p).unwrap()
+}
+
+#[test]
+fn child_rolls_in_one_partition_free_another() {
+    let Some(dir) = child_dir() else { return };
+    let options =
+        Options::default().partitions(2).segment_bytes(64 << 10).record_bytes_max(1024).durability(Durability::Sync);
+    let queue = Queue::open_with(dir.join("q"), options).unwrap();
+    let mut consumer = queue.consumer("g").unwrap();
+    let producer = queue.producer();
+    let (key0, key1) = (key_for(0), key_for(1));
+    let mut filled = 0;
+    let error = loop {
+        match producer.send_keyed(&key1, small_payload(filled)) {
+            Ok(pos) => {
+                assert_eq!((pos.partition, pos.offset), (1, filled));
+                filled += 1;
+                assert!(filled < 100_000, "the disk never filled");
+            }
+            Err(e) => break e,
+        }
+    };
+    println!("@@filled partition 1: {filled} records, then: {error}");
+    assert!(error.is_no_space(), "{error}");
+    assert_eq!(consume_checked(&mut consumer), filled);
+    // Partition 0 has room in its first segment only; 300 records roll it
+    // about four times, each roll on a disk that partition 1 filled.
+    for i in 0..300 {
+        let sent = producer.send_keyed(&key0, small_payload(i));
+        assert_eq!(sent.unwrap_or_else(|e| panic!("keyed send {i} to partition 0: {e}")).offset, i);
+    }
+    let left = std::fs::read_dir(dir.join("q/p0001")).unwrap().count();
+    println!("@@sent 300 to partition 0; {left} segment files left in partition 1");
+    assert!(left <= 3, "{left}");
+    assert_eq!(consume_checked(&mut consumer), 300);
     println!("@@done");
 }

@@ -98,3 +98,44 @@ fn a_failed_pass_is_counted_for_stat_and_fails_no_send_and_reclaim_returns_it() 
 fn durq_now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
+
+/// A reset reads the first offset, claims a new epoch (an empty file,
+/// which a pass skips) and only then writes the position: a pass in
+/// between still sees the old, far-ahead position and removes segments
+/// below the offset the reset is about to write. The reset must notice,
+/// or the group's next take finds no segment at its position.
+#[test]
+fn a_reset_to_earliest_racing_retention_starts_the_group_at_a_retained_offset() {
+    let t = TestQueue::new(small());
+    for round in 0..60 {
+        // The group processed everything: every sealed segment but the
+        // last two is passed, and the reset will move the group back.
+        send(&t, 200);
+        let mut g = t.queue.consumer_with("g", quick()).unwrap();
+        drain(&mut g);
+        drop(g);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let target = std::thread::scope(|s| {
+            let gc = s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    t.queue.reclaim().unwrap();
+                }
+            });
+            let target = t.queue.reset_group("g", durq::ResetTo::Earliest).unwrap()[0];
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            gc.join().unwrap();
+            target
+        });
+        let (first, _) = t.queue.offsets(0);
+        assert!(target >= first, "round {round}: reset to {target}, but retention removed up to {first}");
+        let mut g = t.queue.consumer_with("g", quick()).unwrap();
+        let mut seen = None;
+        g.process_timeout(Duration::from_millis(50), |batch| {
+            seen = batch.first().map(|m| m.position().offset);
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap_or_else(|e| panic!("round {round}: the first take after the reset to {target}: {e}"));
+        assert_eq!(seen, Some(target), "round {round}");
+        drain(&mut g);
+    }
+}

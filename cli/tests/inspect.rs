@@ -478,3 +478,46 @@ fn common_flip(path: &Path, at: usize) {
     bytes[at] ^= 0x10;
     std::fs::write(path, bytes).unwrap();
 }
+
+/// `durq verify` while this process sends to partition 0, consumes and
+/// commits in a loop, taking the slots again and again (each take removes
+/// the older epoch's checkpoint file), while verify walks a long partition
+/// 1 (held by a group that never consumes): a commit after verify found
+/// partition 0's end, or a file removed after it was listed, is the queue
+/// moving on, not damage and not an error.
+#[test]
+fn verify_of_a_queue_in_use_finds_no_problem_while_it_moves_on() {
+    let (_tmp, q) = queue_dir();
+    let create =
+        ["--partitions", "2", "--segment-bytes", "65536", "--record-bytes-max", "16384", "--durability", "buffered"];
+    ok(&[&["produce", &q][..], &create].concat(), "");
+    let queue = durq::Queue::open_existing(&q).unwrap();
+    drop(queue.consumer("slow").unwrap());
+    let producer = queue.producer();
+    // A key of each partition, found by sending with it.
+    let key_in =
+        |p: u32| (0u32..).map(|i| format!("k{i}")).find(|k| producer.send_keyed(k, b"").unwrap().partition == p);
+    let (key0, key1) = (key_in(0).unwrap(), key_in(1).unwrap());
+    for _ in 0..6000 {
+        producer.send_keyed(&key1, [1u8; 1000]).unwrap();
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut consumer = queue.consumer("busy").unwrap();
+                for _ in 0..5 {
+                    producer.send_keyed(&key0, [7u8; 1000]).unwrap();
+                    consumer.process_timeout(Duration::from_millis(1), |_| Ok::<(), std::io::Error>(())).unwrap();
+                }
+            }
+        });
+        for round in 0..100 {
+            let run = durq(&["verify", &q], "");
+            let stdout = String::from_utf8_lossy(&run.stdout);
+            let ok = run.status.success() && stdout.contains(": 0 problem(s)");
+            stop.store(!ok || round == 99, std::sync::atomic::Ordering::Relaxed);
+            assert!(ok, "round {round}: {:?}\n{stdout}\n{}", run.status, run.stderr);
+        }
+    });
+}

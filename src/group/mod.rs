@@ -53,21 +53,35 @@ impl Listing {
 }
 
 /// Lists the groups of the queue at `queue_dir`, apart from the stray
-/// entries beside them. No `groups/` folder: no groups.
+/// entries beside them. No `groups/` folder: no groups. An entry that cannot
+/// be examined is an error, never a stray: retention would otherwise free
+/// segments a real group still needs.
 pub(crate) fn list(queue_dir: &std::path::Path) -> crate::Result<Listing> {
     let dir = queue_dir.join(GROUPS_DIR);
-    if !dir.is_dir() {
+    if !is_dir(&dir)?.unwrap_or(false) {
         return Ok(Listing::default());
     }
     let mut listing = Listing::default();
     for entry in crate::storage::list_dir(&dir)? {
-        if name::validate(&entry).is_ok() && dir.join(&entry).is_dir() {
-            listing.groups.push(entry);
-        } else {
-            listing.strays.push(entry);
+        let is_group = name::validate(&entry).is_ok();
+        match is_dir(&dir.join(&entry))? {
+            // Deleted since the listing (`durq group delete`): gone.
+            None => {}
+            Some(true) if is_group => listing.groups.push(entry),
+            Some(_) => listing.strays.push(entry),
         }
     }
     Ok(listing)
+}
+
+/// Whether `path` is a directory (following symbolic links); `None` if
+/// there is nothing there.
+fn is_dir(path: &std::path::Path) -> crate::Result<Option<bool>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(m.is_dir())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::Error::io("stat", path, e)),
+    }
 }
 
 #[cfg(test)]
@@ -88,5 +102,18 @@ mod tests {
         let listing = list(dir.path()).unwrap();
         assert_eq!(listing.groups, ["b.2", "orders"]);
         assert_eq!(listing.strays, [".DS_Store", ".hidden", "notes.txt", "sp ace"]);
+    }
+
+    #[test]
+    fn an_entry_that_cannot_be_examined_is_an_error_not_a_stray() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = dir.path().join(GROUPS_DIR);
+        std::fs::create_dir_all(groups.join("orders")).unwrap();
+        // A symbolic link to itself: stat fails with ELOOP.
+        std::os::unix::fs::symlink(groups.join("looping"), groups.join("looping")).unwrap();
+        match list(dir.path()) {
+            Err(crate::Error::Io { path, .. }) => assert_eq!(path, groups.join("looping")),
+            other => panic!("an unexaminable entry must fail the listing: {other:?}"),
+        }
     }
 }

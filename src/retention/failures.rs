@@ -21,13 +21,20 @@
 //! ```
 //!
 //! A process updates it under an exclusive `flock` on the file itself (read,
-//! count one more, write the whole record back), so failures in several
-//! processes at once are all counted. It is not synced: it is a report, and
+//! count one more, write the whole record back and cut the file to it), so
+//! failures in several processes at once are all counted, and a file longer
+//! than the record (damage, a stranger's write) reads well again after the
+//! next failure. The lock is tried, never waited for: the update runs under
+//! a partition's append mutex on the full-disk path, and a process that
+//! hangs holding the lock must not stall that partition's producers; after
+//! [`LOCK_TRIES`] tries, the failure goes unrecorded and the caller prints
+//! it instead. It is not synced: it is a report, and
 //! survives a crash of the process, not necessarily a power loss, after
 //! which a torn record reads as unreadable (stat says so) and the next
 //! failure starts the count again.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::meta::FORMAT_VERSION;
@@ -39,6 +46,11 @@ pub const FAILURES_FILE: &str = "durq.retention";
 pub const FAILURES_BYTES: usize = 512;
 /// Longest message kept; a longer error is cut at a character boundary.
 pub const MESSAGE_BYTES_MAX: usize = FAILURES_BYTES - MESSAGE_AT;
+/// Tries at the lock, [`LOCK_RETRY_PAUSE`] apart: a holder keeps it for one
+/// read and one write of 512 bytes, so only a hung one outlasts them.
+pub const LOCK_TRIES: u32 = 20;
+/// The pause between two tries at the lock.
+pub const LOCK_RETRY_PAUSE: Duration = Duration::from_millis(1);
 const MAGIC: [u8; 8] = *b"DURQRETF";
 const VERSION_AT: usize = 8;
 const PARTITION_AT: usize = 12;
@@ -150,14 +162,31 @@ pub(crate) fn record(queue_dir: &Path, partition: u32, error: &Error) -> Result<
     let path = path(queue_dir);
     // Held until the record is written back: a failure in another process
     // meanwhile is counted after this one, not instead of it.
-    let file = storage::lock_exclusive(&path)?;
+    let file = lock(&path)?;
     let mut bytes = vec![0; FAILURES_BYTES + 1];
     let n = storage::read_at(&file, &path, 0, &mut bytes)?;
     // A record torn by a power cut has lost its count: it starts again.
     let count = if n == 0 { 0 } else { decode(&bytes[..n], &path).map_or(0, |f| f.count) };
     let updated =
         RetentionFailures { count: count + 1, last_ms: storage::now_ms(), partition, last_error: error.to_string() };
-    storage::write_at(&file, &path, 0, &encode(&updated))
+    storage::overwrite(&file, &path, &encode(&updated))
+}
+
+/// Takes the exclusive lock on the record at `path`, trying [`LOCK_TRIES`]
+/// times; a lock still held elsewhere after that is `EWOULDBLOCK`.
+fn lock(path: &Path) -> Result<std::fs::File> {
+    for _ in 1..LOCK_TRIES {
+        match storage::try_lock_exclusive(path)? {
+            (file, storage::Locked::Yes) => return Ok(file),
+            (_, storage::Locked::HeldElsewhere) => std::thread::sleep(LOCK_RETRY_PAUSE),
+        }
+    }
+    match storage::try_lock_exclusive(path)? {
+        (file, storage::Locked::Yes) => Ok(file),
+        (_, storage::Locked::HeldElsewhere) => {
+            Err(Error::io("lock", path, std::io::Error::from_raw_os_error(libc::EWOULDBLOCK)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -228,5 +257,34 @@ mod tests {
         assert!(read(tmp.path()).is_err());
         record(tmp.path(), 0, &err("third")).unwrap();
         assert_eq!(read(tmp.path()).unwrap().unwrap().count, 1);
+    }
+
+    #[test]
+    fn a_record_longer_than_its_size_reads_well_after_the_next_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(path(tmp.path()), [7u8; FAILURES_BYTES + 100]).unwrap();
+        assert!(read(tmp.path()).is_err());
+        record(tmp.path(), 3, &Error::corrupt("x", 7, None, "after the damage")).unwrap();
+        let f = read(tmp.path()).unwrap().expect("a record");
+        assert_eq!((f.count, f.partition), (1, 3));
+        assert_eq!(std::fs::metadata(path(tmp.path())).unwrap().len(), FAILURES_BYTES as u64);
+    }
+
+    #[test]
+    fn a_record_locked_elsewhere_is_not_waited_for_and_stays_as_it_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = Error::corrupt("x", 7, None, "a failure");
+        record(tmp.path(), 0, &err).unwrap();
+        // A hung holder: a lock on another open file description of it.
+        let holder = std::fs::File::open(path(tmp.path())).unwrap();
+        holder.lock().unwrap();
+        match record(tmp.path(), 1, &err) {
+            Err(Error::Io { op: "lock", source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::EWOULDBLOCK)),
+            other => panic!("the update must give up on a held lock: {other:?}"),
+        }
+        assert_eq!(read(tmp.path()).unwrap().unwrap().count, 1);
+        drop(holder);
+        record(tmp.path(), 1, &err).unwrap();
+        assert_eq!(read(tmp.path()).unwrap().unwrap().count, 2);
     }
 }

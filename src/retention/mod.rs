@@ -8,9 +8,10 @@
 //! group registered, nothing is removed: a durable queue keeps what nobody
 //! has read. Entries of `groups/` that are not groups are ignored.
 //!
-//! A pass runs after a producer rolled a segment; when a roll finds the disk
-//! full (the roll then tries once more if the pass removed anything, so a
-//! full disk frees itself as soon as the groups have passed old segments);
+//! A pass runs, in every partition, after a producer rolled a segment; when
+//! a roll finds the disk full (the roll then tries once more if the pass
+//! removed anything, so a full disk frees itself as soon as the groups have
+//! passed old segments, in whichever partition they lie);
 //! and on demand ([`Queue::reclaim`], `durq gc`). Only the last waits for
 //! its answer: the others count a failure in [`failures`], for `durq stat`,
 //! instead of failing the send that ran them.
@@ -124,9 +125,17 @@ pub(crate) fn run(queue: &QueueInner, partition: &Partition) -> Result<Reclaimed
     })
 }
 
-/// Runs a pass whose caller does not wait for its answer; a failure is
-/// counted in the failures record. Returns the number of segments removed.
-pub(crate) fn run_unattended(queue: &QueueInner, partition: &Partition) -> usize {
+/// Runs a pass in every partition, for a caller that does not wait for its
+/// answer; a failure is counted in the failures record. Returns the number
+/// of segments removed. Every partition, not only the one that rolled: the
+/// disk is shared, and with keyed traffic the partition that fills it may
+/// never roll again. Passes take no lock, so this may run under any
+/// partition's append mutex.
+pub(crate) fn run_unattended(queue: &QueueInner) -> usize {
+    queue.partitions.iter().map(|p| run_unattended_in(queue, p)).sum()
+}
+
+fn run_unattended_in(queue: &QueueInner, partition: &Partition) -> usize {
     match run(queue, partition) {
         Ok(reclaimed) => reclaimed.segments_removed,
         Err(error) => {

@@ -12,9 +12,14 @@
 //! locks of every process, in any PID namespace.
 //!
 //! A lock is named in the table by the device and inode of its file, which
-//! the observer compares with what `stat` says of the path. A file system
-//! that reports other numbers to `stat` than to the lock table (some
-//! overlay set-ups) makes every file look unlocked.
+//! the observer compares with what `stat` says of the path. Some file
+//! systems hide locks from that comparison: a btrfs subvolume, whose files
+//! `stat` reports on an anonymous device the table does not use; overlayfs,
+//! where the lock is on the upper file system's inode; NFS, where `flock`
+//! is emulated by POSIX byte-range locks, which the table need not list as
+//! `FLOCK`. There every file looks unlocked: `stat` shows a live queue as
+//! not open (its ends surveyed from the segments, its members as dead),
+//! and is still read-only: it changes nothing either way.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;

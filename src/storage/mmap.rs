@@ -169,10 +169,12 @@ pub(crate) struct ReadOnlyMap {
     len: usize,
 }
 
-// A relaxed atomic load from read-only memory is sound only for atomics no
-// wider than a pointer (std::sync::atomic, "Atomic accesses to read-only
-// memory"): some targets implement wider loads as a compare-and-swap.
-const _: () = assert!(size_of::<u64>() <= size_of::<usize>(), "read-only u64 loads need a 64-bit target");
+// durq is 64-bit only (README: 64-bit Linux), and this is where it says so:
+// `ReadOnlyMap` loads u64 words atomically from read-only memory, which
+// std::sync::atomic ("Atomic accesses to read-only memory") permits only
+// for relaxed loads of atomics no wider than a pointer, since some targets
+// implement wider loads as a compare-and-swap, a store that faults there.
+const _: () = assert!(size_of::<u64>() <= size_of::<usize>(), "durq needs a 64-bit target");
 
 impl ReadOnlyMap {
     /// Maps the first `len` bytes of `file`, opened read-only, which must be
@@ -187,13 +189,18 @@ impl ReadOnlyMap {
     /// word atomically (relaxed: a snapshot of that word, ordered with
     /// nothing else).
     pub(crate) fn load_word(&self, pos: usize) -> [u8; 8] {
-        assert!(pos.is_multiple_of(8) && pos <= self.len.saturating_sub(8), "load at {pos} beyond map of {}", self.len);
+        assert!(
+            pos.is_multiple_of(8) && pos.checked_add(8).is_some_and(|end| end <= self.len),
+            "load at {pos} beyond map of {}",
+            self.len
+        );
         // SAFETY: the word is inside the mapping (checked above), which lives
         // as long as `self` and stays backed by the file (rule 1), and is
         // 8-byte aligned (the mapping is page-aligned, `pos` a multiple of
-        // 8); it is only loaded, never stored through, and a relaxed load of
-        // a pointer-sized atomic is allowed on read-only memory (asserted
-        // above). Its writers are other processes: the queue's users store
+        // 8); it is only loaded, never stored through. std::sync::atomic
+        // ("Atomic accesses to read-only memory") allows a relaxed load
+        // from read-only memory of an atomic no wider than a pointer, and
+        // the module asserts that u64 is (64-bit targets only). Its writers are other processes: the queue's users store
         // the live words atomically; an opener that re-initialises the file
         // while we look (it was alone when it checked) stores plain bytes,
         // which, as for rule 5, Rust's memory model does not cover across
@@ -212,4 +219,22 @@ fn mappable_len(file: &File, path: &Path, len: u64) -> Result<usize> {
         return Err(Error::corrupt(path, actual, None, format!("file is {actual} bytes, expected at least {len}")));
     }
     Ok(usize::try_from(len).expect("mapped files are bounded by SEGMENT_BYTES_MAX"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_word_load_past_a_short_mapping_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short");
+        std::fs::write(&path, [1u8; 4]).unwrap();
+        let map = ReadOnlyMap::map(&File::open(&path).unwrap(), &path, 4).unwrap();
+        let load = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| map.load_word(0)));
+        assert!(load.is_err(), "8 bytes loaded from a 4-byte mapping: {load:?}");
+        std::fs::write(&path, [1u8; 16]).unwrap();
+        let map = ReadOnlyMap::map(&File::open(&path).unwrap(), &path, 16).unwrap();
+        assert_eq!(map.load_word(8), [1; 8]);
+    }
 }

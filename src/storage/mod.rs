@@ -394,6 +394,15 @@ pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     sync_dir(parent_dir(to))
 }
 
+/// Makes `bytes` the whole contents of `file`, not synced: writes them at
+/// the start, then cuts the file to their length, so a longer file (left
+/// by someone else) does not keep its tail. Never for a mapped file (mmap
+/// contract: a mapped file never shrinks).
+pub(crate) fn overwrite(file: &File, path: &Path, bytes: &[u8]) -> Result<()> {
+    write_at(file, path, 0, bytes)?;
+    effect(Op::Write(path), || file.set_len(bytes.len() as u64)).map_err(|e| Error::io("truncate", path, e))
+}
+
 /// Writes a new file at `path` (which must not exist) with `contents` and
 /// fdatasyncs it; the caller publishes it.
 pub(crate) fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
