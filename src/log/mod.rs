@@ -6,6 +6,7 @@
 //! - [`recovery`]: where a segment's log ends after a crash (a decision table).
 //! - [`control`]: the shared, mapped state of a live queue.
 //! - [`partition`]: appends, group commit, and validated reads.
+//! - [`reservation`]: how much of a segment's disk space is reserved ahead of the writer.
 //! - [`prefault`]: faulting in segment pages ahead of the writer.
 //! - [`sealer`]: syncing full segments in the background.
 
@@ -16,5 +17,6 @@ pub mod segment;
 pub(crate) mod control;
 pub(crate) mod partition;
 pub(crate) mod prefault;
+pub(crate) mod reservation;
 pub(crate) mod sealer;
 pub(crate) mod segment_cache;

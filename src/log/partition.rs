@@ -27,9 +27,10 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::control::{ControlFile, PartitionControl, Tail};
-use crate::log::prefault::{PREFAULT_BYTES, Prefaulter};
+use crate::log::prefault::Prefaulter;
 use crate::log::record::{self, Decoded, FrameMeta, KEY_BYTES_MAX};
 use crate::log::recovery::{self, Sealed};
+use crate::log::reservation::{PAGE_BYTES, ReserveAhead};
 use crate::log::sealer::{SealJob, Sealer};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
 use crate::log::segment_cache::SegmentCache;
@@ -61,6 +62,8 @@ pub(crate) struct Partition {
     pub(crate) id: u32,
     pub(crate) dir: PathBuf,
     config: QueueConfig,
+    /// How far ahead of the writer segment space is reserved.
+    reserve_ahead: ReserveAhead,
     control: Arc<ControlFile>,
     /// The segments this process has mapped; the ones it has passed are
     /// unmapped (see `segment_cache`).
@@ -93,6 +96,7 @@ impl Partition {
             id,
             dir: queue_dir.join(dir_name(id)),
             config,
+            reserve_ahead: ReserveAhead::new(config.segment_bytes),
             control,
             segments: Mutex::new(SegmentCache::default()),
             tail_segment: TailCache(UnsafeCell::new(None)),
@@ -143,7 +147,7 @@ impl Partition {
         let new_to_us = tail.cache.as_ref().is_none_or(|seg| seg.base_offset != tail_base);
         let mut seg = self.cached_tail(tail.cache, tail_base)?;
         if new_to_us {
-            self.prefaulter.starting_at(seg, pos);
+            self.prefaulter.starting_at(seg, pos, c.tail_reserved.load(Ordering::Relaxed) as usize);
         }
         let total: usize = records.iter().map(Record::frame_bytes).sum();
         if total > seg.len() - pos && total <= seg.len() - SEGMENT_HEADER_BYTES {
@@ -151,6 +155,10 @@ impl Partition {
             seg = tail.cache.as_ref().expect("just rolled");
             pos = SEGMENT_HEADER_BYTES;
         }
+        // Space for every frame that goes into this segment, before the
+        // first store: a full disk fails the send here, with nothing
+        // written.
+        self.reserve_for(&c, seg, pos + total.min(seg.len() - pos))?;
         let durable = c.durable.load(Ordering::Acquire);
         let start_pos = pos;
         for (i, r) in records.iter().enumerate() {
@@ -161,6 +169,10 @@ impl Partition {
                 *tail.cache = Some(self.roll(&c, seg, pos, next)?);
                 seg = tail.cache.as_ref().expect("just rolled");
                 pos = SEGMENT_HEADER_BYTES;
+                // A batch larger than a segment: the part written so far is
+                // published, the rest needs space in the new segment.
+                let rest: usize = records[i..].iter().map(Record::frame_bytes).sum();
+                self.reserve_for(&c, seg, pos + rest.min(seg.len() - pos))?;
             }
             let durable_lag = u32::try_from(next - durable.min(next)).unwrap_or(u32::MAX);
             let batch_continues = i + 1 < records.len();
@@ -170,7 +182,8 @@ impl Partition {
             let pad = record::padding(key.len(), r.payload.len());
             // SAFETY: we hold the append mutex (`tail`) and `pos` is the
             // published tail or beyond it (mmap contract rule 2); the frame
-            // fits the segment (checked above).
+            // fits the segment and its space is reserved (checked above,
+            // rule 1).
             let written = unsafe { seg.write_frame(pos, [&header, key, r.payload, pad]) };
             assert_eq!(written, len, "frame of {len} bytes written as {written}");
             pos += len;
@@ -178,7 +191,6 @@ impl Partition {
         }
         c.tail_pos.store(pos as u64, Ordering::Relaxed);
         c.next_offset.store(next, Ordering::Release);
-        self.prefaulter.after_append(seg, start_pos, pos);
         self.sealer.after_append(seg, start_pos, pos);
         if self.config.durability.readers_see_unsynced() {
             c.visible.store(next, Ordering::SeqCst);
@@ -295,6 +307,40 @@ impl Partition {
         }
     }
 
+    /// Makes sure the tail segment `seg` has blocks for its bytes below
+    /// `end` before the caller stores frames there, and reserves ahead of
+    /// the writer as `reservation.rs` says. One comparison when the space is
+    /// there already; else an `fallocate`, and the prefault thread is asked
+    /// to fault in what it reserved. When the disk has no room for the lead,
+    /// it reserves what the frames need and no more; when not even that is
+    /// there, the send fails with ENOSPC ([`Error::is_no_space`]), with
+    /// nothing written. That is not a failed sync: the handle goes on, and
+    /// a later send succeeds once there is room. Called with the append
+    /// mutex held, so the watermark it raises is the one every process's
+    /// writer checks.
+    fn reserve_for(&self, c: &PartitionControl<'_>, seg: &Arc<Segment>, end: usize) -> Result<()> {
+        let reserved = c.tail_reserved.load(Ordering::Relaxed) as usize;
+        let wanted = self.reserve_ahead.for_writer_at(end);
+        if wanted <= reserved {
+            return Ok(());
+        }
+        let now = match seg.reserve(reserved, wanted) {
+            Ok(()) => wanted,
+            Err(e) if e.is_no_space() => {
+                let needed = end.next_multiple_of(PAGE_BYTES).min(seg.len());
+                if needed <= reserved {
+                    return Ok(());
+                }
+                seg.reserve(reserved, needed)?;
+                needed
+            }
+            Err(e) => return Err(e),
+        };
+        c.tail_reserved.store(now as u64, Ordering::Relaxed);
+        self.prefaulter.reserved(seg, reserved, now);
+        Ok(())
+    }
+
     /// Seals the full segment `old` and starts a new one at offset `next`.
     /// Called with the append mutex held and the tail published up to
     /// `pos`/`next`.
@@ -318,13 +364,19 @@ impl Partition {
             self.publish_durable(c, next);
         }
         let durable = c.durable.load(Ordering::Acquire);
-        let seg = Arc::new(Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable)?);
-        seg.prefault(0, PREFAULT_BYTES);
-        self.prefaulter.starting_at(&seg, 0);
+        let reserved = self.reserve_ahead.after_roll();
+        let seg = Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable, reserved)?;
+        let seg = Arc::new(seg);
+        // The first chunk now, on this thread: the writer is about to need
+        // it. The rest of the reserved lead on the prefault thread.
+        let first = self.reserve_ahead.at_creation();
+        seg.prefault(0, first);
+        self.prefaulter.reserved(&seg, first, reserved);
         let seg = self.segments.lock().insert(seg);
         c.prev_segment_base.store(old.base_offset, Ordering::Relaxed);
         c.tail_segment_base.store(next, Ordering::Relaxed);
         c.tail_pos.store(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
+        c.tail_reserved.store(reserved as u64, Ordering::Relaxed);
         self.rolled.store(true, Ordering::Relaxed);
         if durable < next {
             let partition = self.me.upgrade().expect("a partition that appends is alive");
@@ -700,7 +752,8 @@ pub(crate) fn create(queue_dir: &Path, id: u32, config: &QueueConfig) -> Result<
     let dir = queue_dir.join(dir_name(id));
     storage::create_dir_durable(&dir)?;
     if segment_bases(&dir)?.is_empty() {
-        Segment::create(&dir, id, 0, config.segment_bytes, 0)?;
+        let reserved = ReserveAhead::new(config.segment_bytes).at_creation();
+        Segment::create(&dir, id, 0, config.segment_bytes, 0, reserved)?;
     }
     Ok(())
 }
@@ -732,7 +785,8 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -
     let (Some(&first), Some(&last)) = (bases.first(), bases.last()) else {
         return Err(Error::corrupt(dir, 0, None, "partition has no segment file"));
     };
-    let seg = Segment::open_for_recovery(dir, last, config.segment_bytes)?;
+    let reserve_ahead = ReserveAhead::new(config.segment_bytes);
+    let seg = Segment::open_for_recovery(dir, last, config.segment_bytes, reserve_ahead.at_creation())?;
     // SAFETY: recovery's caller is alone or holds the append mutex (see
     // above), so nothing writes this segment while we read it.
     let whole = unsafe { seg.published(0, seg.len()) };
@@ -752,7 +806,7 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -
     };
     let prev_base = bases.len().checked_sub(2).map_or(last, |i| bases[i]);
     if prev_base != last
-        && let Some(cut) = recover_sealed(dir, id, config, crash, prev_base, &seg)?
+        && let Some((cut, reserved)) = recover_sealed(dir, id, config, crash, prev_base, &seg)?
     {
         return Ok(Tail {
             first_offset: first,
@@ -760,12 +814,14 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -
             segment_base: prev_base,
             pos: cut.tail_pos as u64,
             prev_segment_base: bases.len().checked_sub(3).map_or(prev_base, |i| bases[i]),
+            reserved: reserved as u64,
         });
     }
     if header_lost {
         // The rewritten header claims every record before this segment
         // synced, which `recover_sealed` just made true.
         // SAFETY: as above; no reader can reach a segment without a header.
+        // The header's chunk has blocks (`open_for_recovery` reserved it).
         unsafe { seg.rewrite_header(id, config.segment_bytes) };
         seg.sync(0, SEGMENT_HEADER_BYTES)?;
     }
@@ -774,8 +830,16 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -
     // A damaged `synced_end` field proves nothing: fall back to the base.
     let synced_end = segment::decode_synced_end(whole).unwrap_or(last);
     let scan = recovery::scan_known_zeros(whole, last, config.record_bytes_max, synced_end, seg.data_end());
+    // Blocks for everything recovery keeps or zeroes, and the writer's lead
+    // after it, before any store: a power cut may have kept a segment's
+    // bytes but not the reservation of the blocks around them. Reserving
+    // again what has blocks changes nothing.
+    let stored_end = scan.torn.map_or(scan.tail_pos, |torn| torn.to.max(scan.tail_pos));
+    let reserved = reserve_ahead.for_writer_at(stored_end);
+    seg.reserve(0, reserved)?;
     if let Some(torn) = scan.torn {
-        // SAFETY: as above; the torn bytes lie beyond every frame we keep.
+        // SAFETY: as above; the torn bytes lie beyond every frame we keep,
+        // and have blocks (reserved above: mmap contract rule 1).
         unsafe { seg.zero(torn.from, torn.to) };
         seg.sync(torn.from, torn.to)?;
     }
@@ -786,6 +850,7 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -
         segment_base: last,
         pos: scan.tail_pos as u64,
         prev_segment_base: prev_base,
+        reserved: reserved as u64,
     })
 }
 
@@ -794,7 +859,8 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -
 /// `recovery::check_sealed`). Keeps it, synced, with the proof in its header
 /// (`None`), or cuts the log inside it: zeroes its torn bytes, syncs what it
 /// keeps, and removes the last segment, whose records follow the hole
-/// (`Some`: where the log now ends). After a process death nothing is lost
+/// (`Some`: where the log now ends, and how much of the segment, now the
+/// tail, is reserved). After a process death nothing is lost
 /// from the page cache, so the segment is not walked, only synced.
 fn recover_sealed(
     dir: &Path,
@@ -803,7 +869,7 @@ fn recover_sealed(
     crash: Crash,
     prev_base: u64,
     last: &Segment,
-) -> Result<Option<recovery::Scan>> {
+) -> Result<Option<(recovery::Scan, usize)>> {
     // SAFETY: as in `recover`: nothing writes these segments meanwhile.
     let last_bytes = unsafe { last.published(0, last.len()) };
     if segment::decode_synced_end(last_bytes).is_some_and(|end| end >= last.base_offset) {
@@ -823,17 +889,20 @@ fn recover_sealed(
         Sealed::Proven => return Ok(None),
         Sealed::Kept => (prev.len(), last.base_offset, None),
         Sealed::Cut(scan) => {
-            let end = match scan.torn {
-                Some(torn) => {
-                    // SAFETY: as above; the torn bytes lie beyond every frame
-                    // we keep, and no reader was handed them: only a process
-                    // alone with the queue cuts (never after a process death).
-                    unsafe { prev.zero(torn.from, torn.to) };
-                    torn.to.max(scan.tail_pos)
-                }
-                None => scan.tail_pos,
-            };
-            (end, scan.next_offset, Some(scan))
+            // The log goes on in this segment: blocks for what is kept or
+            // zeroed and the writer's lead, before any store (as in
+            // `recover`).
+            let end = scan.torn.map_or(scan.tail_pos, |torn| torn.to.max(scan.tail_pos));
+            let reserved = ReserveAhead::new(config.segment_bytes).for_writer_at(end);
+            prev.reserve(0, reserved)?;
+            if let Some(torn) = scan.torn {
+                // SAFETY: as above; the torn bytes lie beyond every frame
+                // we keep, and no reader was handed them: only a process
+                // alone with the queue cuts (never after a process death).
+                // They have blocks (reserved above: mmap contract rule 1).
+                unsafe { prev.zero(torn.from, torn.to) };
+            }
+            (end, scan.next_offset, Some((scan, reserved)))
         }
     };
     prev.sync(0, end)?;

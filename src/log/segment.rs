@@ -18,8 +18,9 @@
 //!
 //! A segment is named by its base offset, `{base_offset:020}.seg`, so a
 //! directory listing sorts segments in log order. It is created at its full
-//! size with its blocks reserved, and fsynced together with its directory
-//! before any record is written into it.
+//! size, sparse, with blocks reserved for its first part only (more are
+//! reserved ahead of the writer as it goes: `reservation.rs`), and fsynced
+//! together with its directory before any record is written into it.
 //!
 //! `synced_end` says that every record of the partition below it was synced,
 //! in this segment and in every segment before it. It is written into the
@@ -164,7 +165,7 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     map: MappedFile,
-    /// Kept open for [`Segment::start_writeback`].
+    /// Kept open for [`Segment::start_writeback`] and [`Segment::reserve`].
     file: File,
     syncs: Mutex<Syncs>,
 }
@@ -183,20 +184,23 @@ impl Segment {
         Segment { base_offset, path, map, file, syncs: Mutex::new(Syncs::default()) }
     }
 
-    /// Creates a new, empty segment: reserved at full size, header written
-    /// (claiming `synced_end`, see [`encode_header_synced_to`]), file and
-    /// directory fsynced. Fails if the file exists.
+    /// Creates a new, empty segment: full size (sparse), blocks reserved
+    /// for its first `reserved` bytes, header written (claiming
+    /// `synced_end`, see [`encode_header_synced_to`]), file and directory
+    /// fsynced. Fails if the file exists.
     pub(crate) fn create(
         dir: &Path,
         partition: u32,
         base_offset: u64,
         segment_bytes: u64,
         synced_end: u64,
+        reserved: usize,
     ) -> Result<Segment> {
         assert!(synced_end <= base_offset, "new segment {base_offset} claims records up to {synced_end} synced");
+        assert!(reserved >= SEGMENT_HEADER_BYTES, "the header's block is reserved with the file");
         let path = dir.join(file_name(base_offset));
         let header = encode_header_synced_to(partition, base_offset, segment_bytes, synced_end);
-        let file = storage::create_durable(&path, &header, segment_bytes)?;
+        let file = storage::create_durable(&path, &header, segment_bytes, reserved as u64)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
         Ok(Segment::new(base_offset, path, map, file))
     }
@@ -212,12 +216,18 @@ impl Segment {
     }
 
     /// Maps an existing segment file whose header has not been checked, for
-    /// recovery only. Grows the file back to its full size (and re-reserves
-    /// it) if a crash during creation left it short.
-    pub(crate) fn open_for_recovery(dir: &Path, base_offset: u64, segment_bytes: u64) -> Result<Segment> {
+    /// recovery only. Grows the file back to its full size if a crash during
+    /// creation left it short, and reserves its first `reserved` bytes (the
+    /// header's chunk), which a power cut may have left without blocks.
+    pub(crate) fn open_for_recovery(
+        dir: &Path,
+        base_offset: u64,
+        segment_bytes: u64,
+        reserved: usize,
+    ) -> Result<Segment> {
         let path = dir.join(file_name(base_offset));
         let file = storage::open_rw(&path)?;
-        storage::reserve(&file, &path, segment_bytes)?;
+        storage::size_and_reserve(&file, &path, segment_bytes, reserved as u64)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
         Ok(Segment::new(base_offset, path, map, file))
     }
@@ -336,6 +346,13 @@ impl Segment {
     pub(crate) unsafe fn zero(&self, pos: usize, end: usize) {
         // SAFETY: forwarded contract.
         unsafe { self.map.zero(pos, end - pos) }
+    }
+
+    /// Reserves blocks for the bytes `from..to` (see `storage::reserve`),
+    /// before anything is stored there. Idempotent: bytes that have blocks
+    /// keep them, and what they hold.
+    pub(crate) fn reserve(&self, from: usize, to: usize) -> Result<()> {
+        storage::reserve(&self.file, &self.path, from as u64..to.min(self.len()) as u64)
     }
 
     /// Where this segment's data ends as far as the file system knows:
