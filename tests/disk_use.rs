@@ -2,7 +2,8 @@
 //! blocks the file system allocated (`st_blocks`), not the files' lengths.
 //! Segment files keep their full length (the format does not change); only
 //! the part the writer reached, and a lead of a few chunks after it, has
-//! blocks.
+//! blocks. A chunk is the page cache's largest folio, 2 MiB with 4 KiB
+//! pages (`src/log/reservation.rs`).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -60,7 +61,8 @@ fn a_new_four_partition_queue_with_a_group_and_its_dead_letter_queue_takes_a_few
     let (allocated, segment_lengths) = disk_use(&path);
     eprintln!("allocated {allocated} bytes; segment files {segment_lengths} bytes long");
     assert_eq!(segment_lengths, 5 * 64 * MIB, "4 partitions and the DLQ's one, each a full-length 64 MiB file");
-    assert!(allocated <= 8 * MIB, "du of a small queue is a few MiB, not {} MiB", allocated / MIB);
+    // Each of the five segments has its first 2 MiB chunk.
+    assert!(allocated <= 12 * MIB, "du of a small queue is a few MiB, not {} MiB", allocated / MIB);
 }
 
 #[test]
@@ -81,7 +83,7 @@ fn disk_use_grows_with_what_is_written() {
         assert!(allocated >= last, "blocks are never given back while the segment is in use");
         assert!(allocated >= written, "{written} bytes written need as many reserved, not {allocated}");
         assert!(
-            allocated <= 2 * written + 2 * MIB,
+            allocated <= 2 * written + 3 * MIB,
             "after {written} bytes, {allocated} allocated: at most twice what was written and a chunk"
         );
         last = allocated;

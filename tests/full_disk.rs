@@ -74,7 +74,7 @@ fn a_full_disk_is_a_clear_error_that_loses_nothing_and_passes_when_space_returns
 
 #[test]
 fn a_disk_that_fills_in_the_middle_of_a_segment_fails_the_send_that_needed_the_space() {
-    run_on_a_small_tmpfs("child_filling_the_middle_of_a_segment", "4m");
+    run_on_a_small_tmpfs("child_filling_the_middle_of_a_segment", "8m");
 }
 
 /// The child: runs inside the namespace, on the tmpfs.
@@ -131,8 +131,9 @@ fn child_on_a_full_disk() {
     println!("@@done");
 }
 
-/// The second child: a 16 MiB segment on a 4 MiB disk, so the disk fills
-/// while the writer is in the segment's third MiB, whose chunks were not
+/// The second child: a 16 MiB segment on an 8 MiB disk that a ballast file
+/// fills further, so the disk fills while the writer is in the segment's
+/// second or third chunk (2 MiB each with 4 KiB pages), whose space was not
 /// reserved yet. Two handles (as two processes would) send in turn: the
 /// reserved watermark they share in the control file is what each checks.
 #[test]
@@ -148,7 +149,7 @@ fn child_filling_the_middle_of_a_segment() {
     let other = Queue::open_existing(dir.join("q")).unwrap();
     drop(queue.consumer("g").unwrap()); // registered before the disk fills
     let ballast = dir.join("ballast");
-    std::fs::write(&ballast, vec![1u8; 3 << 19]).unwrap();
+    std::fs::write(&ballast, vec![1u8; 3 << 20]).unwrap();
     let producers = [queue.producer(), other.producer()];
     let mut acked = 0u64;
     let error = loop {

@@ -30,7 +30,7 @@ use crate::log::control::{ControlFile, PartitionControl, Tail};
 use crate::log::prefault::Prefaulter;
 use crate::log::record::{self, Decoded, FrameMeta, KEY_BYTES_MAX};
 use crate::log::recovery::{self, Sealed};
-use crate::log::reservation::{PAGE_BYTES, ReserveAhead};
+use crate::log::reservation::ReserveAhead;
 use crate::log::sealer::{SealJob, Sealer};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
 use crate::log::segment_cache::SegmentCache;
@@ -312,12 +312,12 @@ impl Partition {
     /// the writer as `reservation.rs` says. One comparison when the space is
     /// there already; else an `fallocate`, and the prefault thread is asked
     /// to fault in what it reserved. When the disk has no room for the lead,
-    /// it reserves what the frames need and no more; when not even that is
-    /// there, the send fails with ENOSPC ([`Error::is_no_space`]), with
-    /// nothing written. That is not a failed sync: the handle goes on, and
-    /// a later send succeeds once there is room. Called with the append
-    /// mutex held, so the watermark it raises is the one every process's
-    /// writer checks.
+    /// it gives back what the failed `fallocate` took and reserves the
+    /// chunks the frames need and no more; when not even that is there, the
+    /// send fails with ENOSPC ([`Error::is_no_space`]), with nothing
+    /// written. That is not a failed sync: the handle goes on, and a later
+    /// send succeeds once there is room. Called with the append mutex held,
+    /// so the watermark it raises is the one every process's writer checks.
     fn reserve_for(&self, c: &PartitionControl<'_>, seg: &Arc<Segment>, end: usize) -> Result<()> {
         let reserved = c.tail_reserved.load(Ordering::Relaxed) as usize;
         let wanted = self.reserve_ahead.for_writer_at(end);
@@ -327,11 +327,19 @@ impl Partition {
         let now = match seg.reserve(reserved, wanted) {
             Ok(()) => wanted,
             Err(e) if e.is_no_space() => {
-                let needed = end.next_multiple_of(PAGE_BYTES).min(seg.len());
+                // The failed call may have kept what it allocated before the
+                // disk ran out (ext4 does): give that back, or the last free
+                // space would sit idle in this segment while other files, and
+                // durq's own checkpoints, run out.
+                seg.release(reserved, wanted);
+                let needed = self.reserve_ahead.needed_for(end);
                 if needed <= reserved {
                     return Ok(());
                 }
-                seg.reserve(reserved, needed)?;
+                if let Err(e) = seg.reserve(reserved, needed) {
+                    seg.release(reserved, needed);
+                    return Err(e);
+                }
                 needed
             }
             Err(e) => return Err(e),

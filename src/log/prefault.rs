@@ -30,7 +30,6 @@ use std::sync::Arc;
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::fail_stop::FailStop;
-use crate::log::reservation::CHUNKS_AHEAD;
 use crate::log::segment::Segment;
 
 /// Bytes faulted in per request, at most.
@@ -97,13 +96,11 @@ impl Prefaulter {
     }
 
     /// The writer of this process starts on `segment` at `pos`: at its
-    /// first append into a segment it did not write before. Asks for the
-    /// [`CHUNKS_AHEAD`] requests' worth after `pos`'s, as far as they are reserved
-    /// (below `reserved`); the ones past that are asked for as they are
-    /// reserved.
+    /// first append into a segment it did not write before. Asks for what
+    /// is reserved after `pos`'s request (the reservation's lead, a few
+    /// MiB); the rest is asked for as it is reserved.
     pub(crate) fn starting_at(&self, segment: &Arc<Segment>, pos: usize, reserved: usize) {
-        let from = (pos / PREFAULT_BYTES + 1) * PREFAULT_BYTES;
-        self.reserved(segment, from, reserved.min(from + CHUNKS_AHEAD * PREFAULT_BYTES));
+        self.reserved(segment, (pos / PREFAULT_BYTES + 1) * PREFAULT_BYTES, reserved);
     }
 
     /// The writer just reserved `from..to` of `segment`: asks for it, in

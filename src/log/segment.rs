@@ -165,7 +165,8 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     map: MappedFile,
-    /// Kept open for [`Segment::start_writeback`] and [`Segment::reserve`].
+    /// Kept open for [`Segment::start_writeback`], [`Segment::reserve`] and
+    /// [`Segment::release`].
     file: File,
     syncs: Mutex<Syncs>,
 }
@@ -353,6 +354,12 @@ impl Segment {
     /// keep them, and what they hold.
     pub(crate) fn reserve(&self, from: usize, to: usize) -> Result<()> {
         storage::reserve(&self.file, &self.path, from as u64..to.min(self.len()) as u64)
+    }
+
+    /// Gives back the blocks of `from..to` (see `storage::release`), which
+    /// must lie beyond the reserved watermark.
+    pub(crate) fn release(&self, from: usize, to: usize) {
+        storage::release(&self.file, &self.path, from as u64..to.min(self.len()) as u64)
     }
 
     /// Where this segment's data ends as far as the file system knows:

@@ -188,6 +188,25 @@ pub(crate) fn reserve(file: &File, path: &Path, range: std::ops::Range<u64>) -> 
     effect(Op::Reserve(path), || fallocate(file, range)).map_err(|e| Error::io("reserve space (fallocate)", path, e))
 }
 
+/// Gives the blocks of the bytes `range` of `file` back to the disk
+/// (`FALLOC_FL_PUNCH_HOLE`, keeping the file's length): after a
+/// [`reserve`] that failed for want of space, which on ext4 keeps what it
+/// allocated before it ran out. Only for bytes that hold nothing and that
+/// nobody stores into: beyond a segment's reserved watermark. They read as
+/// zeros before and after. Best effort: a file system that cannot punch
+/// holes only keeps the space.
+pub(crate) fn release(file: &File, path: &Path, range: std::ops::Range<u64>) {
+    let _ = effect(Op::Reserve(path), || {
+        let (pos, len) = (range.start as libc::off_t, (range.end - range.start) as libc::off_t);
+        // SAFETY: fallocate only reads its integer arguments; the
+        // descriptor is owned by `file`, which outlives the call.
+        let rc = unsafe {
+            libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, pos, len)
+        };
+        if rc != 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    });
+}
+
 fn fallocate(file: &File, range: std::ops::Range<u64>) -> std::io::Result<()> {
     if range.is_empty() {
         return Ok(());
