@@ -13,23 +13,27 @@
 //!    at its full size, so no access through a mapping can touch a page
 //!    beyond the end of the file (SIGBUS). Its blocks are reserved
 //!    (`fallocate`) progressively, a few chunks ahead of the writer
-//!    (`log/reservation.rs`): the tail segment's reserved watermark
-//!    (`tail_reserved` in the control file) is raised, under the append
-//!    mutex, only after its `fallocate` returned, and no one stores into a
-//!    segment at or beyond it: the writer reserves every byte of a batch
-//!    before its first store (a full disk is then an ENOSPC error of that
-//!    `send`), the prefault thread faults in only reserved pages, and
-//!    recovery reserves what it zeroes or rewrites first. So no store needs
-//!    a block the disk no longer has (ENOSPC turned into SIGBUS). Bytes past
-//!    the reserved part are a hole; readers stay below the tail, and
-//!    recovery reads the last segment only up to where `SEEK_DATA` says its
-//!    data ends, but a walk over damage, or over a sealed segment a large
-//!    batch left early, may read holes. On ext4 and XFS that reads zeros and
-//!    needs no block. On tmpfs (which the tests use, and which keeps nothing
-//!    across a reboot) it takes a page, and on a full tmpfs faults.
-//!    Retention removes whole segment files with `unlink`; a process that
-//!    still maps one keeps its pages. A checkpoint file is mapped only once
-//!    it has its full size, and a newer holder removes it with `unlink` too.
+//!    (`log/reservation.rs`), in whole chunks the size of the largest
+//!    page-cache folio ([`largest_folio_bytes`]): a store makes the file
+//!    system find blocks for its page's whole folio. The tail segment's
+//!    reserved watermark (`tail_reserved` in the control file) is raised,
+//!    under the append mutex, only after its `fallocate` returned, and no
+//!    one stores into a segment at or beyond it: the writer reserves every
+//!    byte of a batch before its first store (a full disk is then an ENOSPC
+//!    error of that `send`), the prefault thread faults in only reserved
+//!    pages, and recovery reserves what it zeroes or rewrites first. So no
+//!    store needs a block the disk no longer has (ENOSPC turned into
+//!    SIGBUS). What a failed `fallocate` kept beyond the watermark is
+//!    punched back: nothing is stored there. Bytes past the reserved part
+//!    are a hole; readers stay below the tail, and recovery reads the last
+//!    segment only up to where `SEEK_DATA` says its data ends, but a walk
+//!    over damage, or over a sealed segment a large batch left early, may
+//!    read holes. On ext4 and XFS that reads zeros and needs no block. On
+//!    tmpfs (which the tests use, and which keeps nothing across a reboot)
+//!    it takes a page, and on a full tmpfs faults. Retention removes whole
+//!    segment files with `unlink`; a process that still maps one keeps its
+//!    pages. A checkpoint file is mapped only once it has its full size, and
+//!    a newer holder removes it with `unlink` too.
 //! 2. **Append only below the published end.** Bytes of a segment below the
 //!    partition's published tail (`next_offset`/`tail_pos` in the control
 //!    file) are never written again by durq. Only the holder of the partition's
