@@ -136,6 +136,7 @@ fn child_on_a_full_disk() {
 /// second or third chunk (2 MiB each with 4 KiB pages), whose space was not
 /// reserved yet. Two handles (as two processes would) send in turn: the
 /// reserved watermark they share in the control file is what each checks.
+/// The queue is closed and opened again while the disk is full.
 #[test]
 fn child_filling_the_middle_of_a_segment() {
     if std::env::var(ROLE).is_err() {
@@ -173,6 +174,11 @@ fn child_filling_the_middle_of_a_segment() {
     assert!(acked * FRAME_BYTES > 2 << 20, "the disk filled past the first chunks: {acked} records");
     assert!(reserved < segment_bytes / 2, "the later chunks were never reserved: {reserved} bytes are");
     assert_eq!(meta.len(), segment_bytes, "the file keeps its full length");
+    // Closed and opened again while the disk is still full: recovery
+    // reserves only what has blocks already, so the queue opens, to be read.
+    drop((producers, queue, other));
+    let queue = Queue::open_existing(dir.join("q")).unwrap();
+    let other = Queue::open_existing(dir.join("q")).unwrap();
     for q in [&queue, &other] {
         let stored = q.read_at(0, 0, acked as usize + 1).unwrap();
         assert_eq!(stored.len() as u64, acked, "every acknowledged record is there, and no more");
@@ -180,6 +186,8 @@ fn child_filling_the_middle_of_a_segment() {
             assert_eq!(r.payload, payload(i as u64), "record {i} intact");
         }
     }
+    let producers = [queue.producer(), other.producer()];
+    assert!(producers[0].send(payload(acked)).unwrap_err().is_no_space(), "still full");
     std::fs::remove_file(&ballast).unwrap();
     for i in acked..acked + 100 {
         assert_eq!(

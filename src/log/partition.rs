@@ -310,40 +310,31 @@ impl Partition {
     /// Makes sure the tail segment `seg` has blocks for its bytes below
     /// `end` before the caller stores frames there, and reserves ahead of
     /// the writer as `reservation.rs` says. One comparison when the space is
-    /// there already; else an `fallocate`, and the prefault thread is asked
-    /// to fault in what it reserved. When the disk has no room for the lead,
-    /// it gives back what the failed `fallocate` took and reserves the
-    /// chunks the frames need and no more; when not even that is there, the
-    /// send fails with ENOSPC ([`Error::is_no_space`]), with nothing
-    /// written. That is not a failed sync: the handle goes on, and a later
-    /// send succeeds once there is room. Called with the append mutex held,
-    /// so the watermark it raises is the one every process's writer checks.
+    /// there already; else an `fallocate` ([`ReserveAhead::reserve`]: the
+    /// chunks the frames need, and the lead when the disk has room for it),
+    /// and the prefault thread is asked to fault in what it reserved. When
+    /// not even the frames' chunks fit, the send fails with ENOSPC
+    /// ([`Error::is_no_space`]), with nothing written. That is not a failed
+    /// sync: the handle goes on, and a later send succeeds once there is
+    /// room. Called with the append mutex held, so the watermark it raises
+    /// is the one every process's writer checks.
     fn reserve_for(&self, c: &PartitionControl<'_>, seg: &Arc<Segment>, end: usize) -> Result<()> {
         let reserved = c.tail_reserved.load(Ordering::Relaxed) as usize;
         let wanted = self.reserve_ahead.for_writer_at(end);
         if wanted <= reserved {
             return Ok(());
         }
-        let now = match seg.reserve(reserved, wanted) {
-            Ok(()) => wanted,
-            Err(e) if e.is_no_space() => {
-                // The failed call may have kept what it allocated before the
-                // disk ran out (ext4 does): give that back, or the last free
-                // space would sit idle in this segment while other files, and
-                // durq's own checkpoints, run out.
-                seg.release(reserved, wanted);
-                let needed = self.reserve_ahead.needed_for(end);
-                if needed <= reserved {
-                    return Ok(());
-                }
-                if let Err(e) = seg.reserve(reserved, needed) {
-                    seg.release(reserved, needed);
-                    return Err(e);
-                }
-                needed
+        let now = self.reserve_ahead.reserve(seg, reserved, end).inspect_err(|e| {
+            if e.is_no_space() {
+                // Not even the frames' chunks fitted: give back what the
+                // failed call kept of them (nothing is stored past the
+                // watermark).
+                seg.release(reserved, self.reserve_ahead.needed_for(end));
             }
-            Err(e) => return Err(e),
-        };
+        })?;
+        if now == reserved {
+            return Ok(());
+        }
         c.tail_reserved.store(now as u64, Ordering::Relaxed);
         self.prefaulter.reserved(seg, reserved, now);
         Ok(())
@@ -838,13 +829,13 @@ pub(crate) fn recover(dir: &Path, id: u32, config: &QueueConfig, crash: Crash) -
     // A damaged `synced_end` field proves nothing: fall back to the base.
     let synced_end = segment::decode_synced_end(whole).unwrap_or(last);
     let scan = recovery::scan_known_zeros(whole, last, config.record_bytes_max, synced_end, seg.data_end());
-    // Blocks for everything recovery keeps or zeroes, and the writer's lead
-    // after it, before any store: a power cut may have kept a segment's
-    // bytes but not the reservation of the blocks around them. Reserving
-    // again what has blocks changes nothing.
+    // Blocks for everything recovery keeps or zeroes, before any store, and
+    // the writer's lead after it if the disk has room: a power cut may have
+    // kept a segment's bytes but not the reservation of the blocks around
+    // them. Reserving again what has blocks takes no space, so a queue on a
+    // full disk still opens, to be read and to free space by retention.
     let stored_end = scan.torn.map_or(scan.tail_pos, |torn| torn.to.max(scan.tail_pos));
-    let reserved = reserve_ahead.for_writer_at(stored_end);
-    seg.reserve(0, reserved)?;
+    let reserved = reserve_ahead.reserve(&seg, 0, stored_end)?;
     if let Some(torn) = scan.torn {
         // SAFETY: as above; the torn bytes lie beyond every frame we keep,
         // and have blocks (reserved above: mmap contract rule 1).
@@ -901,8 +892,7 @@ fn recover_sealed(
             // zeroed and the writer's lead, before any store (as in
             // `recover`).
             let end = scan.torn.map_or(scan.tail_pos, |torn| torn.to.max(scan.tail_pos));
-            let reserved = ReserveAhead::new(config.segment_bytes).for_writer_at(end);
-            prev.reserve(0, reserved)?;
+            let reserved = ReserveAhead::new(config.segment_bytes).reserve(&prev, 0, end)?;
             if let Some(torn) = scan.torn {
                 // SAFETY: as above; the torn bytes lie beyond every frame
                 // we keep, and no reader was handed them: only a process

@@ -28,13 +28,16 @@
 //! into a page makes ext4 and XFS find blocks for the page's whole folio, so
 //! a folio that reached past the reserved part would make that store fault
 //! on a full disk. For the same reason, when the disk has no room for the
-//! lead, the writer falls back to the chunks its frames need, not less.
+//! lead, the writer falls back to the chunks its frames need, not less,
+//! and gives back what the failed `fallocate` kept.
 //!
 //! A reservation is one `fallocate` under the append mutex, once per chunk
 //! the writer enters; a send that stays inside reserved space pays one
 //! comparison. The prefault thread faults in each reserved range as it is
 //! reserved, and never a page beyond it (`prefault.rs`).
 
+use crate::error::Result;
+use crate::log::segment::Segment;
 use crate::storage::mmap;
 
 /// How many chunks the reservation runs ahead of a busy writer.
@@ -86,6 +89,34 @@ impl ReserveAhead {
     /// to `end`: the chunks they touch.
     pub(crate) fn needed_for(&self, end: usize) -> usize {
         self.chunks(end.div_ceil(1 << self.chunk_shift))
+    }
+
+    /// Reserves the blocks of `seg` from byte `from` on that stores up to
+    /// `end` need, and the lead after them when the disk has room for it:
+    /// up to [`for_writer_at`], else up to [`needed_for`] only. Returns how
+    /// far the segment now has blocks (`from` itself when the lead did not
+    /// fit and the needed chunks were there already). When even those do
+    /// not fit, ENOSPC ([`Error::is_no_space`](crate::Error::is_no_space)).
+    /// The lead that did not fit is given back: a failed `fallocate` may
+    /// keep what it allocated before the disk ran out (ext4 does), and the
+    /// last free space must not sit idle here while other files, and
+    /// durq's own checkpoints, run out.
+    ///
+    /// [`for_writer_at`]: ReserveAhead::for_writer_at
+    /// [`needed_for`]: ReserveAhead::needed_for
+    pub(crate) fn reserve(&self, seg: &Segment, from: usize, end: usize) -> Result<usize> {
+        let (needed, wanted) = (self.needed_for(end), self.for_writer_at(end));
+        match seg.reserve(from, wanted) {
+            Ok(()) => return Ok(wanted),
+            Err(e) if !e.is_no_space() => return Err(e),
+            // Past the chunks `end` needs: nothing is stored there.
+            Err(_) => seg.release(needed.max(from), wanted),
+        }
+        if needed <= from {
+            return Ok(from);
+        }
+        seg.reserve(from, needed)?;
+        Ok(needed)
     }
 }
 
