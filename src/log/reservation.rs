@@ -108,7 +108,8 @@ impl ReserveAhead {
         let (needed, wanted) = (self.needed_for(end), self.for_writer_at(end));
         match seg.reserve(from, wanted) {
             Ok(()) => return Ok(wanted),
-            Err(e) if !e.is_no_space() => return Err(e),
+            // No lead to do without (the end of the segment is near).
+            Err(e) if !e.is_no_space() || needed == wanted => return Err(e),
             // Past the chunks `end` needs: nothing is stored there.
             Err(_) => seg.release(needed.max(from), wanted),
         }

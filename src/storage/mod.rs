@@ -196,6 +196,9 @@ pub(crate) fn reserve(file: &File, path: &Path, range: std::ops::Range<u64>) -> 
 /// zeros before and after. Best effort: a file system that cannot punch
 /// holes only keeps the space.
 pub(crate) fn release(file: &File, path: &Path, range: std::ops::Range<u64>) {
+    if range.is_empty() {
+        return;
+    }
     let _ = effect(Op::Reserve(path), || {
         let (pos, len) = (range.start as libc::off_t, (range.end - range.start) as libc::off_t);
         // SAFETY: fallocate only reads its integer arguments; the
