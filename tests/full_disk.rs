@@ -18,15 +18,23 @@
 //!   keyed traffic goes to partition 0 only: its roll, which finds no
 //!   space, frees the segments passed in partition 1, and sends succeed.
 //!
+//! - A store into a mapped page the disk has no block for would kill the
+//!   child with SIGBUS: space is reserved before every store, a few chunks
+//!   ahead of the writer, so the disk can also fill in the middle of a
+//!   segment, which one child makes happen.
+//!
 //! Where namespaces are unavailable the tests say so and skip, never
 //! silently.
 
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use durq::{Durability, Options, Queue};
 
 const ROLE: &str = "DURQ_FULL_DISK_ROLE";
 const PAYLOAD_BYTES: usize = 4000;
+/// A frame of a [`PAYLOAD_BYTES`] payload: 32-byte header, padded to 8.
+const FRAME_BYTES: u64 = 4032;
 
 fn payload(i: u64) -> Vec<u8> {
     let mut p = format!("record {i} ").into_bytes();
@@ -133,6 +141,93 @@ fn child_on_a_full_disk() {
     }
     assert_eq!(seen, acked + 20);
     println!("@@recovered: {} records consumed after space returned", seen);
+    println!("@@done");
+}
+
+#[test]
+fn a_disk_that_fills_in_the_middle_of_a_segment_fails_the_send_that_needed_the_space() {
+    if let Some(lines) = run_on_tmpfs("child_filling_the_middle_of_a_segment", "8m") {
+        assert!(lines.iter().any(|l| l.starts_with("@@no-space ")), "{lines:?}");
+    }
+}
+
+/// The second child: a 16 MiB segment on an 8 MiB disk that a ballast file
+/// fills further, so the disk fills while the writer is in the segment's
+/// second or third chunk (2 MiB each with 4 KiB pages), whose space was not
+/// reserved yet. Two handles (as two processes would) send in turn: the
+/// reserved watermark they share in the control file is what each checks.
+/// The queue is closed and opened again while the disk is full.
+#[test]
+fn child_filling_the_middle_of_a_segment() {
+    let Some(dir) = child_dir() else { return };
+    let segment_bytes: u64 = 16 << 20;
+    let options =
+        Options::default().segment_bytes(segment_bytes).record_bytes_max(8 << 10).durability(Durability::Sync);
+    let queue = Queue::open_with(dir.join("q"), options).unwrap();
+    let other = Queue::open_existing(dir.join("q")).unwrap();
+    drop(queue.consumer("g").unwrap()); // registered before the disk fills
+    let ballast = dir.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 3 << 20]).unwrap();
+    let producers = [queue.producer(), other.producer()];
+    let mut acked = 0u64;
+    let error = loop {
+        match producers[acked as usize % 2].send(payload(acked)) {
+            Ok(pos) => {
+                assert_eq!(pos.offset, acked);
+                acked += 1;
+                assert!(acked * FRAME_BYTES < segment_bytes, "the disk never filled");
+            }
+            Err(e) => break e,
+        }
+    };
+    println!("@@no-space after {acked} acknowledged records: {error}");
+    assert!(error.is_no_space(), "the error says the disk is full: {error}");
+    let segments: Vec<_> = std::fs::read_dir(dir.join("q/p0000")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(segments.len(), 1, "still in the first segment: {segments:?}");
+    let meta = std::fs::metadata(&segments[0]).unwrap();
+    let reserved = meta.blocks() * 512;
+    println!("@@stopped at byte {} of {segment_bytes}, {reserved} bytes reserved", 64 + acked * FRAME_BYTES);
+    assert!(error.to_string().contains(&segments[0].display().to_string()), "names the segment: {error}");
+    assert!(acked * FRAME_BYTES > 2 << 20, "the disk filled past the first chunks: {acked} records");
+    assert!(reserved < segment_bytes / 2, "the later chunks were never reserved: {reserved} bytes are");
+    assert_eq!(meta.len(), segment_bytes, "the file keeps its full length");
+    // Closed and opened again while the disk is still full: recovery
+    // reserves only what has blocks already, so the queue opens, to be read.
+    drop((producers, queue, other));
+    let queue = Queue::open_existing(dir.join("q")).unwrap();
+    let other = Queue::open_existing(dir.join("q")).unwrap();
+    for q in [&queue, &other] {
+        let stored = q.read_at(0, 0, acked as usize + 1).unwrap();
+        assert_eq!(stored.len() as u64, acked, "every acknowledged record is there, and no more");
+        for (i, r) in stored.iter().enumerate() {
+            assert_eq!(r.payload, payload(i as u64), "record {i} intact");
+        }
+    }
+    let producers = [queue.producer(), other.producer()];
+    assert!(producers[0].send(payload(acked)).unwrap_err().is_no_space(), "still full");
+    std::fs::remove_file(&ballast).unwrap();
+    for i in acked..acked + 100 {
+        assert_eq!(
+            producers[i as usize % 2].send(payload(i)).unwrap().offset,
+            i,
+            "sends work again once there is room"
+        );
+    }
+    let mut consumer = queue.consumer("g").unwrap();
+    let mut seen = 0u64;
+    while let n @ 1.. = consumer
+        .process_timeout(std::time::Duration::from_millis(50), |batch| {
+            for m in batch {
+                assert_eq!(m.payload(), payload(m.position().offset));
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap()
+    {
+        seen += n as u64;
+    }
+    assert_eq!(seen, acked + 100);
+    println!("@@recovered: {seen} records consumed after space returned");
     println!("@@done");
 }
 
@@ -321,5 +416,69 @@ fn child_rolls_in_one_partition_free_another() {
     println!("@@sent 300 to partition 0; {left} segment files left in partition 1");
     assert!(left <= 3, "{left}");
     assert_eq!(consume_checked(&mut consumer), 300);
+    println!("@@done");
+}
+
+#[test]
+fn a_reservation_on_a_full_disk_in_the_middle_of_a_segment_first_removes_what_every_group_passed() {
+    if let Some(lines) = run_on_tmpfs("child_reserves_once_consumed", "40m") {
+        assert!(lines.iter().any(|l| l.starts_with("@@mid-segment ")), "{lines:?}");
+    }
+}
+
+/// 16 MiB segments (eight 2 MiB chunks, reserved a few ahead of the writer)
+/// on a 40 MiB disk: it fills while the writer is inside the third segment,
+/// where no roll will come to run retention. Once the group has consumed
+/// everything, the send that failed is tried again: its reservation finds
+/// no space, removes the segment every group passed, and succeeds.
+#[test]
+fn child_reserves_once_consumed() {
+    let Some(dir) = child_dir() else { return };
+    let segment_bytes: u64 = 16 << 20;
+    let options =
+        Options::default().segment_bytes(segment_bytes).record_bytes_max(8 << 10).durability(Durability::Sync);
+    let queue = Queue::open_with(dir.join("q"), options).unwrap();
+    let mut consumer = queue.consumer("g").unwrap();
+    let producer = queue.producer();
+    let mut next = 0u64;
+    let error = loop {
+        match producer.send(payload(next)) {
+            Ok(pos) => {
+                assert_eq!(pos.offset, next);
+                next += 1;
+                assert!(next * FRAME_BYTES < 64 << 20, "the disk never filled");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(error.is_no_space(), "the error says the disk is full: {error}");
+    let bases: Vec<u64> = std::fs::read_dir(dir.join("q/p0000"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+        .collect();
+    let tail_base = *bases.iter().max().unwrap();
+    let used = 64 + (next - tail_base) * FRAME_BYTES;
+    assert!(
+        used + FRAME_BYTES <= segment_bytes,
+        "the failed send fit its segment: no roll was due ({used} bytes used)"
+    );
+    assert!(bases.len() >= 3, "segments passed before the tail: {bases:?}");
+    let mut seen = 0u64;
+    while let n @ 1.. = consumer
+        .process_timeout(std::time::Duration::from_millis(50), |batch| {
+            for m in batch {
+                assert_eq!(m.payload(), payload(m.position().offset), "offset {}", m.position().offset);
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap()
+    {
+        seen += n as u64;
+    }
+    assert_eq!(seen, next, "every acknowledged record, once");
+    assert_eq!(producer.send(payload(next)).unwrap().offset, next, "the send that failed, tried again");
+    let left = segment_files(&dir);
+    println!("@@mid-segment full after {next} records in {} segments; consumed, sent again; {left} left", bases.len());
+    assert!(left < bases.len(), "the passed segments were removed: {left} of {} left", bases.len());
     println!("@@done");
 }

@@ -212,6 +212,40 @@ fn a_failed_background_sync_of_a_full_segment_fails_the_next_flush() {
 }
 
 #[test]
+fn a_send_that_cannot_reserve_its_space_fails_with_no_space_and_stops_nothing() {
+    // Segments large enough to be reserved in several chunks (2 MiB with
+    // 4 KiB pages): the first is reserved at creation, the next ones as the
+    // writer gets there.
+    let options = durq::Options::default().segment_bytes(64 << 20).record_bytes_max(64 << 10);
+    let t = common::TestQueue::new(options.durability(Durability::Buffered));
+    let disk = SimDisk::attach(t.dir.path()).unwrap();
+    let producer = t.queue.producer();
+    let record = vec![7u8; 60 << 10];
+    producer.send(&record).unwrap();
+    // The disk is full from the next reservation on: the sends that fit
+    // what the segment has reserved pass, the first that needs more fails.
+    disk.fail_next(OpKind::Reserve, libc::ENOSPC, true);
+    let mut sent = 1;
+    let error = loop {
+        match producer.send(&record) {
+            Ok(_) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 1000, "every send found space in a full 64 MiB segment");
+    };
+    disk.heal();
+    assert!(error.is_no_space() && error.to_string().contains("reserve space"), "{error}");
+    assert!(
+        disk.trace().iter().all(|op| op.kind != OpKind::Create),
+        "the send failed inside the first segment, not at a roll"
+    );
+    assert_eq!(t.queue.read_at(0, 0, usize::MAX).unwrap().len(), sent, "the failed send wrote nothing");
+    assert_eq!(producer.send(&record).unwrap().offset, sent as u64, "not stopped: the next send passes");
+    producer.flush().unwrap();
+    assert!(disk.problems().is_empty(), "{:?}", disk.problems());
+}
+
+#[test]
 fn a_failed_checkpoint_sync_stops_the_consumer_and_skips_nothing_unprocessed() {
     let t = common::TestQueue::new(small());
     let disk = SimDisk::attach(t.dir.path()).unwrap();

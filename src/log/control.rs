@@ -23,15 +23,20 @@
 //!   + 96              8     durable            offsets below this are synced
 //!   + 104             8     first_offset       earliest retained offset
 //!   + 112             8     prev_segment_base  base offset of the segment before the tail
+//!   + 120             8     tail_reserved      bytes of the tail segment, from byte 0, with blocks reserved
 //! ```
 //!
 //! **Invariant:** `visible <= next_offset`, `durable <= next_offset`; under
 //! `Sync` and `Interval`, `visible <= durable` (no phantom reads). Only the
 //! holder of a partition's mutex changes `next_offset`, `tail_segment_base`,
-//! `tail_pos` and `prev_segment_base`; `visible`, `durable` and
-//! `first_offset` (raised by retention, which holds no mutex) only grow
-//! (`fetch_max`). `durable >= prev_segment_base`: at most one sealed segment,
-//! the one before the tail, may hold records that are not durable.
+//! `tail_pos`, `prev_segment_base` and `tail_reserved`; `visible`, `durable`
+//! and `first_offset` (raised by retention, which holds no mutex) only grow
+//! (`fetch_max`). `durable >= prev_segment_base`: at most one sealed
+//! segment, the one before the tail, may hold records that are not durable.
+//! `tail_pos <= tail_reserved`, and the tail segment has blocks for at least
+//! its first `tail_reserved` bytes: the watermark is raised only after the
+//! `fallocate` returned, and frames are stored only below it (see
+//! `reservation.rs`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -63,7 +68,8 @@ const VISIBLE_AT: usize = TAIL_POS_AT + 8;
 const DURABLE_AT: usize = VISIBLE_AT + 8;
 const FIRST_OFFSET_AT: usize = DURABLE_AT + 8;
 const PREV_SEGMENT_AT: usize = FIRST_OFFSET_AT + 8;
-const _: () = assert!(PREV_SEGMENT_AT + 8 <= BLOCK_BYTES);
+const TAIL_RESERVED_AT: usize = PREV_SEGMENT_AT + 8;
+const _: () = assert!(TAIL_RESERVED_AT + 8 <= BLOCK_BYTES);
 
 /// Where a partition's log ends, as recovery found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +85,8 @@ pub struct Tail {
     /// Base offset of the segment before the last (the last one's own if it
     /// is the only one).
     pub prev_segment_base: u64,
+    /// Bytes of the last segment, from byte 0, whose blocks are reserved.
+    pub reserved: u64,
 }
 
 /// One partition's shared state.
@@ -91,6 +99,7 @@ pub(crate) struct PartitionControl<'a> {
     pub(crate) durable: &'a AtomicU64,
     pub(crate) first_offset: &'a AtomicU64,
     pub(crate) prev_segment_base: &'a AtomicU64,
+    pub(crate) tail_reserved: &'a AtomicU64,
 }
 
 impl PartitionControl<'_> {
@@ -103,6 +112,7 @@ impl PartitionControl<'_> {
         // tail was read: it only grows.
         self.first_offset.fetch_max(tail.first_offset, Ordering::SeqCst);
         self.prev_segment_base.store(tail.prev_segment_base, Ordering::Relaxed);
+        self.tail_reserved.store(tail.reserved, Ordering::Relaxed);
         self.next_offset.store(tail.next_offset, Ordering::Release);
     }
 }
@@ -139,7 +149,7 @@ impl ControlFile {
         let alone = matches!(locked, Locked::Yes);
         if alone {
             // Only grow, never shrink: rule 1 of the mmap contract.
-            storage::reserve(&file, &path, len)?;
+            storage::reserve(&file, &path, 0..len)?;
         }
         let map = MappedFile::map(&file, &path, len)?;
         storage::lock_shared(&file, &path)?;
@@ -219,6 +229,7 @@ impl ControlFile {
             durable: self.atomic64(block + DURABLE_AT),
             first_offset: self.atomic64(block + FIRST_OFFSET_AT),
             prev_segment_base: self.atomic64(block + PREV_SEGMENT_AT),
+            tail_reserved: self.atomic64(block + TAIL_RESERVED_AT),
         }
     }
 

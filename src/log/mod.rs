@@ -9,6 +9,8 @@
 //! - `segment_cache`: which segments stay mapped, so passed ones are unmapped.
 //! - `control`: the shared, mapped state of a live queue.
 //! - `partition`: appends, group commit, and validated reads.
+//! - `reservation`: how much of a segment's disk space is reserved ahead of
+//!   the writer.
 //! - `prefault`: faulting in segment pages ahead of the writer.
 //! - `sealer`: syncing full segments in the background.
 //! - `survey`: where a partition's log ends, found read-only, and what the
@@ -21,6 +23,7 @@ pub mod segment;
 pub(crate) mod control;
 pub(crate) mod partition;
 pub(crate) mod prefault;
+pub(crate) mod reservation;
 pub(crate) mod sealer;
 pub(crate) mod segment_cache;
 pub(crate) mod survey;

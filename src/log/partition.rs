@@ -27,9 +27,10 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::control::{ControlFile, PartitionControl, Tail};
-use crate::log::prefault::{PREFAULT_BYTES, Prefaulter};
+use crate::log::prefault::Prefaulter;
 use crate::log::record::{self, Decoded, FrameMeta, KEY_BYTES_MAX};
 use crate::log::recovery::{self, Evidence, LastFile, Sealed};
+use crate::log::reservation::ReserveAhead;
 use crate::log::sealer::{SealJob, Sealer};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
 use crate::log::segment_cache::SegmentCache;
@@ -61,6 +62,8 @@ pub(crate) struct Partition {
     pub(crate) id: u32,
     pub(crate) dir: PathBuf,
     config: QueueConfig,
+    /// How far ahead of the writer segment space is reserved.
+    reserve_ahead: ReserveAhead,
     control: Arc<ControlFile>,
     /// The segments this process has mapped; the ones it has passed are
     /// unmapped (see `segment_cache`).
@@ -93,6 +96,7 @@ impl Partition {
             id,
             dir: queue_dir.join(dir_name(id)),
             config,
+            reserve_ahead: ReserveAhead::new(config.segment_bytes),
             control,
             segments: Mutex::new(SegmentCache::default()),
             tail_segment: TailCache(UnsafeCell::new(None)),
@@ -117,9 +121,9 @@ impl Partition {
     /// a "batch continues" flag). A batch larger than a segment is split at
     /// segment boundaries, and only its last part is atomic.
     ///
-    /// A roll that finds the disk full calls `reclaim` (retention: it
-    /// returns how many segments it removed) and, if it removed any, tries
-    /// once more; otherwise the error is the caller's.
+    /// A roll or a reservation that finds the disk full calls `reclaim`
+    /// (retention: it returns how many segments it removed) and, if it
+    /// removed any, tries once more; otherwise the error is the caller's.
     pub(crate) fn append(&self, records: &[Record<'_>], reclaim: &dyn Fn() -> usize) -> Result<u64> {
         self.stop.check()?;
         let max = self.config.record_bytes_max;
@@ -147,7 +151,7 @@ impl Partition {
         let new_to_us = tail.cache.as_ref().is_none_or(|seg| seg.base_offset != tail_base);
         let mut seg = self.cached_tail(tail.cache, tail_base)?;
         if new_to_us {
-            self.prefaulter.starting_at(seg, pos);
+            self.prefaulter.starting_at(seg, pos, c.tail_reserved.load(Ordering::Relaxed) as usize);
         }
         let total: usize = records.iter().map(Record::frame_bytes).sum();
         if total > seg.len() - pos && total <= seg.len() - SEGMENT_HEADER_BYTES {
@@ -155,6 +159,10 @@ impl Partition {
             seg = tail.cache.as_ref().expect("just rolled");
             pos = SEGMENT_HEADER_BYTES;
         }
+        // Space for every frame that goes into this segment, before the
+        // first store: a full disk fails the send here, with nothing
+        // written.
+        self.reserve_for(&c, seg, pos + total.min(seg.len() - pos), reclaim)?;
         let durable = c.durable.load(Ordering::Acquire);
         let start_pos = pos;
         for (i, r) in records.iter().enumerate() {
@@ -165,6 +173,10 @@ impl Partition {
                 *tail.cache = Some(self.roll(&c, seg, pos, next, reclaim)?);
                 seg = tail.cache.as_ref().expect("just rolled");
                 pos = SEGMENT_HEADER_BYTES;
+                // A batch larger than a segment: the part written so far is
+                // published, the rest needs space in the new segment.
+                let rest: usize = records[i..].iter().map(Record::frame_bytes).sum();
+                self.reserve_for(&c, seg, pos + rest.min(seg.len() - pos), reclaim)?;
             }
             let durable_lag = u32::try_from(next - durable.min(next)).unwrap_or(u32::MAX);
             let batch_continues = i + 1 < records.len();
@@ -174,7 +186,8 @@ impl Partition {
             let pad = record::padding(key.len(), r.payload.len());
             // SAFETY: we hold the append mutex (`tail`) and `pos` is the
             // published tail or beyond it (mmap contract rule 2); the frame
-            // fits the segment (checked above).
+            // fits the segment and its space is reserved (checked above,
+            // rule 1).
             let written = unsafe { seg.write_frame(pos, [&header, key, r.payload, pad]) };
             assert_eq!(written, len, "frame of {len} bytes written as {written}");
             pos += len;
@@ -182,7 +195,6 @@ impl Partition {
         }
         c.tail_pos.store(pos as u64, Ordering::Relaxed);
         c.next_offset.store(next, Ordering::Release);
-        self.prefaulter.after_append(seg, start_pos, pos);
         self.sealer.after_append(seg, start_pos, pos);
         if self.config.durability.readers_see_unsynced() {
             c.visible.store(next, Ordering::SeqCst);
@@ -299,6 +311,54 @@ impl Partition {
         }
     }
 
+    /// Makes sure the tail segment `seg` has blocks for its bytes below
+    /// `end` before the caller stores frames there, and reserves ahead of
+    /// the writer as `reservation.rs` says. One comparison when the space is
+    /// there already; else an `fallocate` ([`ReserveAhead::reserve`]: the
+    /// chunks the frames need, and the lead when the disk has room for it),
+    /// and the prefault thread is asked to fault in what it reserved. When
+    /// not even the frames' chunks fit, the send fails with ENOSPC
+    /// ([`Error::is_no_space`]), with nothing written. That is not a failed
+    /// sync: the handle goes on, and a later send succeeds once there is
+    /// room. As a roll does, a reservation that finds the disk full first
+    /// calls `reclaim` (segments every group has passed may be what fills
+    /// it) and, if that removed any, tries once more. Called with the append
+    /// mutex held, so the watermark it raises is the one every process's
+    /// writer checks.
+    fn reserve_for(
+        &self,
+        c: &PartitionControl<'_>,
+        seg: &Arc<Segment>,
+        end: usize,
+        reclaim: &dyn Fn() -> usize,
+    ) -> Result<()> {
+        let reserved = c.tail_reserved.load(Ordering::Relaxed) as usize;
+        let wanted = self.reserve_ahead.for_writer_at(end);
+        if wanted <= reserved {
+            return Ok(());
+        }
+        let reserve = || {
+            self.reserve_ahead.reserve(seg, reserved, end).inspect_err(|e| {
+                if e.is_no_space() {
+                    // Not even the frames' chunks fitted: give back what
+                    // the failed call kept of them (nothing is stored past
+                    // the watermark).
+                    seg.release(reserved, self.reserve_ahead.needed_for(end));
+                }
+            })
+        };
+        let now = match reserve() {
+            Err(e) if e.is_no_space() && reclaim() > 0 => reserve()?,
+            reserved_now => reserved_now?,
+        };
+        if now == reserved {
+            return Ok(());
+        }
+        c.tail_reserved.store(now as u64, Ordering::Relaxed);
+        self.prefaulter.reserved(seg, reserved, now);
+        Ok(())
+    }
+
     /// Seals the full segment `old` and starts a new one at offset `next`.
     /// Called with the append mutex held and the tail published up to
     /// `pos`/`next`.
@@ -334,19 +394,24 @@ impl Partition {
             self.publish_durable(c, next);
         }
         let durable = c.durable.load(Ordering::Acquire);
-        let create = || Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable);
+        let reserved = self.reserve_ahead.after_roll();
+        let create = || Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable, reserved);
         // Segments every group has passed may be what fills the disk.
         let seg = match create() {
             Err(e) if e.is_no_space() && reclaim() > 0 => create()?,
             created => created?,
         };
         let seg = Arc::new(seg);
-        seg.prefault(0, PREFAULT_BYTES);
-        self.prefaulter.starting_at(&seg, 0);
+        // The first chunk now, on this thread: the writer is about to need
+        // it. The rest of the reserved lead on the prefault thread.
+        let first = self.reserve_ahead.at_creation();
+        seg.prefault(0, first);
+        self.prefaulter.reserved(&seg, first, reserved);
         let seg = self.segments.lock().insert(seg);
         c.prev_segment_base.store(old.base_offset, Ordering::Relaxed);
         c.tail_segment_base.store(next, Ordering::Relaxed);
         c.tail_pos.store(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
+        c.tail_reserved.store(reserved as u64, Ordering::Relaxed);
         self.rolled.store(true, Ordering::Relaxed);
         if durable < next {
             let partition = self.me.upgrade().expect("a partition that appends is alive");
@@ -761,7 +826,8 @@ pub(crate) fn create(queue_dir: &Path, id: u32, config: &QueueConfig) -> Result<
     let dir = queue_dir.join(dir_name(id));
     storage::create_dir_durable(&dir)?;
     if segment_bases(&dir)?.is_empty() {
-        Segment::create(&dir, id, 0, config.segment_bytes, 0)?;
+        let reserved = ReserveAhead::new(config.segment_bytes).at_creation();
+        Segment::create(&dir, id, 0, config.segment_bytes, 0, reserved)?;
     }
     Ok(())
 }
@@ -798,22 +864,25 @@ pub(crate) fn recover(
 ) -> Result<Tail> {
     let bases = existing_segment_bases(dir)?;
     let (first, last) = (bases[0], bases[bases.len() - 1]);
+    let reserve_ahead = ReserveAhead::new(config.segment_bytes);
     // Judged as found, before it is grown back or its header rewritten
     // (recovery rows 5 to 7 in docs/FORMAT.md).
-    let (seg, found) = Segment::open_for_recovery(dir, last, config.segment_bytes, |path, found| {
-        recovery::check_last_file(found, path, id, last, config.segment_bytes, evidence)
-    })?;
+    let (seg, found) =
+        Segment::open_for_recovery(dir, last, config.segment_bytes, reserve_ahead.at_creation(), |path, found| {
+            recovery::check_last_file(found, path, id, last, config.segment_bytes, evidence)
+        })?;
     let prev_base = bases.len().checked_sub(2).map_or(last, |i| bases[i]);
     let sealed = if prev_base != last { judge_sealed(dir, id, config, crash, prev_base, &seg)? } else { None };
     if let Some((prev, Sealed::Cut(cut))) = sealed {
         recovery::check_end(cut.next_offset, evidence, &prev.path, cut.tail_pos)?;
-        cut_sealed(dir, &prev, &cut, &seg)?;
+        let reserved = cut_sealed(dir, config, &prev, &cut, &seg)?;
         return Ok(Tail {
             first_offset: first,
             next_offset: cut.next_offset,
             segment_base: prev_base,
             pos: cut.tail_pos as u64,
             prev_segment_base: bases.len().checked_sub(3).map_or(prev_base, |i| bases[i]),
+            reserved: reserved as u64,
         });
     }
     // SAFETY: recovery's caller is alone or holds the append mutex (see
@@ -829,15 +898,24 @@ pub(crate) fn recover(
     if let Some((prev, _)) = sealed {
         keep_sealed(&prev, last)?;
     }
+    // Blocks for everything recovery keeps or zeroes, before any store, and
+    // the writer's lead after it if the disk has room: a power cut may have
+    // kept a segment's bytes but not the reservation of the blocks around
+    // them. Reserving again what has blocks takes no space, so a queue on a
+    // full disk still opens, to be read and to free space by retention.
+    let stored_end = scan.torn.map_or(scan.tail_pos, |torn| torn.to.max(scan.tail_pos));
+    let reserved = reserve_ahead.reserve(&seg, 0, stored_end)?;
     if found != LastFile::Whole {
         // The rewritten header claims every record before this segment
         // synced, which `keep_sealed` (or an earlier proof) made true.
         // SAFETY: as above; no reader can reach a segment without a header.
+        // The header's chunk has blocks (`open_for_recovery` reserved it).
         unsafe { seg.rewrite_header(id, config.segment_bytes) };
         seg.sync(0, SEGMENT_HEADER_BYTES)?;
     }
     if let Some(torn) = scan.torn {
-        // SAFETY: as above; the torn bytes lie beyond every frame we keep.
+        // SAFETY: as above; the torn bytes lie beyond every frame we keep,
+        // and have blocks (reserved above: mmap contract rule 1).
         unsafe { seg.zero(torn.from, torn.to) };
         seg.sync(torn.from, torn.to)?;
     }
@@ -848,6 +926,7 @@ pub(crate) fn recover(
         segment_base: last,
         pos: scan.tail_pos as u64,
         prev_segment_base: prev_base,
+        reserved: reserved as u64,
     })
 }
 
@@ -898,24 +977,27 @@ fn keep_sealed(prev: &Segment, last_base: u64) -> Result<()> {
 }
 
 /// Cuts the log inside the segment before the last, where `cut` ends it:
-/// zeroes its torn bytes, syncs what it keeps, records the new end in its
-/// header, and removes the last segment, whose records follow the hole.
-fn cut_sealed(dir: &Path, prev: &Segment, cut: &recovery::Scan, last: &Segment) -> Result<()> {
-    let end = match cut.torn {
-        Some(torn) => {
-            // SAFETY: as in `recover`; the torn bytes lie beyond every frame
-            // we keep, and no reader was handed them: only a process alone
-            // with the queue cuts (never after a process death).
-            unsafe { prev.zero(torn.from, torn.to) };
-            torn.to.max(cut.tail_pos)
-        }
-        None => cut.tail_pos,
-    };
+/// reserves blocks for what it keeps or zeroes and the writer's lead (the
+/// log goes on in this segment), zeroes its torn bytes, syncs what it
+/// keeps, records the new end in its header, and removes the last segment,
+/// whose records follow the hole. Returns how much of `prev`, now the
+/// tail, is reserved.
+fn cut_sealed(dir: &Path, config: &QueueConfig, prev: &Segment, cut: &recovery::Scan, last: &Segment) -> Result<usize> {
+    let end = cut.torn.map_or(cut.tail_pos, |torn| torn.to.max(cut.tail_pos));
+    let reserved = ReserveAhead::new(config.segment_bytes).reserve(prev, 0, end)?;
+    if let Some(torn) = cut.torn {
+        // SAFETY: as in `recover`; the torn bytes lie beyond every frame we
+        // keep, and no reader was handed them: only a process alone with
+        // the queue cuts (never after a process death). They have blocks
+        // (reserved above: mmap contract rule 1).
+        unsafe { prev.zero(torn.from, torn.to) };
+    }
     prev.sync(0, end)?;
     // SAFETY: as above; every record of `prev` below the cut was just
     // synced, and every segment before it was synced before it was sealed.
     unsafe { prev.set_synced_end(cut.next_offset) };
     prev.sync(0, SEGMENT_HEADER_BYTES)?;
     storage::remove_file(&last.path)?;
-    storage::sync_dir(dir)
+    storage::sync_dir(dir)?;
+    Ok(reserved)
 }

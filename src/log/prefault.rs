@@ -3,9 +3,14 @@
 //! The first store into each page of a fresh segment costs a page fault in
 //! which the kernel allocates a page-cache page and zeroes it; measured here,
 //! that was over a third of the time of a `Buffered` send. The append path
-//! therefore asks this background thread, whenever its tail enters a new
-//! chunk, to fault in the *next* chunk with `MADV_POPULATE_WRITE`, so the
-//! writer finds its pages ready. The hint never changes a byte of the file.
+//! therefore asks this background thread, whenever it reserves more of a
+//! segment ahead of the writer (once per chunk the writer enters, see
+//! `reservation.rs`), to fault in what it reserved with
+//! `MADV_POPULATE_WRITE`, so the writer finds its pages ready. The hint never
+//! changes a byte of the file. It never touches a page beyond the reserved
+//! part: faulting a page in for writing makes the file system give it a
+//! block, which is what the reservation must do first (a page it could not
+//! get a block for would fault with SIGBUS).
 //!
 //! Under `Durability::Sync` the thread also writes each chunk's zeros to the
 //! disk before the writer gets there ([`AheadOfWriter::FaultInAndWriteZeros`]).
@@ -27,17 +32,17 @@ use crossbeam_channel::{Sender, TrySendError};
 use crate::fail_stop::FailStop;
 use crate::log::segment::Segment;
 
-/// Bytes faulted in per request.
+/// Bytes faulted in per request, at most.
 pub(crate) const PREFAULT_BYTES: usize = 1 << 20;
 
-/// How many chunks past the writer's the thread keeps faulted in.
-const CHUNKS_AHEAD: usize = 4;
+/// One request: fault in `start..end` of a segment.
+type Request = (Arc<Segment>, usize, usize);
 
 /// Hands prefault requests to the background thread; the thread ends when
 /// every clone is dropped.
 #[derive(Clone)]
 pub(crate) struct Prefaulter {
-    requests: Sender<(Arc<Segment>, usize)>,
+    requests: Sender<Request>,
 }
 
 /// The background thread, joined on drop. Its owner must drop every
@@ -70,16 +75,15 @@ pub(crate) enum AheadOfWriter {
 impl Prefaulter {
     pub(crate) fn start(ahead: AheadOfWriter) -> (Prefaulter, PrefaultThread) {
         // A few requests in flight are plenty: the writer asks once per chunk.
-        let (requests, pending) = crossbeam_channel::bounded::<(Arc<Segment>, usize)>(8);
+        let (requests, pending) = crossbeam_channel::bounded::<Request>(8);
         let thread = std::thread::Builder::new()
             .name("durq-prefault".into())
             .spawn(move || {
-                for (segment, chunk) in pending {
-                    let end = chunk + PREFAULT_BYTES;
-                    segment.prefault(chunk, end);
+                for (segment, start, end) in pending {
+                    segment.prefault(start, end);
                     if let AheadOfWriter::FaultInAndWriteZeros(stop) = &ahead {
-                        match segment.start_writeback(chunk, end) {
-                            Ok(()) => segment.prefault(chunk, end),
+                        match segment.start_writeback(start, end) {
+                            Ok(()) => segment.prefault(start, end),
                             Err(e) => {
                                 stop.stop(e);
                             }
@@ -91,34 +95,27 @@ impl Prefaulter {
         (Prefaulter { requests }, PrefaultThread(Some(thread)))
     }
 
-    /// The writer of this process starts on `segment` at `pos`: after a
-    /// roll, or at its first append into a segment this process did not
-    /// write before. Asks for the [`CHUNKS_AHEAD`] chunks after `pos`'s.
-    pub(crate) fn starting_at(&self, segment: &Arc<Segment>, pos: usize) {
-        let chunk = pos / PREFAULT_BYTES;
-        self.request(segment, chunk + 1..=chunk + CHUNKS_AHEAD);
+    /// The writer of this process starts on `segment` at `pos`: at its
+    /// first append into a segment it did not write before. Asks for what
+    /// is reserved after `pos`'s request (the reservation's lead, a few
+    /// MiB); the rest is asked for as it is reserved.
+    pub(crate) fn starting_at(&self, segment: &Arc<Segment>, pos: usize, reserved: usize) {
+        self.reserved(segment, (pos / PREFAULT_BYTES + 1) * PREFAULT_BYTES, reserved);
     }
 
-    /// Called after an append moved the tail from `old_pos` to `new_pos`:
-    /// for each chunk it entered, asks for the one [`CHUNKS_AHEAD`] past it
-    /// (the ones before were asked for already).
-    pub(crate) fn after_append(&self, segment: &Arc<Segment>, old_pos: usize, new_pos: usize) {
-        let (old_chunk, new_chunk) = (old_pos / PREFAULT_BYTES, new_pos / PREFAULT_BYTES);
-        if new_chunk > old_chunk {
-            self.request(segment, (old_chunk + CHUNKS_AHEAD + 1).max(new_chunk + 1)..=new_chunk + CHUNKS_AHEAD);
-        }
-    }
-
-    /// Never blocks; a request that does not fit is dropped (the pages then
-    /// fault in the ordinary way).
-    fn request(&self, segment: &Arc<Segment>, chunks: std::ops::RangeInclusive<usize>) {
-        for chunk in chunks {
-            if chunk * PREFAULT_BYTES >= segment.len() {
-                break;
-            }
-            match self.requests.try_send((segment.clone(), chunk * PREFAULT_BYTES)) {
+    /// The writer just reserved `from..to` of `segment`: asks for it, in
+    /// requests of at most [`PREFAULT_BYTES`].
+    pub(crate) fn reserved(&self, segment: &Arc<Segment>, from: usize, to: usize) {
+        let to = to.min(segment.len());
+        let mut start = from;
+        while start < to {
+            let end = ((start / PREFAULT_BYTES + 1) * PREFAULT_BYTES).min(to);
+            // Never blocks; a request that does not fit is dropped (the
+            // pages then fault in the ordinary way).
+            match self.requests.try_send((segment.clone(), start, end)) {
                 Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
             }
+            start = end;
         }
     }
 }

@@ -18,8 +18,9 @@
 //!
 //! A segment is named by its base offset, `{base_offset:020}.seg`, so a
 //! directory listing sorts segments in log order. It is created at its full
-//! size with its blocks reserved, and fsynced together with its directory
-//! before any record is written into it.
+//! size, sparse, with blocks reserved for its first part only (more are
+//! reserved ahead of the writer as it goes: `reservation.rs`), and fsynced
+//! together with its directory before any record is written into it.
 //!
 //! `synced_end` says that every record of the partition below it was synced,
 //! in this segment and in every segment before it. It is written into the
@@ -161,7 +162,8 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     map: MappedFile,
-    /// Kept open for [`Segment::start_writeback`].
+    /// Kept open for [`Segment::start_writeback`], [`Segment::reserve`] and
+    /// [`Segment::release`].
     file: File,
     syncs: Mutex<Syncs>,
 }
@@ -180,20 +182,23 @@ impl Segment {
         Segment { base_offset, path, map, file, syncs: Mutex::new(Syncs::default()) }
     }
 
-    /// Creates a new, empty segment: reserved at full size, header written
-    /// (claiming `synced_end`, see [`encode_header_synced_to`]), file and
-    /// directory fsynced. Fails if the file exists.
+    /// Creates a new, empty segment: full size (sparse), blocks reserved
+    /// for its first `reserved` bytes, header written (claiming
+    /// `synced_end`, see [`encode_header_synced_to`]), file and directory
+    /// fsynced. Fails if the file exists.
     pub(crate) fn create(
         dir: &Path,
         partition: u32,
         base_offset: u64,
         segment_bytes: u64,
         synced_end: u64,
+        reserved: usize,
     ) -> Result<Segment> {
         assert!(synced_end <= base_offset, "new segment {base_offset} claims records up to {synced_end} synced");
+        assert!(reserved >= SEGMENT_HEADER_BYTES, "the header's block is reserved with the file");
         let path = dir.join(file_name(base_offset));
         let header = encode_header_synced_to(partition, base_offset, segment_bytes, synced_end);
-        let file = storage::create_durable(&path, &header, segment_bytes)?;
+        let file = storage::create_durable(&path, &header, segment_bytes, reserved as u64)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
         Ok(Segment::new(base_offset, path, map, file))
     }
@@ -212,11 +217,14 @@ impl Segment {
     /// recovery only, once `judge` accepted the file as it was found (its
     /// bytes, fewer than `segment_bytes` if it was cut; see
     /// `recovery::check_last_file`): a refused file is left as it is. Grows
-    /// the file back to its full size (and re-reserves it) if it was short.
+    /// the file back to its full size if it was short, and reserves its
+    /// first `reserved` bytes (the header's chunk), which a power cut may
+    /// have left without blocks.
     pub(crate) fn open_for_recovery<T>(
         dir: &Path,
         base_offset: u64,
         segment_bytes: u64,
+        reserved: usize,
         judge: impl FnOnce(&Path, &[u8]) -> Result<T>,
     ) -> Result<(Segment, T)> {
         let path = dir.join(file_name(base_offset));
@@ -232,7 +240,7 @@ impl Segment {
             // append mutex, so nothing writes the file while it is judged.
             let verdict = judge(&path, found.as_ref().map_or(&[], |m| unsafe { m.bytes(0, m.len()) }))?;
             drop(found);
-            storage::reserve(&file, &path, segment_bytes)?;
+            storage::size_and_reserve(&file, &path, segment_bytes, reserved as u64)?;
             let map = MappedFile::map(&file, &path, segment_bytes)?;
             return Ok((Segment::new(base_offset, path, map, file), verdict));
         }
@@ -240,7 +248,7 @@ impl Segment {
         // SAFETY: recovery's caller is alone with the queue or holds the
         // append mutex, so nothing writes the segment while it is judged.
         let verdict = judge(&path, unsafe { map.bytes(0, map.len()) })?;
-        storage::reserve(&file, &path, segment_bytes)?;
+        storage::size_and_reserve(&file, &path, segment_bytes, reserved as u64)?;
         Ok((Segment::new(base_offset, path, map, file), verdict))
     }
 
@@ -358,6 +366,19 @@ impl Segment {
     pub(crate) unsafe fn zero(&self, pos: usize, end: usize) {
         // SAFETY: forwarded contract.
         unsafe { self.map.zero(pos, end - pos) }
+    }
+
+    /// Reserves blocks for the bytes `from..to` (see `storage::reserve`),
+    /// before anything is stored there. Idempotent: bytes that have blocks
+    /// keep them, and what they hold.
+    pub(crate) fn reserve(&self, from: usize, to: usize) -> Result<()> {
+        storage::reserve(&self.file, &self.path, from as u64..to.min(self.len()) as u64)
+    }
+
+    /// Gives back the blocks of `from..to` (see `storage::release`), which
+    /// must lie beyond the reserved watermark.
+    pub(crate) fn release(&self, from: usize, to: usize) {
+        storage::release(&self.file, &self.path, from as u64..to.min(self.len()) as u64)
     }
 
     /// Where this segment's data ends as far as the file system knows:

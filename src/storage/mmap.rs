@@ -10,15 +10,32 @@
 //! mapping, or writing through a raw pointer into it, is sound only while these
 //! rules hold; every `unsafe` call into this module names the rule it relies on.
 //!
-//! 1. **No shrinking.** durq never truncates a segment, a checkpoint file or
-//!    the control file.
-//!    A segment is created at its full size with its blocks reserved
-//!    (`fallocate`), so neither a read nor a write through a mapping can touch
-//!    a page beyond the end of the file (SIGBUS) or need a block the disk no
-//!    longer has (ENOSPC turned into SIGBUS). Retention removes whole segment
-//!    files with `unlink`; a process that still maps one keeps its pages. A
-//!    checkpoint file is mapped only once it has its full size, and a newer
-//!    holder removes it with `unlink` too.
+//! 1. **No shrinking, and no store without a block.** durq never truncates
+//!    a segment, a checkpoint file or the control file. A segment is created
+//!    at its full size, so no access through a mapping can touch a page
+//!    beyond the end of the file (SIGBUS). Its blocks are reserved
+//!    (`fallocate`) progressively, a few chunks ahead of the writer
+//!    (`log/reservation.rs`), in whole chunks the size of the largest
+//!    page-cache folio ([`largest_folio_bytes`]): a store makes the file
+//!    system find blocks for its page's whole folio. The tail segment's
+//!    reserved watermark (`tail_reserved` in the control file) is raised,
+//!    under the append mutex, only after its `fallocate` returned, and no
+//!    one stores into a segment at or beyond it: the writer reserves every
+//!    byte of a batch before its first store (a full disk is then an ENOSPC
+//!    error of that `send`), the prefault thread faults in only reserved
+//!    pages, and recovery reserves what it zeroes or rewrites first. So no
+//!    store needs a block the disk no longer has (ENOSPC turned into
+//!    SIGBUS). What a failed `fallocate` kept beyond the watermark is
+//!    punched back: nothing is stored there. Bytes past the reserved part
+//!    are a hole; readers stay below the tail, and recovery reads the last
+//!    segment only up to where `SEEK_DATA` says its data ends, but a walk
+//!    over damage, or over a sealed segment a large batch left early, may
+//!    read holes. On ext4 and XFS that reads zeros and needs no block. On
+//!    tmpfs (which the tests use, and which keeps nothing across a reboot)
+//!    it takes a page, and on a full tmpfs faults. Retention removes whole
+//!    segment files with `unlink`; a process that still maps one keeps its
+//!    pages. A checkpoint file is mapped only once it has its full size, and
+//!    a newer holder removes it with `unlink` too.
 //! 2. **Append only below the published end.** Bytes of a segment below the
 //!    partition's published tail (`next_offset`/`tail_pos` in the control
 //!    file) are never written again by durq. Only the holder of the partition's
@@ -52,6 +69,25 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
 
+/// The largest folio (a run of pages the page cache manages as one) Linux
+/// may hold a file's bytes in: a page table's worth of pages (2 MiB with
+/// 4 KiB pages), at most 2^11 pages (`MAX_PAGECACHE_ORDER`). ext4 and XFS
+/// keep files in such large folios, and the first store into any page of a
+/// folio makes the file system find blocks for the whole folio (measured
+/// here: a store beside a freshly reserved 4 KiB, in a 1 MiB folio, on a
+/// full ext4, was a SIGBUS). Folios are aligned to their size, so a
+/// reservation that starts and ends on multiples of this leaves no folio
+/// half reserved, whoever made the folio (another process's read of the
+/// hole after it included).
+pub(crate) fn largest_folio_bytes() -> usize {
+    const MAX_PAGECACHE_ORDER: u32 = 11;
+    // SAFETY: sysconf only reads its integer argument.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
+    // A page table is one page of 8-byte entries: it maps page / 8 pages.
+    let pmd_order = (page / 8).trailing_zeros();
+    page << pmd_order.min(MAX_PAGECACHE_ORDER)
+}
+
 /// A whole file mapped shared and read-write.
 pub(crate) struct MappedFile {
     map: MmapRaw,
@@ -60,7 +96,7 @@ pub(crate) struct MappedFile {
 
 impl MappedFile {
     /// Maps the first `len` bytes of `file`, which must be at least that long
-    /// (the caller reserved them).
+    /// (the caller gave it that length).
     pub(crate) fn map(file: &File, path: &Path, len: u64) -> Result<MappedFile> {
         let len = mappable_len(file, path, len)?;
         let map = MmapOptions::new().len(len).map_raw(file).map_err(|e| Error::io("mmap", path, e))?;
@@ -91,7 +127,8 @@ impl MappedFile {
     /// The caller holds the right to write `pos..pos + src.len()`: it holds the
     /// partition's append mutex and the range lies at or beyond the published
     /// tail (contract rule 2), or it is the only process with the queue open,
-    /// or it holds a checkpoint file's epoch (rule 4).
+    /// or it holds a checkpoint file's epoch (rule 4). The range has blocks
+    /// reserved (rule 1).
     pub(crate) unsafe fn write(&self, pos: usize, src: &[u8]) {
         assert!(pos <= self.len && src.len() <= self.len - pos, "write {pos}+{} beyond map of {}", src.len(), self.len);
         // SAFETY: the range is inside the mapping (checked above); `src` is a

@@ -167,16 +167,16 @@ pub(crate) fn open_rw(path: &Path) -> Result<File> {
     OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::io("open", path, e))
 }
 
-/// Creates a file that must not exist yet, writes `contents`, reserves
-/// `reserve_bytes` of disk space for it, and makes both the file and its
-/// directory entry durable (fdatasync of the file, fsync of the directory).
-pub(crate) fn create_durable(path: &Path, contents: &[u8], reserve_bytes: u64) -> Result<File> {
+/// Creates a file that must not exist yet, gives it its full length
+/// `len_bytes` (sparse: no blocks yet), reserves blocks for its first
+/// `reserve_bytes`, writes `contents` at its start, and makes the file and
+/// its directory entry durable (fdatasync of the file, fsync of the
+/// directory).
+pub(crate) fn create_durable(path: &Path, contents: &[u8], len_bytes: u64, reserve_bytes: u64) -> Result<File> {
     let file = effect(Op::Create(path), || OpenOptions::new().read(true).write(true).create_new(true).open(path))
         .map_err(|e| Error::io("create", path, e))?;
     let filled = (|| {
-        if reserve_bytes > 0 {
-            reserve(&file, path, reserve_bytes)?;
-        }
+        size_and_reserve(&file, path, len_bytes, reserve_bytes)?;
         effect(Op::Write(path), || file.write_all_at(contents, 0)).map_err(|e| Error::io("write", path, e))?;
         effect(Op::SyncFile(path), || file.sync_all()).map_err(|e| Error::io("fsync", path, e))?;
         sync_dir(parent_dir(path))
@@ -190,17 +190,63 @@ pub(crate) fn create_durable(path: &Path, contents: &[u8], reserve_bytes: u64) -
     Ok(file)
 }
 
-/// Reserves disk blocks for the first `len` bytes of `file` (fallocate), so a
-/// later store into a mapping of it can never hit ENOSPC and fault. The file
-/// only ever grows here: shrinking a mapped file makes readers fault.
-pub(crate) fn reserve(file: &File, path: &Path, len: u64) -> Result<()> {
+/// Grows `file` to `len_bytes` if it is shorter (`ftruncate`: the new part
+/// is a hole, with no blocks), never shrinking it, and reserves blocks for
+/// its first `reserve_bytes` (see [`reserve`]). One [`Op::Reserve`]: both
+/// steps give the file room, neither writes a byte.
+pub(crate) fn size_and_reserve(file: &File, path: &Path, len_bytes: u64, reserve_bytes: u64) -> Result<()> {
     effect(Op::Reserve(path), || {
-        // SAFETY: posix_fallocate only reads its integer arguments; the
-        // descriptor is owned by `file`, which outlives the call.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-        if rc != 0 { Err(std::io::Error::from_raw_os_error(rc)) } else { Ok(()) }
+        fallocate(file, 0..reserve_bytes)?;
+        // Only grow, never shrink: rule 1 of the mmap contract.
+        if file.metadata()?.len() < len_bytes {
+            file.set_len(len_bytes)?;
+        }
+        Ok(())
     })
     .map_err(|e| Error::io("reserve space (fallocate)", path, e))
+}
+
+/// Reserves disk blocks for the bytes `range` of `file` (`posix_fallocate`,
+/// which keeps what is written there and extends a shorter file), so that a
+/// later store into a mapping of them never needs a block the disk no
+/// longer has: such a store would fault (SIGBUS) instead of failing. Fails
+/// with ENOSPC ([`Error::is_no_space`]) when the disk is full; some of the
+/// range may then be reserved, which is harmless.
+pub(crate) fn reserve(file: &File, path: &Path, range: std::ops::Range<u64>) -> Result<()> {
+    effect(Op::Reserve(path), || fallocate(file, range)).map_err(|e| Error::io("reserve space (fallocate)", path, e))
+}
+
+/// Gives the blocks of the bytes `range` of `file` back to the disk
+/// (`FALLOC_FL_PUNCH_HOLE`, keeping the file's length): after a
+/// [`reserve`] that failed for want of space, which on ext4 keeps what it
+/// allocated before it ran out. Only for bytes that hold nothing and that
+/// nobody stores into: beyond a segment's reserved watermark. They read as
+/// zeros before and after. Best effort: a file system that cannot punch
+/// holes only keeps the space.
+pub(crate) fn release(file: &File, path: &Path, range: std::ops::Range<u64>) {
+    if range.is_empty() {
+        return;
+    }
+    let _ = effect(Op::Reserve(path), || {
+        let (pos, len) = (range.start as libc::off_t, (range.end - range.start) as libc::off_t);
+        // SAFETY: fallocate only reads its integer arguments; the
+        // descriptor is owned by `file`, which outlives the call.
+        let rc = unsafe {
+            libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, pos, len)
+        };
+        if rc != 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    });
+}
+
+fn fallocate(file: &File, range: std::ops::Range<u64>) -> std::io::Result<()> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let (pos, len) = (range.start as libc::off_t, (range.end - range.start) as libc::off_t);
+    // SAFETY: posix_fallocate only reads its integer arguments; the
+    // descriptor is owned by `file`, which outlives the call.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), pos, len) };
+    if rc != 0 { Err(std::io::Error::from_raw_os_error(rc)) } else { Ok(()) }
 }
 
 /// Where the data of `file` ends as far as the file system knows: every
@@ -471,7 +517,7 @@ mod tests {
         let path = dir.path().join("f");
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
         let len: u64 = 4 << 20;
-        reserve(&file, &path, len).unwrap();
+        reserve(&file, &path, 0..len).unwrap();
         let empty = data_end(&file, len);
         write_at(&file, &path, 0, &[1; 100]).unwrap();
         write_at(&file, &path, 300_000, &[2; 10]).unwrap();
