@@ -108,7 +108,7 @@ pub(crate) fn survey(dir: &Path, id: u32, config: &QueueConfig, evidence: Option
             repairs.push(format!("{}: its creation was cut short; the next open rewrites its header", named(last)))
         }
         LastFile::HeaderLost => {
-            repairs.push(format!("{}: its header is zeros; the next open rewrites it", named(last)))
+            repairs.push(format!("{}: its header is zeros; the next open rewrites its header", named(last)))
         }
     }
     // Recovery rewrites a lost header with `synced_end` at the base, which
