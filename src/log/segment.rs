@@ -496,4 +496,17 @@ mod tests {
         flipped[20] ^= 1;
         assert!(matches!(check_header(&flipped, p, 3, 1000, 65536), Err(Error::Corrupt { .. })));
     }
+
+    #[test]
+    fn a_header_is_whole_by_its_fixed_part_and_checksum_alone() {
+        // What a power cut during creation cannot leave: the fixed part and
+        // its checksum (36 bytes), whatever follows.
+        let h = encode_header(3, 1000, 65536);
+        assert!(header_is_whole(&h) && header_is_whole(&h[..CRC_AT + 4]));
+        assert!(!header_is_whole(&h[..CRC_AT + 3]), "cut inside the checksum");
+        let mut flipped = h;
+        flipped[20] ^= 1;
+        assert!(!header_is_whole(&flipped));
+        assert!(!header_is_whole(&[0; SEGMENT_HEADER_BYTES]));
+    }
 }
