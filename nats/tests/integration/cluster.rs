@@ -50,7 +50,20 @@ async fn kv_compare_and_set_survives_the_loss_of_the_streams_leader() {
     // A member connected only to the surviving nodes.
     let survivors: Vec<String> = cluster.names().into_iter().filter(|n| *n != old_leader).collect();
     let urls = survivors.iter().map(|n| cluster.url_of(n)).collect::<Vec<_>>().join(",");
-    let other = Slots::open(&connect(&urls).await.expect("connect to survivors"), "group", 3).await.expect("open");
+    // The JetStream meta leader may have died with the stream's leader: its
+    // election, on a loaded machine, can outlast one connect's account check.
+    let deadline = Instant::now() + FAILOVER_WITHIN;
+    let survivor = loop {
+        match connect(&urls).await {
+            Ok(client) => break client,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connect to survivors: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("connect to survivors: {e}"),
+        }
+    };
+    let other = Slots::open(&survivor, "group", 3).await.expect("open");
 
     let state = read(&other).await;
     assert_eq!((state.holder(), state.checkpoint(), state.epoch()), (Some("a"), 41, Some(lease.epoch())));
