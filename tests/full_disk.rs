@@ -127,18 +127,7 @@ fn child_on_a_full_disk() {
         assert_eq!(producer.send(payload(i)).unwrap().offset, i, "sends work again once there is room");
     }
     let mut consumer = queue.consumer("g").unwrap();
-    let mut seen = 0u64;
-    while let n @ 1.. = consumer
-        .process_timeout(std::time::Duration::from_millis(50), |batch| {
-            for m in batch {
-                assert_eq!(m.payload(), payload(m.position().offset));
-            }
-            Ok::<(), std::io::Error>(())
-        })
-        .unwrap()
-    {
-        seen += n as u64;
-    }
+    let seen = consume_checked(&mut consumer, payload);
     assert_eq!(seen, acked + 20);
     println!("@@recovered: {} records consumed after space returned", seen);
     println!("@@done");
@@ -214,18 +203,7 @@ fn child_filling_the_middle_of_a_segment() {
         );
     }
     let mut consumer = queue.consumer("g").unwrap();
-    let mut seen = 0u64;
-    while let n @ 1.. = consumer
-        .process_timeout(std::time::Duration::from_millis(50), |batch| {
-            for m in batch {
-                assert_eq!(m.payload(), payload(m.position().offset));
-            }
-            Ok::<(), std::io::Error>(())
-        })
-        .unwrap()
-    {
-        seen += n as u64;
-    }
+    let seen = consume_checked(&mut consumer, payload);
     assert_eq!(seen, acked + 100);
     println!("@@recovered: {seen} records consumed after space returned");
     println!("@@done");
@@ -266,13 +244,13 @@ fn fill(producer: &durq::Producer, mut next: u64) -> (u64, durq::Error) {
 }
 
 /// Processes everything visible as `consumer`'s group, checking each record
-/// is the one sent at its offset; returns how many.
-fn consume_checked(consumer: &mut durq::Consumer) -> u64 {
+/// is `sent(offset)`, the one sent at its offset; returns how many.
+fn consume_checked(consumer: &mut durq::Consumer, sent: fn(u64) -> Vec<u8>) -> u64 {
     let mut seen = 0u64;
     while let n @ 1.. = consumer
         .process_timeout(std::time::Duration::from_millis(50), |batch| {
             for m in batch {
-                assert_eq!(m.payload(), small_payload(m.position().offset), "offset {}", m.position().offset);
+                assert_eq!(m.payload(), sent(m.position().offset), "offset {}", m.position().offset);
             }
             Ok::<(), std::io::Error>(())
         })
@@ -305,14 +283,18 @@ fn child_sends_again_once_consumed() {
         let full = segment_files(&dir);
         println!("@@round {round}: {acked} records acknowledged in {full} segments, then: {error}");
         assert!(acked > 500, "round {round}: a disk of about 15 segments took only {acked} records");
-        assert_eq!(consume_checked(&mut consumer), acked, "round {round}: every acknowledged record, once");
+        assert_eq!(
+            consume_checked(&mut consumer, small_payload),
+            acked,
+            "round {round}: every acknowledged record, once"
+        );
         // The send that failed is tried again: its roll finds no space,
         // removes what the group passed, and creates its segment.
         assert_eq!(producer.send(small_payload(filled)).unwrap().offset, filled, "round {round}");
         let left = segment_files(&dir);
         println!("@@round {round}: consumed, sent again; {left} segment files left");
         assert!(left <= 3, "round {round}: {left} of {full} segments left after the group passed them");
-        assert_eq!(consume_checked(&mut consumer), 1);
+        assert_eq!(consume_checked(&mut consumer, small_payload), 1);
         next = filled + 1;
     }
     println!("@@done");
@@ -336,7 +318,7 @@ fn child_rolls_reclaim_on_a_full_disk() {
     let (next, error) = fill(&producer, 0);
     println!("@@filled: {next} records, then: {error}");
     let full = segment_files(&dir);
-    assert_eq!(consume_checked(&mut fast), next);
+    assert_eq!(consume_checked(&mut fast, small_payload), next);
     assert_eq!(segment_files(&dir), full, "the slow group holds every segment");
     assert!(producer.send(small_payload(next)).unwrap_err().is_no_space());
 
@@ -355,7 +337,7 @@ fn child_rolls_reclaim_on_a_full_disk() {
     queue.reset_group("slow", durq::ResetTo::Offset(next)).unwrap();
     let (filled, error) = fill(&producer, next);
     println!("@@filled again: {} records, then: {error}", filled - next);
-    assert_eq!(consume_checked(&mut fast), filled - next + 1);
+    assert_eq!(consume_checked(&mut fast, small_payload), filled - next + 1);
     queue.reset_group("slow", durq::ResetTo::Latest).unwrap();
     let before = segment_files(&dir);
     let reclaimed = queue.reclaim().unwrap();
@@ -369,7 +351,7 @@ fn child_rolls_reclaim_on_a_full_disk() {
     let (refilled, _) = fill(&producer, filled);
     assert!(refilled - filled > 500, "sends work again: {} records", refilled - filled);
     // Nothing acknowledged was lost on the way.
-    assert_eq!(consume_checked(&mut fast), refilled - filled);
+    assert_eq!(consume_checked(&mut fast, small_payload), refilled - filled);
     println!("@@done");
 }
 
@@ -405,7 +387,7 @@ fn child_rolls_in_one_partition_free_another() {
     };
     println!("@@filled partition 1: {filled} records, then: {error}");
     assert!(error.is_no_space(), "{error}");
-    assert_eq!(consume_checked(&mut consumer), filled);
+    assert_eq!(consume_checked(&mut consumer, small_payload), filled);
     // Partition 0 has room in its first segment only; 300 records roll it
     // about four times, each roll on a disk that partition 1 filled.
     for i in 0..300 {
@@ -415,7 +397,7 @@ fn child_rolls_in_one_partition_free_another() {
     let left = std::fs::read_dir(dir.join("q/p0001")).unwrap().count();
     println!("@@sent 300 to partition 0; {left} segment files left in partition 1");
     assert!(left <= 3, "{left}");
-    assert_eq!(consume_checked(&mut consumer), 300);
+    assert_eq!(consume_checked(&mut consumer, small_payload), 300);
     println!("@@done");
 }
 
@@ -463,18 +445,7 @@ fn child_reserves_once_consumed() {
         "the failed send fit its segment: no roll was due ({used} bytes used)"
     );
     assert!(bases.len() >= 3, "segments passed before the tail: {bases:?}");
-    let mut seen = 0u64;
-    while let n @ 1.. = consumer
-        .process_timeout(std::time::Duration::from_millis(50), |batch| {
-            for m in batch {
-                assert_eq!(m.payload(), payload(m.position().offset), "offset {}", m.position().offset);
-            }
-            Ok::<(), std::io::Error>(())
-        })
-        .unwrap()
-    {
-        seen += n as u64;
-    }
+    let seen = consume_checked(&mut consumer, payload);
     assert_eq!(seen, next, "every acknowledged record, once");
     assert_eq!(producer.send(payload(next)).unwrap().offset, next, "the send that failed, tried again");
     let left = segment_files(&dir);

@@ -237,8 +237,9 @@ impl ReadOnlyMap {
         // 8); it is only loaded, never stored through. std::sync::atomic
         // ("Atomic accesses to read-only memory") allows a relaxed load
         // from read-only memory of an atomic no wider than a pointer, and
-        // the module asserts that u64 is (64-bit targets only). Its writers are other processes: the queue's users store
-        // the live words atomically; an opener that re-initialises the file
+        // the module asserts that u64 is (64-bit targets only). Its writers
+        // are other processes: the queue's users store the live words
+        // atomically; an opener that re-initialises the file
         // while we look (it was alone when it checked) stores plain bytes,
         // which, as for rule 5, Rust's memory model does not cover across
         // processes; an aligned 8-byte load never tears on the 64-bit
