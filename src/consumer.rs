@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{BoxError, Error, Result};
+use crate::fail_stop::FailStop;
 use crate::group::dead_letter::{self, DLQ_DIR, Envelope};
 use crate::group::lease::MemberId;
 use crate::group::member::{self, Liveness, Member};
@@ -148,7 +149,7 @@ pub struct Consumer {
     next_slot: u32,
     last_rebalance: Option<Instant>,
     dead_letters: Option<Queue>,
-    stopped: Option<String>,
+    stopped: FailStop,
 }
 
 /// A slot this member holds, and where it reads.
@@ -212,7 +213,7 @@ impl Consumer {
             next_slot: 0,
             last_rebalance: None,
             dead_letters: None,
-            stopped: None,
+            stopped: FailStop::default(),
         };
         consumer.rebalance()?;
         Ok(consumer)
@@ -256,7 +257,7 @@ impl Consumer {
     where
         F: FnMut(&Message<'_>) -> Verdict,
     {
-        self.check_stopped()?;
+        self.stopped.check()?;
         let Some(batch) = self.next_batch(Some(timeout))? else { return Ok(0) };
         let messages = batch.messages();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -308,7 +309,7 @@ impl Consumer {
     /// commit before the work is really done (the classic way queues lose
     /// messages), and the borrow of the consumer lasts until the commit.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Delivery<'_>>> {
-        self.check_stopped()?;
+        self.stopped.check()?;
         Ok(self.next_batch(Some(timeout))?.map(|batch| Delivery { consumer: self, batch: Some(batch) }))
     }
 
@@ -335,19 +336,12 @@ impl Consumer {
             .collect()
     }
 
-    fn check_stopped(&self) -> Result<()> {
-        match &self.stopped {
-            Some(cause) => Err(Error::Stopped { cause: cause.clone() }),
-            None => Ok(()),
-        }
-    }
-
     fn process_within<F, E>(&mut self, timeout: Option<Duration>, f: F) -> Result<usize>
     where
         F: FnOnce(&[Message<'_>]) -> std::result::Result<(), E>,
         E: Into<BoxError>,
     {
-        self.check_stopped()?;
+        self.stopped.check()?;
         let Some(batch) = self.next_batch(timeout)? else { return Ok(0) };
         let messages = batch.messages();
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&messages)));
@@ -458,8 +452,7 @@ impl Consumer {
         // would skip the records later sent to those offsets, so the log is
         // made durable up to the commit first (a no-op under `Sync`).
         if let Err(e) = self.queue.partitions[batch.slot as usize].sync_to(end) {
-            self.stopped = Some(e.to_string());
-            return Err(e);
+            return Err(self.stopped.stop(e));
         }
         let held = self.held.get_mut(&batch.slot).expect("a batch comes from a held slot");
         match held.hold.checkpoint.commit(end) {
@@ -474,10 +467,7 @@ impl Consumer {
                 self.held.remove(&batch.slot);
                 Err(e)
             }
-            Err(e) => {
-                self.stopped = Some(e.to_string());
-                Err(e)
-            }
+            Err(e) => Err(self.stopped.stop(e)),
         }
     }
 
@@ -515,8 +505,7 @@ impl Consumer {
         // Durable: the attempt count must survive a crash, or a poison
         // record would never reach the dead-letter queue.
         if let Err(e) = held.hold.checkpoint.mark_delivered(state.delivered_end, attempts, state.range_attempts, true) {
-            self.stopped = Some(e.to_string());
-            return Err(e);
+            return Err(self.stopped.stop(e));
         }
         Ok(())
     }
@@ -528,8 +517,7 @@ impl Consumer {
         // before they are, so the log is made durable past it first.
         let p = m.position.partition as usize;
         if let Err(e) = self.queue.partitions[p].sync_to(m.position.offset.saturating_add(1)) {
-            self.stopped = Some(e.to_string());
-            return Err(e);
+            return Err(self.stopped.stop(e));
         }
         if self.dead_letters.is_none() {
             // An existing one keeps the options it was created with.

@@ -132,9 +132,13 @@ pub enum Error {
     /// further write: a retried fsync can report success for data that never
     /// reached the disk. Reopen the queue to recover.
     #[error("queue stopped accepting writes after a failed sync: {cause}")]
+    #[non_exhaustive]
     Stopped {
         /// The original failure.
         cause: String,
+        /// The kind of the original failure ([`std::io::ErrorKind::Other`]
+        /// when it was not an I/O error): [`Error::is_no_space`] reads it.
+        kind: std::io::ErrorKind,
     },
 
     /// This member no longer holds the slot: another member took it over
@@ -186,8 +190,16 @@ impl Error {
     }
 
     /// True when the disk is full (`ENOSPC`) or the user's disk quota is
-    /// used up (`EDQUOT`): either way, freeing space is the remedy.
+    /// used up (`EDQUOT`), or the handle stopped after such a failure:
+    /// either way, freeing space (and, after a stop, reopening) is the
+    /// remedy.
     pub fn is_no_space(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+        match self {
+            Error::Io { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            Error::Stopped { kind, .. } => {
+                matches!(kind, std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+            }
+            _ => false,
+        }
     }
 }

@@ -3,33 +3,75 @@
 //! After fsync or msync reports an error, the kernel may already have dropped
 //! the dirty pages and marked them clean, so a retried sync can report success
 //! for data that never reached the disk (the "fsyncgate" lesson from
-//! PostgreSQL). A queue handle therefore remembers the first sync failure and
-//! refuses every later write with [`Error::Stopped`] until it is reopened,
-//! which re-reads what is really on disk.
+//! PostgreSQL). Whatever saw such a failure (a queue handle, one segment's
+//! mapping, a consumer) therefore remembers the first one and refuses every
+//! later write with [`Error::Stopped`] until it is reopened, which re-reads
+//! what is really on disk.
+//!
+//! The stop keeps the failure's [`std::io::ErrorKind`], so that
+//! [`Error::is_no_space`] still tells an operator that freeing space is the
+//! remedy after the handle stopped on a full disk.
 
+use std::io::ErrorKind;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
-/// The first sync failure of one queue handle, shared by its producers.
+/// The first failure that stopped one handle.
 #[derive(Debug, Default)]
 pub(crate) struct FailStop {
-    cause: OnceLock<String>,
+    cause: OnceLock<(String, ErrorKind)>,
 }
 
 impl FailStop {
-    /// `Err(Stopped)` once a sync has failed.
+    /// `Err(Stopped)` once the handle stopped.
     pub(crate) fn check(&self) -> Result<()> {
         match self.cause.get() {
-            Some(cause) => Err(Error::Stopped { cause: cause.clone() }),
+            Some((cause, kind)) => Err(Error::Stopped { cause: cause.clone(), kind: *kind }),
             None => Ok(()),
         }
+    }
+
+    /// True once the handle stopped.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.cause.get().is_some()
     }
 
     /// Records `error` as the reason to stop (the first one wins) and returns
     /// it for the caller to report.
     pub(crate) fn stop(&self, error: Error) -> Error {
-        let _ = self.cause.set(error.to_string());
+        let kind = match &error {
+            Error::Io { source, .. } => source.kind(),
+            Error::Stopped { kind, .. } => *kind,
+            _ => ErrorKind::Other,
+        };
+        let _ = self.cause.set((error.to_string(), kind));
         error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_space() -> Error {
+        Error::io("fdatasync", "/q/p0000/00000000.seg", std::io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+
+    #[test]
+    fn the_first_failure_stops_every_later_check() {
+        let stop = FailStop::default();
+        assert!(stop.check().is_ok());
+        let first = stop.stop(no_space());
+        assert!(first.is_no_space(), "the failure itself is returned to the caller");
+        stop.stop(Error::io("msync", "/elsewhere", std::io::Error::other("later")));
+        match stop.check() {
+            Err(e @ Error::Stopped { .. }) => {
+                assert!(e.to_string().contains("00000000.seg"), "the first cause is kept: {e}");
+                assert!(e.is_no_space(), "a stop on a full disk still says so: {e}");
+            }
+            other => panic!("expected Stopped, got {other:?}"),
+        }
+        assert!(stop.is_stopped());
     }
 }

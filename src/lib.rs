@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod codec;
 mod consumer;
 mod error;
 mod fail_stop;

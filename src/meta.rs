@@ -22,6 +22,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::options::{Durability, QueueConfig};
 use crate::storage;
@@ -73,26 +74,24 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<QueueConfig> {
     if bytes.len() != META_BYTES {
         return Err(corrupt(bytes.len(), &format!("meta file is {} bytes, expected {META_BYTES}", bytes.len())));
     }
-    let le32 = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-    let le64 = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    if crc32fast::hash(&bytes[..CRC_AT]) != le32(CRC_AT) {
+    if crc32fast::hash(&bytes[..CRC_AT]) != codec::u32_at(bytes, CRC_AT) {
         return Err(corrupt(CRC_AT, "meta file checksum mismatch"));
     }
-    let version = le32(VERSION_AT);
+    let version = codec::u32_at(bytes, VERSION_AT);
     if version != FORMAT_VERSION {
         return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: FORMAT_VERSION });
     }
-    let durability = match (le32(DURABILITY_AT), le64(INTERVAL_MS_AT)) {
+    let durability = match (codec::u32_at(bytes, DURABILITY_AT), codec::u64_at(bytes, INTERVAL_MS_AT)) {
         (0, 0) => Durability::Sync,
         (1, ms) => Durability::Interval(Duration::from_millis(ms)),
         (2, 0) => Durability::Buffered,
         _ => return Err(corrupt(DURABILITY_AT, "unknown durability")),
     };
     let config = QueueConfig {
-        partitions: le32(PARTITIONS_AT),
+        partitions: codec::u32_at(bytes, PARTITIONS_AT),
         durability,
-        segment_bytes: le64(SEGMENT_BYTES_AT),
-        record_bytes_max: le32(RECORD_BYTES_MAX_AT),
+        segment_bytes: codec::u64_at(bytes, SEGMENT_BYTES_AT),
+        record_bytes_max: codec::u32_at(bytes, RECORD_BYTES_MAX_AT),
     };
     config.validate().map_err(|e| corrupt(0, &format!("stored options are invalid: {e}")))?;
     Ok(config)

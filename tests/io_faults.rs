@@ -172,7 +172,7 @@ fn a_failed_interval_flush_is_reported_to_the_next_send_and_flush() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match producer.send(b"more") {
-            Err(Error::Stopped { cause }) => {
+            Err(Error::Stopped { cause, .. }) => {
                 assert!(cause.contains("msync"), "{cause}");
                 break;
             }

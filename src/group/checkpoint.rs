@@ -48,6 +48,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::meta::FORMAT_VERSION;
 use crate::storage::{self, mmap::MappedFile};
@@ -168,28 +169,26 @@ pub fn decode_copy(b: &[u8], partition: u32) -> Result<CheckpointState, CopyErro
     if b[..VERSION_AT] != MAGIC {
         return Err(CopyError::BadMagic);
     }
-    let le32 = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-    let le64 = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    if crc32fast::hash(&b[..CRC_AT]) != le32(CRC_AT) {
+    if crc32fast::hash(&b[..CRC_AT]) != codec::u32_at(b, CRC_AT) {
         return Err(CopyError::BadChecksum);
     }
-    if le32(VERSION_AT) != FORMAT_VERSION {
-        return Err(CopyError::Version(le32(VERSION_AT)));
+    if codec::u32_at(b, VERSION_AT) != FORMAT_VERSION {
+        return Err(CopyError::Version(codec::u32_at(b, VERSION_AT)));
     }
     if b[RANGE_ATTEMPTS_AT + 4..CRC_AT].iter().any(|&x| x != 0) {
         return Err(CopyError::Reserved);
     }
-    if le32(PARTITION_AT) != partition {
-        return Err(CopyError::WrongPartition(le32(PARTITION_AT)));
+    if codec::u32_at(b, PARTITION_AT) != partition {
+        return Err(CopyError::WrongPartition(codec::u32_at(b, PARTITION_AT)));
     }
     Ok(CheckpointState {
         partition,
-        generation: le64(GENERATION_AT),
-        epoch: le64(EPOCH_AT),
-        next_offset: le64(NEXT_OFFSET_AT),
-        delivered_end: le64(DELIVERED_END_AT),
-        attempts: le32(ATTEMPTS_AT),
-        range_attempts: le32(RANGE_ATTEMPTS_AT),
+        generation: codec::u64_at(b, GENERATION_AT),
+        epoch: codec::u64_at(b, EPOCH_AT),
+        next_offset: codec::u64_at(b, NEXT_OFFSET_AT),
+        delivered_end: codec::u64_at(b, DELIVERED_END_AT),
+        attempts: codec::u32_at(b, ATTEMPTS_AT),
+        range_attempts: codec::u32_at(b, RANGE_ATTEMPTS_AT),
     })
 }
 

@@ -18,6 +18,7 @@
 //! 40     -    error text (UTF-8), then the original payload
 //! ```
 
+use crate::codec;
 use crate::log::record::FRAME_HEADER_BYTES;
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::meta::FORMAT_VERSION;
@@ -137,18 +138,16 @@ pub fn decode(b: &[u8]) -> Result<Envelope<'_>, &'static str> {
     if b.len() < HEADER_BYTES || b[..8] != MAGIC {
         return Err("not a dead letter");
     }
-    let le32 = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-    let le64 = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    if le32(8) != FORMAT_VERSION {
+    if codec::u32_at(b, 8) != FORMAT_VERSION {
         return Err("dead letter of another format version");
     }
-    let error_len = le32(36) as usize;
+    let error_len = codec::u32_at(b, 36) as usize;
     let error = b.get(HEADER_BYTES..HEADER_BYTES + error_len).ok_or("dead letter error text cut short")?;
     Ok(Envelope {
-        partition: le32(12),
-        offset: le64(16),
-        timestamp_ms: le64(24),
-        delivery_count: le32(32),
+        partition: codec::u32_at(b, 12),
+        offset: codec::u64_at(b, 16),
+        timestamp_ms: codec::u64_at(b, 24),
+        delivery_count: codec::u32_at(b, 32),
         error: std::str::from_utf8(error).map_err(|_| "dead letter error text is not UTF-8")?,
         payload: &b[HEADER_BYTES + error_len..],
     })

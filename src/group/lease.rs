@@ -22,6 +22,7 @@
 //! 124    4    crc32         CRC32 of bytes 0..124
 //! ```
 
+use crate::codec;
 use crate::meta::FORMAT_VERSION;
 
 /// Bytes of a lease record.
@@ -134,28 +135,26 @@ pub fn decode(b: &[u8], slot: u32) -> Result<Lease, LeaseError> {
     if b[..VERSION_AT] != MAGIC {
         return Err(LeaseError::BadMagic);
     }
-    let le32 = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-    let le64 = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    if crc32fast::hash(&b[..CRC_AT]) != le32(CRC_AT) {
+    if crc32fast::hash(&b[..CRC_AT]) != codec::u32_at(b, CRC_AT) {
         return Err(LeaseError::BadChecksum);
     }
-    if le32(VERSION_AT) != FORMAT_VERSION {
-        return Err(LeaseError::Version(le32(VERSION_AT)));
+    if codec::u32_at(b, VERSION_AT) != FORMAT_VERSION {
+        return Err(LeaseError::Version(codec::u32_at(b, VERSION_AT)));
     }
-    if le32(SLOT_AT) != slot {
-        return Err(LeaseError::WrongSlot(le32(SLOT_AT)));
+    if codec::u32_at(b, SLOT_AT) != slot {
+        return Err(LeaseError::WrongSlot(codec::u32_at(b, SLOT_AT)));
     }
     let host = &b[HOST_AT..HOST_AT + HOST_BYTES];
     let host_len = host.iter().position(|&c| c == 0).unwrap_or(HOST_BYTES);
     Ok(Lease {
         slot,
-        epoch: le64(EPOCH_AT),
+        epoch: codec::u64_at(b, EPOCH_AT),
         member: b[MEMBER_AT..PID_AT].try_into().expect("16 bytes"),
-        pid: le32(PID_AT),
+        pid: codec::u32_at(b, PID_AT),
         boot_id: b[BOOT_AT..HEARTBEAT_AT].try_into().expect("16 bytes"),
-        heartbeat_ms: le64(HEARTBEAT_AT),
+        heartbeat_ms: codec::u64_at(b, HEARTBEAT_AT),
         host: String::from_utf8_lossy(&host[..host_len]).into_owned(),
-        timeout_ms: le64(TIMEOUT_AT),
+        timeout_ms: codec::u64_at(b, TIMEOUT_AT),
     })
 }
 

@@ -29,6 +29,8 @@
 //! batch but its last says "continues", so recovery can cut a batch whose
 //! writer died half way back to its first frame.
 
+use crate::codec;
+
 /// Bytes of the fixed frame header.
 pub const FRAME_HEADER_BYTES: usize = 32;
 /// Frames start at, and are padded to, multiples of this many bytes.
@@ -178,7 +180,7 @@ pub fn decode(buf: &[u8], record_bytes_max: u32) -> Decoded<'_> {
     match decode_header(buf, buf.len(), record_bytes_max) {
         Ok(None) => Decoded::Zero,
         Ok(Some((meta, has_key, key_len, payload_len, len))) => {
-            let stored = u32::from_le_bytes(buf[CRC_AT..PAYLOAD_LEN_AT].try_into().expect("4 bytes"));
+            let stored = codec::u32_at(buf, CRC_AT);
             if crc32fast::hash(&buf[PAYLOAD_LEN_AT..len]) != stored {
                 return Decoded::Invalid(Invalid::BadChecksum);
             }
@@ -223,10 +225,8 @@ fn decode_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<
     if h[MAGIC_AT] != FRAME_MAGIC || h[FLAGS_AT] & !FLAGS_KNOWN != 0 {
         return Err(Invalid::BadMagic);
     }
-    let le32 = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes"));
-    let le64 = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
-    let payload_len = le32(PAYLOAD_LEN_AT) as usize;
-    let key_len = u16::from_le_bytes([h[KEY_LEN_AT], h[KEY_LEN_AT + 1]]) as usize;
+    let payload_len = codec::u32_at(h, PAYLOAD_LEN_AT) as usize;
+    let key_len = codec::u16_at(h, KEY_LEN_AT) as usize;
     let has_key = h[FLAGS_AT] & FLAG_HAS_KEY != 0;
     if (!has_key && key_len != 0) || key_len + payload_len > record_bytes_max as usize {
         return Err(Invalid::BadLength);
@@ -236,9 +236,9 @@ fn decode_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<
         return Err(Invalid::BadLength);
     }
     let meta = FrameMeta {
-        offset: le64(OFFSET_AT),
-        timestamp_ms: le64(TIMESTAMP_AT),
-        durable_lag: le32(DURABLE_LAG_AT),
+        offset: codec::u64_at(h, OFFSET_AT),
+        timestamp_ms: codec::u64_at(h, TIMESTAMP_AT),
+        durable_lag: codec::u32_at(h, DURABLE_LAG_AT),
         batch_continues: h[FLAGS_AT] & FLAG_BATCH_CONTINUES != 0,
     };
     Ok(Some((meta, has_key, key_len, payload_len, len)))
@@ -269,11 +269,7 @@ mod tests {
         .concat();
         assert_eq!(frame.len(), 40);
         assert_eq!(frame[4..], expected[4..], "header fields and body");
-        assert_eq!(
-            u32::from_le_bytes(frame[..4].try_into().unwrap()),
-            crc32fast::hash(&frame[4..]),
-            "crc covers everything after itself"
-        );
+        assert_eq!(codec::u32_at(&frame, 0), crc32fast::hash(&frame[4..]), "crc covers everything after itself");
         assert_eq!(frame[..4], expected[..4], "pinned checksum");
     }
 

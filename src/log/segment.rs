@@ -45,7 +45,9 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
+use crate::codec;
 use crate::error::{Error, Result};
+use crate::fail_stop::FailStop;
 use crate::log::record::{self, Decoded, Invalid};
 use crate::meta::FORMAT_VERSION;
 use crate::storage::{self, mmap::MappedFile};
@@ -113,15 +115,15 @@ fn encode_synced_end(synced_end: u64) -> [u8; 12] {
 /// The `synced_end` a header claims, or `None` if the field is damaged.
 pub fn decode_synced_end(header: &[u8]) -> Option<u64> {
     let field = header.get(SYNCED_END_AT..SYNCED_CRC_AT + 4)?;
-    let crc = u32::from_le_bytes(field[8..].try_into().expect("4 bytes"));
-    (crc32fast::hash(&field[..8]) == crc).then(|| u64::from_le_bytes(field[..8].try_into().expect("8 bytes")))
+    let crc = codec::u32_at(field, 8);
+    (crc32fast::hash(&field[..8]) == crc).then(|| codec::u64_at(field, 0))
 }
 
 /// The `segment_bytes` a whole header (see [`header_is_whole`]) was
 /// written with: what a queue without its meta file still tells of its
 /// options.
 pub fn header_segment_bytes(header: &[u8]) -> Option<u64> {
-    header_is_whole(header).then(|| u64::from_le_bytes(header[SIZE_AT..CRC_AT].try_into().expect("8 bytes")))
+    header_is_whole(header).then(|| codec::u64_at(header, SIZE_AT))
 }
 
 /// True if `bytes` start with a complete header (magic and checksum
@@ -143,11 +145,11 @@ pub fn check_header(bytes: &[u8], path: &Path, partition: u32, base_offset: u64,
     if h[..VERSION_AT] != MAGIC {
         return bad("bad magic".into());
     }
-    let crc = u32::from_le_bytes(h[CRC_AT..].try_into().expect("4 bytes"));
+    let crc = codec::u32_at(h, CRC_AT);
     if crc32fast::hash(&h[..CRC_AT]) != crc {
         return bad("checksum mismatch".into());
     }
-    let version = u32::from_le_bytes(h[VERSION_AT..PARTITION_AT].try_into().expect("4 bytes"));
+    let version = codec::u32_at(h, VERSION_AT);
     if version != FORMAT_VERSION {
         return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: FORMAT_VERSION });
     }
@@ -172,7 +174,7 @@ pub(crate) struct Segment {
 #[derive(Default)]
 struct Syncs {
     /// A sync failed: the state of the file on disk is unknown.
-    failed: Option<String>,
+    failed: FailStop,
     /// The sealed segment was synced in full.
     sealed: bool,
 }
@@ -419,7 +421,7 @@ impl Segment {
     /// outcome.
     pub(crate) fn sync_sealed(&self, end: usize) -> Result<()> {
         let mut syncs = self.syncs.lock();
-        if syncs.sealed && syncs.failed.is_none() {
+        if syncs.sealed && !syncs.failed.is_stopped() {
             return Ok(());
         }
         // The writer has left this segment: without its page-table entries
@@ -448,10 +450,8 @@ impl Segment {
     }
 
     fn sync_locked(&self, syncs: &mut Syncs, pos: usize, end: usize) -> Result<()> {
-        if let Some(cause) = &syncs.failed {
-            return Err(Error::Stopped { cause: cause.clone() });
-        }
-        self.map.sync_range(&self.path, pos, end - pos).inspect_err(|e| syncs.failed = Some(e.to_string()))
+        syncs.failed.check()?;
+        self.map.sync_range(&self.path, pos, end - pos).map_err(|e| syncs.failed.stop(e))
     }
 }
 

@@ -36,6 +36,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::meta::FORMAT_VERSION;
 use crate::storage;
@@ -112,16 +113,14 @@ pub fn decode(b: &[u8], path: &Path) -> Result<RetentionFailures> {
     if b[..VERSION_AT] != MAGIC {
         return bad(0, "bad magic");
     }
-    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    if checksum(b) != u32_at(CRC_AT) {
+    if checksum(b) != codec::u32_at(b, CRC_AT) {
         return bad(CRC_AT, "checksum mismatch");
     }
-    let version = u32_at(VERSION_AT);
+    let version = codec::u32_at(b, VERSION_AT);
     if version != FORMAT_VERSION {
         return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: FORMAT_VERSION });
     }
-    let len = u32_at(MESSAGE_LEN_AT) as usize;
+    let len = codec::u32_at(b, MESSAGE_LEN_AT) as usize;
     if len > MESSAGE_BYTES_MAX {
         return bad(MESSAGE_LEN_AT, &format!("message of {len} bytes, more than {MESSAGE_BYTES_MAX}"));
     }
@@ -129,9 +128,9 @@ pub fn decode(b: &[u8], path: &Path) -> Result<RetentionFailures> {
         return bad(MESSAGE_AT, "message is not UTF-8");
     };
     Ok(RetentionFailures {
-        count: u64_at(FAILURES_AT),
-        last_ms: u64_at(LAST_MS_AT),
-        partition: u32_at(PARTITION_AT),
+        count: codec::u64_at(b, FAILURES_AT),
+        last_ms: codec::u64_at(b, LAST_MS_AT),
+        partition: codec::u32_at(b, PARTITION_AT),
         last_error,
     })
 }
