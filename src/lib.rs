@@ -55,5 +55,5 @@ pub use consumer::{Consumer, Delivery, Message, Verdict};
 pub use error::{BoxError, Error, Result};
 pub use group::dead_letter::DeadLetter;
 pub use options::{ConsumerOptions, Durability, Options, QueueConfig};
-pub use producer::{Position, Producer};
+pub use producer::{Position, Producer, partition_of_key};
 pub use queue::Queue;

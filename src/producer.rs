@@ -60,7 +60,7 @@ impl Producer {
     /// versions and hosts), so they are consumed in send order.
     pub fn send_keyed(&self, key: impl AsRef<[u8]>, payload: impl AsRef<[u8]>) -> Result<Position> {
         let key = key.as_ref();
-        let partition = crc32fast::hash(key) % self.queue.config.partitions;
+        let partition = partition_of_key(key, self.queue.config.partitions);
         self.append(partition, &[Record { key: Some(key), payload: payload.as_ref() }])
             .map(|offset| Position { partition, offset })
     }
@@ -104,5 +104,29 @@ impl Producer {
             retention::run_unattended(&self.queue);
         }
         Ok(first)
+    }
+}
+
+/// The partition that records sent with `key` go to in a queue of
+/// `partitions` partitions: CRC32 (IEEE) of the key modulo the partition
+/// count. It is part of the format: it never changes between versions and
+/// hosts, and every backend (the NATS one included) uses it, so that a
+/// queue moved to another backend keeps each key's records in one partition
+/// and in send order.
+pub fn partition_of_key(key: &[u8], partitions: u32) -> u32 {
+    crc32fast::hash(key) % partitions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_to_partition_map_is_pinned() {
+        // CRC32 (IEEE) values computed independently (Python's zlib.crc32):
+        // a change here would scatter every existing key's records.
+        assert_eq!(partition_of_key(b"order-42", 8), 1_475_806_942 % 8);
+        assert_eq!(partition_of_key(b"user:7", 3), 2_462_476_215 % 3);
+        assert_eq!(partition_of_key(b"", 8), 0);
     }
 }
