@@ -75,7 +75,7 @@ fn reset(args: ResetArgs) -> CliResult<()> {
     Ok(())
 }
 
-fn parse_reset_to(s: &str) -> Result<ResetTo, String> {
+pub fn parse_reset_to(s: &str) -> Result<ResetTo, String> {
     match s {
         "earliest" => return Ok(ResetTo::Earliest),
         "latest" => return Ok(ResetTo::Latest),

@@ -16,6 +16,10 @@
 //!   holder, epoch and heartbeat, committed offsets, lag and dead letters.
 //!   Read-only: no lock, no write, no recovery (a partition the next open
 //!   will repair is shown as needing recovery).
+//! - `durq tail DIR [--from earliest|latest|OFFSET|TIME] [--partition P]
+//!   [-f] [--format text|json]` prints records without joining or moving
+//!   any group (nothing is created or committed); `-f` follows new records
+//!   as they become visible.
 //! - `durq group reset DIR --group G --to earliest|latest|OFFSET|TIME` moves
 //!   a group without live members and prints its new position per partition;
 //!   `durq group delete DIR --group G` deletes one and says so on stdout.
@@ -42,7 +46,9 @@ mod dlq;
 mod gc;
 mod group;
 mod produce;
+mod record_line;
 mod stat;
+mod tail;
 mod verify;
 
 use std::fmt::Display;
@@ -68,6 +74,7 @@ enum Command {
     Produce(produce::Args),
     Consume(consume::Args),
     Stat(stat::Args),
+    Tail(tail::Args),
     /// Reset or delete a consumer group (one without live members).
     #[command(subcommand)]
     Group(group::Command),
@@ -85,6 +92,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Stat(args) => stat::run(args),
+        Command::Tail(args) => tail::run(args),
         Command::Group(command) => group::run(command),
         Command::Dlq(args) => dlq::run(args),
         Command::Verify(args) => verify::run(args),
