@@ -7,8 +7,9 @@
 //!   input order. Queue options apply when it creates the queue; an existing
 //!   one keeps its stored values, so they may be left out, and those given
 //!   must match.
-//! - `durq consume DIR --group G [--max-batch N] [--limit N] [--idle-exit SECS]`
-//!   prints each payload on its own line as a member of group `G`; a batch is
+//! - `durq consume DIR --group G [--max-batch N] [--limit N] [--idle-exit SECS]
+//!   [--format text|json]` prints each payload on its own line (or a JSON
+//!   object with its delivery count) as a member of group `G`; a batch is
 //!   committed only after its output has been flushed. SIGINT and SIGTERM
 //!   finish the current batch and exit 0.
 //! - `durq stat DIR [--json]` shows each partition's offsets, segments and

@@ -154,3 +154,46 @@ fn tail_follow_prints_records_as_they_become_visible() {
     assert_eq!(tail.stderr_lines(), Vec::<String>::new());
     assert!(!Path::new(&q).join("groups").exists(), "tail -f created a group");
 }
+
+#[test]
+fn consume_json_lines_carry_the_delivery_count_and_commit_only_once_written() {
+    let (_tmp, q) = queue_dir();
+    produce_sample(&q);
+    // A member that fails its first batch: its records come back with a
+    // delivery count of 2.
+    {
+        let queue = durq::Queue::open_existing(&q).unwrap();
+        let options = durq::ConsumerOptions::default().retry_backoff(vec![std::time::Duration::ZERO]);
+        let mut failing = queue.consumer_with("g", options).unwrap();
+        let failed = failing.process_timeout(PATIENCE, |_| Err::<(), _>(std::io::Error::other("not now")));
+        assert!(failed.is_err(), "{failed:?}");
+    }
+    // Into a closed pipe: nothing is committed.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(common::DURQ)
+        .args(["consume", &q, "--group", "g", "--format", "json", "--idle-exit", "0.2"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let lines = json_lines(&ok(&["consume", &q, "--group", "g", "--format", "json", "--idle-exit", "0.3"], ""));
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let mut seen: Vec<(u64, u64, String, u64)> = lines
+        .iter()
+        .map(|l| {
+            let deliveries = l.get("deliveries").u64();
+            (l.get("partition").u64(), l.get("offset").u64(), l.get("payload").str().to_owned(), deliveries)
+        })
+        .collect();
+    seen.sort();
+    // Partition 0's batch failed once (2); then its records came back one
+    // at a time, and the first, `a`, was handed over and written into the
+    // closed pipe, which counts as a delivery, as a crash mid-batch does (3).
+    let expected = [(0, 0, "a", 3), (0, 1, "b", 2), (0, 2, "/wBiaW4=", 2), (1, 0, "keyed", 1)];
+    assert_eq!(seen, expected.map(|(p, o, payload, d)| (p, o, payload.to_owned(), d)));
+    assert!(lines.iter().all(|l| l.get("timestamp_ms").u64() > 0), "{lines:?}");
+    // Everything was committed once written.
+    assert_eq!(ok(&["consume", &q, "--group", "g", "--idle-exit", "0.2"], ""), "");
+}
