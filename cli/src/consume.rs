@@ -122,7 +122,7 @@ fn write_batch(out: &mut impl Write, batch: &[Message<'_>], format: Format) -> i
     out.flush().map_err(stream_error("writing stdout"))
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a non-negative number of seconds"))
 }

@@ -12,11 +12,12 @@
 //!   object with its delivery count) as a member of group `G`; a batch is
 //!   committed only after its output has been flushed. SIGINT and SIGTERM
 //!   finish the current batch and exit 0.
-//! - `durq stat DIR [--json]` shows each partition's offsets, segments and
+//! - `durq stat DIR [--json] [--watch [SECS]]` shows each partition's offsets, segments and
 //!   bytes; and each group's members (alive, hung or dead), each slot's
 //!   holder, epoch and heartbeat, committed offsets, lag and dead letters.
 //!   Read-only: no lock, no write, no recovery (a partition the next open
-//!   will repair is shown as needing recovery).
+//!   will repair is shown as needing recovery). `--watch` repeats it every
+//!   SECS (2) with rates in and out, drawn in place on a terminal.
 //! - `durq tail DIR [--from earliest|latest|OFFSET|TIME] [--partition P]
 //!   [-f] [--format text|json]` prints records without joining or moving
 //!   any group (nothing is created or committed); `-f` follows new records
@@ -51,6 +52,7 @@ mod record_line;
 mod stat;
 mod tail;
 mod verify;
+mod watch;
 
 use std::fmt::Display;
 use std::io::Write;
