@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use durq::{DeadLetter, Queue};
 
+use crate::progress::Progress;
 use crate::stat::json_string;
 use crate::{CliResult, stream_error};
 
@@ -53,7 +54,10 @@ pub fn run(args: Args) -> CliResult<()> {
             out.flush().map_err(stream_error("writing stdout"))?;
         }
         Action::Replay => {
-            let replayed = queue.replay_dead_letters(&args.group)?;
+            let progress = Progress::spinner(&format!("replaying the dead letters of group {}", args.group));
+            let replayed = queue.replay_dead_letters(&args.group);
+            drop(progress);
+            let replayed = replayed?;
             writeln!(out, "{replayed}").and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
         }
     }

@@ -48,6 +48,7 @@ mod dlq;
 mod gc;
 mod group;
 mod produce;
+mod progress;
 mod record_line;
 mod stat;
 mod tail;

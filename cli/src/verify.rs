@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use durq::verify::Report;
 
+use crate::progress::Progress;
 use crate::{CliResult, stream_error};
 
 /// Check every record and checkpoint, those of the groups' dead-letter
@@ -19,7 +20,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let report = durq::verify::verify(&args.dir)?;
+    let progress = Progress::spinner(&format!("verifying {}", args.dir.display()));
+    let report = durq::verify::verify(&args.dir);
+    drop(progress);
+    let report = report?;
     let mut out = io::stdout().lock();
     print_report(&mut out, &report).map_err(stream_error("writing stdout"))?;
     match report.problems.len() {

@@ -2,14 +2,11 @@
 //! rates in and out when stdout is a pipe, and the same drawn in place,
 //! with no blank line between snapshots, under a real pseudo-terminal.
 
-use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 mod common;
 
-use common::{DURQ, PATIENCE, Proc, ok, queue_dir, wait_until};
+use common::{DURQ, PATIENCE, Proc, Pty, ok, queue_dir, wait_until};
 
 fn produce_new(q: &str, input: &str) {
     ok(&["produce", q, "--segment-bytes", "65536", "--record-bytes-max", "16384"], input);
@@ -95,42 +92,6 @@ fn watch_refuses_an_interval_below_10_ms() {
     produce_new(&q, "1\n");
     let err = common::fails(&["stat", &q, "--watch", "0"], "", 2);
     assert!(err.contains("at least 0.01 seconds"), "{err}");
-}
-
-/// A pseudo-terminal: the child writes to the slave side, the test reads
-/// the master side in a background thread.
-struct Pty {
-    master: Arc<Mutex<Vec<u8>>>,
-    slave: Option<OwnedFd>,
-}
-
-impl Pty {
-    fn open() -> Pty {
-        let (mut master, mut slave) = (-1, -1);
-        // SAFETY: openpty writes two fds into the ints it is given; the
-        // name, termios and window size pointers may be null.
-        let rc =
-            unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both fds were just opened by openpty and are owned by
-        // nothing else.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            let mut master = std::fs::File::from(master);
-            let mut buf = [0u8; 4096];
-            // Ends with EIO once the last slave fd is closed.
-            while let Ok(n @ 1..) = master.read(&mut buf) {
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        Pty { master: output, slave: Some(slave) }
-    }
-
-    fn output(&self) -> String {
-        String::from_utf8_lossy(&self.master.lock().unwrap()).into_owned()
-    }
 }
 
 #[test]
