@@ -20,6 +20,7 @@ const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// SIGINT and SIGTERM finish the current batch, then exit 0. A closed stdout
 /// (`| head -1`) ends it with exit 1, the batch being written not committed.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  durq consume /var/lib/orders --group billing --format json --idle-exit 5")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,

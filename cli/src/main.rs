@@ -25,14 +25,16 @@
 //! - `durq group reset DIR --group G --to earliest|latest|OFFSET|TIME` moves
 //!   a group without live members and prints its new position per partition;
 //!   `durq group delete DIR --group G` deletes one and says so on stdout.
-//! - `durq dlq DIR --group G list [--limit N]` prints a group's dead letters,
-//!   one per line; `durq dlq DIR --group G replay` sends them back into the
-//!   queue and prints how many.
+//! - `durq dlq DIR --group G list [--from N] [--limit K]` prints a group's
+//!   dead letters, one per line, a page at a time; `durq dlq DIR --group G
+//!   replay` sends them back into the queue and prints how many.
 //! - `durq verify DIR` checks every byte of the queue, its dead-letter
 //!   queues included, read-only.
 //! - `durq gc DIR` removes the segments every group has processed (as a
 //!   roll does by itself) and prints what each partition freed and what
 //!   holds the rest back.
+//! - `durq completions bash|zsh|fish|elvish|powershell` prints the shell's
+//!   completion script.
 //!
 //! Only `produce` creates a queue; the other commands refuse a directory that
 //! is not one, so a typo in `DIR` is an error rather than a new empty queue.
@@ -43,6 +45,7 @@
 //! batch being written is not committed, and the exit code is 1 even when
 //! stderr is closed too (`2>&1 | head -1`) and the line cannot be shown.
 
+mod completions;
 mod consume;
 mod dlq;
 mod gc;
@@ -67,7 +70,15 @@ type CliResult<T> = Result<T, CliError>;
 
 /// Embedded durable message queue: produce, consume, inspect and verify.
 #[derive(Parser)]
-#[command(name = "durq", version)]
+#[command(
+    name = "durq",
+    version,
+    after_help = "Examples:\n  \
+                  seq 1 5 | durq produce /tmp/q\n  \
+                  durq consume /tmp/q --group g --idle-exit 1\n  \
+                  durq tail /tmp/q --from latest -f\n  \
+                  durq stat /tmp/q --watch"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,6 +96,7 @@ enum Command {
     Dlq(dlq::Args),
     Verify(verify::Args),
     Gc(gc::Args),
+    Completions(completions::Args),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +113,7 @@ fn main() -> ExitCode {
         Command::Dlq(args) => dlq::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Gc(args) => gc::run(args),
+        Command::Completions(args) => completions::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,4 +158,37 @@ fn report(message: impl Display) {
 /// bare message ("Broken pipe") would not say which stream failed.
 fn stream_error(what: &'static str) -> impl Fn(std::io::Error) -> std::io::Error {
     move |e| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command and subcommand, by its full name.
+    fn commands(command: &clap::Command, prefix: &str, out: &mut Vec<(String, clap::Command)>) {
+        let name = format!("{prefix}{}", command.get_name());
+        for sub in command.get_subcommands() {
+            commands(sub, &format!("{name} "), out);
+        }
+        out.push((name, command.clone()));
+    }
+
+    #[test]
+    fn every_help_ends_with_an_example() {
+        let mut all = Vec::new();
+        commands(&Cli::command(), "", &mut all);
+        assert!(all.len() >= 14, "{}", all.len());
+        for (name, mut command) in all {
+            let help = command.render_long_help().to_string();
+            let example = help.rfind("Example").unwrap_or_else(|| panic!("`{name} --help` has no example:\n{help}"));
+            let tail = &help[example..];
+            assert!(tail.contains("durq "), "`{name} --help` ends with an example that runs nothing:\n{tail}");
+        }
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -17,6 +17,7 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Send each line of stdin as one message (without its newline), and print
 /// `<partition> <offset>` for each once it is acknowledged, in input order.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  seq 1 1000 | durq produce /var/lib/orders --partitions 4 --durability sync")]
 pub struct Args {
     /// Queue directory; created if it does not exist (its parent must).
     dir: PathBuf,

@@ -20,6 +20,7 @@ use crate::{CliResult, stream_error};
 /// partition the next open will repair is shown as needing recovery), and
 /// needs only read access to the queue.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  durq stat /var/lib/orders --watch 1")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,

@@ -14,6 +14,7 @@ use crate::{CliResult, stream_error};
 /// any; notes (such as an unrecovered torn tail, or how to recover a
 /// damaged meta file) do not fail.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  durq verify /var/lib/orders")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,
