@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use durq::{Consumer, ConsumerOptions, Message, Queue};
 
+use crate::record_line::{Format, RecordLine};
 use crate::{CliResult, report, stream_error};
 
 /// Longest wait for records before checking for a stop signal or idleness.
@@ -14,11 +15,12 @@ const POLL: Duration = Duration::from_millis(100);
 /// Bytes of output gathered before a write; each batch is flushed whole.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
-/// Print each message's payload followed by a newline, as a member of a
-/// consumer group. A batch is committed only after its output was flushed;
+/// Print each message's payload followed by a newline (or, with `--format
+/// json`, one JSON object), as a member of a consumer group. A batch is committed only after its output was flushed;
 /// SIGINT and SIGTERM finish the current batch, then exit 0. A closed stdout
 /// (`| head -1`) ends it with exit 1, the batch being written not committed.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  durq consume /var/lib/orders --group billing --format json --idle-exit 5")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,
@@ -38,6 +40,10 @@ pub struct Args {
     /// one's slots over (it must exceed the time one batch takes).
     #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10")]
     lease_timeout: Duration,
+    /// How to print each message; `json` adds `deliveries`, how many times
+    /// the group delivered it (more than 1 after a failure or a takeover).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 pub fn run(args: Args) -> CliResult<()> {
@@ -66,7 +72,7 @@ pub fn run(args: Args) -> CliResult<()> {
             drop(consumer);
             consumer = join(&queue, &args, batch_size)?;
         }
-        let n = match consumer.process_timeout(POLL, |batch| write_batch(&mut out, batch)) {
+        let n = match consumer.process_timeout(POLL, |batch| write_batch(&mut out, batch, args.format)) {
             Ok(n) => n,
             // Another member took a slot over while this one was stalled:
             // the batch just written does not count and will be processed
@@ -99,18 +105,25 @@ fn batch_size(max_batch: usize, limit: Option<u64>) -> usize {
     }
 }
 
-/// Writes the batch's payloads and flushes them: the batch is committed when
-/// this returns `Ok`, so its output must have left the process by then. An
-/// error (a closed pipe, say) commits nothing.
-fn write_batch(out: &mut impl Write, batch: &[Message<'_>]) -> io::Result<()> {
+/// Writes the batch's messages and flushes them: the batch is committed
+/// when this returns `Ok`, so its output must have left the process by then.
+/// An error (a closed pipe, say) commits nothing.
+fn write_batch(out: &mut impl Write, batch: &[Message<'_>], format: Format) -> io::Result<()> {
     for m in batch {
-        out.write_all(m.payload()).map_err(stream_error("writing stdout"))?;
-        out.write_all(b"\n").map_err(stream_error("writing stdout"))?;
+        let line = RecordLine {
+            partition: m.position().partition,
+            offset: m.position().offset,
+            timestamp_ms: m.timestamp_ms(),
+            deliveries: Some(m.delivery_count()),
+            key: m.key(),
+            payload: m.payload(),
+        };
+        line.write(out, format).map_err(stream_error("writing stdout"))?;
     }
     out.flush().map_err(stream_error("writing stdout"))
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a non-negative number of seconds"))
 }

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 
 use durq::{DeadLetter, Queue};
 
+use crate::progress::Progress;
 use crate::stat::json_string;
 use crate::{CliResult, stream_error};
 
 /// List a consumer group's dead letters (records that failed too often), or
 /// send them back into the queue.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  durq dlq /var/lib/orders --group billing list --limit 20")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,
@@ -28,10 +30,16 @@ enum Action {
     /// Oldest first, as `dlq_offset=N partition=P offset=O deliveries=D error="..."
     /// [key="..."] payload="..."`. Texts are decoded as UTF-8 (invalid bytes
     /// become U+FFFD) and quoted with JSON escapes, so a letter never spans
-    /// two lines.
+    /// two lines. Pages: `--limit K`, then `--from` the last dlq_offset + 1.
+    #[command(
+        after_help = "Example (the second page of 20):\n  durq dlq /var/lib/orders --group billing list --from 20 --limit 20"
+    )]
     List {
-        /// Print at most N dead letters.
+        /// Start at this dlq_offset (earlier ones are left out).
         #[arg(long, value_name = "N")]
+        from: Option<u64>,
+        /// Print at most K dead letters.
+        #[arg(long, value_name = "K")]
         limit: Option<usize>,
     },
     /// Send every dead letter back into the queue and print how many.
@@ -39,6 +47,7 @@ enum Action {
     /// Each goes to the end of the queue with its original key (so to the
     /// same partition if it had one), and leaves the dead-letter queue once
     /// its re-send is durable.
+    #[command(after_help = "Example:\n  durq dlq /var/lib/orders --group billing replay")]
     Replay,
 }
 
@@ -46,14 +55,23 @@ pub fn run(args: Args) -> CliResult<()> {
     let queue = Queue::open_existing(&args.dir)?;
     let mut out = BufWriter::new(io::stdout().lock());
     match args.action {
-        Action::List { limit } => {
-            for letter in queue.dead_letters(&args.group, limit.unwrap_or(usize::MAX))? {
-                writeln!(out, "{}", describe(&letter)).map_err(stream_error("writing stdout"))?;
+        Action::List { from, limit } => {
+            // Read as far as the page's end: everything when it starts at
+            // an offset (the replayed ones are not counted, so where that
+            // offset is among the letters is not known), else `limit`.
+            let max = if from.is_some() { usize::MAX } else { limit.unwrap_or(usize::MAX) };
+            let letters = queue.dead_letters(&args.group, max)?;
+            let page = letters.iter().filter(|l| from.is_none_or(|from| l.dlq_offset >= from));
+            for letter in page.take(limit.unwrap_or(usize::MAX)) {
+                writeln!(out, "{}", describe(letter)).map_err(stream_error("writing stdout"))?;
             }
             out.flush().map_err(stream_error("writing stdout"))?;
         }
         Action::Replay => {
-            let replayed = queue.replay_dead_letters(&args.group)?;
+            let progress = Progress::spinner(&format!("replaying the dead letters of group {}", args.group));
+            let replayed = queue.replay_dead_letters(&args.group);
+            drop(progress);
+            let replayed = replayed?;
             writeln!(out, "{replayed}").and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
         }
     }

@@ -18,6 +18,7 @@ use crate::{CliResult, stream_error};
 /// stay, and a group that has not started in a partition keeps all of it.
 /// Prints one line per partition, then the total.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  durq gc /var/lib/orders")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,

@@ -10,6 +10,7 @@ use crate::{CliResult, stream_error};
 
 /// Reset or delete a consumer group. Both need a group with no live member.
 #[derive(clap::Subcommand)]
+#[command(after_help = "Example:\n  durq group reset /var/lib/orders --group billing --to 2026-11-28T00:00:00Z")]
 pub enum Command {
     Reset(ResetArgs),
     Delete(DeleteArgs),
@@ -20,6 +21,7 @@ pub enum Command {
 /// The group's next consumer starts there. Prints `<partition> <offset>`
 /// for each partition. Refused while the group has a live member.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  durq group reset /var/lib/orders --group billing --to latest")]
 pub struct ResetArgs {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,
@@ -41,6 +43,7 @@ pub struct ResetArgs {
 /// back retention. Prints one line saying what was deleted. Refused while
 /// the group has a live member.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  durq group delete /var/lib/orders --group old-reports")]
 pub struct DeleteArgs {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,
@@ -75,7 +78,7 @@ fn reset(args: ResetArgs) -> CliResult<()> {
     Ok(())
 }
 
-fn parse_reset_to(s: &str) -> Result<ResetTo, String> {
+pub fn parse_reset_to(s: &str) -> Result<ResetTo, String> {
     match s {
         "earliest" => return Ok(ResetTo::Earliest),
         "latest" => return Ok(ResetTo::Latest),

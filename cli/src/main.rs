@@ -7,26 +7,34 @@
 //!   input order. Queue options apply when it creates the queue; an existing
 //!   one keeps its stored values, so they may be left out, and those given
 //!   must match.
-//! - `durq consume DIR --group G [--max-batch N] [--limit N] [--idle-exit SECS]`
-//!   prints each payload on its own line as a member of group `G`; a batch is
+//! - `durq consume DIR --group G [--max-batch N] [--limit N] [--idle-exit SECS]
+//!   [--format text|json]` prints each payload on its own line (or a JSON
+//!   object with its delivery count) as a member of group `G`; a batch is
 //!   committed only after its output has been flushed. SIGINT and SIGTERM
 //!   finish the current batch and exit 0.
-//! - `durq stat DIR [--json]` shows each partition's offsets, segments and
+//! - `durq stat DIR [--json] [--watch [SECS]]` shows each partition's offsets, segments and
 //!   bytes; and each group's members (alive, hung or dead), each slot's
 //!   holder, epoch and heartbeat, committed offsets, lag and dead letters.
 //!   Read-only: no lock, no write, no recovery (a partition the next open
-//!   will repair is shown as needing recovery).
+//!   will repair is shown as needing recovery). `--watch` repeats it every
+//!   SECS (2) with rates in and out, drawn in place on a terminal.
+//! - `durq tail DIR [--from earliest|latest|OFFSET|TIME] [--partition P]
+//!   [-f] [--format text|json]` prints records without joining or moving
+//!   any group (nothing is created or committed); `-f` follows new records
+//!   as they become visible.
 //! - `durq group reset DIR --group G --to earliest|latest|OFFSET|TIME` moves
 //!   a group without live members and prints its new position per partition;
 //!   `durq group delete DIR --group G` deletes one and says so on stdout.
-//! - `durq dlq DIR --group G list [--limit N]` prints a group's dead letters,
-//!   one per line; `durq dlq DIR --group G replay` sends them back into the
-//!   queue and prints how many.
+//! - `durq dlq DIR --group G list [--from N] [--limit K]` prints a group's
+//!   dead letters, one per line, a page at a time; `durq dlq DIR --group G
+//!   replay` sends them back into the queue and prints how many.
 //! - `durq verify DIR` checks every byte of the queue, its dead-letter
 //!   queues included, read-only.
 //! - `durq gc DIR` removes the segments every group has processed (as a
 //!   roll does by itself) and prints what each partition freed and what
 //!   holds the rest back.
+//! - `durq completions bash|zsh|fish|elvish|powershell` prints the shell's
+//!   completion script.
 //!
 //! Only `produce` creates a queue; the other commands refuse a directory that
 //! is not one, so a typo in `DIR` is an error rather than a new empty queue.
@@ -37,13 +45,18 @@
 //! batch being written is not committed, and the exit code is 1 even when
 //! stderr is closed too (`2>&1 | head -1`) and the line cannot be shown.
 
+mod completions;
 mod consume;
 mod dlq;
 mod gc;
 mod group;
 mod produce;
+mod progress;
+mod record_line;
 mod stat;
+mod tail;
 mod verify;
+mod watch;
 
 use std::fmt::Display;
 use std::io::Write;
@@ -57,7 +70,15 @@ type CliResult<T> = Result<T, CliError>;
 
 /// Embedded durable message queue: produce, consume, inspect and verify.
 #[derive(Parser)]
-#[command(name = "durq", version)]
+#[command(
+    name = "durq",
+    version,
+    after_help = "Examples:\n  \
+                  seq 1 5 | durq produce /tmp/q\n  \
+                  durq consume /tmp/q --group g --idle-exit 1\n  \
+                  durq tail /tmp/q --from latest -f\n  \
+                  durq stat /tmp/q --watch"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,12 +89,14 @@ enum Command {
     Produce(produce::Args),
     Consume(consume::Args),
     Stat(stat::Args),
+    Tail(tail::Args),
     /// Reset or delete a consumer group (one without live members).
     #[command(subcommand)]
     Group(group::Command),
     Dlq(dlq::Args),
     Verify(verify::Args),
     Gc(gc::Args),
+    Completions(completions::Args),
 }
 
 fn main() -> ExitCode {
@@ -85,10 +108,12 @@ fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Stat(args) => stat::run(args),
+        Command::Tail(args) => tail::run(args),
         Command::Group(command) => group::run(command),
         Command::Dlq(args) => dlq::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Gc(args) => gc::run(args),
+        Command::Completions(args) => completions::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,4 +158,37 @@ fn report(message: impl Display) {
 /// bare message ("Broken pipe") would not say which stream failed.
 fn stream_error(what: &'static str) -> impl Fn(std::io::Error) -> std::io::Error {
     move |e| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command and subcommand, by its full name.
+    fn commands(command: &clap::Command, prefix: &str, out: &mut Vec<(String, clap::Command)>) {
+        let name = format!("{prefix}{}", command.get_name());
+        for sub in command.get_subcommands() {
+            commands(sub, &format!("{name} "), out);
+        }
+        out.push((name, command.clone()));
+    }
+
+    #[test]
+    fn every_help_ends_with_an_example() {
+        let mut all = Vec::new();
+        commands(&Cli::command(), "", &mut all);
+        assert!(all.len() >= 14, "{}", all.len());
+        for (name, mut command) in all {
+            let help = command.render_long_help().to_string();
+            let example = help.rfind("Example").unwrap_or_else(|| panic!("`{name} --help` has no example:\n{help}"));
+            let tail = &help[example..];
+            assert!(tail.contains("durq "), "`{name} --help` ends with an example that runs nothing:\n{tail}");
+        }
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

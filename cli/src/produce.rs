@@ -1,10 +1,12 @@
 //! `durq produce`: stdin lines in, acknowledged positions out.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use durq::{Durability, Options, Position, Producer, Queue};
 
+use crate::progress::Progress;
 use crate::{CliResult, stream_error};
 
 /// Most lines sent in one batch (one sync under `sync` durability).
@@ -15,6 +17,7 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Send each line of stdin as one message (without its newline), and print
 /// `<partition> <offset>` for each once it is acknowledged, in input order.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  seq 1 1000 | durq produce /var/lib/orders --partitions 4 --durability sync")]
 pub struct Args {
     /// Queue directory; created if it does not exist (its parent must).
     dir: PathBuf,
@@ -70,6 +73,7 @@ pub fn run(args: Args) -> CliResult<()> {
     let queue = Queue::open_with(&args.dir, args.options())?;
     let producer = queue.producer();
     let key_sep = args.key_sep.map(|c| c.to_string().into_bytes());
+    let progress = input_progress();
     let mut input = BufReader::with_capacity(READ_BUFFER_BYTES, io::stdin().lock());
     let mut out = BufWriter::new(io::stdout().lock());
     loop {
@@ -77,6 +81,9 @@ pub fn run(args: Args) -> CliResult<()> {
         if lines.is_empty() {
             break;
         }
+        // Each line and the newline it was read with (the last line may
+        // have none: the bar then stops one byte short, and is cleared).
+        progress.advance(lines.iter().map(|l| l.len() as u64 + 1).sum());
         let sent = send_lines(&producer, &lines, key_sep.as_deref(), &mut out);
         // Positions printed before a failed send are acknowledged records:
         // show them even when the batch fails part-way.
@@ -89,6 +96,22 @@ pub fn run(args: Args) -> CliResult<()> {
     // before reporting success. Under sync this finds nothing to do.
     producer.flush()?;
     Ok(())
+}
+
+/// A bar of stdin's bytes still to read when it is a regular file (`<
+/// big-file`), a spinner otherwise: only on a terminal (see `progress`).
+fn input_progress() -> Progress {
+    // A duplicate of fd 0: it shares the offset, and closing it leaves
+    // stdin open.
+    let remaining = io::stdin().as_fd().try_clone_to_owned().ok().and_then(|fd| {
+        let mut file = std::fs::File::from(fd);
+        let metadata = file.metadata().ok().filter(std::fs::Metadata::is_file)?;
+        Some(metadata.len().saturating_sub(file.stream_position().ok()?))
+    });
+    match remaining {
+        Some(bytes) => Progress::bytes("sending", bytes),
+        None => Progress::spinner("sending"),
+    }
 }
 
 /// Reads at least one line (blocking), then more only while whole lines are

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use durq::group::lease::{Lease, member_hex};
 use durq::group::member::MemberInfo;
@@ -20,6 +20,7 @@ use crate::{CliResult, stream_error};
 /// partition the next open will repair is shown as needing recovery), and
 /// needs only read access to the queue.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  durq stat /var/lib/orders --watch 1")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,
@@ -27,14 +28,33 @@ pub struct Args {
     /// in ms since the Unix epoch (`heartbeat_ms`).
     #[arg(long)]
     json: bool,
+    /// Print a snapshot every SECS [default: 2] until interrupted, with the
+    /// records per second in (per partition) and out (per group and slot)
+    /// since the last one. On a terminal each snapshot is drawn over the
+    /// last; otherwise they follow one another (one JSON line each with
+    /// --json, without rates).
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_interval)]
+    watch: Option<Duration>,
 }
 
 pub fn run(args: Args) -> CliResult<()> {
+    if let Some(every) = args.watch {
+        return crate::watch::run(&args.dir, every, args.json);
+    }
     let stat = durq::stat::stat(&args.dir)?;
     let text = if args.json { to_json(&args.dir, &stat) } else { to_tables(&args.dir, &stat, now_ms()) };
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
     Ok(())
+}
+
+/// A watch interval: seconds, decimals allowed, at least 10 ms.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let interval = crate::consume::parse_secs(s)?;
+    if interval < Duration::from_millis(10) {
+        return Err(format!("{s:?}: the interval must be at least 0.01 seconds"));
+    }
+    Ok(interval)
 }
 
 fn now_ms() -> u64 {
@@ -167,7 +187,7 @@ fn group_tables(path: &Path, g: &GroupStat, now_ms: u64) -> String {
 /// What a slot's holder is doing, in words: `damaged` (explained below the
 /// table), the holder's liveness, `released`, or why the lease cannot be
 /// read.
-fn slot_state(s: &SlotStat) -> String {
+pub fn slot_state(s: &SlotStat) -> String {
     if s.damaged.is_some() {
         return "damaged".into();
     }
@@ -206,14 +226,14 @@ fn age(now_ms: u64, then_ms: u64) -> String {
 }
 
 #[derive(Clone, Copy)]
-enum Align {
+pub enum Align {
     Left,
     Right,
 }
 
 /// Columns padded to their widest cell and separated by two spaces; no
 /// trailing spaces.
-fn table<const N: usize>(header: [&str; N], align: [Align; N], rows: impl Iterator<Item = [String; N]>) -> String {
+pub fn table<const N: usize>(header: [&str; N], align: [Align; N], rows: impl Iterator<Item = [String; N]>) -> String {
     let rows: Vec<[String; N]> = std::iter::once(header.map(String::from)).chain(rows).collect();
     let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut text = String::new();
@@ -236,7 +256,7 @@ fn table<const N: usize>(header: [&str; N], align: [Align; N], rows: impl Iterat
     text
 }
 
-fn to_json(path: &Path, stat: &QueueStat) -> String {
+pub fn to_json(path: &Path, stat: &QueueStat) -> String {
     let c = &stat.config;
     let partitions: Vec<String> = stat
         .partitions

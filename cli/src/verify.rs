@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use durq::verify::Report;
 
+use crate::progress::Progress;
 use crate::{CliResult, stream_error};
 
 /// Check every record and checkpoint, those of the groups' dead-letter
@@ -13,13 +14,17 @@ use crate::{CliResult, stream_error};
 /// any; notes (such as an unrecovered torn tail, or how to recover a
 /// damaged meta file) do not fail.
 #[derive(clap::Args)]
+#[command(after_help = "Example:\n  durq verify /var/lib/orders")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
     dir: PathBuf,
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let report = durq::verify::verify(&args.dir)?;
+    let progress = Progress::spinner(&format!("verifying {}", args.dir.display()));
+    let report = durq::verify::verify(&args.dir);
+    drop(progress);
+    let report = report?;
     let mut out = io::stdout().lock();
     print_report(&mut out, &report).map_err(stream_error("writing stdout"))?;
     match report.problems.len() {

@@ -416,3 +416,15 @@ fn sigterm_and_sigint_stop_an_idle_consumer_cleanly() {
         assert_eq!(status.code(), Some(0), "signal {signal}");
     }
 }
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let bash = ok(&["completions", "bash"], "");
+    assert!(bash.contains("complete -F _durq") && bash.contains("tail") && bash.contains("--follow"), "{bash}");
+    let zsh = ok(&["completions", "zsh"], "");
+    assert!(zsh.starts_with("#compdef durq") && zsh.contains("--watch"), "{zsh}");
+    let fish = ok(&["completions", "fish"], "");
+    assert!(fish.contains("complete -c durq") && fish.contains("-l format"), "{fish}");
+    let err = fails(&["completions", "tcsh"], "", 2);
+    assert!(err.contains("tcsh"), "{err}");
+}

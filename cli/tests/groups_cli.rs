@@ -452,3 +452,37 @@ impl JsonParser<'_> {
         }
     }
 }
+
+#[test]
+fn dead_letters_are_listed_a_page_at_a_time() {
+    let (_tmp, q) = queue_dir();
+    produce_new(&q, "");
+    {
+        let queue = durq::Queue::open_existing(&q).unwrap();
+        for i in 0..5 {
+            queue.producer().send(format!("poison {i}")).unwrap();
+        }
+        let options =
+            durq::ConsumerOptions::default().max_deliveries(1).max_batch(1).retry_backoff(vec![Duration::ZERO]);
+        let mut consumer = queue.consumer_with("g", options).unwrap();
+        while !matches!(
+            consumer.process_timeout(Duration::from_millis(20), |_| Err::<(), _>(std::io::Error::other("no"))),
+            Ok(0)
+        ) {}
+    }
+    let offsets = |args: &[&str]| -> Vec<u64> {
+        let mut all = vec!["dlq", &q, "--group", "g", "list"];
+        all.extend_from_slice(args);
+        ok(&all, "")
+            .lines()
+            .map(|l| l.strip_prefix("dlq_offset=").unwrap().split(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(offsets(&[]), [0, 1, 2, 3, 4]);
+    assert_eq!(offsets(&["--limit", "2"]), [0, 1]);
+    assert_eq!(offsets(&["--from", "2", "--limit", "2"]), [2, 3]);
+    assert_eq!(offsets(&["--from", "4", "--limit", "2"]), [4]);
+    assert_eq!(offsets(&["--from", "3"]), [3, 4]);
+    assert_eq!(offsets(&["--from", "9"]), Vec::<u64>::new());
+    fails(&["dlq", &q, "--group", "g", "list", "--from", "-1"], "", 2);
+}

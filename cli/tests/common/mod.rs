@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -388,6 +388,55 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---- a pseudo-terminal ----
+
+/// A pseudo-terminal: the child writes to the slave side, the test reads
+/// the master side in a background thread.
+pub struct Pty {
+    master: Arc<Mutex<Vec<u8>>>,
+    /// Given to the child (take it): the master reads until every copy is closed.
+    pub slave: Option<OwnedFd>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Pty {
+    pub fn open() -> Pty {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two fds into the ints it is given; the
+        // name, termios and window size pointers may be null.
+        let rc =
+            unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both fds were just opened by openpty and are owned by
+        // nothing else.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let sink = output.clone();
+        let reader = std::thread::spawn(move || {
+            let mut master = std::fs::File::from(master);
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once the last slave fd is closed.
+            while let Ok(n @ 1..) = master.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty { master: output, slave: Some(slave), reader: Some(reader) }
+    }
+
+    /// What the child wrote so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.master.lock().unwrap()).into_owned()
+    }
+
+    /// Everything the child wrote, once it (and every process it shared
+    /// the slave with) has closed it.
+    pub fn finish(mut self) -> String {
+        drop(self.slave.take());
+        self.reader.take().unwrap().join().unwrap();
+        self.output()
     }
 }
 
