@@ -146,7 +146,50 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The NATS error inside a [`durq::Error::Engine`], if that is what
+    /// `error` is: how an application on the NATS backend tells an
+    /// unreachable server from a too-old one.
+    pub fn of(error: &durq::Error) -> Option<&Error> {
+        match error {
+            durq::Error::Engine { source, .. } => source.downcast_ref::<Error>(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn engine(operation: impl Into<String>, source: impl Into<ClientError>) -> Error {
         Error::Engine { operation: operation.into(), source: source.into() }
+    }
+}
+
+/// The backend's user-facing API (`Queue`, `Producer`) returns
+/// [`durq::Error`], so that application code compiles against both
+/// backends: an engine error becomes [`durq::Error::Engine`], keeping this
+/// error as its source.
+///
+/// A slot's [`Error::Fenced`] names a bucket and key, not a partition; the
+/// consumer, which knows which partition a slot holds, turns it into
+/// [`durq::Error::Fenced`] itself before it reaches this conversion.
+impl From<Error> for durq::Error {
+    fn from(error: Error) -> durq::Error {
+        durq::Error::Engine { engine: ENGINE, source: Box::new(error) }
+    }
+}
+
+/// The engine's name in [`durq::Error::Engine`].
+pub const ENGINE: &str = "NATS";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_error_becomes_durq_engine_and_is_found_again() {
+        let nats = Error::NoJetStream { url: "nats://h:1".into(), server: "n1".into(), reason: "off".into() };
+        let durq: durq::Error = nats.into();
+        assert!(matches!(durq, durq::Error::Engine { engine: "NATS", .. }), "{durq:?}");
+        assert_eq!(durq.to_string(), "NATS: NATS server n1 at nats://h:1 has no JetStream: off");
+        assert!(matches!(Error::of(&durq), Some(Error::NoJetStream { .. })), "{durq:?}");
+        let local = durq::Error::InvalidOption { option: "partitions", reason: "0".into() };
+        assert!(Error::of(&local).is_none());
     }
 }

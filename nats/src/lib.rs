@@ -22,7 +22,7 @@ mod slot_value;
 mod version;
 
 pub use connect::{CONNECT_TIMEOUT, Client, connect};
-pub use error::{ClientError, Error, Result};
+pub use error::{ClientError, ENGINE, Error, Result};
 pub use slot::{Lease, NAME_BYTES_MAX, SlotState, Slots};
 pub use slot_value::HOLDER_BYTES_MAX;
 pub use version::{MIN_SERVER_VERSION, ServerVersion};
