@@ -73,11 +73,12 @@ pub enum Error {
         source: ClientError,
     },
 
-    /// A name the engine cannot use (a bucket or key with characters NATS
-    /// forbids).
+    /// A name the engine cannot use (a queue, bucket or key with
+    /// characters NATS forbids), or a queue address without a queue.
     #[error("invalid {what} {name:?}: {reason}")]
     InvalidName {
-        /// `"bucket"` or `"slot"`.
+        /// `"queue"`, `"queue address"`, `"server address"`, `"bucket"`,
+        /// `"slot"` or `"member id"`.
         what: &'static str,
         /// The rejected name.
         name: String,
@@ -98,6 +99,38 @@ pub enum Error {
         position: usize,
         /// What failed validation.
         reason: String,
+    },
+
+    /// A queue's meta entry failed validation; the queue was not opened.
+    #[error("corrupt meta entry of queue {queue} ({bucket} at revision {revision}), byte {position}: {reason}")]
+    CorruptMeta {
+        /// The queue's name (the entry's key).
+        queue: String,
+        /// The key-value bucket of queue meta entries.
+        bucket: String,
+        /// The revision of the bad value.
+        revision: u64,
+        /// The byte position of the damage within the value.
+        position: usize,
+        /// What failed validation.
+        reason: String,
+    },
+
+    /// A queue's meta entry names a partition whose stream is gone (deleted
+    /// by hand, or lost with the servers' stores). durq does not create it
+    /// again: that would restart the partition's offsets at 0 as if nothing
+    /// had been lost.
+    #[error(
+        "queue {queue}: the stream {stream} of partition {partition} is missing, with its records; durq does \
+         not recreate it (that would restart its offsets at 0)"
+    )]
+    MissingStream {
+        /// The queue's name.
+        queue: String,
+        /// The stream's name.
+        stream: String,
+        /// The partition it held.
+        partition: u32,
     },
 
     /// Taking a slot lost a race: the slot changed since the taker read it

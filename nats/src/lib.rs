@@ -17,12 +17,19 @@
 
 mod connect;
 mod error;
+mod producer;
+mod queue;
+mod queue_meta;
+mod queue_url;
+pub mod record;
 mod slot;
 mod slot_value;
 mod version;
 
 pub use connect::{CONNECT_TIMEOUT, Client, connect};
 pub use error::{ClientError, ENGINE, Error, Result};
+pub use producer::{Producer, SEND_RETRY_WITHIN};
+pub use queue::{DUPLICATE_WINDOW, HEADER_ROOM_BYTES, META_BUCKET, Queue};
 pub use slot::{Lease, NAME_BYTES_MAX, SlotState, Slots};
 pub use slot_value::HOLDER_BYTES_MAX;
 pub use version::{MIN_SERVER_VERSION, ServerVersion};
