@@ -12,6 +12,13 @@
 //!   holder's fencing epoch, a commit is a compare-and-set on the holder's
 //!   last revision, and a zombie's commit fails with [`Error::Fenced`].
 //!
+//! - [`Queue`] and [`Producer`]: a queue opened by
+//!   `nats://host:port/QUEUE` with the local queue's [`durq::Options`],
+//!   one stream per partition, and the local producer's API (`send`,
+//!   `send_keyed`, `send_batch`, `flush`, and `_async` forms) returning
+//!   [`durq::Position`]s and [`durq::Error`]s; engine failures are
+//!   [`durq::Error::Engine`] around this crate's [`Error`].
+//!
 //! The design, what each durq guarantee becomes on NATS, and what remains to
 //! build are in docs/SCALE_OUT.md (a draft).
 
