@@ -154,6 +154,24 @@ pub enum Error {
         epoch: u64,
     },
 
+    /// The engine under a remote backend failed or refused, for a reason
+    /// the local queue has no variant for: for the NATS backend (crate
+    /// `durq-nats`), no server answered, the server is too old or runs
+    /// without JetStream, a name the engine cannot use, a request that timed
+    /// out or was refused. The source is the backend's own error, which names
+    /// the server and what is wrong; downcast it (`durq_nats::Error::of`) to
+    /// tell the cases apart. An operation that failed this way may or may
+    /// not have taken effect, as with any lost reply. The local queue never
+    /// returns it.
+    #[error("{engine}: {source}")]
+    Engine {
+        /// The engine's name (`"NATS"`).
+        engine: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The caller's `process` closure returned an error; nothing was
     /// committed and the batch will be delivered again.
     #[error("process closure failed, batch not committed: {0}")]

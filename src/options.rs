@@ -117,9 +117,26 @@ impl Options {
         self
     }
 
+    /// The partition count the caller set, or `None`: another backend
+    /// (durq-nats) checks what was set against a stored queue, as
+    /// `Queue::open_with` does.
+    pub fn requested_partitions(&self) -> Option<u32> {
+        self.partitions
+    }
+
+    /// The durability the caller set, or `None`.
+    pub fn requested_durability(&self) -> Option<Durability> {
+        self.durability
+    }
+
+    /// The record size limit the caller set, or `None`.
+    pub fn requested_record_bytes_max(&self) -> Option<u32> {
+        self.record_bytes_max
+    }
+
     /// The options a new queue is created with: the caller's, defaults for
     /// the rest, validated.
-    pub(crate) fn resolve(&self) -> Result<QueueConfig> {
+    pub fn resolve(&self) -> Result<QueueConfig> {
         let config = QueueConfig {
             partitions: self.partitions.unwrap_or(1),
             durability: self.durability.unwrap_or_default(),

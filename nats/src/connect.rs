@@ -42,6 +42,24 @@ impl Client {
     pub(crate) fn jetstream(&self) -> &async_nats::jetstream::Context {
         &self.jetstream
     }
+
+    /// True if the server belongs to a cluster (its INFO names one): new
+    /// streams then get three replicas, else one.
+    pub(crate) fn clustered(&self) -> bool {
+        self.jetstream.client().server_info().cluster.is_some_and(|name| !name.is_empty())
+    }
+
+    /// The largest message (headers and payload) the server accepts.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.jetstream.client().server_info().max_payload
+    }
+
+    /// A name no other client of the server uses (the tail of a fresh inbox
+    /// subject: a NUID, 22 random characters).
+    pub(crate) fn unique_name(&self) -> String {
+        let inbox = self.jetstream.client().new_inbox();
+        inbox.rsplit('.').next().unwrap_or(&inbox).to_owned()
+    }
 }
 
 /// Connects to the NATS server at `url` (`nats://host:port`, or several

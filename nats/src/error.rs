@@ -73,11 +73,12 @@ pub enum Error {
         source: ClientError,
     },
 
-    /// A name the engine cannot use (a bucket or key with characters NATS
-    /// forbids).
+    /// A name the engine cannot use (a queue, bucket or key with
+    /// characters NATS forbids), or a queue address without a queue.
     #[error("invalid {what} {name:?}: {reason}")]
     InvalidName {
-        /// `"bucket"` or `"slot"`.
+        /// `"queue"`, `"queue address"`, `"server address"`, `"bucket"`,
+        /// `"slot"` or `"member id"`.
         what: &'static str,
         /// The rejected name.
         name: String,
@@ -98,6 +99,38 @@ pub enum Error {
         position: usize,
         /// What failed validation.
         reason: String,
+    },
+
+    /// A queue's meta entry failed validation; the queue was not opened.
+    #[error("corrupt meta entry of queue {queue} ({bucket} at revision {revision}), byte {position}: {reason}")]
+    CorruptMeta {
+        /// The queue's name (the entry's key).
+        queue: String,
+        /// The key-value bucket of queue meta entries.
+        bucket: String,
+        /// The revision of the bad value.
+        revision: u64,
+        /// The byte position of the damage within the value.
+        position: usize,
+        /// What failed validation.
+        reason: String,
+    },
+
+    /// A queue's meta entry names a partition whose stream is gone (deleted
+    /// by hand, or lost with the servers' stores). durq does not create it
+    /// again: that would restart the partition's offsets at 0 as if nothing
+    /// had been lost.
+    #[error(
+        "queue {queue}: the stream {stream} of partition {partition} is missing, with its records; durq does \
+         not recreate it (that would restart its offsets at 0)"
+    )]
+    MissingStream {
+        /// The queue's name.
+        queue: String,
+        /// The stream's name.
+        stream: String,
+        /// The partition it held.
+        partition: u32,
     },
 
     /// Taking a slot lost a race: the slot changed since the taker read it
@@ -146,7 +179,50 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The NATS error inside a [`durq::Error::Engine`], if that is what
+    /// `error` is: how an application on the NATS backend tells an
+    /// unreachable server from a too-old one.
+    pub fn of(error: &durq::Error) -> Option<&Error> {
+        match error {
+            durq::Error::Engine { source, .. } => source.downcast_ref::<Error>(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn engine(operation: impl Into<String>, source: impl Into<ClientError>) -> Error {
         Error::Engine { operation: operation.into(), source: source.into() }
+    }
+}
+
+/// The backend's user-facing API (`Queue`, `Producer`) returns
+/// [`durq::Error`], so that application code compiles against both
+/// backends: an engine error becomes [`durq::Error::Engine`], keeping this
+/// error as its source.
+///
+/// A slot's [`Error::Fenced`] names a bucket and key, not a partition; the
+/// consumer, which knows which partition a slot holds, turns it into
+/// [`durq::Error::Fenced`] itself before it reaches this conversion.
+impl From<Error> for durq::Error {
+    fn from(error: Error) -> durq::Error {
+        durq::Error::Engine { engine: ENGINE, source: Box::new(error) }
+    }
+}
+
+/// The engine's name in [`durq::Error::Engine`].
+pub const ENGINE: &str = "NATS";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_error_becomes_durq_engine_and_is_found_again() {
+        let nats = Error::NoJetStream { url: "nats://h:1".into(), server: "n1".into(), reason: "off".into() };
+        let durq: durq::Error = nats.into();
+        assert!(matches!(durq, durq::Error::Engine { engine: "NATS", .. }), "{durq:?}");
+        assert_eq!(durq.to_string(), "NATS: NATS server n1 at nats://h:1 has no JetStream: off");
+        assert!(matches!(Error::of(&durq), Some(Error::NoJetStream { .. })), "{durq:?}");
+        let local = durq::Error::InvalidOption { option: "partitions", reason: "0".into() };
+        assert!(Error::of(&local).is_none());
     }
 }

@@ -12,17 +12,31 @@
 //!   holder's fencing epoch, a commit is a compare-and-set on the holder's
 //!   last revision, and a zombie's commit fails with [`Error::Fenced`].
 //!
+//! - [`Queue`] and [`Producer`]: a queue opened by
+//!   `nats://host:port/QUEUE` with the local queue's [`durq::Options`],
+//!   one stream per partition, and the local producer's API (`send`,
+//!   `send_keyed`, `send_batch`, `flush`, and `_async` forms) returning
+//!   [`durq::Position`]s and [`durq::Error`]s; engine failures are
+//!   [`durq::Error::Engine`] around this crate's [`Error`].
+//!
 //! The design, what each durq guarantee becomes on NATS, and what remains to
 //! build are in docs/SCALE_OUT.md (a draft).
 
 mod connect;
 mod error;
+mod producer;
+mod queue;
+mod queue_meta;
+mod queue_url;
+pub mod record;
 mod slot;
 mod slot_value;
 mod version;
 
 pub use connect::{CONNECT_TIMEOUT, Client, connect};
-pub use error::{ClientError, Error, Result};
+pub use error::{ClientError, ENGINE, Error, Result};
+pub use producer::{Producer, SEND_RETRY_WITHIN};
+pub use queue::{DUPLICATE_WINDOW, HEADER_ROOM_BYTES, META_BUCKET, Queue};
 pub use slot::{Lease, NAME_BYTES_MAX, SlotState, Slots};
 pub use slot_value::HOLDER_BYTES_MAX;
 pub use version::{MIN_SERVER_VERSION, ServerVersion};

@@ -272,7 +272,7 @@ impl Lease {
 /// Bucket and slot names: one NATS subject token of letters, digits, `-`
 /// and `_` (what both a bucket and a key accept), so a name never splits
 /// into subject levels or matches a wildcard.
-fn validate_name(what: &'static str, name: &str) -> Result<()> {
+pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         Some("empty")
     } else if name.len() > NAME_BYTES_MAX {

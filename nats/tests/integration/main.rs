@@ -8,4 +8,6 @@ mod cluster;
 mod common;
 mod connect;
 mod harness;
+mod producer;
+mod queue;
 mod slot;

@@ -49,6 +49,13 @@ impl NatsServer {
         NatsServer::start_with(true).await
     }
 
+    /// [`NatsServer::start`] for a test that is not async (the blocking
+    /// API cannot run inside a runtime): the server is started on a
+    /// runtime of its own, which is gone when this returns.
+    pub fn start_blocking() -> NatsServer {
+        tokio::runtime::Runtime::new().expect("a runtime").block_on(NatsServer::start())
+    }
+
     /// A server with JetStream off.
     pub async fn start_without_jetstream() -> NatsServer {
         NatsServer::start_with(false).await
@@ -327,6 +334,34 @@ async fn probe(url: &str, jetstream: bool) -> Result<(), String> {
         context.query_account().await.map_err(|e| format!("JetStream account info: {e}"))?;
     }
     Ok(())
+}
+
+/// A runtime for the raw client's checks in a test of the blocking API. One
+/// per test, kept for the whole test: a raw connection lives on the runtime
+/// it was made on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime")
+}
+
+/// A JetStream context of a raw client of `url`, to look at (and damage)
+/// what durq stored.
+pub async fn raw_jetstream(url: &str) -> async_nats::jetstream::Context {
+    let addresses: Vec<async_nats::ServerAddr> = url.split(',').map(|u| u.parse().expect("an address")).collect();
+    async_nats::jetstream::new(async_nats::connect(addresses).await.expect("raw connect"))
+}
+
+/// Every message of `stream`, from sequence 1 to its last.
+pub async fn stream_messages(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let stream = jetstream.get_stream(stream).await.expect("the stream exists");
+    let last = stream.get_info().await.expect("stream info").state.last_sequence;
+    let mut messages = Vec::new();
+    for sequence in 1..=last {
+        messages.push(stream.get_raw_message(sequence).await.expect("a stored message"));
+    }
+    messages
 }
 
 /// The name of the server leading the stream `stream` (as the stream's
