@@ -44,6 +44,8 @@ const _: () = assert!(TIMEOUT_AT + 8 <= CRC_AT);
 
 /// A random member id; all zeros means "nobody".
 pub type MemberId = [u8; 16];
+/// The member id of a released lease: nobody holds the slot.
+pub const NOBODY: MemberId = [0; 16];
 
 /// The contents of a lease file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +72,7 @@ pub struct Lease {
 impl Lease {
     /// True once the holder let the slot go.
     pub fn is_released(&self) -> bool {
-        self.member == [0; 16]
+        self.member == NOBODY
     }
 
     /// True if the last heartbeat is older than the holder's own timeout.
@@ -168,10 +170,7 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Formats a member id as 32 hex digits.
-pub fn member_hex(id: &MemberId) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::layout::member_hex;
 
 #[cfg(test)]
 mod tests {
