@@ -112,7 +112,9 @@ pub enum Verdict {
     DeadLetter(String),
 }
 
-/// A member of a consumer group.
+/// A member of a consumer group. `Send`: each thread that consumes opens
+/// its own, or is handed one; the members share the group's partitions
+/// fairly, in one process or many.
 ///
 /// ```
 /// # fn main() -> Result<(), durq::Error> {
@@ -144,6 +146,12 @@ pub struct Consumer {
     dead_letters: Option<Queue>,
     stopped: FailStop,
 }
+
+// The docs above promise that a consumer can be moved to another thread.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Consumer>();
+};
 
 /// Where this member reads in a slot it holds.
 struct Reader {

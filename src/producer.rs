@@ -35,6 +35,12 @@ pub struct Producer {
     queue: Arc<QueueInner>,
 }
 
+// The docs above (and the README) promise `Send + Sync`.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Producer>();
+};
+
 impl Queue {
     /// A producer for this queue: `Clone + Send + Sync`.
     pub fn producer(&self) -> Producer {

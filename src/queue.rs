@@ -34,6 +34,7 @@ use crate::storage;
 use crate::{layout, meta};
 
 /// An open queue. Cheap to clone; every clone shares one set of mappings.
+/// `Clone + Send + Sync`: share it between threads, or clone it.
 ///
 /// ```
 /// # fn main() -> Result<(), durq::Error> {
@@ -52,6 +53,12 @@ use crate::{layout, meta};
 pub struct Queue {
     pub(crate) inner: Arc<QueueInner>,
 }
+
+// The docs above promise that a queue can be shared between threads.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Queue>();
+};
 
 pub(crate) struct QueueInner {
     // Dropped first: its last pass syncs what the partitions hold.

@@ -22,10 +22,9 @@
 //! survive a crash of the process (the page cache keeps it). The holder
 //! stores marks through a mapping of the file and syncs only the first page
 //! (the synced copies), so the mark's page stays dirty and writable, and a
-//! mark costs no system call and no page fault. (Marks were a `pwrite`, and
-//! then a store into the synced copies' page, which each commit's sync
-//! write-protected again: a fifth of a message's end-to-end latency.) A mark
-//! always carries a higher generation than the synced state it was made
+//! mark costs no system call and no page fault (a mark in the synced
+//! copies' page would fault after every commit's sync write-protected it
+//! again). A mark always carries a higher generation than the synced state it was made
 //! from, and a lower one than any later commit, so the rule "highest valid
 //! generation wins" holds across all three copies.
 //!

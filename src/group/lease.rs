@@ -151,13 +151,20 @@ pub fn decode(b: &[u8], slot: u32) -> Result<Lease, LeaseError> {
     Ok(Lease {
         slot,
         epoch: codec::u64_at(b, EPOCH_AT),
-        member: b[MEMBER_AT..PID_AT].try_into().expect("16 bytes"),
+        member: id_at(b, MEMBER_AT),
         pid: codec::u32_at(b, PID_AT),
-        boot_id: b[BOOT_AT..HEARTBEAT_AT].try_into().expect("16 bytes"),
+        boot_id: id_at(b, BOOT_AT),
         heartbeat_ms: codec::u64_at(b, HEARTBEAT_AT),
         host: String::from_utf8_lossy(&host[..host_len]).into_owned(),
         timeout_ms: codec::u64_at(b, TIMEOUT_AT),
     })
+}
+
+/// The 16-byte id at `at` of a whole record `b`.
+fn id_at(b: &[u8], at: usize) -> [u8; 16] {
+    let mut id = [0; 16];
+    id.copy_from_slice(&b[at..at + 16]);
+    id
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a

@@ -181,7 +181,7 @@ pub(crate) fn scan_and_reap(group_dir: &Path) -> Result<Vec<MemberInfo>> {
     Ok(members)
 }
 
-/// [`scan`] for an observer that may only read (`stat`): whether a member's
+/// [`scan_and_reap`] for an observer that may only read (`stat`): whether a member's
 /// file is locked comes from the kernel's lock table (`locks`), so nothing
 /// is locked, written or removed, and a dead member's file stays for the
 /// group's next scan to remove.

@@ -9,7 +9,7 @@
 //! groups/<name>/dlq/                     the dead-letter queue (a durq queue)
 //! ```
 //!
-//! (`layout.rs` defines every name.) [`Group`] is the one way into a group's
+//! (`layout.rs` defines every name.) `Group` is the one way into a group's
 //! directory and protocol, for its members (the consumer), its operators
 //! (reset, delete), retention and inspection alike.
 //!
@@ -18,7 +18,7 @@
 //! - [`assignment`]: which member should hold which slot.
 //! - [`lease`]: the lease record.
 //! - [`slot`]: taking, holding and giving back a slot; the fencing protocol.
-//! - [`membership`]: a member's share of the slots: rebalancing.
+//! - `membership`: a member's share of the slots: rebalancing.
 //! - [`checkpoint`]: per-epoch, two-copy checkpoint files.
 //! - [`dead_letter`]: the dead-letter envelope.
 //! - [`evidence`]: what checkpoints and dead letters prove about how far
