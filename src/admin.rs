@@ -1,27 +1,25 @@
 //! Operations on a group from outside it: reset its position, delete it,
-//! replay its dead letters; and reading records without a group.
+//! replay its dead letters; reading records without a group; and running
+//! retention by hand.
 //!
 //! Reset and delete require that the group has no live member (like
 //! `kafka-consumer-groups --reset-offsets`): a member holding slots would
-//! fight the change. They check the member files, and then act through the
-//! same epoch claims as a taking member, so a member that joins meanwhile
-//! either sees the result or makes the operation fail with `GroupBusy`.
+//! fight the change. They check the member files, and a reset then takes
+//! each slot by the very steps a member takes it (`group/slot.rs`), so a
+//! member that joins meanwhile either sees the result or makes the reset
+//! fail with `GroupBusy`.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::consumer::Message;
 use crate::error::{Error, Result};
-use crate::group::checkpoint::{self, Checkpoint, CheckpointState};
-use crate::group::dead_letter::{self, DLQ_DIR, DeadLetter, REPLAY_GROUP};
-use crate::group::lease::{self, Lease};
-use crate::group::member::{self, Liveness};
-use crate::group::{self, GROUPS_DIR, name, slot};
+use crate::group::dead_letter::{self, DeadLetter, REPLAY_GROUP};
+use crate::group::{self, Group};
 use crate::log::partition::{FrameRef, Span};
 use crate::options::ConsumerOptions;
-use crate::producer::Position;
+use crate::position::Position;
 use crate::queue::Queue;
-use crate::storage;
+use crate::retention::{self, Reclaimed};
 
 /// Where [`Queue::reset_group`] puts a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,10 +73,7 @@ impl Queue {
         max: usize,
         mut read: impl FnMut(&Span, &FrameRef) -> Result<T>,
     ) -> Result<Vec<T>> {
-        let part = self.inner.partitions.get(partition as usize).ok_or_else(|| Error::InvalidOption {
-            option: "partition",
-            reason: format!("{partition} is not below {}", self.inner.config.partitions),
-        })?;
+        let part = self.inner.partition(partition)?;
         let visible = part.visible();
         let offset = offset.max(part.first_offset());
         if offset >= visible {
@@ -100,8 +95,8 @@ impl Queue {
     /// Moves group `group` to `to` in every partition. The group must exist
     /// and have no live member. Returns the new position per partition.
     pub fn reset_group(&self, group: &str, to: ResetTo) -> Result<Vec<u64>> {
-        let group_dir = self.existing_group(group)?;
-        self.ensure_no_member(group, &group_dir)?;
+        let group = Group::existing(&self.inner.dir, group)?;
+        group.ensure_no_member()?;
         let mut positions = Vec::new();
         for part in &self.inner.partitions {
             let (first, next) = (part.first_offset(), part.next_offset());
@@ -115,56 +110,7 @@ impl Queue {
             // were synced (`group::evidence`): under `Buffered` the end of
             // the log may not be durable yet.
             part.sync_to(target)?;
-            let slot_dir = slot::dir(&group_dir, part.id);
-            storage::create_dir_durable(&slot_dir)?;
-            // Opened (created if missing) before the claim, so that the
-            // claimed file's directory fsync makes the lease's name durable
-            // too, as in a take (group/slot.rs).
-            let lease_path = slot_dir.join(slot::LEASE_FILE);
-            let (lease_file, _) = storage::try_lock_exclusive(&lease_path)?;
-            let leased = slot::read_lease(&slot_dir, part.id)?.map_or(0, |l| l.epoch);
-            let epoch = checkpoint::epochs(&slot_dir)?.last().copied().unwrap_or(0).max(leased) + 1;
-            if !checkpoint::claim(&slot_dir, epoch)? {
-                return Err(Error::GroupBusy { group: group.into(), lock: slot_dir });
-            }
-            let state = CheckpointState {
-                partition: part.id,
-                generation: 0,
-                epoch,
-                next_offset: target,
-                delivered_end: target,
-                attempts: 0,
-                range_attempts: 0,
-            };
-            Checkpoint::write_claimed(&slot_dir, epoch, state)?;
-            // A retention pass that read the groups while this epoch's file
-            // was still empty saw the old position and may have raised the
-            // first offset past `target` meanwhile. A pass raises it before
-            // its second look at the groups, so reading it again now, after
-            // the write, catches every pass that could miss the new
-            // position; the claimed file is ours to rewrite at that offset.
-            let first_now = part.first_offset();
-            let target = if target < first_now {
-                let state = CheckpointState { next_offset: first_now, delivered_end: first_now, ..state };
-                Checkpoint::write_claimed(&slot_dir, epoch, state)?;
-                first_now
-            } else {
-                target
-            };
-            // A released lease at the new epoch: the next member takes the
-            // slot at once, and claims past this epoch.
-            let released = Lease {
-                slot: part.id,
-                epoch,
-                member: [0; 16],
-                pid: std::process::id(),
-                boot_id: storage::boot_id(),
-                heartbeat_ms: storage::now_ms(),
-                host: storage::host_name(),
-                timeout_ms: 0,
-            };
-            storage::write_durable_at(&lease_file, &lease_path, 0, &lease::encode(&released))?;
-            positions.push(target);
+            positions.push(group.force_epoch(part.id, target, &|| part.first_offset())?);
         }
         Ok(positions)
     }
@@ -172,16 +118,15 @@ impl Queue {
     /// Deletes group `group` (its positions, leases and dead letters): it no
     /// longer holds back retention. It must have no live member.
     pub fn delete_group(&self, group: &str) -> Result<()> {
-        let group_dir = self.existing_group(group)?;
-        self.ensure_no_member(group, &group_dir)?;
-        storage::remove_tree(&group_dir)?;
-        storage::sync_dir(&self.inner.dir.join(GROUPS_DIR))
+        let group = Group::existing(&self.inner.dir, group)?;
+        group.ensure_no_member()?;
+        group.delete()
     }
 
     /// The names of the registered groups (entries of `groups/` that are
     /// not groups are left out).
     pub fn groups(&self) -> Result<Vec<String>> {
-        Ok(group::list(&self.inner.dir)?.groups)
+        Ok(group::list(&self.inner.dir)?.groups.iter().map(|g| g.name().to_owned()).collect())
     }
 
     /// The dead letters of `group` not yet replayed, oldest first, up to
@@ -189,14 +134,13 @@ impl Queue {
     /// else put in the dead-letter queue) is [`Error::Corrupt`] naming its
     /// segment file, byte position and offset in the dead-letter queue.
     pub fn dead_letters(&self, group: &str, max: usize) -> Result<Vec<DeadLetter>> {
-        let group_dir = self.existing_group(group)?;
-        let dlq_dir = group_dir.join(DLQ_DIR);
-        if !dlq_dir.join(crate::meta::META_FILE).exists() {
+        let dlq = Group::existing(&self.inner.dir, group)?.dead_letter_queue();
+        if !dlq.exists() {
             return Ok(Vec::new());
         }
-        let dlq = Queue::open_existing(&dlq_dir)?;
-        let replay_slot = slot::dir(&dlq_dir.join(GROUPS_DIR).join(REPLAY_GROUP), 0);
-        let from = slot::checkpoint_in_force(&replay_slot, 0)?.map_or(0, |(_, s)| s.next_offset);
+        // Reading clamps to the first retained offset.
+        let from = dlq.replayed()?.next_offset_or(0);
+        let dlq = Queue::open_existing(dlq.dir())?;
         dlq.read_frames(0, from, max, |span, frame| {
             let (envelope_at, _) = frame.payload;
             let envelope = dead_letter::decode(span.bytes(frame.payload))
@@ -210,11 +154,11 @@ impl Queue {
     /// original key), and removes each from the dead-letter queue only after
     /// its re-send is durable. Returns how many were replayed.
     pub fn replay_dead_letters(&self, group: &str) -> Result<u64> {
-        let group_dir = self.existing_group(group)?;
-        let dlq_dir = group_dir.join(DLQ_DIR);
-        if !dlq_dir.join(crate::meta::META_FILE).exists() {
+        let dlq = Group::existing(&self.inner.dir, group)?.dead_letter_queue();
+        if !dlq.exists() {
             return Ok(0);
         }
+        let dlq_dir = dlq.dir().to_owned();
         let dlq = Queue::open_existing(&dlq_dir)?;
         let mut replayer = dlq.consumer_with(REPLAY_GROUP, ConsumerOptions::default().max_batch(1024))?;
         let producer = self.producer();
@@ -240,31 +184,21 @@ impl Queue {
         }
     }
 
-    fn existing_group(&self, group: &str) -> Result<PathBuf> {
-        name::validate(group)?;
-        let dir = self.inner.dir.join(GROUPS_DIR).join(group);
-        if !dir.is_dir() {
-            return Err(Error::InvalidOption { option: "group", reason: format!("no group {group:?} in this queue") });
-        }
-        Ok(dir)
-    }
-
-    fn ensure_no_member(&self, group: &str, group_dir: &std::path::Path) -> Result<()> {
-        let members = member::scan(group_dir, true)?;
-        if let Some(m) = members.iter().find(|m| m.liveness != Liveness::Dead) {
-            return Err(Error::GroupBusy {
-                group: group.into(),
-                lock: group_dir.join(member::MEMBERS_DIR).join(format!("{}.member", lease::member_hex(&m.id))),
-            });
-        }
-        Ok(())
+    /// Removes, in every partition, the segments every registered group has
+    /// passed, as a roll does, and says what it removed and what holds the
+    /// rest back (`durq gc`). Safe while producers and consumers run in
+    /// other processes. Unlike the passes durq runs by itself, a failure
+    /// here is returned.
+    pub fn reclaim(&self) -> Result<Vec<Reclaimed>> {
+        let segment_bytes = self.inner.config.segment_bytes;
+        self.inner.partitions.iter().map(|p| retention::run(&self.inner.dir, segment_bytes, p)).collect()
     }
 
     /// The offset of the first record of `partition` appended at or after
     /// `t`, or the end of the log if there is none.
     fn first_at_or_after(&self, partition: u32, t: SystemTime) -> Result<u64> {
         let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let part = &self.inner.partitions[partition as usize];
+        let part = self.inner.partition(partition)?;
         let (mut offset, end) = (part.first_offset(), part.visible());
         while offset < end {
             let batch = self.read_at(partition, offset, 4096)?;

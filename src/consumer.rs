@@ -16,26 +16,22 @@
 //! alive every `rebalance_interval` while it waits and between batches,
 //! takes over the slots of dead or hung members at once, and gives back
 //! slots that belong to a newcomer only after committing its current batch.
-//! See `group/slot.rs` for the takeover and fencing protocol.
+//! See `group/membership.rs` for rebalancing and `group/slot.rs` for the
+//! takeover and fencing protocol.
 
-use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{BoxError, Error, Result};
 use crate::fail_stop::FailStop;
-use crate::group::dead_letter::{self, DLQ_DIR, Envelope};
-use crate::group::lease::MemberId;
-use crate::group::member::{self, Liveness, Member};
-use crate::group::slot::{self, SlotHold};
-use crate::group::{GROUPS_DIR, assignment, name};
+use crate::group::Group;
+use crate::group::dead_letter::{self, Envelope};
+use crate::group::membership::{Held, Membership};
 use crate::log::partition::{ReadCursor, Span};
 use crate::options::ConsumerOptions;
-use crate::producer::Position;
+use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
-use crate::storage;
 
 /// One record handed to the caller, borrowed from the queue's mapping (no
 /// copy). It lives only as long as the closure call (or the [`Delivery`]).
@@ -116,7 +112,9 @@ pub enum Verdict {
     DeadLetter(String),
 }
 
-/// A member of a consumer group.
+/// A member of a consumer group. `Send`: each thread that consumes opens
+/// its own, or is handed one; the members share the group's partitions
+/// fairly, in one process or many.
 ///
 /// ```
 /// # fn main() -> Result<(), durq::Error> {
@@ -141,20 +139,22 @@ pub enum Verdict {
 /// ```
 pub struct Consumer {
     queue: Arc<QueueInner>,
-    group: String,
-    group_dir: PathBuf,
     options: ConsumerOptions,
-    member: Member,
-    held: BTreeMap<u32, Held>,
+    membership: Membership<Reader>,
     next_slot: u32,
     last_rebalance: Option<Instant>,
     dead_letters: Option<Queue>,
     stopped: FailStop,
 }
 
-/// A slot this member holds, and where it reads.
-struct Held {
-    hold: SlotHold,
+// The docs above promise that a consumer can be moved to another thread.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Consumer>();
+};
+
+/// Where this member reads in a slot it holds.
+struct Reader {
     cursor: ReadCursor,
     /// No delivery before this instant (backoff after a failure).
     retry_at: Option<Instant>,
@@ -165,6 +165,8 @@ struct Held {
 /// A batch taken from one slot, not yet committed.
 struct Batch {
     slot: u32,
+    /// The epoch the slot was held at when the batch was read.
+    epoch: u64,
     span: Span,
     /// Deliveries of the batch's first record, this one included.
     attempts: u32,
@@ -196,20 +198,29 @@ impl Batch {
     }
 }
 
+impl Queue {
+    /// Joins consumer group `group` with default options.
+    pub fn consumer(&self, group: &str) -> Result<Consumer> {
+        self.consumer_with(group, ConsumerOptions::default())
+    }
+
+    /// Joins consumer group `group`.
+    pub fn consumer_with(&self, group: &str, options: ConsumerOptions) -> Result<Consumer> {
+        Consumer::open(self.inner.clone(), group, options)
+    }
+}
+
 impl Consumer {
-    pub(crate) fn open(queue: Arc<QueueInner>, group: &str, options: ConsumerOptions) -> Result<Consumer> {
-        name::validate(group)?;
+    fn open(queue: Arc<QueueInner>, group: &str, options: ConsumerOptions) -> Result<Consumer> {
+        let group = Group::named(&queue.dir, group)?;
         options.validate()?;
-        let group_dir = queue.dir.join(GROUPS_DIR).join(group);
-        storage::create_dir_durable(&group_dir)?;
-        let member = Member::join(&group_dir, options.lease_timeout.as_millis() as u64)?;
+        group.register()?;
+        let timeout_ms = options.lease_timeout.as_millis() as u64;
+        let membership = Membership::join(group, queue.config.partitions, timeout_ms)?;
         let mut consumer = Consumer {
             queue,
-            group: group.to_owned(),
-            group_dir,
             options,
-            member,
-            held: BTreeMap::new(),
+            membership,
             next_slot: 0,
             last_rebalance: None,
             dead_letters: None,
@@ -315,23 +326,24 @@ impl Consumer {
 
     /// The group's name.
     pub fn group(&self) -> &str {
-        &self.group
+        self.membership.group().name()
     }
 
     /// The partitions whose slots this member holds now.
     pub fn held_partitions(&self) -> Vec<u32> {
-        self.held.keys().copied().collect()
+        self.membership.held().keys().copied().collect()
     }
 
     /// The group's committed position (next offset to process) in every
     /// partition: this member's own for the slots it holds, the checkpoint
     /// in force on disk for the others.
     pub fn committed(&self) -> Result<Vec<u64>> {
+        let held = self.membership.held();
         (0..self.queue.config.partitions)
-            .map(|s| match self.held.get(&s) {
+            .zip(&self.queue.partitions)
+            .map(|(s, part)| match held.get(&s) {
                 Some(h) => Ok(h.hold.checkpoint.state().next_offset),
-                None => Ok(slot::checkpoint_in_force(&slot::dir(&self.group_dir, s), s)?
-                    .map_or(self.queue.partitions[s as usize].first_offset(), |(_, st)| st.next_offset)),
+                None => Ok(self.membership.group().committed(s)?.next_offset_or(part.first_offset())),
             })
             .collect()
     }
@@ -375,8 +387,10 @@ impl Consumer {
                 self.rebalance()?;
             }
             let now = Instant::now();
-            if let Some(slot) = self.ready_slot(now) {
-                return self.read_batch(slot).map(Some);
+            if let Some(slot) = self.ready_slot(now)
+                && let Some(batch) = self.read_batch(slot)?
+            {
+                return Ok(Some(batch));
             }
             let mut wait = self.options.rebalance_interval;
             if let Some(d) = deadline {
@@ -385,15 +399,15 @@ impl Consumer {
                     _ => return Ok(None),
                 }
             }
-            if let Some(r) = self.held.values().filter_map(|h| h.retry_at).min() {
+            let held = self.membership.held();
+            if let Some(r) = held.values().filter_map(|h| h.state.retry_at).min() {
                 wait = wait.min(r.saturating_duration_since(now));
             }
-            let queue = self.queue.clone();
-            let held = &self.held;
-            queue.control.wait_until(Some(wait), || {
+            let partitions = &self.queue.partitions;
+            self.queue.control.wait_until(Some(wait), || {
                 held.iter().any(|(&s, h)| {
-                    h.retry_at.is_none_or(|r| r <= Instant::now())
-                        && h.cursor.next_offset < queue.partitions[s as usize].visible()
+                    h.state.retry_at.is_none_or(|r| r <= Instant::now())
+                        && h.state.cursor.next_offset < partitions[s as usize].visible()
                 })
             });
         }
@@ -402,22 +416,26 @@ impl Consumer {
     /// The next held slot, round-robin, with a record ready and no pending
     /// backoff.
     fn ready_slot(&self, now: Instant) -> Option<u32> {
-        let ready = |(&s, h): (&u32, &Held)| {
-            h.retry_at.is_none_or(|r| r <= now) && h.cursor.next_offset < self.queue.partitions[s as usize].visible()
+        let ready = |(&s, h): (&u32, &Held<Reader>)| {
+            h.state.retry_at.is_none_or(|r| r <= now)
+                && h.state.cursor.next_offset < self.queue.partitions[s as usize].visible()
         };
-        let after = self.held.range(self.next_slot..).find(|&e| ready(e));
-        after.or_else(|| self.held.range(..self.next_slot).find(|&e| ready(e))).map(|(&s, _)| s)
+        let held = self.membership.held();
+        let after = held.range(self.next_slot..).find(|&e| ready(e));
+        after.or_else(|| held.range(..self.next_slot).find(|&e| ready(e))).map(|(&s, _)| s)
     }
 
-    fn read_batch(&mut self, slot: u32) -> Result<Batch> {
+    /// Reads a batch from held `slot`, which has a record ready
+    /// ([`Consumer::ready_slot`]), and marks it delivered.
+    fn read_batch(&mut self, slot: u32) -> Result<Option<Batch>> {
         let part = self.queue.partitions[slot as usize].clone();
-        let held = self.held.get_mut(&slot).expect("ready_slot returns held slots");
-        let max = if held.cursor.next_offset < held.isolate_end { 1 } else { self.options.max_batch };
+        let Some(held) = self.membership.get_mut(slot) else { return Ok(None) };
+        let max = if held.state.cursor.next_offset < held.state.isolate_end { 1 } else { self.options.max_batch };
         // The next call starts at the next slot even if this read fails: a
         // damaged record in one partition is reported every time it comes
         // round, and must not stop the other partitions' deliveries.
         self.next_slot = slot + 1;
-        let span = part.read_span(&mut held.cursor, part.visible(), max)?;
+        let span = part.read_span(&mut held.state.cursor, part.visible(), max)?;
         assert!(!span.frames.is_empty(), "slot {slot} was ready but yielded no record");
         let state = held.hold.checkpoint.state();
         let head = span.frames[0].offset;
@@ -431,14 +449,15 @@ impl Consumer {
         } else {
             (state.delivered_end, state.range_attempts)
         };
-        held.hold.checkpoint.mark_delivered(delivered_end, attempts, range_attempts, false)?;
-        Ok(Batch {
+        held.hold.checkpoint.mark_delivered(delivered_end, attempts, range_attempts);
+        Ok(Some(Batch {
             slot,
+            epoch: held.hold.epoch,
             span,
             attempts,
             redelivered_end: state.delivered_end,
             earlier_deliveries: state.range_attempts,
-        })
+        }))
     }
 
     /// Commits the first `count` records of `batch`.
@@ -454,17 +473,21 @@ impl Consumer {
         if let Err(e) = self.queue.partitions[batch.slot as usize].sync_to(end) {
             return Err(self.stopped.stop(e));
         }
-        let held = self.held.get_mut(&batch.slot).expect("a batch comes from a held slot");
+        // Nothing between taking a batch and committing it rebalances: the
+        // slot is still held, unless this member was fenced from it.
+        let Some(held) = self.membership.get_mut(batch.slot) else {
+            return Err(Error::Fenced { partition: batch.slot, epoch: batch.epoch });
+        };
         match held.hold.checkpoint.commit(end) {
             Ok(()) => {
-                held.cursor.advance(&batch.span, count);
-                held.retry_at = None;
+                held.state.cursor.advance(&batch.span, count);
+                held.state.retry_at = None;
                 Ok(())
             }
             Err(e @ Error::Fenced { .. }) => {
                 // Another member owns the slot now; what this one did there
                 // does not count, and it must not touch the slot again.
-                self.held.remove(&batch.slot);
+                self.membership.forget(batch.slot);
                 Err(e)
             }
             Err(e) => Err(self.stopped.stop(e)),
@@ -498,13 +521,13 @@ impl Consumer {
             drop(messages);
             return self.commit(batch, index + 1);
         }
-        let Some(held) = self.held.get_mut(&slot) else { return Ok(()) };
-        held.isolate_end = held.isolate_end.max(batch.span.end_offset);
-        held.retry_at = Some(Instant::now() + delay.unwrap_or_else(|| self.options.backoff(attempts)));
+        let Some(held) = self.membership.get_mut(slot) else { return Ok(()) };
+        held.state.isolate_end = held.state.isolate_end.max(batch.span.end_offset);
+        held.state.retry_at = Some(Instant::now() + delay.unwrap_or_else(|| self.options.backoff(attempts)));
         let state = held.hold.checkpoint.state();
         // Durable: the attempt count must survive a crash, or a poison
         // record would never reach the dead-letter queue.
-        if let Err(e) = held.hold.checkpoint.mark_delivered(state.delivered_end, attempts, state.range_attempts, true) {
+        if let Err(e) = held.hold.checkpoint.mark_failed_delivery(state.delivered_end, attempts, state.range_attempts) {
             return Err(self.stopped.stop(e));
         }
         Ok(())
@@ -519,16 +542,21 @@ impl Consumer {
         if let Err(e) = self.queue.partitions[p].sync_to(m.position.offset.saturating_add(1)) {
             return Err(self.stopped.stop(e));
         }
-        if self.dead_letters.is_none() {
-            // An existing one keeps the options it was created with.
-            let dir = self.group_dir.join(DLQ_DIR);
-            let dlq = match Queue::open_existing(&dir) {
-                Ok(dlq) => dlq,
-                Err(Error::NotAQueue { .. }) => Queue::open_with(&dir, dead_letter::queue_options(&self.queue.config))?,
-                Err(e) => return Err(e),
-            };
-            self.dead_letters = Some(dlq);
-        }
+        let dlq = match &self.dead_letters {
+            Some(dlq) => dlq,
+            None => {
+                // An existing one keeps the options it was created with.
+                let dlq_dir = self.membership.group().dead_letter_queue();
+                let dlq = match Queue::open_existing(dlq_dir.dir()) {
+                    Ok(dlq) => dlq,
+                    Err(Error::NotAQueue { .. }) => {
+                        Queue::open_with(dlq_dir.dir(), dead_letter::queue_options(&self.queue.config))?
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.dead_letters.insert(dlq)
+            }
+        };
         let envelope = dead_letter::encode(&Envelope {
             partition: m.position.partition,
             offset: m.position.offset,
@@ -537,7 +565,7 @@ impl Consumer {
             error,
             payload: m.payload,
         });
-        let producer = self.dead_letters.as_ref().expect("opened above").producer();
+        let producer = dlq.producer();
         match m.key {
             Some(key) => producer.send_keyed(key, envelope)?,
             None => producer.send(envelope)?,
@@ -545,88 +573,27 @@ impl Consumer {
         Ok(())
     }
 
-    /// Checks who is alive, heartbeats, gives back slots that belong to
-    /// others now, and takes the slots that belong to this member. Runs only
-    /// between batches, so a slot is never given back mid-batch.
+    /// Heartbeats and rebalances (`group/membership.rs`): gives back the
+    /// slots that belong to others now and takes this member's own, each
+    /// read from its checkpoint on. Runs only between batches, so a slot is
+    /// never given back mid-batch.
     fn rebalance(&mut self) -> Result<()> {
         self.last_rebalance = Some(Instant::now());
-        self.member.heartbeat()?;
-        let members = member::scan(&self.group_dir, true)?;
-        let mut alive: Vec<MemberId> = members.iter().filter(|m| m.liveness == Liveness::Alive).map(|m| m.id).collect();
-        if !alive.contains(&self.member.id) {
-            // We are running this very code: whatever our file said, we live.
-            alive.push(self.member.id);
-        }
-        let holders = self.holders(&alive)?;
-        let mine: Vec<u32> = assignment::assign(&alive, &holders)
-            .iter()
-            .enumerate()
-            .filter(|(_, owner)| owner.as_ref() == Some(&self.member.id))
-            .map(|(s, _)| s as u32)
-            .collect();
-        let given_back: Vec<u32> = self.held.keys().copied().filter(|s| !mine.contains(s)).collect();
-        for s in given_back {
-            let held = self.held.remove(&s).expect("listed above");
-            held.hold.release(&self.member)?;
-        }
-        let mut fenced = Vec::new();
-        for (&s, held) in &mut self.held {
-            match held.hold.heartbeat(&self.member) {
-                Ok(()) => {}
-                Err(Error::Fenced { .. }) => fenced.push(s),
-                Err(e) => return Err(e),
-            }
-        }
-        for s in fenced {
-            self.held.remove(&s);
-        }
-        for s in mine {
-            if !self.held.contains_key(&s) {
-                self.take(s, &alive)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Who holds each slot now, as far as assignment is concerned: this
-    /// member for the slots it holds, otherwise the live member its lease
-    /// names.
-    fn holders(&self, alive: &[MemberId]) -> Result<Vec<Option<MemberId>>> {
-        (0..self.queue.config.partitions)
-            .map(|s| {
-                if self.held.contains_key(&s) {
-                    return Ok(Some(self.member.id));
-                }
-                let lease = slot::read_lease(&slot::dir(&self.group_dir, s), s)?;
-                Ok(lease.ok().map(|l| l.member).filter(|m| *m != self.member.id && alive.contains(m)))
-            })
-            .collect()
-    }
-
-    fn take(&mut self, s: u32, alive: &[MemberId]) -> Result<()> {
-        let part = self.queue.partitions[s as usize].clone();
-        // A new group starts at the earliest retained record: a durable
-        // queue's consumer must see what was sent before it first ran.
-        let taken = slot::try_take(&self.group_dir, s, &self.member, alive, part.first_offset(), part.next_offset())?;
-        let Some(hold) = taken else { return Ok(()) };
-        let state = hold.checkpoint.state();
-        let cursor = part.cursor_at(state.next_offset)?;
-        // Records a predecessor was handed and did not commit (it failed,
-        // crashed or hung) come one at a time, so a poison record among
-        // them is isolated and every count stays exact.
-        let isolate_end = if state.attempts >= 1 { state.delivered_end } else { 0 };
-        self.held.insert(s, Held { hold, cursor, retry_at: None, isolate_end });
-        Ok(())
-    }
-}
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        // Leave gracefully: give every slot back so the others need not wait
-        // for a timeout. Errors do not matter here: our locks go with us.
-        for (_, held) in std::mem::take(&mut self.held) {
-            let _ = held.hold.release(&self.member);
-        }
+        let partitions = &self.queue.partitions;
+        self.membership.rebalance(
+            |s| {
+                let part = &partitions[s as usize];
+                (part.first_offset(), part.next_offset())
+            },
+            |s, state| {
+                let cursor = partitions[s as usize].cursor_at(state.next_offset)?;
+                // Records a predecessor was handed and did not commit (it
+                // failed, crashed or hung) come one at a time, so a poison
+                // record among them is isolated and every count stays exact.
+                let isolate_end = if state.attempts >= 1 { state.delivered_end } else { 0 };
+                Ok(Reader { cursor, retry_at: None, isolate_end })
+            },
+        )
     }
 }
 
@@ -639,7 +606,8 @@ pub struct Delivery<'c> {
 impl Delivery<'_> {
     /// The records, in offset order, from one partition.
     pub fn messages(&self) -> Vec<Message<'_>> {
-        self.batch.as_ref().expect("a delivery holds its batch until commit").messages()
+        // Only `commit` (which consumes the delivery) and drop take it.
+        self.batch.as_ref().map_or_else(Vec::new, Batch::messages)
     }
 
     /// Number of records.
@@ -655,7 +623,7 @@ impl Delivery<'_> {
     /// Commits every record of the delivery. Call it only once the work for
     /// all of them is done and durable on your side.
     pub fn commit(mut self) -> Result<usize> {
-        let batch = self.batch.take().expect("a delivery holds its batch until commit");
+        let Some(batch) = self.batch.take() else { return Ok(0) };
         let n = batch.span.frames.len();
         self.consumer.commit(&batch, n)?;
         Ok(n)

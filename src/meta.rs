@@ -29,8 +29,7 @@ use crate::storage;
 
 /// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
-/// The meta file's name inside a queue directory.
-pub const META_FILE: &str = "durq.meta";
+pub use crate::layout::META_FILE;
 /// Bytes of the meta file.
 pub const META_BYTES: usize = 64;
 
@@ -109,7 +108,7 @@ pub fn read(dir: &Path) -> Result<QueueConfig> {
 /// directory fsynced. The caller holds the open lock, and for a change of
 /// options has made sure no process has the queue open.
 pub fn write(dir: &Path, config: &QueueConfig) -> Result<()> {
-    let tmp = dir.join(format!("{META_FILE}.tmp.{}", std::process::id()));
+    let tmp = dir.join(crate::layout::meta_tmp_name(std::process::id()));
     let _ = storage::remove_file(&tmp);
     storage::write_new_file(&tmp, &encode(config))?;
     storage::rename(&tmp, &dir.join(META_FILE))
@@ -117,7 +116,7 @@ pub fn write(dir: &Path, config: &QueueConfig) -> Result<()> {
 
 /// True for the leftovers of a [`write()`] that crashed before its rename.
 pub fn is_unpublished_tmp(name: &str) -> bool {
-    name.starts_with(&format!("{META_FILE}.tmp."))
+    crate::layout::is_meta_tmp_name(name)
 }
 
 #[cfg(test)]

@@ -5,17 +5,9 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::log::partition::Record;
 use crate::options::Durability;
-use crate::queue::QueueInner;
+use crate::position::Position;
+use crate::queue::{Queue, QueueInner};
 use crate::retention;
-
-/// Where a record was stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Position {
-    /// The partition.
-    pub partition: u32,
-    /// The record's offset within the partition.
-    pub offset: u64,
-}
 
 /// Sends records into a queue. `Clone + Send + Sync`: share it between
 /// threads or clone it; every clone appends to the same log.
@@ -43,11 +35,20 @@ pub struct Producer {
     queue: Arc<QueueInner>,
 }
 
-impl Producer {
-    pub(crate) fn new(queue: Arc<QueueInner>) -> Producer {
-        Producer { queue }
-    }
+// The docs above (and the README) promise `Send + Sync`.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Producer>();
+};
 
+impl Queue {
+    /// A producer for this queue: `Clone + Send + Sync`.
+    pub fn producer(&self) -> Producer {
+        Producer { queue: self.inner.clone() }
+    }
+}
+
+impl Producer {
     /// Appends one record to the next partition in round-robin order.
     pub fn send(&self, payload: impl AsRef<[u8]>) -> Result<Position> {
         let partition = self.queue.next_partition();
@@ -91,9 +92,15 @@ impl Producer {
         Ok(())
     }
 
+    /// A retention pass in every partition, whose failure is counted, not
+    /// returned (see `retention::run_unattended`).
+    fn run_retention(&self) -> usize {
+        retention::run_unattended(&self.queue.dir, self.queue.config.segment_bytes, &self.queue.partitions)
+    }
+
     fn append(&self, partition: u32, records: &[Record<'_>]) -> Result<u64> {
         let p = &self.queue.partitions[partition as usize];
-        let first = p.append(records, &|| retention::run_unattended(&self.queue))?;
+        let first = p.append(records, &|| self.run_retention())?;
         if self.queue.config.durability == Durability::Sync {
             p.sync_to(first + records.len() as u64)?;
         }
@@ -101,7 +108,7 @@ impl Producer {
             // The record is stored; a failure to clean up old segments must
             // not turn its acknowledgement into an error. It is counted for
             // `durq stat`, and the next roll tries again.
-            retention::run_unattended(&self.queue);
+            self.run_retention();
         }
         Ok(first)
     }

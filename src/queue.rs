@@ -1,12 +1,12 @@
-//! Opening (and creating) a queue directory.
+//! `Queue`: opening (and creating) a queue directory.
 //!
-//! ```text
-//! DIR/durq.meta                 options, fixed at creation (meta.rs)
-//! DIR/durq.ctl                  live shared state, rebuilt by the first opener (log/control.rs)
-//! DIR/durq.lock                 serialises opening, and so recovery
-//! DIR/p0000/<base>.seg          partition 0's segments (log/segment.rs)
-//! DIR/groups/<group>/p0000.ckpt group checkpoints (group/checkpoint.rs)
-//! ```
+//! A queue is a directory of files whose names `layout.rs` defines: the
+//! meta file, the control file, one folder per partition, and `groups/`.
+//!
+//! The rest of `impl Queue` lives with the concern it belongs to:
+//! `producer.rs` (`producer`), `consumer.rs` (`consumer`, `consumer_with`),
+//! `admin.rs` (operations on groups from outside them, reading without a
+//! group, `reclaim`), and `stat.rs` (`stat`).
 //!
 //! Creation writes every partition's first segment before it publishes the
 //! meta file, so a directory with a meta file is always a complete queue, and
@@ -22,7 +22,6 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
-use crate::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::group::evidence;
@@ -30,12 +29,12 @@ use crate::log::control::{self, ControlFile, Opened};
 use crate::log::partition::{self, Crash, Partition};
 use crate::log::prefault::{AheadOfWriter, PrefaultThread, Prefaulter};
 use crate::log::sealer::Sealer;
-use crate::meta;
-use crate::options::{ConsumerOptions, Durability, Options, QueueConfig};
-use crate::producer::Producer;
+use crate::options::{Durability, Options, QueueConfig};
 use crate::storage;
+use crate::{layout, meta};
 
 /// An open queue. Cheap to clone; every clone shares one set of mappings.
+/// `Clone + Send + Sync`: share it between threads, or clone it.
 ///
 /// ```
 /// # fn main() -> Result<(), durq::Error> {
@@ -54,6 +53,12 @@ use crate::storage;
 pub struct Queue {
     pub(crate) inner: Arc<QueueInner>,
 }
+
+// The docs above promise that a queue can be shared between threads.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Queue>();
+};
 
 pub(crate) struct QueueInner {
     // Dropped first: its last pass syncs what the partitions hold.
@@ -158,7 +163,7 @@ impl Queue {
         // `prefault_thread` joins) once they are gone.
         drop(prefaulter);
         let flusher = match config.durability {
-            Durability::Interval(every) => Some(Flusher::start(every, partitions.clone())),
+            Durability::Interval(every) => Some(Flusher::start(every, partitions.clone(), &dir)?),
             _ => None,
         };
         Ok(Queue {
@@ -175,21 +180,6 @@ impl Queue {
         })
     }
 
-    /// A producer for this queue: `Clone + Send + Sync`.
-    pub fn producer(&self) -> Producer {
-        Producer::new(self.inner.clone())
-    }
-
-    /// Joins consumer group `group` with default options.
-    pub fn consumer(&self, group: &str) -> Result<Consumer> {
-        self.consumer_with(group, ConsumerOptions::default())
-    }
-
-    /// Joins consumer group `group`.
-    pub fn consumer_with(&self, group: &str, options: ConsumerOptions) -> Result<Consumer> {
-        Consumer::open(self.inner.clone(), group, options)
-    }
-
     /// The options the queue has.
     pub fn config(&self) -> QueueConfig {
         self.inner.config
@@ -201,9 +191,10 @@ impl Queue {
     }
 
     /// Partition `p`'s offsets: `(first retained, next to be written)`.
-    pub fn offsets(&self, p: u32) -> (u64, u64) {
-        let part = &self.inner.partitions[p as usize];
-        (part.first_offset(), part.next_offset())
+    /// `Error::InvalidOption` if the queue has no partition `p`.
+    pub fn offsets(&self, p: u32) -> Result<(u64, u64)> {
+        let part = self.inner.partition(p)?;
+        Ok((part.first_offset(), part.next_offset()))
     }
 }
 
@@ -222,6 +213,14 @@ impl Drop for QueueInner {
 }
 
 impl QueueInner {
+    /// Partition `p`, or `Error::InvalidOption` if the queue has none such.
+    pub(crate) fn partition(&self, p: u32) -> Result<&Arc<Partition>> {
+        self.partitions.get(p as usize).ok_or_else(|| Error::InvalidOption {
+            option: "partition",
+            reason: format!("{p} is not below {}", self.config.partitions),
+        })
+    }
+
     /// Picks the partition for an unkeyed record: round-robin.
     pub(crate) fn next_partition(&self) -> u32 {
         match self.config.partitions {
@@ -254,7 +253,7 @@ fn existing_config(dir: &Path) -> Result<Option<QueueConfig>> {
         }
         let leftover = meta::is_unpublished_tmp(&name)
             || control::is_runtime_file(&name)
-            || (name.len() == 5 && name.starts_with('p') && name[1..].bytes().all(|b| b.is_ascii_digit()));
+            || layout::parse_partition_dir_name(&name).is_some();
         if !leftover {
             return Err(Error::NotAQueue {
                 path: dir.into(),
@@ -329,7 +328,9 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(every: std::time::Duration, partitions: Vec<Arc<Partition>>) -> Flusher {
+    /// Starts the thread for the queue at `dir`; an error if the system
+    /// refuses a thread.
+    fn start(every: std::time::Duration, partitions: Vec<Arc<Partition>>, dir: &Path) -> Result<Flusher> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("durq-flusher".into())
@@ -348,8 +349,8 @@ impl Flusher {
                     }
                 }
             })
-            .expect("spawning the flusher thread");
-        Flusher { stop: Some(stop), thread: Some(thread) }
+            .map_err(|e| Error::io("start the flusher thread of", dir, e))?;
+        Ok(Flusher { stop: Some(stop), thread: Some(thread) })
     }
 }
 

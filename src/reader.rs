@@ -24,7 +24,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::admin::{ResetTo, StoredRecord};
 use crate::error::{Error, Result};
 use crate::log::partition::{Partition, ReadCursor};
-use crate::producer::Position;
+use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
 
 /// Records copied out per partition and read, at most: bounds the memory a

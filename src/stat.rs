@@ -29,9 +29,10 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::group::dead_letter::DeadLetterQueue;
 use crate::group::lease::Lease;
-use crate::group::member::{self, Liveness, MemberInfo};
-use crate::group::{self, GROUPS_DIR, checkpoint, dead_letter, evidence, slot};
+use crate::group::member::{Liveness, MemberInfo};
+use crate::group::{self, Committed, Group, checkpoint, evidence};
 use crate::log::{control, partition, survey};
 use crate::meta;
 use crate::options::QueueConfig;
@@ -139,10 +140,9 @@ pub fn stat(dir: &Path) -> Result<QueueStat> {
     let locks = LockTable::read()?;
     let (open, partitions) = partitions(dir, &config, &locks)?;
     let listing = group::list(dir)?;
-    let groups_dir = dir.join(GROUPS_DIR);
     let mut groups = Vec::new();
-    for name in &listing.groups {
-        groups.push(group_stat(&groups_dir.join(name), name.clone(), &partitions, open, &locks)?);
+    for group in &listing.groups {
+        groups.push(group_stat(group, &partitions, open, &locks)?);
     }
     let notes = listing.stray_notes(dir);
     let retention_failures = failures::read(dir).map_err(|e| e.to_string());
@@ -184,39 +184,31 @@ fn partitions(dir: &Path, config: &QueueConfig, locks: &LockTable) -> Result<(bo
 
 /// One group; `open`: the partitions' ends are live (and may have moved
 /// since they were read, so a checkpoint past them proves nothing).
-fn group_stat(
-    dir: &Path,
-    name: String,
-    partitions: &[PartitionStat],
-    open: bool,
-    locks: &LockTable,
-) -> Result<GroupStat> {
-    let members = member::observe(dir, locks)?;
+fn group_stat(group: &Group, partitions: &[PartitionStat], open: bool, locks: &LockTable) -> Result<GroupStat> {
+    let members = group.observe_members(locks)?;
     let (mut committed, mut lag, mut slots) = (Vec::new(), Vec::new(), Vec::new());
     for p in partitions {
-        let slot_dir = slot::dir(dir, p.partition);
-        let (epoch, position) = match slot::checkpoint_in_force(&slot_dir, p.partition) {
+        let (epoch, position) = match group.committed(p.partition) {
             // A slot nobody took yet has processed nothing.
-            Ok(None) => (0, Ok(p.first_offset)),
-            Ok(Some((epoch, state))) if !open && state.next_offset > p.next_offset => {
-                let path = slot_dir.join(checkpoint::file_name(epoch));
+            Ok(Committed::NotStarted) => (0, Ok(p.first_offset)),
+            Ok(Committed::At { epoch, next_offset }) if !open && next_offset > p.next_offset => {
                 let why = format!(
-                    "{}: checkpoint at offset {} is past the end of the log ({})",
-                    path.display(),
-                    state.next_offset,
+                    "{}: checkpoint at offset {next_offset} is past the end of the log ({})",
+                    group.checkpoint_path(p.partition, epoch).display(),
                     p.next_offset
                 );
                 (epoch, Err(why))
             }
-            Ok(Some((epoch, state))) => (epoch, Ok(state.next_offset)),
+            Ok(Committed::At { epoch, next_offset }) => (epoch, Ok(next_offset)),
             Err(e @ Error::Corrupt { .. }) => {
-                (checkpoint::epochs(&slot_dir)?.last().copied().unwrap_or(0), Err(e.to_string()))
+                let newest = checkpoint::epochs(&group.slot_dir(p.partition))?.last().copied().unwrap_or(0);
+                (newest, Err(e.to_string()))
             }
             Err(e) => return Err(e),
         };
         committed.push(position.as_ref().ok().copied());
         lag.push(position.as_ref().ok().map(|&c| p.next_offset.saturating_sub(c)));
-        let lease = slot::read_lease(&slot_dir, p.partition)?.map_err(|e| e.to_string());
+        let lease = group.lease(p.partition)?.map_err(|e| e.to_string());
         let holder = match &lease {
             Err(_) => Holder::Nobody,
             Ok(l) if l.is_released() => Holder::Released,
@@ -224,23 +216,20 @@ fn group_stat(
         };
         slots.push(SlotStat { slot: p.partition, epoch, lease, holder, damaged: position.err() });
     }
-    let dead_letters = dead_letters(dir, locks)?;
-    Ok(GroupStat { name, committed, lag, members, slots, dead_letters })
+    let dead_letters = dead_letters(&group.dead_letter_queue(), locks)?;
+    Ok(GroupStat { name: group.name().to_owned(), committed, lag, members, slots, dead_letters })
 }
 
 /// Records in a group's dead-letter queue past its replay group's
 /// position, or why its dead-letter queue cannot be read.
-fn dead_letters(group_dir: &Path, locks: &LockTable) -> Result<std::result::Result<u64, String>> {
-    let dlq = group_dir.join(dead_letter::DLQ_DIR);
-    if !dlq.join(meta::META_FILE).exists() {
+fn dead_letters(dlq: &DeadLetterQueue, locks: &LockTable) -> Result<std::result::Result<u64, String>> {
+    if !dlq.exists() {
         return Ok(Ok(0));
     }
     let count = || -> Result<u64> {
-        let (_, partitions) = partitions(&dlq, &meta::read(&dlq)?, locks)?;
+        let (_, partitions) = partitions(dlq.dir(), &meta::read(dlq.dir())?, locks)?;
         let Some(log) = partitions.first() else { return Ok(0) };
-        let replay_slot = slot::dir(&dlq.join(GROUPS_DIR).join(dead_letter::REPLAY_GROUP), 0);
-        let replayed = slot::checkpoint_in_force(&replay_slot, 0)?.map_or(log.first_offset, |(_, st)| st.next_offset);
-        Ok(log.next_offset.saturating_sub(replayed))
+        Ok(log.next_offset.saturating_sub(dlq.replayed()?.next_offset_or(log.first_offset)))
     };
     match count() {
         Ok(n) => Ok(Ok(n)),

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::group::checkpoint::{self, COPIES_AT, CopyError};
-use crate::group::{self, GROUPS_DIR, dead_letter, evidence, slot};
+use crate::group::{self, Committed, dead_letter, evidence};
+use crate::layout::{self, GROUPS_DIR, LEASE_FILE};
 use crate::log::partition;
 use crate::log::record::{self, Decoded, FRAME_HEADER_BYTES};
 use crate::log::recovery::{self, Evidence, LastFile};
@@ -99,27 +100,25 @@ fn check(dir: &Path, record_bytes_max: Option<u32>) -> Result<Report> {
     let evidence = evidence::gather(dir, config.partitions)?;
     let mut ends = Vec::new();
     for (p, evidence) in (0..config.partitions).zip(&evidence) {
-        let pdir = dir.join(partition::dir_name(p));
+        let pdir = dir.join(layout::partition_dir_name(p));
         ends.push(verify_partition(&pdir, p, &config, evidence.as_ref(), &mut report)?);
     }
-    let groups_dir = dir.join(GROUPS_DIR);
     let listing = group::list(dir)?;
     report.notes.extend(listing.stray_notes(dir));
     for group in &listing.groups {
-        let group_dir = groups_dir.join(group);
-        for (p, &end) in ends.iter().enumerate() {
-            let slot_dir = slot::dir(&group_dir, p as u32);
+        for (p, &end) in (0..config.partitions).zip(&ends) {
+            let slot_dir = group.slot_dir(p);
             if !slot_dir.is_dir() {
                 continue;
             }
-            match slot::checkpoint_in_force(&slot_dir, p as u32) {
-                Ok(Some((epoch, _))) => {
-                    let path = slot_dir.join(checkpoint::file_name(epoch));
-                    if let Some(next_offset) = verify_checkpoint(&path, p as u32, &mut report)? {
-                        judge_checkpoint(&path, next_offset, dir, p as u32, &config, end, &mut report)?;
+            match group.committed(p) {
+                Ok(Committed::At { epoch, .. }) => {
+                    let path = group.checkpoint_path(p, epoch);
+                    if let Some(next_offset) = verify_checkpoint(&path, p, &mut report)? {
+                        judge_checkpoint(&path, next_offset, dir, p, &config, end, &mut report)?;
                     }
                 }
-                Ok(None) => {}
+                Ok(Committed::NotStarted) => {}
                 Err(Error::Corrupt { file, reason, .. }) => {
                     report.checkpoints += 1;
                     report.problem(&file, 0, None, reason);
@@ -128,11 +127,11 @@ fn check(dir: &Path, record_bytes_max: Option<u32>) -> Result<Report> {
                 Err(e) if moved_on(&e) => {}
                 Err(e) => return Err(e),
             }
-            if let Err(e) = slot::read_lease(&slot_dir, p as u32)? {
-                report.notes.push(format!("{}: {e}", slot_dir.join(slot::LEASE_FILE).display()));
+            if let Err(e) = group.lease(p)? {
+                report.notes.push(format!("{}: {e}", slot_dir.join(LEASE_FILE).display()));
             }
         }
-        verify_dead_letters(&group_dir.join(dead_letter::DLQ_DIR), group, &config, &mut report)?;
+        verify_dead_letters(group.dead_letter_queue().dir(), group.name(), &config, &mut report)?;
     }
     Ok(report)
 }
@@ -181,7 +180,7 @@ fn judge_checkpoint(
     let live = control::observe(dir, config.partitions, &LockTable::read()?)?;
     let end_now = match live {
         Some(live) => Some(live[p as usize].next_offset),
-        None => log_end(&dir.join(partition::dir_name(p)), p, config)?,
+        None => log_end(&dir.join(layout::partition_dir_name(p)), p, config)?,
     };
     if let Some(end) = end_now.filter(|&end| next_offset > end) {
         report.problem(path, 0, Some(next_offset), format!("checkpoint is past the end of the log ({end})"));
@@ -201,7 +200,7 @@ fn verify_dead_letters(dlq: &Path, group: &str, config: &crate::QueueConfig, rep
     let found = check(dlq, Some(record_bytes_max)).or_else(|e| match e {
         // Not even a partition folder yet.
         Error::Io { source, .. }
-            if source.kind() == std::io::ErrorKind::NotFound && !dlq.join(partition::dir_name(0)).exists() =>
+            if source.kind() == std::io::ErrorKind::NotFound && !dlq.join(layout::partition_dir_name(0)).exists() =>
         {
             Ok(Report {
                 notes: vec![format!(
@@ -227,7 +226,7 @@ fn verify_dead_letters(dlq: &Path, group: &str, config: &crate::QueueConfig, rep
 /// without partition folders is no queue (or nothing left to recover), and
 /// a meta file of a newer format no damage: both stay errors.
 fn unreadable_meta(dir: &Path, error: Error, record_bytes_max: Option<u32>) -> Result<Report> {
-    let partitions = (0..).take_while(|&p| dir.join(partition::dir_name(p)).is_dir()).count();
+    let partitions = (0..).take_while(|&p| dir.join(layout::partition_dir_name(p)).is_dir()).count();
     if partitions == 0 {
         return Err(error);
     }
@@ -241,7 +240,7 @@ fn unreadable_meta(dir: &Path, error: Error, record_bytes_max: Option<u32>) -> R
                     notes: vec![format!(
                         "{}: no {}, and nothing but empty partitions: a creation cut short, which the next open completes",
                         dir.display(),
-                        meta::META_FILE
+                        layout::META_FILE
                     )],
                     ..Report::default()
                 });
@@ -251,7 +250,7 @@ fn unreadable_meta(dir: &Path, error: Error, record_bytes_max: Option<u32>) -> R
         _ => return Err(error),
     };
     let mut report = Report::default();
-    report.problem(&dir.join(meta::META_FILE), position, None, what);
+    report.problem(&dir.join(layout::META_FILE), position, None, what);
     report.notes.push(meta_advice(dir, partitions, record_bytes_max));
     Ok(report)
 }
@@ -262,11 +261,11 @@ fn unreadable_meta(dir: &Path, error: Error, record_bytes_max: Option<u32>) -> R
 fn holds_data(dir: &Path, partitions: usize) -> bool {
     dir.join(GROUPS_DIR).exists()
         || (0..partitions as u32).any(|p| {
-            let pdir = dir.join(partition::dir_name(p));
+            let pdir = dir.join(layout::partition_dir_name(p));
             let bases = partition::segment_bases(&pdir).unwrap_or_default();
             bases.len() > 1
                 || bases.first().is_some_and(|&base| {
-                    let path = pdir.join(segment::file_name(base));
+                    let path = pdir.join(layout::segment_file_name(base));
                     storage::read_small(&path, SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES)
                         .map_or(true, |b| b.get(SEGMENT_HEADER_BYTES..).is_some_and(|f| f.iter().any(|&x| x != 0)))
                 })
@@ -277,10 +276,10 @@ fn holds_data(dir: &Path, partitions: usize) -> bool {
 /// queue was created with, which its other files, or `record_bytes_max`
 /// when known, still tell.
 fn meta_advice(dir: &Path, partitions: usize, record_bytes_max: Option<u32>) -> String {
-    let first_segment = partition::segment_bases(&dir.join(partition::dir_name(0)))
+    let first_segment = partition::segment_bases(&dir.join(layout::partition_dir_name(0)))
         .ok()
         .and_then(|bases| bases.first().copied())
-        .map(|base| dir.join(partition::dir_name(0)).join(segment::file_name(base)));
+        .map(|base| dir.join(layout::partition_dir_name(0)).join(layout::segment_file_name(base)));
     // The header names the size it was created with; a damaged header
     // leaves the file's length.
     let segment_bytes = first_segment.and_then(|path| {
@@ -300,8 +299,8 @@ fn meta_advice(dir: &Path, partitions: usize, record_bytes_max: Option<u32>) -> 
     };
     format!(
         "to recover {meta}, with no process using the queue: create an empty queue with the options this one was created with, in a new directory NEW: `durq produce NEW --partitions {partitions} --segment-bytes {segment_bytes} --record-bytes-max {record_bytes_max} --durability sync < /dev/null` (the partitions and segment size are what its files say{which}; any durability will do), then copy NEW/{meta} to {path} and run durq verify again (docs/RELIABILITY.md, \"What to do when\")",
-        meta = meta::META_FILE,
-        path = dir.join(meta::META_FILE).display()
+        meta = layout::META_FILE,
+        path = dir.join(layout::META_FILE).display()
     )
 }
 
@@ -340,7 +339,7 @@ fn verify_partition(
             Some(&next_base) => *expected = next_base,
             None => end_known = false,
         };
-        let path = pdir.join(segment::file_name(base));
+        let path = pdir.join(layout::segment_file_name(base));
         report.segments += 1;
         if base != expected {
             report.problem(
@@ -413,7 +412,7 @@ fn verify_partition(
         bytes.resize(config.segment_bytes as usize, 0);
         if i + 2 == bases.len()
             && let Some(cut) =
-                unsynced_cut(&bytes, base, &pdir.join(segment::file_name(bases[i + 1])), bases[i + 1], config)?
+                unsynced_cut(&bytes, base, &pdir.join(layout::segment_file_name(bases[i + 1])), bases[i + 1], config)?
         {
             report.records += cut.next_offset - base;
             if let Err(e) = recovery::check_end(cut.next_offset, evidence, &path, cut.tail_pos) {
@@ -427,7 +426,7 @@ fn verify_partition(
                 path.display(),
                 cut.tail_pos,
                 cut.next_offset,
-                segment::file_name(bases[i + 1]),
+                layout::segment_file_name(bases[i + 1]),
             ));
             return Ok(Some(cut.next_offset));
         }

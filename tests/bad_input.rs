@@ -257,7 +257,7 @@ fn reopening_with_a_conflicting_option_is_refused_and_omitted_options_take_the_s
     for options in [Options::default(), Options::default().partitions(2).record_bytes_max(1000), created] {
         let queue = Queue::open_with(&path, options).unwrap();
         assert_eq!(queue.config(), stored);
-        assert_eq!(queue.offsets(0).1 + queue.offsets(1).1, 3);
+        assert_eq!(queue.offsets(0).unwrap().1 + queue.offsets(1).unwrap().1, 3);
     }
     assert_eq!(Queue::open(&path).unwrap().config(), stored);
     assert_eq!(Queue::open_existing(&path).unwrap().config(), stored);
@@ -299,6 +299,23 @@ fn invalid_options_are_refused_before_anything_is_created() {
 }
 
 #[test]
+fn a_partition_the_queue_does_not_have_is_an_error_for_offsets_as_for_read_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open_with(dir.path().join("q"), small().partitions(2)).unwrap();
+    assert_eq!(queue.offsets(1).unwrap(), (0, 0));
+    for p in [2, u32::MAX] {
+        for e in [queue.offsets(p).err(), queue.read_at(p, 0, 1).err()] {
+            match e {
+                Some(Error::InvalidOption { option, reason }) => {
+                    assert_eq!((option, reason), ("partition", format!("{p} is not below 2")));
+                }
+                other => panic!("partition {p} of 2: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
 fn oversize_keyed_records_and_keys_over_65535_bytes_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
@@ -324,7 +341,7 @@ fn oversize_keyed_records_and_keys_over_65535_bytes_are_refused_and_nothing_is_w
             Ok(pos) => panic!("key {} + payload {} was written at {pos:?}", key.len(), payload.len()),
         }
     }
-    assert_eq!(queue.offsets(0), (0, 1));
+    assert_eq!(queue.offsets(0).unwrap(), (0, 1));
     assert!(data_snapshot(&path) == before, "a refused record changed the queue's files");
     // The limits themselves are accepted, keyed and not.
     let accepted =
@@ -522,6 +539,6 @@ fn a_partition_whose_offsets_are_used_up_refuses_appends_instead_of_wrapping_aro
             other => panic!("an append past offset 2^64 - 2: {other:?}"),
         }
     }
-    assert_eq!(queue.offsets(0), (base, u64::MAX), "nothing wrapped around to offset 0");
+    assert_eq!(queue.offsets(0).unwrap(), (base, u64::MAX), "nothing wrapped around to offset 0");
     assert_eq!(queue.read_at(0, base, 10).unwrap().len(), 1);
 }

@@ -316,7 +316,7 @@ fn check_delivery_counts(child: &Proc, deliveries: &mut HashMap<(u32, u64), u32>
 }
 
 fn q_end(path: &Path, p: u32) -> u64 {
-    Queue::open_existing(path).expect("open").offsets(p).1
+    Queue::open_existing(path).expect("open").offsets(p).unwrap().1
 }
 
 #[test]

@@ -106,14 +106,14 @@ fn sync_producer_killed_at_random_moments_loses_no_acknowledged_record() {
         }
     }
     let q = Queue::open_existing(&path).expect("final reopen");
-    ledger.drain_to(&mut audit(&q), &[q.offsets(0).1]);
+    ledger.drain_to(&mut audit(&q), &[q.offsets(0).unwrap().1]);
     ledger.check_acked();
-    assert_eq!(q.offsets(0).1, ledger.next[0], "the audit read the whole log");
+    assert_eq!(q.offsets(0).unwrap().1, ledger.next[0], "the audit read the whole log");
     // The kills must have hit producers at work, or this proves nothing.
     assert!(ledger.acked.len() >= 40, "only {} acknowledged sends", ledger.acked.len());
     // Rolled: several segments, or retention already removed the ones the
     // audit group passed.
-    assert!(common::segments(&path, 0).len() > 3 || q.offsets(0).0 > 0, "segments rolled");
+    assert!(common::segments(&path, 0).len() > 3 || q.offsets(0).unwrap().0 > 0, "segments rolled");
     eprintln!(
         "{kills} kills ({early_kills} before ready, {died_holding_mutex} holding the append mutex), {} acknowledged, {} stored",
         ledger.acked.len(),
@@ -164,7 +164,7 @@ fn concurrent_producers_carry_on_after_a_peer_is_killed() {
             // inconsistent by the dead one would stop them. An offset at or
             // past the end of the log at this moment was appended after the
             // kill.
-            let end = [q.offsets(0).1, q.offsets(1).1];
+            let end = [q.offsets(0).unwrap().1, q.offsets(1).unwrap().1];
             for s in &mut live {
                 s.wait_for(procs::PATIENCE, |l| {
                     procs::parse_ack(l).is_some_and(|(pos, _)| pos.offset >= end[pos.partition as usize])
@@ -185,9 +185,13 @@ fn concurrent_producers_carry_on_after_a_peer_is_killed() {
     drop(q);
     // Nobody has it open now: the reopen runs recovery from the files.
     let q = Queue::open_existing(&path).expect("final reopen");
-    ledger.drain_to(&mut audit(&q), &[q.offsets(0).1, q.offsets(1).1]);
+    ledger.drain_to(&mut audit(&q), &[q.offsets(0).unwrap().1, q.offsets(1).unwrap().1]);
     ledger.check_acked();
-    assert_eq!((q.offsets(0).1, q.offsets(1).1), (ledger.next[0], ledger.next[1]), "the audit read the whole log");
+    assert_eq!(
+        (q.offsets(0).unwrap().1, q.offsets(1).unwrap().1),
+        (ledger.next[0], ledger.next[1]),
+        "the audit read the whole log"
+    );
     assert!(ledger.acked.len() >= 40, "only {} acknowledged sends", ledger.acked.len());
     eprintln!(
         "{kills} kills of concurrent producers ({killed_holding} holding an append mutex, {owner_died_seen} seen marked \
@@ -256,9 +260,9 @@ fn producer_killed_holding_the_append_mutex_is_repaired_by_the_next_locker() {
     let mut last = spawn_producer(&path, "last", 50, rng.next_u64(), MAX_LEN, false);
     last.finish();
     ledger.ack_lines(&last.lines);
-    ledger.drain_to(&mut c, &[q.offsets(0).1]);
+    ledger.drain_to(&mut c, &[q.offsets(0).unwrap().1]);
     ledger.check_acked();
-    assert_eq!(q.offsets(0).1, ledger.next[0], "the audit read the whole log");
+    assert_eq!(q.offsets(0).unwrap().1, ledger.next[0], "the audit read the whole log");
     drop((c, producer, q));
     let q = Queue::open_existing(&path).expect("reopen");
     assert_eq!(ledger.drain(&mut audit(&q), Duration::from_millis(50)), 0, "nothing new after recovery");

@@ -279,7 +279,7 @@ impl Pristine {
         s.fill(0, RECORDS[0]);
         s.fill(1, RECORDS[1]);
         for p in 0..PARTITIONS {
-            assert_eq!(queue.offsets(p), (0, RECORDS[p as usize]), "no retention: the holder holds segment 0");
+            assert_eq!(queue.offsets(p).unwrap(), (0, RECORDS[p as usize]), "no retention: the holder holds segment 0");
         }
         queue.delete_group(HOLDER).unwrap();
         let records = s.records;
@@ -775,7 +775,11 @@ fn run(pristine: &Pristine, case: &Case, tally: &mut Tally) {
         (Err(e), want) => panic!("open failed with {e}; expected {want:?}"),
     };
     for p in 0..PARTITIONS {
-        assert_eq!(queue.offsets(p), (0, RECORDS[p as usize]), "partition {p}: offsets neither lost nor invented");
+        assert_eq!(
+            queue.offsets(p).unwrap(),
+            (0, RECORDS[p as usize]),
+            "partition {p}: offsets neither lost nor invented"
+        );
     }
     let corrupt = read_one_by_one(&queue, pristine, &expect, &file);
     tally.records_corrupt += corrupt;

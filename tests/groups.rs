@@ -232,13 +232,13 @@ fn segments_go_once_every_group_has_passed_them_and_never_before() {
         producer.send(&payload).unwrap(); // rolls at least once: retention runs
     }
     assert!(common::segments(&t.path(), 0).len() > segments, "the slow group holds every segment");
-    assert_eq!(t.queue.offsets(0).0, 0);
+    assert_eq!(t.queue.offsets(0).unwrap().0, 0);
     while slow.process_timeout(Duration::from_millis(10), |_| ok()).unwrap() > 0 {}
     while fast.process_timeout(Duration::from_millis(10), |_| ok()).unwrap() > 0 {}
     for _ in 0..70 {
         producer.send(&payload).unwrap();
     }
-    let (first, next) = t.queue.offsets(0);
+    let (first, next) = t.queue.offsets(0).unwrap();
     assert!(first > 0, "passed segments were removed");
     assert!(common::segments(&t.path(), 0).len() <= 3);
     // What is left is intact, and a new group starts at the first retained record.
@@ -270,6 +270,34 @@ fn reset_and_delete_need_a_group_without_live_members() {
     t.queue.delete_group("g").unwrap();
     assert!(t.queue.groups().unwrap().is_empty());
     assert!(matches!(t.queue.reset_group("nope", ResetTo::Latest), Err(Error::InvalidOption { .. })));
+}
+
+/// A member that joined after the reset found none alive, and is between
+/// claiming an epoch and writing its lease (it holds the lease's lock, and
+/// its claim is past the lease's epoch): the reset waits for it as a taking
+/// member would, and moves nothing, instead of fencing it half way.
+#[test]
+fn a_reset_meeting_a_take_in_progress_is_busy_and_changes_nothing() {
+    let t = TestQueue::new(Options::default());
+    t.queue.producer().send_batch(["a", "b", "c"]).unwrap();
+    let mut c = t.queue.consumer_with("g", quick()).unwrap();
+    assert_eq!(common::drain(&mut c).len(), 3);
+    drop(c);
+    let slot_dir = durq::group::slot::dir(&t.path().join("groups/g"), 0);
+    let taker = std::fs::File::options().read(true).write(true).open(slot_dir.join(durq::group::slot::LEASE_FILE));
+    let taker = taker.unwrap();
+    taker.lock().unwrap();
+    let leased = durq::group::slot::read_lease(&slot_dir, 0).unwrap().unwrap().epoch;
+    let claim = slot_dir.join(durq::group::checkpoint::file_name(leased + 1));
+    std::fs::File::create_new(&claim).unwrap();
+    let before: Vec<_> = std::fs::read_dir(&slot_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    match t.queue.reset_group("g", ResetTo::Earliest) {
+        Err(Error::GroupBusy { lock, .. }) => assert_eq!(lock, slot_dir),
+        other => panic!("a reset must not fence a take in progress: {other:?}"),
+    }
+    let after: Vec<_> = std::fs::read_dir(&slot_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(after, before, "no epoch claimed, no file written");
+    assert_eq!(t.queue.stat().unwrap().groups[0].committed, [Some(3)]);
 }
 
 #[test]

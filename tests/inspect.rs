@@ -73,7 +73,7 @@ fn stat_foretells_the_open(path: &Path, what: &str) -> Option<String> {
     let p = &stat.partitions[0];
     let before = common::data_snapshot(path);
     let queue = Queue::open_existing(path).unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
-    assert_eq!(queue.offsets(0), (p.first_offset, p.next_offset), "{what}: the end stat found");
+    assert_eq!(queue.offsets(0).unwrap(), (p.first_offset, p.next_offset), "{what}: the end stat found");
     drop(queue);
     let changed = common::data_snapshot(path) != before;
     assert_eq!(
@@ -236,7 +236,7 @@ fn stat_of_an_open_queue_reads_its_live_offsets() {
     let stat = durq::stat::stat(queue.path()).unwrap();
     assert!(stat.open);
     let offsets: Vec<(u64, u64)> = stat.partitions.iter().map(|p| (p.first_offset, p.next_offset)).collect();
-    assert_eq!(offsets, [queue.offsets(0), queue.offsets(1)]);
+    assert_eq!(offsets, [queue.offsets(0).unwrap(), queue.offsets(1).unwrap()]);
     assert!(stat.partitions.iter().all(|p| p.needs_recovery.is_none()));
     drop(queue);
     assert!(!durq::stat::stat(&dir.path().join("q")).unwrap().open, "closed");

@@ -631,7 +631,7 @@ impl World {
         let queue = self.queue();
         let stat = queue.stat().or_fail("stat")?;
         for p in 0..m.partitions() {
-            let (first, next) = queue.offsets(p);
+            let (first, next) = queue.offsets(p).unwrap();
             prop_assert_eq!(next, m.len(p), "next offset of partition {}", p);
             // Retention: the first offset only moves forward, never past a
             // group's position, and not at all without a group.

@@ -64,7 +64,7 @@ fn starts(n: u64) -> Vec<usize> {
 fn assert_recovered_to(path: &Path, survivors: u64, kept_bytes: &[u8], context: &str) {
     let seg = segment_path(path, 0, 0);
     let queue = Queue::open_existing(path).unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
-    assert_eq!(queue.offsets(0), (0, survivors), "{context}: next offset after recovery");
+    assert_eq!(queue.offsets(0).unwrap(), (0, survivors), "{context}: next offset after recovery");
     let after = std::fs::read(&seg).unwrap();
     let tail = kept_bytes.len();
     // The header's `synced_end` (bytes 40..52) moves with every sync.
@@ -157,7 +157,7 @@ fn recovery_row_1_an_intact_log_is_reopened_without_changing_a_byte() {
     let path = closed_queue(dir.path(), 5);
     let before = common::data_snapshot(&path);
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, 5));
+    assert_eq!(queue.offsets(0).unwrap(), (0, 5));
     drop(queue);
     assert_eq!(common::data_snapshot(&path), before);
     let original = std::fs::read(segment_path(&path, 0, 0)).unwrap();
@@ -184,7 +184,7 @@ fn recovery_row_2_a_segment_filled_to_its_last_bytes_is_complete_and_the_next_se
         let original = std::fs::read(&seg).unwrap();
 
         let queue = Queue::open_existing(&path).unwrap();
-        assert_eq!(queue.offsets(0), (0, 4), "{left} bytes left");
+        assert_eq!(queue.offsets(0).unwrap(), (0, 4), "{left} bytes left");
         assert_eq!(std::fs::read(&seg).unwrap(), original, "a full segment is not repaired");
         assert_eq!(queue.producer().send(b"next").unwrap().offset, 4);
         assert!(segment_path(&path, 0, 4).exists(), "the next record rolled into a new segment");
@@ -268,7 +268,7 @@ fn recovery_row_4_damaged_acknowledged_record_is_kept_byte_for_byte_and_the_log_
     let damaged = std::fs::read(&seg).unwrap();
 
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, N), "records after the damage are kept");
+    assert_eq!(queue.offsets(0).unwrap(), (0, N), "records after the damage are kept");
     assert_eq!(std::fs::read(&seg).unwrap(), damaged, "recovery repairs nothing away");
     assert_eq!(queue.producer().send(b"next").unwrap().offset, N);
     let after = std::fs::read(&seg).unwrap();
@@ -290,7 +290,7 @@ fn segment_header_row_an_empty_segment_with_a_zeroed_header_gets_it_rewritten() 
 
     let queue = Queue::open_existing(&path).unwrap();
     assert_eq!(std::fs::read(&seg).unwrap(), original, "header rewritten exactly");
-    assert_eq!(queue.offsets(0), (0, 0));
+    assert_eq!(queue.offsets(0).unwrap(), (0, 0));
     drop(queue);
     assert_recovered_to(&path, 0, &original[..64], "rewritten header");
 }
@@ -318,7 +318,7 @@ fn segment_header_row_a_next_segment_cut_short_during_creation_is_completed() {
         std::fs::write(&next, vec![0u8; created_bytes]).unwrap();
 
         let queue = Queue::open_existing(&path).unwrap();
-        assert_eq!(queue.offsets(0), (0, N), "{created_bytes}-byte file");
+        assert_eq!(queue.offsets(0).unwrap(), (0, N), "{created_bytes}-byte file");
         let bytes = std::fs::read(&next).unwrap();
         assert_eq!(bytes.len(), 64 << 10, "grown to full size");
         assert_eq!(bytes[..64], durq::log::segment::encode_header(0, N, 64 << 10));
@@ -346,7 +346,7 @@ fn segment_header_row_a_torn_header_over_zeros_is_a_creation_cut_short_for_verif
     assert!(report.problems.is_empty(), "{report:#?}");
     assert!(report.notes.iter().any(|n| n.contains("creation was cut short")), "{report:#?}");
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, N));
+    assert_eq!(queue.offsets(0).unwrap(), (0, N));
     assert_eq!(std::fs::read(&next).unwrap()[..64], durq::log::segment::encode_header(0, N, 64 << 10));
 }
 
@@ -369,7 +369,7 @@ fn segment_header_row_any_damaged_nonzero_header_fails_the_open_and_names_the_fi
         common::flip_byte(&seg, at, 0x20);
     }
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, 3));
+    assert_eq!(queue.offsets(0).unwrap(), (0, 3));
 }
 
 #[test]
@@ -380,7 +380,7 @@ fn segment_header_row_a_damaged_synced_end_proves_nothing_and_the_log_opens() {
     for at in 40..52 {
         common::flip_byte(&seg, at, 0x20);
         let queue = Queue::open_existing(&path).unwrap_or_else(|e| panic!("byte {at}: {e}"));
-        assert_eq!(queue.offsets(0), (0, 3), "byte {at}");
+        assert_eq!(queue.offsets(0).unwrap(), (0, 3), "byte {at}");
         drop(queue);
         common::set_synced_end(&seg, 2);
     }
@@ -398,7 +398,7 @@ fn damage_to_the_last_acknowledged_batch_is_reported_never_wiped() {
     let seg = segment_path(&path, 0, 0);
     common::flip_byte(&seg, starts(2)[0] + 33, 0x01);
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, 2), "nothing acknowledged was dropped");
+    assert_eq!(queue.offsets(0).unwrap(), (0, 2), "nothing acknowledged was dropped");
     let mut consumer = queue.consumer("g").unwrap();
     let e = common::process_error(&mut consumer);
     assert!(matches!(&e, Error::Corrupt { offset: Some(0), .. }), "{e}");
@@ -433,7 +433,7 @@ fn synced_records_lost_to_zeros_from_a_frame_start_are_damage_never_an_end_whose
         );
 
         let queue = Queue::open_existing(&path).unwrap();
-        assert_eq!(queue.offsets(0), (0, N), "{what}: acknowledged offsets are kept");
+        assert_eq!(queue.offsets(0).unwrap(), (0, N), "{what}: acknowledged offsets are kept");
         let mut consumer = queue.consumer("g").unwrap();
         assert_eq!(take(&mut consumer, 6), messages(0..6), "{what}");
         for _ in 0..2 {
@@ -444,7 +444,7 @@ fn synced_records_lost_to_zeros_from_a_frame_start_are_damage_never_an_end_whose
         drop((consumer, queue));
         // The record sent after the loss survives the next recovery too.
         let queue = Queue::open_existing(&path).unwrap();
-        assert_eq!(queue.offsets(0), (0, N + 1), "{what}");
+        assert_eq!(queue.offsets(0).unwrap(), (0, N + 1), "{what}");
         assert_eq!(queue.read_at(0, N, 1).unwrap()[0].payload, b"after the loss", "{what}");
         assert!(matches!(queue.read_at(0, 8, 1), Err(Error::Corrupt { .. })), "{what}: lost record 8");
     }
@@ -466,10 +466,10 @@ fn recovery_is_idempotent_a_second_reopen_finds_the_same_log() {
         let path = closed_queue(dir.path(), N);
         common::write_at(&segment_path(&path, 0, 0), at, &bytes);
         let queue = Queue::open_existing(&path).unwrap();
-        let first = (queue.offsets(0), common::data_snapshot(&path));
+        let first = (queue.offsets(0).unwrap(), common::data_snapshot(&path));
         drop(queue);
         let queue = Queue::open_existing(&path).unwrap();
-        let second = (queue.offsets(0), common::data_snapshot(&path));
+        let second = (queue.offsets(0).unwrap(), common::data_snapshot(&path));
         assert!(first == second, "{what}: the second recovery changed the log");
         drop(queue);
         let report = durq::verify::verify(&path).unwrap();
@@ -495,7 +495,7 @@ fn a_torn_tail_in_one_partition_leaves_the_other_alone() {
     common::write_at(&segment_path(&path, 1, 0), s1[2] + 3, &[0x77; 20]);
 
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!((queue.offsets(0), queue.offsets(1)), ((0, 3), (0, 2)));
+    assert_eq!((queue.offsets(0).unwrap(), queue.offsets(1).unwrap()), ((0, 3), (0, 2)));
     assert_eq!(std::fs::read(segment_path(&path, 0, 0)).unwrap(), p0);
     let mut consumer = queue.consumer("g").unwrap();
     let mut got = take(&mut consumer, 5);
@@ -526,7 +526,7 @@ fn a_commit_makes_the_unflushed_records_it_covers_durable_so_a_power_cut_keeps_t
     drop((consumer, producer, queue, disk));
 
     let queue = Queue::open_existing(cut.join("q")).unwrap();
-    assert_eq!(queue.offsets(0), (0, 5));
+    assert_eq!(queue.offsets(0).unwrap(), (0, 5));
     assert_eq!(queue.consumer("g").unwrap().committed().unwrap(), [5]);
     let stored: Vec<Vec<u8>> = queue.read_at(0, 0, 10).unwrap().into_iter().map(|r| r.payload).collect();
     assert_eq!(stored, messages(0..5));
@@ -607,7 +607,7 @@ fn a_full_segment_torn_by_a_power_loss_before_its_background_sync_ends_the_log_t
         assert!(report.notes[0].contains("cuts the log"), "{what}: {report:?}");
 
         let queue = Queue::open_existing(&path).unwrap();
-        assert_eq!(queue.offsets(0), (0, 50), "{what}");
+        assert_eq!(queue.offsets(0).unwrap(), (0, 50), "{what}");
         assert!(!seg63.exists(), "{what}: the segment after the hole is removed");
         let after = std::fs::read(&seg0).unwrap();
         assert_eq!(after[..36], damaged[..36], "{what}: the header's fixed part");
@@ -635,7 +635,7 @@ fn a_full_segment_found_whole_after_a_power_loss_is_kept_synced_and_proven() {
     assert!(report.problems.is_empty() && report.notes.is_empty(), "{report:?}");
 
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, 80));
+    assert_eq!(queue.offsets(0).unwrap(), (0, 80));
     let after = std::fs::read(&seg0).unwrap();
     assert_eq!((&after[..40], &after[52..]), (&before[..40], &before[52..]), "only the proof changed");
     assert_eq!(synced_end(&seg0), Some(PER_SEGMENT), "recovery recorded that segment 0 is synced");
@@ -646,7 +646,7 @@ fn a_full_segment_found_whole_after_a_power_loss_is_kept_synced_and_proven() {
     // never a reason to cut.
     common::flip_byte(&seg0, big_pos(10) + 100, 0x04);
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, 80));
+    assert_eq!(queue.offsets(0).unwrap(), (0, 80));
 }
 
 #[test]
@@ -681,7 +681,7 @@ fn damage_in_a_full_segment_that_a_later_frame_proves_flushed_is_reported_never_
         assert_eq!(report.problems.len(), 1, "{what}: {report:?}");
 
         let queue = Queue::open_existing(&path).unwrap();
-        assert_eq!(queue.offsets(0), (0, 75), "{what}: nothing acknowledged is cut away");
+        assert_eq!(queue.offsets(0).unwrap(), (0, 75), "{what}: nothing acknowledged is cut away");
         assert!(seg63.exists(), "{what}");
         let mut consumer = queue.consumer("g").unwrap();
         assert_eq!(take(&mut consumer, 40), bigs(0..40), "{what}");
@@ -705,11 +705,11 @@ fn a_segment_created_by_an_unsynced_roll_and_cut_short_waits_for_the_full_one_to
         let queue = Queue::open_existing(&path).unwrap();
         let mut consumer = queue.consumer("g").unwrap();
         if torn {
-            assert_eq!(queue.offsets(0), (0, 50));
+            assert_eq!(queue.offsets(0).unwrap(), (0, 50));
             assert!(!seg63.exists(), "the empty segment after the hole is removed");
             assert_eq!(take(&mut consumer, 50), bigs(0..50));
         } else {
-            assert_eq!(queue.offsets(0), (0, PER_SEGMENT));
+            assert_eq!(queue.offsets(0).unwrap(), (0, PER_SEGMENT));
             assert_eq!(synced_end(&seg0), Some(PER_SEGMENT), "segment 0 is proven before segment 63 claims it");
             let bytes = std::fs::read(&seg63).unwrap();
             assert_eq!(bytes[..64], durq::log::segment::encode_header(0, PER_SEGMENT, 64 << 10));
@@ -769,7 +769,9 @@ fn assert_open_refused(path: &Path, file: &Path, reason_names: &str, context: &s
                 assert!(reason.contains(reason_names), "{context}: {reason}");
             }
             Err(e) => panic!("{context}: {e}"),
-            Ok(q) => panic!("{context}: opened at {:?}, the lost records' offsets free for reuse", q.offsets(0)),
+            Ok(q) => {
+                panic!("{context}: opened at {:?}, the lost records' offsets free for reuse", q.offsets(0).unwrap())
+            }
         }
         assert!(common::data_snapshot(path) == before, "{context}: the refused open changed the queue");
     }
@@ -798,7 +800,7 @@ fn a_last_segment_cut_inside_its_header_is_refused_never_started_afresh() {
     common::copy_dir(&original, &path);
     cut_to(&segment_path(&path, 0, PER_SEGMENT), 52);
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, 80));
+    assert_eq!(queue.offsets(0).unwrap(), (0, 80));
     assert!(matches!(queue.read_at(0, PER_SEGMENT, 1), Err(Error::Corrupt { .. })));
 }
 
@@ -844,7 +846,7 @@ fn a_group_at_a_segments_base_proves_nothing_about_it_and_an_empty_segment_is_a_
     assert_eq!(report.notes.len(), 1, "{report:#?}");
     assert!(report.notes[0].contains("creation was cut short"), "{report:#?}");
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, PER_SEGMENT));
+    assert_eq!(queue.offsets(0).unwrap(), (0, PER_SEGMENT));
     assert_eq!(std::fs::read(&seg63).unwrap().len(), 64 << 10, "grown back to full size");
     assert_eq!(queue.producer().send(big(63)).unwrap().offset, PER_SEGMENT);
     drop(queue);
@@ -915,7 +917,7 @@ fn a_reset_and_a_dead_letter_make_the_log_durable_first_so_a_power_cut_keeps_wha
                 disk.crash_image(point, mode, seed as u64, &image).unwrap();
                 let context = format!("{what}: power cut at crash point {point}, {mode:?}");
                 let queue = Queue::open_existing(image.join("q")).unwrap_or_else(|e| panic!("{context}: {e}"));
-                let (_, end) = queue.offsets(0);
+                let (_, end) = queue.offsets(0).unwrap();
                 let stored: Vec<Vec<u8>> = (0..end)
                     .map(|o| {
                         queue.read_at(0, o, 1).unwrap_or_else(|e| panic!("{context}: offset {o}: {e}"))[0]
@@ -970,7 +972,7 @@ fn a_log_that_recovers_to_an_end_before_a_checkpoint_is_refused_and_nothing_is_m
     assert!(report.problems.iter().any(|p| p.file == ckpt), "verify names the checkpoint too: {report:#?}");
     // At the end of the log it proves nothing missing.
     plant_checkpoint(&path, "g", 80);
-    assert_eq!(Queue::open_existing(&path).unwrap().offsets(0), (0, 80));
+    assert_eq!(Queue::open_existing(&path).unwrap().offsets(0).unwrap(), (0, 80));
 
     // The segment before the last, torn by a power loss before its
     // background sync: recovery would cut the log inside it, at record 50.
@@ -989,6 +991,6 @@ fn a_log_that_recovers_to_an_end_before_a_checkpoint_is_refused_and_nothing_is_m
     assert!(seg63.exists());
     plant_checkpoint(&path, "g", 50);
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(queue.offsets(0), (0, 50), "a checkpoint at the cut proves nothing past it");
+    assert_eq!(queue.offsets(0).unwrap(), (0, 50), "a checkpoint at the cut proves nothing past it");
     assert!(!seg63.exists());
 }

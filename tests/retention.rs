@@ -43,7 +43,7 @@ fn entries_of_groups_that_are_not_groups_neither_stop_retention_nor_break_stat()
     send(&t, 300);
     assert_eq!(drain(&mut g), 300);
     send(&t, 70); // rolls: retention runs
-    let (first, next) = t.queue.offsets(0);
+    let (first, next) = t.queue.offsets(0).unwrap();
     assert!(first > 0, "retention ran: first offset {first}");
     assert!(common::segments(&t.path(), 0).len() <= 3, "{:?}", common::segments(&t.path(), 0));
     assert_eq!(t.queue.groups().unwrap(), ["g"]);
@@ -126,7 +126,7 @@ fn a_reset_to_earliest_racing_retention_starts_the_group_at_a_retained_offset() 
             gc.join().unwrap();
             target
         });
-        let (first, _) = t.queue.offsets(0);
+        let (first, _) = t.queue.offsets(0).unwrap();
         assert!(target >= first, "round {round}: reset to {target}, but retention removed up to {first}");
         let mut g = t.queue.consumer_with("g", quick()).unwrap();
         let mut seen = None;

@@ -26,13 +26,19 @@ pub fn assign(live: &[MemberId], holders: &[Option<MemberId>]) -> Vec<Option<Mem
     let extra = holders.len() % members.len();
     let mut by_claim = members.clone();
     by_claim.sort_by_key(|m| (std::cmp::Reverse(held(m)), *m));
-    let quota = |m: &MemberId| base + usize::from(by_claim.iter().position(|x| x == m).expect("a member") < extra);
+    // The `extra` slots go to the members that claim the most.
+    let mut quota = vec![base; members.len()];
+    for m in by_claim.iter().take(extra) {
+        if let Ok(i) = members.binary_search(m) {
+            quota[i] += 1;
+        }
+    }
     let mut owners = vec![None; holders.len()];
     let mut counts = vec![0usize; members.len()];
     for (slot, holder) in holders.iter().enumerate() {
         if let Some(h) = holder
             && let Ok(i) = members.binary_search(h)
-            && counts[i] < quota(h)
+            && counts[i] < quota[i]
         {
             owners[slot] = Some(*h);
             counts[i] += 1;
@@ -40,7 +46,7 @@ pub fn assign(live: &[MemberId], holders: &[Option<MemberId>]) -> Vec<Option<Mem
     }
     let mut next = 0;
     for owner in owners.iter_mut().filter(|o| o.is_none()) {
-        while counts[next] >= quota(&members[next]) {
+        while counts[next] >= quota[next] {
             next = (next + 1) % members.len();
         }
         *owner = Some(members[next]);

@@ -22,10 +22,9 @@
 //! survive a crash of the process (the page cache keeps it). The holder
 //! stores marks through a mapping of the file and syncs only the first page
 //! (the synced copies), so the mark's page stays dirty and writable, and a
-//! mark costs no system call and no page fault. (Marks were a `pwrite`, and
-//! then a store into the synced copies' page, which each commit's sync
-//! write-protected again: a fifth of a message's end-to-end latency.) A mark
-//! always carries a higher generation than the synced state it was made
+//! mark costs no system call and no page fault (a mark in the synced
+//! copies' page would fault after every commit's sync write-protected it
+//! again). A mark always carries a higher generation than the synced state it was made
 //! from, and a lower one than any later commit, so the rule "highest valid
 //! generation wins" holds across all three copies.
 //!
@@ -78,18 +77,7 @@ const RANGE_ATTEMPTS_AT: usize = 52;
 const CRC_AT: usize = 60;
 const _: () = assert!(CRC_AT + 4 == COPY_BYTES);
 
-const SUFFIX: &str = ".ckpt";
-
-/// The name of the checkpoint file of `epoch`.
-pub fn file_name(epoch: u64) -> String {
-    format!("{epoch:020}{SUFFIX}")
-}
-
-/// The epoch named by a checkpoint file name, if it is one.
-pub fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SUFFIX)?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
-}
+pub use crate::layout::{checkpoint_file_name as file_name, parse_checkpoint_file_name as parse_file_name};
 
 /// One checkpoint copy's contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +101,22 @@ pub struct CheckpointState {
     /// seen (after a failure they come one at a time, so only whole-range
     /// deliveries happened before).
     pub range_attempts: u32,
+}
+
+impl CheckpointState {
+    /// The state of a slot whose next record to process is `offset`, with
+    /// nothing delivered past it, in a fresh file of `epoch`.
+    pub(crate) fn at(partition: u32, epoch: u64, offset: u64) -> CheckpointState {
+        CheckpointState {
+            partition,
+            generation: 0,
+            epoch,
+            next_offset: offset,
+            delivered_end: offset,
+            attempts: 0,
+            range_attempts: 0,
+        }
+    }
 }
 
 /// Encodes one copy.
@@ -313,18 +317,25 @@ impl Checkpoint {
     }
 
     /// Records that `[next_offset, delivered_end)` was handed to the group,
-    /// the record at `next_offset` for the `attempts`-th time. Written
-    /// without a sync when `durable` is false: it must survive a crash of
-    /// this process (the page cache does), not a power loss.
-    pub(crate) fn mark_delivered(
+    /// the record at `next_offset` for the `attempts`-th time, without a
+    /// sync: it must survive a crash of this process (the page cache does),
+    /// not a power loss.
+    pub(crate) fn mark_delivered(&mut self, delivered_end: u64, attempts: u32, range_attempts: u32) {
+        let state = CheckpointState { delivered_end, attempts, range_attempts, ..self.state };
+        self.write_mark(state);
+    }
+
+    /// As [`Checkpoint::mark_delivered`], after a failed delivery, durably:
+    /// the count must survive a power loss too, or a poison record that
+    /// fails across power cuts would never reach the dead-letter queue.
+    pub(crate) fn mark_failed_delivery(
         &mut self,
         delivered_end: u64,
         attempts: u32,
         range_attempts: u32,
-        durable: bool,
     ) -> Result<()> {
         let state = CheckpointState { delivered_end, attempts, range_attempts, ..self.state };
-        self.write(state, durable)
+        self.write_synced(state)
     }
 
     /// Durably moves the position to `next_offset`, then checks that this
@@ -344,7 +355,7 @@ impl Checkpoint {
         } else {
             CheckpointState { next_offset, delivered_end: next_offset, attempts: 0, range_attempts: 0, ..self.state }
         };
-        self.write(state, true)?;
+        self.write_synced(state)?;
         self.check_not_fenced()
     }
 
@@ -357,22 +368,27 @@ impl Checkpoint {
         Ok(())
     }
 
-    fn write(&mut self, state: CheckpointState, durable: bool) -> Result<()> {
+    /// Stores `state`, one generation on, into the mark copy, unsynced.
+    fn write_mark(&mut self, state: CheckpointState) {
         let state = CheckpointState { generation: self.state.generation + 1, ..state };
-        let bytes = encode_copy(&state);
-        if !durable {
-            // SAFETY: this holder owns the file's epoch, the only right to
-            // write it (mmap contract rule 4), and `&mut self` makes this
-            // the only write in flight; the copy lies inside the mapping.
-            unsafe { self.map.write(MARK_COPY_AT, &bytes) };
-            self.state = state;
-            return Ok(());
-        }
+        // SAFETY: this holder owns the file's epoch, the only right to
+        // write it (mmap contract rule 4), and `&mut self` makes this the
+        // only write in flight; the copy lies inside the mapping.
+        unsafe { self.map.write(MARK_COPY_AT, &encode_copy(&state)) };
+        self.state = state;
+    }
+
+    /// Stores `state`, one generation on, into the synced copy not holding
+    /// the newest synced state, and syncs it.
+    fn write_synced(&mut self, state: CheckpointState) -> Result<()> {
+        let state = CheckpointState { generation: self.state.generation + 1, ..state };
         // Never the copy holding the newest synced state: a write there,
         // torn by a power cut, would leave only an older copy, or none.
         let at = SECOND_COPY_AT - self.synced_copy_at;
-        // SAFETY: as above.
-        unsafe { self.map.write(at, &bytes) };
+        // SAFETY: this holder owns the file's epoch, the only right to
+        // write it (mmap contract rule 4), and `&mut self` makes this the
+        // only write in flight; the copy lies inside the mapping.
+        unsafe { self.map.write(at, &encode_copy(&state)) };
         if let Err(e) = self.map.sync_range(&self.path, 0, SYNCED_COPIES_BYTES) {
             // The page cache may hold the new state although the disk does
             // not (a failed sync is not retried: the pages may already count
@@ -581,7 +597,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(claim(dir.path(), 1).unwrap());
         let mut c = Checkpoint::write_claimed(dir.path(), 1, state(0, 0)).unwrap();
-        c.mark_delivered(4, 1, 1, false).unwrap();
+        c.mark_delivered(4, 1, 1);
         c.commit(10).unwrap();
         let s = latest(dir.path(), 2, 0).unwrap().unwrap().1;
         assert_eq!((s.next_offset, s.delivered_end, s.attempts, s.range_attempts), (10, 10, 0, 0));
@@ -597,12 +613,12 @@ mod tests {
         let copy = |at: usize| decode_copy(&std::fs::read(&path).unwrap()[at..], 2);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), FILE_BYTES as u64);
         assert!(matches!(copy(MARK_COPY_AT), Err(CopyError::BadMagic)), "no mark yet");
-        c.mark_delivered(16, 1, 1, false).unwrap();
+        c.mark_delivered(16, 1, 1);
         assert_eq!(copy(MARK_COPY_AT).unwrap().delivered_end, 16);
         assert_eq!(copy(SECOND_COPY_AT).unwrap().generation, 2, "the synced copies are untouched");
         c.commit(16).unwrap();
         assert_eq!(copy(0).unwrap().next_offset, 16, "the commit took the copy not holding the synced state");
-        c.mark_delivered(32, 1, 1, false).unwrap();
+        c.mark_delivered(32, 1, 1);
         c.commit(32).unwrap();
         assert_eq!(copy(SECOND_COPY_AT).unwrap().next_offset, 32);
         assert_eq!(copy(0).unwrap().next_offset, 16);
@@ -614,12 +630,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(claim(dir.path(), 1).unwrap());
         let mut c = Checkpoint::write_claimed(dir.path(), 1, state(0, 0)).unwrap();
-        c.mark_delivered(64, 1, 1, false).unwrap();
-        c.mark_delivered(64, 2, 2, true).unwrap();
+        c.mark_delivered(64, 1, 1);
+        c.mark_failed_delivery(64, 2, 2).unwrap();
         let (_, s) = latest(dir.path(), 2, 0).unwrap().unwrap();
         assert_eq!((s.next_offset, s.delivered_end, s.attempts, s.range_attempts), (0, 64, 2, 2));
         // Isolated: the first record alone, a third time, then committed.
-        c.mark_delivered(64, 3, 2, false).unwrap();
+        c.mark_delivered(64, 3, 2);
         c.commit(1).unwrap();
         let (_, s) = latest(dir.path(), 2, 0).unwrap().unwrap();
         assert_eq!((s.next_offset, s.attempts), (1, 2), "record 1 was delivered twice before");

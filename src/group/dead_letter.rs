@@ -18,22 +18,53 @@
 //! 40     -    error text (UTF-8), then the original payload
 //! ```
 
+use std::path::{Path, PathBuf};
+
 use crate::codec;
+use crate::error::Result;
+use crate::group::{Committed, Group};
 use crate::log::record::FRAME_HEADER_BYTES;
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::meta::FORMAT_VERSION;
 use crate::options::{Durability, Options, QueueConfig};
-use crate::producer::Position;
+use crate::position::Position;
 
-/// The dead-letter queue's folder inside a group's directory.
-pub const DLQ_DIR: &str = "dlq";
-/// The group of the dead-letter queue whose position marks what was
-/// replayed: dead letters before it are gone from the DLQ's point of view.
-pub const REPLAY_GROUP: &str = "replay";
+pub use crate::layout::{DLQ_DIR, REPLAY_GROUP};
 /// Longest error text kept, in bytes.
 pub const ERROR_BYTES_MAX: usize = 4096;
 const MAGIC: [u8; 8] = *b"DURQDEAD";
 const HEADER_BYTES: usize = 40;
+
+/// A group's dead-letter queue, a queue of its own in the group's
+/// directory, created with the first dead letter.
+#[derive(Debug, Clone)]
+pub(crate) struct DeadLetterQueue {
+    dir: PathBuf,
+}
+
+impl DeadLetterQueue {
+    /// The dead-letter queue of the group at `group_dir`.
+    pub(crate) fn of(group_dir: &Path) -> DeadLetterQueue {
+        DeadLetterQueue { dir: group_dir.join(DLQ_DIR) }
+    }
+
+    /// Its directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether it was created: it has a meta file (its creation publishes
+    /// the meta file last).
+    pub(crate) fn exists(&self) -> bool {
+        self.dir.join(crate::layout::META_FILE).exists()
+    }
+
+    /// Where its replay group stands: the dead letters before it were
+    /// replayed, and no longer count.
+    pub(crate) fn replayed(&self) -> Result<Committed> {
+        Group::listed(&self.dir, REPLAY_GROUP).committed(0)
+    }
+}
 
 /// The options of a dead-letter queue for a queue with `main`'s options:
 /// one partition, `Sync`, and room for the largest record plus its envelope

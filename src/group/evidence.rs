@@ -32,35 +32,32 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::group::dead_letter::{self, DLQ_DIR};
-use crate::group::{self, GROUPS_DIR, checkpoint, slot};
+use crate::group::{self, Committed, dead_letter};
 use crate::log::partition;
 use crate::log::record::{self, Decoded};
 use crate::log::recovery::Evidence;
-use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
-use crate::{meta, storage};
+use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::{layout, meta, storage};
 
 /// For each of the `partitions` of the queue at `queue_dir`, the strongest
 /// evidence its groups hold of records in that partition (`None`: none).
 /// Fails only when the groups directory cannot be listed.
 pub fn gather(queue_dir: &Path, partitions: u32) -> Result<Vec<Option<Evidence>>> {
     let mut best: Vec<Option<Evidence>> = vec![None; partitions as usize];
-    let groups_dir = queue_dir.join(GROUPS_DIR);
     for group in group::list(queue_dir)?.groups {
-        let group_dir = groups_dir.join(&group);
+        let name = group.name();
         for (p, best) in (0..partitions).zip(best.iter_mut()) {
-            let slot_dir = slot::dir(&group_dir, p);
-            if let Ok(Some((epoch, state))) = slot::checkpoint_in_force(&slot_dir, p) {
-                let file = slot_dir.join(checkpoint::file_name(epoch));
-                raise(best, state.next_offset, || {
-                    format!("group {group}'s checkpoint {} (at offset {})", file.display(), state.next_offset)
+            if let Ok(Committed::At { epoch, next_offset }) = group.committed(p) {
+                raise(best, next_offset, || {
+                    let file = group.checkpoint_path(p, epoch);
+                    format!("group {name}'s checkpoint {} (at offset {next_offset})", file.display())
                 });
             }
         }
-        if let Some((file, letters)) = last_dead_letters(&group_dir.join(DLQ_DIR)) {
+        if let Some((file, letters)) = last_dead_letters(group.dead_letter_queue().dir()) {
             for (p, offset) in letters.into_iter().filter(|&(p, _)| p < partitions) {
                 raise(&mut best[p as usize], offset.saturating_add(1), || {
-                    format!("group {group}'s dead letter of offset {offset} in {}", file.display())
+                    format!("group {name}'s dead letter of offset {offset} in {}", file.display())
                 });
             }
         }
@@ -81,9 +78,9 @@ fn raise(best: &mut Option<Evidence>, end: u64, source: impl FnOnce() -> String)
 /// is no such queue or it cannot be read.
 fn last_dead_letters(dlq_dir: &Path) -> Option<(PathBuf, Vec<(u32, u64)>)> {
     let config = meta::read(dlq_dir).ok()?;
-    let pdir = dlq_dir.join(partition::dir_name(0));
+    let pdir = dlq_dir.join(layout::partition_dir_name(0));
     let base = *partition::segment_bases(&pdir).ok()?.last()?;
-    let path = pdir.join(segment::file_name(base));
+    let path = pdir.join(layout::segment_file_name(base));
     let file = File::open(&path).ok()?;
     let len = file.metadata().ok()?.len().min(config.segment_bytes);
     // Bytes past the file system's data end are zeros: no frame there.

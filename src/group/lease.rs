@@ -44,6 +44,8 @@ const _: () = assert!(TIMEOUT_AT + 8 <= CRC_AT);
 
 /// A random member id; all zeros means "nobody".
 pub type MemberId = [u8; 16];
+/// The member id of a released lease: nobody holds the slot.
+pub const NOBODY: MemberId = [0; 16];
 
 /// The contents of a lease file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +72,7 @@ pub struct Lease {
 impl Lease {
     /// True once the holder let the slot go.
     pub fn is_released(&self) -> bool {
-        self.member == [0; 16]
+        self.member == NOBODY
     }
 
     /// True if the last heartbeat is older than the holder's own timeout.
@@ -149,13 +151,20 @@ pub fn decode(b: &[u8], slot: u32) -> Result<Lease, LeaseError> {
     Ok(Lease {
         slot,
         epoch: codec::u64_at(b, EPOCH_AT),
-        member: b[MEMBER_AT..PID_AT].try_into().expect("16 bytes"),
+        member: id_at(b, MEMBER_AT),
         pid: codec::u32_at(b, PID_AT),
-        boot_id: b[BOOT_AT..HEARTBEAT_AT].try_into().expect("16 bytes"),
+        boot_id: id_at(b, BOOT_AT),
         heartbeat_ms: codec::u64_at(b, HEARTBEAT_AT),
         host: String::from_utf8_lossy(&host[..host_len]).into_owned(),
         timeout_ms: codec::u64_at(b, TIMEOUT_AT),
     })
+}
+
+/// The 16-byte id at `at` of a whole record `b`.
+fn id_at(b: &[u8], at: usize) -> [u8; 16] {
+    let mut id = [0; 16];
+    id.copy_from_slice(&b[at..at + 16]);
+    id
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a
@@ -168,10 +177,7 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Formats a member id as 32 hex digits.
-pub fn member_hex(id: &MemberId) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::layout::member_hex;
 
 #[cfg(test)]
 mod tests {

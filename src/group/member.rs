@@ -14,16 +14,15 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
-use crate::group::lease::{self, Lease, MemberId};
+use crate::error::{Error, Result};
+use crate::group::lease::{self, Lease, MemberId, NOBODY};
+use crate::layout;
 use crate::storage::lock_table::LockTable;
 use crate::storage::{self, Locked};
 
-/// The folder of member files inside a group's directory.
-pub const MEMBERS_DIR: &str = "members";
+pub use crate::layout::MEMBERS_DIR;
 /// The slot number in a member file's lease record.
 pub const MEMBER_SLOT: u32 = u32::MAX;
-const SUFFIX: &str = ".member";
 
 /// Whether a member is alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,15 +58,43 @@ pub struct MemberInfo {
     pub liveness: Liveness,
 }
 
+/// Who this process is, as a lease record names it: read once, since the
+/// boot id and host name come from files.
+#[derive(Debug, Clone)]
+pub(crate) struct Process {
+    pid: u32,
+    boot_id: [u8; 16],
+    host: String,
+}
+
+impl Process {
+    pub(crate) fn this() -> Process {
+        Process { pid: std::process::id(), boot_id: storage::boot_id(), host: storage::host_name() }
+    }
+
+    /// A lease record written by this process for `slot` and `epoch`, held
+    /// by `member` ([`NOBODY`]: released), with a heartbeat of now.
+    pub(crate) fn lease(&self, slot: u32, epoch: u64, member: MemberId, timeout_ms: u64) -> Lease {
+        Lease {
+            slot,
+            epoch,
+            member,
+            pid: self.pid,
+            boot_id: self.boot_id,
+            heartbeat_ms: storage::now_ms(),
+            host: self.host.clone(),
+            timeout_ms,
+        }
+    }
+}
+
 /// This process's membership in a group; leaves the group on drop.
 pub(crate) struct Member {
     pub(crate) id: MemberId,
     path: PathBuf,
     file: File,
-    pub(crate) pid: u32,
-    pub(crate) boot_id: [u8; 16],
-    pub(crate) host: String,
-    pub(crate) timeout_ms: u64,
+    process: Process,
+    timeout_ms: u64,
 }
 
 impl Member {
@@ -77,19 +104,14 @@ impl Member {
         let dir = group_dir.join(MEMBERS_DIR);
         storage::create_dir_durable(&dir)?;
         let id = storage::random_id();
-        let hex = lease::member_hex(&id);
-        let joining = dir.join(format!(".{hex}.joining"));
+        let joining = dir.join(layout::member_joining_name(&id));
         let (file, locked) = storage::try_lock_exclusive(&joining)?;
-        assert!(matches!(locked, Locked::Yes), "a fresh random member file was locked by someone else");
-        let member = Member {
-            id,
-            path: dir.join(format!("{hex}{SUFFIX}")),
-            file,
-            pid: std::process::id(),
-            boot_id: storage::boot_id(),
-            host: storage::host_name(),
-            timeout_ms,
-        };
+        if matches!(locked, Locked::HeldElsewhere) {
+            // 128 random bits do not collide: someone else made this file.
+            let held = std::io::Error::from_raw_os_error(libc::EWOULDBLOCK);
+            return Err(Error::io("lock a new member file", joining, held));
+        }
+        let member = Member { id, path: path(group_dir, &id), file, process: Process::this(), timeout_ms };
         member.heartbeat()?;
         storage::rename(&joining, &member.path)?;
         Ok(member)
@@ -98,16 +120,12 @@ impl Member {
     /// A lease record for `slot` and `epoch` held by this member, with a
     /// heartbeat of now.
     pub(crate) fn lease(&self, slot: u32, epoch: u64) -> Lease {
-        Lease {
-            slot,
-            epoch,
-            member: self.id,
-            pid: self.pid,
-            boot_id: self.boot_id,
-            heartbeat_ms: storage::now_ms(),
-            host: self.host.clone(),
-            timeout_ms: self.timeout_ms,
-        }
+        self.process.lease(slot, epoch, self.id, self.timeout_ms)
+    }
+
+    /// The record of this member giving `slot` back at `epoch`.
+    pub(crate) fn released_lease(&self, slot: u32, epoch: u64) -> Lease {
+        self.process.lease(slot, epoch, NOBODY, self.timeout_ms)
     }
 
     /// Rewrites this member's file with a fresh heartbeat.
@@ -130,7 +148,7 @@ impl Drop for Member {
 /// directly when a scan is older than the question (a member may have
 /// joined since).
 pub(crate) fn is_alive(group_dir: &Path, id: &MemberId) -> Result<bool> {
-    let path = group_dir.join(MEMBERS_DIR).join(format!("{}{SUFFIX}", lease::member_hex(id)));
+    let path = path(group_dir, id);
     let Some((file, Locked::HeldElsewhere)) = storage::try_lock_existing(&path)? else { return Ok(false) };
     let mut bytes = [0u8; lease::LEASE_BYTES];
     let n = storage::read_at(&file, &path, 0, &mut bytes)?;
@@ -138,10 +156,14 @@ pub(crate) fn is_alive(group_dir: &Path, id: &MemberId) -> Result<bool> {
     Ok(lease::decode(&bytes[..n], MEMBER_SLOT).map_or(true, |r| !r.is_stale(storage::now_ms())))
 }
 
+/// The file of member `id` of the group at `group_dir`.
+pub(crate) fn path(group_dir: &Path, id: &MemberId) -> PathBuf {
+    group_dir.join(MEMBERS_DIR).join(layout::member_file_name(id))
+}
+
 /// Reads every member file of the group at `group_dir`, removing those of
-/// dead members when `reap` is set. Each member is judged hung by its own
-/// declared timeout.
-pub fn scan(group_dir: &Path, reap: bool) -> Result<Vec<MemberInfo>> {
+/// dead members. Each member is judged hung by its own declared timeout.
+pub(crate) fn scan_and_reap(group_dir: &Path) -> Result<Vec<MemberInfo>> {
     let now = storage::now_ms();
     let mut members = Vec::new();
     for (id, path) in member_files(group_dir)? {
@@ -151,7 +173,7 @@ pub fn scan(group_dir: &Path, reap: bool) -> Result<Vec<MemberInfo>> {
         let mut bytes = [0u8; lease::LEASE_BYTES];
         let n = storage::read_at(&file, &path, 0, &mut bytes)?;
         let member = judge(id, matches!(locked, Locked::HeldElsewhere), &bytes[..n], now);
-        if member.liveness == Liveness::Dead && reap {
+        if member.liveness == Liveness::Dead {
             let _ = storage::remove_file(&path);
         }
         members.push(member);
@@ -159,7 +181,7 @@ pub fn scan(group_dir: &Path, reap: bool) -> Result<Vec<MemberInfo>> {
     Ok(members)
 }
 
-/// [`scan`] for an observer that may only read (`stat`): whether a member's
+/// [`scan_and_reap`] for an observer that may only read (`stat`): whether a member's
 /// file is locked comes from the kernel's lock table (`locks`), so nothing
 /// is locked, written or removed, and a dead member's file stays for the
 /// group's next scan to remove.
@@ -184,7 +206,7 @@ fn member_files(group_dir: &Path) -> Result<Vec<(MemberId, PathBuf)>> {
         return Ok(Vec::new());
     }
     let names = storage::list_dir(&dir)?;
-    Ok(names.iter().filter_map(|name| Some((name.strip_suffix(SUFFIX).and_then(parse_hex)?, dir.join(name)))).collect())
+    Ok(names.iter().filter_map(|name| Some((layout::parse_member_file_name(name)?, dir.join(name)))).collect())
 }
 
 /// What a member file's `bytes` say, given whether another process holds
@@ -206,17 +228,6 @@ fn judge(id: MemberId, locked_elsewhere: bool, bytes: &[u8], now_ms: u64) -> Mem
     }
 }
 
-fn parse_hex(hex: &str) -> Option<MemberId> {
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,11 +237,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Member::join(dir.path(), 10_000).unwrap();
         let b = Member::join(dir.path(), 10_000).unwrap();
-        let seen = scan(dir.path(), true).unwrap();
+        let seen = scan_and_reap(dir.path()).unwrap();
         assert_eq!(seen.len(), 2);
         assert!(seen.iter().all(|m| m.liveness == Liveness::Alive && m.pid == std::process::id()));
         drop(b);
-        let seen = scan(dir.path(), true).unwrap();
+        let seen = scan_and_reap(dir.path()).unwrap();
         assert_eq!(seen.iter().map(|m| m.id).collect::<Vec<_>>(), vec![a.id]);
     }
 
@@ -244,7 +255,7 @@ mod tests {
         let path = a.path.clone();
         drop(a);
         std::fs::rename(&kept, &path).unwrap();
-        let seen = scan(dir.path(), true).unwrap();
+        let seen = scan_and_reap(dir.path()).unwrap();
         assert_eq!(seen.iter().map(|m| m.liveness).collect::<Vec<_>>(), vec![Liveness::Dead]);
         assert!(!path.exists(), "the dead member's file was removed");
     }
@@ -271,14 +282,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _a = Member::join(dir.path(), 10).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(30));
-        let seen = scan(dir.path(), true).unwrap();
+        let seen = scan_and_reap(dir.path()).unwrap();
         assert_eq!(seen[0].liveness, Liveness::Hung);
-    }
-
-    #[test]
-    fn member_ids_parse_from_their_hex_names() {
-        let id = [0xab; 16];
-        assert_eq!(parse_hex(&lease::member_hex(&id)), Some(id));
-        assert_eq!(parse_hex("xyz"), None);
     }
 }

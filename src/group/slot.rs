@@ -27,6 +27,10 @@
 //! 5. Remove checkpoint files of older epochs (a fenced zombie still writing
 //!    to one writes into an unlinked file).
 //!
+//! A reset (`Queue::reset_group`) takes a slot by these same steps, for no
+//! member: it writes the position it was given instead of the one in force,
+//! and a released lease, so the next member takes the slot at once.
+//!
 //! **Holding:** heartbeats rewrite the lease (no sync: liveness only) after
 //! checking for fencing. **Giving back** (rebalance, close) happens only at
 //! a batch boundary, after the batch was committed: the lease is rewritten
@@ -38,17 +42,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::group::checkpoint::{self, Checkpoint, CheckpointState};
-use crate::group::lease::{self, Lease, LeaseError, MemberId};
-use crate::group::member::{self, Member};
+use crate::group::lease::{self, Lease, LeaseError, MemberId, NOBODY};
+use crate::group::member::{self, Member, Process};
 use crate::storage::{self, Locked};
 
-/// The lease file's name inside a slot directory.
-pub const LEASE_FILE: &str = "lease";
-
-/// The directory of `slot` inside a group's directory.
-pub fn dir(group_dir: &Path, slot: u32) -> PathBuf {
-    group_dir.join(format!("slot-{slot:04}"))
-}
+pub use crate::layout::{LEASE_FILE, slot_dir as dir};
 
 /// Reads a slot's lease record.
 pub fn read_lease(slot_dir: &Path, slot: u32) -> Result<Result<Lease, LeaseError>> {
@@ -70,6 +68,25 @@ pub fn checkpoint_in_force(slot_dir: &Path, slot: u32) -> Result<Option<(u64, Ch
     checkpoint::latest(slot_dir, slot, leased_epoch)
 }
 
+/// Who takes a slot, and what it writes there.
+pub(crate) enum Taker<'a> {
+    /// A member, to consume: it carries the position in force over.
+    Member {
+        member: &'a Member,
+        /// The members alive at the last scan.
+        alive: &'a [MemberId],
+        /// Where a slot without any checkpoint starts.
+        initial_offset: u64,
+        /// The partition's next offset, past which no checkpoint may point.
+        end_offset: u64,
+    },
+    /// A reset, by a process that found no live member: it moves the
+    /// position to `target`, or to the earliest retained offset if
+    /// `first_offset`, read again once the position is written, has passed
+    /// it; and leaves the slot released.
+    Reset { target: u64, first_offset: &'a dyn Fn() -> u64 },
+}
+
 /// A slot this member holds.
 pub(crate) struct SlotHold {
     pub(crate) slot: u32,
@@ -80,38 +97,37 @@ pub(crate) struct SlotHold {
     pub(crate) checkpoint: Checkpoint,
 }
 
-/// Takes `slot` for `member` if it may be taken (see the module docs).
-/// `alive` lists the members currently alive; `initial_offset` is where a
-/// slot without any checkpoint starts; `end_offset` is the partition's next
-/// offset, past which no checkpoint may point. A damaged or impossible
-/// checkpoint is an error, found before anything is changed.
-pub(crate) fn try_take(
-    group_dir: &Path,
-    slot: u32,
-    member: &Member,
-    alive: &[MemberId],
-    initial_offset: u64,
-    end_offset: u64,
-) -> Result<Option<SlotHold>> {
+/// Takes `slot` of the group at `group_dir` for `taker` if it may be taken
+/// (see the module docs); `None` if not, now. A damaged or impossible
+/// checkpoint is an error for a member, found before anything is changed; a
+/// reset replaces it.
+pub(crate) fn take(group_dir: &Path, slot: u32, taker: Taker<'_>) -> Result<Option<SlotHold>> {
     let slot_dir = dir(group_dir, slot);
     storage::create_dir_durable(&slot_dir)?;
+    // Opened (created if missing) before the claim, so that the claimed
+    // file's directory fsync makes the lease's name durable too.
     let lease_path = slot_dir.join(LEASE_FILE);
     let (lease_file, locked) = storage::try_lock_exclusive(&lease_path)?;
     let lease_locked = matches!(locked, Locked::Yes);
     let lease = read_lease(&slot_dir, slot)?;
     let takeable = match &lease {
-        Ok(l) if l.is_released() || l.member == member.id => true,
+        Ok(l) if l.is_released() => true,
+        Ok(l) if matches!(taker, Taker::Member { member, .. } if l.member == member.id) => true,
         Ok(l) if l.is_stale(storage::now_ms()) => true,
         // `alive` is a snapshot: a member that joined after it holds its
         // slots as rightfully as the others. Ask its member file.
-        Ok(l) => !alive.contains(&l.member) && !member::is_alive(group_dir, &l.member)?,
+        Ok(l) => {
+            let seen_alive = matches!(taker, Taker::Member { alive, .. } if alive.contains(&l.member));
+            !seen_alive && !member::is_alive(group_dir, &l.member)?
+        }
         Err(_) => lease_locked,
     };
     if !takeable {
         return Ok(None);
     }
     let leased_epoch = lease.as_ref().map_or(0, |l| l.epoch);
-    if let Some((epoch, state)) = checkpoint::latest(&slot_dir, slot, leased_epoch)?
+    if let Taker::Member { end_offset, .. } = taker
+        && let Some((epoch, state)) = checkpoint::latest(&slot_dir, slot, leased_epoch)?
         && state.next_offset > end_offset
     {
         return Err(crate::Error::corrupt(
@@ -122,21 +138,10 @@ pub(crate) fn try_take(
         ));
     }
     let newest_claim = checkpoint::epochs(&slot_dir)?.last().copied().unwrap_or(0);
-    if newest_claim > leased_epoch && !lease_locked {
+    if newest_claim > leased_epoch && !lease_locked && claim_is_fresh(&slot_dir, newest_claim, &lease) {
         // Another member claimed past the lease and holds the lease's lock:
-        // it is between steps 2 and 4 of its take. Let it finish, unless its
-        // claim is older than a lease timeout (it died half way).
-        let timeout_ms =
-            lease.as_ref().map_or(crate::options::LEASE_TIMEOUT_DEFAULT.as_millis() as u64, |l| l.timeout_ms);
-        let claim = slot_dir.join(checkpoint::file_name(newest_claim));
-        let age_ms = std::fs::metadata(&claim)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .map_or(u64::MAX, |d| d.as_millis() as u64);
-        if age_ms <= timeout_ms {
-            return Ok(None);
-        }
+        // it is between steps 2 and 4 of its take. Let it finish.
+        return Ok(None);
     }
     // Exactly one past what we saw: if anyone claims in between, our claim
     // fails (instead of fencing them).
@@ -144,24 +149,52 @@ pub(crate) fn try_take(
     if !checkpoint::claim(&slot_dir, epoch)? {
         return Ok(None);
     }
-    let state = match checkpoint::latest(&slot_dir, slot, leased_epoch)? {
-        Some((_, state)) => state,
-        None => CheckpointState {
-            partition: slot,
-            generation: 0,
-            epoch,
-            next_offset: initial_offset,
-            delivered_end: initial_offset,
-            attempts: 0,
-            range_attempts: 0,
-        },
+    let (checkpoint, lease) = match taker {
+        Taker::Member { member, initial_offset, .. } => {
+            let state = match checkpoint::latest(&slot_dir, slot, leased_epoch)? {
+                Some((_, state)) => state,
+                None => CheckpointState::at(slot, epoch, initial_offset),
+            };
+            (Checkpoint::write_claimed(&slot_dir, epoch, state)?, member.lease(slot, epoch))
+        }
+        Taker::Reset { target, first_offset } => {
+            let checkpoint = Checkpoint::write_claimed(&slot_dir, epoch, CheckpointState::at(slot, epoch, target))?;
+            // A retention pass that read the groups while this epoch's file
+            // was still empty saw the old position and may have raised the
+            // first offset past `target` meanwhile. A pass raises it before
+            // its second look at the groups, so reading it again now, after
+            // the write, catches every pass that could miss the new
+            // position; the claimed file is ours to rewrite at that offset.
+            let first_now = first_offset();
+            let checkpoint = if target < first_now {
+                Checkpoint::write_claimed(&slot_dir, epoch, CheckpointState::at(slot, epoch, first_now))?
+            } else {
+                checkpoint
+            };
+            // Released at the new epoch: the next member takes the slot at
+            // once, and claims past this epoch.
+            (checkpoint, Process::this().lease(slot, epoch, NOBODY, 0))
+        }
     };
-    let checkpoint = Checkpoint::write_claimed(&slot_dir, epoch, state)?;
-    storage::write_durable_at(&lease_file, &lease_path, 0, &lease::encode(&member.lease(slot, epoch)))?;
+    storage::write_durable_at(&lease_file, &lease_path, 0, &lease::encode(&lease))?;
     for old in checkpoint::epochs(&slot_dir)?.into_iter().filter(|&e| e < epoch) {
         let _ = storage::remove_file(&slot_dir.join(checkpoint::file_name(old)));
     }
     Ok(Some(SlotHold { slot, epoch, lease_path, lease_file, lease_locked, checkpoint }))
+}
+
+/// Whether the claim of `epoch`, past the slot's `lease`, is younger than a
+/// lease timeout: its taker may still be at work. An older one was left by
+/// a taker that died half way.
+fn claim_is_fresh(slot_dir: &Path, epoch: u64, lease: &Result<Lease, LeaseError>) -> bool {
+    let timeout_ms = lease.as_ref().map_or(crate::options::LEASE_TIMEOUT_DEFAULT.as_millis() as u64, |l| l.timeout_ms);
+    let claim = slot_dir.join(checkpoint::file_name(epoch));
+    let age_ms = std::fs::metadata(&claim)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map_or(u64::MAX, |d| d.as_millis() as u64);
+    age_ms <= timeout_ms
 }
 
 impl SlotHold {
@@ -171,7 +204,9 @@ impl SlotHold {
         self.checkpoint.check_not_fenced()?;
         storage::write_at(&self.lease_file, &self.lease_path, 0, &lease::encode(&member.lease(self.slot, self.epoch)))?;
         if !self.lease_locked {
-            self.lease_locked = self.lease_file.try_lock().is_ok();
+            // Still held elsewhere, or refused: the next heartbeat tries
+            // again. The lock only speeds up a takeover after our death.
+            self.lease_locked = matches!(storage::try_lock(&self.lease_file, &self.lease_path), Ok(Locked::Yes));
         }
         Ok(())
     }
@@ -180,7 +215,7 @@ impl SlotHold {
     /// the next holder need not wait, then drops the lock.
     pub(crate) fn release(self, member: &Member) -> Result<()> {
         if self.checkpoint.check_not_fenced().is_ok() {
-            let released = Lease { member: [0; 16], ..member.lease(self.slot, self.epoch) };
+            let released = member.released_lease(self.slot, self.epoch);
             storage::write_at(&self.lease_file, &self.lease_path, 0, &lease::encode(&released))?;
         }
         Ok(())

@@ -49,10 +49,7 @@ use crate::storage::mmap::{MappedFile, ReadOnlyMap};
 use crate::storage::shm::{self, SHARED_MUTEX_BYTES, SharedMutex};
 use crate::storage::{self, Locked};
 
-/// The control file's name inside a queue directory.
-pub const CONTROL_FILE: &str = "durq.ctl";
-/// The lock file that serialises opening (and so recovery).
-pub const OPEN_LOCK_FILE: &str = "durq.lock";
+pub use crate::layout::{CONTROL_FILE, OPEN_LOCK_FILE};
 
 const MAGIC: [u8; 8] = *b"DURQCTL\0";
 const PARTITIONS_AT: usize = 8;

@@ -50,10 +50,7 @@ impl Record<'_> {
     }
 }
 
-/// The directory of partition `id` inside the queue directory.
-pub fn dir_name(id: u32) -> String {
-    format!("p{id:04}")
-}
+pub use crate::layout::partition_dir_name as dir_name;
 
 /// A partition of an open queue.
 pub(crate) struct Partition {

@@ -63,18 +63,7 @@ const CRC_AT: usize = 32;
 const SYNCED_END_AT: usize = 40;
 const SYNCED_CRC_AT: usize = 48;
 const _: () = assert!(SYNCED_CRC_AT + 4 <= SEGMENT_HEADER_BYTES);
-const SUFFIX: &str = ".seg";
-
-/// The file name of the segment starting at `base_offset`.
-pub fn file_name(base_offset: u64) -> String {
-    format!("{base_offset:020}{SUFFIX}")
-}
-
-/// The base offset named by a segment file name, if it is one.
-pub fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SUFFIX)?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
-}
+pub use crate::layout::{parse_segment_file_name as parse_file_name, segment_file_name as file_name};
 
 /// Encodes a segment header, with `synced_end` at the base offset: every
 /// record before this segment was synced, none of its own yet.

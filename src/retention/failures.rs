@@ -41,8 +41,7 @@ use crate::error::{Error, Result};
 use crate::meta::FORMAT_VERSION;
 use crate::storage;
 
-/// The record's file name inside a queue directory.
-pub const FAILURES_FILE: &str = "durq.retention";
+pub use crate::layout::FAILURES_FILE;
 /// Bytes of the record (the whole file).
 pub const FAILURES_BYTES: usize = 512;
 /// Longest message kept; a longer error is cut at a character boundary.

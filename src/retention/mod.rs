@@ -12,7 +12,7 @@
 //! a roll finds the disk full (the roll then tries once more if the pass
 //! removed anything, so a full disk frees itself as soon as the groups have
 //! passed old segments, in whichever partition they lie);
-//! and on demand ([`Queue::reclaim`], `durq gc`). Only the last waits for
+//! and on demand (`Queue::reclaim`, `durq gc`). Only the last waits for
 //! its answer: the others count a failure in [`failures`], for `durq stat`,
 //! instead of failing the send that ran them.
 //!
@@ -33,10 +33,12 @@
 
 pub mod failures;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use crate::error::Result;
-use crate::group::{self, GROUPS_DIR, slot};
+use crate::group::{self, Committed};
 use crate::log::partition::Partition;
-use crate::queue::{Queue, QueueInner};
 
 /// What decides how far retention may go in a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,42 +75,31 @@ pub struct Reclaimed {
     pub limit: Limit,
 }
 
-impl Queue {
-    /// Removes, in every partition, the segments every registered group has
-    /// passed, as a roll does, and says what it removed and what holds the
-    /// rest back (`durq gc`). Safe while producers and consumers run in
-    /// other processes. Unlike the passes durq runs by itself, a failure
-    /// here is returned.
-    pub fn reclaim(&self) -> Result<Vec<Reclaimed>> {
-        self.inner.partitions.iter().map(|p| run(&self.inner, p)).collect()
-    }
-}
-
 /// How far the registered groups let retention go in partition `p`.
-pub(crate) fn limit_in(queue_dir: &std::path::Path, p: u32) -> Result<Limit> {
-    let groups_dir = queue_dir.join(GROUPS_DIR);
+fn limit_in(queue_dir: &Path, p: u32) -> Result<Limit> {
     let mut limit = Limit::NoGroup;
     for group in group::list(queue_dir)?.groups {
-        let offset = match slot::checkpoint_in_force(&slot::dir(&groups_dir.join(&group), p), p)? {
-            Some((_, state)) => state.next_offset,
-            None => return Ok(Limit::NotStarted(group)),
+        let offset = match group.committed(p)? {
+            Committed::At { next_offset, .. } => next_offset,
+            Committed::NotStarted => return Ok(Limit::NotStarted(group.name().to_owned())),
         };
         if !matches!(limit, Limit::Processed { offset: lowest, .. } if lowest <= offset) {
-            limit = Limit::Processed { offset, group };
+            limit = Limit::Processed { offset, group: group.name().to_owned() };
         }
     }
     Ok(limit)
 }
 
-/// Removes the segments of `partition` that every group has passed.
-pub(crate) fn run(queue: &QueueInner, partition: &Partition) -> Result<Reclaimed> {
-    let mut limit = limit_in(&queue.dir, partition.id)?;
+/// Removes the segments of `partition`, of the queue at `queue_dir` whose
+/// segments are `segment_bytes` long, that every group has passed.
+pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -> Result<Reclaimed> {
+    let mut limit = limit_in(queue_dir, partition.id)?;
     let mut removed = 0;
     if let Limit::Processed { offset, .. } = limit {
         let (passed, first_kept) = partition.passed_segments(offset)?;
         if !passed.is_empty() {
             partition.raise_first_offset(first_kept);
-            limit = limit_in(&queue.dir, partition.id)?;
+            limit = limit_in(queue_dir, partition.id)?;
             if matches!(limit, Limit::Processed { offset, .. } if offset >= first_kept) {
                 partition.remove_segments(&passed)?;
                 removed = passed.len();
@@ -118,35 +109,36 @@ pub(crate) fn run(queue: &QueueInner, partition: &Partition) -> Result<Reclaimed
     Ok(Reclaimed {
         partition: partition.id,
         segments_removed: removed,
-        bytes_removed: removed as u64 * queue.config.segment_bytes,
+        bytes_removed: removed as u64 * segment_bytes,
         segments_kept: partition.segment_bases()?.len(),
         first_offset: partition.first_offset(),
         limit,
     })
 }
 
-/// Runs a pass in every partition, for a caller that does not wait for its
-/// answer; a failure is counted in the failures record. Returns the number
-/// of segments removed. Every partition, not only the one that rolled: the
-/// disk is shared, and with keyed traffic the partition that fills it may
-/// never roll again. Passes take no lock, so this may run under any
-/// partition's append mutex.
-pub(crate) fn run_unattended(queue: &QueueInner) -> usize {
-    queue.partitions.iter().map(|p| run_unattended_in(queue, p)).sum()
+/// Runs a pass in every partition of the queue at `queue_dir` (with
+/// segments of `segment_bytes`), for a
+/// caller that does not wait for its answer; a failure is counted in the
+/// failures record. Returns the number of segments removed. Every
+/// partition, not only the one that rolled: the disk is shared, and with
+/// keyed traffic the partition that fills it may never roll again. Passes
+/// take no lock, so this may run under any partition's append mutex.
+pub(crate) fn run_unattended(queue_dir: &Path, segment_bytes: u64, partitions: &[Arc<Partition>]) -> usize {
+    partitions.iter().map(|p| run_unattended_in(queue_dir, segment_bytes, p)).sum()
 }
 
-fn run_unattended_in(queue: &QueueInner, partition: &Partition) -> usize {
-    match run(queue, partition) {
+fn run_unattended_in(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -> usize {
+    match run(queue_dir, segment_bytes, partition) {
         Ok(reclaimed) => reclaimed.segments_removed,
         Err(error) => {
-            if let Err(unrecorded) = failures::record(&queue.dir, partition.id, &error) {
+            if let Err(unrecorded) = failures::record(queue_dir, partition.id, &error) {
                 // The disk refuses even a 512-byte overwrite. This is the
                 // one message durq prints: nothing else would ever tell the
                 // operator that retention stopped.
                 eprintln!(
                     "durq: warning: retention in partition {} of {} failed ({error}), and so did counting it ({unrecorded})",
                     partition.id,
-                    queue.dir.display()
+                    queue_dir.display()
                 );
             }
             0

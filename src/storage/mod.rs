@@ -395,7 +395,9 @@ fn open_lock_file(path: &Path) -> Result<File> {
         .map_err(|e| Error::io("open lock file", path, e))
 }
 
-fn try_lock(file: &File, path: &Path) -> Result<Locked> {
+/// Tries to take an exclusive `flock` on the open lock file `file` (at
+/// `path`), without blocking.
+pub(crate) fn try_lock(file: &File, path: &Path) -> Result<Locked> {
     let attempt = effect(Op::Lock(path), || match file.try_lock() {
         Ok(()) => Ok(Locked::Yes),
         Err(std::fs::TryLockError::WouldBlock) => Ok(Locked::HeldElsewhere),

@@ -134,7 +134,7 @@ pub fn check(dir: &Path, durability: Durability, ledger: &Ledger, k: u64) -> Res
     let mut logs = Vec::new();
     for p in 0..partitions {
         let records = queue.read_at(p, 0, usize::MAX).map_err(|e| format!("read partition {p}: {e}"))?;
-        let first = records.first().map_or(queue.offsets(p).0, |r| r.position.offset);
+        let first = records.first().map_or(queue.offsets(p).unwrap().0, |r| r.position.offset);
         let mut seqs: Vec<u64> = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             let offset = r.position.offset;

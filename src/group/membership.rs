@@ -1,0 +1,151 @@
+//! A member's share of its group's slots, kept fair as members come and go
+//! (rebalancing).
+//!
+//! Between batches and while it waits, a member scans the member files
+//! (locked and fresh: alive; locked and stale: hung; unlocked: dead, and
+//! removed), reads who holds each slot, and computes the fair, sticky
+//! assignment (`assignment.rs`). It gives back the slots that are no longer
+//! its own (only between batches, after committing: a graceful rebalance
+//! redelivers nothing), heartbeats the ones it keeps, forgets those it was
+//! fenced from, and takes the ones that are its own now.
+//!
+//! Each held slot carries the caller's state for it (`R`: the consumer's
+//! read cursor and retry schedule), made when the slot is taken and
+//! dropped with it, so the two can never disagree about which slots are
+//! held.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::group::checkpoint::CheckpointState;
+use crate::group::lease::MemberId;
+use crate::group::member::{Liveness, Member};
+use crate::group::slot::SlotHold;
+use crate::group::{Group, assignment};
+
+/// A slot this member holds, and the caller's state for it.
+pub(crate) struct Held<R> {
+    pub(crate) hold: SlotHold,
+    pub(crate) state: R,
+}
+
+/// This process's member of a group and the slots it holds; gives them
+/// back and leaves the group on drop.
+pub(crate) struct Membership<R> {
+    group: Group,
+    member: Member,
+    partitions: u32,
+    held: BTreeMap<u32, Held<R>>,
+}
+
+impl<R> Membership<R> {
+    /// Joins `group`, of a queue of `partitions` partitions, holding no
+    /// slot yet; see [`Member::join`] for `timeout_ms`.
+    pub(crate) fn join(group: Group, partitions: u32, timeout_ms: u64) -> Result<Membership<R>> {
+        let member = group.join(timeout_ms)?;
+        Ok(Membership { group, member, partitions, held: BTreeMap::new() })
+    }
+
+    /// The group.
+    pub(crate) fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// The slots held, by partition.
+    pub(crate) fn held(&self) -> &BTreeMap<u32, Held<R>> {
+        &self.held
+    }
+
+    /// The slot of partition `p`, if held.
+    pub(crate) fn get_mut(&mut self, p: u32) -> Option<&mut Held<R>> {
+        self.held.get_mut(&p)
+    }
+
+    /// Lets go of the slot of partition `p` without touching its files:
+    /// another member took it over (this one was fenced).
+    pub(crate) fn forget(&mut self, p: u32) {
+        self.held.remove(&p);
+    }
+
+    /// Heartbeats, and makes the slots held match this member's fair share:
+    /// gives back those that are no longer its own, forgets those it was
+    /// fenced from, and takes its own. `bounds(p)`: partition `p`'s first
+    /// retained and next offsets, for a take; `start(p, checkpoint)`: the
+    /// caller's state for a slot just taken at `checkpoint`. If `start`
+    /// fails, the slot is dropped (its lease still names this member, which
+    /// takes it again at the next rebalance) and the error returned.
+    pub(crate) fn rebalance(
+        &mut self,
+        bounds: impl Fn(u32) -> (u64, u64),
+        mut start: impl FnMut(u32, &CheckpointState) -> Result<R>,
+    ) -> Result<()> {
+        self.member.heartbeat()?;
+        let members = self.group.members()?;
+        let mut alive: Vec<MemberId> = members.iter().filter(|m| m.liveness == Liveness::Alive).map(|m| m.id).collect();
+        if !alive.contains(&self.member.id) {
+            // We are running this very code: whatever our file said, we live.
+            alive.push(self.member.id);
+        }
+        let holders = self.holders(&alive)?;
+        let mine: Vec<u32> = assignment::assign(&alive, &holders)
+            .iter()
+            .enumerate()
+            .filter(|(_, owner)| owner.as_ref() == Some(&self.member.id))
+            .map(|(s, _)| s as u32)
+            .collect();
+        let given_back: Vec<u32> = self.held.keys().copied().filter(|s| !mine.contains(s)).collect();
+        for s in given_back {
+            if let Some(held) = self.held.remove(&s) {
+                held.hold.release(&self.member)?;
+            }
+        }
+        let mut fenced = Vec::new();
+        for (&s, held) in &mut self.held {
+            match held.hold.heartbeat(&self.member) {
+                Ok(()) => {}
+                Err(Error::Fenced { .. }) => fenced.push(s),
+                Err(e) => return Err(e),
+            }
+        }
+        for s in fenced {
+            self.held.remove(&s);
+        }
+        for s in mine {
+            if self.held.contains_key(&s) {
+                continue;
+            }
+            let (first_offset, next_offset) = bounds(s);
+            // A new group starts at the earliest retained record: a durable
+            // queue's consumer must see what was sent before it first ran.
+            let Some(hold) = self.group.take(s, &self.member, &alive, first_offset, next_offset)? else { continue };
+            let state = start(s, &hold.checkpoint.state())?;
+            self.held.insert(s, Held { hold, state });
+        }
+        Ok(())
+    }
+
+    /// Who holds each slot now, as far as assignment is concerned: this
+    /// member for the slots it holds, otherwise the live member its lease
+    /// names.
+    fn holders(&self, alive: &[MemberId]) -> Result<Vec<Option<MemberId>>> {
+        (0..self.partitions)
+            .map(|s| {
+                if self.held.contains_key(&s) {
+                    return Ok(Some(self.member.id));
+                }
+                let lease = self.group.lease(s)?;
+                Ok(lease.ok().map(|l| l.member).filter(|m| *m != self.member.id && alive.contains(m)))
+            })
+            .collect()
+    }
+}
+
+impl<R> Drop for Membership<R> {
+    fn drop(&mut self) {
+        // Leave gracefully: give every slot back so the others need not wait
+        // for a timeout. Errors do not matter here: our locks go with us.
+        for (_, held) in std::mem::take(&mut self.held) {
+            let _ = held.hold.release(&self.member);
+        }
+    }
+}
