@@ -36,6 +36,7 @@ mod codec;
 mod consumer;
 mod error;
 mod fail_stop;
+mod format;
 pub mod group;
 pub mod log;
 pub mod meta;

@@ -27,8 +27,7 @@ use crate::error::{Error, Result};
 use crate::options::{Durability, QueueConfig};
 use crate::storage;
 
-/// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub use crate::format::FORMAT_VERSION;
 /// The meta file's name inside a queue directory.
 pub const META_FILE: &str = "durq.meta";
 /// Bytes of the meta file.

@@ -31,10 +31,7 @@
 
 use crate::codec;
 
-/// Bytes of the fixed frame header.
-pub const FRAME_HEADER_BYTES: usize = 32;
-/// Frames start at, and are padded to, multiples of this many bytes.
-pub const FRAME_ALIGN: usize = 8;
+pub use crate::format::{FRAME_ALIGN, FRAME_HEADER_BYTES};
 /// The magic byte of every frame header (byte 27; docs/FORMAT.md).
 pub const FRAME_MAGIC: u8 = 0xD7;
 /// Largest key a record may carry (`key_len` is a u16).

@@ -27,17 +27,26 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::fail_stop::FailStop;
-use crate::log::partition::Partition;
 use crate::log::segment::Segment;
 
 /// Bytes of a segment the appender leaves behind before their writeback is
 /// started.
 pub(crate) const WRITE_BEHIND_BYTES: usize = 2 << 20;
 
+/// What a seal job is for: the partition whose roll left a segment to
+/// seal. A trait, so that this thread knows nothing of a partition but how
+/// to finish a seal (`Partition` implements it).
+pub(crate) trait SealTarget: Send + Sync {
+    /// Seals the segment starting at `segment_base`, whose last frame ends
+    /// at `end_pos`, and which the segment starting at `next_base` follows,
+    /// unless that was done already. A failure stops the handle.
+    fn finish_seal(&self, segment_base: u64, end_pos: usize, next_base: u64);
+}
+
 /// A full segment to seal: its partition, the segment's base offset, where
 /// its last frame ends, and the base offset of the segment after it.
 pub(crate) struct SealJob {
-    pub(crate) partition: Arc<Partition>,
+    pub(crate) partition: Arc<dyn SealTarget>,
     pub(crate) segment_base: u64,
     pub(crate) end_pos: usize,
     pub(crate) next_base: u64,

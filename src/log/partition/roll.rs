@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 use crate::log::control::PartitionControl;
-use crate::log::sealer::SealJob;
+use crate::log::sealer::{SealJob, SealTarget};
 use crate::log::segment::{SEGMENT_HEADER_BYTES, Segment};
 use crate::options::Durability;
 
@@ -69,9 +69,13 @@ impl Partition {
         c.tail_reserved.store(reserved as u64, Ordering::Relaxed);
         self.rolled.store(true, Ordering::Relaxed);
         if durable < next {
-            let partition = self.me.upgrade().expect("a partition that appends is alive");
-            let job = SealJob { partition, segment_base: old.base_offset, end_pos: pos, next_base: next };
-            if !self.sealer.submit(job) {
+            // `me` upgrades while anyone can call `roll`; had it not, sealing
+            // here would be as correct, only slower.
+            let submitted = self.me.upgrade().is_some_and(|partition| {
+                let partition: Arc<dyn SealTarget> = partition;
+                self.sealer.submit(SealJob { partition, segment_base: old.base_offset, end_pos: pos, next_base: next })
+            });
+            if !submitted {
                 self.seal(c, old, pos, next, true)?;
             }
         }
@@ -116,14 +120,16 @@ impl Partition {
         self.publish_durable(c, next_base);
         Ok(())
     }
+}
 
+impl SealTarget for Partition {
     /// The sealer thread's half of a roll (see [`Partition::roll`]): seals
     /// the segment starting at `base` unless a flush or a later roll has
     /// already. The job names the segment instead of holding its mapping, so
     /// a job the sealer reaches late keeps no segment mapped that the
     /// partition's cache has let go (see `segment_cache`). A failure stops
     /// the handle: the next send or flush reports it.
-    pub(crate) fn finish_seal(&self, base: u64, end: usize, next_base: u64) {
+    fn finish_seal(&self, base: u64, end: usize, next_base: u64) {
         let c = self.shared();
         if c.durable.load(Ordering::Acquire) >= next_base {
             return;
