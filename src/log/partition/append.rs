@@ -3,7 +3,6 @@
 //! of the new tail, and the disk space reserved before any store.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::log::control::PartitionControl;
@@ -40,19 +39,19 @@ impl Partition {
         let timestamp_ms = storage::coarse_now_ms();
         let c = self.shared();
         let tail = self.lock_tail(&c)?;
-        let first = c.next_offset.load(Ordering::Relaxed);
+        let first = c.next_offset();
         if u64::MAX - first < records.len() as u64 {
             // Only damage or a hostile file puts a log near 2^64 records;
             // offsets must never wrap around to ones in use.
             return Err(Error::corrupt(&self.dir, 0, Some(first), "the partition's offsets are used up"));
         }
         let mut next = first;
-        let mut pos = c.tail_pos.load(Ordering::Relaxed) as usize;
-        let tail_base = c.tail_segment_base.load(Ordering::Relaxed);
+        let mut pos = c.tail_pos();
+        let tail_base = c.tail_segment_base();
         let new_to_us = tail.cache.as_ref().is_none_or(|seg| seg.base_offset != tail_base);
         let mut seg = self.cached_tail(tail.cache, tail_base)?;
         if new_to_us {
-            self.prefaulter.starting_at(seg, pos, c.tail_reserved.load(Ordering::Relaxed) as usize);
+            self.prefaulter.starting_at(seg, pos, c.tail_reserved());
         }
         let total: usize = records.iter().map(Record::frame_bytes).sum();
         if total > seg.len() - pos && total <= seg.len() - SEGMENT_HEADER_BYTES {
@@ -64,13 +63,12 @@ impl Partition {
         // first store: a full disk fails the send here, with nothing
         // written.
         self.reserve_for(&c, seg, pos + total.min(seg.len() - pos), reclaim)?;
-        let durable = c.durable.load(Ordering::Acquire);
+        let durable = c.durable();
         let start_pos = pos;
         for (i, r) in records.iter().enumerate() {
             let len = r.frame_bytes();
             if len > seg.len() - pos {
-                c.tail_pos.store(pos as u64, Ordering::Relaxed);
-                c.next_offset.store(next, Ordering::Release);
+                c.publish_tail(pos, next);
                 *tail.cache = Some(self.roll(&c, seg, pos, next, reclaim)?);
                 seg = tail.cache.as_ref().expect("just rolled");
                 pos = SEGMENT_HEADER_BYTES;
@@ -94,11 +92,10 @@ impl Partition {
             pos += len;
             next += 1;
         }
-        c.tail_pos.store(pos as u64, Ordering::Relaxed);
-        c.next_offset.store(next, Ordering::Release);
+        c.publish_tail(pos, next);
         self.sealer.after_append(seg, start_pos, pos);
         if self.config.durability.readers_see_unsynced() {
-            c.visible.store(next, Ordering::SeqCst);
+            c.raise_visible_written(next);
             self.control.notify();
         }
         Ok(first)
@@ -125,7 +122,7 @@ impl Partition {
         end: usize,
         reclaim: &dyn Fn() -> usize,
     ) -> Result<()> {
-        let reserved = c.tail_reserved.load(Ordering::Relaxed) as usize;
+        let reserved = c.tail_reserved();
         let wanted = self.reserve_ahead.for_writer_at(end);
         if wanted <= reserved {
             return Ok(());
@@ -147,7 +144,7 @@ impl Partition {
         if now == reserved {
             return Ok(());
         }
-        c.tail_reserved.store(now as u64, Ordering::Relaxed);
+        c.raise_tail_reserved(now);
         self.prefaulter.reserved(seg, reserved, now);
         Ok(())
     }

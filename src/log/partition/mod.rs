@@ -44,7 +44,7 @@ pub(crate) use recover::{Crash, recover};
 
 use std::cell::UnsafeCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Condvar, Mutex};
@@ -141,23 +141,23 @@ impl Partition {
 
     /// The offset the next record will get.
     pub(crate) fn next_offset(&self) -> u64 {
-        self.shared().next_offset.load(Ordering::Acquire)
+        self.shared().next_offset()
     }
 
     /// Readers deliver offsets below this.
     pub(crate) fn visible(&self) -> u64 {
-        self.shared().visible.load(Ordering::SeqCst)
+        self.shared().visible()
     }
 
     /// The earliest retained offset.
     pub(crate) fn first_offset(&self) -> u64 {
-        self.shared().first_offset.load(Ordering::Acquire)
+        self.shared().first_offset()
     }
 
     /// Takes the append mutex; if its last holder died holding it, first
     /// rebuilds the tail from the segment, as recovery does at open.
     fn lock_tail<'c>(&'c self, c: &'c PartitionControl<'_>) -> Result<Appending<'c>> {
-        let (guard, acquired) = c.mutex.lock().map_err(|e| Error::io("lock append mutex", &self.dir, e))?;
+        let (guard, acquired) = c.lock().map_err(|e| Error::io("lock append mutex", &self.dir, e))?;
         if acquired == Acquired::OwnerDied {
             // Rule 3 of the mmap contract: we hold the mutex, and recovery
             // only zeroes bytes beyond the frames it keeps, which include every
@@ -165,11 +165,11 @@ impl Partition {
             // The page cache holds every byte the dead holder wrote: no
             // evidence from outside the log is needed to vouch for it.
             let tail = recover(&self.dir, self.id, &self.config, Crash::ProcessDeath, None)?;
-            let tail = Tail { first_offset: c.first_offset.load(Ordering::Relaxed), ..tail };
+            let tail = Tail { first_offset: c.first_offset(), ..tail };
             c.set_tail(&tail);
             self.publish_durable(c, tail.next_offset);
             if self.config.durability.readers_see_unsynced() {
-                c.visible.fetch_max(tail.next_offset, Ordering::SeqCst);
+                c.raise_visible_written(tail.next_offset);
                 self.control.notify();
             }
             guard.mark_consistent().map_err(|e| Error::io("repair append mutex", &self.dir, e))?;

@@ -22,7 +22,7 @@ impl Partition {
     /// at least `prev_segment_base`), so none holds a record a flush may
     /// still have to sync.
     pub(crate) fn passed_segments(&self, floor: u64) -> Result<(Vec<u64>, u64)> {
-        let floor = floor.min(self.shared().prev_segment_base.load(Ordering::Acquire));
+        let floor = floor.min(self.shared().prev_segment_base());
         let mut bases = self.segment_bases()?;
         let keep_from = bases.iter().rposition(|&b| b <= floor).unwrap_or(0);
         let first_kept = bases.get(keep_from).copied().unwrap_or(floor);
@@ -33,7 +33,7 @@ impl Partition {
     /// Raises the earliest retained offset to `first` (never lowers it):
     /// readers no longer look below it.
     pub(crate) fn raise_first_offset(&self, first: u64) {
-        self.shared().first_offset.fetch_max(first, Ordering::SeqCst);
+        self.shared().raise_first_offset(first);
     }
 
     /// Removes the segment files starting at `bases`, which lie below

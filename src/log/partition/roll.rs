@@ -40,15 +40,15 @@ impl Partition {
         next: u64,
         reclaim: &dyn Fn() -> usize,
     ) -> Result<Arc<Segment>> {
-        if c.durable.load(Ordering::Acquire) < old.base_offset {
-            let prev = self.segment(c.prev_segment_base.load(Ordering::Relaxed))?;
+        if c.durable() < old.base_offset {
+            let prev = self.segment(c.prev_segment_base())?;
             self.seal(c, &prev, prev.len(), old.base_offset, true)?;
         }
         if self.config.durability == Durability::Sync {
             old.sync(SEGMENT_HEADER_BYTES, pos).map_err(|e| self.stop.stop(e))?;
             self.publish_durable(c, next);
         }
-        let durable = c.durable.load(Ordering::Acquire);
+        let durable = c.durable();
         let reserved = self.reserve_ahead.after_roll();
         let create = || Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable, reserved);
         // Segments every group has passed may be what fills the disk.
@@ -63,10 +63,7 @@ impl Partition {
         seg.prefault(0, first);
         self.prefaulter.reserved(&seg, first, reserved);
         let seg = self.segments.lock().insert(seg);
-        c.prev_segment_base.store(old.base_offset, Ordering::Relaxed);
-        c.tail_segment_base.store(next, Ordering::Relaxed);
-        c.tail_pos.store(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
-        c.tail_reserved.store(reserved as u64, Ordering::Relaxed);
+        c.start_segment(next, old.base_offset, reserved);
         self.rolled.store(true, Ordering::Relaxed);
         if durable < next {
             // `me` upgrades while anyone can call `roll`; had it not, sealing
@@ -98,7 +95,7 @@ impl Partition {
         locked: bool,
     ) -> Result<()> {
         self.stop.check()?;
-        let durable = c.durable.load(Ordering::Acquire);
+        let durable = c.durable();
         if durable >= next_base {
             return Ok(());
         }
@@ -131,14 +128,14 @@ impl SealTarget for Partition {
     /// the handle: the next send or flush reports it.
     fn finish_seal(&self, base: u64, end: usize, next_base: u64) {
         let c = self.shared();
-        if c.durable.load(Ordering::Acquire) >= next_base {
+        if c.durable() >= next_base {
             return;
         }
         let sealed = self.segment(base).and_then(|seg| self.seal(&c, &seg, end, next_base, false));
         // Sealed by another thread meanwhile (and maybe removed by retention
         // since, so it could not be mapped): nothing failed.
         if let Err(e) = sealed
-            && c.durable.load(Ordering::Acquire) < next_base
+            && c.durable() < next_base
         {
             self.stop.stop(e);
         }

@@ -2,8 +2,6 @@
 //! by every waiting thread, and raising the shared `durable` and `visible`
 //! watermarks after it.
 
-use std::sync::atomic::Ordering;
-
 use crate::error::Result;
 use crate::log::control::PartitionControl;
 use crate::log::segment::SEGMENT_HEADER_BYTES;
@@ -18,7 +16,7 @@ impl Partition {
         let c = self.shared();
         loop {
             self.stop.check()?;
-            if c.durable.load(Ordering::Acquire) >= target {
+            if c.durable() >= target {
                 return Ok(());
             }
             let mut state = self.sync.lock();
@@ -52,11 +50,10 @@ impl Partition {
     fn sync_tail(&self, c: &PartitionControl<'_>, synced: Option<(u64, usize)>) -> Result<(u64, usize)> {
         let (seg, pos, next, prev_base) = {
             let tail = self.lock_tail(c)?;
-            let seg = self.cached_tail(tail.cache, c.tail_segment_base.load(Ordering::Relaxed))?.clone();
-            let prev_base = c.prev_segment_base.load(Ordering::Relaxed);
-            (seg, c.tail_pos.load(Ordering::Relaxed) as usize, c.next_offset.load(Ordering::Relaxed), prev_base)
+            let seg = self.cached_tail(tail.cache, c.tail_segment_base())?.clone();
+            (seg, c.tail_pos(), c.next_offset(), c.prev_segment_base())
         };
-        if c.durable.load(Ordering::Acquire) < seg.base_offset {
+        if c.durable() < seg.base_offset {
             // The segment before the tail still waits for a sealer (ours, or
             // that of a process that died): its records were sent before any
             // in the tail. Its last frame's position is not known here, so the
@@ -73,10 +70,10 @@ impl Partition {
         // Record the proof in the segment header, under the mutex that
         // serialises its writers; it reaches the disk with the next sync.
         let _tail = self.lock_tail(c)?;
-        if c.tail_segment_base.load(Ordering::Relaxed) == seg.base_offset {
+        if c.tail_segment_base() == seg.base_offset {
             // SAFETY: we hold the append mutex, and the sync above covering
             // every record below `durable` has returned.
-            unsafe { seg.set_synced_end(c.durable.load(Ordering::Acquire)) };
+            unsafe { seg.set_synced_end(c.durable()) };
         }
         Ok((seg.base_offset, pos))
     }
@@ -91,15 +88,15 @@ impl Partition {
         let c = self.shared();
         let seg = {
             let tail = self.lock_tail(&c)?;
-            self.cached_tail(tail.cache, c.tail_segment_base.load(Ordering::Relaxed))?.clone()
+            self.cached_tail(tail.cache, c.tail_segment_base())?.clone()
         };
         seg.sync(0, SEGMENT_HEADER_BYTES)
     }
 
     pub(super) fn publish_durable(&self, c: &PartitionControl<'_>, next: u64) {
-        c.durable.fetch_max(next, Ordering::SeqCst);
+        c.raise_durable(next);
         if !self.config.durability.readers_see_unsynced() {
-            c.visible.fetch_max(next, Ordering::SeqCst);
+            c.raise_visible_synced(next);
             self.control.notify();
         }
     }
