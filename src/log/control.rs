@@ -118,6 +118,11 @@ impl PartitionControl<'_> {
         self.mutex.lock()
     }
 
+    /// True if `guard` holds this partition's append mutex.
+    pub(crate) fn is_locked_by(&self, guard: &MutexGuard<'_>) -> bool {
+        guard.holds(&self.mutex)
+    }
+
     /// The offset the next record gets: every record below it is written
     /// and published.
     pub(crate) fn next_offset(&self) -> u64 {

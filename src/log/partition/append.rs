@@ -55,7 +55,7 @@ impl Partition {
         }
         let total: usize = records.iter().map(Record::frame_bytes).sum();
         if total > seg.len() - pos && total <= seg.len() - SEGMENT_HEADER_BYTES {
-            *tail.cache = Some(self.roll(&c, seg, pos, next, reclaim)?);
+            *tail.cache = Some(self.roll(&c, &tail.guard, seg, pos, next, reclaim)?);
             seg = tail.cache.as_ref().expect("just rolled");
             pos = SEGMENT_HEADER_BYTES;
         }
@@ -69,7 +69,7 @@ impl Partition {
             let len = r.frame_bytes();
             if len > seg.len() - pos {
                 c.publish_tail(pos, next);
-                *tail.cache = Some(self.roll(&c, seg, pos, next, reclaim)?);
+                *tail.cache = Some(self.roll(&c, &tail.guard, seg, pos, next, reclaim)?);
                 seg = tail.cache.as_ref().expect("just rolled");
                 pos = SEGMENT_HEADER_BYTES;
                 // A batch larger than a segment: the part written so far is

@@ -181,7 +181,7 @@ impl Partition {
         // reference to the cache, exists on any thread, this one included
         // (a second `lock_tail` blocks).
         let cache = unsafe { &mut *self.tail_segment.0.get() };
-        Ok(Appending { cache, _guard: guard })
+        Ok(Appending { cache, guard })
     }
 
     /// The tail segment starting at `base`, from the cache (refilled if it
@@ -225,7 +225,9 @@ unsafe impl Sync for TailCache {}
 /// The append mutex, held, and the cached tail segment it guards.
 struct Appending<'c> {
     cache: &'c mut Option<Arc<Segment>>,
-    _guard: MutexGuard<'c>,
+    /// Unlocks the mutex when dropped; lent out as the proof that it is
+    /// held (see [`roll::AppendMutex`]).
+    guard: MutexGuard<'c>,
 }
 
 /// Base offsets of the segment files in a partition directory, in order.

@@ -10,8 +10,19 @@ use crate::log::control::PartitionControl;
 use crate::log::sealer::{SealJob, SealTarget};
 use crate::log::segment::{SEGMENT_HEADER_BYTES, Segment};
 use crate::options::Durability;
+use crate::storage::shm::MutexGuard;
 
 use super::Partition;
+
+/// Whether the caller of [`Partition::seal`] holds the partition's append
+/// mutex, which the store of the seal's proof into the header needs.
+pub(super) enum AppendMutex<'g, 'c> {
+    /// The caller holds it (a roll): its guard is the proof.
+    Held(&'g MutexGuard<'c>),
+    /// The caller does not (a flush, the sealer thread): `seal` takes it for
+    /// the store only, not for the syncs.
+    NotHeld,
+}
 
 impl Partition {
     /// Seals the full segment `old` and starts a new one at offset `next`.
@@ -35,6 +46,7 @@ impl Partition {
     pub(super) fn roll(
         &self,
         c: &PartitionControl<'_>,
+        held: &MutexGuard<'_>,
         old: &Arc<Segment>,
         pos: usize,
         next: u64,
@@ -42,7 +54,7 @@ impl Partition {
     ) -> Result<Arc<Segment>> {
         if c.durable() < old.base_offset {
             let prev = self.segment(c.prev_segment_base())?;
-            self.seal(c, &prev, prev.len(), old.base_offset, true)?;
+            self.seal(c, &prev, prev.len(), old.base_offset, AppendMutex::Held(held))?;
         }
         if self.config.durability == Durability::Sync {
             old.sync(SEGMENT_HEADER_BYTES, pos).map_err(|e| self.stop.stop(e))?;
@@ -73,7 +85,7 @@ impl Partition {
                 self.sealer.submit(SealJob { partition, segment_base: old.base_offset, end_pos: pos, next_base: next })
             });
             if !submitted {
-                self.seal(c, old, pos, next, true)?;
+                self.seal(c, old, pos, next, AppendMutex::Held(held))?;
             }
         }
         Ok(seg)
@@ -84,15 +96,16 @@ impl Partition {
     /// `next_base` (where the next segment begins) is synced, syncs that
     /// proof, and only then raises `durable` to `next_base`, so no record of
     /// it is acknowledged before recovery can tell that it was synced. Every
-    /// record before `seg` must already be durable. `locked`: the caller
-    /// holds the append mutex. A failure stops the handle (fail-stop).
+    /// record before `seg` must already be durable. The store of the proof
+    /// needs the append mutex: `mutex` says whether the caller holds it. A
+    /// failure stops the handle (fail-stop).
     pub(super) fn seal(
         &self,
         c: &PartitionControl<'_>,
         seg: &Segment,
         end: usize,
         next_base: u64,
-        locked: bool,
+        mutex: AppendMutex<'_, '_>,
     ) -> Result<()> {
         self.stop.check()?;
         let durable = c.durable();
@@ -107,7 +120,13 @@ impl Partition {
         );
         let stop = |e| self.stop.stop(e);
         seg.sync_sealed(end).map_err(stop)?;
-        let guard = if locked { None } else { Some(self.lock_tail(c).map_err(stop)?) };
+        let guard = match mutex {
+            AppendMutex::Held(held) => {
+                assert!(c.is_locked_by(held), "partition {}: sealing under another partition's mutex", self.id);
+                None
+            }
+            AppendMutex::NotHeld => Some(self.lock_tail(c).map_err(stop)?),
+        };
         // SAFETY: we hold the append mutex (the caller's, or `guard`); the
         // sync covering every record of `seg` returned, and every record
         // before it was durable.
@@ -131,7 +150,7 @@ impl SealTarget for Partition {
         if c.durable() >= next_base {
             return;
         }
-        let sealed = self.segment(base).and_then(|seg| self.seal(&c, &seg, end, next_base, false));
+        let sealed = self.segment(base).and_then(|seg| self.seal(&c, &seg, end, next_base, AppendMutex::NotHeld));
         // Sealed by another thread meanwhile (and maybe removed by retention
         // since, so it could not be mapped): nothing failed.
         if let Err(e) = sealed

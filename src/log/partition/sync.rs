@@ -7,6 +7,7 @@ use crate::log::control::PartitionControl;
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 
 use super::Partition;
+use super::roll::AppendMutex;
 
 impl Partition {
     /// Blocks until every record below `target` is durable. One caller
@@ -59,7 +60,7 @@ impl Partition {
             // in the tail. Its last frame's position is not known here, so the
             // whole file is synced; pages past it are clean or zeros.
             let prev = self.segment(prev_base)?;
-            self.seal(c, &prev, prev.len(), seg.base_offset, false)?;
+            self.seal(c, &prev, prev.len(), seg.base_offset, AppendMutex::NotHeld)?;
         }
         let from = match synced {
             Some((base, synced_pos)) if base == seg.base_offset => synced_pos.min(pos),
