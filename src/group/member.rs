@@ -76,7 +76,7 @@ impl Member {
     pub(crate) fn join(group_dir: &Path, timeout_ms: u64) -> Result<Member> {
         let dir = group_dir.join(MEMBERS_DIR);
         storage::create_dir_durable(&dir)?;
-        let id = storage::random_id();
+        let id = storage::random_id(&dir)?;
         let hex = lease::member_hex(&id);
         let joining = dir.join(format!(".{hex}.joining"));
         let (file, locked) = storage::try_lock_exclusive(&joining)?;

@@ -25,10 +25,12 @@
 //! sync per chunk instead. The writeback makes no promise and changes no byte:
 //! it is not a durability step, and the simulated disk need not see it.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::segment::Segment;
 
@@ -73,7 +75,9 @@ pub(crate) enum AheadOfWriter {
 }
 
 impl Prefaulter {
-    pub(crate) fn start(ahead: AheadOfWriter) -> (Prefaulter, PrefaultThread) {
+    /// Starts the thread for the queue at `dir`. Fails if the thread cannot
+    /// be spawned.
+    pub(crate) fn start(dir: &Path, ahead: AheadOfWriter) -> Result<(Prefaulter, PrefaultThread)> {
         // A few requests in flight are plenty: the writer asks once per chunk.
         let (requests, pending) = crossbeam_channel::bounded::<Request>(8);
         let thread = std::thread::Builder::new()
@@ -91,8 +95,8 @@ impl Prefaulter {
                     }
                 }
             })
-            .expect("spawning the prefault thread");
-        (Prefaulter { requests }, PrefaultThread(Some(thread)))
+            .map_err(|e| Error::io("spawn thread", dir, e))?;
+        Ok((Prefaulter { requests }, PrefaultThread(Some(thread))))
     }
 
     /// The writer of this process starts on `segment` at `pos`: at its

@@ -75,6 +75,7 @@ pub struct FrameMeta {
 /// finished frame fills it in. The append path writes header, key, payload
 /// and padding straight into the mapping and checksums them there, in one
 /// pass over contiguous bytes.
+#[expect(clippy::expect_used, reason = "the append path checked the payload against record_bytes_max, a u32")]
 pub fn encode_header(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
     let key_bytes = key.unwrap_or(&[]);
     assert!(key_bytes.len() <= KEY_BYTES_MAX, "key of {} bytes passed size checks", key_bytes.len());

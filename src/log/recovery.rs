@@ -478,8 +478,11 @@ fn first_nonzero(seg: &[u8], from: usize) -> usize {
     let mut start = from.min(seg.len());
     while start < seg.len() {
         let block = &seg[start..(start + BLOCK).min(seg.len())];
-        if !all_zero(block) {
-            return start + block.iter().position(|&b| b != 0).expect("a non-zero byte");
+        // The vectorised test first: `position` goes a byte at a time.
+        if !all_zero(block)
+            && let Some(at) = block.iter().position(|&b| b != 0)
+        {
+            return start + at;
         }
         start += block.len();
     }
@@ -494,8 +497,9 @@ fn last_nonzero_end(seg: &[u8], from: usize, zeros_from: usize) -> usize {
     while end > from {
         let start = end.saturating_sub(BLOCK).max(from);
         let block = &seg[start..end];
-        if !all_zero(block) {
-            let last = block.iter().rposition(|&b| b != 0).expect("a non-zero byte");
+        if !all_zero(block)
+            && let Some(last) = block.iter().rposition(|&b| b != 0)
+        {
             return start + last + 1;
         }
         end = start;

@@ -55,6 +55,7 @@ impl ReserveAhead {
         ReserveAhead::with_chunk(segment_bytes, mmap::largest_folio_bytes())
     }
 
+    #[expect(clippy::expect_used, reason = "durq builds for 64-bit targets only (storage/mmap.rs)")]
     fn with_chunk(segment_bytes: u64, chunk_bytes: usize) -> ReserveAhead {
         assert!(chunk_bytes.is_power_of_two(), "chunks of {chunk_bytes} bytes");
         let segment_bytes = usize::try_from(segment_bytes).expect("segment sizes are bounded by SEGMENT_BYTES_MAX");

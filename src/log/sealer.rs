@@ -20,12 +20,14 @@
 //! The thread is stopped, after it finished every job handed to it, when the
 //! queue handle is dropped, so a clean close leaves every proof on disk.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
+use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::segment::Segment;
 
@@ -74,8 +76,9 @@ impl Sealer {
         Sealer { running: Mutex::new(None) }
     }
 
-    /// Starts the thread; a failure it meets stops the handle through `stop`.
-    pub(crate) fn start(stop: Arc<FailStop>) -> Sealer {
+    /// Starts the thread for the queue at `dir`; a failure it meets stops
+    /// the handle through `stop`. Fails if the thread cannot be spawned.
+    pub(crate) fn start(dir: &Path, stop: Arc<FailStop>) -> Result<Sealer> {
         let (jobs, pending) = crossbeam_channel::unbounded::<Job>();
         let thread = std::thread::Builder::new()
             .name("durq-sealer".into())
@@ -97,8 +100,8 @@ impl Sealer {
                     }
                 }
             })
-            .expect("spawning the sealer thread");
-        Sealer { running: Mutex::new(Some((jobs, thread))) }
+            .map_err(|e| Error::io("spawn thread", dir, e))?;
+        Ok(Sealer { running: Mutex::new(Some((jobs, thread))) })
     }
 
     /// Hands `job` to the thread; false if there is none, or it has

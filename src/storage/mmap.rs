@@ -256,7 +256,8 @@ fn mappable_len(file: &File, path: &Path, len: u64) -> Result<usize> {
     if actual < len {
         return Err(Error::corrupt(path, actual, None, format!("file is {actual} bytes, expected at least {len}")));
     }
-    Ok(usize::try_from(len).expect("mapped files are bounded by SEGMENT_BYTES_MAX"))
+    usize::try_from(len)
+        .map_err(|_| Error::corrupt(path, 0, None, format!("a mapping of {len} bytes does not fit this host's memory")))
 }
 
 #[cfg(test)]

@@ -55,8 +55,8 @@ impl Partition {
         }
         let total: usize = records.iter().map(Record::frame_bytes).sum();
         if total > seg.len() - pos && total <= seg.len() - SEGMENT_HEADER_BYTES {
-            *tail.cache = Some(self.roll(&c, &tail.guard, seg, pos, next, reclaim)?);
-            seg = tail.cache.as_ref().expect("just rolled");
+            let rolled = self.roll(&c, &tail.guard, seg, pos, next, reclaim)?;
+            seg = tail.cache.insert(rolled);
             pos = SEGMENT_HEADER_BYTES;
         }
         // Space for every frame that goes into this segment, before the
@@ -69,8 +69,8 @@ impl Partition {
             let len = r.frame_bytes();
             if len > seg.len() - pos {
                 c.publish_tail(pos, next);
-                *tail.cache = Some(self.roll(&c, &tail.guard, seg, pos, next, reclaim)?);
-                seg = tail.cache.as_ref().expect("just rolled");
+                let rolled = self.roll(&c, &tail.guard, seg, pos, next, reclaim)?;
+                seg = tail.cache.insert(rolled);
                 pos = SEGMENT_HEADER_BYTES;
                 // A batch larger than a segment: the part written so far is
                 // published, the rest needs space in the new segment.

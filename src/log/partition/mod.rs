@@ -187,10 +187,11 @@ impl Partition {
     /// The tail segment starting at `base`, from the cache (refilled if it
     /// holds another one).
     fn cached_tail<'a>(&self, cache: &'a mut Option<Arc<Segment>>, base: u64) -> Result<&'a Arc<Segment>> {
-        if cache.as_ref().is_none_or(|seg| seg.base_offset != base) {
-            *cache = Some(self.segment(base)?);
-        }
-        Ok(cache.as_ref().expect("filled above"))
+        let seg = match cache.take() {
+            Some(seg) if seg.base_offset == base => seg,
+            stale => self.segment(base).inspect_err(|_| *cache = stale)?,
+        };
+        Ok(cache.insert(seg))
     }
 
     /// The segment starting at `base`: the mapping this process already
