@@ -9,8 +9,9 @@
 //! writer reserves before it stores, and a full disk is an error of the
 //! `send` that needed the space (mmap contract rule 1).
 //!
-//! Reserving a whole segment at once made a new queue of 4 partitions take
-//! 256 MiB before its first message. Instead, a segment is reserved in
+//! Reserving a whole segment at once would make a new queue take a whole
+//! segment (64 MiB by default) per partition before its first message.
+//! Instead, a segment is reserved in
 //! chunks, a few ahead of the writer, the lead growing with what the
 //! segment holds:
 //!

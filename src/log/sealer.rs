@@ -1,12 +1,10 @@
 //! Syncing full segments in the background, under `Buffered` and `Interval`.
 //!
-//! A roll used to msync the whole old segment (64 MiB by default) before it
-//! created the next one, under the append mutex: measured here, that was
-//! about a third of the time of a run of `Buffered` sends. Neither mode
-//! promises anything about a record before a flush, so the roll now hands
-//! the old segment to this thread and goes on; the thread syncs it, records
-//! the proof in its header and raises the durable watermark
-//! (`Partition::seal`). A flush that finds the segment still pending syncs
+//! Neither mode promises anything about a record before a flush, so a roll
+//! does not sync the full segment it leaves (64 MiB by default) under the
+//! append mutex, where every sender would wait for it: it hands the segment
+//! to this thread and goes on. The thread syncs it, records the proof in its
+//! header and raises the durable watermark (`Partition::seal`). A flush that finds the segment still pending syncs
 //! it itself, and a roll never leaves two segments pending: it first seals
 //! the previous one. Recovery checks the segment before the last for a torn
 //! tail unless a header proves it synced (`recovery::check_sealed`).

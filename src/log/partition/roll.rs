@@ -30,7 +30,7 @@ impl Partition {
     /// `pos`/`next`.
     ///
     /// Under `Sync` the old segment is synced here, before the new one
-    /// exists, as it always was: every send waits for a sync anyway. Under
+    /// exists: every send waits for a sync anyway. Under
     /// `Buffered` and `Interval` nothing was promised for its records before
     /// a flush, so the sealer thread syncs it while appends go on; the new
     /// segment's header then claims only what was durable at the roll, and

@@ -47,7 +47,7 @@ impl Partition {
     /// new `synced`. Once the tail is past the first page, the header's page
     /// (with `synced_end`) is left to the next roll, the close, or the
     /// kernel's writeback: syncing it every time would write two pages per
-    /// sync, which costs a sixth of the single-message rate on this disk.
+    /// sync instead of one, a cost every single-message send would pay.
     fn sync_tail(&self, c: &PartitionControl<'_>, synced: Option<(u64, usize)>) -> Result<(u64, usize)> {
         let (seg, pos, next, prev_base) = {
             let tail = self.lock_tail(c)?;
