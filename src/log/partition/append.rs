@@ -115,6 +115,8 @@ impl Partition {
     /// it) and, if that removed any, tries once more. Called with the append
     /// mutex held, so the watermark it raises is the one every process's
     /// writer checks.
+    ///
+    /// [`ReserveAhead::reserve`]: crate::log::reservation::ReserveAhead::reserve
     fn reserve_for(
         &self,
         c: &PartitionControl<'_>,
