@@ -36,6 +36,7 @@ mod codec;
 mod consumer;
 mod error;
 mod fail_stop;
+mod format;
 pub mod group;
 mod layout;
 pub mod log;

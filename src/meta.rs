@@ -27,8 +27,7 @@ use crate::error::{Error, Result};
 use crate::options::{Durability, QueueConfig};
 use crate::storage;
 
-/// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub use crate::format::FORMAT_VERSION;
 pub use crate::layout::META_FILE;
 /// Bytes of the meta file.
 pub const META_BYTES: usize = 64;

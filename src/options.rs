@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::log::record::FRAME_HEADER_BYTES;
-use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::format::{FRAME_ALIGN, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 /// What an acknowledged `send` survives. A property of the queue, stored in
 /// its meta file, so every process agrees on what a reader may see.
@@ -178,7 +177,9 @@ impl QueueConfig {
                 ),
             );
         }
-        let fits = self.segment_bytes - SEGMENT_HEADER_BYTES as u64 - FRAME_HEADER_BYTES as u64 - 8;
+        // The largest record's frame: its header, its bytes, and at most
+        // `FRAME_ALIGN` bytes of padding.
+        let fits = self.segment_bytes - (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + FRAME_ALIGN) as u64;
         if self.record_bytes_max == 0 || u64::from(self.record_bytes_max) > fits {
             return invalid(
                 "record_bytes_max",

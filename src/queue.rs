@@ -144,18 +144,24 @@ impl Queue {
         drop(open_lock);
         let control = Arc::new(control);
         let stop = Arc::new(FailStop::default());
-        let (prefaulter, prefault_thread) = Prefaulter::start(match config.durability {
-            // Every send is synced at once, in small syncs that would each
-            // convert fresh unwritten blocks (see `prefault.rs`).
-            Durability::Sync => AheadOfWriter::FaultInAndWriteZeros(stop.clone()),
-            // Syncs are rare and large: writing each byte twice would cost
-            // more bandwidth than the conversions it saves.
-            Durability::Interval(_) | Durability::Buffered => AheadOfWriter::FaultIn,
-        });
+        // Started before the prefault thread: a failure after it would
+        // return with `prefaulter` still held here, and dropping
+        // `prefault_thread` waits for that thread, which waits for it.
         let sealer = Arc::new(match config.durability {
             Durability::Sync => Sealer::none(),
-            Durability::Interval(_) | Durability::Buffered => Sealer::start(stop.clone()),
+            Durability::Interval(_) | Durability::Buffered => Sealer::start(&dir, stop.clone())?,
         });
+        let (prefaulter, prefault_thread) = Prefaulter::start(
+            &dir,
+            match config.durability {
+                // Every send is synced at once, in small syncs that would each
+                // convert fresh unwritten blocks (see `prefault.rs`).
+                Durability::Sync => AheadOfWriter::FaultInAndWriteZeros(stop.clone()),
+                // Syncs are rare and large: writing each byte twice would cost
+                // more bandwidth than the conversions it saves.
+                Durability::Interval(_) | Durability::Buffered => AheadOfWriter::FaultIn,
+            },
+        )?;
         let partitions: Vec<Arc<Partition>> = (0..config.partitions)
             .map(|p| Partition::new(&dir, p, config, control.clone(), stop.clone(), prefaulter.clone(), sealer.clone()))
             .collect();

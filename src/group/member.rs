@@ -103,7 +103,7 @@ impl Member {
     pub(crate) fn join(group_dir: &Path, timeout_ms: u64) -> Result<Member> {
         let dir = group_dir.join(MEMBERS_DIR);
         storage::create_dir_durable(&dir)?;
-        let id = storage::random_id();
+        let id = storage::random_id(&dir)?;
         let joining = dir.join(layout::member_joining_name(&id));
         let (file, locked) = storage::try_lock_exclusive(&joining)?;
         if matches!(locked, Locked::HeldElsewhere) {

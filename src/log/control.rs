@@ -36,7 +36,9 @@
 //! `tail_pos <= tail_reserved`, and the tail segment has blocks for at least
 //! its first `tail_reserved` bytes: the watermark is raised only after the
 //! `fallocate` returned, and frames are stored only below it (see
-//! `reservation.rs`).
+//! `reservation.rs`). [`PartitionControl`] is the only way to these words
+//! in this process: its methods pick the memory orderings and assert these
+//! rules, so no caller can store a watermark backwards.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -44,9 +46,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::format::SEGMENT_HEADER_BYTES;
 use crate::storage::lock_table::LockTable;
 use crate::storage::mmap::{MappedFile, ReadOnlyMap};
-use crate::storage::shm::{self, SHARED_MUTEX_BYTES, SharedMutex};
+use crate::storage::shm::{self, Acquired, MutexGuard, SHARED_MUTEX_BYTES, SharedMutex};
 use crate::storage::{self, Locked};
 
 pub use crate::layout::{CONTROL_FILE, OPEN_LOCK_FILE};
@@ -86,22 +89,125 @@ pub struct Tail {
     pub reserved: u64,
 }
 
-/// One partition's shared state.
+/// One partition's shared state. Its methods own the memory orderings and
+/// check the invariants of the module docs: a watermark is only raised
+/// (`fetch_max`), never past what it may cover, and the tail only moves
+/// forward. A broken invariant here is a bug of ours that would have
+/// readers borrow unwritten bytes, a header claim unsynced records, or a
+/// store reach a page without a block, so the checks are `assert!`s, kept
+/// in release builds (one or two loads of words the caller just touched).
 pub(crate) struct PartitionControl<'a> {
-    pub(crate) mutex: SharedMutex,
-    pub(crate) next_offset: &'a AtomicU64,
-    pub(crate) tail_segment_base: &'a AtomicU64,
-    pub(crate) tail_pos: &'a AtomicU64,
-    pub(crate) visible: &'a AtomicU64,
-    pub(crate) durable: &'a AtomicU64,
-    pub(crate) first_offset: &'a AtomicU64,
-    pub(crate) prev_segment_base: &'a AtomicU64,
-    pub(crate) tail_reserved: &'a AtomicU64,
+    mutex: SharedMutex,
+    next_offset: &'a AtomicU64,
+    tail_segment_base: &'a AtomicU64,
+    tail_pos: &'a AtomicU64,
+    visible: &'a AtomicU64,
+    durable: &'a AtomicU64,
+    first_offset: &'a AtomicU64,
+    prev_segment_base: &'a AtomicU64,
+    tail_reserved: &'a AtomicU64,
 }
 
 impl PartitionControl<'_> {
+    /// Takes the append mutex (see [`SharedMutex::lock`]): every method
+    /// below that says "under the mutex" needs it held.
+    pub(crate) fn lock(&self) -> std::io::Result<(MutexGuard<'_>, Acquired)> {
+        self.mutex.lock()
+    }
+
+    /// True if `guard` holds this partition's append mutex.
+    pub(crate) fn is_locked_by(&self, guard: &MutexGuard<'_>) -> bool {
+        guard.holds(&self.mutex)
+    }
+
+    /// The offset the next record gets: every record below it is written
+    /// and published.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// The base offset of the segment being appended to (under the mutex).
+    pub(crate) fn tail_segment_base(&self) -> u64 {
+        self.tail_segment_base.load(Ordering::Relaxed)
+    }
+
+    /// The byte position of the next frame in the tail segment (under the
+    /// mutex).
+    pub(crate) fn tail_pos(&self) -> usize {
+        self.tail_pos.load(Ordering::Relaxed) as usize
+    }
+
+    /// Bytes of the tail segment, from byte 0, that have blocks reserved
+    /// (under the mutex).
+    pub(crate) fn tail_reserved(&self) -> usize {
+        self.tail_reserved.load(Ordering::Relaxed) as usize
+    }
+
+    /// The base offset of the segment before the tail. Read without the
+    /// mutex by retention, which removes only segments before it.
+    pub(crate) fn prev_segment_base(&self) -> u64 {
+        self.prev_segment_base.load(Ordering::Acquire)
+    }
+
+    /// Offsets below this are synced.
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Readers deliver offsets below this. `SeqCst`, as every access to it:
+    /// the wake-up handshake in [`ControlFile::wait_until`] relies on it.
+    pub(crate) fn visible(&self) -> u64 {
+        self.visible.load(Ordering::SeqCst)
+    }
+
+    /// The earliest retained offset.
+    pub(crate) fn first_offset(&self) -> u64 {
+        self.first_offset.load(Ordering::Acquire)
+    }
+
+    /// Publishes frames written into the tail segment (under the mutex): the
+    /// next frame goes at `pos`, the next record gets `next_offset`.
+    /// Readers may rely on every record below `next_offset` once this
+    /// returns, so the tail never moves back, and frames were stored only
+    /// where blocks are reserved.
+    pub(crate) fn publish_tail(&self, pos: usize, next_offset: u64) {
+        let (old_pos, old_next) = (self.tail_pos(), self.next_offset.load(Ordering::Relaxed));
+        assert!(
+            next_offset >= old_next && pos >= old_pos,
+            "tail moving back from offset {old_next} at byte {old_pos} to {next_offset} at {pos}"
+        );
+        let reserved = self.tail_reserved();
+        assert!(pos <= reserved, "frames stored up to byte {pos}, blocks reserved up to {reserved}");
+        self.tail_pos.store(pos as u64, Ordering::Relaxed);
+        self.next_offset.store(next_offset, Ordering::Release);
+    }
+
+    /// Makes the segment starting at `base`, the next offset, the tail, with
+    /// its first `reserved` bytes reserved; `prev_base` is the one it follows
+    /// (a roll, under the mutex). Every record before `prev_base` must be
+    /// durable: at most one sealed segment waits for its sync.
+    pub(crate) fn start_segment(&self, base: u64, prev_base: u64, reserved: usize) {
+        let next = self.next_offset.load(Ordering::Relaxed);
+        assert_eq!(base, next, "a new segment starts at the next offset");
+        let durable = self.durable();
+        assert!(durable >= prev_base, "rolling past segment {prev_base} while records from {durable} are not durable");
+        self.prev_segment_base.store(prev_base, Ordering::Relaxed);
+        self.tail_segment_base.store(base, Ordering::Relaxed);
+        self.tail_pos.store(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
+        self.tail_reserved.store(reserved as u64, Ordering::Relaxed);
+    }
+
+    /// Raises the tail segment's reserved watermark to `reserved`, after its
+    /// `fallocate` returned (under the mutex).
+    pub(crate) fn raise_tail_reserved(&self, reserved: usize) {
+        let old = self.tail_reserved();
+        assert!(reserved >= old, "reserved watermark lowered from {old} to {reserved}");
+        self.tail_reserved.store(reserved as u64, Ordering::Relaxed);
+    }
+
     /// Publishes a tail found by recovery (the caller holds the mutex or is
-    /// the only process with the queue open).
+    /// the only process with the queue open). What recovery found is the
+    /// truth: no check against the tail it replaces.
     pub(crate) fn set_tail(&self, tail: &Tail) {
         self.tail_segment_base.store(tail.segment_base, Ordering::Relaxed);
         self.tail_pos.store(tail.pos, Ordering::Relaxed);
@@ -111,6 +217,40 @@ impl PartitionControl<'_> {
         self.prev_segment_base.store(tail.prev_segment_base, Ordering::Relaxed);
         self.tail_reserved.store(tail.reserved, Ordering::Relaxed);
         self.next_offset.store(tail.next_offset, Ordering::Release);
+    }
+
+    /// Records that every record below `to` is synced. Never lowers the
+    /// watermark (syncs of several threads and processes finish in any
+    /// order), and never raises it past the published tail.
+    pub(crate) fn raise_durable(&self, to: u64) {
+        let next = self.next_offset();
+        assert!(to <= next, "durable raised to {to}, past the next offset {next}");
+        self.durable.fetch_max(to, Ordering::SeqCst);
+    }
+
+    /// Lets readers see the records below `to`, which are synced (`Sync`
+    /// and `Interval`: no phantom reads). Never lowers the watermark.
+    pub(crate) fn raise_visible_synced(&self, to: u64) {
+        let durable = self.durable();
+        assert!(to <= durable, "visible raised to {to}, past the durable watermark {durable}");
+        self.visible.fetch_max(to, Ordering::SeqCst);
+    }
+
+    /// Lets readers see the records below `to` as soon as they are written
+    /// (`Buffered`). Never lowers the watermark, and never raises it past
+    /// the published tail: a reader borrows the bytes of every frame below
+    /// it (mmap contract rule 2).
+    pub(crate) fn raise_visible_written(&self, to: u64) {
+        let next = self.next_offset();
+        assert!(to <= next, "visible raised to {to}, past the next offset {next}");
+        self.visible.fetch_max(to, Ordering::SeqCst);
+    }
+
+    /// Raises the earliest retained offset to `to` (retention, without the
+    /// mutex; concurrent passes race harmlessly). Never lowers it.
+    pub(crate) fn raise_first_offset(&self, to: u64) {
+        debug_assert!(to <= self.next_offset(), "first offset raised to {to}, past the next offset");
+        self.first_offset.fetch_max(to, Ordering::SeqCst);
     }
 }
 
@@ -183,8 +323,8 @@ impl ControlFile {
             let c = self.partition(p as u32);
             c.set_tail(tail);
             // Recovery synced everything it kept, so all of it is durable.
-            c.durable.store(tail.next_offset, Ordering::Release);
-            c.visible.store(tail.next_offset, Ordering::Release);
+            c.raise_durable(tail.next_offset);
+            c.raise_visible_synced(tail.next_offset);
         }
         // SAFETY: as above.
         unsafe { self.map.write(0, &MAGIC) };
@@ -343,4 +483,115 @@ pub(crate) fn lock_for_open(dir: &Path) -> Result<File> {
 /// True for the names of the control and open-lock files.
 pub(crate) fn is_runtime_file(name: &str) -> bool {
     name == CONTROL_FILE || name == OPEN_LOCK_FILE
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A control file of one partition, alone, initialised with records
+    /// 0..100 written and durable, in a segment starting at 0 whose first
+    /// MiB has blocks.
+    fn control(dir: &Path) -> ControlFile {
+        let Opened::Alone(control) = ControlFile::open(dir, 1).unwrap() else { panic!("a fresh directory is ours") };
+        let tail =
+            Tail { first_offset: 0, next_offset: 100, segment_base: 0, pos: 4096, prev_segment_base: 0, reserved: MIB };
+        control.init(&[tail]).unwrap();
+        control
+    }
+
+    /// Runs `f`, which must panic (a broken invariant), and returns the
+    /// panic's message.
+    fn refused(f: impl FnOnce()) -> String {
+        let panic = catch_unwind(AssertUnwindSafe(f)).expect_err("a broken invariant was accepted");
+        panic.downcast_ref::<String>().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn watermarks_are_raised_never_lowered() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = control(dir.path());
+        let c = control.partition(0);
+        c.publish_tail(8192, 120);
+        c.raise_durable(110);
+        c.raise_durable(105);
+        assert_eq!(c.durable(), 110, "a sync that finishes late does not lower durable");
+        c.raise_visible_synced(110);
+        c.raise_visible_synced(101);
+        assert_eq!(c.visible(), 110);
+        c.raise_visible_written(120);
+        c.raise_visible_written(115);
+        assert_eq!(c.visible(), 120);
+        c.raise_first_offset(50);
+        c.raise_first_offset(10);
+        assert_eq!(c.first_offset(), 50, "a late retention pass does not lower first_offset");
+    }
+
+    #[test]
+    fn visible_never_passes_the_published_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = control(dir.path());
+        let c = control.partition(0);
+        let message = refused(|| c.raise_visible_written(101));
+        assert!(message.contains("past the next offset 100"), "{message}");
+        assert_eq!(c.visible(), 100, "nothing was raised");
+    }
+
+    #[test]
+    fn visible_never_passes_durable_where_readers_see_synced_records_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = control(dir.path());
+        let c = control.partition(0);
+        c.publish_tail(8192, 120);
+        let message = refused(|| c.raise_visible_synced(101));
+        assert!(message.contains("past the durable watermark 100"), "{message}");
+        assert_eq!(c.visible(), 100);
+    }
+
+    #[test]
+    fn durable_never_passes_the_published_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = control(dir.path());
+        let c = control.partition(0);
+        let message = refused(|| c.raise_durable(101));
+        assert!(message.contains("past the next offset 100"), "{message}");
+        assert_eq!(c.durable(), 100);
+    }
+
+    #[test]
+    fn the_tail_never_moves_back_nor_past_the_reserved_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = control(dir.path());
+        let c = control.partition(0);
+        let message = refused(|| c.publish_tail(4096, 99));
+        assert!(message.contains("tail moving back"), "{message}");
+        let message = refused(|| c.publish_tail(MIB as usize + 8, 101));
+        assert!(message.contains("blocks reserved up to"), "{message}");
+        let message = refused(|| c.raise_tail_reserved(4096));
+        assert!(message.contains("reserved watermark lowered"), "{message}");
+        assert_eq!((c.tail_pos(), c.next_offset(), c.tail_reserved()), (4096, 100, MIB as usize));
+    }
+
+    #[test]
+    fn a_roll_starts_the_next_segment_at_the_next_offset_with_at_most_one_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = control(dir.path());
+        let c = control.partition(0);
+        let message = refused(|| c.start_segment(90, 0, MIB as usize));
+        assert!(message.contains("starts at the next offset"), "{message}");
+        c.publish_tail(8192, 150);
+        c.start_segment(150, 0, MIB as usize);
+        c.publish_tail(8192, 200);
+        // Records 100.. of segment 0 were never synced: a second roll now
+        // would leave two segments pending.
+        let message = refused(|| c.start_segment(200, 150, MIB as usize));
+        assert!(message.contains("not durable"), "{message}");
+        c.raise_durable(150);
+        c.start_segment(200, 150, MIB as usize);
+        assert_eq!((c.tail_segment_base(), c.prev_segment_base(), c.tail_pos()), (200, 150, SEGMENT_HEADER_BYTES));
+    }
 }

@@ -8,7 +8,8 @@
 //!
 //! - `segment_cache`: which segments stay mapped, so passed ones are unmapped.
 //! - `control`: the shared, mapped state of a live queue.
-//! - `partition`: appends, group commit, and validated reads.
+//! - `partition`: one partition, a file per concern: appends, group commit,
+//!   rolls and seals, validated reads, retention's removals, recovery I/O.
 //! - `reservation`: how much of a segment's disk space is reserved ahead of
 //!   the writer.
 //! - `prefault`: faulting in segment pages ahead of the writer.

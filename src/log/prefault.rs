@@ -1,8 +1,8 @@
 //! Faulting in segment pages ahead of the writer, on another thread.
 //!
 //! The first store into each page of a fresh segment costs a page fault in
-//! which the kernel allocates a page-cache page and zeroes it; measured here,
-//! that was over a third of the time of a `Buffered` send. The append path
+//! which the kernel allocates a page-cache page and zeroes it, a large part
+//! of a `Buffered` send's cost (docs/BENCHMARKS.md). The append path
 //! therefore asks this background thread, whenever it reserves more of a
 //! segment ahead of the writer (once per chunk the writer enters, see
 //! `reservation.rs`), to fault in what it reserved with
@@ -17,18 +17,18 @@
 //! A segment's blocks are reserved with `posix_fallocate`, which on ext4 (and
 //! XFS) leaves them *unwritten* extents: the first sync that writes a block
 //! must also write the metadata that converts its extent (a journal commit, or,
-//! on a file system without a journal as on our bench machines, the inode's
-//! extent block). With one small sync per batch, every sync met fresh blocks
-//! and paid that extra disk request, about half again the sync's cost
-//! (measured: 3.0 disk write requests per 100-record batch instead of 2.0;
-//! docs/BENCHMARKS.md). Written ahead, a chunk's conversion is committed by one
-//! sync per chunk instead. The writeback makes no promise and changes no byte:
+//! on a file system without a journal, the inode's extent block). With one
+//! small sync per batch, every sync would meet fresh blocks and pay that
+//! extra disk request (docs/BENCHMARKS.md, W3). Written ahead, a chunk's
+//! conversion is committed by one sync per chunk instead. The writeback makes no promise and changes no byte:
 //! it is not a durability step, and the simulated disk need not see it.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::segment::Segment;
 
@@ -73,7 +73,9 @@ pub(crate) enum AheadOfWriter {
 }
 
 impl Prefaulter {
-    pub(crate) fn start(ahead: AheadOfWriter) -> (Prefaulter, PrefaultThread) {
+    /// Starts the thread for the queue at `dir`. Fails if the thread cannot
+    /// be spawned.
+    pub(crate) fn start(dir: &Path, ahead: AheadOfWriter) -> Result<(Prefaulter, PrefaultThread)> {
         // A few requests in flight are plenty: the writer asks once per chunk.
         let (requests, pending) = crossbeam_channel::bounded::<Request>(8);
         let thread = std::thread::Builder::new()
@@ -91,8 +93,8 @@ impl Prefaulter {
                     }
                 }
             })
-            .expect("spawning the prefault thread");
-        (Prefaulter { requests }, PrefaultThread(Some(thread)))
+            .map_err(|e| Error::io("spawn thread", dir, e))?;
+        Ok((Prefaulter { requests }, PrefaultThread(Some(thread))))
     }
 
     /// The writer of this process starts on `segment` at `pos`: at its

@@ -31,10 +31,7 @@
 
 use crate::codec;
 
-/// Bytes of the fixed frame header.
-pub const FRAME_HEADER_BYTES: usize = 32;
-/// Frames start at, and are padded to, multiples of this many bytes.
-pub const FRAME_ALIGN: usize = 8;
+pub use crate::format::{FRAME_ALIGN, FRAME_HEADER_BYTES};
 /// The magic byte of every frame header (byte 27; docs/FORMAT.md).
 pub const FRAME_MAGIC: u8 = 0xD7;
 /// Largest key a record may carry (`key_len` is a u16).
@@ -78,6 +75,7 @@ pub struct FrameMeta {
 /// finished frame fills it in. The append path writes header, key, payload
 /// and padding straight into the mapping and checksums them there, in one
 /// pass over contiguous bytes.
+#[expect(clippy::expect_used, reason = "the append path checked the payload against record_bytes_max, a u32")]
 pub fn encode_header(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
     let key_bytes = key.unwrap_or(&[]);
     assert!(key_bytes.len() <= KEY_BYTES_MAX, "key of {} bytes passed size checks", key_bytes.len());

@@ -193,9 +193,9 @@ pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64
 
 /// [`scan`], told that every byte of `seg` from `zeros_from` on is zero, so
 /// that it need not read them: the file system reports that range as a hole
-/// (`storage::data_end`). Reading the never-written end of a segment costs a
-/// page-cache page zeroed by the kernel for every 4 KiB, about 25 ms for an
-/// empty 64 MiB segment, and was most of an open's time. Gives exactly what
+/// (`storage::data_end`). Reading the never-written end of a segment would
+/// cost a page-cache page zeroed by the kernel for every 4 KiB, most of an
+/// open's time for a mostly empty segment. Gives exactly what
 /// [`scan`] gives whenever the promise holds (the `segment_recover` fuzz
 /// target checks that).
 pub fn scan_known_zeros(
@@ -395,6 +395,11 @@ pub fn check_sealed(prev: &[u8], prev_base: u64, last: &[u8], last_base: u64, re
     if proven_sealed(prev, last, last_base) {
         return Sealed::Proven;
     }
+    // A `synced_end` that fails its checksum proves nothing, here as in the
+    // last segment: it is rewritten in place without a sync (a flush raises
+    // it, sealing sets it), so a power cut tears it as easily as any unsynced
+    // write. It is left out, never taken for a lost proof of records that
+    // were never acknowledged.
     let headers = [prev, last].into_iter().filter_map(segment::decode_synced_end).max().unwrap_or(0);
     let frames = scan(last, last_base, record_bytes_max, last_base).watermark;
     // Records below `proven` were synced; none of `prev` is at `last_base`.
@@ -408,11 +413,6 @@ pub fn check_sealed(prev: &[u8], prev_base: u64, last: &[u8], last_base: u64, re
     // proven records belong included (row 4); a segment with no room left
     // for them ends clean, short of them: a proven loss too.
     let proven_loss = s.torn.is_none() && (!s.damaged.is_empty() || s.next_offset < proven);
-    // A `synced_end` that fails its checksum proves nothing, here as in the
-    // last segment: it is rewritten in place without a sync (a flush raises
-    // it, sealing sets it), so a power cut tears it as easily as any unsynced
-    // write. Taking it for a lost proof kept torn, never acknowledged records
-    // whole, and every reader then stopped at them for good.
     if complete || goes_on_in_last || proven_loss { Sealed::Kept } else { Sealed::Cut(s) }
 }
 
@@ -478,8 +478,11 @@ fn first_nonzero(seg: &[u8], from: usize) -> usize {
     let mut start = from.min(seg.len());
     while start < seg.len() {
         let block = &seg[start..(start + BLOCK).min(seg.len())];
-        if !all_zero(block) {
-            return start + block.iter().position(|&b| b != 0).expect("a non-zero byte");
+        // The vectorised test first: `position` goes a byte at a time.
+        if !all_zero(block)
+            && let Some(at) = block.iter().position(|&b| b != 0)
+        {
+            return start + at;
         }
         start += block.len();
     }
@@ -494,8 +497,9 @@ fn last_nonzero_end(seg: &[u8], from: usize, zeros_from: usize) -> usize {
     while end > from {
         let start = end.saturating_sub(BLOCK).max(from);
         let block = &seg[start..end];
-        if !all_zero(block) {
-            let last = block.iter().rposition(|&b| b != 0).expect("a non-zero byte");
+        if !all_zero(block)
+            && let Some(last) = block.iter().rposition(|&b| b != 0)
+        {
             return start + last + 1;
         }
         end = start;

@@ -9,8 +9,9 @@
 //! writer reserves before it stores, and a full disk is an error of the
 //! `send` that needed the space (mmap contract rule 1).
 //!
-//! Reserving a whole segment at once made a new queue of 4 partitions take
-//! 256 MiB before its first message. Instead, a segment is reserved in
+//! Reserving a whole segment at once would make a new queue take a whole
+//! segment (64 MiB by default) per partition before its first message.
+//! Instead, a segment is reserved in
 //! chunks, a few ahead of the writer, the lead growing with what the
 //! segment holds:
 //!
@@ -55,6 +56,7 @@ impl ReserveAhead {
         ReserveAhead::with_chunk(segment_bytes, mmap::largest_folio_bytes())
     }
 
+    #[expect(clippy::expect_used, reason = "durq builds for 64-bit targets only (storage/mmap.rs)")]
     fn with_chunk(segment_bytes: u64, chunk_bytes: usize) -> ReserveAhead {
         assert!(chunk_bytes.is_power_of_two(), "chunks of {chunk_bytes} bytes");
         let segment_bytes = usize::try_from(segment_bytes).expect("segment sizes are bounded by SEGMENT_BYTES_MAX");

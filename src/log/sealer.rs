@@ -1,12 +1,10 @@
 //! Syncing full segments in the background, under `Buffered` and `Interval`.
 //!
-//! A roll used to msync the whole old segment (64 MiB by default) before it
-//! created the next one, under the append mutex: measured here, that was
-//! about a third of the time of a run of `Buffered` sends. Neither mode
-//! promises anything about a record before a flush, so the roll now hands
-//! the old segment to this thread and goes on; the thread syncs it, records
-//! the proof in its header and raises the durable watermark
-//! (`Partition::seal`). A flush that finds the segment still pending syncs
+//! Neither mode promises anything about a record before a flush, so a roll
+//! does not sync the full segment it leaves (64 MiB by default) under the
+//! append mutex, where every sender would wait for it: it hands the segment
+//! to this thread and goes on. The thread syncs it, records the proof in its
+//! header and raises the durable watermark (`Partition::seal`). A flush that finds the segment still pending syncs
 //! it itself, and a roll never leaves two segments pending: it first seals
 //! the previous one. Recovery checks the segment before the last for a torn
 //! tail unless a header proves it synced (`recovery::check_sealed`).
@@ -20,24 +18,35 @@
 //! The thread is stopped, after it finished every job handed to it, when the
 //! queue handle is dropped, so a clean close leaves every proof on disk.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
+use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
-use crate::log::partition::Partition;
 use crate::log::segment::Segment;
 
 /// Bytes of a segment the appender leaves behind before their writeback is
 /// started.
 pub(crate) const WRITE_BEHIND_BYTES: usize = 2 << 20;
 
+/// What a seal job is for: the partition whose roll left a segment to
+/// seal. A trait, so that this thread knows nothing of a partition but how
+/// to finish a seal (`Partition` implements it).
+pub(crate) trait SealTarget: Send + Sync {
+    /// Seals the segment starting at `segment_base`, whose last frame ends
+    /// at `end_pos`, and which the segment starting at `next_base` follows,
+    /// unless that was done already. A failure stops the handle.
+    fn finish_seal(&self, segment_base: u64, end_pos: usize, next_base: u64);
+}
+
 /// A full segment to seal: its partition, the segment's base offset, where
 /// its last frame ends, and the base offset of the segment after it.
 pub(crate) struct SealJob {
-    pub(crate) partition: Arc<Partition>,
+    pub(crate) partition: Arc<dyn SealTarget>,
     pub(crate) segment_base: u64,
     pub(crate) end_pos: usize,
     pub(crate) next_base: u64,
@@ -65,8 +74,9 @@ impl Sealer {
         Sealer { running: Mutex::new(None) }
     }
 
-    /// Starts the thread; a failure it meets stops the handle through `stop`.
-    pub(crate) fn start(stop: Arc<FailStop>) -> Sealer {
+    /// Starts the thread for the queue at `dir`; a failure it meets stops
+    /// the handle through `stop`. Fails if the thread cannot be spawned.
+    pub(crate) fn start(dir: &Path, stop: Arc<FailStop>) -> Result<Sealer> {
         let (jobs, pending) = crossbeam_channel::unbounded::<Job>();
         let thread = std::thread::Builder::new()
             .name("durq-sealer".into())
@@ -88,8 +98,8 @@ impl Sealer {
                     }
                 }
             })
-            .expect("spawning the sealer thread");
-        Sealer { running: Mutex::new(Some((jobs, thread))) }
+            .map_err(|e| Error::io("spawn thread", dir, e))?;
+        Ok(Sealer { running: Mutex::new(Some((jobs, thread))) })
     }
 
     /// Hands `job` to the thread; false if there is none, or it has

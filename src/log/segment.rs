@@ -48,12 +48,11 @@ use parking_lot::Mutex;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
+use crate::format::FORMAT_VERSION;
 use crate::log::record::{self, Decoded, Invalid};
-use crate::meta::FORMAT_VERSION;
 use crate::storage::{self, mmap::MappedFile};
 
-/// Bytes of the segment header; the first frame starts here.
-pub const SEGMENT_HEADER_BYTES: usize = 64;
+pub use crate::format::SEGMENT_HEADER_BYTES;
 const MAGIC: [u8; 8] = *b"DURQSEG\0";
 const VERSION_AT: usize = 8;
 const PARTITION_AT: usize = 12;

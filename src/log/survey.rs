@@ -148,7 +148,10 @@ struct SegmentFile {
 fn read_segment(path: &Path, segment_bytes: u64) -> Result<SegmentFile> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
-    let mut bytes = vec![0; usize::try_from(segment_bytes).expect("segment sizes are bounded by SEGMENT_BYTES_MAX")];
+    let size = usize::try_from(segment_bytes).map_err(|_| {
+        Error::corrupt(path, 0, None, format!("a segment of {segment_bytes} bytes does not fit this host's memory"))
+    })?;
+    let mut bytes = vec![0; size];
     let data_end = storage::data_end(&file, len.min(segment_bytes)) as usize;
     let zeros_from = storage::read_at(&file, path, 0, &mut bytes[..data_end])?;
     Ok(SegmentFile { bytes, zeros_from, len })

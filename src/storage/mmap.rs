@@ -8,7 +8,9 @@
 //! a live queue read-only ([`ReadOnlyMap`]) and only loads words from it, the
 //! way its users store them: atomically. Handing out `&[u8]` into such a
 //! mapping, or writing through a raw pointer into it, is sound only while these
-//! rules hold; every `unsafe` call into this module names the rule it relies on.
+//! rules hold; every `unsafe` call into this module names the rule it relies on
+//! by its number here. This is the one statement of the contract
+//! (ARCHITECTURE.md refers to it).
 //!
 //! 1. **No shrinking, and no store without a block.** durq never truncates
 //!    a segment, a checkpoint file or the control file. A segment is created
@@ -36,7 +38,7 @@
 //!    segment files with `unlink`; a process that still maps one keeps its
 //!    pages. A checkpoint file is mapped only once it has its full size, and
 //!    a newer holder removes it with `unlink` too.
-//! 2. **Append only below the published end.** Bytes of a segment below the
+//! 2. **Append only at or beyond the published end.** Bytes of a segment below the
 //!    partition's published tail (`next_offset`/`tail_pos` in the control
 //!    file) are never written again by durq. Only the holder of the partition's
 //!    append mutex writes, and only at or beyond the published tail. Readers
@@ -73,9 +75,9 @@ use crate::error::{Error, Result};
 /// may hold a file's bytes in: a page table's worth of pages (2 MiB with
 /// 4 KiB pages), at most 2^11 pages (`MAX_PAGECACHE_ORDER`). ext4 and XFS
 /// keep files in such large folios, and the first store into any page of a
-/// folio makes the file system find blocks for the whole folio (measured
-/// here: a store beside a freshly reserved 4 KiB, in a 1 MiB folio, on a
-/// full ext4, was a SIGBUS). Folios are aligned to their size, so a
+/// folio makes the file system find blocks for the whole folio (on a full
+/// disk, a store beside a reserved page, in a folio not reserved whole,
+/// faults with SIGBUS). Folios are aligned to their size, so a
 /// reservation that starts and ends on multiples of this leaves no folio
 /// half reserved, whoever made the folio (another process's read of the
 /// hole after it included).
@@ -256,7 +258,8 @@ fn mappable_len(file: &File, path: &Path, len: u64) -> Result<usize> {
     if actual < len {
         return Err(Error::corrupt(path, actual, None, format!("file is {actual} bytes, expected at least {len}")));
     }
-    Ok(usize::try_from(len).expect("mapped files are bounded by SEGMENT_BYTES_MAX"))
+    usize::try_from(len)
+        .map_err(|_| Error::corrupt(path, 0, None, format!("a mapping of {len} bytes does not fit this host's memory")))
 }
 
 #[cfg(test)]

@@ -463,28 +463,47 @@ pub(crate) fn write_new_file(path: &Path, contents: &[u8]) -> Result<()> {
 /// Milliseconds since the Unix epoch from the kernel's coarse clock: a few
 /// nanoseconds instead of a few tens, at the price of a resolution of one
 /// scheduler tick (1 to 4 ms). Record timestamps are for humans and
-/// retention, where a tick does not matter.
+/// retention, where a tick does not matter. Every Linux durq runs on has
+/// this clock; were it refused (a seccomp filter), the exact one answers.
 pub(crate) fn coarse_now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec into the local `ts`.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
-    assert_eq!(rc, 0, "CLOCK_REALTIME_COARSE is always available on Linux");
+    if rc != 0 {
+        return now_ms();
+    }
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-/// 16 random bytes from the kernel (`getrandom`), for member ids.
-pub(crate) fn random_id() -> [u8; 16] {
+/// 16 random bytes from the kernel (`getrandom`), for the id of a member
+/// of the group at `for_dir` (named in the error).
+pub(crate) fn random_id(for_dir: &Path) -> Result<[u8; 16]> {
     let mut id = [0u8; 16];
+    fill_random(&mut id, |buf| {
+        // SAFETY: getrandom writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+        usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+    })
+    .map_err(|e| Error::io("getrandom", for_dir, e))?;
+    Ok(id)
+}
+
+/// Fills `buf` from `source`, which fills a prefix of what it is given and
+/// says how much. A call interrupted by a signal (EINTR) is retried; any
+/// other failure (a kernel without `getrandom`, a seccomp filter that
+/// refuses it), or a source that gives nothing, is returned: retrying
+/// those would loop for ever.
+fn fill_random(buf: &mut [u8], mut source: impl FnMut(&mut [u8]) -> std::io::Result<usize>) -> std::io::Result<()> {
     let mut filled = 0;
-    while filled < id.len() {
-        // SAFETY: getrandom writes at most `len - filled` bytes into the
-        // local buffer starting at `filled`.
-        let n = unsafe { libc::getrandom(id[filled..].as_mut_ptr().cast(), id.len() - filled, 0) };
-        if n > 0 {
-            filled += n as usize;
+    while filled < buf.len() {
+        match source(&mut buf[filled..]) {
+            Ok(0) => return Err(std::io::Error::new(ErrorKind::UnexpectedEof, "the random source gave no bytes")),
+            Ok(n) => filled += n.min(buf.len() - filled),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    id
+    Ok(())
 }
 
 /// The kernel's id of this boot (`/proc/sys/kernel/random/boot_id`), or
@@ -512,6 +531,31 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_random_source_is_an_error_and_an_interrupted_one_is_retried() {
+        let mut buf = [0u8; 16];
+        let mut calls = 0;
+        let e = fill_random(&mut buf, |_| {
+            calls += 1;
+            Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
+        })
+        .unwrap_err();
+        assert_eq!((e.raw_os_error(), calls), (Some(libc::ENOSYS), 1), "asked once, not for ever");
+        assert!(fill_random(&mut buf, |_| Ok(0)).is_err(), "a source that gives nothing is no source");
+        let mut answers = vec![Ok(5), Err(std::io::Error::from_raw_os_error(libc::EINTR)), Ok(11)].into_iter();
+        fill_random(&mut buf, |part| {
+            let answer = answers.next().unwrap();
+            if let Ok(n) = answer {
+                part[..n].fill(7);
+            }
+            answer
+        })
+        .unwrap();
+        assert_eq!(buf, [7; 16], "filled across a short read and an EINTR");
+        let id = random_id(Path::new("g")).unwrap();
+        assert_ne!(id, random_id(Path::new("g")).unwrap());
+    }
 
     #[test]
     fn data_end_never_cuts_off_data_and_skips_reserved_space() {

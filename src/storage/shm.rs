@@ -99,6 +99,12 @@ pub(crate) struct MutexGuard<'a> {
 }
 
 impl MutexGuard<'_> {
+    /// True if this guard holds `mutex` (the same mutex of the mapping, not
+    /// merely an equal one).
+    pub(crate) fn holds(&self, mutex: &SharedMutex) -> bool {
+        std::ptr::eq(self.mutex.raw, mutex.raw)
+    }
+
     /// Declares the protected state repaired after [`Acquired::OwnerDied`].
     /// Without it the mutex becomes unusable once unlocked.
     pub(crate) fn mark_consistent(&self) -> std::io::Result<()> {

@@ -190,10 +190,9 @@ impl Meta {
                 }
                 let moved: Vec<(PathBuf, Node)> = names
                     .iter()
-                    .filter(|(p, _)| p.starts_with(from))
-                    .map(|(p, n)| {
-                        let rest = p.strip_prefix(from).expect("filtered by prefix");
-                        (if rest.as_os_str().is_empty() { to.clone() } else { to.join(rest) }, *n)
+                    .filter_map(|(p, n)| {
+                        let rest = p.strip_prefix(from).ok()?;
+                        Some((if rest.as_os_str().is_empty() { to.clone() } else { to.join(rest) }, *n))
                     })
                     .collect();
                 names.retain(|p, _| !p.starts_with(from) && !p.starts_with(to));
