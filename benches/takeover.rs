@@ -31,8 +31,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use durq::group::checkpoint;
-use durq::group::lease::LEASE_BYTES;
+use durq::internals::group::checkpoint;
+use durq::internals::group::lease::LEASE_BYTES;
 use durq::{ConsumerOptions, Durability, Options, Queue};
 
 const ROLE_ENV: &str = "DURQ_TAKEOVER_ROLE";

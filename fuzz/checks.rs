@@ -29,11 +29,11 @@ use std::cell::Cell;
 use std::path::Path;
 
 use durq::Error;
-use durq::group::{checkpoint, dead_letter, lease};
-use durq::log::record::{self, Decoded, FRAME_ALIGN, FRAME_HEADER_BYTES, FrameMeta, Invalid};
-use durq::log::recovery::{self, Evidence, LastFile, Scan};
-use durq::log::segment::{self, SEGMENT_HEADER_BYTES};
-use durq::meta;
+use durq::internals::group::{checkpoint, dead_letter, lease};
+use durq::internals::log::record::{self, Decoded, FRAME_ALIGN, FRAME_HEADER_BYTES, FrameMeta, Invalid};
+use durq::internals::log::recovery::{self, Evidence, LastFile, Scan};
+use durq::internals::log::segment::{self, SEGMENT_HEADER_BYTES};
+use durq::internals::meta;
 
 /// The partition every checkpoint input belongs to.
 pub const CHECKPOINT_PARTITION: u32 = 3;

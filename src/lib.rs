@@ -37,29 +37,64 @@ mod consumer;
 mod error;
 mod fail_stop;
 mod format;
-pub mod group;
+mod group;
 mod layout;
-pub mod log;
-pub mod meta;
+mod log;
+mod meta;
 mod options;
 mod position;
 mod producer;
 mod queue;
 mod reader;
-pub mod retention;
+mod retention;
 pub mod stat;
 mod storage;
-#[cfg(feature = "simulation")]
-#[doc(hidden)]
-pub use storage::sim;
 pub mod verify;
 
 pub use admin::{ResetTo, StoredRecord};
 pub use consumer::{Consumer, Delivery, Message, Verdict};
 pub use error::{BoxError, Error, Result};
 pub use group::dead_letter::DeadLetter;
-pub use options::{ConsumerOptions, Durability, Options, QueueConfig};
+pub use log::record::KEY_BYTES_MAX;
+pub use options::{
+    ConsumerOptions, Durability, INTERVAL_MAX, INTERVAL_MIN, Options, PARTITIONS_MAX, QueueConfig,
+    RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+};
 pub use position::Position;
 pub use producer::{Producer, partition_of_key};
 pub use queue::Queue;
 pub use reader::{Reader, Skipped};
+pub use retention::{Reclaimed, RetentionLimit};
+
+/// The crate's insides, for its own tests, fuzz targets and benchmarks and
+/// for the `durq` command: the file codecs, the directory layout, recovery,
+/// the group protocol's files, the simulated disk. Not part of the API:
+/// anything here may change in any release, and nothing here keeps the
+/// queue's rules (the codecs write files without the open lock, for one).
+#[doc(hidden)]
+pub mod internals {
+    /// Consumer groups' files and protocol.
+    pub mod group {
+        pub use crate::group::*;
+    }
+    /// The segmented log: records, segments, recovery, the control file.
+    pub mod log {
+        pub use crate::log::*;
+    }
+    /// The queue's meta file.
+    pub mod meta {
+        pub use crate::meta::*;
+    }
+    /// Every file and folder name of a queue directory.
+    pub mod layout {
+        pub use crate::layout::*;
+    }
+    /// Removing the segments every group has passed, and its failure record.
+    pub mod retention {
+        pub use crate::retention::*;
+    }
+    /// The simulated disk (feature `simulation`): power-loss images and I/O
+    /// faults for the crate's own tests and fuzz targets.
+    #[cfg(feature = "simulation")]
+    pub use crate::storage::sim;
+}

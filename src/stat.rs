@@ -30,15 +30,19 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::group::dead_letter::DeadLetterQueue;
-use crate::group::lease::Lease;
-use crate::group::member::{Liveness, MemberInfo};
 use crate::group::{self, Committed, Group, checkpoint, evidence};
 use crate::log::{control, partition, survey};
 use crate::meta;
 use crate::options::QueueConfig;
 use crate::queue::Queue;
-use crate::retention::failures::{self, RetentionFailures};
+use crate::retention::failures;
 use crate::storage::lock_table::LockTable;
+
+pub use crate::group::lease::Lease;
+pub use crate::group::member::{Liveness, MemberInfo};
+/// How `durq stat` writes a member id (its file name in `members/`).
+pub use crate::layout::member_hex;
+pub use crate::retention::failures::RetentionFailures;
 
 /// A snapshot of a queue.
 #[derive(Debug, Clone)]

@@ -136,7 +136,7 @@ fn a_flush_through_another_handle_covers_a_full_segment_this_one_has_not_synced_
     // The flush returned only after the segment before the tail was synced
     // and its header said so.
     let seg63 = std::fs::read(common::segment_path(&t.path(), 0, 63)).unwrap();
-    assert_eq!(durq::log::segment::decode_synced_end(&seg63), Some(126));
+    assert_eq!(durq::internals::log::segment::decode_synced_end(&seg63), Some(126));
     let mut c = other.consumer("g").unwrap();
     assert_eq!(common::take(&mut c, payloads.len()), payloads);
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{data_snapshot, small, snapshot, take};
-use durq::group::checkpoint::{self, CheckpointState};
-use durq::meta::{self, META_FILE};
+use durq::internals::group::checkpoint::{self, CheckpointState};
+use durq::internals::meta::{self, META_FILE};
 use durq::{Durability, Error, Options, Queue, QueueConfig};
 
 /// Opens `path` every way there is and returns the errors.
@@ -181,7 +181,7 @@ fn a_segment_written_by_a_newer_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = closed_queue(dir.path(), small());
     let seg = common::segment_path(&path, 0, 0);
-    let mut header = durq::log::segment::encode_header(0, 0, 64 << 10);
+    let mut header = durq::internals::log::segment::encode_header(0, 0, 64 << 10);
     header[8..12].copy_from_slice(&2u32.to_le_bytes());
     let crc = crc32fast::hash(&header[..32]);
     header[32..36].copy_from_slice(&crc.to_le_bytes());

@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{frame_starts, message, messages, process_error, segment_path, small, take};
-use durq::group::checkpoint::{self, COPY_BYTES, MARK_COPY_AT, SECOND_COPY_AT};
+use durq::internals::group::checkpoint::{self, COPY_BYTES, MARK_COPY_AT, SECOND_COPY_AT};
 use durq::{ConsumerOptions, Error, Queue};
 
 /// A closed queue at `dir/q` holding `message(0..n)`, sent one at a time
@@ -407,7 +407,7 @@ fn a_damaged_lease_is_a_note_that_says_what_is_wrong() {
     // them, so damage is a note, worded for the operator who reads it.
     let dir = tempfile::tempdir().unwrap();
     let (path, ckpt, _) = committed_group(dir.path());
-    let lease = ckpt.with_file_name(durq::group::slot::LEASE_FILE);
+    let lease = ckpt.with_file_name(durq::internals::group::slot::LEASE_FILE);
     type Damage = fn(&Path);
     let cases: [(&str, Damage, &str); 2] = [
         ("flipped byte", |f| common::flip_byte(f, 30, 0x01), "lease checksum mismatch"),

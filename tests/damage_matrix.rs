@@ -449,7 +449,7 @@ impl Case {
             }
             FileKind::Checkpoint => pristine.checkpoints[rng.below(u64::from(PARTITIONS)) as usize].0.clone(),
             FileKind::Lease => Pristine::lease(rng.below(u64::from(PARTITIONS)) as u32),
-            FileKind::Meta => PathBuf::from(durq::meta::META_FILE),
+            FileKind::Meta => PathBuf::from(durq::internals::meta::META_FILE),
         };
         let len = std::fs::metadata(pristine.path.join(&rel)).unwrap().len();
         let (at, bit) = match damage {

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use common::power::{self, GROUP, payload};
-use durq::sim::{OpKind, SimDisk, TracedOp};
+use durq::internals::sim::{OpKind, SimDisk, TracedOp};
 use durq::{ConsumerOptions, Durability, Queue, ResetTo};
 
 /// An acknowledgement: what returned, and the operation count then (every

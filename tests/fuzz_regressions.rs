@@ -17,10 +17,11 @@ mod checks;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use durq::group::{checkpoint, dead_letter, lease};
-use durq::log::record::{self, FrameMeta};
-use durq::log::segment;
-use durq::{Durability, QueueConfig, meta};
+use durq::internals::group::{checkpoint, dead_letter, lease};
+use durq::internals::log::record::{self, FrameMeta};
+use durq::internals::log::segment;
+use durq::internals::meta;
+use durq::{Durability, QueueConfig};
 
 #[test]
 fn record_decode_regressions_hold() {

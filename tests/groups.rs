@@ -283,12 +283,13 @@ fn a_reset_meeting_a_take_in_progress_is_busy_and_changes_nothing() {
     let mut c = t.queue.consumer_with("g", quick()).unwrap();
     assert_eq!(common::drain(&mut c).len(), 3);
     drop(c);
-    let slot_dir = durq::group::slot::dir(&t.path().join("groups/g"), 0);
-    let taker = std::fs::File::options().read(true).write(true).open(slot_dir.join(durq::group::slot::LEASE_FILE));
+    let slot_dir = durq::internals::group::slot::dir(&t.path().join("groups/g"), 0);
+    let taker =
+        std::fs::File::options().read(true).write(true).open(slot_dir.join(durq::internals::group::slot::LEASE_FILE));
     let taker = taker.unwrap();
     taker.lock().unwrap();
-    let leased = durq::group::slot::read_lease(&slot_dir, 0).unwrap().unwrap().epoch;
-    let claim = slot_dir.join(durq::group::checkpoint::file_name(leased + 1));
+    let leased = durq::internals::group::slot::read_lease(&slot_dir, 0).unwrap().unwrap().epoch;
+    let claim = slot_dir.join(durq::internals::group::checkpoint::file_name(leased + 1));
     std::fs::File::create_new(&claim).unwrap();
     let before: Vec<_> = std::fs::read_dir(&slot_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     match t.queue.reset_group("g", ResetTo::Earliest) {
@@ -308,8 +309,8 @@ fn stat_shows_members_slots_holders_and_lag() {
     let stat = t.queue.stat().unwrap();
     let g = &stat.groups[0];
     assert_eq!(g.members.len(), 1);
-    assert_eq!(g.members[0].liveness, durq::group::member::Liveness::Alive);
-    assert!(g.slots.iter().all(|s| s.holder == durq::stat::Holder::Member(durq::group::member::Liveness::Alive)));
+    assert_eq!(g.members[0].liveness, durq::stat::Liveness::Alive);
+    assert!(g.slots.iter().all(|s| s.holder == durq::stat::Holder::Member(durq::stat::Liveness::Alive)));
     assert!(g.slots.iter().all(|s| s.epoch >= 1));
     assert_eq!(g.lag.iter().map(|l| l.expect("no slot is damaged")).sum::<u64>(), 2);
 }
@@ -317,7 +318,8 @@ fn stat_shows_members_slots_holders_and_lag() {
 /// Writes `bytes` as slot 0's lease of group `g` (the group exists, nobody
 /// holds the slot).
 fn write_lease(t: &TestQueue, bytes: &[u8]) -> std::path::PathBuf {
-    let lease = durq::group::slot::dir(&t.path().join("groups/g"), 0).join(durq::group::slot::LEASE_FILE);
+    let lease =
+        durq::internals::group::slot::dir(&t.path().join("groups/g"), 0).join(durq::internals::group::slot::LEASE_FILE);
     std::fs::write(&lease, bytes).unwrap();
     lease
 }
@@ -347,7 +349,7 @@ fn a_lease_from_another_boot_or_a_dead_member_is_stale_and_taken() {
     let t = TestQueue::new(Options::default());
     t.queue.producer().send("m").unwrap();
     drop(t.queue.consumer_with("g", quick()).unwrap());
-    let lease = durq::group::lease::Lease {
+    let lease = durq::internals::group::lease::Lease {
         slot: 0,
         epoch: 41,
         member: [9; 16],
@@ -357,7 +359,7 @@ fn a_lease_from_another_boot_or_a_dead_member_is_stale_and_taken() {
         host: "elsewhere".into(),
         timeout_ms: 10_000,
     };
-    write_lease(&t, &durq::group::lease::encode(&lease));
+    write_lease(&t, &durq::internals::group::lease::encode(&lease));
     let mut c = t.queue.consumer_with("g", quick()).unwrap();
     assert_eq!(c.held_partitions(), [0], "member 0909.. has no live member file: dead");
     assert_eq!(common::drain(&mut c), [b"m".to_vec()]);

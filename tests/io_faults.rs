@@ -1,5 +1,5 @@
 //! I/O faults at every storage operation, on the simulated disk
-//! (`durq::sim`): for each operation index N of the power-loss workload
+//! (`durq::internals::sim`): for each operation index N of the power-loss workload
 //! (tests/common/power.rs), fail operation N once, and fail it and every
 //! operation after it, with the errors that operation can really return
 //! (EIO from a write or any sync, ENOSPC from a write, a create or a space
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use common::power::{self, Ledger};
 use common::small;
-use durq::sim::{CrashMode, Fault, OpKind, SimDisk, TracedOp};
+use durq::internals::sim::{CrashMode, Fault, OpKind, SimDisk, TracedOp};
 use durq::{ConsumerOptions, Durability, Error};
 
 /// The errors an operation of this kind can return on Linux.

@@ -1,5 +1,5 @@
 //! Power loss at every storage operation, on the simulated disk
-//! (`durq::sim`, src/storage/sim.rs).
+//! (`durq::internals::sim`, src/storage/sim.rs).
 //!
 //! A deterministic workload (tests/common/power.rs: two producers, single,
 //! batched and keyed sends, flushes, segment rolls, a group consuming and
@@ -42,8 +42,8 @@ use std::path::{Path, PathBuf};
 
 use common::power::{self, Ledger, Outcome, Recovered, Step};
 use durq::Durability;
-use durq::log::{recovery, recovery::Sealed, segment};
-use durq::sim::{CrashMode, OpKind, SimDisk};
+use durq::internals::log::{recovery, recovery::Sealed, segment};
+use durq::internals::sim::{CrashMode, OpKind, SimDisk};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -95,7 +95,7 @@ struct Tally {
 /// path that background sealing added; and those whose last segment's
 /// creation was cut short, judged with the evidence recovery has.
 fn count_unsealed(queue: &Path, tally: &mut Tally) {
-    let evidence = durq::group::evidence::gather(queue, 2).unwrap();
+    let evidence = durq::internals::group::evidence::gather(queue, 2).unwrap();
     for (p, evidence) in evidence.iter().enumerate() {
         let dir = queue.join(format!("p{p:04}"));
         let mut bases: Vec<u64> = std::fs::read_dir(&dir)

@@ -15,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{frame_starts, message, messages, segment_path, small, take};
-use durq::log::record::{self, FrameMeta};
+use durq::internals::log::record::{self, FrameMeta};
 use durq::{Durability, Error, Queue};
 
 /// A closed queue at `dir/q` holding records `0..n`, each sent alone under
@@ -283,7 +283,11 @@ fn segment_header_row_an_empty_segment_with_a_zeroed_header_gets_it_rewritten() 
     let path = closed_queue(dir.path(), 0);
     let seg = segment_path(&path, 0, 0);
     let original = std::fs::read(&seg).unwrap();
-    assert_eq!(original[..64], durq::log::segment::encode_header(0, 0, 64 << 10), "documented header layout");
+    assert_eq!(
+        original[..64],
+        durq::internals::log::segment::encode_header(0, 0, 64 << 10),
+        "documented header layout"
+    );
     common::write_at(&seg, 0, &[0u8; 64]);
     let report = durq::verify::verify(&path).unwrap();
     assert!(report.problems.is_empty() && report.notes.len() == 1, "{report:?}");
@@ -321,7 +325,7 @@ fn segment_header_row_a_next_segment_cut_short_during_creation_is_completed() {
         assert_eq!(queue.offsets(0).unwrap(), (0, N), "{created_bytes}-byte file");
         let bytes = std::fs::read(&next).unwrap();
         assert_eq!(bytes.len(), 64 << 10, "grown to full size");
-        assert_eq!(bytes[..64], durq::log::segment::encode_header(0, N, 64 << 10));
+        assert_eq!(bytes[..64], durq::internals::log::segment::encode_header(0, N, 64 << 10));
         assert!(bytes[64..].iter().all(|&b| b == 0));
         let producer = queue.producer();
         assert_eq!(producer.send(message(N)).unwrap().offset, N);
@@ -339,7 +343,7 @@ fn segment_header_row_a_torn_header_over_zeros_is_a_creation_cut_short_for_verif
     // first 20 bytes reached the disk, the rest of the header did not.
     let next = segment_path(&path, 0, N);
     let mut torn = vec![0u8; 64 << 10];
-    torn[..20].copy_from_slice(&durq::log::segment::encode_header(0, N, 64 << 10)[..20]);
+    torn[..20].copy_from_slice(&durq::internals::log::segment::encode_header(0, N, 64 << 10)[..20]);
     std::fs::write(&next, &torn).unwrap();
 
     let report = durq::verify::verify(&path).unwrap();
@@ -347,7 +351,7 @@ fn segment_header_row_a_torn_header_over_zeros_is_a_creation_cut_short_for_verif
     assert!(report.notes.iter().any(|n| n.contains("creation was cut short")), "{report:#?}");
     let queue = Queue::open_existing(&path).unwrap();
     assert_eq!(queue.offsets(0).unwrap(), (0, N));
-    assert_eq!(std::fs::read(&next).unwrap()[..64], durq::log::segment::encode_header(0, N, 64 << 10));
+    assert_eq!(std::fs::read(&next).unwrap()[..64], durq::internals::log::segment::encode_header(0, N, 64 << 10));
 }
 
 #[test]
@@ -511,7 +515,7 @@ fn a_commit_makes_the_unflushed_records_it_covers_durable_so_a_power_cut_keeps_t
     // here left the group at 5 over an empty log: the simulated disk found
     // it. A checkpoint past the end is still refused: tests/bad_input.rs.)
     let dir = tempfile::tempdir().unwrap();
-    let disk = durq::sim::SimDisk::attach(dir.path()).unwrap();
+    let disk = durq::internals::sim::SimDisk::attach(dir.path()).unwrap();
     let path = dir.path().join("q");
     let queue = Queue::open_with(&path, small().durability(Durability::Buffered)).unwrap();
     let producer = queue.producer();
@@ -522,7 +526,7 @@ fn a_commit_makes_the_unflushed_records_it_covers_durable_so_a_power_cut_keeps_t
     assert_eq!(take(&mut consumer, 5), messages(0..5));
     let point = disk.crash_point_now();
     let cut = dir.path().join("after-power-cut");
-    disk.crash_image(point, durq::sim::CrashMode::DropPending, 0, &cut).unwrap();
+    disk.crash_image(point, durq::internals::sim::CrashMode::DropPending, 0, &cut).unwrap();
     drop((consumer, producer, queue, disk));
 
     let queue = Queue::open_existing(cut.join("q")).unwrap();
@@ -565,7 +569,7 @@ fn full_end() -> usize {
 }
 
 fn synced_end(segment: &Path) -> Option<u64> {
-    durq::log::segment::decode_synced_end(&std::fs::read(segment).unwrap())
+    durq::internals::log::segment::decode_synced_end(&std::fs::read(segment).unwrap())
 }
 
 /// A closed `Buffered` queue at `dir/q` holding `big(0..n)` in segments 0
@@ -712,7 +716,7 @@ fn a_segment_created_by_an_unsynced_roll_and_cut_short_waits_for_the_full_one_to
             assert_eq!(queue.offsets(0).unwrap(), (0, PER_SEGMENT));
             assert_eq!(synced_end(&seg0), Some(PER_SEGMENT), "segment 0 is proven before segment 63 claims it");
             let bytes = std::fs::read(&seg63).unwrap();
-            assert_eq!(bytes[..64], durq::log::segment::encode_header(0, PER_SEGMENT, 64 << 10));
+            assert_eq!(bytes[..64], durq::internals::log::segment::encode_header(0, PER_SEGMENT, 64 << 10));
             assert_eq!(take(&mut consumer, PER_SEGMENT as usize), bigs(0..PER_SEGMENT));
         }
     }
@@ -897,7 +901,7 @@ fn a_reset_and_a_dead_letter_make_the_log_durable_first_so_a_power_cut_keeps_wha
     ];
     for (what, act) in acts {
         let dir = tempfile::tempdir().unwrap();
-        let disk = durq::sim::SimDisk::attach(dir.path()).unwrap();
+        let disk = durq::internals::sim::SimDisk::attach(dir.path()).unwrap();
         let path = dir.path().join("q");
         let queue = Queue::open_with(&path, small().durability(Durability::Buffered)).unwrap();
         drop(queue.consumer("g").unwrap());
@@ -912,7 +916,7 @@ fn a_reset_and_a_dead_letter_make_the_log_durable_first_so_a_power_cut_keeps_wha
         let images = tempfile::tempdir().unwrap();
         let mut checked = 0;
         for point in 0..disk.crash_points().len() {
-            for (seed, mode) in durq::sim::CrashMode::ALL.into_iter().enumerate() {
+            for (seed, mode) in durq::internals::sim::CrashMode::ALL.into_iter().enumerate() {
                 let image = images.path().join(format!("{point}-{seed}"));
                 disk.crash_image(point, mode, seed as u64, &image).unwrap();
                 let context = format!("{what}: power cut at crash point {point}, {mode:?}");
@@ -937,7 +941,7 @@ fn a_reset_and_a_dead_letter_make_the_log_durable_first_so_a_power_cut_keeps_wha
 /// Overwrites group `group`'s checkpoint of partition 0 with one valid copy
 /// at `next_offset`, as if it had committed there.
 fn plant_checkpoint(path: &Path, group: &str, next_offset: u64) -> PathBuf {
-    use durq::group::checkpoint::{self, CheckpointState};
+    use durq::internals::group::checkpoint::{self, CheckpointState};
     let file = common::checkpoint_file(path, group, 0);
     let state = CheckpointState {
         partition: 0,

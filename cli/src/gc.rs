@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use durq::Queue;
-use durq::retention::{Limit, Reclaimed};
+use durq::{Reclaimed, RetentionLimit};
 
 use crate::stat::json_string;
 use crate::{CliResult, stream_error};
@@ -39,9 +39,9 @@ pub fn run(args: Args) -> CliResult<()> {
 /// `partition P: removed N segment(s), B bytes; K kept from offset F: <why>`.
 fn partition_line(r: &Reclaimed) -> String {
     let why = match &r.limit {
-        Limit::NoGroup => "no consumer group, so every record stays".to_owned(),
-        Limit::NotStarted(group) => format!("group {} has not started here", json_string(group)),
-        Limit::Processed { offset, group } => {
+        RetentionLimit::NoGroup => "no consumer group, so every record stays".to_owned(),
+        RetentionLimit::NotStarted(group) => format!("group {} has not started here", json_string(group)),
+        RetentionLimit::Processed { offset, group } => {
             format!("every group has processed up to offset {offset} (group {})", json_string(group))
         }
     };

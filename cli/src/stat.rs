@@ -5,10 +5,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use durq::group::lease::{Lease, member_hex};
-use durq::group::member::MemberInfo;
-use durq::retention::failures::RetentionFailures;
+use durq::stat::MemberInfo;
+use durq::stat::RetentionFailures;
 use durq::stat::{GroupStat, Holder, QueueStat, SlotStat};
+use durq::stat::{Lease, member_hex};
 
 use crate::{CliResult, stream_error};
 

@@ -11,7 +11,7 @@ use std::io::{self, IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use durq::group::lease::member_hex;
+use durq::stat::member_hex;
 use durq::stat::{GroupStat, QueueStat};
 
 use crate::stat::{Align, slot_state, table, to_json};

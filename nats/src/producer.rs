@@ -29,8 +29,8 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErro
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use bytes::Bytes;
+use durq::KEY_BYTES_MAX;
 use durq::Position;
-use durq::log::record::KEY_BYTES_MAX;
 
 use crate::error::Error;
 use crate::queue::Shared;

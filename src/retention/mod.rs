@@ -42,7 +42,7 @@ use crate::log::partition::Partition;
 
 /// What decides how far retention may go in a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Limit {
+pub enum RetentionLimit {
     /// No group is registered: a durable queue keeps what nobody has read.
     NoGroup,
     /// This group has not taken the partition's slot yet; it will start at
@@ -72,19 +72,19 @@ pub struct Reclaimed {
     /// The earliest retained offset after the pass.
     pub first_offset: u64,
     /// How far the groups let retention go.
-    pub limit: Limit,
+    pub limit: RetentionLimit,
 }
 
 /// How far the registered groups let retention go in partition `p`.
-fn limit_in(queue_dir: &Path, p: u32) -> Result<Limit> {
-    let mut limit = Limit::NoGroup;
+fn limit_in(queue_dir: &Path, p: u32) -> Result<RetentionLimit> {
+    let mut limit = RetentionLimit::NoGroup;
     for group in group::list(queue_dir)?.groups {
         let offset = match group.committed(p)? {
             Committed::At { next_offset, .. } => next_offset,
-            Committed::NotStarted => return Ok(Limit::NotStarted(group.name().to_owned())),
+            Committed::NotStarted => return Ok(RetentionLimit::NotStarted(group.name().to_owned())),
         };
-        if !matches!(limit, Limit::Processed { offset: lowest, .. } if lowest <= offset) {
-            limit = Limit::Processed { offset, group: group.name().to_owned() };
+        if !matches!(limit, RetentionLimit::Processed { offset: lowest, .. } if lowest <= offset) {
+            limit = RetentionLimit::Processed { offset, group: group.name().to_owned() };
         }
     }
     Ok(limit)
@@ -95,12 +95,12 @@ fn limit_in(queue_dir: &Path, p: u32) -> Result<Limit> {
 pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -> Result<Reclaimed> {
     let mut limit = limit_in(queue_dir, partition.id)?;
     let mut removed = 0;
-    if let Limit::Processed { offset, .. } = limit {
+    if let RetentionLimit::Processed { offset, .. } = limit {
         let (passed, first_kept) = partition.passed_segments(offset)?;
         if !passed.is_empty() {
             partition.raise_first_offset(first_kept);
             limit = limit_in(queue_dir, partition.id)?;
-            if matches!(limit, Limit::Processed { offset, .. } if offset >= first_kept) {
+            if matches!(limit, RetentionLimit::Processed { offset, .. } if offset >= first_kept) {
                 partition.remove_segments(&passed)?;
                 removed = passed.len();
             }

@@ -755,9 +755,10 @@ pub mod procs {
 /// The checkpoint file in force for `group` in partition `p`: the newest
 /// epoch's file in the slot's directory.
 pub fn checkpoint_file(queue_dir: &Path, group: &str, p: u32) -> PathBuf {
-    let slot_dir = durq::group::slot::dir(&queue_dir.join("groups").join(group), p);
-    let epoch = *durq::group::checkpoint::epochs(&slot_dir).unwrap().last().expect("the slot has a checkpoint");
-    slot_dir.join(durq::group::checkpoint::file_name(epoch))
+    let slot_dir = durq::internals::group::slot::dir(&queue_dir.join("groups").join(group), p);
+    let epoch =
+        *durq::internals::group::checkpoint::epochs(&slot_dir).unwrap().last().expect("the slot has a checkpoint");
+    slot_dir.join(durq::internals::group::checkpoint::file_name(epoch))
 }
 
 /// Sets a segment header's `synced_end` field (bytes 40..52: the value and

@@ -1,4 +1,4 @@
-//! Power-loss checking on the simulated disk (`durq::sim`): a ledger of what
+//! Power-loss checking on the simulated disk (`durq::internals::sim`): a ledger of what
 //! a workload was told, a deterministic workload, and the invariants every
 //! queue recovered from a crash image must satisfy. Shared by
 //! tests/power_loss.rs, tests/io_faults.rs and the `queue_ops` fuzz target
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use durq::sim::SimDisk;
+use durq::internals::sim::SimDisk;
 use durq::{Consumer, ConsumerOptions, Durability, Options, Position, Queue};
 
 pub const GROUP: &str = "g";
@@ -462,7 +462,8 @@ pub fn run_steps(scratch: &Path, durability: Durability, steps: &[Step]) {
                 let point = disk.crash_point_now();
                 generation += 1;
                 let image = scratch.join(format!("gen-{generation}"));
-                let mode = durq::sim::CrashMode::ALL[mode as usize % durq::sim::CrashMode::ALL.len()];
+                let mode =
+                    durq::internals::sim::CrashMode::ALL[mode as usize % durq::internals::sim::CrashMode::ALL.len()];
                 disk.crash_image(point, mode, seed, &image).unwrap();
                 members = [None, None];
                 drop(queue.take());
@@ -479,7 +480,7 @@ pub fn run_steps(scratch: &Path, durability: Durability, steps: &[Step]) {
     }
     let point = disk.crash_point_now();
     let image = scratch.join("final");
-    disk.crash_image(point, durq::sim::CrashMode::DropPending, 0, &image).unwrap();
+    disk.crash_image(point, durq::internals::sim::CrashMode::DropPending, 0, &image).unwrap();
     drop((members, queue, disk));
     check(&image.join("q"), durability, &ledger, u64::MAX)
         .unwrap_or_else(|e| panic!("{steps:?}: after a power cut at the end: {e}"));
