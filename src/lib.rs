@@ -30,6 +30,11 @@
 //! on disk.
 
 #![deny(missing_docs)]
+// Library code returns errors; it does not panic on the world (tests may:
+// clippy.toml allows it there).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+// File-system effects only through `storage` (clippy.toml says why).
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 mod admin;
 mod codec;
