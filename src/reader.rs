@@ -61,6 +61,7 @@ pub struct Reader {
 
 /// Records a reader could not read because retention removed them first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Skipped {
     /// The partition.
     pub partition: u32,

@@ -46,6 +46,7 @@ pub use crate::retention::failures::RetentionFailures;
 
 /// A snapshot of a queue.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct QueueStat {
     /// The queue's options.
     pub config: QueueConfig,
@@ -66,6 +67,7 @@ pub struct QueueStat {
 
 /// A snapshot of one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PartitionStat {
     /// The partition's number.
     pub partition: u32,
@@ -86,6 +88,7 @@ pub struct PartitionStat {
 
 /// A snapshot of one consumer group.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupStat {
     /// The group's name.
     pub name: String,
@@ -106,6 +109,7 @@ pub struct GroupStat {
 
 /// A snapshot of one slot of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SlotStat {
     /// The slot's partition.
     pub slot: u32,

@@ -38,6 +38,7 @@ use crate::storage::lock_table::LockTable;
 
 /// Everything `verify` found.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Report {
     /// Records checked, over all partitions.
     pub records: u64,
@@ -53,6 +54,7 @@ pub struct Report {
 
 /// One problem, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Problem {
     /// The damaged file.
     pub file: PathBuf,

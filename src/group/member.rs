@@ -47,6 +47,7 @@ impl std::fmt::Display for Liveness {
 
 /// What one member file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemberInfo {
     /// The member's id.
     pub id: MemberId,

@@ -63,6 +63,7 @@ const _: () = assert!(MESSAGE_LEN_AT + 4 == CRC_AT && CRC_AT + 4 == MESSAGE_AT);
 
 /// Retention passes that failed, and the last one's error.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetentionFailures {
     /// Failed passes, over every partition and process, since the record
     /// was made.

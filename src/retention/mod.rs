@@ -60,6 +60,7 @@ pub enum RetentionLimit {
 
 /// What a retention pass did in one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Reclaimed {
     /// The partition.
     pub partition: u32,
