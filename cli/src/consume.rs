@@ -34,11 +34,11 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
     /// Exit after SECS (decimals allowed) with nothing to consume.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", value_parser = crate::parse_secs)]
     idle_exit: Option<Duration>,
     /// Seconds without a heartbeat after which other members take this
     /// one's slots over (it must exceed the time one batch takes).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10")]
+    #[arg(long, value_name = "SECS", value_parser = crate::parse_secs, default_value = "10")]
     lease_timeout: Duration,
     /// How to print each message; `json` adds `deliveries`, how many times
     /// the group delivered it (more than 1 after a failure or a takeover).
@@ -121,11 +121,6 @@ fn write_batch(out: &mut impl Write, batch: &[Message<'_>], format: Format) -> i
         line.write(out, format).map_err(stream_error("writing stdout"))?;
     }
     out.flush().map_err(stream_error("writing stdout"))
-}
-
-pub fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a non-negative number of seconds"))
 }
 
 /// Set by SIGINT and SIGTERM; the consume loop stops between batches.

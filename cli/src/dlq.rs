@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use durq::{DeadLetter, Queue};
 
+use crate::json::json_string;
 use crate::progress::Progress;
-use crate::stat::json_string;
 use crate::{CliResult, stream_error};
 
 /// List a consumer group's dead letters (records that failed too often), or

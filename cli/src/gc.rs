@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use durq::Queue;
 use durq::{Reclaimed, RetentionLimit};
 
-use crate::stat::json_string;
+use crate::json::json_string;
 use crate::{CliResult, stream_error};
 
 /// Remove the segments every consumer group has processed, and say what

@@ -50,10 +50,12 @@ mod consume;
 mod dlq;
 mod gc;
 mod group;
+mod json;
 mod produce;
 mod progress;
 mod record_line;
 mod stat;
+mod table;
 mod tail;
 mod verify;
 mod watch;
@@ -67,6 +69,12 @@ use clap::{Parser, Subcommand};
 /// An error to report as `durq: <error>` with exit code 1.
 type CliError = Box<dyn std::error::Error>;
 type CliResult<T> = Result<T, CliError>;
+
+/// A number of seconds as given on the command line (decimals allowed).
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a non-negative number of seconds"))
+}
 
 /// Embedded durable message queue: produce, consume, inspect and verify.
 #[derive(Parser)]
@@ -107,7 +115,10 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
-        Command::Stat(args) => stat::run(args),
+        Command::Stat(args) => match args.watch {
+            Some(every) => watch::run(&args.dir, every, args.json),
+            None => stat::run(args),
+        },
         Command::Tail(args) => tail::run(args),
         Command::Group(command) => group::run(command),
         Command::Dlq(args) => dlq::run(args),

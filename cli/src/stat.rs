@@ -1,6 +1,5 @@
 //! `durq stat`: a queue's partitions and groups, as tables or JSON.
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,6 +9,8 @@ use durq::stat::RetentionFailures;
 use durq::stat::{GroupStat, Holder, QueueStat, SlotStat};
 use durq::stat::{Lease, member_hex};
 
+use crate::json::json_string;
+use crate::table::{Align, table};
 use crate::{CliResult, stream_error};
 
 /// Show each partition's first and next offset, segments and bytes; how
@@ -23,24 +24,21 @@ use crate::{CliResult, stream_error};
 #[command(after_help = "Example:\n  durq stat /var/lib/orders --watch 1")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// Print one JSON object instead of tables. Heartbeats are absolute,
     /// in ms since the Unix epoch (`heartbeat_ms`).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Print a snapshot every SECS [default: 2] until interrupted, with the
     /// records per second in (per partition) and out (per group and slot)
     /// since the last one. On a terminal each snapshot is drawn over the
     /// last; otherwise they follow one another (one JSON line each with
     /// --json, without rates).
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_interval)]
-    watch: Option<Duration>,
+    pub watch: Option<Duration>,
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    if let Some(every) = args.watch {
-        return crate::watch::run(&args.dir, every, args.json);
-    }
     let stat = durq::stat::stat(&args.dir)?;
     let text = if args.json { to_json(&args.dir, &stat) } else { to_tables(&args.dir, &stat, now_ms()) };
     let mut out = io::stdout().lock();
@@ -50,7 +48,7 @@ pub fn run(args: Args) -> CliResult<()> {
 
 /// A watch interval: seconds, decimals allowed, at least 10 ms.
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let interval = crate::consume::parse_secs(s)?;
+    let interval = crate::parse_secs(s)?;
     if interval < Duration::from_millis(10) {
         return Err(format!("{s:?}: the interval must be at least 0.01 seconds"));
     }
@@ -225,37 +223,6 @@ fn age(now_ms: u64, then_ms: u64) -> String {
     }
 }
 
-#[derive(Clone, Copy)]
-pub enum Align {
-    Left,
-    Right,
-}
-
-/// Columns padded to their widest cell and separated by two spaces; no
-/// trailing spaces.
-pub fn table<const N: usize>(header: [&str; N], align: [Align; N], rows: impl Iterator<Item = [String; N]>) -> String {
-    let rows: Vec<[String; N]> = std::iter::once(header.map(String::from)).chain(rows).collect();
-    let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-    let mut text = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            let w = widths[i];
-            if i > 0 {
-                line.push_str("  ");
-            }
-            // Writing to a String cannot fail.
-            let _ = match align[i] {
-                Align::Left => write!(line, "{cell:<w$}"),
-                Align::Right => write!(line, "{cell:>w$}"),
-            };
-        }
-        text += line.trim_end();
-        text.push('\n');
-    }
-    text
-}
-
 pub fn to_json(path: &Path, stat: &QueueStat) -> String {
     let c = &stat.config;
     let partitions: Vec<String> = stat
@@ -386,48 +353,9 @@ fn json_or_null(s: Option<&str>) -> String {
     s.map_or("null".into(), json_string)
 }
 
-/// `s` as a JSON string literal (RFC 8259 escapes): also a quoted text that
-/// holds no line break.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            // Control characters, and the Unicode line and paragraph
-            // separators some tools break lines at.
-            c if u32::from(c) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\nd\u{1}é\u{7f}\u{2028}"), r#""a\"b\\c\nd\u0001é\u007f\u2028""#);
-    }
-
-    #[test]
-    fn table_columns_line_up() {
-        let rows = [["g".to_string(), "10".to_string()], ["long-name".to_string(), "7".to_string()]];
-        let text = table(["GROUP", "LAG"], [Align::Left, Align::Right], rows.into_iter());
-        assert_eq!(text, "GROUP      LAG\ng           10\nlong-name    7\n");
-        let rows = [["1".to_string(), "x".to_string()], ["22".to_string(), "yyy".to_string()]];
-        let text = table(["N", "TEXT"], [Align::Right, Align::Left], rows.into_iter());
-        assert_eq!(text, " N  TEXT\n 1  x\n22  yyy\n", "no trailing spaces");
-    }
 
     #[test]
     fn ages_are_in_ms_then_coarser() {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use durq::stat::member_hex;
 use durq::stat::{GroupStat, QueueStat};
 
-use crate::stat::{Align, slot_state, table, to_json};
+use crate::stat::{slot_state, to_json};
+use crate::table::{Align, table};
 use crate::{CliResult, stream_error};
 
 /// Cursor to the top-left corner.
