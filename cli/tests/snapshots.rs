@@ -11,7 +11,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{durq, ok, queue_dir};
+use common::{durq, ok, produce_sample, queue_dir};
 
 /// Asserts `text` matches snapshot `name`, with run-dependent parts of
 /// `dir`'s output replaced.
@@ -68,24 +68,8 @@ fn help_of_every_command() {
 /// partition 0, `keyed` (key `k`) in partition 1; group `g` processed one
 /// record of each partition and has no member left.
 fn sample_queue(q: &str) {
-    let created = ok(
-        &[
-            "produce",
-            q,
-            "--partitions",
-            "2",
-            "--segment-bytes",
-            "65536",
-            "--record-bytes-max",
-            "16384",
-            "--key-sep",
-            "=",
-        ],
-        "a\nb\nk=keyed\n",
-    );
-    assert_eq!(created, "0 0\n0 1\n1 0\n");
+    produce_sample(q);
     let queue = durq::Queue::open_existing(q).unwrap();
-    queue.producer().send(b"\xff\x00bin").unwrap();
     let mut consumer = queue.consumer_with("g", durq::ConsumerOptions::default().max_batch(1)).unwrap();
     while consumer.process_timeout(Duration::ZERO, |_| Ok::<(), std::io::Error>(())).unwrap() > 0 {
         if queue.stat().unwrap().groups[0].committed.iter().all(|c| *c >= Some(1)) {

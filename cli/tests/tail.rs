@@ -9,33 +9,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{Json, PATIENCE, Proc, fails, ok, queue_dir};
-
-/// Creates the queue at `q` (2 partitions, 64 KiB segments) and sends, in
-/// order: `a` and `b` (one batch: partition 0, offsets 0 and 1), `keyed`
-/// with key `k` (partition 1), and a payload that is not UTF-8 (partition
-/// 0, offset 2).
-fn produce_sample(q: &str) {
-    let created = ok(
-        &[
-            "produce",
-            q,
-            "--partitions",
-            "2",
-            "--segment-bytes",
-            "65536",
-            "--record-bytes-max",
-            "16384",
-            "--key-sep",
-            "=",
-        ],
-        "a\nb\nk=keyed\n",
-    );
-    assert_eq!(created, "0 0\n0 1\n1 0\n");
-    let queue = durq::Queue::open_existing(q).unwrap();
-    let at = queue.producer().send(b"\xff\x00bin").unwrap();
-    assert_eq!((at.partition, at.offset), (0, 2));
-}
+use common::{Json, PATIENCE, Proc, fails, ok, produce_sample, queue_dir};
 
 /// Mode, length and bytes (of a file), by path.
 type Snapshot = BTreeMap<PathBuf, (u32, u64, Option<Vec<u8>>)>;
