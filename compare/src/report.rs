@@ -48,6 +48,17 @@ impl Results {
         self.runs(workload, system).iter().any(|r| matches!(r, Ok(Outcome::Skip(_)) | Err(_)))
     }
 
+    /// The rate of every measured repetition, in the order they ran.
+    pub fn rates(&self, workload: &str, system: &str) -> Vec<f64> {
+        self.runs(workload, system)
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Outcome::Done { messages, secs, .. }) => Some(*messages as f64 / secs),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn runs(&self, workload: &str, system: &str) -> &[Run_] {
         self.cells.iter().find(|c| c.0 == workload && c.1 == system).map_or(&[], |c| c.2.as_slice())
     }
@@ -179,6 +190,12 @@ pub fn table(run: &Run<'_>) -> String {
                     let mut notes = Vec::new();
                     if let Some(d) = durq.filter(|_| is_bare) {
                         notes.push(format!("durq reaches {:.0}% of it", 100.0 * d / rate));
+                        let pairs = paired_ratios(&run.results.rates(w.id, "durq"), &run.results.rates(w.id, s));
+                        if pairs.len() > 1 {
+                            let lo = pairs.iter().copied().fold(f64::INFINITY, f64::min);
+                            let hi = pairs.iter().copied().fold(0.0, f64::max);
+                            notes.push(format!("{:.0}–{:.0}% repetition by repetition", 100.0 * lo, 100.0 * hi));
+                        }
                     }
                     if not_durable {
                         notes.push("**not durable**: never fsyncs, so never the fastest".to_owned());
@@ -230,6 +247,12 @@ pub fn table(run: &Run<'_>) -> String {
     t
 }
 
+/// durq's rate over the reference's in each repetition (run back to back,
+/// so both saw the disk in the same minute).
+fn paired_ratios(durq: &[f64], reference: &[f64]) -> Vec<f64> {
+    durq.iter().zip(reference).map(|(d, r)| d / r).collect()
+}
+
 /// `YYYY-MM-DD HH:MM UTC`.
 fn utc(t: SystemTime) -> String {
     let s = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
@@ -278,8 +301,9 @@ pub fn write(run: &Run<'_>, out: &Path) -> crate::common::Result<()> {
          **durq ÷ system** is durq's messages/s over the system's (above 1: durq is faster). \
          The fastest system of each workload is in bold (a row marked not durable never is). \
          Each workload ends with its *bare I/O* row: the same bytes through the same kind of I/O with \
-         nothing else, measured in every repetition beside the systems; its durq ÷ column is how close \
-         durq comes to that limit. Setup (opening, and W4's and W7's preload) is not timed. \
+         nothing else, measured in every repetition right after durq; its durq ÷ column is how close \
+         durq comes to that limit, and its notes give the ratio repetition by repetition (the two ran \
+         back to back, so they saw the disk in the same minute). Setup (opening, and W4's and W7's preload) is not timed. \
          A cell stops sending (or consuming) after {} and reports the rate over what it did (\"capped\").\n",
         c.reps,
         if c.reps == 1 { "" } else { "s" },
@@ -365,6 +389,12 @@ mod tests {
         assert_eq!(ratio(2.345), "2.35×");
         assert_eq!(ratio(43.7), "43.7×");
         assert_eq!(mb(0.031), "0.03");
+    }
+
+    #[test]
+    fn ratios_pair_repetitions_in_order() {
+        assert_eq!(paired_ratios(&[10.0, 30.0, 8.0], &[20.0, 30.0, 4.0]), vec![0.5, 1.0, 2.0]);
+        assert_eq!(paired_ratios(&[10.0], &[]), Vec::<f64>::new());
     }
 
     #[test]
