@@ -16,7 +16,8 @@ pub enum Kind {
     EachDurable,
     /// Batches of this many messages, one sync per batch (W3).
     Batches(usize),
-    /// Consume a preloaded queue with a durable commit every `batch` (W4).
+    /// Consume a preloaded queue with a durable commit every `batch` messages
+    /// (W4: 1,000; W7: 1).
     Consume { batch: usize },
     /// This many threads, each send durable before it returns (W6).
     Concurrent { threads: usize },
@@ -35,6 +36,11 @@ pub struct Workload {
     pub cap: Duration,
 }
 
+/// How often a consumer commits, for the notes: "per message", "per 1,000".
+pub fn per_commit(batch: usize) -> String {
+    if batch == 1 { "per message".to_owned() } else { format!("per {}", crate::report::thousands(batch as f64)) }
+}
+
 /// One measurement of one system on one workload.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -43,6 +49,9 @@ pub enum Outcome {
         secs: f64,
         /// How the system was driven, when it is not obvious.
         note: Option<String>,
+        /// The system cannot make this workload durable; the row is shown
+        /// for what it is and never counted as the fastest.
+        not_durable: bool,
     },
     /// The system cannot do this workload honestly; the reason goes in the table.
     Skip(String),
@@ -50,12 +59,21 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn done(messages: u64, start: Instant) -> Outcome {
-        Outcome::Done { messages, secs: start.elapsed().as_secs_f64(), note: None }
+        Outcome::Done { messages, secs: start.elapsed().as_secs_f64(), note: None, not_durable: false }
     }
 
     pub fn with_note(self, text: &str) -> Outcome {
         match self {
-            Outcome::Done { messages, secs, .. } => Outcome::Done { messages, secs, note: Some(text.to_owned()) },
+            Outcome::Done { messages, secs, not_durable, .. } => {
+                Outcome::Done { messages, secs, note: Some(text.to_owned()), not_durable }
+            }
+            skip => skip,
+        }
+    }
+
+    pub fn not_durable(self) -> Outcome {
+        match self {
+            Outcome::Done { messages, secs, note, .. } => Outcome::Done { messages, secs, note, not_durable: true },
             skip => skip,
         }
     }

@@ -69,10 +69,11 @@ pub fn describe(tmp: &Path, lock: &str) -> Machine {
     if let Some(v) = cmd("rustc", &["--version"]) {
         rows.push(("Rust".into(), v));
     }
-    let versions: Vec<String> = ["durq", "rusqlite", "libsqlite3-sys", "yaque", "queue-file", "fjall"]
-        .iter()
-        .filter_map(|name| lock_version(lock, name).map(|v| format!("{name} {v}")))
-        .collect();
+    let versions: Vec<String> =
+        ["durq", "rusqlite", "libsqlite3-sys", "yaque", "queue-file", "fjall", "okaywal", "heed", "lmdb-master-sys"]
+            .iter()
+            .filter_map(|name| lock_version(lock, name).map(|v| format!("{name} {v}")))
+            .collect();
     rows.push(("Crates".into(), versions.join(", ")));
     rows.push(("SQLite".into(), format!("{} (bundled)", rusqlite::version())));
     if let Some(v) = cmd("redis-server", &["--version"]) {

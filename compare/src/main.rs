@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use common::{Kind, Outcome, System, Workload};
 use peers::{
-    durq_peer::Durq, fjall_peer::Fjall, naive::Naive, queue_file_peer::QueueFilePeer, redis, sqlite, yaque_peer::Yaque,
+    durq_peer::Durq, fjall_peer::Fjall, lmdb_peer::Lmdb, naive::Naive, okaywal_peer::Okaywal,
+    queue_file_peer::QueueFilePeer, redis, sqlite, yaque_peer::Yaque,
 };
 
 const HELP: &str = "\
@@ -26,9 +27,10 @@ OPTIONS:
   --quick            every workload 100 times smaller, 1 repetition, 2 s cap:
                      a smoke test, not a measurement (nothing written unless --out)
   --reps N           repetitions per cell; the table shows medians (default 3)
-  --cap SECS         a cell stops sending after this long and reports the rate
+  --cap SECS         a cell stops sending (or consuming) after this long and reports the rate
                      over what it did; the table says so (default 15)
-  --only a,b         only systems whose name contains one of these (durq always runs)
+  --only a,b         only systems whose name contains one of these (durq and
+                     each workload's bare-I/O reference always run)
   --workloads W1,W4  only these workloads
   --dir PATH         where temporary queues go (default: the system temp dir)
   --out DIR          where BENCHMARKS.md and benchmarks.svg go (default: the repo's docs/)
@@ -127,6 +129,7 @@ fn workloads(c: &Config) -> Vec<Workload> {
             64_000,
             100,
         ),
+        w("W7", "consume 1,000,000 × 100 B, a durable commit per message", Kind::Consume { batch: 1 }, 1_000_000, 100),
     ]
     .into_iter()
     .filter(|w| c.workloads.is_empty() || c.workloads.iter().any(|x| x == w.id))
@@ -134,6 +137,9 @@ fn workloads(c: &Config) -> Vec<Workload> {
 }
 
 fn systems(c: &Config, notes: &mut Vec<String>) -> Vec<Box<dyn System>> {
+    // durq first: every ratio in the table is against its row. Its
+    // consumer's other commit modes (`commit(Interval(..))`, issue 13) are
+    // to be further variants of `Durq` here, each a row of its own.
     let mut all: Vec<Box<dyn System>> = vec![
         Box::new(Durq),
         Box::new(sqlite::Sqlite(sqlite::Variant::TxnPerMessage)),
@@ -141,6 +147,8 @@ fn systems(c: &Config, notes: &mut Vec<String>) -> Vec<Box<dyn System>> {
         Box::new(Yaque),
         Box::new(QueueFilePeer),
         Box::new(Fjall),
+        Box::new(Okaywal),
+        Box::new(Lmdb),
         Box::new(Naive),
     ];
     match redis::find_server() {
@@ -186,41 +194,32 @@ fn main() {
                 if results.settled(w.id, &name) {
                     continue;
                 }
-                let outcome = run_one(&config, s.as_ref(), w);
-                match &outcome {
-                    Ok(Outcome::Done { messages, secs, .. }) => println!(
-                        "{} {:<16} rep {}/{}: {:>9} msgs in {:>7.3} s = {:>12} msgs/s",
-                        w.id,
-                        name,
-                        rep + 1,
-                        config.reps,
-                        messages,
-                        secs,
-                        report::thousands(*messages as f64 / secs)
-                    ),
-                    Ok(Outcome::Skip(why)) => println!("{} {:<16} n/a: {why}", w.id, name),
-                    Err(e) => println!("{} {:<16} rep {}/{}: ERROR {e}", w.id, name, rep + 1, config.reps),
+                let outcome = in_temp_dir(&config, |dir| s.run(w, dir));
+                print_outcome(w.id, &name, rep, config.reps, &outcome);
+                results.add(w.id, &name, outcome);
+                if name == "durq" {
+                    // The workload's bare-I/O reference, right after durq in
+                    // every repetition: on a shared disk whose sync rate
+                    // moves from one minute to the next, only neighbours in
+                    // time can be compared.
+                    let outcome = in_temp_dir(&config, |dir| (reference::bare(w.kind).run)(w, dir));
+                    print_outcome(w.id, reference::BARE, rep, config.reps, &outcome);
+                    results.add(w.id, reference::BARE, outcome);
                 }
-                results.add(w.id, &name, outcome.map_err(|e| e.to_string()));
             }
         }
     }
 
     let scale = if config.quick {
-        reference::Scale { syncs: 200, cap: Duration::from_secs(2), write_bytes: 8 << 20, copy_bytes: 1 << 30 }
+        reference::Scale { cap: Duration::from_secs(2), write_bytes: 8 << 20, copy_bytes: 1 << 30 }
     } else {
-        reference::Scale { syncs: 20_000, cap: config.cap, write_bytes: 512 << 20, copy_bytes: 16 << 30 }
+        reference::Scale { cap: config.cap, write_bytes: 512 << 20, copy_bytes: 16 << 30 }
     };
-    let references = reference::all();
+    let references = reference::machine_wide();
     loads.push(("references".to_owned(), machine::loadavg()));
     for r in &references {
         for rep in 0..config.reps {
-            settle();
-            let outcome = tempfile::Builder::new()
-                .prefix("durq-compare-")
-                .tempdir_in(&config.dir)
-                .map_err(|e| e.to_string())
-                .and_then(|d| (r.run)(d.path(), scale).map_err(|e| e.to_string()));
+            let outcome = in_temp_dir(&config, |dir| (r.run)(dir, scale));
             if let Ok(Outcome::Done { messages, secs, .. }) = &outcome {
                 println!(
                     "ref {:<28} rep {}/{}: {:>12} /s",
@@ -263,10 +262,26 @@ fn main() {
     }
 }
 
-fn run_one(config: &Config, s: &dyn System, w: &Workload) -> common::Result<Outcome> {
+fn print_outcome(workload: &str, name: &str, rep: usize, reps: usize, outcome: &std::result::Result<Outcome, String>) {
+    match outcome {
+        Ok(Outcome::Done { messages, secs, .. }) => println!(
+            "{workload} {name:<16} rep {}/{reps}: {messages:>9} msgs in {secs:>7.3} s = {:>12} msgs/s",
+            rep + 1,
+            report::thousands(*messages as f64 / secs)
+        ),
+        Ok(Outcome::Skip(why)) => println!("{workload} {name:<16} n/a: {why}"),
+        Err(e) => println!("{workload} {name:<16} rep {}/{reps}: ERROR {e}", rep + 1),
+    }
+}
+
+/// Runs one measurement in a fresh temporary directory, after a `sync`.
+fn in_temp_dir(
+    config: &Config,
+    run: impl FnOnce(&std::path::Path) -> common::Result<Outcome>,
+) -> std::result::Result<Outcome, String> {
     settle();
-    let dir = tempfile::Builder::new().prefix("durq-compare-").tempdir_in(&config.dir)?;
-    s.run(w, dir.path())
+    let dir = tempfile::Builder::new().prefix("durq-compare-").tempdir_in(&config.dir).map_err(|e| e.to_string())?;
+    run(dir.path()).map_err(|e| e.to_string())
 }
 
 /// Writes back whatever the cell before left dirty (a peer that never

@@ -9,13 +9,15 @@ use crate::report::{Run, thousands};
 
 const WIDTH: i32 = 1300;
 
-const COLORS: [RGBColor; 9] = [
+const COLORS: [RGBColor; 11] = [
     RGBColor(214, 39, 40),   // durq
     RGBColor(31, 119, 180),  // SQLite, txn/msg
     RGBColor(120, 170, 220), // SQLite, batched
     RGBColor(140, 86, 75),   // yaque
     RGBColor(148, 103, 189), // queue-file
     RGBColor(44, 160, 44),   // fjall
+    RGBColor(188, 189, 34),  // okaywal
+    RGBColor(227, 119, 194), // LMDB
     RGBColor(127, 127, 127), // naive log
     RGBColor(255, 127, 14),  // Redis Streams
     RGBColor(23, 190, 207),
@@ -72,7 +74,7 @@ pub fn svg(run: &Run<'_>, path: &Path) -> crate::common::Result<()> {
             crate::common::Kind::SyncAtEnd => format!("{} B, sync at end", w.payload),
             crate::common::Kind::EachDurable => "each durable".into(),
             crate::common::Kind::Batches(b) => format!("batches of {b}"),
-            crate::common::Kind::Consume { .. } => "consume".into(),
+            crate::common::Kind::Consume { batch } => format!("consume, commit {}", crate::common::per_commit(batch)),
             crate::common::Kind::Concurrent { threads } => format!("{threads} producers"),
         };
         let small = TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Top));

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::Config;
 use crate::common::{Outcome, Workload};
 use crate::machine::Machine;
-use crate::reference::Reference;
+use crate::reference::{BARE, Reference, bare};
 
 type Run_ = std::result::Result<Outcome, String>;
 
@@ -28,6 +28,7 @@ pub enum Summary {
         /// count when the cap stopped it).
         messages: u64,
         note: Option<String>,
+        not_durable: bool,
     },
     Skip(String),
     Error(String),
@@ -47,6 +48,17 @@ impl Results {
         self.runs(workload, system).iter().any(|r| matches!(r, Ok(Outcome::Skip(_)) | Err(_)))
     }
 
+    /// The rate of every measured repetition, in the order they ran.
+    pub fn rates(&self, workload: &str, system: &str) -> Vec<f64> {
+        self.runs(workload, system)
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Outcome::Done { messages, secs, .. }) => Some(*messages as f64 / secs),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn runs(&self, workload: &str, system: &str) -> &[Run_] {
         self.cells.iter().find(|c| c.0 == workload && c.1 == system).map_or(&[], |c| c.2.as_slice())
     }
@@ -56,14 +68,16 @@ impl Results {
         let mut rates = Vec::new();
         let mut messages = u64::MAX;
         let mut note = None;
+        let mut not_durable = false;
         for r in runs {
             match r {
                 Ok(Outcome::Skip(why)) => return Summary::Skip(why.clone()),
                 Err(e) => return Summary::Error(e.clone()),
-                Ok(Outcome::Done { messages: m, secs, note: n }) => {
+                Ok(Outcome::Done { messages: m, secs, note: n, not_durable: nd }) => {
                     rates.push(*m as f64 / secs);
                     messages = messages.min(*m);
                     note = note.or(n.clone());
+                    not_durable |= nd;
                 }
             }
         }
@@ -73,12 +87,28 @@ impl Results {
         rates.sort_by(f64::total_cmp);
         let mid = rates.len() / 2;
         let rate = if rates.len() % 2 == 1 { rates[mid] } else { (rates[mid - 1] + rates[mid]) / 2.0 };
-        Summary::Measured { rate, min: rates[0], max: rates[rates.len() - 1], runs: rates.len(), messages, note }
+        Summary::Measured {
+            rate,
+            min: rates[0],
+            max: rates[rates.len() - 1],
+            runs: rates.len(),
+            messages,
+            note,
+            not_durable,
+        }
     }
 
     pub fn rate(&self, workload: &str, system: &str) -> Option<f64> {
         match self.summary(workload, system) {
             Summary::Measured { rate, .. } => Some(rate),
+            _ => None,
+        }
+    }
+
+    /// The rate of a system that made the workload durable.
+    fn durable_rate(&self, workload: &str, system: &str) -> Option<f64> {
+        match self.summary(workload, system) {
+            Summary::Measured { rate, not_durable: false, .. } => Some(rate),
             _ => None,
         }
     }
@@ -143,19 +173,33 @@ fn secs(d: std::time::Duration) -> String {
     format!("{} s", d.as_secs_f64())
 }
 
-/// The one table: every workload, every system, then the physical references.
+/// The one table: every workload, its systems and its bare-I/O
+/// reference, then the machine-wide references.
 pub fn table(run: &Run<'_>) -> String {
     let mut t = String::new();
     t.push_str("| Workload | System | messages/s | MB/s | durq ÷ system | Notes |\n");
     t.push_str("|---|---|---:|---:|---:|---|\n");
     for w in run.workloads {
         let durq = run.results.rate(w.id, "durq");
-        let best = run.systems.iter().filter_map(|s| run.results.rate(w.id, s)).fold(0.0, f64::max);
-        for (i, s) in run.systems.iter().enumerate() {
+        let best = run.systems.iter().filter_map(|s| run.results.durable_rate(w.id, s)).fold(0.0, f64::max);
+        for (i, s) in run.systems.iter().chain(std::iter::once(&BARE.to_owned())).enumerate() {
             let label = if i == 0 { format!("**{}** {}", w.id, w.title) } else { String::new() };
+            let is_bare = s == BARE;
             let (rate, mbs, vs, note) = match run.results.summary(w.id, s) {
-                Summary::Measured { rate, min, max, runs, messages, note } => {
+                Summary::Measured { rate, min, max, runs, messages, note, not_durable } => {
                     let mut notes = Vec::new();
+                    if let Some(d) = durq.filter(|_| is_bare) {
+                        notes.push(format!("durq reaches {:.0}% of it", 100.0 * d / rate));
+                        let pairs = paired_ratios(&run.results.rates(w.id, "durq"), &run.results.rates(w.id, s));
+                        if pairs.len() > 1 {
+                            let lo = pairs.iter().copied().fold(f64::INFINITY, f64::min);
+                            let hi = pairs.iter().copied().fold(0.0, f64::max);
+                            notes.push(format!("{:.0}–{:.0}% repetition by repetition", 100.0 * lo, 100.0 * hi));
+                        }
+                    }
+                    if not_durable {
+                        notes.push("**not durable**: never fsyncs, so never the fastest".to_owned());
+                    }
                     if let Some(n) = note.as_deref().filter(|n| n.starts_with('†')) {
                         notes.push(n.split(';').nth(1).map_or(n.to_owned(), |t| format!("†{t}")));
                     }
@@ -171,7 +215,8 @@ pub fn table(run: &Run<'_>) -> String {
                     if runs > 1 && (max - min) / rate > 0.15 {
                         notes.push(format!("runs {}–{}", thousands(min), thousands(max)));
                     }
-                    let shown = if rate >= best { format!("**{}**", thousands(rate)) } else { thousands(rate) };
+                    let fastest = !is_bare && !not_durable && rate >= best;
+                    let shown = if fastest { format!("**{}**", thousands(rate)) } else { thousands(rate) };
                     let vs = match durq {
                         Some(_) if s == "durq" => "1".to_owned(),
                         Some(d) => ratio(d / rate),
@@ -183,23 +228,15 @@ pub fn table(run: &Run<'_>) -> String {
                 Summary::Error(e) => ("error".into(), "—".into(), "—".into(), format!("error: {e}")),
                 Summary::Missing => continue,
             };
+            let s = if is_bare { format!("*{s}*") } else { s.clone() };
             let _ = writeln!(t, "| {label} | {s} | {rate} | {mbs} | {vs} | {note} |");
         }
     }
     for (i, r) in run.references.iter().enumerate() {
-        let label = if i == 0 { "**Physical references**".to_owned() } else { String::new() };
+        let label = if i == 0 { "**Machine references**".to_owned() } else { String::new() };
         let (rate, mbs, note) = match run.results.summary("ref", r.name) {
             Summary::Measured { rate, runs, .. } => {
-                let mut note = if runs == 1 { "1 run".to_owned() } else { format!("median of {runs}") };
-                let against = match r.name {
-                    "fdatasync rate" => Some("W2"),
-                    "batch of 100 + fdatasync" => Some("W3"),
-                    "sequential write + fdatasync" => Some("W1"),
-                    _ => None,
-                };
-                if let Some(d) = against.and_then(|w| run.results.rate(w, "durq")) {
-                    let _ = write!(note, "; durq's {} is {:.0}% of it", against.unwrap_or(""), 100.0 * d / rate);
-                }
+                let note = if runs == 1 { "1 run".to_owned() } else { format!("median of {runs}") };
                 (thousands(rate), mb(rate * 100.0 / 1e6), note)
             }
             Summary::Error(e) => ("error".into(), "—".into(), e),
@@ -208,6 +245,12 @@ pub fn table(run: &Run<'_>) -> String {
         let _ = writeln!(t, "| {label} | {} | {rate} | {mbs} | — | {note} |", r.name);
     }
     t
+}
+
+/// durq's rate over the reference's in each repetition (run back to back,
+/// so both saw the disk in the same minute).
+fn paired_ratios(durq: &[f64], reference: &[f64]) -> Vec<f64> {
+    durq.iter().zip(reference).map(|(d, r)| d / r).collect()
 }
 
 /// `YYYY-MM-DD HH:MM UTC`.
@@ -253,11 +296,15 @@ pub fn write(run: &Run<'_>, out: &Path) -> crate::common::Result<()> {
         md,
         "Every system ran every workload in the same run, on the same machine and file system; \
          each cell is the median of {} repetition{} (a fresh temporary directory each, after a `sync` so that no cell writes back what the one before left dirty). \
-         **messages/s** counts the workload's messages from the first send (or, for W4, the first \
+         **messages/s** counts the workload's messages from the first send (or, for W4 and W7, the first \
          read) until the last one is durable; **MB/s** is payload bytes (10⁶) per second; \
          **durq ÷ system** is durq's messages/s over the system's (above 1: durq is faster). \
-         The fastest system of each workload is in bold. Setup (opening, and W4's preload) is not timed. \
-         A cell stops sending after {} and reports the rate over what it did (\"capped\").\n",
+         The fastest system of each workload is in bold (a row marked not durable never is). \
+         Each workload ends with its *bare I/O* row: the same bytes through the same kind of I/O with \
+         nothing else, measured in every repetition right after durq; its durq ÷ column is how close \
+         durq comes to that limit, and its notes give the ratio repetition by repetition (the two ran \
+         back to back, so they saw the disk in the same minute). Setup (opening, and W4's and W7's preload) is not timed. \
+         A cell stops sending (or consuming) after {} and reports the rate over what it did (\"capped\").\n",
         c.reps,
         if c.reps == 1 { "" } else { "s" },
         secs(c.cap)
@@ -302,7 +349,14 @@ pub fn write(run: &Run<'_>, out: &Path) -> crate::common::Result<()> {
             let _ = writeln!(md, "  - {}: {text}", w.id);
         }
     }
-    md.push_str("\nThe physical references:\n\n");
+    let _ = writeln!(
+        md,
+        "- **{BARE}** (each workload's reference: the same bytes through the same kind of I/O, nothing else)"
+    );
+    for w in run.workloads {
+        let _ = writeln!(md, "  - {}: {}", w.id, bare(w.kind).what);
+    }
+    md.push_str("\nThe machine references:\n\n");
     for r in run.references {
         let _ = writeln!(md, "- **{}**: {}", r.name, r.what);
     }
@@ -338,6 +392,12 @@ mod tests {
     }
 
     #[test]
+    fn ratios_pair_repetitions_in_order() {
+        assert_eq!(paired_ratios(&[10.0, 30.0, 8.0], &[20.0, 30.0, 4.0]), vec![0.5, 1.0, 2.0]);
+        assert_eq!(paired_ratios(&[10.0], &[]), Vec::<f64>::new());
+    }
+
+    #[test]
     fn utc_dates() {
         assert_eq!(utc(SystemTime::UNIX_EPOCH), "1970-01-01 00:00 UTC");
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_709_210_096); // 2024-02-29 12:34:56
@@ -348,7 +408,7 @@ mod tests {
     fn medians_skips_and_errors() {
         let mut r = Results::default();
         for (m, s) in [(100, 1.0), (300, 1.0), (200, 1.0)] {
-            r.add("W1", "a", Ok(Outcome::Done { messages: m, secs: s, note: None }));
+            r.add("W1", "a", Ok(Outcome::Done { messages: m, secs: s, note: None, not_durable: false }));
         }
         assert_eq!(r.rate("W1", "a"), Some(200.0));
         assert!(!r.settled("W1", "a"));

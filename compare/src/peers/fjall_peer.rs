@@ -90,9 +90,10 @@ impl System for Fjall {
                     n += k;
                 }
                 db.persist(PersistMode::SyncData)?;
+                let deadline = Deadline::new(w.cap);
                 let start = Instant::now();
                 let (mut next, mut seen, mut bytes) = (0u64, 0u64, 0usize);
-                while seen < w.messages {
+                while seen < w.messages && !deadline.passed() {
                     for kv in ks.range(key(next)..).take(batch) {
                         let (k, v) = kv.into_inner()?;
                         bytes += v.len();
@@ -104,7 +105,9 @@ impl System for Fjall {
                 }
                 let out = Outcome::done(seen, start);
                 assert_eq!(bytes as u64, seen * w.payload as u64, "fjall consumed the wrong bytes");
-                Ok(out.with_note("`range(cursor..).take(1000)`, then the cursor key inserted and `persist(SyncData)`"))
+                Ok(out.with_note(&format!(
+                    "`range(cursor..).take({batch})`, then the cursor key inserted and `persist(SyncData)`"
+                )))
             }
             Kind::Concurrent { threads } => {
                 let (db, ks) = open(dir)?;

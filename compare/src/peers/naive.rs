@@ -108,12 +108,13 @@ impl System for Naive {
                 let cursor = OpenOptions::new().create(true).truncate(true).write(true).open(dir.join("cursor"))?;
                 cursor.sync_all()?;
                 File::open(dir)?.sync_all()?;
+                let deadline = Deadline::new(w.cap);
                 let start = Instant::now();
                 let mut r = BufReader::with_capacity(1 << 20, File::open(dir.join("log"))?);
                 let (mut seen, mut bytes, mut pos) = (0u64, 0usize, 0u64);
                 let mut header = [0u8; HEADER];
                 let mut body = vec![0u8; w.payload];
-                while seen < w.messages {
+                while seen < w.messages && !deadline.passed() {
                     for _ in 0..batch {
                         if r.read_exact(&mut header).is_err() {
                             break;
@@ -140,7 +141,10 @@ impl System for Naive {
                 }
                 let out = Outcome::done(seen, start);
                 assert_eq!(bytes as u64, seen * w.payload as u64, "the naive log consumed the wrong bytes");
-                Ok(out.with_note("buffered sequential read, CRC checked; cursor `pwrite` + `fdatasync` per 1,000"))
+                Ok(out.with_note(&format!(
+                    "buffered sequential read, CRC checked; cursor `pwrite` + `fdatasync` {}",
+                    crate::common::per_commit(batch)
+                )))
             }
             Kind::Concurrent { threads } => {
                 let f = open(dir)?;

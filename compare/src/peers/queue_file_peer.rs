@@ -84,9 +84,10 @@ impl System for QueueFilePeer {
                 q.set_sync_writes(true);
                 // Zeroing consumed records is a privacy feature, not durability.
                 q.set_overwrite_on_remove(false);
+                let deadline = Deadline::new(w.cap);
                 let start = Instant::now();
                 let (mut seen, mut bytes) = (0u64, 0usize);
-                while seen < w.messages {
+                while seen < w.messages && !deadline.passed() {
                     let mut k = 0;
                     for m in q.iter().take(batch) {
                         bytes += m.len();
@@ -97,9 +98,9 @@ impl System for QueueFilePeer {
                 }
                 let out = Outcome::done(seen, start);
                 assert_eq!(bytes as u64, seen * w.payload as u64, "queue-file consumed the wrong bytes");
-                Ok(out.with_note(
-                    "`iter().take(1000)`, then `remove_n(1000)` with `sync_writes(true)`, `overwrite_on_remove(false)`",
-                ))
+                Ok(out.with_note(&format!(
+                    "`iter().take({batch})`, then `remove_n({batch})` with `sync_writes(true)`, `overwrite_on_remove(false)`"
+                )))
             }
             Kind::Concurrent { .. } => {
                 Ok(Outcome::Skip("`QueueFile` is neither `Send` nor `Sync`: one thread only".into()))

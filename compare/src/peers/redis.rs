@@ -262,9 +262,10 @@ impl System for Redis {
                 c.call(&[b"CONFIG", b"SET", b"appendfsync", b"always"])?;
                 c.call(&[b"XGROUP", b"CREATE", KEY, b"g", b"0"])?;
                 let count = batch.to_string();
+                let deadline = Deadline::new(w.cap);
                 let start = Instant::now();
                 let (mut seen, mut bytes) = (0u64, 0usize);
-                while seen < w.messages {
+                while seen < w.messages && !deadline.passed() {
                     let reply = c.call(&[
                         b"XREADGROUP",
                         b"GROUP",
@@ -294,7 +295,7 @@ impl System for Redis {
                 }
                 let out = Outcome::done(seen, start);
                 assert_eq!(bytes as u64, seen * w.payload as u64, "Redis consumed the wrong bytes");
-                Ok(out.with_note("XREADGROUP COUNT 1000, then one XACK of those ids"))
+                Ok(out.with_note(&format!("XREADGROUP COUNT {batch}, then one XACK of those ids")))
             }
             Kind::Concurrent { threads } => {
                 let out = concurrent(
