@@ -85,7 +85,11 @@ fn pool() -> Result<(), Failure> {
     let dir = work.path().join("orders");
     let queue = Queue::open_with(&dir, Options::default().partitions(PARTITIONS))?;
     let orders: Vec<String> = (0..ORDERS).map(|i| format!("order {i}")).collect();
-    queue.producer().send_batch(&orders)?; // durable when it returns
+    // A batch goes to one partition, the next batch to the next one: a
+    // quarter of the orders in each, with one sync per batch.
+    for quarter in orders.chunks((ORDERS / u64::from(PARTITIONS)) as usize) {
+        queue.producer().send_batch(quarter)?; // durable when it returns
+    }
     drop(queue);
 
     let (lines, from_workers) = mpsc::channel();
