@@ -37,6 +37,8 @@
 #![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 mod admin;
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod codec;
 mod consumer;
 mod error;
@@ -57,6 +59,8 @@ mod storage;
 pub mod verify;
 
 pub use admin::{ResetTo, StoredRecord};
+#[cfg(feature = "tokio")]
+pub use asynchronous::Batch;
 pub use consumer::{Consumer, Delivery, Message, Verdict};
 pub use error::{BoxError, Error, Result};
 pub use group::dead_letter::DeadLetter;
