@@ -26,6 +26,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With the feature `tokio`, [`Producer`] and [`Consumer`] have async forms
+//! (`send_async`, `process_async` handing an owned `Batch`) that never block
+//! a runtime thread and follow the same rules.
+//!
 //! Read ARCHITECTURE.md for how it works and docs/FORMAT.md for every byte
 //! on disk.
 
