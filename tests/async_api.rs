@@ -179,8 +179,7 @@ fn waiting_for_records_leaves_the_runtime_thread_free() {
                 })
                 .await
                 .unwrap();
-            let payload = std::mem::take(&mut *payload.lock().unwrap());
-            payload
+            std::mem::take(&mut *payload.lock().unwrap())
         };
         let send = async {
             tokio::task::yield_now().await;
