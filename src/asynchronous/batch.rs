@@ -6,9 +6,10 @@ use crate::consumer::Message;
 use crate::log::partition::Span;
 
 /// The records of one delivery, in offset order, from one partition, owned
-/// by the future that processes them ([`Consumer::process_async`]). The
-/// messages borrow the payloads from the segment's mapping, which the batch
-/// keeps mapped: nothing is copied.
+/// by the future that processes them ([`Consumer::process_async`]);
+/// `Send + Sync`, so it can move into another task. The messages borrow the
+/// payloads from the segment's mapping, which the batch keeps mapped:
+/// nothing is copied.
 ///
 /// [`Consumer::process_async`]: crate::Consumer::process_async
 pub struct Batch {
@@ -17,6 +18,12 @@ pub struct Batch {
     messages: Vec<Message<'static>>,
     _span: Span,
 }
+
+// The docs promise a batch that can be moved into another task.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Batch>();
+};
 
 impl Batch {
     /// The batch of `messages`, which borrow from `span`.
