@@ -48,6 +48,19 @@ pub(crate) struct Wait {
     pub(crate) timeout: Duration,
 }
 
+#[derive(Default)]
+struct Heartbeats {
+    /// The last batch's heartbeats, kept (with their open files) for the
+    /// next batch of the same slots.
+    pulse: Option<Pulse>,
+    /// A batch is in the caller's hands: beat.
+    active: bool,
+    /// The thread beats on a timer (it was sent [`Job::Beat`] and has not
+    /// found the heartbeats inactive at a tick since). Batches that follow
+    /// each other closely then cost the thread no wake-up each.
+    ticking: bool,
+}
+
 enum Job {
     Wait(Wait),
     /// Start heartbeating the pulse now set, every this often.
@@ -58,11 +71,10 @@ struct Shared {
     control: Arc<ControlFile>,
     /// Notified when a wait ends (records, or its timeout).
     woken: Notify,
-    /// The heartbeats to run while a batch is awaited; `None` between
-    /// batches. Behind a lock so that ending a batch is synchronous: once
-    /// [`Companion::end_heartbeats`] returns, no heartbeat can rewrite a
-    /// lease the consumer then gives back.
-    pulse: Mutex<Option<Pulse>>,
+    /// The heartbeats, behind a lock so that ending a batch is synchronous:
+    /// once [`Companion::end_heartbeats`] returns, no heartbeat can rewrite
+    /// a lease the consumer then gives back.
+    heartbeats: Mutex<Heartbeats>,
     /// The thread is in a wait (a new job must cut it short).
     waiting: AtomicBool,
     closing: AtomicBool,
@@ -75,7 +87,7 @@ impl Companion {
         let shared = Arc::new(Shared {
             control,
             woken: Notify::new(),
-            pulse: Mutex::new(None),
+            heartbeats: Mutex::new(Heartbeats::default()),
             waiting: AtomicBool::new(false),
             closing: AtomicBool::new(false),
         });
@@ -99,15 +111,26 @@ impl Companion {
         woken.await;
     }
 
-    /// Keeps `pulse` beating every `interval` until [`Companion::end_heartbeats`].
-    pub(crate) fn start_heartbeats(&self, pulse: Pulse, interval: Duration) {
-        *self.shared.pulse.lock() = Some(pulse);
-        self.send(Job::Beat(interval));
+    /// Beats the pulse `make` returns (given the previous one, to reuse)
+    /// every `interval` until [`Companion::end_heartbeats`].
+    pub(crate) fn start_heartbeats(
+        &self,
+        make: impl FnOnce(Option<Pulse>) -> Result<Pulse>,
+        interval: Duration,
+    ) -> Result<()> {
+        let mut heartbeats = self.shared.heartbeats.lock();
+        heartbeats.pulse = Some(make(heartbeats.pulse.take())?);
+        heartbeats.active = true;
+        if !heartbeats.ticking {
+            heartbeats.ticking = true;
+            self.send(Job::Beat(interval));
+        }
+        Ok(())
     }
 
     /// Stops the heartbeats; none runs after this returns.
     pub(crate) fn end_heartbeats(&self) {
-        *self.shared.pulse.lock() = None;
+        self.shared.heartbeats.lock().active = false;
     }
 
     fn send(&self, job: Job) {
@@ -161,16 +184,19 @@ fn run(shared: &Shared, jobs: &Receiver<Job>) {
                 next_beat = Instant::now() + every;
             }
             Err(RecvTimeoutError::Timeout) => {
-                let pulse = shared.pulse.lock();
-                match (&*pulse, beat_every) {
-                    (Some(pulse), Some(every)) => {
+                let mut heartbeats = shared.heartbeats.lock();
+                match (&heartbeats.pulse, heartbeats.active, beat_every) {
+                    (Some(pulse), true, Some(every)) => {
                         // A failed heartbeat is what a blocking consumer's
                         // would be: the leases age, and the commit finds out
                         // whether the slots were taken over.
                         let _ = pulse.beat();
                         next_beat = Instant::now() + every;
                     }
-                    _ => beat_every = None,
+                    _ => {
+                        heartbeats.ticking = false;
+                        beat_every = None;
+                    }
                 }
             }
             Err(RecvTimeoutError::Disconnected) => return,

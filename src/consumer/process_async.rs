@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use super::{Batch as Taken, Consumer, Next};
 use crate::asynchronous::{Batch, Companion, Wait};
 use crate::error::{BoxError, Result};
+use crate::queue::QueueInner;
 
 impl Consumer {
     /// Waits for records without blocking the runtime, hands a [`Batch`] of
@@ -81,19 +82,16 @@ impl Consumer {
                 Next::TimedOut => Duration::ZERO,
             };
             let wait = Wait { watch: self.watched(), timeout };
-            self.companion()?.wait(wait).await;
-        };
-        let pulse = match self.membership.pulse() {
-            Ok(pulse) => pulse,
-            Err(e) => {
-                // Without heartbeats the batch could not be held safely:
-                // hand it to nobody, and deliver it again.
-                self.fail(taken, &e.to_string(), None)?;
-                return Err(e);
-            }
+            started(&mut self.companion, &self.queue)?.wait(wait).await;
         };
         let every = self.options.rebalance_interval;
-        self.companion()?.start_heartbeats(pulse, every);
+        let companion = started(&mut self.companion, &self.queue)?;
+        if let Err(e) = companion.start_heartbeats(|previous| self.membership.pulse(previous), every) {
+            // Without heartbeats the batch could not be held safely: hand it
+            // to nobody, and deliver it again.
+            self.fail(taken, &e.to_string(), None)?;
+            return Err(e);
+        }
         let batch = Batch::new(&taken.span, taken.messages());
         let out = Out { consumer: self, taken: Some(taken) };
         let outcome = match catch_unwind(AssertUnwindSafe(|| f(batch))) {
@@ -121,13 +119,13 @@ impl Consumer {
             .map(|(&s, h)| (self.queue.partitions[s as usize].clone(), h.state.cursor.next_offset))
             .collect()
     }
+}
 
-    /// The companion thread, started on first use.
-    fn companion(&mut self) -> Result<&Companion> {
-        match &mut self.companion {
-            Some(companion) => Ok(companion),
-            none => Ok(none.insert(Companion::start(&self.queue.dir, self.queue.control.clone())?)),
-        }
+/// A consumer's companion thread, started on first use.
+fn started<'c>(companion: &'c mut Option<Companion>, queue: &QueueInner) -> Result<&'c Companion> {
+    match companion {
+        Some(companion) => Ok(companion),
+        none => Ok(none.insert(Companion::start(&queue.dir, queue.control.clone())?)),
     }
 }
 

@@ -129,9 +129,16 @@ impl<R> Membership<R> {
     }
 
     /// The heartbeat of this member and of every slot it holds, for a
-    /// thread that keeps them fresh while the owner awaits a batch.
+    /// thread that keeps them fresh while the owner awaits a batch. Reuses
+    /// `previous` (and its open files) if it is for the slots held now.
     #[cfg(feature = "tokio")]
-    pub(crate) fn pulse(&self) -> Result<Pulse> {
+    pub(crate) fn pulse(&self, previous: Option<Pulse>) -> Result<Pulse> {
+        let held = || self.held.values().map(|h| (h.hold.slot, h.hold.epoch));
+        if let Some(previous) = previous
+            && previous.slots.iter().map(SlotPulse::held).eq(held())
+        {
+            return Ok(previous);
+        }
         let member = self.member.pulse()?;
         let slots = self.held.values().map(|h| h.hold.pulse()).collect::<Result<_>>()?;
         Ok(Pulse { member, slots })

@@ -254,6 +254,11 @@ pub(crate) struct SlotPulse {
 
 #[cfg(feature = "tokio")]
 impl SlotPulse {
+    /// The slot and the epoch it is held at.
+    pub(crate) fn held(&self) -> (u32, u64) {
+        (self.slot, self.epoch)
+    }
+
     /// Rewrites the lease with a fresh heartbeat, as [`SlotHold::heartbeat`]
     /// does, unless the holder was fenced (a newer epoch is claimed, or this
     /// one's file is gone): the new holder's lease is left alone, and the
