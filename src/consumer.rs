@@ -33,6 +33,9 @@ use crate::options::ConsumerOptions;
 use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
 
+#[cfg(feature = "tokio")]
+mod process_async;
+
 /// One record handed to the caller, borrowed from the queue's mapping (no
 /// copy). It lives only as long as the closure call (or the [`Delivery`]).
 #[derive(Clone, Copy)]
@@ -145,6 +148,10 @@ pub struct Consumer {
     last_rebalance: Option<Instant>,
     dead_letters: Option<Queue>,
     stopped: FailStop,
+    /// The thread that waits and heartbeats for `process_async`, started
+    /// by its first call.
+    #[cfg(feature = "tokio")]
+    companion: Option<crate::asynchronous::Companion>,
 }
 
 // The docs above promise that a consumer can be moved to another thread.
@@ -160,6 +167,14 @@ struct Reader {
     retry_at: Option<Instant>,
     /// Records below this were in a failed batch: deliver them one at a time.
     isolate_end: u64,
+}
+
+/// What a consumer looking for records does next.
+enum Next {
+    Batch(Batch),
+    /// Wait this long for records, then look again.
+    Wait(Duration),
+    TimedOut,
 }
 
 /// A batch taken from one slot, not yet committed.
@@ -225,6 +240,8 @@ impl Consumer {
             last_rebalance: None,
             dead_letters: None,
             stopped: FailStop::default(),
+            #[cfg(feature = "tokio")]
+            companion: None,
         };
         consumer.rebalance()?;
         Ok(consumer)
@@ -358,6 +375,16 @@ impl Consumer {
         let messages = batch.messages();
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&messages)));
         drop(messages);
+        self.settle(batch, outcome)
+    }
+
+    /// Commits `batch` if its processing returned `Ok`; otherwise counts a
+    /// failed delivery and returns the error or the panic's message.
+    fn settle<E: Into<BoxError>>(
+        &mut self,
+        batch: Batch,
+        outcome: std::thread::Result<std::result::Result<(), E>>,
+    ) -> Result<usize> {
         match outcome {
             Ok(Ok(())) => {
                 let n = batch.span.frames.len();
@@ -382,27 +409,12 @@ impl Consumer {
     fn next_batch(&mut self, timeout: Option<Duration>) -> Result<Option<Batch>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let due = self.last_rebalance.is_none_or(|t| t.elapsed() >= self.options.rebalance_interval);
-            if due {
-                self.rebalance()?;
-            }
-            let now = Instant::now();
-            if let Some(slot) = self.ready_slot(now)
-                && let Some(batch) = self.read_batch(slot)?
-            {
-                return Ok(Some(batch));
-            }
-            let mut wait = self.options.rebalance_interval;
-            if let Some(d) = deadline {
-                match d.checked_duration_since(now) {
-                    Some(left) if !left.is_zero() => wait = wait.min(left),
-                    _ => return Ok(None),
-                }
-            }
+            let wait = match self.next_step(deadline)? {
+                Next::Batch(batch) => return Ok(Some(batch)),
+                Next::TimedOut => return Ok(None),
+                Next::Wait(wait) => wait,
+            };
             let held = self.membership.held();
-            if let Some(r) = held.values().filter_map(|h| h.state.retry_at).min() {
-                wait = wait.min(r.saturating_duration_since(now));
-            }
             let partitions = &self.queue.partitions;
             self.queue.control.wait_until(Some(wait), || {
                 held.iter().any(|(&s, h)| {
@@ -411,6 +423,33 @@ impl Consumer {
                 })
             });
         }
+    }
+
+    /// Rebalances if it is due, then reads a batch if a held slot has one
+    /// ready; otherwise says how long to wait for records, at most until the
+    /// next rebalance, the end of a backoff, or `deadline`.
+    fn next_step(&mut self, deadline: Option<Instant>) -> Result<Next> {
+        let due = self.last_rebalance.is_none_or(|t| t.elapsed() >= self.options.rebalance_interval);
+        if due {
+            self.rebalance()?;
+        }
+        let now = Instant::now();
+        if let Some(slot) = self.ready_slot(now)
+            && let Some(batch) = self.read_batch(slot)?
+        {
+            return Ok(Next::Batch(batch));
+        }
+        let mut wait = self.options.rebalance_interval;
+        if let Some(d) = deadline {
+            match d.checked_duration_since(now) {
+                Some(left) if !left.is_zero() => wait = wait.min(left),
+                _ => return Ok(Next::TimedOut),
+            }
+        }
+        if let Some(r) = self.membership.held().values().filter_map(|h| h.state.retry_at).min() {
+            wait = wait.min(r.saturating_duration_since(now));
+        }
+        Ok(Next::Wait(wait))
     }
 
     /// The next held slot, round-robin, with a record ready and no pending

@@ -206,7 +206,13 @@
 //!
 //! # Async
 //!
-//! <!-- Room for the async API (issue 12 §1). -->
+//! With the feature `tokio`, [`Producer`] and [`Consumer`] have async forms
+//! (`send_async`, `send_keyed_async`, `send_batch_async`, `flush_async`,
+//! and `process_async` handing an owned `Batch`) that never block a
+//! runtime thread and follow the same rules: under `Sync` an awaiting
+//! sender is woken by the group commit that covers its record; the
+//! checkpoint advances only after the batch's future resolves `Ok`, and a
+//! dropped future commits nothing (the batch comes again).
 //!
 //! # Observability
 //!
@@ -272,6 +278,8 @@
 #![cfg_attr(not(test), deny(clippy::disallowed_methods))]
 
 mod admin;
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod codec;
 mod consumer;
 mod error;
@@ -292,6 +300,8 @@ mod storage;
 pub mod verify;
 
 pub use admin::{ResetTo, StoredRecord};
+#[cfg(feature = "tokio")]
+pub use asynchronous::Batch;
 pub use consumer::{Consumer, Delivery, Message, Verdict};
 pub use error::{BoxError, Error, Result};
 pub use group::dead_letter::DeadLetter;

@@ -9,6 +9,9 @@ use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
 use crate::retention;
 
+#[cfg(feature = "tokio")]
+mod send_async;
+
 /// Sends records into a queue. `Clone + Send + Sync`: share it between
 /// threads or clone it; every clone appends to the same log.
 ///
@@ -99,11 +102,19 @@ impl Producer {
     }
 
     fn append(&self, partition: u32, records: &[Record<'_>]) -> Result<u64> {
+        let first = self.store(partition, records)?;
+        if self.queue.config.durability == Durability::Sync {
+            self.queue.partitions[partition as usize].sync_to(first + records.len() as u64)?;
+        }
+        Ok(first)
+    }
+
+    /// Appends `records` to `partition` without waiting for a sync (the
+    /// caller does, as its durability asks), and cleans up after a roll.
+    /// Returns the first record's offset.
+    fn store(&self, partition: u32, records: &[Record<'_>]) -> Result<u64> {
         let p = &self.queue.partitions[partition as usize];
         let first = p.append(records, &|| self.run_retention())?;
-        if self.queue.config.durability == Durability::Sync {
-            p.sync_to(first + records.len() as u64)?;
-        }
         if p.take_rolled() {
             // The record is stored; a failure to clean up old segments must
             // not turn its acknowledgement into an error. It is counted for

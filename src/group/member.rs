@@ -135,6 +135,41 @@ impl Member {
     }
 }
 
+/// A member's heartbeat that another thread can run while the member's
+/// owner is busy (the async API keeps an awaited batch's leases fresh this
+/// way): its own handle on the member file.
+#[cfg(feature = "tokio")]
+pub(crate) struct MemberPulse {
+    lease: Lease,
+    path: PathBuf,
+    file: File,
+}
+
+#[cfg(feature = "tokio")]
+impl Member {
+    /// This member's heartbeat, for another thread.
+    pub(crate) fn pulse(&self) -> Result<MemberPulse> {
+        let file = storage::open_rw(&self.path)?;
+        Ok(MemberPulse { lease: self.lease(MEMBER_SLOT, 0), path: self.path.clone(), file })
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl MemberPulse {
+    /// Rewrites the member file with a fresh heartbeat, as
+    /// [`Member::heartbeat`] does.
+    pub(crate) fn beat(&self) -> Result<()> {
+        let lease = Lease { heartbeat_ms: storage::now_ms(), ..self.lease.clone() };
+        storage::write_at(&self.file, &self.path, 0, &lease::encode(&lease))
+    }
+
+    /// A lease record for `slot` and `epoch` held by this member, with a
+    /// heartbeat of now.
+    pub(crate) fn lease(&self, slot: u32, epoch: u64) -> Lease {
+        Lease { slot, epoch, heartbeat_ms: storage::now_ms(), ..self.lease.clone() }
+    }
+}
+
 impl Drop for Member {
     fn drop(&mut self) {
         // Leaving: others see the member gone at their next scan. If the

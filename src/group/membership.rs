@@ -19,8 +19,12 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::group::checkpoint::CheckpointState;
 use crate::group::lease::MemberId;
+#[cfg(feature = "tokio")]
+use crate::group::member::MemberPulse;
 use crate::group::member::{Liveness, Member};
 use crate::group::slot::SlotHold;
+#[cfg(feature = "tokio")]
+use crate::group::slot::SlotPulse;
 use crate::group::{Group, assignment};
 
 /// A slot this member holds, and the caller's state for it.
@@ -124,6 +128,22 @@ impl<R> Membership<R> {
         Ok(())
     }
 
+    /// The heartbeat of this member and of every slot it holds, for a
+    /// thread that keeps them fresh while the owner awaits a batch. Reuses
+    /// `previous` (and its open files) if it is for the slots held now.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn pulse(&self, previous: Option<Pulse>) -> Result<Pulse> {
+        let held = || self.held.values().map(|h| (h.hold.slot, h.hold.epoch));
+        if let Some(previous) = previous
+            && previous.slots.iter().map(SlotPulse::held).eq(held())
+        {
+            return Ok(previous);
+        }
+        let member = self.member.pulse()?;
+        let slots = self.held.values().map(|h| h.hold.pulse()).collect::<Result<_>>()?;
+        Ok(Pulse { member, slots })
+    }
+
     /// Who holds each slot now, as far as assignment is concerned: this
     /// member for the slots it holds, otherwise the live member its lease
     /// names.
@@ -137,6 +157,22 @@ impl<R> Membership<R> {
                 Ok(lease.ok().map(|l| l.member).filter(|m| *m != self.member.id && alive.contains(m)))
             })
             .collect()
+    }
+}
+
+/// A member's and its slots' heartbeats, made by [`Membership::pulse`].
+#[cfg(feature = "tokio")]
+pub(crate) struct Pulse {
+    member: MemberPulse,
+    slots: Vec<SlotPulse>,
+}
+
+#[cfg(feature = "tokio")]
+impl Pulse {
+    /// One heartbeat of the member and of each slot.
+    pub(crate) fn beat(&self) -> Result<()> {
+        self.member.beat()?;
+        self.slots.iter().try_for_each(|s| s.beat(&self.member))
     }
 }
 

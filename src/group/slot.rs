@@ -43,6 +43,8 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 use crate::group::checkpoint::{self, Checkpoint, CheckpointState};
 use crate::group::lease::{self, Lease, LeaseError, MemberId, NOBODY};
+#[cfg(feature = "tokio")]
+use crate::group::member::MemberPulse;
 use crate::group::member::{self, Member, Process};
 use crate::storage::{self, Locked};
 
@@ -211,6 +213,20 @@ impl SlotHold {
         Ok(())
     }
 
+    /// This slot's heartbeat, for another thread: see [`SlotPulse`].
+    #[cfg(feature = "tokio")]
+    pub(crate) fn pulse(&self) -> Result<SlotPulse> {
+        let slot_dir = storage::parent_dir(&self.lease_path);
+        Ok(SlotPulse {
+            slot: self.slot,
+            epoch: self.epoch,
+            lease_file: storage::open_rw(&self.lease_path)?,
+            lease_path: self.lease_path.clone(),
+            claimed_path: slot_dir.join(checkpoint::file_name(self.epoch)),
+            next_claim_path: slot_dir.join(checkpoint::file_name(self.epoch + 1)),
+        })
+    }
+
     /// Gives the slot back at a batch boundary: marks the lease released so
     /// the next holder need not wait, then drops the lock.
     pub(crate) fn release(self, member: &Member) -> Result<()> {
@@ -219,5 +235,38 @@ impl SlotHold {
             storage::write_at(&self.lease_file, &self.lease_path, 0, &lease::encode(&released))?;
         }
         Ok(())
+    }
+}
+
+/// A held slot's heartbeat that another thread can run while the holder is
+/// busy (the async API keeps an awaited batch's slots this way): its own
+/// handle on the lease file, and the checkpoint file names that tell a
+/// fenced holder.
+#[cfg(feature = "tokio")]
+pub(crate) struct SlotPulse {
+    slot: u32,
+    epoch: u64,
+    lease_path: PathBuf,
+    lease_file: File,
+    claimed_path: PathBuf,
+    next_claim_path: PathBuf,
+}
+
+#[cfg(feature = "tokio")]
+impl SlotPulse {
+    /// The slot and the epoch it is held at.
+    pub(crate) fn held(&self) -> (u32, u64) {
+        (self.slot, self.epoch)
+    }
+
+    /// Rewrites the lease with a fresh heartbeat, as [`SlotHold::heartbeat`]
+    /// does, unless the holder was fenced (a newer epoch is claimed, or this
+    /// one's file is gone): the new holder's lease is left alone, and the
+    /// holder's commit reports the fencing.
+    pub(crate) fn beat(&self, member: &MemberPulse) -> Result<()> {
+        if self.next_claim_path.exists() || !self.claimed_path.exists() {
+            return Ok(());
+        }
+        storage::write_at(&self.lease_file, &self.lease_path, 0, &lease::encode(&member.lease(self.slot, self.epoch)))
     }
 }

@@ -102,6 +102,9 @@ pub(crate) struct Partition {
     sealer: Arc<Sealer>,
     /// Set by a roll in this process: retention has something to look at.
     rolled: AtomicBool,
+    /// Async senders waiting for a sync (`asynchronous::durable`).
+    #[cfg(feature = "tokio")]
+    pub(crate) durable_waiters: crate::asynchronous::DurableWaiters,
 }
 
 impl Partition {
@@ -129,6 +132,8 @@ impl Partition {
             prefaulter,
             sealer,
             rolled: AtomicBool::new(false),
+            #[cfg(feature = "tokio")]
+            durable_waiters: crate::asynchronous::DurableWaiters::default(),
         })
     }
 

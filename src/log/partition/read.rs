@@ -149,7 +149,9 @@ impl ReadCursor {
     }
 }
 
-/// Validated frames of one segment, ready to be handed out as messages.
+/// Validated frames of one segment, ready to be handed out as messages. A
+/// clone shares the segment's mapping (the async API's owned batches).
+#[derive(Clone)]
 pub(crate) struct Span {
     segment: Arc<Segment>,
     pub(crate) frames: Vec<FrameRef>,
@@ -158,6 +160,7 @@ pub(crate) struct Span {
 }
 
 /// Where one validated frame's parts are in its segment.
+#[derive(Clone)]
 pub(crate) struct FrameRef {
     pub(crate) offset: u64,
     end_pos: usize,

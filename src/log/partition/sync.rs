@@ -36,8 +36,20 @@ impl Partition {
             }
             drop(state);
             self.sync_done.notify_all();
+            // Async senders share this sync with the blocking ones.
+            #[cfg(feature = "tokio")]
+            self.durable_waiters.wake(if self.stop.is_stopped() { u64::MAX } else { c.durable() });
             result?;
         }
+    }
+
+    /// Whether every record below `target` is durable now; the fail-stop
+    /// error once a sync of this partition failed (for async senders, which
+    /// wait for a sync without taking part in it).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn is_durable_to(&self, target: u64) -> Result<bool> {
+        self.stop.check()?;
+        Ok(self.shared().durable() >= target)
     }
 
     /// Syncs the tail segment up to the published tail, starting where this
