@@ -16,6 +16,7 @@ use std::io::ErrorKind;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
+use crate::observe;
 
 /// The first failure that stopped one handle.
 #[derive(Debug, Default)]
@@ -45,7 +46,9 @@ impl FailStop {
             Error::Stopped { kind, .. } => *kind,
             _ => ErrorKind::Other,
         };
-        let _ = self.cause.set((error.to_string(), kind));
+        if self.cause.set((error.to_string(), kind)).is_ok() {
+            observe::stopped(&error);
+        }
         error
     }
 }

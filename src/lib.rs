@@ -46,6 +46,7 @@ mod group;
 mod layout;
 mod log;
 mod meta;
+mod observe;
 mod options;
 mod position;
 mod producer;
@@ -61,6 +62,7 @@ pub use consumer::{Consumer, Delivery, Message, Verdict};
 pub use error::{BoxError, Error, Result};
 pub use group::dead_letter::DeadLetter;
 pub use log::record::KEY_BYTES_MAX;
+pub use observe::Stats;
 pub use options::{
     ConsumerOptions, Durability, INTERVAL_MAX, INTERVAL_MIN, Options, PARTITIONS_MAX, QueueConfig,
     RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,

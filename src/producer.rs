@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::log::partition::Record;
+use crate::observe;
 use crate::options::Durability;
 use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
@@ -101,6 +102,7 @@ impl Producer {
     fn append(&self, partition: u32, records: &[Record<'_>]) -> Result<u64> {
         let p = &self.queue.partitions[partition as usize];
         let first = p.append(records, &|| self.run_retention())?;
+        observe::appended(&self.queue.counters, partition, records.len(), records.iter().map(Record::bytes).sum());
         if self.queue.config.durability == Durability::Sync {
             p.sync_to(first + records.len() as u64)?;
         }
