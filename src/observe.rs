@@ -21,6 +21,7 @@
 // With a feature off, the arguments only it reports go unused, by design.
 #![cfg_attr(not(all(feature = "tracing", feature = "metrics")), allow(unused_variables))]
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -109,7 +110,7 @@ pub(crate) struct Counters {
 
 impl Counters {
     /// The counters of the queue at `dir`, all zero.
-    pub(crate) fn new(dir: &std::path::Path) -> Counters {
+    pub(crate) fn new(dir: &Path) -> Counters {
         Counters {
             messages_appended: AtomicU64::new(0),
             bytes_appended: AtomicU64::new(0),
@@ -159,7 +160,7 @@ struct QueueMetrics {
 
 #[cfg(feature = "metrics")]
 impl QueueMetrics {
-    fn new(dir: &std::path::Path) -> QueueMetrics {
+    fn new(dir: &Path) -> QueueMetrics {
         let queue: Arc<str> = dir.display().to_string().into();
         let label = || [("queue", queue.clone())];
         QueueMetrics {
@@ -289,9 +290,7 @@ pub(crate) fn stopped(cause: &Error) {
 #[inline]
 pub(crate) fn batch(group: &str, partition: u32, first_offset: u64, len: usize) -> BatchSpan {
     #[cfg(feature = "tracing")]
-    return BatchSpan {
-        _entered: tracing::debug_span!("durq_batch", group, partition, first_offset, len).entered(),
-    };
+    return BatchSpan { _entered: tracing::debug_span!("durq_batch", group, partition, first_offset, len).entered() };
     #[cfg(not(feature = "tracing"))]
     BatchSpan {}
 }
@@ -444,11 +443,12 @@ pub(crate) fn slot_released(group: &str, partition: u32, epoch: u64) {
     tracing::info!(group, partition, epoch, "durq gave a slot back");
 }
 
-/// Retention removed `segments` segment files (`bytes` bytes) of
+/// Retention removed `segments` segment files of `segment_bytes` each from
 /// `partition` of the queue at `dir`, which every group had passed; the
 /// earliest record kept is now at `first_offset`.
 #[inline]
-pub(crate) fn retention_removed(dir: &std::path::Path, partition: u32, segments: usize, bytes: u64, first_offset: u64) {
+pub(crate) fn retention_removed(dir: &Path, partition: u32, segments: usize, segment_bytes: u64, first_offset: u64) {
+    let bytes = segments as u64 * segment_bytes;
     #[cfg(feature = "metrics")]
     metrics::counter!("durq_retention_removed_bytes_total", "queue" => dir.display().to_string()).increment(bytes);
     #[cfg(feature = "tracing")]

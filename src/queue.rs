@@ -168,8 +168,8 @@ impl Queue {
         )?;
         let partitions: Vec<Arc<Partition>> = (0..config.partitions)
             .map(|p| {
-                let (control, stop, sealer, counters) = (control.clone(), stop.clone(), sealer.clone(), counters.clone());
-                Partition::new(&dir, p, config, control, stop, prefaulter.clone(), sealer, counters)
+                let (prefaulter, sealer) = (prefaulter.clone(), sealer.clone());
+                Partition::new(&dir, p, config, control.clone(), stop.clone(), prefaulter, sealer, counters.clone())
             })
             .collect();
         // The partitions hold the only senders now, so the thread ends (and

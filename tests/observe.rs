@@ -239,8 +239,9 @@ fn a_hung_members_late_commit_is_fenced_and_both_the_takeover_and_the_fence_are_
     let (fenced, queue) = metrics::with_local_recorder(&recorder, || {
         events.watch(|| {
             let queue = Queue::open(q.path()).unwrap();
-            let hung_options =
-                ConsumerOptions::default().lease_timeout(Duration::from_millis(50)).rebalance_interval(Duration::from_millis(10));
+            let hung_options = ConsumerOptions::default()
+                .lease_timeout(Duration::from_millis(50))
+                .rebalance_interval(Duration::from_millis(10));
             let mut hung = queue.consumer_with("g", hung_options).unwrap();
             let delivery = hung.poll(Duration::from_secs(5)).unwrap().expect("the record");
             // The member makes no call, so it sends no heartbeat: once its

@@ -47,7 +47,12 @@ impl<R> Membership<R> {
     /// Joins `group`, of a queue of `partitions` partitions, holding no
     /// slot yet; see [`Member::join`] for `timeout_ms`. Slots taken, given
     /// back and fenced are reported to `counters` (`observe`).
-    pub(crate) fn join(group: Group, partitions: u32, timeout_ms: u64, counters: Arc<Counters>) -> Result<Membership<R>> {
+    pub(crate) fn join(
+        group: Group,
+        partitions: u32,
+        timeout_ms: u64,
+        counters: Arc<Counters>,
+    ) -> Result<Membership<R>> {
         let member = group.join(timeout_ms)?;
         Ok(Membership { group, member, partitions, held: BTreeMap::new(), counters })
     }

@@ -105,7 +105,7 @@ pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -
             if matches!(limit, RetentionLimit::Processed { offset, .. } if offset >= first_kept) {
                 partition.remove_segments(&passed)?;
                 removed = passed.len();
-                observe::retention_removed(queue_dir, partition.id, removed, removed as u64 * segment_bytes, first_kept);
+                observe::retention_removed(queue_dir, partition.id, removed, segment_bytes, first_kept);
             }
         }
     }
