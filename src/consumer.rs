@@ -225,7 +225,7 @@ impl Consumer {
             next_slot: 0,
             last_rebalance: None,
             dead_letters: None,
-            stopped: FailStop::default(),
+            stopped: FailStop::of("consumer"),
         };
         consumer.rebalance()?;
         Ok(consumer)

@@ -277,12 +277,12 @@ pub(crate) fn sync_failed(error: Error) -> Error {
     error
 }
 
-/// A handle stopped for good after `cause` (fail-stop: it refuses every
-/// write until reopened).
+/// A `handle` ("queue", "consumer") stopped for good after `cause`
+/// (fail-stop: it refuses every write until reopened).
 #[inline]
-pub(crate) fn stopped(cause: &Error) {
+pub(crate) fn stopped(handle: &'static str, cause: &Error) {
     #[cfg(feature = "tracing")]
-    tracing::error!(%cause, "durq stopped: every later write is refused until the queue is reopened");
+    tracing::error!(handle, %cause, "durq stopped: every later write is refused until the queue is reopened");
 }
 
 /// The span for processing a batch of `len` records of `group` from

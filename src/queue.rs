@@ -146,7 +146,7 @@ impl Queue {
         };
         drop(open_lock);
         let control = Arc::new(control);
-        let stop = Arc::new(FailStop::default());
+        let stop = Arc::new(FailStop::of("queue"));
         let counters = Arc::new(Counters::new(&dir));
         // Started before the prefault thread: a failure after it would
         // return with `prefaulter` still held here, and dropping

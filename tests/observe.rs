@@ -1,8 +1,9 @@
 //! Observability, as a service sees it: the `tracing` events its subscriber
 //! receives and the `metrics` its recorder receives during a real recovery,
 //! a takeover from a SIGKILLed member, a takeover from a hung one and its
-//! fenced commit, and a record dead-lettered; and `Queue::stats()` counting
-//! sends, syncs, consumes, commits, retries and redeliveries exactly.
+//! fenced commit, a record dead-lettered, a failed sync and the fail-stop
+//! after it; and `Queue::stats()` counting sends, syncs, consumes,
+//! commits, retries and redeliveries exactly.
 //!
 //! Events are collected by a small `Layer` installed as this thread's
 //! default subscriber, metrics by `metrics-util`'s `DebuggingRecorder` as
@@ -332,4 +333,28 @@ fn metrics_count_appends_syncs_consumes_commit_latency_and_lag() {
     assert_eq!(metrics.get("durq_bytes_consumed_total"), Some(28.0));
     assert_eq!(metrics.get("durq_commit_seconds"), Some(1.0), "one sample per commit");
     assert_eq!(metrics.get("durq_lag_messages"), Some(6.0), "10 sent, 4 committed");
+}
+
+#[test]
+fn a_failed_sync_is_an_error_event_and_the_stop_is_reported_once() {
+    let t = TestQueue::new(Options::default().durability(Durability::Buffered));
+    let disk = durq::internals::sim::SimDisk::attach(t.dir.path()).unwrap();
+    let producer = t.queue.producer();
+    producer.send("one").unwrap();
+    let events = Events::default();
+    events.watch(|| {
+        // Under `Buffered` this thread's flush runs the sync itself (the
+        // sealer thread syncs only full segments).
+        disk.fail_next(durq::internals::sim::OpKind::SyncRange, libc::EIO, false);
+        assert!(producer.flush().is_err());
+        assert!(matches!(producer.send("two"), Err(durq::Error::Stopped { .. })));
+        assert!(matches!(producer.flush(), Err(durq::Error::Stopped { .. })));
+    });
+    let failed = events.one("durq sync failed");
+    assert_eq!(failed.level, tracing::Level::ERROR);
+    assert!(failed.field("error").contains("msync"), "{failed:?}");
+    let stopped = events.one("durq stopped");
+    assert_eq!(stopped.level, tracing::Level::ERROR, "once, for the first failure only");
+    assert!(stopped.field("cause").contains("msync"), "{stopped:?}");
+    assert_eq!(stopped.field("handle"), "queue");
 }
