@@ -29,6 +29,7 @@ use crate::group::Group;
 use crate::group::dead_letter::{self, Envelope};
 use crate::group::membership::{Held, Membership};
 use crate::log::partition::{ReadCursor, Span};
+use crate::observe::{self, FencedAt};
 use crate::options::ConsumerOptions;
 use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
@@ -231,7 +232,7 @@ impl Consumer {
         options.validate()?;
         group.register()?;
         let timeout_ms = options.lease_timeout.as_millis() as u64;
-        let membership = Membership::join(group, queue.config.partitions, timeout_ms)?;
+        let membership = Membership::join(group, queue.config.partitions, timeout_ms, queue.counters.clone())?;
         let mut consumer = Consumer {
             queue,
             options,
@@ -239,7 +240,7 @@ impl Consumer {
             next_slot: 0,
             last_rebalance: None,
             dead_letters: None,
-            stopped: FailStop::default(),
+            stopped: FailStop::of("consumer"),
             #[cfg(feature = "tokio")]
             companion: None,
         };
@@ -287,6 +288,7 @@ impl Consumer {
     {
         self.stopped.check()?;
         let Some(batch) = self.next_batch(Some(timeout))? else { return Ok(0) };
+        let _span = self.batch_span(&batch);
         let messages = batch.messages();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut verdicts = Vec::with_capacity(messages.len());
@@ -372,6 +374,7 @@ impl Consumer {
     {
         self.stopped.check()?;
         let Some(batch) = self.next_batch(timeout)? else { return Ok(0) };
+        let _span = self.batch_span(&batch);
         let messages = batch.messages();
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&messages)));
         drop(messages);
@@ -489,14 +492,17 @@ impl Consumer {
             (state.delivered_end, state.range_attempts)
         };
         held.hold.checkpoint.mark_delivered(delivered_end, attempts, range_attempts);
-        Ok(Some(Batch {
+        let redelivered = span.end_offset.min(state.delivered_end).saturating_sub(head);
+        let batch = Batch {
             slot,
             epoch: held.hold.epoch,
             span,
             attempts,
             redelivered_end: state.delivered_end,
             earlier_deliveries: state.range_attempts,
-        }))
+        };
+        observe::redelivered(&self.queue.counters, self.group(), slot, redelivered);
+        Ok(Some(batch))
     }
 
     /// Commits the first `count` records of `batch`.
@@ -515,18 +521,27 @@ impl Consumer {
         // Nothing between taking a batch and committing it rebalances: the
         // slot is still held, unless this member was fenced from it.
         let Some(held) = self.membership.get_mut(batch.slot) else {
+            observe::fenced(&self.queue.counters, self.group(), batch.slot, batch.epoch, FencedAt::Commit);
             return Err(Error::Fenced { partition: batch.slot, epoch: batch.epoch });
         };
+        let started = Instant::now();
         match held.hold.checkpoint.commit(end) {
             Ok(()) => {
                 held.state.cursor.advance(&batch.span, count);
                 held.state.retry_at = None;
+                let (took, group) = (started.elapsed(), self.membership.group().name());
+                let frames = &batch.span.frames[..count];
+                let bytes = frames.iter().map(|fr| fr.key.map_or(0, |k| k.1) + fr.payload.1).sum();
+                observe::committed(&self.queue.counters, group, batch.slot, count, bytes, took);
+                let lag = self.queue.partitions[batch.slot as usize].next_offset().saturating_sub(end);
+                observe::lag(&self.queue.counters, group, batch.slot, lag);
                 Ok(())
             }
             Err(e @ Error::Fenced { .. }) => {
                 // Another member owns the slot now; what this one did there
                 // does not count, and it must not touch the slot again.
                 self.membership.forget(batch.slot);
+                observe::fenced(&self.queue.counters, self.group(), batch.slot, batch.epoch, FencedAt::Commit);
                 Err(e)
             }
             Err(e) => Err(self.stopped.stop(e)),
@@ -562,13 +577,16 @@ impl Consumer {
         }
         let Some(held) = self.membership.get_mut(slot) else { return Ok(()) };
         held.state.isolate_end = held.state.isolate_end.max(batch.span.end_offset);
-        held.state.retry_at = Some(Instant::now() + delay.unwrap_or_else(|| self.options.backoff(attempts)));
+        let delay = delay.unwrap_or_else(|| self.options.backoff(attempts));
+        held.state.retry_at = Some(Instant::now() + delay);
         let state = held.hold.checkpoint.state();
         // Durable: the attempt count must survive a crash, or a poison
         // record would never reach the dead-letter queue.
         if let Err(e) = held.hold.checkpoint.mark_failed_delivery(state.delivered_end, attempts, state.range_attempts) {
             return Err(self.stopped.stop(e));
         }
+        let position = Position { partition: slot, offset: batch.span.frames[index].offset };
+        observe::retry(&self.queue.counters, self.group(), position, attempts, error, delay);
         Ok(())
     }
 
@@ -609,7 +627,13 @@ impl Consumer {
             Some(key) => producer.send_keyed(key, envelope)?,
             None => producer.send(envelope)?,
         };
+        observe::dead_lettered(&self.queue.counters, self.group(), m.position, m.delivery_count, error);
         Ok(())
+    }
+
+    /// The tracing span for processing `batch` (`observe::batch`).
+    fn batch_span(&self, batch: &Batch) -> observe::BatchSpan {
+        observe::batch(self.group(), batch.slot, batch.span.frames[0].offset, batch.span.frames.len())
     }
 
     /// Heartbeats and rebalances (`group/membership.rs`): gives back the

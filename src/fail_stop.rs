@@ -16,14 +16,25 @@ use std::io::ErrorKind;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
+use crate::observe;
 
 /// The first failure that stopped one handle.
 #[derive(Debug, Default)]
 pub(crate) struct FailStop {
     cause: OnceLock<(String, ErrorKind)>,
+    /// The handle a user holds ("queue", "consumer"), whose stop is
+    /// reported (`observe::stopped`); `None` for an inner one (a segment's
+    /// syncs), whose failure also stops the queue, reported there.
+    handle: Option<&'static str>,
 }
 
 impl FailStop {
+    /// The fail-stop of a handle a user holds, named in the report of its
+    /// stop.
+    pub(crate) fn of(handle: &'static str) -> FailStop {
+        FailStop { cause: OnceLock::new(), handle: Some(handle) }
+    }
+
     /// `Err(Stopped)` once the handle stopped.
     pub(crate) fn check(&self) -> Result<()> {
         match self.cause.get() {
@@ -45,7 +56,11 @@ impl FailStop {
             Error::Stopped { kind, .. } => *kind,
             _ => ErrorKind::Other,
         };
-        let _ = self.cause.set((error.to_string(), kind));
+        if self.cause.set((error.to_string(), kind)).is_ok()
+            && let Some(handle) = self.handle
+        {
+            observe::stopped(handle, &error);
+        }
         error
     }
 }

@@ -216,7 +216,16 @@
 //!
 //! # Observability
 //!
-//! <!-- Room for tracing events and metrics (issue 12 §2). -->
+//! [`Queue::stats`] counts what this process did since it opened the queue
+//! (records and bytes appended and consumed, syncs, commits, redeliveries,
+//! retries, dead letters, takeovers, fenced commits), with no feature. With
+//! the feature `tracing`, durq sends events to the service's subscriber:
+//! recovery on open, slots taken over from a dead or hung member (naming
+//! it), fenced commits, retries, dead letters, retention deletions, sync
+//! errors and fail-stop; nothing per message above `trace`. With the
+//! feature `metrics`, it feeds the `metrics` facade `durq_*` counters,
+//! histograms (sync and commit latency) and lag gauges. docs/OBSERVABILITY.md
+//! lists every event and metric.
 //!
 //! # Limits
 //!
@@ -289,6 +298,7 @@ mod group;
 mod layout;
 mod log;
 mod meta;
+mod observe;
 mod options;
 mod position;
 mod producer;
@@ -306,6 +316,7 @@ pub use consumer::{Consumer, Delivery, Message, Verdict};
 pub use error::{BoxError, Error, Result};
 pub use group::dead_letter::DeadLetter;
 pub use log::record::KEY_BYTES_MAX;
+pub use observe::Stats;
 pub use options::{
     ConsumerOptions, Durability, INTERVAL_MAX, INTERVAL_MIN, Options, PARTITIONS_MAX, QueueConfig,
     RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,

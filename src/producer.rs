@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::log::partition::Record;
+use crate::observe;
 use crate::options::Durability;
 use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
@@ -115,6 +116,7 @@ impl Producer {
     fn store(&self, partition: u32, records: &[Record<'_>]) -> Result<u64> {
         let p = &self.queue.partitions[partition as usize];
         let first = p.append(records, &|| self.run_retention())?;
+        observe::appended(&self.queue.counters, partition, records.len(), records.iter().map(Record::bytes).sum());
         if p.take_rolled() {
             // The record is stored; a failure to clean up old segments must
             // not turn its acknowledgement into an error. It is counted for

@@ -29,6 +29,7 @@ use crate::log::control::{self, ControlFile, Opened};
 use crate::log::partition::{self, Crash, Partition};
 use crate::log::prefault::{AheadOfWriter, PrefaultThread, Prefaulter};
 use crate::log::sealer::Sealer;
+use crate::observe::Counters;
 use crate::options::{Durability, Options, QueueConfig};
 use crate::storage;
 use crate::{layout, meta};
@@ -69,6 +70,8 @@ pub(crate) struct QueueInner {
     pub(crate) partitions: Vec<Arc<Partition>>,
     pub(crate) control: Arc<ControlFile>,
     pub(crate) round_robin: AtomicU32,
+    /// What this process did with the queue (`Queue::stats`, `observe`).
+    pub(crate) counters: Arc<Counters>,
     // Dropped last: joined once the partitions (its only senders) are gone.
     _prefault_thread: PrefaultThread,
 }
@@ -143,7 +146,8 @@ impl Queue {
         };
         drop(open_lock);
         let control = Arc::new(control);
-        let stop = Arc::new(FailStop::default());
+        let stop = Arc::new(FailStop::of("queue"));
+        let counters = Arc::new(Counters::new(&dir));
         // Started before the prefault thread: a failure after it would
         // return with `prefaulter` still held here, and dropping
         // `prefault_thread` waits for that thread, which waits for it.
@@ -163,7 +167,10 @@ impl Queue {
             },
         )?;
         let partitions: Vec<Arc<Partition>> = (0..config.partitions)
-            .map(|p| Partition::new(&dir, p, config, control.clone(), stop.clone(), prefaulter.clone(), sealer.clone()))
+            .map(|p| {
+                let (prefaulter, sealer) = (prefaulter.clone(), sealer.clone());
+                Partition::new(&dir, p, config, control.clone(), stop.clone(), prefaulter, sealer, counters.clone())
+            })
             .collect();
         // The partitions hold the only senders now, so the thread ends (and
         // `prefault_thread` joins) once they are gone.
@@ -181,6 +188,7 @@ impl Queue {
                 partitions,
                 control,
                 round_robin: AtomicU32::new(0),
+                counters,
                 _prefault_thread: prefault_thread,
             }),
         })

@@ -36,6 +36,10 @@
 //! - `durq completions bash|zsh|fish|elvish|powershell` prints the shell's
 //!   completion script.
 //!
+//! `durq -v <command>` (`-vv`, `-vvv`, or `RUST_LOG`) logs the library's
+//! events (recovery, takeovers, fencing, retries, dead letters) on stderr;
+//! see `logging.rs` and docs/OBSERVABILITY.md.
+//!
 //! Only `produce` creates a queue; the other commands refuse a directory that
 //! is not one, so a typo in `DIR` is an error rather than a new empty queue.
 //!
@@ -51,6 +55,8 @@ mod dlq;
 mod gc;
 mod group;
 mod json;
+#[cfg(feature = "tracing")]
+mod logging;
 mod produce;
 mod progress;
 mod record_line;
@@ -88,6 +94,13 @@ fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
                   durq stat /tmp/q --watch"
 )]
 struct Cli {
+    /// Log what durq does on stderr (before the command: `durq -v consume
+    /// ...`): -v recovery, takeovers, fencing, retries and dead letters;
+    /// -vv also commits and batches; -vvv every send and sync. RUST_LOG
+    /// (e.g. `RUST_LOG=durq=debug`) decides instead when set.
+    #[cfg(feature = "tracing")]
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -112,6 +125,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    #[cfg(feature = "tracing")]
+    if let Err(e) = logging::init(cli.verbose) {
+        report(e);
+        return ExitCode::from(2);
+    }
     let outcome = match cli.command {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

@@ -15,6 +15,8 @@
 //! held.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::group::checkpoint::CheckpointState;
@@ -26,6 +28,7 @@ use crate::group::slot::SlotHold;
 #[cfg(feature = "tokio")]
 use crate::group::slot::SlotPulse;
 use crate::group::{Group, assignment};
+use crate::observe::{self, Counters, FencedAt};
 
 /// A slot this member holds, and the caller's state for it.
 pub(crate) struct Held<R> {
@@ -40,14 +43,22 @@ pub(crate) struct Membership<R> {
     member: Member,
     partitions: u32,
     held: BTreeMap<u32, Held<R>>,
+    /// The queue's counters, for takeovers and fencing.
+    counters: Arc<Counters>,
 }
 
 impl<R> Membership<R> {
     /// Joins `group`, of a queue of `partitions` partitions, holding no
-    /// slot yet; see [`Member::join`] for `timeout_ms`.
-    pub(crate) fn join(group: Group, partitions: u32, timeout_ms: u64) -> Result<Membership<R>> {
+    /// slot yet; see [`Member::join`] for `timeout_ms`. Slots taken, given
+    /// back and fenced are reported to `counters` (`observe`).
+    pub(crate) fn join(
+        group: Group,
+        partitions: u32,
+        timeout_ms: u64,
+        counters: Arc<Counters>,
+    ) -> Result<Membership<R>> {
         let member = group.join(timeout_ms)?;
-        Ok(Membership { group, member, partitions, held: BTreeMap::new() })
+        Ok(Membership { group, member, partitions, held: BTreeMap::new(), counters })
     }
 
     /// The group.
@@ -100,7 +111,9 @@ impl<R> Membership<R> {
         let given_back: Vec<u32> = self.held.keys().copied().filter(|s| !mine.contains(s)).collect();
         for s in given_back {
             if let Some(held) = self.held.remove(&s) {
+                let epoch = held.hold.epoch;
                 held.hold.release(&self.member)?;
+                observe::slot_released(self.group.name(), s, epoch);
             }
         }
         let mut fenced = Vec::new();
@@ -112,16 +125,20 @@ impl<R> Membership<R> {
             }
         }
         for s in fenced {
-            self.held.remove(&s);
+            if let Some(held) = self.held.remove(&s) {
+                observe::fenced(&self.counters, self.group.name(), s, held.hold.epoch, FencedAt::Heartbeat);
+            }
         }
         for s in mine {
             if self.held.contains_key(&s) {
                 continue;
             }
             let (first_offset, next_offset) = bounds(s);
+            let started = Instant::now();
             // A new group starts at the earliest retained record: a durable
             // queue's consumer must see what was sent before it first ran.
             let Some(hold) = self.group.take(s, &self.member, &alive, first_offset, next_offset)? else { continue };
+            observe::slot_taken(&self.counters, self.group.name(), s, hold.epoch, &hold.predecessor, started.elapsed());
             let state = start(s, &hold.checkpoint.state())?;
             self.held.insert(s, Held { hold, state });
         }
@@ -180,8 +197,11 @@ impl<R> Drop for Membership<R> {
     fn drop(&mut self) {
         // Leave gracefully: give every slot back so the others need not wait
         // for a timeout. Errors do not matter here: our locks go with us.
-        for (_, held) in std::mem::take(&mut self.held) {
-            let _ = held.hold.release(&self.member);
+        for (s, held) in std::mem::take(&mut self.held) {
+            let epoch = held.hold.epoch;
+            if held.hold.release(&self.member).is_ok() {
+                observe::slot_released(self.group.name(), s, epoch);
+            }
         }
     }
 }

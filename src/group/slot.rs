@@ -97,6 +97,22 @@ pub(crate) struct SlotHold {
     lease_file: File,
     lease_locked: bool,
     pub(crate) checkpoint: Checkpoint,
+    /// Whom it was taken from (reported by `observe::slot_taken`).
+    pub(crate) predecessor: Predecessor,
+}
+
+/// Who held a slot before it was taken.
+#[derive(Debug, Clone)]
+pub(crate) enum Predecessor {
+    /// Nobody: never taken, released, or a lease nobody holds the lock of.
+    Nobody,
+    /// The taker itself (its lease survived, e.g. a retake after an error).
+    Itself,
+    /// A member whose heartbeat is older than its lease timeout (hung, or
+    /// dead and not yet seen so).
+    Stale(Lease),
+    /// A member that is not alive (its member file is unlocked).
+    Dead(Lease),
 }
 
 /// Takes `slot` of the group at `group_dir` for `taker` if it may be taken
@@ -112,21 +128,19 @@ pub(crate) fn take(group_dir: &Path, slot: u32, taker: Taker<'_>) -> Result<Opti
     let (lease_file, locked) = storage::try_lock_exclusive(&lease_path)?;
     let lease_locked = matches!(locked, Locked::Yes);
     let lease = read_lease(&slot_dir, slot)?;
-    let takeable = match &lease {
-        Ok(l) if l.is_released() => true,
-        Ok(l) if matches!(taker, Taker::Member { member, .. } if l.member == member.id) => true,
-        Ok(l) if l.is_stale(storage::now_ms()) => true,
+    let predecessor = match &lease {
+        Ok(l) if l.is_released() => Some(Predecessor::Nobody),
+        Ok(l) if matches!(taker, Taker::Member { member, .. } if l.member == member.id) => Some(Predecessor::Itself),
+        Ok(l) if l.is_stale(storage::now_ms()) => Some(Predecessor::Stale(l.clone())),
         // `alive` is a snapshot: a member that joined after it holds its
         // slots as rightfully as the others. Ask its member file.
         Ok(l) => {
             let seen_alive = matches!(taker, Taker::Member { alive, .. } if alive.contains(&l.member));
-            !seen_alive && !member::is_alive(group_dir, &l.member)?
+            (!seen_alive && !member::is_alive(group_dir, &l.member)?).then(|| Predecessor::Dead(l.clone()))
         }
-        Err(_) => lease_locked,
+        Err(_) => lease_locked.then_some(Predecessor::Nobody),
     };
-    if !takeable {
-        return Ok(None);
-    }
+    let Some(predecessor) = predecessor else { return Ok(None) };
     let leased_epoch = lease.as_ref().map_or(0, |l| l.epoch);
     if let Taker::Member { end_offset, .. } = taker
         && let Some((epoch, state)) = checkpoint::latest(&slot_dir, slot, leased_epoch)?
@@ -182,7 +196,7 @@ pub(crate) fn take(group_dir: &Path, slot: u32, taker: Taker<'_>) -> Result<Opti
     for old in checkpoint::epochs(&slot_dir)?.into_iter().filter(|&e| e < epoch) {
         let _ = storage::remove_file(&slot_dir.join(checkpoint::file_name(old)));
     }
-    Ok(Some(SlotHold { slot, epoch, lease_path, lease_file, lease_locked, checkpoint }))
+    Ok(Some(SlotHold { slot, epoch, lease_path, lease_file, lease_locked, checkpoint, predecessor }))
 }
 
 /// Whether the claim of `epoch`, past the slot's `lease`, is younger than a

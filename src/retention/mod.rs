@@ -39,6 +39,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::group::{self, Committed};
 use crate::log::partition::Partition;
+use crate::observe;
 
 /// What decides how far retention may go in a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,7 @@ pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -
             if matches!(limit, RetentionLimit::Processed { offset, .. } if offset >= first_kept) {
                 partition.remove_segments(&passed)?;
                 removed = passed.len();
+                observe::retention_removed(queue_dir, partition.id, removed, segment_bytes, first_kept);
             }
         }
     }

@@ -25,7 +25,8 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// started it ends (a failing test never leaves consumers running).
 fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(DURQ);
-    cmd.args(args);
+    // The tests' stderr is exact; a RUST_LOG of the caller's would add logs.
+    cmd.args(args).env_remove("RUST_LOG");
     // SAFETY: only async-signal-safe calls (prctl) between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

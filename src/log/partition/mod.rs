@@ -58,6 +58,7 @@ use crate::log::reservation::ReserveAhead;
 use crate::log::sealer::Sealer;
 use crate::log::segment::{self, Segment};
 use crate::log::segment_cache::SegmentCache;
+use crate::observe::Counters;
 use crate::options::QueueConfig;
 use crate::storage::{self, shm::Acquired, shm::MutexGuard};
 
@@ -71,6 +72,11 @@ pub(crate) struct Record<'a> {
 }
 
 impl Record<'_> {
+    /// Its key and payload bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.key.map_or(0, <[u8]>::len) + self.payload.len()
+    }
+
     fn frame_bytes(&self) -> usize {
         record::frame_bytes(self.key.map_or(0, <[u8]>::len), self.payload.len())
     }
@@ -105,9 +111,15 @@ pub(crate) struct Partition {
     /// Async senders waiting for a sync (`asynchronous::durable`).
     #[cfg(feature = "tokio")]
     pub(crate) durable_waiters: crate::asynchronous::DurableWaiters,
+    /// The queue's counters: syncs are counted here (`observe`).
+    counters: Arc<Counters>,
 }
 
 impl Partition {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the queue-wide handles every partition shares, each its own concern"
+    )]
     pub(crate) fn new(
         queue_dir: &Path,
         id: u32,
@@ -116,6 +128,7 @@ impl Partition {
         stop: Arc<FailStop>,
         prefaulter: Prefaulter,
         sealer: Arc<Sealer>,
+        counters: Arc<Counters>,
     ) -> Arc<Partition> {
         Arc::new_cyclic(|me| Partition {
             me: me.clone(),
@@ -134,6 +147,7 @@ impl Partition {
             rolled: AtomicBool::new(false),
             #[cfg(feature = "tokio")]
             durable_waiters: crate::asynchronous::DurableWaiters::default(),
+            counters,
         })
     }
 

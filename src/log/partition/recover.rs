@@ -2,12 +2,14 @@
 //! after a crash, with the decisions of `log::recovery` applied to the files.
 
 use std::path::Path;
+use std::time::Instant;
 
 use crate::error::Result;
 use crate::log::control::Tail;
 use crate::log::recovery::{self, Evidence, LastFile, Sealed};
 use crate::log::reservation::ReserveAhead;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
+use crate::observe::{self, Recovered};
 use crate::options::QueueConfig;
 use crate::storage;
 
@@ -43,6 +45,7 @@ pub(crate) fn recover(
     crash: Crash,
     evidence: Option<&Evidence>,
 ) -> Result<Tail> {
+    let started = Instant::now();
     let bases = existing_segment_bases(dir)?;
     let (first, last) = (bases[0], bases[bases.len() - 1]);
     let reserve_ahead = ReserveAhead::new(config.segment_bytes);
@@ -57,6 +60,15 @@ pub(crate) fn recover(
     if let Some((prev, Sealed::Cut(cut))) = sealed {
         recovery::check_end(cut.next_offset, evidence, &prev.path, cut.tail_pos)?;
         let reserved = cut_sealed(dir, config, &prev, &cut, &seg)?;
+        let found = Recovered {
+            segment_base: prev_base,
+            records_scanned: cut.next_offset - prev_base,
+            bytes_scanned: cut.tail_pos as u64,
+            bytes_zeroed: cut.torn.map_or(0, |t| (t.to - t.from) as u64),
+            cut: true,
+            next_offset: cut.next_offset,
+        };
+        observe::recovered(id, crash, &found, started.elapsed());
         return Ok(Tail {
             first_offset: first,
             next_offset: cut.next_offset,
@@ -101,6 +113,15 @@ pub(crate) fn recover(
         seg.sync(torn.from, torn.to)?;
     }
     seg.sync(SEGMENT_HEADER_BYTES, scan.tail_pos)?;
+    let found = Recovered {
+        segment_base: last,
+        records_scanned: scan.next_offset - last,
+        bytes_scanned: scan.tail_pos as u64,
+        bytes_zeroed: scan.torn.map_or(0, |t| (t.to - t.from) as u64),
+        cut: false,
+        next_offset: scan.next_offset,
+    };
+    observe::recovered(id, crash, &found, started.elapsed());
     Ok(Tail {
         first_offset: first,
         next_offset: scan.next_offset,

@@ -2,9 +2,12 @@
 //! by every waiting thread, and raising the shared `durable` and `visible`
 //! watermarks after it.
 
+use std::time::Instant;
+
 use crate::error::Result;
 use crate::log::control::PartitionControl;
 use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::observe;
 
 use super::Partition;
 use super::roll::AppendMutex;
@@ -78,7 +81,9 @@ impl Partition {
             Some((base, synced_pos)) if base == seg.base_offset => synced_pos.min(pos),
             _ => SEGMENT_HEADER_BYTES,
         };
-        seg.sync_tail(from, pos).map_err(|e| self.stop.stop(e))?;
+        let (durable_before, started) = (c.durable(), Instant::now());
+        seg.sync_tail(from, pos).map_err(|e| self.stop.stop(observe::sync_failed(e)))?;
+        observe::synced(&self.counters, self.id, next.saturating_sub(durable_before), started.elapsed());
         self.publish_durable(c, next);
         // Record the proof in the segment header, under the mutex that
         // serialises its writers; it reaches the disk with the next sync.

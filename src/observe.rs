@@ -1,0 +1,463 @@
+//! Observability: every event durq reports and every number it counts, in
+//! one place, so that a call site is one unconditional line.
+//!
+//! Three outlets, each fed by the same calls:
+//! - [`Stats`], from [`Queue::stats`]: process-local counters since the
+//!   queue was opened, shared by every clone of the handle and every
+//!   producer and consumer made from it. Always compiled: relaxed atomic
+//!   adds, once per send, batch or sync, never per record.
+//! - `tracing` events (feature `tracing`): recovery, slots taken, given back
+//!   and taken over, fenced commits, retries, dead letters, retention,
+//!   sync failures and fail-stop, a span per consumed batch. Nothing per
+//!   record above `trace`.
+//! - `metrics` (feature `metrics`, the facade only): the `durq_*` counters,
+//!   histograms and gauges of docs/OBSERVABILITY.md, labelled with the
+//!   queue's directory (`queue`) and, on the consumer's side, `group` and
+//!   `partition`.
+//!
+//! With a feature off, its part of each function is compiled out; with both
+//! off, only the atomic adds remain.
+
+// With a feature off, the arguments only it reports go unused, by design.
+#![cfg_attr(not(all(feature = "tracing", feature = "metrics")), allow(unused_variables))]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+#[cfg(feature = "metrics")]
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::group::lease::Lease;
+use crate::group::slot::Predecessor;
+use crate::position::Position;
+use crate::queue::Queue;
+
+/// What this process did with a queue since it opened it, for
+/// [`Queue::stats`]: counts over every clone of the handle and every
+/// producer and consumer made from it (other processes count their own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Records appended (acknowledged or not yet synced).
+    pub messages_appended: u64,
+    /// Their key and payload bytes.
+    pub bytes_appended: u64,
+    /// Records committed by this process's consumers (processed).
+    pub messages_consumed: u64,
+    /// Their key and payload bytes.
+    pub bytes_consumed: u64,
+    /// Syncs of a partition's log this process ran (group commit: one sync
+    /// covers every waiting sender).
+    pub syncs: u64,
+    /// Records those syncs made durable.
+    pub messages_synced: u64,
+    /// Checkpoint commits (each an fdatasync).
+    pub commits: u64,
+    /// Records handed to a consumer again (after a failure, a crash or a
+    /// takeover).
+    pub redeliveries: u64,
+    /// Failed deliveries put off for a retry.
+    pub retries: u64,
+    /// Records moved to a group's dead-letter queue.
+    pub dead_letters: u64,
+    /// Slots this process's consumers took over from a dead or hung member.
+    pub takeovers: u64,
+    /// Commits refused because another member had taken the slot over.
+    pub fenced_commits: u64,
+}
+
+impl Queue {
+    /// What this process did with the queue since it opened it: records
+    /// appended and consumed, syncs, commits, redeliveries, dead letters,
+    /// takeovers, fenced commits. For a service without a metrics system;
+    /// with one, feature `metrics` reports the same numbers (and more) as
+    /// `durq_*` metrics. See docs/OBSERVABILITY.md.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), durq::Error> {
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let queue = durq::Queue::open(tmp.path().join("q"))?;
+    /// queue.producer().send(b"order 1")?;
+    /// let stats = queue.stats();
+    /// assert_eq!((stats.messages_appended, stats.bytes_appended, stats.syncs), (1, 7, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.stats()
+    }
+}
+
+/// The counters of one open queue (and, with feature `metrics`, its metric
+/// handles, registered once at open so the append path looks nothing up).
+pub(crate) struct Counters {
+    messages_appended: AtomicU64,
+    bytes_appended: AtomicU64,
+    messages_consumed: AtomicU64,
+    bytes_consumed: AtomicU64,
+    syncs: AtomicU64,
+    messages_synced: AtomicU64,
+    commits: AtomicU64,
+    redeliveries: AtomicU64,
+    retries: AtomicU64,
+    dead_letters: AtomicU64,
+    takeovers: AtomicU64,
+    fenced_commits: AtomicU64,
+    #[cfg(feature = "metrics")]
+    metrics: QueueMetrics,
+}
+
+impl Counters {
+    /// The counters of the queue at `dir`, all zero.
+    pub(crate) fn new(dir: &Path) -> Counters {
+        Counters {
+            messages_appended: AtomicU64::new(0),
+            bytes_appended: AtomicU64::new(0),
+            messages_consumed: AtomicU64::new(0),
+            bytes_consumed: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            messages_synced: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            redeliveries: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            takeovers: AtomicU64::new(0),
+            fenced_commits: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metrics: QueueMetrics::new(dir),
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            messages_appended: self.messages_appended.load(Relaxed),
+            bytes_appended: self.bytes_appended.load(Relaxed),
+            messages_consumed: self.messages_consumed.load(Relaxed),
+            bytes_consumed: self.bytes_consumed.load(Relaxed),
+            syncs: self.syncs.load(Relaxed),
+            messages_synced: self.messages_synced.load(Relaxed),
+            commits: self.commits.load(Relaxed),
+            redeliveries: self.redeliveries.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            dead_letters: self.dead_letters.load(Relaxed),
+            takeovers: self.takeovers.load(Relaxed),
+            fenced_commits: self.fenced_commits.load(Relaxed),
+        }
+    }
+}
+
+/// The queue-wide metric handles, labelled with the queue's directory.
+#[cfg(feature = "metrics")]
+struct QueueMetrics {
+    queue: Arc<str>,
+    messages_appended: metrics::Counter,
+    bytes_appended: metrics::Counter,
+    syncs: metrics::Counter,
+    messages_per_sync: metrics::Histogram,
+    sync_seconds: metrics::Histogram,
+}
+
+#[cfg(feature = "metrics")]
+impl QueueMetrics {
+    fn new(dir: &Path) -> QueueMetrics {
+        let queue: Arc<str> = dir.display().to_string().into();
+        let label = || [("queue", queue.clone())];
+        QueueMetrics {
+            messages_appended: metrics::counter!("durq_messages_appended_total", &label()),
+            bytes_appended: metrics::counter!("durq_bytes_appended_total", &label()),
+            syncs: metrics::counter!("durq_syncs_total", &label()),
+            messages_per_sync: metrics::histogram!("durq_messages_per_sync", &label()),
+            sync_seconds: metrics::histogram!("durq_sync_seconds", &label()),
+            queue,
+        }
+    }
+
+    /// The labels of a consumer-side metric: queue, group and partition.
+    fn group_labels(&self, group: &str, partition: u32) -> [(&'static str, metrics::SharedString); 3] {
+        [
+            ("queue", self.queue.clone().into()),
+            ("group", group.to_owned().into()),
+            ("partition", partition.to_string().into()),
+        ]
+    }
+}
+
+/// A span around the processing of one batch (`debug`), entered until
+/// dropped. Zero-sized without feature `tracing`.
+pub(crate) struct BatchSpan {
+    #[cfg(feature = "tracing")]
+    _entered: tracing::span::EnteredSpan,
+}
+
+/// Whose heartbeat or commit found that another member took its slot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FencedAt {
+    /// A commit was refused: the batch does not count.
+    Commit,
+    /// A heartbeat: the member lets the slot go between batches.
+    Heartbeat,
+}
+
+/// What recovery found and did in one partition, for [`recovered`].
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "tracing"), expect(dead_code, reason = "only the recovery event reads it"))]
+pub(crate) struct Recovered {
+    /// The segment scanned (the last one, or the one before it when the
+    /// log was cut there).
+    pub(crate) segment_base: u64,
+    /// Records found valid in it.
+    pub(crate) records_scanned: u64,
+    /// Bytes of it read to find them.
+    pub(crate) bytes_scanned: u64,
+    /// Bytes of a torn, never acknowledged tail zeroed.
+    pub(crate) bytes_zeroed: u64,
+    /// The log was cut in the segment before the last, and the last removed.
+    pub(crate) cut: bool,
+    /// The offset the next record gets.
+    pub(crate) next_offset: u64,
+}
+
+/// Recovery rebuilt partition `partition`'s tail after `crash` (a power
+/// loss, or a writer's death while others use the queue) in `took`.
+#[inline]
+pub(crate) fn recovered(partition: u32, crash: impl std::fmt::Debug, found: &Recovered, took: Duration) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(
+        partition,
+        crash = ?crash,
+        segment_base = found.segment_base,
+        records_scanned = found.records_scanned,
+        bytes_scanned = found.bytes_scanned,
+        bytes_zeroed = found.bytes_zeroed,
+        cut = found.cut,
+        next_offset = found.next_offset,
+        took_us = took.as_micros() as u64,
+        "durq recovered a partition"
+    );
+}
+
+/// Records `n` records of `bytes` key and payload bytes appended to
+/// `partition` by one send.
+#[inline]
+pub(crate) fn appended(counters: &Counters, partition: u32, n: usize, bytes: usize) {
+    counters.messages_appended.fetch_add(n as u64, Relaxed);
+    counters.bytes_appended.fetch_add(bytes as u64, Relaxed);
+    #[cfg(feature = "metrics")]
+    {
+        counters.metrics.messages_appended.increment(n as u64);
+        counters.metrics.bytes_appended.increment(bytes as u64);
+    }
+    #[cfg(feature = "tracing")]
+    tracing::trace!(partition, records = n, bytes, "durq appended");
+}
+
+/// One sync of `partition`'s log made `messages` records durable in
+/// `latency` (group commit: one sync for every waiting sender).
+#[inline]
+pub(crate) fn synced(counters: &Counters, partition: u32, messages: u64, latency: Duration) {
+    counters.syncs.fetch_add(1, Relaxed);
+    counters.messages_synced.fetch_add(messages, Relaxed);
+    #[cfg(feature = "metrics")]
+    {
+        counters.metrics.syncs.increment(1);
+        counters.metrics.messages_per_sync.record(messages as f64);
+        counters.metrics.sync_seconds.record(latency.as_secs_f64());
+    }
+    #[cfg(feature = "tracing")]
+    tracing::trace!(partition, records = messages, latency_us = latency.as_micros() as u64, "durq synced");
+}
+
+/// A sync failed with `error`, returned for the caller to stop on (and
+/// [`stopped`] follows, once per handle).
+#[inline]
+pub(crate) fn sync_failed(error: Error) -> Error {
+    #[cfg(feature = "tracing")]
+    tracing::error!(%error, "durq sync failed");
+    error
+}
+
+/// A `handle` ("queue", "consumer") stopped for good after `cause`
+/// (fail-stop: it refuses every write until reopened).
+#[inline]
+pub(crate) fn stopped(handle: &'static str, cause: &Error) {
+    #[cfg(feature = "tracing")]
+    tracing::error!(handle, %cause, "durq stopped: every later write is refused until the queue is reopened");
+}
+
+/// The span for processing a batch of `len` records of `group` from
+/// `partition`, the first at `first_offset`.
+#[inline]
+pub(crate) fn batch(group: &str, partition: u32, first_offset: u64, len: usize) -> BatchSpan {
+    #[cfg(feature = "tracing")]
+    return BatchSpan { _entered: tracing::debug_span!("durq_batch", group, partition, first_offset, len).entered() };
+    #[cfg(not(feature = "tracing"))]
+    BatchSpan {}
+}
+
+/// `redelivered` records of a batch of `group` from `partition` were handed
+/// to the group before.
+#[inline]
+pub(crate) fn redelivered(counters: &Counters, group: &str, partition: u32, redelivered: u64) {
+    if redelivered == 0 {
+        return;
+    }
+    counters.redeliveries.fetch_add(redelivered, Relaxed);
+    #[cfg(feature = "metrics")]
+    metrics::counter!("durq_redeliveries_total", &counters.metrics.group_labels(group, partition))
+        .increment(redelivered);
+    #[cfg(feature = "tracing")]
+    tracing::debug!(group, partition, records = redelivered, "durq redelivers");
+}
+
+/// `group` committed `n` records of `bytes` key and payload bytes in
+/// `partition`; the checkpoint's write and fdatasync took `latency`.
+#[inline]
+pub(crate) fn committed(counters: &Counters, group: &str, partition: u32, n: usize, bytes: usize, latency: Duration) {
+    counters.messages_consumed.fetch_add(n as u64, Relaxed);
+    counters.bytes_consumed.fetch_add(bytes as u64, Relaxed);
+    counters.commits.fetch_add(1, Relaxed);
+    #[cfg(feature = "metrics")]
+    {
+        let labels = counters.metrics.group_labels(group, partition);
+        metrics::counter!("durq_messages_consumed_total", &labels).increment(n as u64);
+        metrics::counter!("durq_bytes_consumed_total", &labels).increment(bytes as u64);
+        metrics::histogram!("durq_commit_seconds", &labels).record(latency.as_secs_f64());
+    }
+    #[cfg(feature = "tracing")]
+    tracing::debug!(group, partition, records = n, latency_us = latency.as_micros() as u64, "durq committed");
+}
+
+/// After a commit: `group` is `lag` records behind the end of `partition`.
+#[inline]
+pub(crate) fn lag(counters: &Counters, group: &str, partition: u32, lag: u64) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("durq_lag_messages", &counters.metrics.group_labels(group, partition)).set(lag as f64);
+}
+
+/// `group`'s member found, at a commit or a heartbeat, that another member
+/// took `partition`'s slot over (it held it at `epoch`).
+#[inline]
+pub(crate) fn fenced(counters: &Counters, group: &str, partition: u32, epoch: u64, at: FencedAt) {
+    if matches!(at, FencedAt::Commit) {
+        counters.fenced_commits.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("durq_fenced_commits_total", &counters.metrics.group_labels(group, partition)).increment(1);
+    }
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        group,
+        partition,
+        epoch,
+        at = ?at,
+        "durq fenced: another member took the slot over, this member's work there does not count"
+    );
+}
+
+/// The record at `position` failed its `attempts`-th delivery to `group`
+/// with `error`; it comes again after `delay`.
+#[inline]
+pub(crate) fn retry(counters: &Counters, group: &str, position: Position, attempts: u32, error: &str, delay: Duration) {
+    counters.retries.fetch_add(1, Relaxed);
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        group,
+        partition = position.partition,
+        offset = position.offset,
+        attempts,
+        error,
+        delay_ms = delay.as_millis() as u64,
+        "durq will deliver a failed record again"
+    );
+}
+
+/// The record at `position` went to `group`'s dead-letter queue after
+/// `deliveries` deliveries, the last failing with `error`.
+#[inline]
+pub(crate) fn dead_lettered(counters: &Counters, group: &str, position: Position, deliveries: u32, error: &str) {
+    counters.dead_letters.fetch_add(1, Relaxed);
+    #[cfg(feature = "metrics")]
+    metrics::counter!("durq_dead_letters_total", &counters.metrics.group_labels(group, position.partition))
+        .increment(1);
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        group,
+        partition = position.partition,
+        offset = position.offset,
+        deliveries,
+        error,
+        "durq moved a record to the dead-letter queue"
+    );
+}
+
+/// `group`'s member took `partition`'s slot at `epoch` in `took`, from
+/// `predecessor`: a takeover (counted, and at `warn`) if that was a dead or
+/// hung member.
+#[inline]
+pub(crate) fn slot_taken(
+    counters: &Counters,
+    group: &str,
+    partition: u32,
+    epoch: u64,
+    predecessor: &Predecessor,
+    took: Duration,
+) {
+    let old = match predecessor {
+        Predecessor::Dead(lease) => Some(("dead", lease)),
+        Predecessor::Stale(lease) => Some(("hung", lease)),
+        Predecessor::Nobody | Predecessor::Itself => None,
+    };
+    if let Some((how, lease)) = old {
+        counters.takeovers.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("durq_takeovers_total", &counters.metrics.group_labels(group, partition)).increment(1);
+        took_over(group, partition, epoch, how, lease, took);
+    } else {
+        #[cfg(feature = "tracing")]
+        tracing::info!(group, partition, epoch, took_us = took.as_micros() as u64, "durq took a slot");
+    }
+}
+
+#[inline]
+fn took_over(group: &str, partition: u32, epoch: u64, how: &'static str, old: &Lease, took: Duration) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        group,
+        partition,
+        epoch,
+        old_holder = %crate::layout::member_hex(&old.member),
+        old_pid = old.pid,
+        old_host = %old.host,
+        old_epoch = old.epoch,
+        old_was = how,
+        silent_ms = crate::storage::now_ms().saturating_sub(old.heartbeat_ms),
+        took_us = took.as_micros() as u64,
+        "durq took a slot over from a {how} member"
+    );
+}
+
+/// `group`'s member gave `partition`'s slot back (at a batch boundary).
+#[inline]
+pub(crate) fn slot_released(group: &str, partition: u32, epoch: u64) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(group, partition, epoch, "durq gave a slot back");
+}
+
+/// Retention removed `segments` segment files of `segment_bytes` each from
+/// `partition` of the queue at `dir`, which every group had passed; the
+/// earliest record kept is now at `first_offset`.
+#[inline]
+pub(crate) fn retention_removed(dir: &Path, partition: u32, segments: usize, segment_bytes: u64, first_offset: u64) {
+    let bytes = segments as u64 * segment_bytes;
+    #[cfg(feature = "metrics")]
+    metrics::counter!("durq_retention_removed_bytes_total", "queue" => dir.display().to_string()).increment(bytes);
+    #[cfg(feature = "tracing")]
+    tracing::info!(
+        queue = %dir.display(),
+        partition,
+        segments,
+        bytes,
+        first_offset,
+        "durq retention removed segments every group had passed"
+    );
+}
