@@ -163,7 +163,9 @@ pub(crate) fn take(group_dir: &Path, slot: u32, taker: Taker<'_>) -> Result<Opti
                 // Retention limits removed records the group had not
                 // processed (recorded in its skip record before they
                 // went): it resumes at the first kept record.
-                Some((_, state)) if state.next_offset < initial_offset => CheckpointState::at(slot, epoch, initial_offset),
+                Some((_, state)) if state.next_offset < initial_offset => {
+                    CheckpointState::at(slot, epoch, initial_offset)
+                }
                 Some((_, state)) => state,
                 None => CheckpointState::at(slot, epoch, initial_offset),
             };
