@@ -136,6 +136,14 @@ pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -
         RetentionLimit::NoGroup | RetentionLimit::NotStarted(_) => 0,
     };
     let floor = partition.limit_floor(storage::now_ms())?;
+    if partition.is_limited() {
+        for group in group::list(queue_dir)?.groups {
+            // Room for a loss to come. Failing here (a full disk) fails
+            // nothing: the record that needs the room meets the error again
+            // and stops the pass before anything is removed.
+            let _ = skipped::prepare(group.dir(), partition.partitions());
+        }
+    }
     let mut removed = 0;
     let mut skipped = Vec::new();
     let mut limited_to = None;

@@ -27,6 +27,10 @@
 //!                          24  8  last_ms    when it was recorded, ms since the Unix epoch
 //! ```
 //!
+//! While a limit is set, every pass first gives each group's file its full
+//! size with blocks reserved ([`prepare`]), so that recording a loss on a
+//! disk that filled since needs no new block.
+//!
 //! An update (under an exclusive `flock` on the file, tried as the failures
 //! record's is, since it runs under a partition's append mutex) writes the
 //! copy that is not in force and fdatasyncs it, then fsyncs the group's
@@ -183,6 +187,32 @@ pub fn read(group_dir: &Path, partitions: u32) -> Result<SkipRecord> {
     }
 }
 
+/// Gives the record of the group at `group_dir` (in a queue of
+/// `partitions`) its full size, with its blocks reserved, durably, unless it
+/// has it: every limited pass does this for every group, so that when a
+/// full disk later makes a limit remove unprocessed records, recording the
+/// loss overwrites blocks the file already has instead of needing new ones
+/// the disk no longer has. Rewrites the bytes it finds (under the lock, the
+/// same bytes), zero-padded, and fdatasyncs them with the new length.
+pub(crate) fn prepare(group_dir: &Path, partitions: u32) -> Result<()> {
+    let path = path(group_dir);
+    let full = 2 * copy_bytes(partitions);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() >= full as u64) || !group_dir.is_dir() {
+        return Ok(());
+    }
+    let file = match failures::lock(&path) {
+        Ok(file) => file,
+        // Deleted since it was listed.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    storage::size_and_reserve(&file, &path, full as u64, full as u64)?;
+    let mut bytes = vec![0; full];
+    storage::read_at(&file, &path, 0, &mut bytes)?;
+    storage::write_durable_at(&file, &path, 0, &bytes)?;
+    storage::sync_dir(group_dir)
+}
+
 /// Records durably that the group at `group_dir`, whose position in
 /// `partition` is `from`, loses the records below `to` there. What an
 /// earlier skip already covers is not counted again (a pass that crashed
@@ -306,5 +336,22 @@ mod tests {
         assert_eq!((e.count, e.last_from, e.last_to), (90, 100, 120));
         assert_eq!(read(g, 2).unwrap().entries[0], RetentionSkips::default());
         assert_eq!(record(&g.join("deleted"), 2, 0, 0, 5).unwrap(), None, "a deleted group loses nothing");
+    }
+
+    #[test]
+    fn prepare_gives_the_file_its_full_size_and_keeps_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path();
+        prepare(g, 2).unwrap();
+        assert_eq!(std::fs::metadata(path(g)).unwrap().len(), 2 * 96);
+        assert_eq!(read(g, 2).unwrap().generation, 0, "zeros: the empty record");
+        std::fs::remove_file(path(g)).unwrap();
+        record(g, 2, 1, 3, 9).unwrap();
+        assert_eq!(std::fs::metadata(path(g)).unwrap().len(), 96, "the first copy only");
+        prepare(g, 2).unwrap();
+        assert_eq!(std::fs::metadata(path(g)).unwrap().len(), 2 * 96);
+        assert_eq!(read(g, 2).unwrap().entries[1].count, 6);
+        record(g, 2, 1, 9, 12).unwrap();
+        assert_eq!(read(g, 2).unwrap().entries[1].count, 9);
     }
 }

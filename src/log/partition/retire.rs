@@ -36,6 +36,11 @@ impl Partition {
         self.config.partitions
     }
 
+    /// Whether the queue has a retention limit.
+    pub(crate) fn is_limited(&self) -> bool {
+        self.config.retention.is_limited()
+    }
+
     /// The base of the oldest segment the queue's retention limits keep at
     /// `now_ms` (0 with no limit): below it, a segment is past
     /// `max_bytes` (counting segments from the newest, a whole
