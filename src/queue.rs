@@ -108,6 +108,21 @@ impl Queue {
     /// [`Queue::change_durability`] does: every process reads them at open.
     /// Nothing is removed now; the next retention pass (a roll, `reclaim`,
     /// `durq gc`) applies them.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), durq::Error> {
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let path = tmp.path().join("orders");
+    /// use std::time::Duration;
+    /// // At most 1 GiB per partition, whatever the groups have read.
+    /// let options = durq::Options::default().retention_max_bytes(1 << 30);
+    /// drop(durq::Queue::open_with(&path, options)?);
+    /// // Later, with every process closed: a week instead, no byte limit.
+    /// let week = durq::Retention { max_bytes: None, max_age: Some(Duration::from_secs(7 * 86_400)) };
+    /// assert_eq!(durq::Queue::change_retention(&path, week)?.retention, week);
+    /// assert_eq!(durq::Queue::open(&path)?.config().retention, week);
+    /// # Ok(()) }
+    /// ```
     pub fn change_retention(path: impl AsRef<Path>, retention: Retention) -> Result<QueueConfig> {
         change_config(path.as_ref(), |config| QueueConfig { retention, ..config })
     }

@@ -28,7 +28,7 @@
 //! ```
 //!
 //! While a limit is set, every pass first gives each group's file its full
-//! size with blocks reserved ([`prepare`]), so that recording a loss on a
+//! size with blocks reserved (`prepare`), so that recording a loss on a
 //! disk that filled since needs no new block.
 //!
 //! An update (under an exclusive `flock` on the file, tried as the failures
