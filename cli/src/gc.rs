@@ -51,7 +51,7 @@ pub fn run(args: Args) -> CliResult<()> {
 /// `partition P: removed N segment(s), B bytes; K kept from offset F: <why>`.
 fn partition_line(r: &Reclaimed) -> String {
     let why = match (&r.limit, r.limited_to) {
-        (_, Some(first_kept)) => format!("the retention limits keep from offset {first_kept}"),
+        (limit, Some(_)) => format!("the retention limits (the groups alone: {})", groups_limit(limit)),
         (limit, None) => groups_limit(limit),
     };
     format!(

@@ -147,6 +147,12 @@ fn a_retention_limit_set_with_durq_retention_skips_a_lagging_group_and_stat_and_
     let stat = Json::parse(&ok(&["stat", &q, "--json"], ""));
     let first = stat.get("partitions").arr()[0].get("first_offset").u64();
     assert!(first > 3, "the limit removed records group slow had not read: {out}");
+    assert!(
+        out.contains(&format!(
+            "kept from offset {first}: the retention limits (the groups alone: every group has processed up to offset 3 (group \"slow\"))\n"
+        )),
+        "{out}"
+    );
     let slot = &stat.get("groups").arr()[0].get("slots").arr()[0];
     assert_eq!(slot.get("skipped").u64(), first - 3);
     assert_eq!(slot.get("last_skipped").get("from").u64(), 3);

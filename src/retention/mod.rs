@@ -92,8 +92,9 @@ pub struct Reclaimed {
     pub first_offset: u64,
     /// How far the groups let retention go.
     pub limit: RetentionLimit,
-    /// `Some(first kept)` when the queue's retention limits, not the
-    /// groups, decided how far the pass went.
+    /// `Some(first_offset)` when the queue's retention limits, not the
+    /// groups, decided how far retention has gone (in this pass or an
+    /// earlier one).
     pub limited_to: Option<u64>,
     /// The groups that lost records they had not processed to the limits,
     /// and which (recorded durably before anything was removed).
@@ -146,7 +147,6 @@ pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -
     }
     let mut removed = 0;
     let mut skipped = Vec::new();
-    let mut limited_to = None;
     let (passed, first_kept) = partition.passed_segments(processed.max(floor))?;
     if !passed.is_empty() {
         let by_limits = first_kept > processed;
@@ -160,19 +160,20 @@ pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -
             // A group that registered since the first look started at
             // the old `first_offset`.
             skipped.extend(record_skips(queue_dir, partition, first_kept)?);
-            limited_to = Some(first_kept);
         }
         if by_limits || matches!(limit, RetentionLimit::Processed { offset, .. } if offset >= first_kept) {
             partition.remove_segments(&passed)?;
             removed = passed.len();
         }
     }
+    let first_offset = partition.first_offset();
+    let limited_to = (partition.is_limited() && first_offset > processed).then_some(first_offset);
     Ok(Reclaimed {
         partition: partition.id,
         segments_removed: removed,
         bytes_removed: removed as u64 * segment_bytes,
         segments_kept: partition.segment_bases()?.len(),
-        first_offset: partition.first_offset(),
+        first_offset,
         limit,
         limited_to,
         skipped,
