@@ -7,6 +7,7 @@
 //! groups/<name>/slot-NNNN/lease          who holds partition NNNN, with which epoch
 //! groups/<name>/slot-NNNN/<epoch>.ckpt   the group's position, one file per epoch
 //! groups/<name>/dlq/                     the dead-letter queue (a durq queue)
+//! groups/<name>/skipped                  what retention limits removed unprocessed (retention/skipped.rs)
 //! ```
 //!
 //! (`layout.rs` defines every name.) `Group` is the one way into a group's
