@@ -477,7 +477,9 @@ impl Consumer {
         // damaged record in one partition is reported every time it comes
         // round, and must not stop the other partitions' deliveries.
         self.next_slot = slot + 1;
-        let span = part.read_span(&mut held.state.cursor, part.visible(), max)?;
+        // A retention limit may have removed the next records (their skip
+        // is recorded in the group's skip record): read on from the first kept.
+        let span = part.read_span_retained(&mut held.state.cursor, part.visible(), max)?;
         assert!(!span.frames.is_empty(), "slot {slot} was ready but yielded no record");
         let state = held.hold.checkpoint.state();
         let head = span.frames[0].offset;
@@ -649,7 +651,8 @@ impl Consumer {
                 (part.first_offset(), part.next_offset())
             },
             |s, state| {
-                let cursor = partitions[s as usize].cursor_at(state.next_offset)?;
+                // Past records a retention limit removed since the take.
+                let cursor = partitions[s as usize].cursor_from(state.next_offset)?;
                 // Records a predecessor was handed and did not commit (it
                 // failed, crashed or hung) come one at a time, so a poison
                 // record among them is isolated and every count stays exact.

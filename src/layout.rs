@@ -13,6 +13,7 @@
 //! DIR/groups/<group>/members/.<id>.joining       a member file before it is named
 //! DIR/groups/<group>/slot-0000/lease             who holds partition 0 (group/lease.rs)
 //! DIR/groups/<group>/slot-0000/<epoch:020>.ckpt  the group's position, one file per epoch (group/checkpoint.rs)
+//! DIR/groups/<group>/skipped                     what retention limits removed unprocessed (retention/skipped.rs)
 //! DIR/groups/<group>/dlq/                        the dead-letter queue, a queue of its own
 //! DIR/groups/<group>/dlq/groups/replay/          the group whose position marks what was replayed
 //! ```
@@ -34,6 +35,8 @@ pub const FAILURES_FILE: &str = "durq.retention";
 pub const GROUPS_DIR: &str = "groups";
 /// The folder of member files inside a group's directory.
 pub const MEMBERS_DIR: &str = "members";
+/// The retention skip record's name inside a group's directory.
+pub const SKIPPED_FILE: &str = "skipped";
 /// The lease file's name inside a slot directory.
 pub const LEASE_FILE: &str = "lease";
 /// The dead-letter queue's folder inside a group's directory.
@@ -144,7 +147,7 @@ mod tests {
             [META_FILE, CONTROL_FILE, OPEN_LOCK_FILE, FAILURES_FILE, GROUPS_DIR, MEMBERS_DIR, LEASE_FILE, DLQ_DIR],
             ["durq.meta", "durq.ctl", "durq.lock", "durq.retention", "groups", "members", "lease", "dlq"]
         );
-        assert_eq!(REPLAY_GROUP, "replay");
+        assert_eq!((REPLAY_GROUP, SKIPPED_FILE), ("replay", "skipped"));
         assert_eq!(meta_tmp_name(42), "durq.meta.tmp.42");
         assert_eq!(partition_dir_name(3), "p0003");
         assert_eq!(segment_file_name(7), "00000000000000000007.seg");

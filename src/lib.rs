@@ -319,13 +319,13 @@ pub use log::record::KEY_BYTES_MAX;
 pub use observe::Stats;
 pub use options::{
     ConsumerOptions, Durability, INTERVAL_MAX, INTERVAL_MIN, Options, PARTITIONS_MAX, QueueConfig,
-    RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    RECORD_BYTES_MAX_DEFAULT, Retention, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use position::Position;
 pub use producer::{Producer, partition_of_key};
 pub use queue::Queue;
 pub use reader::{Reader, Skipped};
-pub use retention::{Reclaimed, RetentionLimit};
+pub use retention::{GroupSkipped, Reclaimed, RetentionLimit};
 
 /// The crate's insides, for its own tests, fuzz targets and benchmarks and
 /// for the `durq` command: the file codecs, the directory layout, recovery,

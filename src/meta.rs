@@ -9,13 +9,19 @@
 //! 24     4    record_bytes_max
 //! 28     4    durability        0 = sync, 1 = interval, 2 = buffered
 //! 32     8    interval_ms       the flush interval (0 unless interval)
-//! 40    20    reserved          zeros
+//! 40     8    retention_bytes   most segment bytes per partition (0 = unlimited)
+//! 48     8    retention_age_ms  longest a segment is kept, ms (0 = unlimited)
+//! 56     4    reserved          zeros
 //! 60     4    crc32             CRC32 of bytes 0..60
 //! ```
 //!
+//! The retention limits took reserved bytes that every earlier meta file
+//! holds as zeros, which read as unlimited: a queue made before them opens
+//! as it always did, with no change of version.
+//!
 //! The file is written to a temporary name, fdatasynced, renamed into place,
 //! and the directory is fsynced, by a process holding the queue's open lock
-//! (creation, a durability change). Checks run in the order magic →
+//! (creation, a change of durability or retention). Checks run in the order magic →
 //! checksum → version, so a foreign file is reported as foreign, not as a
 //! newer version.
 
@@ -24,7 +30,7 @@ use std::time::Duration;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::options::{Durability, QueueConfig};
+use crate::options::{Durability, QueueConfig, Retention};
 use crate::storage;
 
 pub use crate::format::FORMAT_VERSION;
@@ -39,6 +45,9 @@ const SEGMENT_BYTES_AT: usize = 16;
 const RECORD_BYTES_MAX_AT: usize = 24;
 const DURABILITY_AT: usize = 28;
 const INTERVAL_MS_AT: usize = 32;
+const RETENTION_BYTES_AT: usize = 40;
+const RETENTION_AGE_MS_AT: usize = 48;
+const RESERVED_AT: usize = 56;
 const CRC_AT: usize = 60;
 const _: () = assert!(CRC_AT + 4 == META_BYTES);
 
@@ -56,7 +65,11 @@ pub fn encode(config: &QueueConfig) -> [u8; META_BYTES] {
     b[SEGMENT_BYTES_AT..RECORD_BYTES_MAX_AT].copy_from_slice(&config.segment_bytes.to_le_bytes());
     b[RECORD_BYTES_MAX_AT..DURABILITY_AT].copy_from_slice(&config.record_bytes_max.to_le_bytes());
     b[DURABILITY_AT..INTERVAL_MS_AT].copy_from_slice(&kind.to_le_bytes());
-    b[INTERVAL_MS_AT..INTERVAL_MS_AT + 8].copy_from_slice(&interval_ms.to_le_bytes());
+    b[INTERVAL_MS_AT..RETENTION_BYTES_AT].copy_from_slice(&interval_ms.to_le_bytes());
+    let retention_bytes = config.retention.max_bytes.unwrap_or(0);
+    b[RETENTION_BYTES_AT..RETENTION_AGE_MS_AT].copy_from_slice(&retention_bytes.to_le_bytes());
+    let retention_age_ms = config.retention.max_age.map_or(0, |a| a.as_millis() as u64);
+    b[RETENTION_AGE_MS_AT..RESERVED_AT].copy_from_slice(&retention_age_ms.to_le_bytes());
     let crc = crc32fast::hash(&b[..CRC_AT]);
     b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     b
@@ -85,11 +98,17 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<QueueConfig> {
         (2, 0) => Durability::Buffered,
         _ => return Err(corrupt(DURABILITY_AT, "unknown durability")),
     };
+    // Zero is unlimited: what every meta file made before the limits holds.
+    let retention = Retention {
+        max_bytes: Some(codec::u64_at(bytes, RETENTION_BYTES_AT)).filter(|&b| b != 0),
+        max_age: Some(codec::u64_at(bytes, RETENTION_AGE_MS_AT)).filter(|&ms| ms != 0).map(Duration::from_millis),
+    };
     let config = QueueConfig {
         partitions: codec::u32_at(bytes, PARTITIONS_AT),
         durability,
         segment_bytes: codec::u64_at(bytes, SEGMENT_BYTES_AT),
         record_bytes_max: codec::u32_at(bytes, RECORD_BYTES_MAX_AT),
+        retention,
     };
     config.validate().map_err(|e| corrupt(0, &format!("stored options are invalid: {e}")))?;
     Ok(config)
@@ -129,6 +148,7 @@ mod tests {
             durability: Durability::Interval(Duration::from_millis(25)),
             segment_bytes: 1 << 20,
             record_bytes_max: 4096,
+            retention: Retention { max_bytes: Some(3 << 20), max_age: Some(Duration::from_secs(7200)) },
         };
         let b = encode(&config);
         assert_eq!(&b[..8], b"DURQMETA");
@@ -138,8 +158,29 @@ mod tests {
         assert_eq!(b[24..28], 4096u32.to_le_bytes());
         assert_eq!(b[28..32], 1u32.to_le_bytes());
         assert_eq!(b[32..40], 25u64.to_le_bytes());
-        assert!(b[40..60].iter().all(|&x| x == 0));
+        assert_eq!(b[40..48], (3u64 << 20).to_le_bytes());
+        assert_eq!(b[48..56], 7_200_000u64.to_le_bytes());
+        assert!(b[56..60].iter().all(|&x| x == 0));
         assert_eq!(decode(&b, Path::new("m")).unwrap(), config);
+    }
+
+    /// The bytes of a meta file written before the retention limits
+    /// (4 partitions, interval 25 ms, 1 MiB segments, 4096-byte records):
+    /// it must keep opening, with no limit.
+    const META_BEFORE_RETENTION_LIMITS: [u8; META_BYTES] = [
+        0x44, 0x55, 0x52, 0x51, 0x4d, 0x45, 0x54, 0x41, 0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, //
+        0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, //
+        0x19, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xd1, 0x1c, 0xa5, 0xf2,
+    ];
+
+    #[test]
+    fn a_meta_file_from_before_the_retention_limits_opens_unlimited() {
+        let config = decode(&META_BEFORE_RETENTION_LIMITS, Path::new("m")).unwrap();
+        assert_eq!(config.retention, Retention::UNLIMITED);
+        assert_eq!((config.partitions, config.segment_bytes, config.record_bytes_max), (4, 1 << 20, 4096));
+        assert_eq!(config.durability, Durability::Interval(Duration::from_millis(25)));
+        assert_eq!(encode(&config), META_BEFORE_RETENTION_LIMITS, "an unlimited queue writes the same bytes");
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct Options {
     pub(crate) durability: Option<Durability>,
     pub(crate) segment_bytes: Option<u64>,
     pub(crate) record_bytes_max: Option<u32>,
+    pub(crate) retention_max_bytes: Option<u64>,
+    pub(crate) retention_max_age: Option<Duration>,
 }
 
 impl Options {
@@ -116,6 +118,28 @@ impl Options {
         self
     }
 
+    /// Most bytes of segment files each partition keeps (default unlimited).
+    /// A retention pass removes a partition's oldest segments while their
+    /// total exceeds this, even records a group has not processed: that
+    /// group's skip is recorded durably first (`durq stat` shows it) and it
+    /// resumes at the first kept record. The last two segments of a
+    /// partition always stay, so a partition holds at least two segments
+    /// whatever the limit. Stored with the queue; [`crate::Queue::change_retention`]
+    /// changes it.
+    pub fn retention_max_bytes(mut self, bytes: u64) -> Self {
+        self.retention_max_bytes = Some(bytes);
+        self
+    }
+
+    /// Longest a partition keeps a segment once a newer one has started
+    /// (default unlimited): a segment whose records were all written more
+    /// than `age` ago is removed, with the same rules as
+    /// [`Options::retention_max_bytes`].
+    pub fn retention_max_age(mut self, age: Duration) -> Self {
+        self.retention_max_age = Some(age);
+        self
+    }
+
     /// The partition count the caller set, or `None`: another backend
     /// (durq-nats) checks what was set against a stored queue, as
     /// `Queue::open_with` does.
@@ -133,6 +157,11 @@ impl Options {
         self.record_bytes_max
     }
 
+    /// The retention limits the caller set, unlimited where it set none.
+    pub(crate) fn requested_retention(&self) -> Retention {
+        Retention { max_bytes: self.retention_max_bytes, max_age: self.retention_max_age }
+    }
+
     /// The options a new queue is created with: the caller's, defaults for
     /// the rest, validated.
     pub fn resolve(&self) -> Result<QueueConfig> {
@@ -141,6 +170,7 @@ impl Options {
             durability: self.durability.unwrap_or_default(),
             segment_bytes: self.segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT),
             record_bytes_max: self.record_bytes_max.unwrap_or(RECORD_BYTES_MAX_DEFAULT),
+            retention: self.requested_retention(),
         };
         config.validate()?;
         Ok(config)
@@ -158,6 +188,50 @@ pub struct QueueConfig {
     pub segment_bytes: u64,
     /// Largest key + payload of one record.
     pub record_bytes_max: u32,
+    /// How much each partition keeps at most, whatever the groups have
+    /// processed.
+    pub retention: Retention,
+}
+
+/// Retention limits of a queue, per partition; `None` is unlimited (the
+/// default: segments go only once every group has processed them).
+///
+/// A limit removes whole segments, oldest first, never the last two of a
+/// partition and never a record not yet durable. A group that had not
+/// processed what a limit removed has the skipped range recorded durably
+/// before anything is removed, and resumes at the first kept record. A
+/// full disk does not set a limit off: with none configured, a full disk
+/// fails sends (`Error::Io` with `ENOSPC`), it never drops records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Most bytes of segment files per partition.
+    pub max_bytes: Option<u64>,
+    /// Longest a segment is kept after its last record was written.
+    pub max_age: Option<Duration>,
+}
+
+impl Retention {
+    /// No limit: the default.
+    pub const UNLIMITED: Retention = Retention { max_bytes: None, max_age: None };
+
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.max_bytes.is_some() || self.max_age.is_some()
+    }
+}
+
+impl std::fmt::Display for Retention {
+    /// `max_bytes=B|unlimited max_age_secs=S|unlimited`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.max_bytes {
+            Some(b) => write!(f, "max_bytes={b}")?,
+            None => write!(f, "max_bytes=unlimited")?,
+        }
+        match self.max_age {
+            Some(a) => write!(f, " max_age_secs={}", a.as_secs_f64()),
+            None => write!(f, " max_age_secs=unlimited"),
+        }
+    }
 }
 
 impl QueueConfig {
@@ -190,6 +264,15 @@ impl QueueConfig {
             && !(INTERVAL_MIN..=INTERVAL_MAX).contains(&d)
         {
             return invalid("durability", format!("interval {d:?} is not in 1 ms..=1 h"));
+        }
+        if self.retention.max_bytes == Some(0) {
+            return invalid("retention_max_bytes", "must be at least 1 (leave it unset for no limit)".into());
+        }
+        // Stored as whole milliseconds, 0 meaning unlimited.
+        if let Some(age) = self.retention.max_age
+            && (age < Duration::from_millis(1) || age.as_millis() > u128::from(u64::MAX))
+        {
+            return invalid("retention_max_age", format!("{age:?} is not at least 1 ms"));
         }
         Ok(())
     }

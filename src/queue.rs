@@ -30,7 +30,7 @@ use crate::log::partition::{self, Crash, Partition};
 use crate::log::prefault::{AheadOfWriter, PrefaultThread, Prefaulter};
 use crate::log::sealer::Sealer;
 use crate::observe::Counters;
-use crate::options::{Durability, Options, QueueConfig};
+use crate::options::{Durability, Options, QueueConfig, Retention};
 use crate::storage;
 use crate::{layout, meta};
 
@@ -103,19 +103,31 @@ impl Queue {
     /// has the queue open, the meta file is replaced atomically. Records
     /// already written keep whatever durability they were acknowledged with.
     pub fn change_durability(path: impl AsRef<Path>, durability: Durability) -> Result<QueueConfig> {
-        let dir = path.as_ref();
-        let Some(config) = existing_config(dir)? else {
-            return Err(Error::NotAQueue { path: dir.into(), reason: format!("it has no {}", meta::META_FILE) });
-        };
-        let _open_lock = control::lock_for_open(dir)?;
-        let (_control, locked) = storage::try_lock_exclusive(&dir.join(control::CONTROL_FILE))?;
-        if matches!(locked, storage::Locked::HeldElsewhere) {
-            return Err(Error::QueueBusy { path: dir.into() });
-        }
-        let changed = QueueConfig { durability, ..config };
-        changed.validate()?;
-        meta::write(dir, &changed)?;
-        Ok(changed)
+        change_config(path.as_ref(), |config| QueueConfig { durability, ..config })
+    }
+
+    /// Changes the retention limits of the queue at `path` (see
+    /// [`Retention`]), which no process may have open, as
+    /// [`Queue::change_durability`] does: every process reads them at open.
+    /// Nothing is removed now; the next retention pass (a roll, `reclaim`,
+    /// `durq gc`) applies them.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), durq::Error> {
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let path = tmp.path().join("orders");
+    /// use std::time::Duration;
+    /// // At most 1 GiB per partition, whatever the groups have read.
+    /// let options = durq::Options::default().retention_max_bytes(1 << 30);
+    /// drop(durq::Queue::open_with(&path, options)?);
+    /// // Later, with every process closed: a week instead, no byte limit.
+    /// let week = durq::Retention { max_bytes: None, max_age: Some(Duration::from_secs(7 * 86_400)) };
+    /// assert_eq!(durq::Queue::change_retention(&path, week)?.retention, week);
+    /// assert_eq!(durq::Queue::open(&path)?.config().retention, week);
+    /// # Ok(()) }
+    /// ```
+    pub fn change_retention(path: impl AsRef<Path>, retention: Retention) -> Result<QueueConfig> {
+        change_config(path.as_ref(), |config| QueueConfig { retention, ..config })
     }
 
     /// Opens the queue at `path`, which must exist: never creates one.
@@ -244,6 +256,25 @@ impl QueueInner {
     }
 }
 
+/// Replaces the meta file of the queue at `dir`, which no process may have
+/// open, with `change` of its configuration: under the open lock, with the
+/// control file's exclusive lock proving nobody has the queue open, the
+/// meta file is replaced atomically.
+fn change_config(dir: &Path, change: impl FnOnce(QueueConfig) -> QueueConfig) -> Result<QueueConfig> {
+    let Some(config) = existing_config(dir)? else {
+        return Err(Error::NotAQueue { path: dir.into(), reason: format!("it has no {}", meta::META_FILE) });
+    };
+    let _open_lock = control::lock_for_open(dir)?;
+    let (_control, locked) = storage::try_lock_exclusive(&dir.join(control::CONTROL_FILE))?;
+    if matches!(locked, storage::Locked::HeldElsewhere) {
+        return Err(Error::QueueBusy { path: dir.into() });
+    }
+    let changed = change(config);
+    changed.validate()?;
+    meta::write(dir, &changed)?;
+    Ok(changed)
+}
+
 /// The stored configuration, `None` if `dir` can hold a new queue, or an
 /// error if it is something else.
 fn existing_config(dir: &Path) -> Result<Option<QueueConfig>> {
@@ -330,7 +361,12 @@ fn check_conflicts(dir: &Path, options: &Options, stored: &QueueConfig) -> Resul
     check(dir, "partitions", options.partitions, stored.partitions)?;
     check(dir, "durability", options.durability, stored.durability)?;
     check(dir, "segment_bytes", options.segment_bytes, stored.segment_bytes)?;
-    check(dir, "record_bytes_max", options.record_bytes_max, stored.record_bytes_max)
+    check(dir, "record_bytes_max", options.record_bytes_max, stored.record_bytes_max)?;
+    let unlimited = |limit: Option<u64>| limit.map_or("unlimited".to_owned(), |l| l.to_string());
+    let asked = options.retention_max_bytes.map(|b| unlimited(Some(b)));
+    check(dir, "retention_max_bytes", asked, unlimited(stored.retention.max_bytes))?;
+    let ms = |age: Option<std::time::Duration>| unlimited(age.map(|a| a.as_millis() as u64));
+    check(dir, "retention_max_age (ms)", options.retention_max_age.map(|a| ms(Some(a))), ms(stored.retention.max_age))
 }
 
 /// The background thread of `Durability::Interval`: syncs every partition's

@@ -35,7 +35,7 @@ use crate::log::{control, partition, survey};
 use crate::meta;
 use crate::options::QueueConfig;
 use crate::queue::Queue;
-use crate::retention::failures;
+use crate::retention::{failures, skipped};
 use crate::storage::lock_table::LockTable;
 
 pub use crate::group::lease::Lease;
@@ -43,6 +43,7 @@ pub use crate::group::member::{Liveness, MemberInfo};
 /// How `durq stat` writes a member id (its file name in `members/`).
 pub use crate::layout::member_hex;
 pub use crate::retention::failures::RetentionFailures;
+pub use crate::retention::skipped::RetentionSkips;
 
 /// A snapshot of a queue.
 #[derive(Debug, Clone)]
@@ -125,6 +126,10 @@ pub struct SlotStat {
     /// log. No member can take the slot until [`Queue::reset_group`]
     /// (`durq group reset`) gives it a new position.
     pub damaged: Option<String>,
+    /// Records the queue's retention limits removed before the group
+    /// processed them here, and the last such range; or why the group's
+    /// skip record cannot be read.
+    pub skipped: std::result::Result<RetentionSkips, String>,
 }
 
 /// Who holds a slot.
@@ -194,6 +199,11 @@ fn partitions(dir: &Path, config: &QueueConfig, locks: &LockTable) -> Result<(bo
 /// since they were read, so a checkpoint past them proves nothing).
 fn group_stat(group: &Group, partitions: &[PartitionStat], open: bool, locks: &LockTable) -> Result<GroupStat> {
     let members = group.observe_members(locks)?;
+    let skips = match skipped::read(group.dir(), partitions.len() as u32) {
+        Ok(record) => Ok(record.entries),
+        Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => Err(e.to_string()),
+        Err(e) => return Err(e),
+    };
     let (mut committed, mut lag, mut slots) = (Vec::new(), Vec::new(), Vec::new());
     for p in partitions {
         let (epoch, position) = match group.committed(p.partition) {
@@ -222,7 +232,8 @@ fn group_stat(group: &Group, partitions: &[PartitionStat], open: bool, locks: &L
             Ok(l) if l.is_released() => Holder::Released,
             Ok(l) => Holder::Member(members.iter().find(|m| m.id == l.member).map_or(Liveness::Dead, |m| m.liveness)),
         };
-        slots.push(SlotStat { slot: p.partition, epoch, lease, holder, damaged: position.err() });
+        let skipped = skips.as_ref().map(|e| e[p.partition as usize]).map_err(Clone::clone);
+        slots.push(SlotStat { slot: p.partition, epoch, lease, holder, damaged: position.err(), skipped });
     }
     let dead_letters = dead_letters(&group.dead_letter_queue(), locks)?;
     Ok(GroupStat { name: group.name().to_owned(), committed, lag, members, slots, dead_letters })

@@ -160,9 +160,27 @@ fn a_damaged_truncated_or_newer_meta_file_is_refused_with_a_typed_error_and_left
 #[test]
 fn a_meta_file_with_a_valid_checksum_but_impossible_options_is_corrupt() {
     let bad = [
-        QueueConfig { partitions: 0, durability: Durability::Sync, segment_bytes: 64 << 10, record_bytes_max: 100 },
-        QueueConfig { partitions: 1, durability: Durability::Sync, segment_bytes: 1000, record_bytes_max: 100 },
-        QueueConfig { partitions: 1, durability: Durability::Sync, segment_bytes: 64 << 10, record_bytes_max: 1 << 20 },
+        QueueConfig {
+            partitions: 0,
+            durability: Durability::Sync,
+            segment_bytes: 64 << 10,
+            record_bytes_max: 100,
+            retention: Default::default(),
+        },
+        QueueConfig {
+            partitions: 1,
+            durability: Durability::Sync,
+            segment_bytes: 1000,
+            record_bytes_max: 100,
+            retention: Default::default(),
+        },
+        QueueConfig {
+            partitions: 1,
+            durability: Durability::Sync,
+            segment_bytes: 64 << 10,
+            record_bytes_max: 1 << 20,
+            retention: Default::default(),
+        },
     ];
     for config in bad {
         let dir = tempfile::tempdir().unwrap();
@@ -229,6 +247,7 @@ fn reopening_with_a_conflicting_option_is_refused_and_omitted_options_take_the_s
         durability: Durability::Interval(Duration::from_millis(5)),
         segment_bytes: 128 << 10,
         record_bytes_max: 1000,
+        retention: Default::default(),
     };
     let conflicts = [
         ("partitions", Options::default().partitions(3), "2", "3"),

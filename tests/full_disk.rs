@@ -18,6 +18,15 @@
 //!   keyed traffic goes to partition 0 only: its roll, which finds no
 //!   space, frees the segments passed in partition 1, and sends succeed.
 //!
+//! - With a retention limit the disk does not reach, a lagging group keeps
+//!   every record and the disk fills as without one (a limit removes only
+//!   what it is set to). Lowered below what the disk holds, the next
+//!   send's roll on the full disk removes past it, having recorded the
+//!   group's loss in its skip record, which earlier limited passes sized
+//!   while there was room (without that, recording needs a block the disk
+//!   does not have, and the send fails "no space"); the group resumes at
+//!   the first kept record.
+//!
 //! - A store into a mapped page the disk has no block for would kill the
 //!   child with SIGBUS: space is reserved before every store, a few chunks
 //!   ahead of the writer, so the disk can also fill in the middle of a
@@ -451,5 +460,63 @@ fn child_reserves_once_consumed() {
     let left = segment_files(&dir);
     println!("@@mid-segment full after {next} records in {} segments; consumed, sent again; {left} left", bases.len());
     assert!(left < bases.len(), "the passed segments were removed: {left} of {} left", bases.len());
+    println!("@@done");
+}
+
+#[test]
+fn a_retention_limit_removes_only_what_it_is_set_to_and_once_lowered_frees_a_full_disk_with_the_loss_recorded() {
+    if let Some(lines) = run_on_tmpfs("child_limited_on_a_full_disk", "1m") {
+        assert!(lines.iter().any(|l| l.starts_with("@@limit lowered")), "{lines:?}");
+    }
+}
+
+#[test]
+fn child_limited_on_a_full_disk() {
+    let Some(dir) = child_dir() else { return };
+    let path = dir.join("q");
+    // A limit the 1 MiB disk never reaches.
+    let options = Options::default()
+        .segment_bytes(64 << 10)
+        .record_bytes_max(1024)
+        .durability(Durability::Sync)
+        .retention_max_bytes(4 << 20);
+    let queue = Queue::open_with(&path, options).unwrap();
+    drop(queue.consumer("slow").unwrap()); // registered at offset 0, never consumes
+    let ballast = dir.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 8 << 10]).unwrap();
+    let producer = queue.producer();
+    let (next, error) = fill(&producer, 0);
+    println!("@@filled under a 4 MiB limit: {next} records, then: {error}");
+    assert_eq!(queue.offsets(0).unwrap(), (0, next), "a limit not reached removes nothing, full disk or not");
+    let stored = queue.read_at(0, 0, next as usize + 1).unwrap();
+    assert_eq!(stored.len() as u64, next, "every acknowledged record is there");
+    for (i, r) in stored.iter().enumerate() {
+        assert_eq!(r.payload, small_payload(i as u64), "record {i} intact");
+    }
+    assert_eq!(queue.stat().unwrap().groups[0].slots[0].skipped.as_ref().unwrap().count, 0);
+    drop((producer, queue));
+
+    // Lowered below what the disk holds (room for the meta file's rewrite
+    // is lent by the ballast, then taken back).
+    std::fs::remove_file(&ballast).unwrap();
+    let lowered = durq::Retention { max_bytes: Some(256 << 10), max_age: None };
+    Queue::change_retention(&path, lowered).unwrap();
+    let queue = Queue::open(&path).unwrap();
+    let producer = queue.producer();
+    // Every page the disk has left goes to the ballast: recording the loss
+    // must need no new block.
+    let mut ballast = std::fs::OpenOptions::new().create(true).append(true).open(&ballast).unwrap();
+    while std::io::Write::write_all(&mut ballast, &[1u8; 4096]).and_then(|()| ballast.sync_all()).is_ok() {}
+    // The send's roll finds no space; its pass removes past the limit,
+    // having recorded the group's loss in the file earlier passes sized
+    // while there was room.
+    assert_eq!(producer.send(small_payload(next)).unwrap().offset, next, "the limit freed the full disk");
+    let (first, _) = queue.offsets(0).unwrap();
+    assert!(first > 0);
+    let skipped = queue.stat().unwrap().groups[0].slots[0].skipped.clone().unwrap();
+    assert_eq!((skipped.count, skipped.last_from, skipped.last_to), (first, 0, first), "{skipped:?}");
+    println!("@@limit lowered: the roll on the full disk removed offsets 0..{first}, recorded as group slow's loss");
+    let mut slow = queue.consumer("slow").unwrap();
+    assert_eq!(consume_checked(&mut slow, small_payload), next + 1 - first, "slow gets everything kept");
     println!("@@done");
 }

@@ -267,6 +267,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         durability: Durability::Interval(Duration::from_millis(25)),
         segment_bytes: 1 << 20,
         record_bytes_max: 4096,
+        retention: Default::default(),
     };
     seeds.push(("lease_decode", "meta", meta::encode(&config).to_vec()));
     let sync = QueueConfig { durability: Durability::Sync, ..config };

@@ -32,7 +32,11 @@
 //!   queues included, read-only.
 //! - `durq gc DIR` removes the segments every group has processed (as a
 //!   roll does by itself) and prints what each partition freed and what
-//!   holds the rest back.
+//!   holds the rest back, and which groups lost records to a retention
+//!   limit.
+//! - `durq retention DIR [--max-bytes B|unlimited] [--max-age SECS|unlimited]`
+//!   shows or changes the retention limits (per partition; the queue must
+//!   be closed to change them).
 //! - `durq completions bash|zsh|fish|elvish|powershell` prints the shell's
 //!   completion script.
 //!
@@ -60,6 +64,7 @@ mod logging;
 mod produce;
 mod progress;
 mod record_line;
+mod retention;
 mod stat;
 mod table;
 mod tail;
@@ -117,6 +122,7 @@ enum Command {
     Dlq(dlq::Args),
     Verify(verify::Args),
     Gc(gc::Args),
+    Retention(retention::Args),
     Completions(completions::Args),
 }
 
@@ -142,6 +148,7 @@ fn main() -> ExitCode {
         Command::Dlq(args) => dlq::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Gc(args) => gc::run(args),
+        Command::Retention(args) => retention::run(args),
         Command::Completions(args) => completions::run(args),
     };
     match outcome {

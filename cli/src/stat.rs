@@ -6,18 +6,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use durq::stat::MemberInfo;
 use durq::stat::RetentionFailures;
-use durq::stat::{GroupStat, Holder, QueueStat, SlotStat};
+use durq::stat::{GroupStat, Holder, QueueStat, RetentionSkips, SlotStat};
 use durq::stat::{Lease, member_hex};
 
 use crate::json::json_string;
 use crate::table::{Align, table};
 use crate::{CliResult, stream_error};
 
-/// Show each partition's first and next offset, segments and bytes; how
-/// many retention passes failed, and the last error; and for each consumer
-/// group its members (alive, hung or dead), each slot's holder, epoch, last
-/// heartbeat, committed offset and lag, and the size of its dead-letter
-/// queue. Read-only: changes nothing, takes no lock, runs no recovery (a
+/// Show each partition's first and next offset, segments and bytes; the
+/// retention limits, if any; how many retention passes failed, and the last
+/// error; and for each consumer group its members (alive, hung or dead),
+/// each slot's holder, epoch, last heartbeat, committed offset and lag, the
+/// size of its dead-letter queue, and the records retention limits removed
+/// before it processed them. Read-only: changes nothing, takes no lock, runs no recovery (a
 /// partition the next open will repair is shown as needing recovery), and
 /// needs only read access to the queue.
 #[derive(clap::Args)]
@@ -85,6 +86,9 @@ fn to_tables(path: &Path, stat: &QueueStat, now_ms: u64) -> String {
         if let Some(repairs) = &p.needs_recovery {
             text += &format!("partition {} needs recovery, which the next open does: {repairs}\n", p.partition);
         }
+    }
+    if c.retention.is_limited() {
+        text += &format!("retention limits per partition: {}\n", c.retention);
     }
     text += &retention_line(&stat.retention_failures, now_ms);
     if stat.groups.is_empty() {
@@ -170,6 +174,9 @@ fn group_tables(path: &Path, g: &GroupStat, now_ms: u64) -> String {
             );
         }
     }
+    for s in &g.slots {
+        text += &skipped_line(s, now_ms);
+    }
     if g.members.is_empty() {
         text += "no members\n";
         return text;
@@ -180,6 +187,24 @@ fn group_tables(path: &Path, g: &GroupStat, now_ms: u64) -> String {
         .map(|m| [member_hex(&m.id), known(m.pid.into()), age(now_ms, m.heartbeat_ms), m.liveness.to_string()]);
     text += &table(["MEMBER", "PID", "HEARTBEAT", "STATE"], [Left, Right, Right, Left], members);
     text
+}
+
+/// `partition P: retention limits removed N record(s) before the group
+/// processed them, the last offsets A..B, T ago`, or why the group's skip
+/// record cannot be read; nothing when no limit skipped anything.
+fn skipped_line(s: &SlotStat, now_ms: u64) -> String {
+    match &s.skipped {
+        Ok(skips) if skips.count == 0 => String::new(),
+        Ok(skips) => format!(
+            "partition {}: retention limits removed {} record(s) before the group processed them, the last offsets {}..{}, {}\n",
+            s.slot,
+            skips.count,
+            skips.last_from,
+            skips.last_to,
+            age(now_ms, skips.last_ms)
+        ),
+        Err(reason) => format!("partition {}: retention skip record unreadable: {reason}\n", s.slot),
+    }
 }
 
 /// What a slot's holder is doing, in words: `damaged` (explained below the
@@ -243,7 +268,7 @@ pub fn to_json(path: &Path, stat: &QueueStat) -> String {
     let groups: Vec<String> = stat.groups.iter().map(group_json).collect();
     let notes: Vec<String> = stat.notes.iter().map(|n| json_string(n)).collect();
     format!(
-        r#"{{"path":{},"durability":{},"segment_bytes":{},"record_bytes_max":{},"partitions":[{}],"groups":[{}],"open":{},"notes":[{}],"retention_failures":{}}}"#,
+        r#"{{"path":{},"durability":{},"segment_bytes":{},"record_bytes_max":{},"partitions":[{}],"groups":[{}],"open":{},"notes":[{}],"retention_failures":{},"retention":{}}}"#,
         json_string(&path.to_string_lossy()),
         json_string(&c.durability.to_string()),
         c.segment_bytes,
@@ -252,8 +277,19 @@ pub fn to_json(path: &Path, stat: &QueueStat) -> String {
         groups.join(","),
         stat.open,
         notes.join(","),
-        retention_json(&stat.retention_failures)
+        retention_json(&stat.retention_failures),
+        limits_json(&c.retention)
     ) + "\n"
+}
+
+/// `{"max_bytes","max_age_ms"}` per partition, each null when unlimited.
+fn limits_json(r: &durq::Retention) -> String {
+    let or_null = |n: Option<u64>| n.map_or("null".into(), |n| n.to_string());
+    format!(
+        r#"{{"max_bytes":{},"max_age_ms":{}}}"#,
+        or_null(r.max_bytes),
+        or_null(r.max_age.map(|a| a.as_millis() as u64))
+    )
 }
 
 /// `{"count","last_ms","partition","error"}`: `count` 0 and the rest null
@@ -308,7 +344,11 @@ fn member_json(m: &MemberInfo) -> String {
 /// `holder` is `"alive"`, `"hung"` or `"dead"` (the liveness of the member
 /// the lease names), `"released"`, or `"nobody"` (lease unreadable: then
 /// `lease` is null and `lease_error` says why). `damaged` is null, or why
-/// the slot's position cannot be used.
+/// the slot's position cannot be used. `skipped` counts the records
+/// retention limits removed before the group processed them, and
+/// `last_skipped` is the last such range (`{"from","to","at_ms"}`, null if
+/// none); both null, and `skipped_error` saying why, when the group's skip
+/// record cannot be read.
 fn slot_json(s: &SlotStat) -> String {
     let holder = match s.holder {
         Holder::Member(liveness) => liveness.to_string(),
@@ -320,11 +360,24 @@ fn slot_json(s: &SlotStat) -> String {
         Err(reason) => ("null".into(), json_string(reason)),
     };
     format!(
-        r#"{{"slot":{},"epoch":{},"holder":"{holder}","lease":{lease},"lease_error":{error},"damaged":{}}}"#,
+        r#"{{"slot":{},"epoch":{},"holder":"{holder}","lease":{lease},"lease_error":{error},"damaged":{},{}}}"#,
         s.slot,
         s.epoch,
-        json_or_null(s.damaged.as_deref())
+        json_or_null(s.damaged.as_deref()),
+        skipped_json(&s.skipped)
     )
+}
+
+/// The `skipped`, `last_skipped` and `skipped_error` fields of a slot.
+fn skipped_json(skipped: &Result<RetentionSkips, String>) -> String {
+    match skipped {
+        Ok(k) if k.count == 0 => r#""skipped":0,"last_skipped":null,"skipped_error":null"#.into(),
+        Ok(k) => format!(
+            r#""skipped":{},"last_skipped":{{"from":{},"to":{},"at_ms":{}}},"skipped_error":null"#,
+            k.count, k.last_from, k.last_to, k.last_ms
+        ),
+        Err(reason) => format!(r#""skipped":null,"last_skipped":null,"skipped_error":{}"#, json_string(reason)),
+    }
 }
 
 /// A lease record; `member` is null once released.

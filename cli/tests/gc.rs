@@ -128,3 +128,53 @@ fn stat_gc_and_retention_ignore_entries_of_groups_that_are_not_groups() {
             .ends_with("every group has processed up to offset 300 (group \"g\")\nremoved 0 segment(s), 0 bytes\n")
     );
 }
+
+#[test]
+fn a_retention_limit_set_with_durq_retention_skips_a_lagging_group_and_stat_and_gc_say_so() {
+    let (_tmp, q) = queue_dir();
+    produce_new(&q, 10);
+    assert_eq!(
+        ok(&["retention", &q], ""),
+        "retention limits per partition: max_bytes=unlimited max_age_secs=unlimited\n"
+    );
+    assert_eq!(
+        ok(&["retention", &q, "--max-bytes", "131072", "--max-age", "86400"], ""),
+        "retention limits per partition: max_bytes=131072 max_age_secs=86400\n"
+    );
+    assert_eq!(consume(&q, "slow", 3), 3);
+    assert_eq!(ok(&["produce", &q], &lines(290)).lines().count(), 290);
+    let out = ok(&["gc", &q], "");
+    let stat = Json::parse(&ok(&["stat", &q, "--json"], ""));
+    let first = stat.get("partitions").arr()[0].get("first_offset").u64();
+    assert!(first > 3, "the limit removed records group slow had not read: {out}");
+    assert!(
+        out.contains(&format!(
+            "kept from offset {first}: the retention limits (the groups alone: every group has processed up to offset 3 (group \"slow\"))\n"
+        )),
+        "{out}"
+    );
+    let slot = &stat.get("groups").arr()[0].get("slots").arr()[0];
+    assert_eq!(slot.get("skipped").u64(), first - 3);
+    assert_eq!(slot.get("last_skipped").get("from").u64(), 3);
+    assert_eq!(slot.get("last_skipped").get("to").u64(), first);
+    assert_eq!(stat.get("retention").get("max_bytes").u64(), 131072);
+    let text = ok(&["stat", &q], "");
+    assert!(text.contains("retention limits per partition: max_bytes=131072 max_age_secs=86400\n"), "{text}");
+    let line = format!(
+        "partition 0: retention limits removed {} record(s) before the group processed them, the last offsets 3..{first},",
+        first - 3
+    );
+    assert!(text.contains(&line), "{text}");
+    assert_eq!(consume(&q, "slow", 1000), 300 - first as usize, "slow resumes at the first kept record");
+    let busy = durq_while_open(&q);
+    assert!(busy.contains("open"), "{busy}");
+    ok(&["retention", &q, "--max-bytes", "unlimited"], "");
+    assert_eq!(ok(&["retention", &q], ""), "retention limits per partition: max_bytes=unlimited max_age_secs=86400\n");
+}
+
+/// What `durq retention` says when asked to change the limits of a queue
+/// some process has open.
+fn durq_while_open(q: &str) -> String {
+    let _open = durq::Queue::open_existing(q).unwrap();
+    fails(&["retention", q, "--max-bytes", "65536"], "", 1)
+}

@@ -53,6 +53,7 @@ fn help_of_every_command() {
         &["dlq", "DIR", "--group", "g", "replay"],
         &["verify"],
         &["gc"],
+        &["retention"],
         &["completions"],
     ] {
         let mut with_help = args.to_vec();

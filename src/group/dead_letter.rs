@@ -208,7 +208,13 @@ mod tests {
     #[test]
     fn the_dead_letter_queue_fits_the_largest_record_with_its_envelope() {
         for (segment_bytes, record_bytes_max) in [(64 << 10, 1000), (64 << 10, 65_432), (64 << 20, 1 << 20)] {
-            let main = QueueConfig { partitions: 3, durability: Durability::Buffered, segment_bytes, record_bytes_max };
+            let main = QueueConfig {
+                partitions: 3,
+                durability: Durability::Buffered,
+                segment_bytes,
+                record_bytes_max,
+                retention: Default::default(),
+            };
             let dlq = queue_options(&main).resolve().expect("valid options");
             assert!(dlq.record_bytes_max as usize >= record_bytes_max as usize + HEADER_BYTES + ERROR_BYTES_MAX);
             assert_eq!((dlq.partitions, dlq.durability), (1, Durability::Sync));

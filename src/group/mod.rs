@@ -7,6 +7,7 @@
 //! groups/<name>/slot-NNNN/lease          who holds partition NNNN, with which epoch
 //! groups/<name>/slot-NNNN/<epoch>.ckpt   the group's position, one file per epoch
 //! groups/<name>/dlq/                     the dead-letter queue (a durq queue)
+//! groups/<name>/skipped                  what retention limits removed unprocessed (retention/skipped.rs)
 //! ```
 //!
 //! (`layout.rs` defines every name.) `Group` is the one way into a group's
@@ -114,6 +115,11 @@ impl Group {
         &self.name
     }
 
+    /// The group's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The directory of the group's slot of partition `p`.
     pub(crate) fn slot_dir(&self, p: u32) -> PathBuf {
         layout::slot_dir(&self.dir, p)
@@ -168,7 +174,8 @@ impl Group {
 
     /// Takes the slot of partition `p` for `member` if it may (see
     /// `slot.rs`); `alive`: the members alive at the last scan;
-    /// `initial_offset`: where a slot without a checkpoint starts;
+    /// `initial_offset`: the earliest retained offset, where a slot without
+    /// a checkpoint starts and one with a checkpoint below it resumes;
     /// `end_offset`: the partition's next offset.
     pub(crate) fn take(
         &self,

@@ -27,6 +27,11 @@
 //! 5. Remove checkpoint files of older epochs (a fenced zombie still writing
 //!    to one writes into an unlinked file).
 //!
+//! A member whose position in force lies below the partition's earliest
+//! retained offset (a retention limit removed records the group had not
+//! processed, and recorded the skip first) writes that offset instead in
+//! step 3: the group resumes at the first kept record, never at 0.
+//!
 //! A reset (`Queue::reset_group`) takes a slot by these same steps, for no
 //! member: it writes the position it was given instead of the one in force,
 //! and a released lease, so the next member takes the slot at once.
@@ -77,7 +82,10 @@ pub(crate) enum Taker<'a> {
         member: &'a Member,
         /// The members alive at the last scan.
         alive: &'a [MemberId],
-        /// Where a slot without any checkpoint starts.
+        /// The partition's earliest retained offset: where a slot without
+        /// any checkpoint starts, and where one whose checkpoint lies below
+        /// it (retention limits removed records the group had not
+        /// processed) resumes.
         initial_offset: u64,
         /// The partition's next offset, past which no checkpoint may point.
         end_offset: u64,
@@ -168,6 +176,12 @@ pub(crate) fn take(group_dir: &Path, slot: u32, taker: Taker<'_>) -> Result<Opti
     let (checkpoint, lease) = match taker {
         Taker::Member { member, initial_offset, .. } => {
             let state = match checkpoint::latest(&slot_dir, slot, leased_epoch)? {
+                // Retention limits removed records the group had not
+                // processed (recorded in its skip record before they
+                // went): it resumes at the first kept record.
+                Some((_, state)) if state.next_offset < initial_offset => {
+                    CheckpointState::at(slot, epoch, initial_offset)
+                }
                 Some((_, state)) => state,
                 None => CheckpointState::at(slot, epoch, initial_offset),
             };

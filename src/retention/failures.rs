@@ -172,8 +172,9 @@ pub(crate) fn record(queue_dir: &Path, partition: u32, error: &Error) -> Result<
 }
 
 /// Takes the exclusive lock on the record at `path`, trying [`LOCK_TRIES`]
-/// times; a lock still held elsewhere after that is `EWOULDBLOCK`.
-fn lock(path: &Path) -> Result<std::fs::File> {
+/// times; a lock still held elsewhere after that is `EWOULDBLOCK`. The
+/// skip records are locked the same way, for the same reason.
+pub(super) fn lock(path: &Path) -> Result<std::fs::File> {
     for _ in 1..LOCK_TRIES {
         match storage::try_lock_exclusive(path)? {
             (file, storage::Locked::Yes) => return Ok(file),

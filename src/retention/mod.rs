@@ -1,4 +1,5 @@
-//! Retention: removing segments every consumer group has finished with.
+//! Retention: removing segments every consumer group has finished with,
+//! and those the queue's limits let go.
 //!
 //! A group registers when its first consumer opens (its directory appears
 //! under `groups/`) and unregisters with `durq group delete`. A sealed
@@ -30,8 +31,23 @@
 //! runs starts at the `first_offset` it reads after creating its directory;
 //! the pass therefore looks at the groups again after raising
 //! `first_offset`, and keeps the files if a group below it appeared.
+//!
+//! **Limits** (`Retention`, in the meta file; unlimited by default) move
+//! the floor up past what the groups processed: a segment beyond
+//! `max_bytes` or older than `max_age` goes whoever still needs it, by the
+//! same rules (whole segments, never the last two, so never a record that
+//! is not durable). Every group below the new `first_offset` has its loss
+//! recorded in its skip record ([`skipped`]) before `first_offset` is
+//! raised, and again at the second look (for a group that registered
+//! meanwhile), before any file goes; a failure to record stops the pass
+//! with nothing removed. The group resumes at the first kept record: a
+//! member taking the slot moves a checkpoint below `first_offset` up to it,
+//! and a holder whose next record was removed reads on from there. Without
+//! limits, nothing here changes: a full disk fails sends, it never removes
+//! what a group has not processed.
 
 pub mod failures;
+pub mod skipped;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +56,8 @@ use crate::error::Result;
 use crate::group::{self, Committed};
 use crate::log::partition::Partition;
 use crate::observe;
+use crate::reader::Skipped;
+use crate::storage;
 
 /// What decides how far retention may go in a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +93,23 @@ pub struct Reclaimed {
     pub first_offset: u64,
     /// How far the groups let retention go.
     pub limit: RetentionLimit,
+    /// `Some(first_offset)` when the queue's retention limits, not the
+    /// groups, decided how far retention has gone (in this pass or an
+    /// earlier one).
+    pub limited_to: Option<u64>,
+    /// The groups that lost records they had not processed to the limits,
+    /// and which (recorded durably before anything was removed).
+    pub skipped: Vec<GroupSkipped>,
+}
+
+/// Records a retention limit removed before a group processed them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupSkipped {
+    /// The group.
+    pub group: String,
+    /// The partition and the offsets it lost.
+    pub skipped: Skipped,
 }
 
 /// How far the registered groups let retention go in partition `p`.
@@ -93,30 +128,80 @@ fn limit_in(queue_dir: &Path, p: u32) -> Result<RetentionLimit> {
 }
 
 /// Removes the segments of `partition`, of the queue at `queue_dir` whose
-/// segments are `segment_bytes` long, that every group has passed.
+/// segments are `segment_bytes` long, that every group has passed, or that
+/// the queue's retention limits let go (see [`skipped`] for what a group
+/// loses to a limit, and the order that keeps it recorded).
 pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -> Result<Reclaimed> {
     let mut limit = limit_in(queue_dir, partition.id)?;
-    let mut removed = 0;
-    if let RetentionLimit::Processed { offset, .. } = limit {
-        let (passed, first_kept) = partition.passed_segments(offset)?;
-        if !passed.is_empty() {
-            partition.raise_first_offset(first_kept);
-            limit = limit_in(queue_dir, partition.id)?;
-            if matches!(limit, RetentionLimit::Processed { offset, .. } if offset >= first_kept) {
-                partition.remove_segments(&passed)?;
-                removed = passed.len();
-                observe::retention_removed(queue_dir, partition.id, removed, segment_bytes, first_kept);
-            }
+    let processed = match limit {
+        RetentionLimit::Processed { offset, .. } => offset,
+        RetentionLimit::NoGroup | RetentionLimit::NotStarted(_) => 0,
+    };
+    let floor = partition.limit_floor(storage::now_ms())?;
+    if partition.is_limited() {
+        for group in group::list(queue_dir)?.groups {
+            // Room for a loss to come. Failing here (a full disk) fails
+            // nothing: the record that needs the room meets the error again
+            // and stops the pass before anything is removed.
+            let _ = skipped::prepare(group.dir(), partition.partitions());
         }
     }
+    let mut removed = 0;
+    let mut skipped = Vec::new();
+    let (passed, first_kept) = partition.passed_segments(processed.max(floor))?;
+    if !passed.is_empty() {
+        let by_limits = first_kept > processed;
+        if by_limits {
+            // Before readers are turned away: recorded, then lost.
+            skipped = record_skips(queue_dir, partition, first_kept)?;
+        }
+        partition.raise_first_offset(first_kept);
+        limit = limit_in(queue_dir, partition.id)?;
+        if by_limits {
+            // A group that registered since the first look started at
+            // the old `first_offset`.
+            skipped.extend(record_skips(queue_dir, partition, first_kept)?);
+        }
+        if by_limits || matches!(limit, RetentionLimit::Processed { offset, .. } if offset >= first_kept) {
+            partition.remove_segments(&passed)?;
+            removed = passed.len();
+            observe::retention_removed(queue_dir, partition.id, removed, segment_bytes, first_kept);
+        }
+    }
+    let first_offset = partition.first_offset();
+    let limited_to = (partition.is_limited() && first_offset > processed).then_some(first_offset);
     Ok(Reclaimed {
         partition: partition.id,
         segments_removed: removed,
         bytes_removed: removed as u64 * segment_bytes,
         segments_kept: partition.segment_bases()?.len(),
-        first_offset: partition.first_offset(),
+        first_offset,
         limit,
+        limited_to,
+        skipped,
     })
+}
+
+/// Records, for every group of the queue at `queue_dir` whose position in
+/// `partition` lies below `first_kept`, that it loses the records up to
+/// there (a group that has not started loses those from the earliest
+/// retained on). Returns the groups and ranges newly recorded.
+fn record_skips(queue_dir: &Path, partition: &Partition, first_kept: u64) -> Result<Vec<GroupSkipped>> {
+    let mut recorded = Vec::new();
+    for group in group::list(queue_dir)?.groups {
+        let from = group.committed(partition.id)?.next_offset_or(partition.first_offset());
+        if from >= first_kept {
+            continue;
+        }
+        let partitions = partition.partitions();
+        if let Some(range) = skipped::record(group.dir(), partitions, partition.id, from, first_kept)? {
+            recorded.push(GroupSkipped {
+                group: group.name().to_owned(),
+                skipped: Skipped { partition: partition.id, from: range.start, to: range.end },
+            });
+        }
+    }
+    Ok(recorded)
 }
 
 /// Runs a pass in every partition of the queue at `queue_dir` (with

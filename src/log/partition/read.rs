@@ -11,6 +11,33 @@ use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
 use super::Partition;
 
 impl Partition {
+    /// A cursor at `offset`, or at the earliest retained record if
+    /// retention removed `offset` (before or while the cursor is made).
+    pub(crate) fn cursor_from(&self, offset: u64) -> Result<ReadCursor> {
+        loop {
+            let first = self.first_offset();
+            match self.cursor_at(offset.max(first)) {
+                Err(_) if self.first_offset() > first => continue,
+                result => return result,
+            }
+        }
+    }
+
+    /// [`Partition::read_span`] for a reader retention limits may pass: a
+    /// cursor below the earliest retained offset (its records were removed
+    /// before or during the read) first moves to the first kept record.
+    pub(crate) fn read_span_retained(&self, cursor: &mut ReadCursor, visible: u64, max: usize) -> Result<Span> {
+        loop {
+            if cursor.next_offset < self.first_offset() {
+                *cursor = self.cursor_from(cursor.next_offset)?;
+            }
+            match self.read_span(cursor, visible, max) {
+                Err(_) if cursor.next_offset < self.first_offset() => continue,
+                result => return result,
+            }
+        }
+    }
+
     /// A cursor positioned at `offset`, which must be retained and at most
     /// `next_offset`. Hops over the records before it by their headers
     /// alone: a group does not need records it already processed to be

@@ -1,5 +1,6 @@
 //! What retention may remove from a partition, and removing it: the
-//! segments every group has passed, never the last two.
+//! segments every group has passed, or the queue's retention limits let
+//! go, never the last two.
 
 use std::sync::atomic::Ordering;
 
@@ -28,6 +29,58 @@ impl Partition {
         let first_kept = bases.get(keep_from).copied().unwrap_or(floor);
         bases.truncate(keep_from);
         Ok((bases, first_kept))
+    }
+
+    /// The number of partitions of the queue.
+    pub(crate) fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+
+    /// Whether the queue has a retention limit.
+    pub(crate) fn is_limited(&self) -> bool {
+        self.config.retention.is_limited()
+    }
+
+    /// The base of the oldest segment the queue's retention limits keep at
+    /// `now_ms` (0 with no limit): below it, a segment is past
+    /// `max_bytes` (counting segments from the newest, a whole
+    /// `segment_bytes` each, as `stat` counts them) or every record in it
+    /// is older than `max_age` (its successor's first record, written after
+    /// all of them, is). Only segments before the last two are judged.
+    pub(crate) fn limit_floor(&self, now_ms: u64) -> Result<u64> {
+        let limits = self.config.retention;
+        if !limits.is_limited() {
+            return Ok(0);
+        }
+        let bases = self.segment_bases()?;
+        let judged = bases.len().saturating_sub(2);
+        let mut keep_from = 0;
+        if let Some(max) = limits.max_bytes {
+            let fit = usize::try_from(max / self.config.segment_bytes).unwrap_or(usize::MAX);
+            keep_from = bases.len().saturating_sub(fit).min(judged);
+        }
+        if let Some(age) = limits.max_age {
+            let cutoff = now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+            while keep_from < judged {
+                match self.first_timestamp(bases[keep_from + 1])? {
+                    Some(written) if written <= cutoff => keep_from += 1,
+                    _ => break,
+                }
+            }
+        }
+        Ok(bases.get(keep_from).copied().unwrap_or(0))
+    }
+
+    /// When the first record of the segment starting at `base` was written,
+    /// ms since the Unix epoch; `None` if it is not published yet.
+    fn first_timestamp(&self, base: u64) -> Result<Option<u64>> {
+        let end = self.next_offset();
+        if base >= end {
+            return Ok(None);
+        }
+        let mut cursor = self.cursor_at(base)?;
+        let span = self.read_span(&mut cursor, base + 1, 1)?;
+        Ok(span.frames.first().map(|f| f.timestamp_ms))
     }
 
     /// Raises the earliest retained offset to `first` (never lowers it):
