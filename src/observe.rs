@@ -461,3 +461,29 @@ pub(crate) fn retention_removed(dir: &Path, partition: u32, segments: usize, seg
         "durq retention removed segments every group had passed"
     );
 }
+
+/// A retention limit removed records group `group` had not processed in
+/// `partition`: offsets `from..to` are lost to it (recorded in its skip
+/// record before anything was removed). Loud on purpose: the operator chose
+/// the limit, and must hear when it costs a group records.
+#[inline]
+pub(crate) fn retention_skipped(dir: &Path, group: &str, partition: u32, from: u64, to: u64) {
+    let records = to.saturating_sub(from);
+    #[cfg(feature = "metrics")]
+    metrics::counter!(
+        "durq_retention_skipped_records_total",
+        "queue" => dir.display().to_string(),
+        "group" => group.to_owned()
+    )
+    .increment(records);
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        queue = %dir.display(),
+        group,
+        partition,
+        from,
+        to,
+        records,
+        "durq retention limits removed records a group had not processed"
+    );
+}

@@ -358,3 +358,35 @@ fn a_failed_sync_is_an_error_event_and_the_stop_is_reported_once() {
     assert!(stopped.field("cause").contains("msync"), "{stopped:?}");
     assert_eq!(stopped.field("handle"), "queue");
 }
+
+#[test]
+fn records_a_retention_limit_takes_from_a_lagging_group_are_a_warn_event_and_counted() {
+    let q = TestQueue::new(common::small().retention_max_bytes(4 * (64 << 10)));
+    let events = Events::default();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let first_kept = metrics::with_local_recorder(&recorder, || {
+        events.watch(|| {
+            let queue = Queue::open(q.path()).unwrap();
+            // The group processes 3 records and leaves; the limit then
+            // removes the oldest segments under it.
+            queue.producer().send_batch([[1u8; 1000]; 3]).unwrap();
+            let mut lagging = queue.consumer_with("lagging", ConsumerOptions::default().max_batch(3)).unwrap();
+            assert_eq!(lagging.process_timeout(Duration::from_secs(5), |_| Ok::<(), std::io::Error>(())).unwrap(), 3);
+            drop(lagging);
+            for _ in 0..600 {
+                queue.producer().send([2u8; 1000]).unwrap();
+            }
+            queue.offsets(0).unwrap().0
+        })
+    });
+    assert!(first_kept > 3, "the limit removed records the group had not processed");
+    let skipped = events.with("retention limits removed records a group had not processed");
+    assert!(!skipped.is_empty(), "a warn event for the loss");
+    assert!(skipped.iter().all(|e| e.level == tracing::Level::WARN && e.field("group") == "lagging"));
+    let lost: u64 = skipped.iter().map(|e| e.field("records").parse::<u64>().unwrap()).sum();
+    assert_eq!(lost, first_kept - 3, "every lost record reported once, and only those");
+    assert_eq!(skipped[0].field("from"), "3");
+    let counted = Metrics::take(&snapshotter).get("durq_retention_skipped_records_total");
+    assert_eq!(counted, Some(lost as f64));
+}

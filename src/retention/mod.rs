@@ -195,6 +195,7 @@ fn record_skips(queue_dir: &Path, partition: &Partition, first_kept: u64) -> Res
         }
         let partitions = partition.partitions();
         if let Some(range) = skipped::record(group.dir(), partitions, partition.id, from, first_kept)? {
+            observe::retention_skipped(queue_dir, group.name(), partition.id, range.start, range.end);
             recorded.push(GroupSkipped {
                 group: group.name().to_owned(),
                 skipped: Skipped { partition: partition.id, from: range.start, to: range.end },
