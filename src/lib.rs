@@ -186,6 +186,14 @@
 //! removal never fails a send; [`stat`] counts it. A [`Reader`] reads
 //! without a group and holds nothing back.
 //!
+//! Retention limits ([`Options::retention_max_bytes`],
+//! [`Options::retention_max_age`], per partition, unlimited by default,
+//! changed by [`Queue::change_retention`]) bound the disk a queue takes even
+//! when a group stops: they may remove records a group has not processed.
+//! Such a loss is recorded durably in the group's skip record before
+//! anything is removed, shown by [`stat`], reported as a `warn` event and a
+//! metric, and the group resumes at the first kept record, never at 0.
+//!
 //! ```
 //! # fn main() -> Result<(), durq::Error> {
 //! # let tmp = tempfile::tempdir().unwrap();
