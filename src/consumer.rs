@@ -28,8 +28,9 @@ use crate::fail_stop::FailStop;
 use crate::group::Group;
 use crate::group::dead_letter::{self, Envelope};
 use crate::group::membership::{Held, Membership};
+use crate::group::syncer::Syncer;
 use crate::log::partition::{ReadCursor, Span};
-use crate::options::ConsumerOptions;
+use crate::options::{ConsumerOptions, Durability};
 use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
 
@@ -144,7 +145,11 @@ pub struct Consumer {
     next_slot: u32,
     last_rebalance: Option<Instant>,
     dead_letters: Option<Queue>,
-    stopped: FailStop,
+    /// Shared with `syncer`, whose failed sync stops this consumer.
+    stopped: Arc<FailStop>,
+    /// The background sync of `commit(Interval)`. Dropped after
+    /// `membership`, whose drop syncs and gives back every slot.
+    syncer: Option<Syncer>,
 }
 
 // The docs above promise that a consumer can be moved to another thread.
@@ -216,6 +221,11 @@ impl Consumer {
         options.validate()?;
         group.register()?;
         let timeout_ms = options.lease_timeout.as_millis() as u64;
+        let stopped = Arc::new(FailStop::default());
+        let syncer = match options.commit {
+            Durability::Interval(every) => Some(Syncer::start(every, stopped.clone(), &queue.dir)?),
+            Durability::Sync | Durability::Buffered => None,
+        };
         let membership = Membership::join(group, queue.config.partitions, timeout_ms)?;
         let mut consumer = Consumer {
             queue,
@@ -224,7 +234,8 @@ impl Consumer {
             next_slot: 0,
             last_rebalance: None,
             dead_letters: None,
-            stopped: FailStop::default(),
+            stopped,
+            syncer,
         };
         consumer.rebalance()?;
         Ok(consumer)
@@ -346,6 +357,31 @@ impl Consumer {
                 None => Ok(self.membership.group().committed(s)?.next_offset_or(part.first_offset())),
             })
             .collect()
+    }
+
+    /// Makes every position this member committed durable now: under
+    /// `commit(Interval)` and `commit(Buffered)` a commit is only stored
+    /// (it survives a crash of the process, not a power loss) until a sync.
+    /// Under `commit(Sync)` there is nothing to do. Dropping the consumer
+    /// flushes too. [`Error::Fenced`] if a slot was taken over meanwhile (its
+    /// position never takes effect); a failed sync stops the consumer.
+    pub fn flush(&mut self) -> Result<()> {
+        self.stopped.check()?;
+        let mut fenced = None;
+        for (&slot, held) in self.membership.held() {
+            match held.hold.checkpoint.sync() {
+                Ok(()) => {}
+                Err(e @ Error::Fenced { .. }) => fenced = Some((slot, e)),
+                Err(e) => return Err(self.stopped.stop(e)),
+            }
+        }
+        match fenced {
+            Some((slot, e)) => {
+                self.membership.forget(slot);
+                Err(e)
+            }
+            None => Ok(()),
+        }
     }
 
     fn process_within<F, E>(&mut self, timeout: Option<Duration>, f: F) -> Result<usize>
@@ -478,7 +514,14 @@ impl Consumer {
         let Some(held) = self.membership.get_mut(batch.slot) else {
             return Err(Error::Fenced { partition: batch.slot, epoch: batch.epoch });
         };
-        match held.hold.checkpoint.commit(end) {
+        // `Sync`: durable before `process` returns. The others store the
+        // position where a crash of this process cannot lose it; the
+        // syncer, `flush` or giving the slot back make it durable.
+        let committed = match self.options.commit {
+            Durability::Sync => held.hold.checkpoint.commit(end),
+            Durability::Interval(_) | Durability::Buffered => held.hold.checkpoint.store(end),
+        };
+        match committed {
             Ok(()) => {
                 held.state.cursor.advance(&batch.span, count);
                 held.state.retry_at = None;
@@ -580,7 +623,7 @@ impl Consumer {
     fn rebalance(&mut self) -> Result<()> {
         self.last_rebalance = Some(Instant::now());
         let partitions = &self.queue.partitions;
-        self.membership.rebalance(
+        let rebalanced = self.membership.rebalance(
             |s| {
                 let part = &partitions[s as usize];
                 (part.first_offset(), part.next_offset())
@@ -593,7 +636,11 @@ impl Consumer {
                 let isolate_end = if state.attempts >= 1 { state.delivered_end } else { 0 };
                 Ok(Reader { cursor, retry_at: None, isolate_end })
             },
-        )
+        );
+        if let Some(syncer) = &self.syncer {
+            syncer.track(self.membership.held().values().map(|h| h.hold.checkpoint.syncable()).collect());
+        }
+        rebalanced
     }
 }
 
