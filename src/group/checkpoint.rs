@@ -252,7 +252,11 @@ pub fn decode_file_synced(bytes: &[u8], partition: u32, path: &Path) -> Result<C
 /// The valid copy of the highest generation; on a tie, which no file durq
 /// wrote has, the earlier copy.
 fn newest_of(copies: &[Result<CheckpointState, CopyError>]) -> Option<CheckpointState> {
-    copies.iter().filter_map(|c| c.as_ref().ok()).reduce(|a, b| if b.generation > a.generation { b } else { a }).copied()
+    copies
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .reduce(|a, b| if b.generation > a.generation { b } else { a })
+        .copied()
 }
 
 /// The checkpoint in force in a slot directory: the newest epoch's file
