@@ -11,6 +11,13 @@
 //! and a record that fails `max_deliveries` times goes to the group's
 //! dead-letter queue before the group moves past it.
 //!
+//! What a commit survives is the consumer's `commit` option: under `Sync`
+//! the checkpoint is synced before `process` returns; under `Interval` and
+//! `Buffered` the position is stored into the checkpoint file's shared
+//! mapping (a process crash cannot lose it) and synced later, by the
+//! background thread (`group/syncer.rs`), [`Consumer::flush`], or before a
+//! slot is given back.
+//!
 //! Membership: every `Consumer` is a member of its group. Slots (one per
 //! partition) are shared fairly among live members; a member checks who is
 //! alive every `rebalance_interval` while it waits and between batches,
@@ -242,15 +249,21 @@ impl Consumer {
     }
 
     /// Waits for records, hands a batch of them (from one partition, in
-    /// offset order) to `f`, and commits the batch durably once `f` returns
-    /// `Ok`. Returns the number of records processed.
+    /// offset order) to `f`, and commits the batch once `f` returns `Ok`:
+    /// durably under `commit(Sync)` (the default), or where a crash of this
+    /// process cannot lose it under `commit(Interval)` and
+    /// `commit(Buffered)` (see [`ConsumerOptions::commit`]). Returns the
+    /// number of records processed.
     ///
     /// If `f` returns `Err` or panics, nothing is committed, the error is
     /// returned as [`Error::Process`] or [`Error::ProcessPanicked`], and the
     /// records are delivered again after the backoff, one at a time; a record
     /// that fails `max_deliveries` times goes to the dead-letter queue. If
     /// another member took the slot over meanwhile (this one was presumed
-    /// hung), the commit does not count and [`Error::Fenced`] is returned.
+    /// hung), the commit does not count and [`Error::Fenced`] is returned
+    /// (under `commit(Interval)` and `commit(Buffered)`, from the first
+    /// call after a sync or heartbeat found it out: commits in between
+    /// return `Ok`, do not count either, and come again to the new holder).
     pub fn process<F, E>(&mut self, f: F) -> Result<usize>
     where
         F: FnOnce(&[Message<'_>]) -> std::result::Result<(), E>,
