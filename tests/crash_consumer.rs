@@ -146,11 +146,8 @@ struct Work {
 }
 
 impl Work {
-    fn new(partitions: u32) -> Work {
-        Work::committing(partitions, Durability::Sync)
-    }
-
-    /// As [`Work::new`], with children that commit under `commit`.
+    /// A new queue of `partitions` partitions, for children that commit
+    /// under `commit`.
     fn committing(partitions: u32, commit: Durability) -> Work {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("q");
