@@ -431,11 +431,14 @@ impl Consumer {
     fn next_batch(&mut self, timeout: Option<Duration>) -> Result<Option<Batch>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let due = self.last_rebalance.is_none_or(|t| t.elapsed() >= self.options.rebalance_interval);
-            if due {
+            // One clock read per batch when no rebalance is due: at
+            // `max_batch(1)` under `commit(Interval)` a second one was a
+            // tenth of a message's cost.
+            let mut now = Instant::now();
+            if self.last_rebalance.is_none_or(|t| now.duration_since(t) >= self.options.rebalance_interval) {
                 self.rebalance()?;
+                now = Instant::now();
             }
-            let now = Instant::now();
             if let Some(slot) = self.ready_slot(now)
                 && let Some(batch) = self.read_batch(slot)?
             {
