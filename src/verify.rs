@@ -561,11 +561,14 @@ fn verify_checkpoint(path: &Path, p: u32, report: &mut Report) -> Result<Option<
         let copy = bytes.get(at..).unwrap_or(&[]);
         match checkpoint::decode_copy(copy, p) {
             // A mark copy of zeros was never written (no delivery yet), and
-            // one past the end is a file of an earlier layout: not damage.
-            // The synced copies are written when the file is filled.
-            Err(CopyError::BadMagic | CopyError::Truncated)
+            // a file that ends where the second mark copy would start is of
+            // the earlier one-mark layout: not damage. The synced copies are
+            // written when the file is filled.
+            Err(CopyError::BadMagic)
                 if checkpoint::MARK_COPIES_AT.contains(&at)
                     && copy.iter().take(checkpoint::COPY_BYTES).all(|&b| b == 0) => {}
+            Err(CopyError::Truncated)
+                if at == checkpoint::SECOND_MARK_COPY_AT && bytes.len() == checkpoint::SECOND_MARK_COPY_AT => {}
             Err(e) => report.notes.push(format!("{}: copy at byte {at}: {e}; another copy is used", path.display())),
             Ok(_) => {}
         }

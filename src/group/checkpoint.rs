@@ -781,6 +781,45 @@ mod tests {
     }
 
     #[test]
+    fn stored_commits_alternate_mark_copies_so_a_torn_store_leaves_the_commit_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(claim(dir.path(), 1).unwrap());
+        let mut c = Checkpoint::write_claimed(dir.path(), 1, state(0, 0)).unwrap();
+        let path = dir.path().join(file_name(1));
+        c.mark_delivered(3, 1, 1);
+        c.store(3).unwrap();
+        c.mark_delivered(6, 1, 1);
+        c.store(6).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let at = |a: usize| decode_copy(&bytes[a..], 2).unwrap();
+        // Marks and stores alternate: the last store (6) beside the mark
+        // of its batch (3, delivered up to 6).
+        assert_eq!((at(MARK_COPY_AT).next_offset, at(SECOND_MARK_COPY_AT).next_offset), (3, 6));
+        assert_eq!(decode_file(&bytes, 2, &path).unwrap().next_offset, 6, "stored: in force");
+        assert_eq!(decode_file_synced(&bytes, 2, &path).unwrap().next_offset, 0, "not synced: what a power cut keeps");
+        // A store cut short (the newest mark copy torn) leaves the one
+        // before it: the previous batch's delivery, at position 3.
+        let mut torn = bytes.clone();
+        torn[SECOND_MARK_COPY_AT + 20] ^= 0x40;
+        let s = decode_file(&torn, 2, &path).unwrap();
+        assert_eq!((s.next_offset, s.delivered_end), (3, 6));
+        c.sync().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(decode_file_synced(&bytes, 2, &path).unwrap().next_offset, 6, "synced");
+        assert_eq!(decode_file(&bytes, 2, &path).unwrap().next_offset, 6);
+    }
+
+    #[test]
+    fn a_file_of_the_one_mark_copy_layout_reads_the_same() {
+        let mut bytes = file(Some(state(3, 30)), Some(state(4, 40)));
+        let mark = CheckpointState { delivered_end: 50, attempts: 1, ..state(5, 40) };
+        bytes[MARK_COPY_AT..MARK_COPY_AT + COPY_BYTES].copy_from_slice(&encode_copy(&mark));
+        let old = &bytes[..SECOND_MARK_COPY_AT];
+        assert_eq!(decode_file(old, 2, Path::new("c")).unwrap(), mark);
+        assert_eq!(decode_file_synced(old, 2, Path::new("c")).unwrap().next_offset, 40);
+    }
+
+    #[test]
     fn delivery_marks_survive_reopen_and_commits_reset_attempts() {
         let dir = tempfile::tempdir().unwrap();
         assert!(claim(dir.path(), 1).unwrap());
