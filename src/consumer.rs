@@ -380,21 +380,21 @@ impl Consumer {
     /// position never takes effect); a failed sync stops the consumer.
     pub fn flush(&mut self) -> Result<()> {
         self.stopped.check()?;
-        let mut fenced = None;
+        let mut fenced = Vec::new();
         for (&slot, held) in self.membership.held() {
             match held.hold.checkpoint.sync() {
                 Ok(()) => {}
-                Err(e @ Error::Fenced { .. }) => fenced = Some((slot, e)),
+                Err(e @ Error::Fenced { .. }) => fenced.push((slot, e)),
                 Err(e) => return Err(self.stopped.stop(e)),
             }
         }
-        match fenced {
-            Some((slot, e)) => {
-                self.membership.forget(slot);
-                Err(e)
-            }
-            None => Ok(()),
+        // Every slot taken over is let go; the first is reported.
+        let mut first = None;
+        for (slot, e) in fenced {
+            self.membership.forget(slot);
+            first.get_or_insert(e);
         }
+        first.map_or(Ok(()), Err)
     }
 
     fn process_within<F, E>(&mut self, timeout: Option<Duration>, f: F) -> Result<usize>
