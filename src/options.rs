@@ -289,7 +289,10 @@ impl ConsumerOptions {
     ///   cannot lose it (a SIGKILL redelivers only the batch in flight),
     ///   and a background thread, one per consumer for all its slots,
     ///   syncs it within `d`. After a power cut at most the records
-    ///   committed in the last `d` come again; none is skipped.
+    ///   committed in the last `d` come again; none is skipped. (A member
+    ///   killed before its sync leaves its stored position to the member
+    ///   that takes its slots over, which syncs it before it starts, or to
+    ///   the kernel's writeback.)
     /// - `Buffered`: as `Interval`, synced only by [`Consumer::flush`], on
     ///   drop, and before a slot is handed to another member.
     ///
