@@ -11,6 +11,13 @@
 //! and a record that fails `max_deliveries` times goes to the group's
 //! dead-letter queue before the group moves past it.
 //!
+//! What a commit survives is the consumer's `commit` option: under `Sync`
+//! the checkpoint is synced before `process` returns; under `Interval` and
+//! `Buffered` the position is stored into the checkpoint file's shared
+//! mapping (a process crash cannot lose it) and synced later, by the
+//! background thread (`group/syncer.rs`), [`Consumer::flush`], or before a
+//! slot is given back.
+//!
 //! Membership: every `Consumer` is a member of its group. Slots (one per
 //! partition) are shared fairly among live members; a member checks who is
 //! alive every `rebalance_interval` while it waits and between batches,
@@ -28,9 +35,10 @@ use crate::fail_stop::FailStop;
 use crate::group::Group;
 use crate::group::dead_letter::{self, Envelope};
 use crate::group::membership::{Held, Membership};
+use crate::group::syncer::Syncer;
 use crate::log::partition::{ReadCursor, Span};
 use crate::observe::{self, FencedAt};
-use crate::options::ConsumerOptions;
+use crate::options::{ConsumerOptions, Durability};
 use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
 
@@ -148,11 +156,15 @@ pub struct Consumer {
     next_slot: u32,
     last_rebalance: Option<Instant>,
     dead_letters: Option<Queue>,
-    stopped: FailStop,
+    /// Shared with `syncer`, whose failed sync stops this consumer.
+    stopped: Arc<FailStop>,
     /// The thread that waits and heartbeats for `process_async`, started
     /// by its first call.
     #[cfg(feature = "tokio")]
     companion: Option<crate::asynchronous::Companion>,
+    /// The background sync of `commit(Interval)`. Dropped after
+    /// `membership`, whose drop syncs and gives back every slot.
+    syncer: Option<Syncer>,
 }
 
 // The docs above promise that a consumer can be moved to another thread.
@@ -232,6 +244,11 @@ impl Consumer {
         options.validate()?;
         group.register()?;
         let timeout_ms = options.lease_timeout.as_millis() as u64;
+        let stopped = Arc::new(FailStop::of("consumer"));
+        let syncer = match options.commit {
+            Durability::Interval(every) => Some(Syncer::start(every, stopped.clone(), &queue.dir)?),
+            Durability::Sync | Durability::Buffered => None,
+        };
         let membership = Membership::join(group, queue.config.partitions, timeout_ms, queue.counters.clone())?;
         let mut consumer = Consumer {
             queue,
@@ -240,24 +257,31 @@ impl Consumer {
             next_slot: 0,
             last_rebalance: None,
             dead_letters: None,
-            stopped: FailStop::of("consumer"),
+            stopped,
             #[cfg(feature = "tokio")]
             companion: None,
+            syncer,
         };
         consumer.rebalance()?;
         Ok(consumer)
     }
 
     /// Waits for records, hands a batch of them (from one partition, in
-    /// offset order) to `f`, and commits the batch durably once `f` returns
-    /// `Ok`. Returns the number of records processed.
+    /// offset order) to `f`, and commits the batch once `f` returns `Ok`:
+    /// durably under `commit(Sync)` (the default), or where a crash of this
+    /// process cannot lose it under `commit(Interval)` and
+    /// `commit(Buffered)` (see [`ConsumerOptions::commit`]). Returns the
+    /// number of records processed.
     ///
     /// If `f` returns `Err` or panics, nothing is committed, the error is
     /// returned as [`Error::Process`] or [`Error::ProcessPanicked`], and the
     /// records are delivered again after the backoff, one at a time; a record
     /// that fails `max_deliveries` times goes to the dead-letter queue. If
     /// another member took the slot over meanwhile (this one was presumed
-    /// hung), the commit does not count and [`Error::Fenced`] is returned.
+    /// hung), the commit does not count and [`Error::Fenced`] is returned
+    /// (under `commit(Interval)` and `commit(Buffered)`, from the first
+    /// call after a sync or heartbeat found it out: commits in between
+    /// return `Ok`, do not count either, and come again to the new holder).
     pub fn process<F, E>(&mut self, f: F) -> Result<usize>
     where
         F: FnOnce(&[Message<'_>]) -> std::result::Result<(), E>,
@@ -367,6 +391,31 @@ impl Consumer {
             .collect()
     }
 
+    /// Makes every position this member committed durable now: under
+    /// `commit(Interval)` and `commit(Buffered)` a commit is only stored
+    /// (it survives a crash of the process, not a power loss) until a sync.
+    /// Under `commit(Sync)` there is nothing to do. Dropping the consumer
+    /// flushes too. [`Error::Fenced`] if a slot was taken over meanwhile (its
+    /// position never takes effect); a failed sync stops the consumer.
+    pub fn flush(&mut self) -> Result<()> {
+        self.stopped.check()?;
+        let mut fenced = Vec::new();
+        for (&slot, held) in self.membership.held() {
+            match held.hold.checkpoint.sync() {
+                Ok(()) => {}
+                Err(e @ Error::Fenced { .. }) => fenced.push((slot, e)),
+                Err(e) => return Err(self.stopped.stop(e)),
+            }
+        }
+        // Every slot taken over is let go; the first is reported.
+        let mut first = None;
+        for (slot, e) in fenced {
+            self.membership.forget(slot);
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     fn process_within<F, E>(&mut self, timeout: Option<Duration>, f: F) -> Result<usize>
     where
         F: FnOnce(&[Message<'_>]) -> std::result::Result<(), E>,
@@ -432,11 +481,14 @@ impl Consumer {
     /// ready; otherwise says how long to wait for records, at most until the
     /// next rebalance, the end of a backoff, or `deadline`.
     fn next_step(&mut self, deadline: Option<Instant>) -> Result<Next> {
-        let due = self.last_rebalance.is_none_or(|t| t.elapsed() >= self.options.rebalance_interval);
-        if due {
+        // One clock read per batch when no rebalance is due: at
+        // `max_batch(1)` under `commit(Interval)` a second one was a tenth
+        // of a message's cost.
+        let mut now = Instant::now();
+        if self.last_rebalance.is_none_or(|t| now.duration_since(t) >= self.options.rebalance_interval) {
             self.rebalance()?;
+            now = Instant::now();
         }
-        let now = Instant::now();
         if let Some(slot) = self.ready_slot(now)
             && let Some(batch) = self.read_batch(slot)?
         {
@@ -527,7 +579,14 @@ impl Consumer {
             return Err(Error::Fenced { partition: batch.slot, epoch: batch.epoch });
         };
         let started = Instant::now();
-        match held.hold.checkpoint.commit(end) {
+        // `Sync`: durable before `process` returns. The others store the
+        // position where a crash of this process cannot lose it; the
+        // syncer, `flush` or giving the slot back make it durable.
+        let committed = match self.options.commit {
+            Durability::Sync => held.hold.checkpoint.commit(end),
+            Durability::Interval(_) | Durability::Buffered => held.hold.checkpoint.store(end),
+        };
+        match committed {
             Ok(()) => {
                 held.state.cursor.advance(&batch.span, count);
                 held.state.retry_at = None;
@@ -645,7 +704,7 @@ impl Consumer {
     fn rebalance(&mut self) -> Result<()> {
         self.last_rebalance = Some(Instant::now());
         let partitions = &self.queue.partitions;
-        self.membership.rebalance(
+        let rebalanced = self.membership.rebalance(
             |s| {
                 let part = &partitions[s as usize];
                 (part.first_offset(), part.next_offset())
@@ -659,7 +718,11 @@ impl Consumer {
                 let isolate_end = if state.attempts >= 1 { state.delivered_end } else { 0 };
                 Ok(Reader { cursor, retry_at: None, isolate_end })
             },
-        )
+        );
+        if let Some(syncer) = &self.syncer {
+            syncer.track(self.membership.held().values().map(|h| h.hold.checkpoint.syncable()).collect());
+        }
+        rebalanced
     }
 }
 

@@ -308,6 +308,7 @@ pub struct ConsumerOptions {
     pub(crate) rebalance_interval: Duration,
     pub(crate) max_deliveries: u32,
     pub(crate) retry_backoff: Vec<Duration>,
+    pub(crate) commit: Durability,
 }
 
 impl Default for ConsumerOptions {
@@ -318,6 +319,7 @@ impl Default for ConsumerOptions {
             rebalance_interval: REBALANCE_INTERVAL_DEFAULT,
             max_deliveries: MAX_DELIVERIES_DEFAULT,
             retry_backoff: retry_backoff_default(),
+            commit: Durability::Sync,
         }
     }
 }
@@ -360,6 +362,33 @@ impl ConsumerOptions {
         self
     }
 
+    /// What a commit survives once `process` returned `Ok` (default
+    /// [`Durability::Sync`]):
+    ///
+    /// - `Sync`: the checkpoint is on stable storage before `process`
+    ///   returns (one msync per batch).
+    /// - `Interval(d)`: the new position is stored at once in the shared
+    ///   mapping of the checkpoint file, where a crash of the process
+    ///   cannot lose it (a SIGKILL redelivers only the batch in flight),
+    ///   and a background thread, one per consumer for all its slots,
+    ///   syncs it within `d`. After a power cut at most the records
+    ///   committed in the last `d` come again; none is skipped. (A member
+    ///   killed before its sync leaves its stored position to the member
+    ///   that takes its slots over, which syncs it before it starts, or to
+    ///   the kernel's writeback.)
+    /// - `Buffered`: as `Interval`, synced only by [`Consumer::flush`], on
+    ///   drop, and before a slot is handed to another member.
+    ///
+    /// Under every mode a slot is handed over only once its position is
+    /// durable, and a fenced member's position never takes effect.
+    /// Retention frees only what the *synced* positions passed.
+    ///
+    /// [`Consumer::flush`]: crate::Consumer::flush
+    pub fn commit(mut self, durability: Durability) -> Self {
+        self.commit = durability;
+        self
+    }
+
     /// The pause before redelivering a record that failed `attempts` times.
     pub(crate) fn backoff(&self, attempts: u32) -> Duration {
         let i = (attempts.max(1) as usize - 1).min(self.retry_backoff.len().saturating_sub(1));
@@ -385,6 +414,11 @@ impl ConsumerOptions {
         }
         if self.retry_backoff.is_empty() {
             return invalid("retry_backoff", "needs at least one pause (it may be zero)".into());
+        }
+        if let Durability::Interval(d) = self.commit
+            && !(INTERVAL_MIN..=INTERVAL_MAX).contains(&d)
+        {
+            return invalid("commit", format!("interval {d:?} is not in 1 ms..=1 h"));
         }
         Ok(())
     }

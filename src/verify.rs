@@ -560,10 +560,15 @@ fn verify_checkpoint(path: &Path, p: u32, report: &mut Report) -> Result<Option<
     for at in COPIES_AT {
         let copy = bytes.get(at..).unwrap_or(&[]);
         match checkpoint::decode_copy(copy, p) {
-            // A mark copy of zeros was never written (no delivery yet): not
-            // damage. The synced copies are written when the file is filled.
+            // A mark copy of zeros was never written (no delivery yet), and
+            // a file that ends where the second mark copy would start is of
+            // the earlier one-mark layout: not damage. The synced copies are
+            // written when the file is filled.
             Err(CopyError::BadMagic)
-                if at == checkpoint::MARK_COPY_AT && copy.iter().take(checkpoint::COPY_BYTES).all(|&b| b == 0) => {}
+                if checkpoint::MARK_COPIES_AT.contains(&at)
+                    && copy.iter().take(checkpoint::COPY_BYTES).all(|&b| b == 0) => {}
+            Err(CopyError::Truncated)
+                if at == checkpoint::SECOND_MARK_COPY_AT && bytes.len() == checkpoint::SECOND_MARK_COPY_AT => {}
             Err(e) => report.notes.push(format!("{}: copy at byte {at}: {e}; another copy is used", path.display())),
             Ok(_) => {}
         }

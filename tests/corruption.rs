@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{frame_starts, message, messages, process_error, segment_path, small, take};
-use durq::internals::group::checkpoint::{self, COPY_BYTES, MARK_COPY_AT, SECOND_COPY_AT};
+use durq::internals::group::checkpoint::{self, COPIES_AT, COPY_BYTES, MARK_COPY_AT, SECOND_COPY_AT};
 use durq::{ConsumerOptions, Error, Queue};
 
 /// A closed queue at `dir/q` holding `message(0..n)`, sent one at a time
@@ -282,7 +282,8 @@ fn a_damaged_truncated_or_missing_sealed_segment_file_is_an_error_not_a_crash_or
 
 /// A closed queue with 10 records whose group "g" committed batches of 4, 4
 /// and 2: the synced checkpoint copies hold next offsets 8 (older) and 10
-/// (newest), the mark copy the delivery of the last batch (8, up to 10).
+/// (newest), the mark copy at byte 4096 the delivery of the last batch (8,
+/// up to 10), the one beside it that of the batch before.
 /// Returns the queue path, the checkpoint path and where the newest copy is.
 fn committed_group(dir: &Path) -> (PathBuf, PathBuf, usize) {
     let path = closed_queue(dir, 10);
@@ -355,12 +356,12 @@ fn a_checkpoint_with_no_valid_copy_fails_the_open_never_resets() {
         (
             "every copy flipped",
             |f| {
-                for at in [0, SECOND_COPY_AT, MARK_COPY_AT] {
+                for at in COPIES_AT {
                     common::flip_byte(f, at + 35, 0x01);
                 }
             },
             "every checkpoint copy is invalid (copy at 0: checksum mismatch; copy at 512: checksum mismatch; \
-             copy at 4096: checksum mismatch)",
+             copy at 4096: checksum mismatch; copy at 4160: checksum mismatch)",
         ),
         (
             "file emptied",
@@ -370,11 +371,12 @@ fn a_checkpoint_with_no_valid_copy_fails_the_open_never_resets() {
         (
             "every magic gone",
             |f| {
-                for at in [0, SECOND_COPY_AT, MARK_COPY_AT] {
+                for at in COPIES_AT {
                     common::write_at(f, at, &[0u8; COPY_BYTES]);
                 }
             },
-            "every checkpoint copy is invalid (copy at 0: bad magic; copy at 512: bad magic; copy at 4096: bad magic)",
+            "every checkpoint copy is invalid (copy at 0: bad magic; copy at 512: bad magic; copy at 4096: bad magic; \
+             copy at 4160: bad magic)",
         ),
     ];
     for (what, damage, says) in cases {

@@ -47,7 +47,8 @@ fn child() {
 /// The consumer role. Settings: `DURQ_DIR`, `DURQ_OUT` (output file),
 /// `DURQ_TOTAL` (stop once the group committed this many records),
 /// `DURQ_KILL` (`none`, or `<before|mid|after>:<n>`: SIGKILL itself in its
-/// n-th batch), `DURQ_WORK_US` (pretend work per record).
+/// n-th batch), `DURQ_WORK_US` (pretend work per record), `DURQ_COMMIT`
+/// (the consumer's commit mode: `sync`, `interval:MS`, `buffered`).
 fn run_consumer() -> ! {
     let dir = procs::var("DURQ_DIR");
     let total = procs::num("DURQ_TOTAL");
@@ -63,7 +64,8 @@ fn run_consumer() -> ! {
         .open(procs::var("DURQ_OUT"))
         .unwrap_or_else(|e| fail(format_args!("open output: {e}")));
     let queue = Queue::open_existing(&dir).unwrap_or_else(|e| fail(format_args!("open {dir}: {e}")));
-    let mut consumer = procs::join(&queue, GROUP, ConsumerOptions::default().max_batch(MAX_BATCH))
+    let commit: Durability = procs::var("DURQ_COMMIT").parse().unwrap_or_else(|e| fail(e));
+    let mut consumer = procs::join(&queue, GROUP, ConsumerOptions::default().max_batch(MAX_BATCH).commit(commit))
         .unwrap_or_else(|e| fail(format_args!("join group: {e}")));
     say("ready");
     let mut batches = 0;
@@ -139,10 +141,14 @@ struct Work {
     path: PathBuf,
     out: PathBuf,
     positions: HashMap<String, Position>,
+    /// The children's commit mode.
+    commit: Durability,
 }
 
 impl Work {
-    fn new(partitions: u32) -> Work {
+    /// A new queue of `partitions` partitions, for children that commit
+    /// under `commit`.
+    fn committing(partitions: u32, commit: Durability) -> Work {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("q");
         let out = tmp.path().join("processed.txt");
@@ -150,7 +156,7 @@ impl Work {
             Queue::open_with(&path, common::small().partitions(partitions).durability(Durability::Sync))
                 .expect("create"),
         );
-        Work { _tmp: tmp, path, out, positions: HashMap::new() }
+        Work { _tmp: tmp, path, out, positions: HashMap::new(), commit }
     }
 
     fn spawn(&self, name: &str, total: usize, kill: &str, work_us: u64) -> Proc {
@@ -170,6 +176,7 @@ impl Work {
                 ("DURQ_TOTAL", total.to_string()),
                 ("DURQ_KILL", kill.to_owned()),
                 ("DURQ_WORK_US", work_us.to_string()),
+                ("DURQ_COMMIT", self.commit.to_string()),
             ],
         )
     }
@@ -229,7 +236,25 @@ fn check_committed(work: &Work, child: &Proc, expect: &mut [u64], exact: bool) -
 
 #[test]
 fn consumer_killed_inside_process_redelivers_only_the_in_flight_batch() {
-    let mut work = Work::new(2);
+    killed_inside_process_redelivers_only_the_in_flight_batch(Durability::Sync);
+}
+
+/// Under `commit(Interval)` a commit is a store into the checkpoint's
+/// shared mapping, synced later (here: never, before the kills): the page
+/// cache keeps it across a SIGKILL, so a kill still redelivers only the
+/// batch in flight.
+#[test]
+fn interval_committing_consumer_killed_inside_process_redelivers_only_the_in_flight_batch() {
+    killed_inside_process_redelivers_only_the_in_flight_batch(Durability::Interval(Duration::from_secs(3600)));
+}
+
+#[test]
+fn buffered_committing_consumer_killed_inside_process_redelivers_only_the_in_flight_batch() {
+    killed_inside_process_redelivers_only_the_in_flight_batch(Durability::Buffered);
+}
+
+fn killed_inside_process_redelivers_only_the_in_flight_batch(commit: Durability) {
+    let mut work = Work::committing(2, commit);
     let q = Queue::open_existing(&work.path).expect("open");
     let producer = q.producer();
     let total = 400;
@@ -321,8 +346,19 @@ fn q_end(path: &Path, p: u32) -> u64 {
 
 #[test]
 fn consumer_killed_at_random_moments_while_records_arrive_loses_nothing() {
+    killed_at_random_moments_loses_nothing(Durability::Sync);
+}
+
+/// With the background sync running every 2 ms, kills land before, during
+/// and after its syncs.
+#[test]
+fn interval_committing_consumer_killed_at_random_moments_while_records_arrive_loses_nothing() {
+    killed_at_random_moments_loses_nothing(Durability::Interval(Duration::from_millis(2)));
+}
+
+fn killed_at_random_moments_loses_nothing(commit: Durability) {
     let mut rng = Rng::new(procs::seed(0x5eed_0004));
-    let mut work = Work::new(2);
+    let mut work = Work::committing(2, commit);
     let total = 1500;
     // The parent produces while consumers come and go.
     let q = Queue::open_existing(&work.path).expect("open");

@@ -6,9 +6,9 @@
 //! sealed segments and an active one each), `Sync` durability, unkeyed, keyed
 //! and batched records, and a group that committed part of the way (into a
 //! sealed segment of partition 0, into the active segment of partition 1), so
-//! that checkpoint and lease files exist and the three copies of each
-//! checkpoint (two synced ones and the last delivery mark) hold different
-//! generations, the mark and the older synced copy an earlier position. Every record was acknowledged; the test keeps
+//! that checkpoint and lease files exist and the four copies of each
+//! checkpoint (two synced ones and the last two delivery marks) hold different
+//! generations, the marks and the older synced copy an earlier position. Every record was acknowledged; the test keeps
 //! each one's offset, key and payload, and works out where its frame lies from
 //! the documented layout (docs/FORMAT.md), not from the crate's code.
 //!
@@ -78,9 +78,10 @@ const SEGMENT_FIXED_END: usize = 36;
 const SYNCED_END_FIELD_END: usize = 52;
 const SEGMENT_HEADER_BYTES: usize = 64;
 const FRAME_MAGIC: u8 = 0xD7;
-const CHECKPOINT_COPIES: [usize; 3] = [0, 512, 4096];
-/// The copy that takes delivery marks (the last of `CHECKPOINT_COPIES`).
-const CHECKPOINT_MARK_COPY: usize = 2;
+const CHECKPOINT_COPIES: [usize; 4] = [0, 512, 4096, 4160];
+/// The copies that take delivery marks, alternately (the last two of
+/// `CHECKPOINT_COPIES`).
+const CHECKPOINT_MARK_COPIES: [usize; 2] = [2, 3];
 const CHECKPOINT_COPY_BYTES: usize = 64;
 const META_MAGIC_BYTES: usize = 8;
 
@@ -177,9 +178,9 @@ struct Pristine {
     /// Per partition, indexed by offset.
     records: Vec<Vec<Acked>>,
     segments: Vec<SegmentFile>,
-    /// Per partition: the checkpoint file and its copies at bytes 0, 512
-    /// and 4096 (the delivery mark).
-    checkpoints: Vec<(PathBuf, [Copy; 3])>,
+    /// Per partition: the checkpoint file and its copies at bytes 0, 512,
+    /// 4096 and 4160 (the delivery marks).
+    checkpoints: Vec<(PathBuf, [Copy; 4])>,
 }
 
 /// Sends records and keeps what each acknowledgement said.
@@ -321,7 +322,7 @@ impl Pristine {
                     assert_eq!(&bytes[at..at + 8], b"DURQCKPT");
                     Copy { generation: le64(&bytes, at + 16), next_offset: le64(&bytes, at + 32) }
                 });
-                let newest = newest(&copies, [true; 3]).unwrap();
+                let newest = newest(&copies, [true; 4]).unwrap();
                 assert_eq!(newest.next_offset, COMMITTED[p as usize]);
                 for older in copies.iter().filter(|c| c.generation != newest.generation) {
                     assert!(
@@ -329,10 +330,9 @@ impl Pristine {
                         "partition {p}: a fallback is a visible redelivery"
                     );
                 }
-                assert!(
-                    copies[CHECKPOINT_MARK_COPY].generation < newest.generation,
-                    "partition {p}: the last write was a commit"
-                );
+                for mark in CHECKPOINT_MARK_COPIES {
+                    assert!(copies[mark].generation < newest.generation, "partition {p}: the last write was a commit");
+                }
                 (file.strip_prefix(&path).unwrap().to_path_buf(), copies)
             })
             .collect();
@@ -387,7 +387,7 @@ impl SegmentFile {
 }
 
 /// The copy of the highest generation among those `kept`.
-fn newest(copies: &[Copy; 3], kept: [bool; 3]) -> Option<Copy> {
+fn newest(copies: &[Copy; 4], kept: [bool; 4]) -> Option<Copy> {
     copies.iter().zip(kept).filter(|(_, k)| *k).map(|(c, _)| *c).max_by_key(|c| c.generation)
 }
 
@@ -488,7 +488,7 @@ impl Case {
                 _ => rng.below(len),
             },
             FileKind::Checkpoint if region < 6 => {
-                CHECKPOINT_COPIES[(region % 3) as usize] as u64 + rng.below(CHECKPOINT_COPY_BYTES as u64)
+                CHECKPOINT_COPIES[(region % 4) as usize] as u64 + rng.below(CHECKPOINT_COPY_BYTES as u64)
             }
             _ => rng.below(len),
         }
@@ -624,12 +624,16 @@ impl Expect {
                 let changed = CHECKPOINT_COPIES.map(|at| {
                     after.get(at..at + CHECKPOINT_COPY_BYTES) != Some(&before[at..at + CHECKPOINT_COPY_BYTES])
                 });
-                // A mark copy of zeros reads as one never written: verify
-                // has nothing to say about it. A synced copy is written
-                // when the file is filled, so zeros there are damage.
-                let mark_at = CHECKPOINT_COPIES[CHECKPOINT_MARK_COPY];
-                let mark_zeroed =
-                    after.get(mark_at..mark_at + CHECKPOINT_COPY_BYTES).is_some_and(|b| b.iter().all(|&x| x == 0));
+                // A mark copy of zeros reads as one never written, and a
+                // file cut exactly where the second mark copy starts as one
+                // of the earlier one-mark layout: verify has nothing to say
+                // about them. A synced copy is written when the file is
+                // filled, so zeros there are damage.
+                let unwritten = |i: usize| {
+                    let at = CHECKPOINT_COPIES[i];
+                    after.get(at..at + CHECKPOINT_COPY_BYTES).is_some_and(|b| b.iter().all(|&x| x == 0))
+                        || (i == 3 && after.len() == at)
+                };
                 match newest(&copies, changed.map(|c| !c)) {
                     None => {
                         e.verify = Verify::Problems;
@@ -637,7 +641,9 @@ impl Expect {
                     }
                     Some(survivor) => {
                         e.starts[p] = survivor.next_offset;
-                        let noted = changed[0] || changed[1] || (changed[CHECKPOINT_MARK_COPY] && !mark_zeroed);
+                        let noted = changed[0]
+                            || changed[1]
+                            || CHECKPOINT_MARK_COPIES.iter().any(|&i| changed[i] && !unwritten(i));
                         // Bytes between the copies are read by nobody.
                         if noted {
                             e.verify = Verify::Notes;

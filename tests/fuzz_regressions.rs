@@ -233,7 +233,10 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     seeds.push(("checkpoint_decode", "newer-copy-torn", torn));
     seeds.push(("checkpoint_decode", "cut-after-first-copy", file(Some(state(1, 5)), None)[..100].to_vec()));
     let mut marked = file(Some(state(3, 30)), Some(state(4, 40)));
-    marked[checkpoint::MARK_COPY_AT..].copy_from_slice(&checkpoint::encode_copy(&state(5, 40)));
+    marked[checkpoint::MARK_COPY_AT..checkpoint::MARK_COPY_AT + checkpoint::COPY_BYTES]
+        .copy_from_slice(&checkpoint::encode_copy(&state(5, 40)));
+    seeds.push(("checkpoint_decode", "one-mark-layout", marked[..checkpoint::SECOND_MARK_COPY_AT].to_vec()));
+    marked[checkpoint::SECOND_MARK_COPY_AT..].copy_from_slice(&checkpoint::encode_copy(&state(6, 45)));
     seeds.push(("checkpoint_decode", "newest-is-the-mark", marked));
     let earlier_layout =
         file(Some(state(3, 30)), Some(state(4, 40)))[..checkpoint::SECOND_COPY_AT + checkpoint::COPY_BYTES].to_vec();

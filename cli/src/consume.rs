@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use durq::{Consumer, ConsumerOptions, Message, Queue};
+use durq::{Consumer, ConsumerOptions, Durability, Message, Queue};
 
 use crate::record_line::{Format, RecordLine};
 use crate::{CliResult, report, stream_error};
@@ -40,6 +40,12 @@ pub struct Args {
     /// one's slots over (it must exceed the time one batch takes).
     #[arg(long, value_name = "SECS", value_parser = crate::parse_secs, default_value = "10")]
     lease_timeout: Duration,
+    /// What a commit survives: `sync` (on disk before the next batch),
+    /// `interval:MS` (a crash of this process loses nothing; synced in the
+    /// background within MS ms, so a power cut brings back at most the last
+    /// MS ms of commits), `buffered` (synced on exit and hand-over only).
+    #[arg(long, value_name = "sync|interval:MS|buffered", default_value = "sync")]
+    commit: Durability,
     /// How to print each message; `json` adds `deliveries`, how many times
     /// the group delivered it (more than 1 after a failure or a takeover).
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -92,7 +98,8 @@ pub fn run(args: Args) -> CliResult<()> {
 }
 
 fn join(queue: &Queue, args: &Args, batch_size: usize) -> durq::Result<Consumer> {
-    let options = ConsumerOptions::default().max_batch(batch_size).lease_timeout(args.lease_timeout);
+    let options =
+        ConsumerOptions::default().max_batch(batch_size).lease_timeout(args.lease_timeout).commit(args.commit);
     queue.consumer_with(&args.group, options)
 }
 

@@ -8,7 +8,7 @@
 //!   one keeps its stored values, so they may be left out, and those given
 //!   must match.
 //! - `durq consume DIR --group G [--max-batch N] [--limit N] [--idle-exit SECS]
-//!   [--format text|json]` prints each payload on its own line (or a JSON
+//!   [--format text|json] [--commit sync|interval:MS|buffered]` prints each payload on its own line (or a JSON
 //!   object with its delivery count) as a member of group `G`; a batch is
 //!   committed only after its output has been flushed. SIGINT and SIGTERM
 //!   finish the current batch and exit 0.

@@ -38,6 +38,23 @@ fn produced_lines_are_acknowledged_in_order_then_consumed_once() {
     assert_eq!(ok(&["consume", &q, "--group", "other", "--limit", "1"], ""), "order 1\n");
 }
 
+#[test]
+fn consume_commits_under_each_commit_mode_and_the_position_outlives_the_process() {
+    let (_tmp, q) = queue_dir();
+    ok(&produce_new(&q, &[]), "a\nb\nc\nd\n");
+    // Each mode commits what it printed: the next run of the group goes on
+    // after it (under interval and buffered, synced when the command exits).
+    let modes = [("sync", "a\n"), ("interval:5", "b\n"), ("buffered", "c\n")];
+    for (mode, line) in modes {
+        assert_eq!(ok(&["consume", &q, "--group", "g", "--limit", "1", "--commit", mode], ""), line, "{mode}");
+    }
+    assert_eq!(ok(&["consume", &q, "--group", "g", "--idle-exit", "0.2", "--commit", "buffered"], ""), "d\n");
+    assert_eq!(ok(&["consume", &q, "--group", "g", "--idle-exit", "0.2"], ""), "");
+    fails(&["consume", &q, "--group", "g", "--commit", "later"], "", 2);
+    let err = fails(&["consume", &q, "--group", "g", "--commit", "interval:0"], "", 1);
+    assert!(err.contains("commit"), "{err}");
+}
+
 /// Regression: a bare relative name used to fail on creation (the library
 /// tried to fsync the parent `""`).
 #[test]

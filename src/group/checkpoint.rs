@@ -17,20 +17,33 @@
 //! (magic → checksum → version → partition) and takes the valid copy with
 //! the highest generation.
 //!
-//! A third copy, on a page of its own, takes the delivery marks: the state
-//! written before the closure runs, never synced, since it only has to
-//! survive a crash of the process (the page cache keeps it). The holder
-//! stores marks through a mapping of the file and syncs only the first page
-//! (the synced copies), so the mark's page stays dirty and writable, and a
-//! mark costs no system call and no page fault (a mark in the synced
-//! copies' page would fault after every commit's sync write-protected it
-//! again). A mark always carries a higher generation than the synced state it was made
-//! from, and a lower one than any later commit, so the rule "highest valid
-//! generation wins" holds across all three copies.
+//! Two more copies, side by side on a page of their own, take the states
+//! that need to survive a crash of the process but not a power loss: the
+//! delivery marks (written before the closure runs), and, under
+//! `commit(Interval)` and `commit(Buffered)`, the commits themselves. The
+//! holder stores them through a mapping of the file and syncs only the
+//! first page (the synced copies), so the marks' page stays dirty and
+//! writable, and such a store costs no system call and no page fault (a
+//! store into the synced copies' page would fault after every sync
+//! write-protected it again). The page cache keeps them across a SIGKILL,
+//! and every reader (a taker, retention, stat) reads the file through it.
+//! They alternate, like the synced copies, so that a store cut short by a
+//! SIGKILL (or torn by a power cut) leaves the state before it intact: the
+//! position of a commit is never lost to a torn store of the next mark. A
+//! stored state always carries a higher generation than the state it was
+//! made from, and a lower one than any later write, so the rule "highest
+//! valid generation wins" holds across all four copies.
+//!
+//! **Syncing a stored commit** (`Checkpoint::sync`) writes the state in
+//! force into the synced copy not holding the newest synced state, and
+//! msyncs the first page: from then on a power cut keeps it. Retention
+//! trusts only the synced copies ([`latest_synced`]): a stored position
+//! that a power cut could still undo must not let segments go that the
+//! group would need again.
 //!
 //! ```text
-//! copies at byte 0 and 512 (synced; separate disk sectors) and at byte 4096
-//! (delivery marks; its own page), 64 bytes each:
+//! copies at byte 0 and 512 (synced; separate disk sectors) and at bytes
+//! 4096 and 4160 (stored, unsynced; their own page), 64 bytes each:
 //! offset size field
 //!  0     8    magic          b"DURQCKPT"
 //!  8     4    version        FORMAT_VERSION
@@ -46,9 +59,11 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::fail_stop::FailStop;
 use crate::meta::FORMAT_VERSION;
 use crate::storage::{self, mmap::MappedFile};
 
@@ -56,12 +71,22 @@ use crate::storage::{self, mmap::MappedFile};
 pub const COPY_BYTES: usize = 64;
 /// Where the second copy starts.
 pub const SECOND_COPY_AT: usize = 512;
-/// Where the copy for delivery marks starts: a page of its own.
+/// Where the first copy for stored, unsynced states (delivery marks, and
+/// commits under `commit(Interval)` and `commit(Buffered)`) starts: a page
+/// of its own.
 pub const MARK_COPY_AT: usize = 4096;
+/// Where the second copy for stored states starts, beside the first: they
+/// alternate.
+pub const SECOND_MARK_COPY_AT: usize = MARK_COPY_AT + COPY_BYTES;
+/// Where the copies for stored states start.
+pub const MARK_COPIES_AT: [usize; 2] = [MARK_COPY_AT, SECOND_MARK_COPY_AT];
+/// Where the synced copies start.
+pub const SYNCED_COPIES_AT: [usize; 2] = [0, SECOND_COPY_AT];
 /// Where each copy starts.
-pub const COPIES_AT: [usize; 3] = [0, SECOND_COPY_AT, MARK_COPY_AT];
-/// Bytes of the whole file.
-pub const FILE_BYTES: usize = MARK_COPY_AT + COPY_BYTES;
+pub const COPIES_AT: [usize; 4] = [0, SECOND_COPY_AT, MARK_COPY_AT, SECOND_MARK_COPY_AT];
+/// Bytes of the whole file. (Files written before the second mark copy
+/// end at `SECOND_MARK_COPY_AT`; they read the same, see [`decode_file`].)
+pub const FILE_BYTES: usize = SECOND_MARK_COPY_AT + COPY_BYTES;
 /// Bytes of the first page's copies, the ones a sync covers.
 const SYNCED_COPIES_BYTES: usize = SECOND_COPY_AT + COPY_BYTES;
 
@@ -198,15 +223,12 @@ pub fn decode_copy(b: &[u8], partition: u32) -> Result<CheckpointState, CopyErro
 
 /// Picks the checkpoint in force from a whole file's bytes: the valid copy
 /// with the highest generation. Every copy invalid is `Error::Corrupt`,
-/// never a silent reset. (A file of the earlier layout, without the mark
-/// copy, reads the same: its missing copy is just not valid.)
+/// never a silent reset. (A file of an earlier layout, without one or both
+/// mark copies, reads the same: a missing copy is just not valid.)
 pub fn decode_file(bytes: &[u8], partition: u32, path: &Path) -> Result<CheckpointState> {
     let copies = COPIES_AT.map(|at| decode_copy(bytes.get(at..).unwrap_or(&[]), partition));
-    // On a tie, which no file durq wrote has, the earlier copy.
-    let newest =
-        copies.iter().filter_map(|c| c.as_ref().ok()).reduce(|a, b| if b.generation > a.generation { b } else { a });
-    if let Some(newest) = newest {
-        return Ok(*newest);
+    if let Some(newest) = newest_of(&copies) {
+        return Ok(newest);
     }
     let why: Vec<String> = COPIES_AT
         .iter()
@@ -214,6 +236,27 @@ pub fn decode_file(bytes: &[u8], partition: u32, path: &Path) -> Result<Checkpoi
         .filter_map(|(at, c)| c.as_ref().err().map(|e| format!("copy at {at}: {e}")))
         .collect();
     Err(Error::corrupt(path, 0, None, format!("every checkpoint copy is invalid ({})", why.join("; "))))
+}
+
+/// As [`decode_file`], but the newest *synced* state: what a power cut
+/// keeps. Falls back to the state in force only if neither synced copy is
+/// valid (damage; the marks then hold the only position there is).
+pub fn decode_file_synced(bytes: &[u8], partition: u32, path: &Path) -> Result<CheckpointState> {
+    let synced = SYNCED_COPIES_AT.map(|at| decode_copy(bytes.get(at..).unwrap_or(&[]), partition));
+    match newest_of(&synced) {
+        Some(state) => Ok(state),
+        None => decode_file(bytes, partition, path),
+    }
+}
+
+/// The valid copy of the highest generation; on a tie, which no file durq
+/// wrote has, the earlier copy.
+fn newest_of(copies: &[Result<CheckpointState, CopyError>]) -> Option<CheckpointState> {
+    copies
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .reduce(|a, b| if b.generation > a.generation { b } else { a })
+        .copied()
 }
 
 /// The checkpoint in force in a slot directory: the newest epoch's file
@@ -228,6 +271,22 @@ pub fn decode_file(bytes: &[u8], partition: u32, path: &Path) -> Result<Checkpoi
 /// written only after its epoch's file was filled and synced, so such a
 /// file was damaged later, and skipping it could move the group backwards.
 pub fn latest(slot_dir: &Path, partition: u32, leased_epoch: u64) -> Result<Option<(u64, CheckpointState)>> {
+    latest_by(slot_dir, partition, leased_epoch, decode_file)
+}
+
+/// As [`latest`], but the newest file's *synced* state
+/// ([`decode_file_synced`]): how far the group got in a way a power cut
+/// cannot undo. Retention goes by it.
+pub fn latest_synced(slot_dir: &Path, partition: u32, leased_epoch: u64) -> Result<Option<(u64, CheckpointState)>> {
+    latest_by(slot_dir, partition, leased_epoch, decode_file_synced)
+}
+
+fn latest_by(
+    slot_dir: &Path,
+    partition: u32,
+    leased_epoch: u64,
+    decode: fn(&[u8], u32, &Path) -> Result<CheckpointState>,
+) -> Result<Option<(u64, CheckpointState)>> {
     for epoch in epochs(slot_dir)?.into_iter().rev() {
         let path = slot_dir.join(file_name(epoch));
         let bytes = match storage::read_small(&path, FILE_BYTES) {
@@ -247,7 +306,7 @@ pub fn latest(slot_dir: &Path, partition: u32, leased_epoch: u64) -> Result<Opti
             }
             continue;
         }
-        match decode_file(&bytes, partition, &path) {
+        match decode(&bytes, partition, &path) {
             Ok(state) => return Ok(Some((epoch, state))),
             // Filled but never synced before a power cut: as good as empty.
             Err(_) if epoch > leased_epoch => continue,
@@ -270,8 +329,19 @@ pub(crate) fn claim(slot_dir: &Path, epoch: u64) -> Result<bool> {
     storage::create_new_empty(&slot_dir.join(file_name(epoch)))
 }
 
-/// The checkpoint file of the epoch this holder owns.
+/// The checkpoint file of the epoch this holder owns: a handle the
+/// consumer commits through and its background syncer
+/// ([`Checkpoint::syncable`]) syncs through, one at a time.
 pub(crate) struct Checkpoint {
+    file: Arc<Mutex<HeldFile>>,
+}
+
+/// A [`Checkpoint`] as a background syncer holds it: it lets go when the
+/// slot does.
+pub(crate) type Syncable = Weak<Mutex<HeldFile>>;
+
+/// The mapped file of a held checkpoint and what its holder knows of it.
+pub(crate) struct HeldFile {
     /// The whole file, mapped: every write is a store into it (see the
     /// module docs), and a synced write an msync of the first page.
     map: MappedFile,
@@ -279,15 +349,24 @@ pub(crate) struct Checkpoint {
     next_epoch_path: PathBuf,
     state: CheckpointState,
     /// Where the newest *synced* state lies (0 or [`SECOND_COPY_AT`]).
-    /// Every synced write goes to the other copy and marks to the mark
-    /// copy, so a power cut in the middle of any write leaves that state
-    /// intact.
+    /// Every synced write goes to the other copy and every store to the
+    /// mark copy not holding the newest stored state, so a power cut (or a
+    /// SIGKILL) in the middle of any write leaves the state before it.
     synced_copy_at: usize,
+    /// Where the newest stored state lies among [`MARK_COPIES_AT`].
+    mark_copy_at: usize,
+    /// A commit was stored and not synced yet.
+    unsynced: bool,
+    /// A sync found the slot claimed by a newer epoch: this holder's
+    /// stores land in a file nobody reads, and its next commit says so.
+    fenced: bool,
+    /// After a failed sync, every later one fails: it is never retried.
+    stopped: FailStop,
 }
 
 impl Checkpoint {
     /// Fills the file of a claimed `epoch` with `state` (both synced copies;
-    /// the mark copy stays zeros, never written), makes it and its directory
+    /// the mark copies stay zeros, never written), makes it and its directory
     /// entry durable, and opens it.
     pub(crate) fn write_claimed(slot_dir: &Path, epoch: u64, state: CheckpointState) -> Result<Checkpoint> {
         let path = slot_dir.join(file_name(epoch));
@@ -302,18 +381,35 @@ impl Checkpoint {
         // Mapped only now that the file has its full size (mmap contract
         // rule 1); the mapping outlives the descriptor.
         let map = MappedFile::map(&file, &path, FILE_BYTES as u64)?;
-        Ok(Checkpoint {
+        let held = HeldFile {
             map,
             path,
             next_epoch_path: slot_dir.join(file_name(epoch + 1)),
             state: second,
             synced_copy_at: SECOND_COPY_AT,
-        })
+            mark_copy_at: SECOND_MARK_COPY_AT,
+            unsynced: false,
+            fenced: false,
+            stopped: FailStop::default(),
+        };
+        Ok(Checkpoint { file: Arc::new(Mutex::new(held)) })
     }
 
-    /// The checkpoint this holder last wrote.
+    fn held(&self) -> MutexGuard<'_, HeldFile> {
+        // A panic while it was locked (an assertion) left it consistent:
+        // every write completes its state before it returns.
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The checkpoint this holder last wrote or stored.
     pub(crate) fn state(&self) -> CheckpointState {
-        self.state
+        self.held().state
+    }
+
+    /// The handle a background syncer keeps: it does not keep the file
+    /// mapped once the slot is given back.
+    pub(crate) fn syncable(&self) -> Syncable {
+        Arc::downgrade(&self.file)
     }
 
     /// Records that `[next_offset, delivered_end)` was handed to the group,
@@ -321,8 +417,9 @@ impl Checkpoint {
     /// sync: it must survive a crash of this process (the page cache does),
     /// not a power loss.
     pub(crate) fn mark_delivered(&mut self, delivered_end: u64, attempts: u32, range_attempts: u32) {
-        let state = CheckpointState { delivered_end, attempts, range_attempts, ..self.state };
-        self.write_mark(state);
+        let mut held = self.held();
+        let state = CheckpointState { delivered_end, attempts, range_attempts, ..held.state };
+        held.store(state);
     }
 
     /// As [`Checkpoint::mark_delivered`], after a failed delivery, durably:
@@ -334,8 +431,9 @@ impl Checkpoint {
         attempts: u32,
         range_attempts: u32,
     ) -> Result<()> {
-        let state = CheckpointState { delivered_end, attempts, range_attempts, ..self.state };
-        self.write_synced(state)
+        let mut held = self.held();
+        let state = CheckpointState { delivered_end, attempts, range_attempts, ..held.state };
+        held.write_synced(state)
     }
 
     /// Durably moves the position to `next_offset`, then checks that this
@@ -344,63 +442,120 @@ impl Checkpoint {
     /// Records still delivered-but-uncommitted keep their count: the new
     /// first one was delivered `range_attempts` times.
     pub(crate) fn commit(&mut self, next_offset: u64) -> Result<()> {
+        let mut held = self.held();
+        let state = held.committed(next_offset);
+        held.write_synced(state)?;
+        held.check_not_fenced()
+    }
+
+    /// Moves the position to `next_offset` where a crash of this process
+    /// cannot lose it (a store into the mapping), without a sync:
+    /// [`Checkpoint::sync`] makes it durable. `Err(Fenced)` if a sync
+    /// already found the slot taken over.
+    pub(crate) fn store(&mut self, next_offset: u64) -> Result<()> {
+        let mut held = self.held();
+        if held.fenced {
+            return Err(held.fenced_error());
+        }
+        let state = held.committed(next_offset);
+        held.store(state);
+        held.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes a stored commit durable, if there is one, then checks that
+    /// this holder still owns the slot.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.held().sync()
+    }
+
+    /// `Err(Fenced)` if a newer epoch has been claimed for this slot, or
+    /// this epoch's file is gone (removed by a newer holder).
+    pub(crate) fn check_not_fenced(&self) -> Result<()> {
+        self.held().check_not_fenced()
+    }
+}
+
+impl HeldFile {
+    /// Makes a stored commit durable, if there is one, then checks that
+    /// this holder still owns the slot (a stored commit is not checked
+    /// when it is made: that takes system calls). A fenced holder's sync
+    /// lands in a file nobody reads.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.write_synced(self.state)?;
+        self.check_not_fenced()
+    }
+
+    /// The state after committing up to `next_offset`.
+    fn committed(&self, next_offset: u64) -> CheckpointState {
         assert!(
             next_offset >= self.state.next_offset,
             "checkpoint moving backwards: {} -> {next_offset} in {}",
             self.state.next_offset,
             self.path.display()
         );
-        let state = if next_offset < self.state.delivered_end {
+        if next_offset < self.state.delivered_end {
             CheckpointState { next_offset, attempts: self.state.range_attempts, ..self.state }
         } else {
             CheckpointState { next_offset, delivered_end: next_offset, attempts: 0, range_attempts: 0, ..self.state }
-        };
-        self.write_synced(state)?;
-        self.check_not_fenced()
+        }
     }
 
-    /// `Err(Fenced)` if a newer epoch has been claimed for this slot, or
-    /// this epoch's file is gone (removed by a newer holder).
-    pub(crate) fn check_not_fenced(&self) -> Result<()> {
+    fn check_not_fenced(&mut self) -> Result<()> {
         if self.next_epoch_path.exists() || !self.path.exists() {
-            return Err(Error::Fenced { partition: self.state.partition, epoch: self.state.epoch });
+            self.fenced = true;
+            return Err(self.fenced_error());
         }
         Ok(())
     }
 
-    /// Stores `state`, one generation on, into the mark copy, unsynced.
-    fn write_mark(&mut self, state: CheckpointState) {
+    fn fenced_error(&self) -> Error {
+        Error::Fenced { partition: self.state.partition, epoch: self.state.epoch }
+    }
+
+    /// Stores `state`, one generation on, into the mark copy not holding
+    /// the newest stored state, unsynced.
+    fn store(&mut self, state: CheckpointState) {
         let state = CheckpointState { generation: self.state.generation + 1, ..state };
+        let at = MARK_COPY_AT + SECOND_MARK_COPY_AT - self.mark_copy_at;
         // SAFETY: this holder owns the file's epoch, the only right to
-        // write it (mmap contract rule 4), and `&mut self` makes this the
-        // only write in flight; the copy lies inside the mapping.
-        unsafe { self.map.write(MARK_COPY_AT, &encode_copy(&state)) };
+        // write it (mmap contract rule 4), and the lock on `HeldFile`
+        // makes this the only write in flight; the copy lies inside the
+        // mapping.
+        unsafe { self.map.write(at, &encode_copy(&state)) };
+        self.mark_copy_at = at;
         self.state = state;
     }
 
     /// Stores `state`, one generation on, into the synced copy not holding
     /// the newest synced state, and syncs it.
     fn write_synced(&mut self, state: CheckpointState) -> Result<()> {
+        self.stopped.check()?;
         let state = CheckpointState { generation: self.state.generation + 1, ..state };
         // Never the copy holding the newest synced state: a write there,
         // torn by a power cut, would leave only an older copy, or none.
         let at = SECOND_COPY_AT - self.synced_copy_at;
         // SAFETY: this holder owns the file's epoch, the only right to
-        // write it (mmap contract rule 4), and `&mut self` makes this the
-        // only write in flight; the copy lies inside the mapping.
+        // write it (mmap contract rule 4), and the lock on `HeldFile`
+        // makes this the only write in flight; the copy lies inside the
+        // mapping.
         unsafe { self.map.write(at, &encode_copy(&state)) };
         if let Err(e) = self.map.sync_range(&self.path, 0, SYNCED_COPIES_BYTES) {
             // The page cache may hold the new state although the disk does
             // not (a failed sync is not retried: the pages may already count
-            // as clean). Retention and takers read the file through the page
+            // as clean). Retention reads the synced copies through the page
             // cache, and must not act on a position a power cut would undo:
             // blank the copy, so the file says the last synced state again.
             // SAFETY: as above.
             unsafe { self.map.zero(at, COPY_BYTES) };
-            return Err(e);
+            return Err(self.stopped.stop(e));
         }
         self.synced_copy_at = at;
         self.state = state;
+        self.unsynced = false;
         Ok(())
     }
 }
@@ -468,7 +623,7 @@ mod tests {
         let p = Path::new("c");
         let mut bytes = file(Some(state(3, 30)), Some(state(4, 40)));
         let mark = CheckpointState { delivered_end: 50, attempts: 1, ..state(5, 40) };
-        bytes[MARK_COPY_AT..].copy_from_slice(&encode_copy(&mark));
+        bytes[MARK_COPY_AT..MARK_COPY_AT + COPY_BYTES].copy_from_slice(&encode_copy(&mark));
         assert_eq!(decode_file(&bytes, 2, p).unwrap(), mark);
         bytes[..COPY_BYTES].copy_from_slice(&encode_copy(&state(6, 50)));
         assert_eq!(decode_file(&bytes, 2, p).unwrap().next_offset, 50, "a later commit beats an older mark");
@@ -488,7 +643,7 @@ mod tests {
         let p = Path::new("c");
         assert_eq!(decode_file(&file(Some(state(4, 30)), Some(state(4, 40))), 2, p).unwrap().next_offset, 30);
         let mut bytes = file(None, Some(state(4, 40)));
-        bytes[MARK_COPY_AT..].copy_from_slice(&encode_copy(&state(4, 50)));
+        bytes[MARK_COPY_AT..MARK_COPY_AT + COPY_BYTES].copy_from_slice(&encode_copy(&state(4, 50)));
         assert_eq!(decode_file(&bytes, 2, p).unwrap().next_offset, 40);
     }
 
@@ -623,6 +778,45 @@ mod tests {
         assert_eq!(copy(SECOND_COPY_AT).unwrap().next_offset, 32);
         assert_eq!(copy(0).unwrap().next_offset, 16);
         assert_eq!(latest(dir.path(), 2, 0).unwrap().unwrap().1.next_offset, 32);
+    }
+
+    #[test]
+    fn stored_commits_alternate_mark_copies_so_a_torn_store_leaves_the_commit_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(claim(dir.path(), 1).unwrap());
+        let mut c = Checkpoint::write_claimed(dir.path(), 1, state(0, 0)).unwrap();
+        let path = dir.path().join(file_name(1));
+        c.mark_delivered(3, 1, 1);
+        c.store(3).unwrap();
+        c.mark_delivered(6, 1, 1);
+        c.store(6).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let at = |a: usize| decode_copy(&bytes[a..], 2).unwrap();
+        // Marks and stores alternate: the last store (6) beside the mark
+        // of its batch (3, delivered up to 6).
+        assert_eq!((at(MARK_COPY_AT).next_offset, at(SECOND_MARK_COPY_AT).next_offset), (3, 6));
+        assert_eq!(decode_file(&bytes, 2, &path).unwrap().next_offset, 6, "stored: in force");
+        assert_eq!(decode_file_synced(&bytes, 2, &path).unwrap().next_offset, 0, "not synced: what a power cut keeps");
+        // A store cut short (the newest mark copy torn) leaves the one
+        // before it: the previous batch's delivery, at position 3.
+        let mut torn = bytes.clone();
+        torn[SECOND_MARK_COPY_AT + 20] ^= 0x40;
+        let s = decode_file(&torn, 2, &path).unwrap();
+        assert_eq!((s.next_offset, s.delivered_end), (3, 6));
+        c.sync().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(decode_file_synced(&bytes, 2, &path).unwrap().next_offset, 6, "synced");
+        assert_eq!(decode_file(&bytes, 2, &path).unwrap().next_offset, 6);
+    }
+
+    #[test]
+    fn a_file_of_the_one_mark_copy_layout_reads_the_same() {
+        let mut bytes = file(Some(state(3, 30)), Some(state(4, 40)));
+        let mark = CheckpointState { delivered_end: 50, attempts: 1, ..state(5, 40) };
+        bytes[MARK_COPY_AT..MARK_COPY_AT + COPY_BYTES].copy_from_slice(&encode_copy(&mark));
+        let old = &bytes[..SECOND_MARK_COPY_AT];
+        assert_eq!(decode_file(old, 2, Path::new("c")).unwrap(), mark);
+        assert_eq!(decode_file_synced(old, 2, Path::new("c")).unwrap().next_offset, 40);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! - [`slot`]: taking, holding and giving back a slot; the fencing protocol.
 //! - `membership`: a member's share of the slots: rebalancing.
 //! - [`checkpoint`]: per-epoch, two-copy checkpoint files.
+//! - `syncer`: the background sync of `commit(Interval)`.
 //! - [`dead_letter`]: the dead-letter envelope.
 //! - [`evidence`]: what checkpoints and dead letters prove about how far
 //!   each partition's log reached (for recovery and verify).
@@ -37,6 +38,7 @@ pub mod member;
 pub(crate) mod membership;
 pub mod name;
 pub mod slot;
+pub(crate) mod syncer;
 
 use std::path::{Path, PathBuf};
 
@@ -140,6 +142,18 @@ impl Group {
     /// force (`Error::Corrupt` if it is damaged, never a silent fall-back).
     pub(crate) fn committed(&self, p: u32) -> Result<Committed> {
         Ok(match slot::checkpoint_in_force(&self.slot_dir(p), p)? {
+            Some((epoch, state)) => Committed::At { epoch, next_offset: state.next_offset },
+            None => Committed::NotStarted,
+        })
+    }
+
+    /// The group's position in partition `p` as a power cut now would
+    /// leave it: the newest *synced* copy of the checkpoint in force. Under
+    /// `commit(Interval)` and `commit(Buffered)` a member's stored position
+    /// runs ahead of it; retention goes by this one, so that it never frees
+    /// records the group could need again after a power cut.
+    pub(crate) fn committed_durably(&self, p: u32) -> Result<Committed> {
+        Ok(match slot::synced_checkpoint_in_force(&self.slot_dir(p), p)? {
             Some((epoch, state)) => Committed::At { epoch, next_offset: state.next_offset },
             None => Committed::NotStarted,
         })

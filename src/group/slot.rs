@@ -38,7 +38,9 @@
 //!
 //! **Holding:** heartbeats rewrite the lease (no sync: liveness only) after
 //! checking for fencing. **Giving back** (rebalance, close) happens only at
-//! a batch boundary, after the batch was committed: the lease is rewritten
+//! a batch boundary, after the batch was committed and its position synced
+//! (under `commit(Interval)` and `commit(Buffered)` a commit is only
+//! stored until then): the lease is rewritten
 //! as released and its lock dropped, so the next holder starts exactly where
 //! this one stopped and a graceful rebalance redelivers nothing.
 
@@ -73,6 +75,16 @@ pub fn checkpoint_in_force(slot_dir: &Path, slot: u32) -> Result<Option<(u64, Ch
     }
     let leased_epoch = read_lease(slot_dir, slot)?.map_or(0, |l| l.epoch);
     checkpoint::latest(slot_dir, slot, leased_epoch)
+}
+
+/// As [`checkpoint_in_force`], but its newest synced state
+/// ([`checkpoint::latest_synced`]).
+pub fn synced_checkpoint_in_force(slot_dir: &Path, slot: u32) -> Result<Option<(u64, CheckpointState)>> {
+    if !slot_dir.is_dir() {
+        return Ok(None);
+    }
+    let leased_epoch = read_lease(slot_dir, slot)?.map_or(0, |l| l.epoch);
+    checkpoint::latest_synced(slot_dir, slot, leased_epoch)
 }
 
 /// Who takes a slot, and what it writes there.
@@ -255,9 +267,20 @@ impl SlotHold {
         })
     }
 
-    /// Gives the slot back at a batch boundary: marks the lease released so
-    /// the next holder need not wait, then drops the lock.
+    /// Gives the slot back at a batch boundary: makes a stored position
+    /// durable first (`commit(Interval)`, `commit(Buffered)`), then marks
+    /// the lease released so the next holder need not wait, then drops the
+    /// lock. A slot whose position could not be synced is not released:
+    /// its lease still names this member, and it is taken over (from the
+    /// position in the page cache, which the taker syncs) once the member
+    /// is gone or hung.
     pub(crate) fn release(self, member: &Member) -> Result<()> {
+        match self.checkpoint.sync() {
+            Ok(()) => {}
+            // Not ours any more: nothing to give back.
+            Err(crate::Error::Fenced { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
         if self.checkpoint.check_not_fenced().is_ok() {
             let released = member.released_lease(self.slot, self.epoch);
             storage::write_at(&self.lease_file, &self.lease_path, 0, &lease::encode(&released))?;

@@ -116,7 +116,7 @@ pub struct GroupSkipped {
 fn limit_in(queue_dir: &Path, p: u32) -> Result<RetentionLimit> {
     let mut limit = RetentionLimit::NoGroup;
     for group in group::list(queue_dir)?.groups {
-        let offset = match group.committed(p)? {
+        let offset = match group.committed_durably(p)? {
             Committed::At { next_offset, .. } => next_offset,
             Committed::NotStarted => return Ok(RetentionLimit::NotStarted(group.name().to_owned())),
         };

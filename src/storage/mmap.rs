@@ -52,7 +52,8 @@
 //!    segment before the last, and removing the last segment, is done only by
 //!    the sole process that has the queue open.
 //! 4. **A checkpoint file has one writer.** Only the holder of its epoch
-//!    writes it, through its own mapping, one write at a time. No one
+//!    writes it, through its own mapping, one write at a time (a lock
+//!    orders the consumer's writes and its background syncer's). No one
 //!    borrows a slice of a checkpoint mapping: others read the file with
 //!    `pread`, and a copy read half-written fails its checksum like a torn
 //!    one.
