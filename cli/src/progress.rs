@@ -27,12 +27,17 @@ impl Progress {
 
     /// A spinner with the time spent, for work whose size is not known.
     pub fn spinner(what: &str) -> Progress {
-        Progress::start(|| {
+        let progress = Progress::start(|| {
             let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid template");
-            let bar = ProgressBar::new_spinner().with_style(style).with_message(what.to_owned());
+            ProgressBar::new_spinner().with_style(style).with_message(what.to_owned())
+        });
+        // Only after the first draw: with a steady tick on, `tick` leaves
+        // drawing to the ticker thread, which short work can outrun (then
+        // nothing is ever drawn).
+        if let Some(bar) = &progress.0 {
             bar.enable_steady_tick(TICK);
-            bar
-        })
+        }
+        progress
     }
 
     fn start(bar: impl FnOnce() -> ProgressBar) -> Progress {

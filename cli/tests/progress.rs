@@ -50,14 +50,9 @@ fn nothing_is_written_to_stderr_when_it_is_not_a_terminal() {
 /// Runs `durq args` with stdin from `stdin`, stdout into a pipe and stderr
 /// into a pseudo-terminal; its stdout and what the terminal got.
 fn on_a_terminal(args: &[&str], stdin: Stdio) -> (String, String) {
-    let mut pty = Pty::open();
-    let child = Command::new(DURQ)
-        .args(args)
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(pty.slave.take().unwrap()))
-        .spawn()
-        .unwrap();
+    let pty = Pty::open();
+    let child =
+        Command::new(DURQ).args(args).stdin(stdin).stdout(Stdio::piped()).stderr(pty.for_child()).spawn().unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "durq {args:?}: {}", pty.output());
     (String::from_utf8(out.stdout).unwrap(), pty.finish())

@@ -432,9 +432,27 @@ impl Pty {
         String::from_utf8_lossy(&self.master.lock().unwrap()).into_owned()
     }
 
-    /// Everything the child wrote, once it (and every process it shared
-    /// the slave with) has closed it.
+    /// A copy of the slave side for a child, the test keeping its own open
+    /// until [`Pty::finish`]: were the child's copy the last, its exit would
+    /// hang the terminal up, and a read of the master can then fail with EIO
+    /// before the reader has taken what the child wrote last.
+    pub fn for_child(&self) -> Stdio {
+        Stdio::from(self.slave.as_ref().expect("the slave side is still open").try_clone().unwrap())
+    }
+
+    /// Everything the child wrote, once it has exited: waits until the
+    /// reader has taken all of it (no new byte for 100 ms), then closes the
+    /// test's copy of the slave, which ends the reader.
     pub fn finish(mut self) -> String {
+        let mut seen = usize::MAX;
+        loop {
+            let read = self.master.lock().unwrap().len();
+            if read == seen {
+                break;
+            }
+            seen = read;
+            std::thread::sleep(Duration::from_millis(100));
+        }
         drop(self.slave.take());
         self.reader.take().unwrap().join().unwrap();
         self.output()
