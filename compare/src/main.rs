@@ -137,11 +137,11 @@ fn workloads(c: &Config) -> Vec<Workload> {
 }
 
 fn systems(c: &Config, notes: &mut Vec<String>) -> Vec<Box<dyn System>> {
-    // durq first: every ratio in the table is against its row. Its
-    // consumer's other commit modes (`commit(Interval(..))`, issue 13) are
-    // to be further variants of `Durq` here, each a row of its own.
+    // durq first: every ratio in the table is against its row. The second
+    // row is its consumer's `commit(Interval(10 ms))` (consume workloads).
     let mut all: Vec<Box<dyn System>> = vec![
-        Box::new(Durq),
+        Box::new(Durq::SYNC),
+        Box::new(Durq::INTERVAL_10_MS),
         Box::new(sqlite::Sqlite(sqlite::Variant::TxnPerMessage)),
         Box::new(sqlite::Sqlite(sqlite::Variant::Batched)),
         Box::new(Yaque),

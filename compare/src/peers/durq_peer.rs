@@ -3,15 +3,31 @@
 //! W3 `Sync` with `send_batch` of 100; W4 `process` with `max_batch(1000)`
 //! (one synced checkpoint per batch); W6 `Sync` from 32 threads; W7
 //! `process` with `max_batch(1)` (one synced checkpoint per message).
+//!
+//! A second row, "durq, commit Interval(10 ms)", runs the consume workloads
+//! (W4, W7) with the consumer's `commit(Durability::Interval(10 ms))`: each
+//! commit stores the position in the checkpoint's mapping, a background
+//! thread syncs it every 10 ms, and `flush()` makes the last one durable
+//! before the clock stops. The producer workloads are the `durq` row's.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use durq::{ConsumerOptions, Durability, Options, Queue};
 
 use crate::common::{Deadline, Kind, Outcome, Result, System, Workload, concurrent, payload, per_thread, stamp};
 
-pub struct Durq;
+/// durq, its consumer committing as `commit` says.
+pub struct Durq {
+    pub commit: Durability,
+}
+
+impl Durq {
+    /// The `durq` row: every workload, the consumer's default `Sync` commit.
+    pub const SYNC: Durq = Durq { commit: Durability::Sync };
+    /// The consume workloads again, with `commit(Interval(10 ms))`.
+    pub const INTERVAL_10_MS: Durq = Durq { commit: Durability::Interval(Duration::from_millis(10)) };
+}
 
 fn open(dir: &Path, durability: Durability) -> Result<Queue> {
     Ok(Queue::open_with(dir.join("q"), Options::default().durability(durability))?)
@@ -19,11 +35,17 @@ fn open(dir: &Path, durability: Durability) -> Result<Queue> {
 
 impl System for Durq {
     fn name(&self) -> String {
-        "durq".into()
+        match self.commit {
+            Durability::Sync => "durq".into(),
+            _ => "durq, commit Interval(10 ms)".into(),
+        }
     }
 
     fn run(&self, w: &Workload, dir: &Path) -> Result<Outcome> {
         let mut buf = payload(w.payload);
+        if self.commit != Durability::Sync && !matches!(w.kind, Kind::Consume { .. }) {
+            return Ok(Outcome::Skip("a consumer commit mode: the producer side is the `durq` row".into()));
+        }
         match w.kind {
             Kind::SyncAtEnd => {
                 let q = open(dir, Durability::Buffered)?;
@@ -82,11 +104,11 @@ impl System for Durq {
                     n += k as u64;
                 }
                 p.flush()?;
-                // The consumer's commit is left at its default, `Sync`: the
-                // checkpoint is on stable storage before `process` returns.
-                // Other commit modes, when durq has them, are further rows
-                // of their own, each a variant of this system.
-                let mut consumer = q.consumer_with("bench", ConsumerOptions::default().max_batch(batch))?;
+                // `Sync` (the `durq` row): the checkpoint is on stable
+                // storage before `process` returns. `Interval`: stored at
+                // once, synced in the background, and by `flush` at the end.
+                let options = ConsumerOptions::default().max_batch(batch).commit(self.commit);
+                let mut consumer = q.consumer_with("bench", options)?;
                 let deadline = Deadline::new(w.cap);
                 let start = Instant::now();
                 let mut seen = 0u64;
@@ -97,12 +119,21 @@ impl System for Durq {
                         Ok::<(), std::io::Error>(())
                     })? as u64;
                 }
+                consumer.flush()?;
                 let out = Outcome::done(seen, start);
                 assert_eq!(bytes as u64, seen * w.payload as u64, "durq consumed the wrong bytes");
-                Ok(out.with_note(&format!(
-                    "`process` with `max_batch({batch})`, default `Sync` commit: a synced checkpoint (msync) {}",
-                    crate::common::per_commit(batch)
-                )))
+                let note = match self.commit {
+                    Durability::Sync => format!(
+                        "`process` with `max_batch({batch})`, default `Sync` commit: a synced checkpoint (msync) {}",
+                        crate::common::per_commit(batch)
+                    ),
+                    _ => format!(
+                        "`process` with `max_batch({batch})`, `commit(Interval(10 ms))`: the position stored {}, \
+                         synced every 10 ms and by `flush()` before the clock stops",
+                        crate::common::per_commit(batch)
+                    ),
+                };
+                Ok(out.with_note(&note))
             }
             Kind::Concurrent { threads } => {
                 let q = open(dir, Durability::Sync)?;
