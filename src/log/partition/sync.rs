@@ -20,7 +20,7 @@ impl Partition {
         let c = self.shared();
         loop {
             self.stop.check()?;
-            if c.durable() >= target {
+            if self.durable_covers(&c, target) {
                 return Ok(());
             }
             let mut state = self.sync.lock();
@@ -52,7 +52,25 @@ impl Partition {
     #[cfg(feature = "tokio")]
     pub(crate) fn is_durable_to(&self, target: u64) -> Result<bool> {
         self.stop.check()?;
-        Ok(self.shared().durable() >= target)
+        Ok(self.durable_covers(&self.shared(), target))
+    }
+
+    /// Whether every record below `target` is durable; if so, also makes
+    /// sure readers see them. The process whose sync covered them raises
+    /// `durable`, then `visible`: killed between the two, it would leave
+    /// records that this caller is about to acknowledge invisible to every
+    /// consumer until some later sync, so the caller raises `visible` too
+    /// (a `fetch_max`: nothing when it is there already).
+    fn durable_covers(&self, c: &PartitionControl<'_>, target: u64) -> bool {
+        let durable = c.durable();
+        if durable < target {
+            return false;
+        }
+        if !self.config.durability.readers_see_unsynced() && c.visible() < durable {
+            c.raise_visible_synced(durable);
+            self.control.notify();
+        }
+        true
     }
 
     /// Syncs the tail segment up to the published tail, starting where this
@@ -126,4 +144,31 @@ pub(super) struct SyncState {
     pub(super) in_progress: bool,
     /// Where this process's last sync ended: segment base, byte position.
     pub(super) synced: Option<(u64, usize)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Durability, Options, Queue};
+
+    #[test]
+    fn a_sender_covered_by_another_processs_sync_makes_its_records_visible() {
+        let tmp = tempfile::tempdir().unwrap();
+        // `Interval` of an hour: a send appends and returns, nothing syncs
+        // it during the test.
+        let hourly = Options::default().durability(Durability::Interval(Duration::from_secs(3600)));
+        let queue = Queue::open_with(tmp.path().join("q"), hourly).unwrap();
+        queue.producer().send(b"acknowledged").unwrap();
+        let p = &queue.inner.partitions[0];
+        let c = p.shared();
+        // What a syncer in another process leaves when it is killed between
+        // raising `durable` and raising `visible`.
+        c.raise_durable(1);
+        assert_eq!(c.visible(), 0);
+        // A sender waiting for record 0 finds it durable: before it
+        // acknowledges it, consumers must be able to see it.
+        p.sync_to(1).unwrap();
+        assert_eq!(c.visible(), 1, "an acknowledged record stayed invisible to consumers");
+    }
 }
