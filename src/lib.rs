@@ -332,8 +332,8 @@ pub use options::{
 pub use position::Position;
 pub use producer::{Producer, partition_of_key};
 pub use queue::Queue;
-pub use reader::{Reader, Skipped};
-pub use retention::{GroupSkipped, Reclaimed, RetentionLimit};
+pub use reader::Reader;
+pub use retention::{GroupSkipped, Reclaimed, RetentionLimit, Skipped};
 
 /// The crate's insides, for its own tests, fuzz targets and benchmarks and
 /// for the `durq` command: the file codecs, the directory layout, recovery,

@@ -2,7 +2,7 @@
 //! one place, so that a call site is one unconditional line.
 //!
 //! Three outlets, each fed by the same calls:
-//! - [`Stats`], from [`Queue::stats`]: process-local counters since the
+//! - [`Stats`], from [`Queue::stats`](crate::Queue::stats): process-local counters since the
 //!   queue was opened, shared by every clone of the handle and every
 //!   producer and consumer made from it. Always compiled: relaxed atomic
 //!   adds, once per send, batch or sync, never per record.
@@ -29,13 +29,10 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::group::lease::Lease;
-use crate::group::slot::Predecessor;
 use crate::position::Position;
-use crate::queue::Queue;
 
 /// What this process did with a queue since it opened it, for
-/// [`Queue::stats`]: counts over every clone of the handle and every
+/// [`Queue::stats`](crate::Queue::stats): counts over every clone of the handle and every
 /// producer and consumer made from it (other processes count their own).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -66,27 +63,6 @@ pub struct Stats {
     pub takeovers: u64,
     /// Commits refused because another member had taken the slot over.
     pub fenced_commits: u64,
-}
-
-impl Queue {
-    /// What this process did with the queue since it opened it: records
-    /// appended and consumed, syncs, commits, redeliveries, dead letters,
-    /// takeovers, fenced commits. For a service without a metrics system;
-    /// with one, feature `metrics` reports the same numbers (and more) as
-    /// `durq_*` metrics. See docs/OBSERVABILITY.md.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), durq::Error> {
-    /// # let tmp = tempfile::tempdir().unwrap();
-    /// let queue = durq::Queue::open(tmp.path().join("q"))?;
-    /// queue.producer().send(b"order 1")?;
-    /// let stats = queue.stats();
-    /// assert_eq!((stats.messages_appended, stats.bytes_appended, stats.syncs), (1, 7, 1));
-    /// # Ok(()) }
-    /// ```
-    pub fn stats(&self) -> Stats {
-        self.inner.counters.stats()
-    }
 }
 
 /// The counters of one open queue (and, with feature `metrics`, its metric
@@ -129,7 +105,7 @@ impl Counters {
         }
     }
 
-    fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         Stats {
             messages_appended: self.messages_appended.load(Relaxed),
             bytes_appended: self.bytes_appended.load(Relaxed),
@@ -390,28 +366,37 @@ pub(crate) fn dead_lettered(counters: &Counters, group: &str, position: Position
     );
 }
 
-/// `group`'s member took `partition`'s slot at `epoch` in `took`, from
-/// `predecessor`: a takeover (counted, and at `warn`) if that was a dead or
-/// hung member.
+/// Whom a slot was taken over from: what the takeover event names.
+// Read by the `tracing` event only.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) struct OldHolder<'a> {
+    /// `"dead"` (its member file unlocked) or `"hung"` (silent for longer
+    /// than its lease timeout).
+    pub(crate) was: &'static str,
+    pub(crate) member: &'a [u8; 16],
+    pub(crate) pid: u32,
+    pub(crate) host: &'a str,
+    pub(crate) epoch: u64,
+    pub(crate) heartbeat_ms: u64,
+}
+
+/// `group`'s member took `partition`'s slot at `epoch` in `took`; a
+/// takeover (counted, and at `warn`) if it was taken from a dead or hung
+/// member (`taken_over`).
 #[inline]
 pub(crate) fn slot_taken(
     counters: &Counters,
     group: &str,
     partition: u32,
     epoch: u64,
-    predecessor: &Predecessor,
+    taken_over: Option<OldHolder<'_>>,
     took: Duration,
 ) {
-    let old = match predecessor {
-        Predecessor::Dead(lease) => Some(("dead", lease)),
-        Predecessor::Stale(lease) => Some(("hung", lease)),
-        Predecessor::Nobody | Predecessor::Itself => None,
-    };
-    if let Some((how, lease)) = old {
+    if let Some(old) = taken_over {
         counters.takeovers.fetch_add(1, Relaxed);
         #[cfg(feature = "metrics")]
         metrics::counter!("durq_takeovers_total", &counters.metrics.group_labels(group, partition)).increment(1);
-        took_over(group, partition, epoch, how, lease, took);
+        took_over(group, partition, epoch, &old, took);
     } else {
         #[cfg(feature = "tracing")]
         tracing::info!(group, partition, epoch, took_us = took.as_micros() as u64, "durq took a slot");
@@ -419,20 +404,20 @@ pub(crate) fn slot_taken(
 }
 
 #[inline]
-fn took_over(group: &str, partition: u32, epoch: u64, how: &'static str, old: &Lease, took: Duration) {
+fn took_over(group: &str, partition: u32, epoch: u64, old: &OldHolder<'_>, took: Duration) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
         group,
         partition,
         epoch,
-        old_holder = %crate::layout::member_hex(&old.member),
+        old_holder = %crate::layout::member_hex(old.member),
         old_pid = old.pid,
         old_host = %old.host,
         old_epoch = old.epoch,
-        old_was = how,
+        old_was = old.was,
         silent_ms = crate::storage::now_ms().saturating_sub(old.heartbeat_ms),
         took_us = took.as_micros() as u64,
-        "durq took a slot over from a {how} member"
+        "durq took a slot over from a {} member", old.was
     );
 }
 

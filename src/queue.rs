@@ -412,3 +412,24 @@ impl Drop for Flusher {
         }
     }
 }
+
+impl Queue {
+    /// What this process did with the queue since it opened it: records
+    /// appended and consumed, syncs, commits, redeliveries, dead letters,
+    /// takeovers, fenced commits. For a service without a metrics system;
+    /// with one, feature `metrics` reports the same numbers (and more) as
+    /// `durq_*` metrics. See docs/OBSERVABILITY.md.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), durq::Error> {
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let queue = durq::Queue::open(tmp.path().join("q"))?;
+    /// queue.producer().send(b"order 1")?;
+    /// let stats = queue.stats();
+    /// assert_eq!((stats.messages_appended, stats.bytes_appended, stats.syncs), (1, 7, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> crate::observe::Stats {
+        self.inner.counters.stats()
+    }
+}

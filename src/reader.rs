@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::log::partition::{Partition, ReadCursor};
 use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
+use crate::retention::Skipped;
 
 /// Records copied out per partition and read, at most: bounds the memory a
 /// reader holds, and lets the partitions take turns.
@@ -57,18 +58,6 @@ pub struct Reader {
     turn: usize,
     buffered: VecDeque<StoredRecord>,
     skipped: Vec<Skipped>,
-}
-
-/// Records a reader could not read because retention removed them first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Skipped {
-    /// The partition.
-    pub partition: u32,
-    /// The first record not read.
-    pub from: u64,
-    /// The record the reader went on with (the earliest retained one).
-    pub to: u64,
 }
 
 /// Where the reader is in one partition.

@@ -36,9 +36,28 @@ pub struct Workload {
     pub cap: Duration,
 }
 
+/// `1234567.8` → `1,234,568`; small numbers keep a decimal.
+pub fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "—".into();
+    }
+    if x < 100.0 {
+        return format!("{x:.1}");
+    }
+    let digits = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 /// How often a consumer commits, for the notes: "per message", "per 1,000".
 pub fn per_commit(batch: usize) -> String {
-    if batch == 1 { "per message".to_owned() } else { format!("per {}", crate::report::thousands(batch as f64)) }
+    if batch == 1 { "per message".to_owned() } else { format!("per {}", thousands(batch as f64)) }
 }
 
 /// One measurement of one system on one workload.

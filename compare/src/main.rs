@@ -226,7 +226,7 @@ fn main() {
                     r.name,
                     rep + 1,
                     config.reps,
-                    report::thousands(*messages as f64 / secs)
+                    common::thousands(*messages as f64 / secs)
                 );
             }
             results.add("ref", r.name, outcome);
@@ -254,7 +254,11 @@ fn main() {
     let table = report::table(&run);
     println!("\n{table}");
     if let Some(out) = &config.out {
-        if let Err(e) = report::write(&run, out) {
+        if let Err(e) = std::fs::create_dir_all(out)
+            .map_err(Into::into)
+            .and_then(|()| plot::svg(&run, &out.join("benchmarks.svg")))
+            .and_then(|()| report::write(&run, out))
+        {
             eprintln!("could not write to {}: {e}", out.display());
             std::process::exit(1);
         }
@@ -267,7 +271,7 @@ fn print_outcome(workload: &str, name: &str, rep: usize, reps: usize, outcome: &
         Ok(Outcome::Done { messages, secs, .. }) => println!(
             "{workload} {name:<16} rep {}/{reps}: {messages:>9} msgs in {secs:>7.3} s = {:>12} msgs/s",
             rep + 1,
-            report::thousands(*messages as f64 / secs)
+            common::thousands(*messages as f64 / secs)
         ),
         Ok(Outcome::Skip(why)) => println!("{workload} {name:<16} n/a: {why}"),
         Err(e) => println!("{workload} {name:<16} rep {}/{reps}: ERROR {e}", rep + 1),

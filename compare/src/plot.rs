@@ -5,7 +5,8 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::{Run, thousands};
+use crate::common::thousands;
+use crate::report::Run;
 
 const WIDTH: i32 = 1300;
 

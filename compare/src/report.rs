@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::Config;
-use crate::common::{Outcome, Workload};
+use crate::common::{Outcome, Workload, thousands};
 use crate::machine::Machine;
 use crate::reference::{BARE, Reference, bare};
 
@@ -128,25 +128,6 @@ pub struct Run<'a> {
     pub started: SystemTime,
     pub minutes: f64,
     pub notes: Vec<String>,
-}
-
-/// `1234567.8` → `1,234,568`; small numbers keep a decimal.
-pub fn thousands(x: f64) -> String {
-    if !x.is_finite() {
-        return "—".into();
-    }
-    if x < 100.0 {
-        return format!("{x:.1}");
-    }
-    let digits = format!("{:.0}", x);
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 fn mb(x: f64) -> String {
@@ -273,8 +254,9 @@ fn utc(t: SystemTime) -> String {
 const NOTES_BEGIN: &str = "<!-- notes:begin (kept when the program rewrites this file) -->";
 const NOTES_END: &str = "<!-- notes:end -->";
 
-/// Writes `BENCHMARKS.md` and `benchmarks.svg` into `out`, keeping the
-/// hand-written notes block of an existing `BENCHMARKS.md`.
+/// Writes `BENCHMARKS.md` into `out` (beside `benchmarks.svg`, which
+/// `plot::svg` draws), keeping the hand-written notes block of an existing
+/// `BENCHMARKS.md`.
 pub fn write(run: &Run<'_>, out: &Path) -> crate::common::Result<()> {
     std::fs::create_dir_all(out)?;
     let md_path = out.join("BENCHMARKS.md");
@@ -283,7 +265,6 @@ pub fn write(run: &Run<'_>, out: &Path) -> crate::common::Result<()> {
         let b = old[a..].find(NOTES_END)? + a;
         Some(old[a..b].trim().to_owned())
     });
-    crate::plot::svg(run, &out.join("benchmarks.svg"))?;
 
     let c = run.config;
     let mut md = String::new();

@@ -29,6 +29,7 @@ mod queue;
 mod queue_meta;
 mod queue_url;
 pub mod record;
+mod shared;
 mod slot;
 mod slot_value;
 mod version;

@@ -33,8 +33,8 @@ use durq::KEY_BYTES_MAX;
 use durq::Position;
 
 use crate::error::Error;
-use crate::queue::Shared;
 use crate::record;
+use crate::shared::Shared;
 
 /// How long a send keeps publishing a record again while no
 /// acknowledgement comes, before it reports the record as possibly stored.

@@ -23,10 +23,8 @@
 //! forms from inside an async runtime (tokio refuses to block a runtime
 //! thread): use the `_async` forms there.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind};
@@ -40,6 +38,7 @@ use crate::producer::Producer;
 use crate::queue_meta::QueueMeta;
 use crate::queue_url::QueueUrl;
 use crate::record;
+use crate::shared::{ClientRuntime, Shared};
 
 /// The key-value bucket of every queue's meta entry (key: the queue's name).
 pub const META_BUCKET: &str = "DURQ_QUEUES";
@@ -76,21 +75,6 @@ pub const HEADER_ROOM_BYTES: usize = 1024;
 pub struct Queue {
     shared: Arc<Shared>,
 }
-
-/// What a queue's handles share.
-pub(crate) struct Shared {
-    runtime: ClientRuntime,
-    pub(crate) client: Client,
-    pub(crate) url: QueueUrl,
-    pub(crate) meta: QueueMeta,
-    /// The round-robin position of unkeyed sends.
-    next_partition: AtomicU32,
-}
-
-/// The runtime that drives the connection. Shut down without waiting when
-/// dropped, so that dropping a queue inside an async runtime does not panic
-/// (tokio forbids a blocking shutdown there).
-struct ClientRuntime(Option<tokio::runtime::Runtime>);
 
 impl Queue {
     /// Opens the queue at `url` (`nats://host:port/QUEUE`, or
@@ -134,8 +118,7 @@ impl Queue {
     }
 
     fn new(runtime: ClientRuntime, client: Client, url: QueueUrl, meta: QueueMeta) -> Queue {
-        let shared = Shared { runtime, client, url, meta, next_partition: AtomicU32::new(0) };
-        Queue { shared: Arc::new(shared) }
+        Queue { shared: Arc::new(Shared::new(runtime, client, url, meta)) }
     }
 
     /// A producer for this queue.
@@ -171,54 +154,6 @@ impl Queue {
     /// Copies of each of the queue's streams.
     pub fn replicas(&self) -> u8 {
         self.shared.meta.replicas
-    }
-}
-
-impl Shared {
-    /// Runs `future` to completion on the queue's runtime, blocking the
-    /// calling thread.
-    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime.get().block_on(future)
-    }
-
-    /// Runs `future` on the queue's runtime and waits for it from the
-    /// caller's async context.
-    pub(crate) async fn run<F>(&self, future: F) -> F::Output
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let task = self.runtime.get().spawn(future);
-        task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-    }
-
-    /// The partition of the next unkeyed send.
-    pub(crate) fn next_partition(&self) -> u32 {
-        self.next_partition.fetch_add(1, Ordering::Relaxed) % self.meta.partitions
-    }
-}
-
-impl ClientRuntime {
-    fn start() -> durq::Result<ClientRuntime> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("durq-nats")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::engine("start the client's runtime", e))?;
-        Ok(ClientRuntime(Some(runtime)))
-    }
-
-    fn get(&self) -> &tokio::runtime::Runtime {
-        self.0.as_ref().expect("the runtime is taken only on drop")
-    }
-}
-
-impl Drop for ClientRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 

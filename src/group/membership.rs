@@ -138,7 +138,14 @@ impl<R> Membership<R> {
             // A new group starts at the earliest retained record: a durable
             // queue's consumer must see what was sent before it first ran.
             let Some(hold) = self.group.take(s, &self.member, &alive, first_offset, next_offset)? else { continue };
-            observe::slot_taken(&self.counters, self.group.name(), s, hold.epoch, &hold.predecessor, started.elapsed());
+            observe::slot_taken(
+                &self.counters,
+                self.group.name(),
+                s,
+                hold.epoch,
+                hold.predecessor.taken_over(),
+                started.elapsed(),
+            );
             let state = start(s, &hold.checkpoint.state())?;
             self.held.insert(s, Held { hold, state });
         }

@@ -53,6 +53,7 @@ use crate::group::lease::{self, Lease, LeaseError, MemberId, NOBODY};
 #[cfg(feature = "tokio")]
 use crate::group::member::MemberPulse;
 use crate::group::member::{self, Member, Process};
+use crate::observe;
 use crate::storage::{self, Locked};
 
 pub use crate::layout::{LEASE_FILE, slot_dir as dir};
@@ -133,6 +134,26 @@ pub(crate) enum Predecessor {
     Stale(Lease),
     /// A member that is not alive (its member file is unlocked).
     Dead(Lease),
+}
+
+impl Predecessor {
+    /// The member the slot was taken over from, as the takeover event
+    /// names it; `None` when nobody else held it.
+    pub(crate) fn taken_over(&self) -> Option<observe::OldHolder<'_>> {
+        let (was, lease) = match self {
+            Predecessor::Dead(lease) => ("dead", lease),
+            Predecessor::Stale(lease) => ("hung", lease),
+            Predecessor::Nobody | Predecessor::Itself => return None,
+        };
+        Some(observe::OldHolder {
+            was,
+            member: &lease.member,
+            pid: lease.pid,
+            host: &lease.host,
+            epoch: lease.epoch,
+            heartbeat_ms: lease.heartbeat_ms,
+        })
+    }
 }
 
 /// Takes `slot` of the group at `group_dir` for `taker` if it may be taken

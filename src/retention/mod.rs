@@ -56,8 +56,21 @@ use crate::error::Result;
 use crate::group::{self, Committed};
 use crate::log::partition::Partition;
 use crate::observe;
-use crate::reader::Skipped;
 use crate::storage;
+
+/// Records removed by retention before someone got to them: a group's loss
+/// to a retention limit ([`GroupSkipped`]), or what a [`crate::Reader`]
+/// could not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Skipped {
+    /// The partition.
+    pub partition: u32,
+    /// The first record not read.
+    pub from: u64,
+    /// The first record after them (the earliest retained one).
+    pub to: u64,
+}
 
 /// What decides how far retention may go in a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
