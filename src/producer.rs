@@ -81,10 +81,10 @@ impl Producer {
         if payloads.is_empty() {
             return Ok(Vec::new());
         }
-        let records: Vec<Record<'_>> = payloads.iter().map(|p| Record { key: None, payload: p.as_ref() }).collect();
+        let records = unkeyed(&payloads);
         let partition = self.queue.next_partition();
         let first = self.append(partition, &records)?;
-        Ok((first..first + records.len() as u64).map(|offset| Position { partition, offset }).collect())
+        Ok(positions(partition, first, records.len()))
     }
 
     /// Blocks until everything sent so far, by any producer of this queue,
@@ -125,6 +125,16 @@ impl Producer {
         }
         Ok(first)
     }
+}
+
+/// The records of a batch of payloads without keys.
+fn unkeyed<T: AsRef<[u8]>>(payloads: &[T]) -> Vec<Record<'_>> {
+    payloads.iter().map(|p| Record { key: None, payload: p.as_ref() }).collect()
+}
+
+/// The positions of `n` records stored in `partition` from `first` on.
+fn positions(partition: u32, first: u64, n: usize) -> Vec<Position> {
+    (first..first + n as u64).map(|offset| Position { partition, offset }).collect()
 }
 
 /// The partition that records sent with `key` go to in a queue of

@@ -60,10 +60,10 @@ impl Producer {
         if payloads.is_empty() {
             return Ok(Vec::new());
         }
-        let records: Vec<Record<'_>> = payloads.iter().map(|p| Record { key: None, payload: p.as_ref() }).collect();
+        let records = super::unkeyed(&payloads);
         let partition = self.queue.next_partition();
         let first = self.append_async(partition, &records).await?;
-        Ok((first..first + records.len() as u64).map(|offset| Position { partition, offset }).collect())
+        Ok(super::positions(partition, first, records.len()))
     }
 
     /// [`Producer::flush`] for async code: resolves once everything sent so

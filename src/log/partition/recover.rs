@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::log::control::Tail;
-use crate::log::recovery::{self, Evidence, LastFile, Sealed};
+use crate::log::recovery::{self, Evidence, LastFile, Scan, Sealed};
 use crate::log::reservation::ReserveAhead;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
 use crate::observe::{self, Recovered};
@@ -60,15 +60,7 @@ pub(crate) fn recover(
     if let Some((prev, Sealed::Cut(cut))) = sealed {
         recovery::check_end(cut.next_offset, evidence, &prev.path, cut.tail_pos)?;
         let reserved = cut_sealed(dir, config, &prev, &cut, &seg)?;
-        let found = Recovered {
-            segment_base: prev_base,
-            records_scanned: cut.next_offset - prev_base,
-            bytes_scanned: cut.tail_pos as u64,
-            bytes_zeroed: cut.torn.map_or(0, |t| (t.to - t.from) as u64),
-            cut: true,
-            next_offset: cut.next_offset,
-        };
-        observe::recovered(id, crash, &found, started.elapsed());
+        observe::recovered(id, crash, &recovered(prev_base, &cut, true), started.elapsed());
         return Ok(Tail {
             first_offset: first,
             next_offset: cut.next_offset,
@@ -113,15 +105,7 @@ pub(crate) fn recover(
         seg.sync(torn.from, torn.to)?;
     }
     seg.sync(SEGMENT_HEADER_BYTES, scan.tail_pos)?;
-    let found = Recovered {
-        segment_base: last,
-        records_scanned: scan.next_offset - last,
-        bytes_scanned: scan.tail_pos as u64,
-        bytes_zeroed: scan.torn.map_or(0, |t| (t.to - t.from) as u64),
-        cut: false,
-        next_offset: scan.next_offset,
-    };
-    observe::recovered(id, crash, &found, started.elapsed());
+    observe::recovered(id, crash, &recovered(last, &scan, false), started.elapsed());
     Ok(Tail {
         first_offset: first,
         next_offset: scan.next_offset,
@@ -202,4 +186,18 @@ fn cut_sealed(dir: &Path, config: &QueueConfig, prev: &Segment, cut: &recovery::
     storage::remove_file(&last.path)?;
     storage::sync_dir(dir)?;
     Ok(reserved)
+}
+
+/// What the recovery event reports of `scan`, the walk of the segment at
+/// `base` that recovery kept (`cut`: the segment before the last, where the
+/// log was cut).
+fn recovered(base: u64, scan: &Scan, cut: bool) -> Recovered {
+    Recovered {
+        segment_base: base,
+        records_scanned: scan.next_offset - base,
+        bytes_scanned: scan.tail_pos as u64,
+        bytes_zeroed: scan.torn.map_or(0, |t| (t.to - t.from) as u64),
+        cut,
+        next_offset: scan.next_offset,
+    }
 }
