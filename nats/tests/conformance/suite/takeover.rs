@@ -30,7 +30,8 @@ fn a_sigkilled_members_partition_is_taken_over_from_its_checkpoint() {
         producer.send(format!("m-{i}")).expect("send");
     }
     let total = 2 * PER_PARTITION;
-    // Slow enough (3 ms a record) that A still has work when B arrives.
+    // Slow enough (5 ms a record, 3 s for all) that A still has work when
+    // B has joined and taken a partition.
     let settings = Settings {
         spec: &spec,
         out: &out,
@@ -39,7 +40,7 @@ fn a_sigkilled_members_partition_is_taken_over_from_its_checkpoint() {
         total,
         kill: Kill::WhenShared(KillPoint::Mid),
         max_batch: 5,
-        work: Duration::from_millis(3),
+        work: Duration::from_millis(5),
     };
     let mut a = member::start("A", &settings);
     a.wait_line("ready");
