@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use common::NatsServer;
 use durq::Options;
-pub use durq_nats::{Consumer, Delivery, Message, Queue};
+pub use durq::Message;
+pub use durq_nats::{Consumer, Delivery, Queue};
 
 /// The backend's name, in the suite's reports.
 pub const NAME: &str = "NATS";
