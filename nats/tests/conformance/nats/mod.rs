@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use common::NatsServer;
-use durq::Options;
 pub use durq::Message;
+use durq::Options;
 pub use durq_nats::{Consumer, Delivery, Queue};
 
 /// The backend's name, in the suite's reports.
