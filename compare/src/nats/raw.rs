@@ -1,0 +1,68 @@
+//! The raw async-nats side: a stream of the kind durq-nats makes for one
+//! partition, reached without durq.
+
+use async_nats::jetstream::{self, stream};
+
+use crate::common::Result;
+
+pub const STREAM: &str = "RAW";
+pub const SUBJECT: &str = "raw.0";
+
+/// Connects to `url` and creates the stream: file storage, one replica, the
+/// duplicate window durq-nats sets (`durq_nats::DUPLICATE_WINDOW`).
+pub async fn stream(url: &str) -> Result<jetstream::Context> {
+    let jetstream = jetstream::new(async_nats::connect(url).await?);
+    jetstream
+        .create_stream(stream::Config {
+            name: STREAM.to_owned(),
+            subjects: vec![SUBJECT.to_owned()],
+            storage: stream::StorageType::File,
+            num_replicas: 1,
+            duplicate_window: durq_nats::DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await?;
+    Ok(jetstream)
+}
+
+/// Publishes `count` records of `payload` bytes, stamped 0.., a thousand
+/// acknowledgements outstanding at a time (the preload of a consume run;
+/// not timed).
+pub async fn preload(jetstream: &jetstream::Context, count: u64, payload: usize) -> Result<()> {
+    let mut buf = crate::common::payload(payload);
+    let mut n = 0;
+    while n < count {
+        let mut acks = Vec::new();
+        while n < count && acks.len() < 1000 {
+            crate::common::stamp(&mut buf, n);
+            acks.push(jetstream.publish(SUBJECT, bytes::Bytes::copy_from_slice(&buf)).await?);
+            n += 1;
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    Ok(())
+}
+
+/// A reader of the stream from its first record: an ordered consumer (no
+/// acknowledgements; the client recreates it at the next sequence if a
+/// message is missed).
+pub async fn reader(jetstream: &jetstream::Context) -> Result<jetstream::consumer::pull::Ordered> {
+    let consumer = jetstream
+        .get_stream(STREAM)
+        .await?
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
+}
+
+/// The number [`crate::common::stamp`] wrote into a payload.
+pub fn stamped(payload: &[u8]) -> u64 {
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&payload[..8]);
+    u64::from_le_bytes(n)
+}
