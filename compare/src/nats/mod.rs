@@ -34,6 +34,7 @@ OPTIONS:
                  (nothing written unless --out)
   --reps N       repetitions per cell; the table shows medians and ranges (default 3)
   --cap SECS     a throughput cell stops after this long and reports its rate (default 10)
+  --rows a,b     only rows whose title contains one of these (e.g. `produce`, `consume`)
   --dir PATH     where servers' stores and local queues go (default: the system temp dir)
   --out DIR      where BENCHMARKS.md is (default: the repo's docs/)
   --no-write     print the table only
@@ -112,22 +113,31 @@ impl Measured {
 enum System {
     DurqNats,
     Raw,
+    /// Raw with a `Nats-Msg-Id` per message (produce rows only).
+    RawWithIds,
     Local,
 }
 
 impl System {
-    const ALL: [System; 3] = [System::DurqNats, System::Raw, System::Local];
+    const ALL: [System; 4] = [System::DurqNats, System::Raw, System::RawWithIds, System::Local];
 
     fn name(self) -> &'static str {
         match self {
             System::DurqNats => "durq-nats",
             System::Raw => "raw async-nats",
+            System::RawWithIds => "raw + message ids",
             System::Local => "local durq",
         }
     }
 
     fn needs_server(self) -> bool {
         self != System::Local
+    }
+
+    /// Whether the system has a cell in `row` (message ids matter to
+    /// sends only).
+    fn measures(self, row: Row) -> bool {
+        self != System::RawWithIds || matches!(row, Row::ProduceOne | Row::ProduceConcurrent(_))
     }
 }
 
@@ -150,6 +160,7 @@ struct Config {
     quick: bool,
     reps: usize,
     cap: Duration,
+    rows: Vec<String>,
     dir: PathBuf,
     out: Option<PathBuf>,
     args: String,
@@ -160,6 +171,7 @@ fn parse(args: &[String]) -> std::result::Result<Config, String> {
         quick: false,
         reps: 3,
         cap: Duration::from_secs(10),
+        rows: Vec::new(),
         dir: std::env::temp_dir(),
         out: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("docs")),
         args: args.iter().map(|a| format!(" {a}")).collect(),
@@ -172,6 +184,7 @@ fn parse(args: &[String]) -> std::result::Result<Config, String> {
             "--quick" => c.quick = true,
             "--reps" => reps = Some(value()?.parse::<usize>().map_err(|e| format!("--reps: {e}"))?),
             "--cap" => c.cap = Duration::from_secs_f64(value()?.parse::<f64>().map_err(|e| format!("--cap: {e}"))?),
+            "--rows" => c.rows = value()?.split(',').map(|s| s.trim().to_lowercase()).collect(),
             "--dir" => c.dir = PathBuf::from(value()?),
             "--out" => out = Some(PathBuf::from(value()?)),
             "--no-write" => no_write = true,
@@ -212,6 +225,9 @@ fn specs(c: &Config) -> Vec<Spec> {
         spec(Row::Consume { batch: 1000 }, "consume 50,000 × 100 B, a durable commit per 1,000", 50_000),
         spec(Row::Takeover, "takeover, 1 s lease: holder dead → standby has the record", 1),
     ]
+    .into_iter()
+    .filter(|s| c.rows.is_empty() || c.rows.iter().any(|r| s.title.to_lowercase().contains(r.as_str())))
+    .collect()
 }
 
 /// The entry point of `durq-compare nats ARGS`.
@@ -240,7 +256,7 @@ fn run(config: &Config) -> Result<()> {
     for (i, spec) in specs.iter().enumerate() {
         println!("{} (load average {})", spec.title, crate::machine::loadavg());
         for rep in 0..config.reps {
-            for system in System::ALL {
+            for system in System::ALL.into_iter().filter(|s| s.measures(spec.row)) {
                 let dir = tempfile::Builder::new().prefix("durq-compare-nats-").tempdir_in(&config.dir)?;
                 let measured = measure(spec, system, &binary, &runtime, dir.path())
                     .map_err(|e| format!("{} on {}: {e}", system.name(), spec.title))?;
@@ -318,19 +334,22 @@ fn measure(
     let url = url.as_str();
     match (spec.row, system) {
         (Row::ProduceOne, System::DurqNats) => produce::durq_nats_one(url, size),
-        (Row::ProduceOne, System::Raw) => runtime.block_on(produce::raw_one(url, size)),
+        (Row::ProduceOne, System::Raw) => runtime.block_on(produce::raw_one(url, size, false)),
+        (Row::ProduceOne, System::RawWithIds) => runtime.block_on(produce::raw_one(url, size, true)),
         (Row::ProduceOne, System::Local) => produce::local_one(dir, size),
         (Row::ProduceConcurrent(n), System::DurqNats) => runtime.block_on(produce::durq_nats_concurrent(url, size, n)),
-        (Row::ProduceConcurrent(n), System::Raw) => runtime.block_on(produce::raw_concurrent(url, size, n)),
+        (Row::ProduceConcurrent(n), System::Raw) => runtime.block_on(produce::raw_concurrent(url, size, n, false)),
+        (Row::ProduceConcurrent(n), System::RawWithIds) => {
+            runtime.block_on(produce::raw_concurrent(url, size, n, true))
+        }
         (Row::ProduceConcurrent(n), System::Local) => produce::local_concurrent(dir, size, n),
         (Row::Latency, System::Raw) => runtime.block_on(latency::raw(url, size)),
         (Row::Latency, System::Local) => latency::local(dir, size),
         (Row::Consume { batch }, System::Raw) => runtime.block_on(consume::raw(url, size, batch)),
         (Row::Consume { batch }, System::Local) => consume::local(dir, size, batch),
         (Row::Takeover, System::Raw) => runtime.block_on(takeover::raw(url)),
-        (Row::Latency | Row::Consume { .. } | Row::Takeover, System::DurqNats) | (Row::Takeover, System::Local) => {
-            unreachable!("answered above")
-        }
+        (Row::Latency | Row::Consume { .. } | Row::Takeover, System::DurqNats | System::RawWithIds)
+        | (Row::Takeover, System::Local) => unreachable!("answered above"),
     }
 }
 
@@ -431,16 +450,26 @@ fn median_score(ms_: &[Measured]) -> Option<f64> {
     (!scores.is_empty()).then(|| median(scores))
 }
 
+/// The cell's median over raw's, and the range of the ratios repetition by
+/// repetition (the two ran back to back, so they saw the machine in the
+/// same seconds).
+fn vs_raw(cell: &[Measured], raw: &[Measured]) -> String {
+    let (Some(x), Some(r)) = (median_score(cell), median_score(raw)) else { return "—".to_owned() };
+    let paired: Vec<f64> = cell.iter().zip(raw).filter_map(|(c, r)| Some(c.score()? / r.score()?)).collect();
+    let (lo, hi) = range(&paired);
+    if paired.len() > 1 { format!("{} ({}–{})", ratio(x / r), ratio(lo), ratio(hi)) } else { ratio(x / r) }
+}
+
 fn table(specs: &[Spec], cells: &Cells) -> String {
-    let mut t = String::from("| row | system | median (range) | ÷ raw |\n|---|---|---|---|\n");
+    let mut t = String::from("| row | system | median (range) | ÷ raw (range by repetition) |\n|---|---|---|---|\n");
     for (i, spec) in specs.iter().enumerate() {
-        let raw = cells.get(&(i, System::Raw)).and_then(|m| median_score(m));
+        let raw = cells.get(&(i, System::Raw));
         for system in System::ALL {
             let Some(ms_) = cells.get(&(i, system)) else { continue };
-            let vs_raw = match (median_score(ms_), raw) {
-                (Some(x), Some(r)) if system != System::Raw => ratio(x / r),
-                (Some(_), Some(_)) => "1.00×".to_owned(),
-                _ => "—".to_owned(),
+            let vs_raw = match raw {
+                Some(_) if system == System::Raw => "1.00×".to_owned(),
+                Some(raw) => vs_raw(ms_, raw),
+                None => "—".to_owned(),
             };
             let _ = writeln!(t, "| {} | {} | {} | {vs_raw} |", spec.title, system.name(), cell(ms_));
         }

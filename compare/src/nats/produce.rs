@@ -7,14 +7,16 @@
 //! - raw async-nats: the same kind of stream as a durq-nats partition (file
 //!   storage, one replica, a two-minute duplicate window), one connection,
 //!   `publish` and the await of its acknowledgement, no message id: what
-//!   the engine does with nothing of durq's on top.
+//!   the engine does with nothing of durq's on top. A second raw row adds
+//!   a `Nats-Msg-Id` to each message, as durq-nats does (the stream then
+//!   checks and remembers every id for its duplicate window): the same
+//!   server-side work as durq-nats, without durq's client.
 //! - local durq: `Durability::Sync`, the blocking `send`; concurrent
 //!   senders are threads sharing one producer (group commit).
 
 use std::path::Path;
 use std::time::Instant;
 
-use bytes::Bytes;
 use durq::{Durability, Options};
 
 use super::{Measured, Size, raw};
@@ -36,8 +38,8 @@ pub fn durq_nats_one(url: &str, size: &Size) -> Result<Measured> {
     Ok(Measured::rate(n, start))
 }
 
-/// One raw sender.
-pub async fn raw_one(url: &str, size: &Size) -> Result<Measured> {
+/// One raw sender; with `ids`, each message carries a `Nats-Msg-Id`.
+pub async fn raw_one(url: &str, size: &Size, ids: bool) -> Result<Measured> {
     let jetstream = raw::stream(url).await?;
     let mut buf = payload(size.payload);
     let deadline = Deadline::new(size.cap);
@@ -45,7 +47,7 @@ pub async fn raw_one(url: &str, size: &Size) -> Result<Measured> {
     let mut n = 0;
     while n < size.messages && !deadline.passed() {
         stamp(&mut buf, n);
-        jetstream.publish(raw::SUBJECT, Bytes::copy_from_slice(&buf)).await?.await?;
+        raw::publish(&jetstream, &buf, ids.then(|| format!("{n}"))).await?;
         n += 1;
     }
     Ok(Measured::rate(n, start))
@@ -95,8 +97,9 @@ pub async fn durq_nats_concurrent(url: &str, size: &Size, senders: usize) -> Res
     Ok(Measured::rate(total, start))
 }
 
-/// `senders` raw tasks on one connection.
-pub async fn raw_concurrent(url: &str, size: &Size, senders: usize) -> Result<Measured> {
+/// `senders` raw tasks on one connection; with `ids`, each message carries
+/// a `Nats-Msg-Id`.
+pub async fn raw_concurrent(url: &str, size: &Size, senders: usize, ids: bool) -> Result<Measured> {
     let jetstream = raw::stream(url).await?;
     let each = per_thread(size.messages, senders);
     let start = Instant::now();
@@ -108,7 +111,7 @@ pub async fn raw_concurrent(url: &str, size: &Size, senders: usize) -> Result<Me
                 let mut n = 0;
                 while n < each && !deadline.passed() {
                     stamp(&mut buf, (t as u64) << 32 | n);
-                    jetstream.publish(raw::SUBJECT, Bytes::copy_from_slice(&buf)).await?.await?;
+                    raw::publish(&jetstream, &buf, ids.then(|| format!("{t}-{n}"))).await?;
                     n += 1;
                 }
                 Ok::<u64, crate::common::BoxError>(n)

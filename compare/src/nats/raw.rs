@@ -25,6 +25,25 @@ pub async fn stream(url: &str) -> Result<jetstream::Context> {
     Ok(jetstream)
 }
 
+/// Publishes `payload` and waits for its acknowledgement; with `id`, the
+/// message carries `Nats-Msg-Id: <a NUID-long prefix>-<id>`, as long as the
+/// ids durq-nats sends.
+pub async fn publish(jetstream: &jetstream::Context, payload: &[u8], id: Option<String>) -> Result<()> {
+    let payload = bytes::Bytes::copy_from_slice(payload);
+    match id {
+        None => jetstream.publish(SUBJECT, payload).await?.await?,
+        Some(id) => {
+            let message =
+                jetstream::message::PublishMessage::build().message_id(format!("{ID_PREFIX}-{id}")).payload(payload);
+            jetstream.send_publish(SUBJECT, message).await?.await?
+        }
+    };
+    Ok(())
+}
+
+/// Stands in for a producer's NUID (22 characters) in raw message ids.
+const ID_PREFIX: &str = "rawbenchrawbenchrawben";
+
 /// Publishes `count` records of `payload` bytes, stamped 0.., a thousand
 /// acknowledgements outstanding at a time (the preload of a consume run;
 /// not timed).
