@@ -8,10 +8,16 @@ use crate::common::Result;
 pub const STREAM: &str = "RAW";
 pub const SUBJECT: &str = "raw.0";
 
+/// How long a raw publish waits for its acknowledgement: longer than the
+/// client's 5 s default, which a preload's window of outstanding publishes
+/// outlasted on the loaded test machine (each is an fsync on the server).
+const ACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Connects to `url` and creates the stream: file storage, one replica, the
 /// duplicate window durq-nats sets (`durq_nats::DUPLICATE_WINDOW`).
 pub async fn stream(url: &str) -> Result<jetstream::Context> {
-    let jetstream = jetstream::new(async_nats::connect(url).await?);
+    let mut jetstream = jetstream::new(async_nats::connect(url).await?);
+    jetstream.set_timeout(ACK_WITHIN);
     jetstream
         .create_stream(stream::Config {
             name: STREAM.to_owned(),
@@ -44,15 +50,15 @@ pub async fn publish(jetstream: &jetstream::Context, payload: &[u8], id: Option<
 /// Stands in for a producer's NUID (22 characters) in raw message ids.
 const ID_PREFIX: &str = "rawbenchrawbenchrawben";
 
-/// Publishes `count` records of `payload` bytes, stamped 0.., a thousand
-/// acknowledgements outstanding at a time (the preload of a consume run;
+/// Publishes `count` records of `payload` bytes, stamped 0.., up to
+/// [`PRELOAD_WINDOW`] acknowledgements outstanding at a time (the preload of a consume run;
 /// not timed).
 pub async fn preload(jetstream: &jetstream::Context, count: u64, payload: usize) -> Result<()> {
     let mut buf = crate::common::payload(payload);
     let mut n = 0;
     while n < count {
         let mut acks = Vec::new();
-        while n < count && acks.len() < 1000 {
+        while n < count && acks.len() < PRELOAD_WINDOW {
             crate::common::stamp(&mut buf, n);
             acks.push(jetstream.publish(SUBJECT, bytes::Bytes::copy_from_slice(&buf)).await?);
             n += 1;
@@ -63,6 +69,8 @@ pub async fn preload(jetstream: &jetstream::Context, count: u64, payload: usize)
     }
     Ok(())
 }
+
+const PRELOAD_WINDOW: usize = 256;
 
 /// A reader of the stream from its first record: an ordered consumer (no
 /// acknowledgements; the client recreates it at the next sequence if a
