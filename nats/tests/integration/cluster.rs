@@ -2,7 +2,10 @@
 //! replicas) when the server leading the bucket's stream is SIGKILLed: a new
 //! leader is elected, the committed checkpoint is intact, compare-and-set
 //! still admits the holder and still fences a zombie, and the killed node
-//! restarts on its own store and catches up.
+//! restarts on its own store and catches up. The producer under `Sync` on
+//! the same cluster: through the SIGKILL of a partition stream's leader,
+//! and through the stop (SIGKILL, or SIGTERM) and restart of all three
+//! servers, no acknowledged record is lost and none is stored twice.
 
 use std::time::{Duration, Instant};
 
