@@ -4,6 +4,7 @@
 
 mod common;
 mod machine;
+mod nats;
 mod peers;
 mod plot;
 mod reference;
@@ -22,6 +23,7 @@ const HELP: &str = "\
 durq-compare: durq and its peers on the same workloads, one table.
 
 USAGE: cargo run --release -p durq-compare -- [OPTIONS]
+       cargo run --release -p durq-compare -- nats [OPTIONS]   (the NATS backend; `nats --help`)
 
 OPTIONS:
   --quick            every workload 100 times smaller, 1 repetition, 2 s cap:
@@ -167,6 +169,11 @@ fn systems(c: &Config, notes: &mut Vec<String>) -> Vec<Box<dyn System>> {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("nats") {
+        nats::main(&args[1..]);
+        return;
+    }
     let config = match parse() {
         Ok(c) => c,
         Err(e) => {

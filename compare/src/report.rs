@@ -235,7 +235,7 @@ fn paired_ratios(durq: &[f64], reference: &[f64]) -> Vec<f64> {
 }
 
 /// `YYYY-MM-DD HH:MM UTC`.
-fn utc(t: SystemTime) -> String {
+pub fn utc(t: SystemTime) -> String {
     let s = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (s.div_euclid(86_400), s.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.
@@ -252,7 +252,7 @@ fn utc(t: SystemTime) -> String {
 }
 
 const NOTES_BEGIN: &str = "<!-- notes:begin (kept when the program rewrites this file) -->";
-const NOTES_END: &str = "<!-- notes:end -->";
+pub const NOTES_END: &str = "<!-- notes:end -->";
 
 /// Writes `BENCHMARKS.md` into `out` (beside `benchmarks.svg`, which
 /// `plot::svg` draws), keeping the hand-written notes block of an existing

@@ -2,7 +2,10 @@
 //! replicas) when the server leading the bucket's stream is SIGKILLed: a new
 //! leader is elected, the committed checkpoint is intact, compare-and-set
 //! still admits the holder and still fences a zombie, and the killed node
-//! restarts on its own store and catches up.
+//! restarts on its own store and catches up. The producer under `Sync` on
+//! the same cluster: through the SIGKILL of a partition stream's leader,
+//! and through the stop (SIGKILL, or SIGTERM) and restart of all three
+//! servers, no acknowledged record is lost and none is stored twice.
 
 use std::time::{Duration, Instant};
 
@@ -151,4 +154,138 @@ async fn a_send_acknowledged_under_sync_survives_the_loss_of_the_streams_leader(
         stored.iter().map(|m| (m.sequence - 1, String::from_utf8(m.payload.to_vec()).expect("utf-8"))).collect();
     let expected: Vec<(u64, String)> = acknowledged.iter().map(|(p, payload)| (p.offset, payload.clone())).collect();
     assert_eq!(found, expected, "every acknowledged record, once, where its send said");
+}
+
+/// How the HA test stops the whole cluster.
+#[derive(Debug, Clone, Copy)]
+enum StopAll {
+    /// SIGKILL each of the three servers, one right after another.
+    Kill,
+    /// SIGTERM to all three, each exiting by itself.
+    Terminate,
+}
+
+/// Senders of the HA tests, and what came back.
+const SENDERS: usize = 4;
+/// Records acknowledged before the stop, and again after the restart,
+/// before the test looks.
+const ACKNOWLEDGED_EACH_SIDE: usize = 40;
+/// How long the cluster may take to take records again after the restart.
+const BACK_WITHIN: Duration = Duration::from_secs(90);
+
+/// Stops all three servers while four producers send under `Sync` to a
+/// two-partition, three-replica queue, starts all three again on their
+/// stores, and checks the streams: every acknowledged record is stored
+/// once, at the position its send returned, and no record (acknowledged or
+/// not) is stored twice. Prints acknowledged / lost / duplicated.
+async fn stop_all_three_while_producing(how: StopAll) {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let mut cluster = Cluster::start().await;
+    let url = format!("{}/all", cluster.urls());
+    let options = durq::Options::default().partitions(2).durability(durq::Durability::Sync);
+    let queue = durq_nats::Queue::open_async(&url, options).await.expect("open on the cluster");
+    assert_eq!(queue.replicas(), 3);
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let (producer, acknowledged, stop) = (queue.producer(), acknowledged.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut sent = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let payload = format!("sender {s} record {i}");
+                    let outcome = producer.send_async(&payload).await;
+                    if outcome.is_ok() {
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent.push((outcome, payload));
+                    i += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let wait_for = |count: usize| {
+        let acknowledged = acknowledged.clone();
+        async move {
+            let deadline = Instant::now() + BACK_WITHIN;
+            while acknowledged.load(Ordering::Relaxed) < count {
+                assert!(Instant::now() < deadline, "{count} records not acknowledged within {BACK_WITHIN:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    wait_for(ACKNOWLEDGED_EACH_SIDE).await;
+    match how {
+        StopAll::Kill => cluster.kill_all(),
+        StopAll::Terminate => cluster.terminate_all(),
+    }
+    let before_stop = acknowledged.load(Ordering::Relaxed);
+    // The senders' requests go unanswered meanwhile; each keeps resending
+    // its record with its message id.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restarting = Instant::now();
+    cluster.restart_all().await;
+    wait_for(before_stop + ACKNOWLEDGED_EACH_SIDE).await;
+    let back_after = restarting.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = Vec::new();
+    for sender in senders {
+        sent.extend(sender.await.expect("a sender panicked"));
+    }
+
+    let raw = async_nats::jetstream::new(async_nats::connect(cluster.addresses()).await.expect("raw connect"));
+    let mut stored: HashMap<(u32, u64), String> = HashMap::new();
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for partition in 0..2 {
+        let stream = durq_nats::record::stream_name("all", partition);
+        for message in crate::common::stream_messages(&raw, &stream).await {
+            let payload = String::from_utf8(message.payload.to_vec()).expect("utf-8");
+            *copies.entry(payload.clone()).or_default() += 1;
+            stored.insert((partition, message.sequence - 1), payload);
+        }
+    }
+    let (mut acked, mut lost, mut failed, mut failed_stored) = (0, Vec::new(), 0, 0);
+    for (outcome, payload) in &sent {
+        match outcome {
+            Ok(position) => {
+                acked += 1;
+                if stored.get(&(position.partition, position.offset)) != Some(payload) {
+                    lost.push((position, payload));
+                }
+            }
+            Err(e) => {
+                eprintln!("unacknowledged: {payload}: {e}");
+                failed += 1;
+                failed_stored += usize::from(copies.contains_key(payload));
+            }
+        }
+    }
+    let duplicated: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+    eprintln!(
+        "{how:?} all three servers while {SENDERS} producers sent: {acked} acknowledged ({before_stop} before the \
+         stop), lost {}, duplicated {}; {failed} sends failed ({failed_stored} of them stored once); {} records \
+         stored; the cluster took records again {back_after:?} after the restart began",
+        lost.len(),
+        duplicated.len(),
+        stored.len(),
+    );
+    assert!(lost.is_empty(), "acknowledged records not stored at their positions: {lost:?}");
+    assert!(duplicated.is_empty(), "records stored more than once: {duplicated:?}");
+    assert_eq!(stored.len(), acked + failed_stored, "every stored record is one that was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_all_three_servers_loses_and_duplicates_no_acknowledged_record() {
+    stop_all_three_while_producing(StopAll::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_all_three_servers_loses_and_duplicates_no_acknowledged_record() {
+    stop_all_three_while_producing(StopAll::Terminate).await;
 }

@@ -5,8 +5,9 @@
 //! - [`NatsServer`]: one server, with JetStream (`sync_interval: always`) or
 //!   without it.
 //! - [`Cluster`]: three JetStream servers routed to each other on loopback,
-//!   one cluster name; a node can be SIGKILLed and started again on its own
-//!   store and ports.
+//!   one cluster name; a node, or all three, can be SIGKILLed (or all
+//!   three stopped by SIGTERM) and started again on their own stores and
+//!   ports.
 //!
 //! The binary is `$DURQ_NATS_SERVER`, else the one `.ci/install-nats`
 //! installed, else `nats-server` on `PATH`; it must be at least
@@ -27,6 +28,8 @@ use std::time::{Duration, Instant};
 const READY_WITHIN: Duration = Duration::from_secs(60);
 /// How long a stream may take to elect a new leader after its leader died.
 pub const FAILOVER_WITHIN: Duration = Duration::from_secs(60);
+/// How long a server may take to exit after SIGTERM.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
 /// How often readiness is polled.
 const POLL: Duration = Duration::from_millis(25);
 /// Attempts at a free port when another process grabbed the chosen one
@@ -201,6 +204,45 @@ impl Cluster {
         drop(process);
     }
 
+    /// SIGKILLs every node, one right after another, and reaps them; their
+    /// stores stay for [`Cluster::restart_all`].
+    pub fn kill_all(&mut self) {
+        for node in &mut self.nodes {
+            drop(node.process.take().unwrap_or_else(|| panic!("node {} is not running", node.name)));
+        }
+    }
+
+    /// Stops every node gracefully: SIGTERM to all three at once, then waits
+    /// until each has exited by itself (a server still running after
+    /// [`STOP_WITHIN`] fails the test).
+    pub fn terminate_all(&mut self) {
+        let mut stopping = Vec::new();
+        for node in &mut self.nodes {
+            let process = node.process.take().unwrap_or_else(|| panic!("node {} is not running", node.name));
+            process.signal(libc::SIGTERM);
+            stopping.push(process);
+        }
+        for process in &mut stopping {
+            process.wait_exit(STOP_WITHIN);
+        }
+    }
+
+    /// Starts every stopped node again on its own store and ports, all of
+    /// them before waiting for any (a lone node cannot elect the JetStream
+    /// meta leader), and waits until each answers the JetStream API.
+    pub async fn restart_all(&mut self) {
+        for node in &mut self.nodes {
+            assert!(node.process.is_none(), "node {} is still running", node.name);
+            node.process = Some(ServerProcess::spawn(&node.name, &node.dir, &node.config));
+        }
+        for node in &mut self.nodes {
+            let process = node.process.as_mut().expect("just started");
+            if let Err(e) = process.wait_ready(node.client_port, true).await {
+                panic!("restarting {}: {}", node.name, e.message);
+            }
+        }
+    }
+
     /// Starts a killed node again on its own store and ports, and waits
     /// until it answers the JetStream API.
     pub async fn restart(&mut self, name: &str) {
@@ -269,6 +311,28 @@ impl ServerProcess {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) with the pid of our own child, which has not been
+        // reaped (`Child::wait` was not called), so the pid names it and no
+        // other process.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits until the process exits by itself; panics, with its log, if it
+    /// is still running after `within` (the drop then SIGKILLs it).
+    fn wait_exit(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.child.try_wait().expect("try_wait").is_some() {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        panic!("nats-server {} still running {within:?} after SIGTERM; its log:\n{}", self.name, self.log_text());
     }
 
     /// Waits until the server accepts a client and, for JetStream, answers

@@ -1,0 +1,72 @@
+//! End-to-end latency under `Sync`: from just before a `send` (or raw
+//! publish) to the moment a reader in the same process sees the record,
+//! one record at a time (each send acknowledged before the next), 100 B.
+//! The time includes the send's own wait for its sync; the reader reads
+//! from the start of the partition and commits nothing.
+//!
+//! - raw async-nats: an ordered consumer (the client's pull consumer
+//!   without acknowledgements) on a task of the same runtime.
+//! - local durq: `Queue::reader` on a thread, blocked in `Reader::wait`
+//!   between records.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use durq::{Durability, Options, ResetTo};
+use futures_util::StreamExt;
+
+use super::{Measured, Size, raw};
+use crate::common::{Result, payload, stamp};
+
+pub async fn raw(url: &str, size: &Size) -> Result<Measured> {
+    let jetstream = raw::stream(url).await?;
+    let mut messages = raw::reader(&jetstream).await?;
+    let count = size.messages;
+    let reader = tokio::spawn(async move {
+        let mut seen = vec![None; count as usize];
+        for _ in 0..count {
+            let message = messages.next().await.ok_or("the ordered consumer ended")??;
+            seen[raw::stamped(&message.payload) as usize] = Some(Instant::now());
+        }
+        Ok::<_, crate::common::BoxError>(seen)
+    });
+    let mut buf = payload(size.payload);
+    let mut sent = Vec::with_capacity(count as usize);
+    for n in 0..count {
+        stamp(&mut buf, n);
+        sent.push(Instant::now());
+        jetstream.publish(raw::SUBJECT, Bytes::copy_from_slice(&buf)).await?.await?;
+    }
+    Measured::latencies(&sent, &reader.await??)
+}
+
+pub fn local(dir: &Path, size: &Size) -> Result<Measured> {
+    let queue = durq::Queue::open_with(dir.join("q"), Options::default().partitions(1).durability(Durability::Sync))?;
+    let count = size.messages;
+    let mut reader = queue.reader(ResetTo::Earliest)?;
+    let reading = std::thread::spawn(move || {
+        let mut seen = vec![None; count as usize];
+        let mut left = count;
+        while left > 0 {
+            if !reader.wait(Some(Duration::from_secs(30))) {
+                return Err("no record for 30 s".into());
+            }
+            for record in reader.read(1000)? {
+                seen[raw::stamped(&record.payload) as usize] = Some(Instant::now());
+                left -= 1;
+            }
+        }
+        Ok::<_, crate::common::BoxError>(seen)
+    });
+    let producer = queue.producer();
+    let mut buf = payload(size.payload);
+    let mut sent = Vec::with_capacity(count as usize);
+    for n in 0..count {
+        stamp(&mut buf, n);
+        sent.push(Instant::now());
+        producer.send(&buf)?;
+    }
+    let seen = reading.join().map_err(|_| "the reader thread panicked")??;
+    Measured::latencies(&sent, &seen)
+}

@@ -1,0 +1,497 @@
+//! `durq-compare nats`: the NATS backend (durq-nats) beside raw async-nats
+//! on the same kind of stream (the engine's ceiling) and beside the local
+//! queue, in one run, each cell repeated; the table goes into
+//! docs/BENCHMARKS.md, section "NATS backend" (between the `nats:begin` and
+//! `nats:end` markers, inside the notes block the main run keeps).
+//!
+//! Every NATS cell starts its own `nats-server` (the test harness's
+//! configuration: JetStream with `sync_interval: always`, `server.rs`) in a
+//! fresh temporary directory and kills it afterwards; every local cell gets
+//! a fresh directory. One partition everywhere, 100 B records.
+
+mod consume;
+mod latency;
+mod produce;
+mod raw;
+mod server;
+mod takeover;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::common::{Outcome, Result, thousands};
+use crate::report::ratio;
+
+const HELP: &str = "\
+durq-compare nats: durq-nats beside raw async-nats and the local queue.
+
+USAGE: cargo run --release -p durq-compare -- nats [OPTIONS]
+
+OPTIONS:
+  --quick        every row 10 times smaller, 1 repetition: a smoke test
+                 (nothing written unless --out)
+  --reps N       repetitions per cell; the table shows medians and ranges (default 3)
+  --cap SECS     a throughput cell stops after this long and reports its rate (default 10)
+  --rows a,b     only rows whose title contains one of these (e.g. `produce`, `consume`)
+  --dir PATH     where servers' stores and local queues go (default: the system temp dir)
+  --out DIR      where BENCHMARKS.md is (default: the repo's docs/)
+  --no-write     print the table only
+";
+
+const BEGIN: &str = "<!-- nats:begin (written by `durq-compare nats`) -->";
+const END: &str = "<!-- nats:end -->";
+
+/// How much one cell does.
+pub struct Size {
+    pub messages: u64,
+    pub payload: usize,
+    pub cap: Duration,
+}
+
+/// What one cell measured.
+#[derive(Debug, Clone)]
+pub enum Measured {
+    Rate {
+        messages: u64,
+        secs: f64,
+    },
+    Latency {
+        messages: usize,
+        p50: Duration,
+        p99: Duration,
+    },
+    Takeover(Duration),
+    /// Not measured by this program, and why.
+    NotHere(String),
+}
+
+impl Measured {
+    pub fn rate(messages: u64, start: Instant) -> Measured {
+        Measured::Rate { messages, secs: start.elapsed().as_secs_f64() }
+    }
+
+    fn from_outcome(outcome: Outcome) -> Result<Measured> {
+        match outcome {
+            Outcome::Done { messages, secs, .. } => Ok(Measured::Rate { messages, secs }),
+            Outcome::Skip(why) => Ok(Measured::NotHere(why)),
+        }
+    }
+
+    /// p50 and p99 of `seen[i] − sent[i]`; every record must have been seen.
+    fn latencies(sent: &[Instant], seen: &[Option<Instant>]) -> Result<Measured> {
+        let mut each = sent
+            .iter()
+            .zip(seen)
+            .enumerate()
+            .map(|(i, (sent, seen))| {
+                seen.map(|seen| seen.saturating_duration_since(*sent)).ok_or_else(|| format!("record {i} never seen"))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if each.is_empty() {
+            return Err("no records".into());
+        }
+        each.sort_unstable();
+        let at = |q: f64| each[((each.len() as f64 * q) as usize).min(each.len() - 1)];
+        Ok(Measured::Latency { messages: each.len(), p50: at(0.50), p99: at(0.99) })
+    }
+
+    /// The figure that is compared: messages/s, or for latency and
+    /// takeover the inverse of the time (so that above raw is better).
+    fn score(&self) -> Option<f64> {
+        match self {
+            Measured::Rate { messages, secs } => Some(*messages as f64 / secs),
+            Measured::Latency { p50, .. } => Some(1.0 / p50.as_secs_f64()),
+            Measured::Takeover(d) => Some(1.0 / d.as_secs_f64()),
+            Measured::NotHere(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum System {
+    DurqNats,
+    Raw,
+    /// Raw with a `Nats-Msg-Id` per message (produce rows only).
+    RawWithIds,
+    Local,
+}
+
+impl System {
+    const ALL: [System; 4] = [System::DurqNats, System::Raw, System::RawWithIds, System::Local];
+
+    fn name(self) -> &'static str {
+        match self {
+            System::DurqNats => "durq-nats",
+            System::Raw => "raw async-nats",
+            System::RawWithIds => "raw + message ids",
+            System::Local => "local durq",
+        }
+    }
+
+    fn needs_server(self) -> bool {
+        self != System::Local
+    }
+
+    /// Whether the system has a cell in `row` (message ids matter to
+    /// sends only).
+    fn measures(self, row: Row) -> bool {
+        self != System::RawWithIds || matches!(row, Row::ProduceOne | Row::ProduceConcurrent(_))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Row {
+    ProduceOne,
+    ProduceConcurrent(usize),
+    Latency,
+    Consume { batch: u64 },
+    Takeover,
+}
+
+struct Spec {
+    row: Row,
+    title: String,
+    size: Size,
+}
+
+struct Config {
+    quick: bool,
+    reps: usize,
+    cap: Duration,
+    rows: Vec<String>,
+    dir: PathBuf,
+    out: Option<PathBuf>,
+    args: String,
+}
+
+fn parse(args: &[String]) -> std::result::Result<Config, String> {
+    let mut c = Config {
+        quick: false,
+        reps: 3,
+        cap: Duration::from_secs(10),
+        rows: Vec::new(),
+        dir: std::env::temp_dir(),
+        out: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("docs")),
+        args: args.iter().map(|a| format!(" {a}")).collect(),
+    };
+    let (mut reps, mut out, mut no_write) = (None, None, false);
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        let mut value = || args.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--quick" => c.quick = true,
+            "--reps" => reps = Some(value()?.parse::<usize>().map_err(|e| format!("--reps: {e}"))?),
+            "--cap" => c.cap = Duration::from_secs_f64(value()?.parse::<f64>().map_err(|e| format!("--cap: {e}"))?),
+            "--rows" => c.rows = value()?.split(',').map(|s| s.trim().to_lowercase()).collect(),
+            "--dir" => c.dir = PathBuf::from(value()?),
+            "--out" => out = Some(PathBuf::from(value()?)),
+            "--no-write" => no_write = true,
+            "-h" | "--help" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n\n{HELP}")),
+        }
+    }
+    if c.quick {
+        c.reps = 1;
+        c.out = None;
+    }
+    if let Some(r) = reps {
+        c.reps = r.max(1);
+    }
+    if out.is_some() {
+        c.out = out;
+    }
+    if no_write {
+        c.out = None;
+    }
+    Ok(c)
+}
+
+fn specs(c: &Config) -> Vec<Spec> {
+    let scale = if c.quick { 10 } else { 1 };
+    let spec = |row, title: &str, messages: u64| Spec {
+        row,
+        title: title.to_owned(),
+        size: Size { messages: messages / scale, payload: 100, cap: c.cap },
+    };
+    vec![
+        spec(Row::ProduceOne, "produce, `Sync`, 1 sender, 3,000 × 100 B", 3_000),
+        spec(Row::ProduceConcurrent(32), "produce, `Sync`, 32 concurrent senders × 500 × 100 B", 16_000),
+        spec(Row::Latency, "end-to-end latency, `Sync`, 1,000 × 100 B one at a time (p50 / p99)", 1_000),
+        spec(Row::Consume { batch: 1000 }, "consume 10,000 × 100 B, a durable commit per 1,000", 10_000),
+        spec(Row::Takeover, "takeover, 1 s lease: holder dead → standby has the record", 1),
+    ]
+    .into_iter()
+    .filter(|s| c.rows.is_empty() || c.rows.iter().any(|r| s.title.to_lowercase().contains(r.as_str())))
+    .collect()
+}
+
+/// The entry point of `durq-compare nats ARGS`.
+pub fn main(args: &[String]) {
+    let config = parse(args).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    if let Err(e) = run(&config) {
+        eprintln!("durq-compare nats: {e}");
+        std::process::exit(1);
+    }
+}
+
+type Cells = BTreeMap<(usize, System), Vec<Measured>>;
+
+fn run(config: &Config) -> Result<()> {
+    let binary = server::binary()?;
+    let server_version = server::version(&binary);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let load_before = crate::machine::loadavg();
+    println!("{server_version}; load average before: {load_before}");
+    let started = SystemTime::now();
+    let specs = specs(config);
+    let mut cells = Cells::new();
+    for (i, spec) in specs.iter().enumerate() {
+        println!("{} (load average {})", spec.title, crate::machine::loadavg());
+        for rep in 0..config.reps {
+            for system in System::ALL.into_iter().filter(|s| s.measures(spec.row)) {
+                let dir = tempfile::Builder::new().prefix("durq-compare-nats-").tempdir_in(&config.dir)?;
+                // A failed cell is reported in the table, and the run goes on.
+                let measured = measure(spec, system, &binary, &runtime, dir.path())
+                    .unwrap_or_else(|e| Measured::NotHere(format!("**error**: {e}")));
+                println!("  {:<15} rep {}/{}: {}", system.name(), rep + 1, config.reps, one(&measured));
+                cells.entry((i, system)).or_default().push(measured);
+            }
+        }
+    }
+    let load_after = crate::machine::loadavg();
+    let table = table(&specs, &cells);
+    println!("\n{table}");
+    if let Some(out) = &config.out {
+        let machine = crate::machine::describe(&config.dir, "");
+        let about = |name: &str| machine.rows.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let mut section = String::new();
+        let _ = writeln!(
+            section,
+            "Written by `cargo run --release -p durq-compare -- nats{}` on {} ({server_version}; {}; {}; load average {load_before} before, {load_after} after). \
+             Each cell is the median of {} repetitions, with their range; every NATS cell ran against a server of its own \
+             (JetStream, `sync_interval: always`, a store in a fresh temporary directory), one partition, 100 B records. \
+             **÷ raw** is the cell over raw async-nats on the same row (for latency and takeover: raw's time over the cell's), \
+             so 1.00× is the engine's ceiling; the issue's target for durq-nats is 0.8×.\n",
+            config.args,
+            crate::report::utc(started),
+            about("CPU").unwrap_or_default(),
+            about("Storage").unwrap_or_default(),
+            config.reps,
+        );
+        section.push_str(&table);
+        section.push_str(NOTES);
+        write_section(&out.join("BENCHMARKS.md"), &section)?;
+        println!("wrote the NATS section of {}", out.join("BENCHMARKS.md").display());
+    }
+    Ok(())
+}
+
+/// How each row was driven, below the table.
+const NOTES: &str = "
+- **produce**: durq-nats is a `Producer` on a one-partition queue (`Sync`): one sender calls the blocking `send`; \
+concurrent senders are tokio tasks awaiting `send_async` on clones of one producer. Raw async-nats publishes to a \
+stream of the same configuration (file storage, one replica, two-minute duplicate window) on one connection and \
+awaits each acknowledgement, without a message id; *raw + message ids* adds a `Nats-Msg-Id` of durq-nats's length \
+to each message, so the stream checks and remembers every id as it does for durq-nats. The local queue (`Durability::Sync`) uses threads sharing one \
+`Producer` (group commit).
+- **end-to-end latency**: from just before a send to a reader in the same process seeing the record, one record at a \
+time; it includes the send's own sync. Raw: an ordered consumer. Local: `Queue::reader`, blocked in `wait`.
+- **consume**: the preload is not timed. Raw: an ordered consumer reads the stream and every 1,000 records \
+compare-and-sets the group's key in a key-value bucket (history 1, file storage), as durq-nats commits. Local: \
+`process` with `max_batch(1000)`, `Sync` commit.
+- **takeover**: raw is the floor of any lease-based design on this engine: a holder renews a key by compare-and-set \
+every 250 ms and dies 125 ms after a renewal; a standby reading the key every 50 ms takes it by compare-and-set once \
+its revision has not moved for the 1 s lease, and reads the record at the checkpoint. The local queue's takeover is \
+measured by `cargo bench --bench takeover` (a SIGKILLed holder process).
+- Under `sync_interval: always` the server fsyncs once per message (strace of a run: 4,808 fsyncs for 4,800 \
+messages) and has no group commit, so concurrent senders are no faster than one on NATS, raw or not.
+- The durq-nats rows marked *hook* wait for the NATS `Consumer` (`compare/src/nats/mod.rs`, `durq_nats_consumer`).
+";
+
+fn measure(
+    spec: &Spec,
+    system: System,
+    binary: &Path,
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+) -> Result<Measured> {
+    let size = &spec.size;
+    if system == System::DurqNats
+        && let Some(not_yet) = durq_nats_consumer(spec.row)
+    {
+        return Ok(not_yet);
+    }
+    if let (Row::Takeover, System::Local) = (spec.row, system) {
+        return Ok(Measured::NotHere("`cargo bench --bench takeover`".into()));
+    }
+    let server =
+        if system.needs_server() { Some(runtime.block_on(server::NatsServer::start(binary, dir))?) } else { None };
+    let url = server.as_ref().map(server::NatsServer::url).unwrap_or_default();
+    let url = url.as_str();
+    match (spec.row, system) {
+        (Row::ProduceOne, System::DurqNats) => produce::durq_nats_one(url, size),
+        (Row::ProduceOne, System::Raw) => runtime.block_on(produce::raw_one(url, size, false)),
+        (Row::ProduceOne, System::RawWithIds) => runtime.block_on(produce::raw_one(url, size, true)),
+        (Row::ProduceOne, System::Local) => produce::local_one(dir, size),
+        (Row::ProduceConcurrent(n), System::DurqNats) => runtime.block_on(produce::durq_nats_concurrent(url, size, n)),
+        (Row::ProduceConcurrent(n), System::Raw) => runtime.block_on(produce::raw_concurrent(url, size, n, false)),
+        (Row::ProduceConcurrent(n), System::RawWithIds) => {
+            runtime.block_on(produce::raw_concurrent(url, size, n, true))
+        }
+        (Row::ProduceConcurrent(n), System::Local) => produce::local_concurrent(dir, size, n),
+        (Row::Latency, System::Raw) => runtime.block_on(latency::raw(url, size)),
+        (Row::Latency, System::Local) => latency::local(dir, size),
+        (Row::Consume { batch }, System::Raw) => runtime.block_on(consume::raw(url, size, batch)),
+        (Row::Consume { batch }, System::Local) => consume::local(dir, size, batch),
+        (Row::Takeover, System::Raw) => runtime.block_on(takeover::raw(url)),
+        (Row::Latency | Row::Consume { .. } | Row::Takeover, System::DurqNats | System::RawWithIds)
+        | (Row::Takeover, System::Local) => unreachable!("answered above"),
+    }
+}
+
+/// HOOK for the durq-nats consumer (issue 14, being written): the rows
+/// that need `durq_nats::Consumer` are not measured yet. When it lands,
+/// return `None` here for those rows and add their arms to `measure`, each
+/// the raw cell's loop with the consumer's calls:
+/// - `Row::Latency`: a consumer (group `bench`) on a task, `process_async`
+///   stamping the time each record is seen, while one sender sends;
+/// - `Row::Consume { batch }`: `process` with `max_batch(batch)` over the
+///   preloaded queue (preload with `send_batch`, not timed);
+/// - `Row::Takeover`: a holder with `lease_timeout(1 s)` that stops
+///   heartbeating (dropped without release, or its process SIGKILLed), a
+///   standby blocked in `process`; the time until its closure sees the
+///   in-flight record.
+fn durq_nats_consumer(row: Row) -> Option<Measured> {
+    match row {
+        Row::ProduceOne | Row::ProduceConcurrent(_) => None,
+        Row::Latency | Row::Consume { .. } | Row::Takeover => {
+            Some(Measured::NotHere("*hook*: needs the durq-nats `Consumer`".into()))
+        }
+    }
+}
+
+fn one(m: &Measured) -> String {
+    match m {
+        Measured::Rate { messages, secs } => {
+            format!("{messages} msgs in {secs:.3} s = {} msgs/s", thousands(*messages as f64 / secs))
+        }
+        Measured::Latency { messages, p50, p99 } => format!("{messages} records, p50 {} / p99 {}", ms(*p50), ms(*p99)),
+        Measured::Takeover(d) => format!("took over in {}", ms(*d)),
+        Measured::NotHere(why) => format!("n/a: {why}"),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 100.0 { format!("{ms:.0} ms") } else { format!("{ms:.2} ms") }
+}
+
+fn median<T: Copy + PartialOrd>(mut xs: Vec<T>) -> T {
+    xs.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    xs[xs.len() / 2]
+}
+
+/// The result cell: median and range over the repetitions.
+fn cell(ms_: &[Measured]) -> String {
+    match ms_.first() {
+        Some(Measured::Rate { .. }) => {
+            let rates: Vec<f64> = ms_.iter().filter_map(Measured::score).collect();
+            let (lo, hi) = range(&rates);
+            format!("{} msgs/s ({}–{})", thousands(median(rates.clone())), thousands(lo), thousands(hi))
+        }
+        Some(Measured::Latency { .. }) => {
+            let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+            for m in ms_ {
+                if let Measured::Latency { p50, p99, .. } = m {
+                    p50s.push(*p50);
+                    p99s.push(*p99);
+                }
+            }
+            let span = |xs: &[Duration]| {
+                let secs: Vec<f64> = xs.iter().map(Duration::as_secs_f64).collect();
+                let (lo, hi) = range(&secs);
+                format!("{}–{}", ms(Duration::from_secs_f64(lo)), ms(Duration::from_secs_f64(hi)))
+            };
+            format!(
+                "p50 {} ({}), p99 {} ({})",
+                ms(median(p50s.clone())),
+                span(&p50s),
+                ms(median(p99s.clone())),
+                span(&p99s)
+            )
+        }
+        Some(Measured::Takeover(_)) => {
+            let ds: Vec<Duration> =
+                ms_.iter().filter_map(|m| if let Measured::Takeover(d) = m { Some(*d) } else { None }).collect();
+            let secs: Vec<f64> = ds.iter().map(Duration::as_secs_f64).collect();
+            let (lo, hi) = range(&secs);
+            format!(
+                "{} ({}–{})",
+                ms(median(ds.clone())),
+                ms(Duration::from_secs_f64(lo)),
+                ms(Duration::from_secs_f64(hi))
+            )
+        }
+        Some(Measured::NotHere(why)) => format!("n/a: {why}"),
+        None => String::new(),
+    }
+}
+
+fn range(xs: &[f64]) -> (f64, f64) {
+    xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
+}
+
+fn median_score(ms_: &[Measured]) -> Option<f64> {
+    let scores: Vec<f64> = ms_.iter().filter_map(Measured::score).collect();
+    (!scores.is_empty()).then(|| median(scores))
+}
+
+/// The cell's median over raw's, and the range of the ratios repetition by
+/// repetition (the two ran back to back, so they saw the machine in the
+/// same seconds).
+fn vs_raw(cell: &[Measured], raw: &[Measured]) -> String {
+    let (Some(x), Some(r)) = (median_score(cell), median_score(raw)) else { return "—".to_owned() };
+    let paired: Vec<f64> = cell.iter().zip(raw).filter_map(|(c, r)| Some(c.score()? / r.score()?)).collect();
+    let (lo, hi) = range(&paired);
+    if paired.len() > 1 { format!("{} ({}–{})", ratio(x / r), ratio(lo), ratio(hi)) } else { ratio(x / r) }
+}
+
+fn table(specs: &[Spec], cells: &Cells) -> String {
+    let mut t = String::from("| row | system | median (range) | ÷ raw (range by repetition) |\n|---|---|---|---|\n");
+    for (i, spec) in specs.iter().enumerate() {
+        let raw = cells.get(&(i, System::Raw));
+        for system in System::ALL {
+            let Some(ms_) = cells.get(&(i, system)) else { continue };
+            let vs_raw = match raw {
+                Some(_) if system == System::Raw => "1.00×".to_owned(),
+                Some(raw) => vs_raw(ms_, raw),
+                None => "—".to_owned(),
+            };
+            let _ = writeln!(t, "| {} | {} | {} | {vs_raw} |", spec.title, system.name(), cell(ms_));
+        }
+    }
+    t
+}
+
+/// Replaces the section between [`BEGIN`] and [`END`] in `path`, or adds
+/// it, under a heading, at the end of the notes block the main run keeps.
+fn write_section(path: &Path, body: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path)?;
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(a), Some(b)) if a < b => format!("{}{BEGIN}\n{body}{}", &old[..a], &old[b..]),
+        _ => {
+            let at = old.find(crate::report::NOTES_END).ok_or("BENCHMARKS.md has no notes block")?;
+            format!("{}\n## NATS backend (`durq-compare nats`)\n\n{BEGIN}\n{body}{END}\n{}", &old[..at], &old[at..])
+        }
+    };
+    std::fs::write(path, new)?;
+    Ok(())
+}
