@@ -61,6 +61,8 @@ mod group;
 mod json;
 #[cfg(feature = "tracing")]
 mod logging;
+mod nats_migrate;
+mod nats_stat;
 mod produce;
 mod progress;
 mod record_line;
@@ -68,6 +70,7 @@ mod retention;
 mod stat;
 mod table;
 mod tail;
+mod target;
 mod verify;
 mod watch;
 
@@ -123,6 +126,7 @@ enum Command {
     Verify(verify::Args),
     Gc(gc::Args),
     Retention(retention::Args),
+    Migrate(nats_migrate::Args),
     Completions(completions::Args),
 }
 
@@ -139,16 +143,14 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
-        Command::Stat(args) => match args.watch {
-            Some(every) => watch::run(&args.dir, every, args.json),
-            None => stat::run(args),
-        },
+        Command::Stat(args) => stat::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Group(command) => group::run(command),
         Command::Dlq(args) => dlq::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Retention(args) => retention::run(args),
+        Command::Migrate(args) => nats_migrate::run(args),
         Command::Completions(args) => completions::run(args),
     };
     match outcome {

@@ -102,7 +102,19 @@ impl Queue {
     ///   meta entry, a failed request.
     pub fn open_with(url: &str, options: Options) -> durq::Result<Queue> {
         let runtime = ClientRuntime::start()?;
-        let opened = runtime.get().block_on(open_on_runtime(url, options));
+        let opened = runtime.get().block_on(open_on_runtime(url, options, Create::IfMissing));
+        opened.map(|(client, url, meta)| Queue::new(runtime, client, url, meta))
+    }
+
+    /// Opens the queue at `url`, which must exist: never creates one (for
+    /// looking at a queue, where a typo must not create an empty one).
+    ///
+    /// # Errors
+    /// [`durq::Error::NotAQueue`] (its `path` is `url`) if the server has no
+    /// such queue; otherwise as [`Queue::open_with`].
+    pub fn open_existing(url: &str) -> durq::Result<Queue> {
+        let runtime = ClientRuntime::start()?;
+        let opened = runtime.get().block_on(open_on_runtime(url, Options::default(), Create::Never));
         opened.map(|(client, url, meta)| Queue::new(runtime, client, url, meta))
     }
 
@@ -112,7 +124,7 @@ impl Queue {
     /// As [`Queue::open_with`].
     pub async fn open_async(url: &str, options: Options) -> durq::Result<Queue> {
         let runtime = ClientRuntime::start()?;
-        let opening = runtime.get().spawn(open_on_runtime(url.to_owned(), options));
+        let opening = runtime.get().spawn(open_on_runtime(url.to_owned(), options, Create::IfMissing));
         let (client, url, meta) = opening.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         Ok(Queue::new(runtime, client, url, meta))
     }
@@ -157,8 +169,19 @@ impl Queue {
     }
 }
 
+/// Whether opening a queue that does not exist creates it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    IfMissing,
+    Never,
+}
+
 /// Connects and opens (or creates) the queue; see the module's steps.
-async fn open_on_runtime(url: impl AsRef<str>, options: Options) -> durq::Result<(Client, QueueUrl, QueueMeta)> {
+async fn open_on_runtime(
+    url: impl AsRef<str>,
+    options: Options,
+    create: Create,
+) -> durq::Result<(Client, QueueUrl, QueueMeta)> {
     let url = QueueUrl::parse(url.as_ref())?;
     let client = connect(&url.servers).await?;
     let replicas: u8 = if client.clustered() { 3 } else { 1 };
@@ -167,6 +190,12 @@ async fn open_on_runtime(url: impl AsRef<str>, options: Options) -> durq::Result
         check_conflicts(&url, &options, &stored)?;
         check_streams(&client, &url, &stored).await?;
         return Ok((client, url, stored));
+    }
+    if create == Create::Never {
+        return Err(durq::Error::NotAQueue {
+            path: PathBuf::from(url.to_string()),
+            reason: format!("the server has no queue {:?} (no entry in {META_BUCKET})", url.name),
+        });
     }
     let meta = resolve(&client, &options, replicas)?;
     for partition in 0..meta.partitions {
