@@ -3,7 +3,7 @@
 //! | durq | JetStream |
 //! |---|---|
 //! | group `G` of queue `Q` | key-value bucket `DURQ_Q_G_G` (its stream: `KV_DURQ_Q_G_G`) |
-//! | the group's slot of partition `p` | key `P0000` + `p` (four digits, as the partition's stream) |
+//! | the group's slot of partition `p` | key `p<partition>` (`p0`, `p1`, …) |
 //!
 //! A bucket name is one subject token of at most 64 bytes
 //! ([`crate::NAME_BYTES_MAX`]), so a queue and group whose names are long
@@ -19,7 +19,7 @@ pub fn group_bucket(queue: &str, group: &str) -> String {
 
 /// The key of the group's slot of partition `partition`.
 pub fn slot_key(partition: u32) -> String {
-    format!("P{partition:04}")
+    format!("p{partition}")
 }
 
 /// The group whose bucket's stream is `stream`, if it is one of queue
@@ -44,7 +44,7 @@ mod tests {
     #[test]
     fn names_are_as_documented_and_read_back() {
         assert_eq!(group_bucket("orders", "billing"), "DURQ_orders_G_billing");
-        assert_eq!(slot_key(7), "P0007");
+        assert_eq!(slot_key(7), "p7");
         assert_eq!(group_of_stream("orders", "KV_DURQ_orders_G_billing"), Some("billing"));
         assert_eq!(group_of_stream("orders", "DURQ_orders_P0000"), None, "a partition's stream");
         assert_eq!(group_of_stream("orders", "KV_DURQ_orders_G_"), None);
