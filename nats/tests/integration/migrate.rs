@@ -39,9 +39,11 @@ fn local_records(dir: &Path, p: u32, offset: u64) -> Vec<StoredRecord> {
     queue.read_at(p, offset, usize::MAX).expect("read local")
 }
 
-/// `(offset, key, payload)` of every message of partition `p`'s stream,
-/// and the stream's first offset.
-fn stored(url: &str, queue: &str, p: u32) -> (u64, Vec<(u64, Option<Vec<u8>>, Vec<u8>)>) {
+/// Records as `(offset, key, payload)`.
+type Records = Vec<(u64, Option<Vec<u8>>, Vec<u8>)>;
+
+/// Every message of partition `p`'s stream, and the stream's first offset.
+fn stored(url: &str, queue: &str, p: u32) -> (u64, Records) {
     runtime().block_on(async {
         let jetstream = raw_jetstream(url).await;
         let stream = jetstream.get_stream(record::stream_name(queue, p)).await.expect("the stream exists");
@@ -56,7 +58,7 @@ fn stored(url: &str, queue: &str, p: u32) -> (u64, Vec<(u64, Option<Vec<u8>>, Ve
     })
 }
 
-fn as_tuples(records: &[StoredRecord]) -> Vec<(u64, Option<Vec<u8>>, Vec<u8>)> {
+fn as_tuples(records: &[StoredRecord]) -> Records {
     records.iter().map(|r| (r.position.offset, r.key.clone(), r.payload.clone())).collect()
 }
 
