@@ -1,13 +1,13 @@
 //! `durq consume`: payloads out, one per line, committed only once written.
 
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use durq::{Consumer, ConsumerOptions, Durability, Message, Queue};
 
 use crate::record_line::{Format, RecordLine};
+use crate::target::{NEEDS_CONSUMER, Target};
 use crate::{CliResult, report, stream_error};
 
 /// Longest wait for records before checking for a stop signal or idleness.
@@ -23,7 +23,7 @@ const WRITE_BUFFER_BYTES: usize = 64 << 10;
 #[command(after_help = "Example:\n  durq consume /var/lib/orders --group billing --format json --idle-exit 5")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
-    dir: PathBuf,
+    dir: Target,
     /// Consumer group to process messages for.
     #[arg(long, value_name = "G")]
     group: String,
@@ -56,7 +56,7 @@ pub fn run(args: Args) -> CliResult<()> {
     // Before anything else, so a signal never finds the default handler
     // (which would kill the process mid-batch) once work has started.
     install_stop_handlers()?;
-    let queue = Queue::open_existing(&args.dir)?;
+    let queue = Queue::open_existing(args.dir.local("consume", NEEDS_CONSUMER)?)?;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, io::stdout().lock());
     let mut batch_size = batch_size(args.max_batch, args.limit);
     let mut consumer = join(&queue, &args, batch_size)?;

@@ -1,12 +1,12 @@
 //! `durq dlq`: a group's dead letters, listed or sent back.
 
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
 
 use durq::{DeadLetter, Queue};
 
 use crate::json::json_string;
 use crate::progress::Progress;
+use crate::target::{NEEDS_CONSUMER, Target};
 use crate::{CliResult, stream_error};
 
 /// List a consumer group's dead letters (records that failed too often), or
@@ -15,7 +15,7 @@ use crate::{CliResult, stream_error};
 #[command(after_help = "Example:\n  durq dlq /var/lib/orders --group billing list --limit 20")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
-    dir: PathBuf,
+    dir: Target,
     /// The group whose dead-letter queue to use; it must exist.
     #[arg(long, value_name = "G")]
     group: String,
@@ -52,7 +52,7 @@ enum Action {
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let queue = Queue::open_existing(&args.dir)?;
+    let queue = Queue::open_existing(args.dir.local("dlq", NEEDS_CONSUMER)?)?;
     let mut out = BufWriter::new(io::stdout().lock());
     match args.action {
         Action::List { from, limit } => {

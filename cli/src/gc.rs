@@ -1,12 +1,12 @@
 //! `durq gc`: removes, by hand, the segments every consumer group has passed.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 
 use durq::Queue;
 use durq::{Reclaimed, RetentionLimit};
 
 use crate::json::json_string;
+use crate::target::{LOCAL_FILES_ONLY, Target};
 use crate::{CliResult, stream_error};
 
 /// Remove the segments every consumer group has processed, and those the
@@ -22,11 +22,11 @@ use crate::{CliResult, stream_error};
 #[command(after_help = "Example:\n  durq gc /var/lib/orders")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
-    dir: PathBuf,
+    dir: Target,
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let queue = Queue::open_existing(&args.dir)?;
+    let queue = Queue::open_existing(args.dir.local("gc", LOCAL_FILES_ONLY)?)?;
     let reclaimed = queue.reclaim()?;
     let mut text: String = reclaimed.iter().map(partition_line).collect();
     for r in &reclaimed {

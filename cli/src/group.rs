@@ -1,11 +1,11 @@
 //! `durq group`: reset or delete a consumer group from outside it.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use durq::{Queue, ResetTo};
 
+use crate::target::{NEEDS_CONSUMER, Target};
 use crate::{CliResult, stream_error};
 
 /// Reset or delete a consumer group. Both need a group with no live member.
@@ -24,7 +24,7 @@ pub enum Command {
 #[command(after_help = "Example:\n  durq group reset /var/lib/orders --group billing --to latest")]
 pub struct ResetArgs {
     /// Queue directory; must already hold a queue.
-    dir: PathBuf,
+    dir: Target,
     /// The group to move; it must exist.
     #[arg(long, value_name = "G")]
     group: String,
@@ -46,7 +46,7 @@ pub struct ResetArgs {
 #[command(after_help = "Example:\n  durq group delete /var/lib/orders --group old-reports")]
 pub struct DeleteArgs {
     /// Queue directory; must already hold a queue.
-    dir: PathBuf,
+    dir: Target,
     /// The group to delete; it must exist.
     #[arg(long, value_name = "G")]
     group: String,
@@ -60,7 +60,7 @@ pub fn run(command: Command) -> CliResult<()> {
 }
 
 fn delete(args: DeleteArgs) -> CliResult<()> {
-    let queue = Queue::open_existing(&args.dir)?;
+    let queue = Queue::open_existing(args.dir.local("group delete", NEEDS_CONSUMER)?)?;
     queue.delete_group(&args.group)?;
     let mut out = io::stdout().lock();
     writeln!(out, "deleted group {:?}: its positions, leases and dead letters", args.group)
@@ -70,7 +70,7 @@ fn delete(args: DeleteArgs) -> CliResult<()> {
 }
 
 fn reset(args: ResetArgs) -> CliResult<()> {
-    let queue = Queue::open_existing(&args.dir)?;
+    let queue = Queue::open_existing(args.dir.local("group reset", NEEDS_CONSUMER)?)?;
     let positions = queue.reset_group(&args.group, args.to)?;
     let text: String = positions.iter().enumerate().map(|(p, offset)| format!("{p} {offset}\n")).collect();
     let mut out = io::stdout().lock();

@@ -37,6 +37,16 @@
 //! - `durq retention DIR [--max-bytes B|unlimited] [--max-age SECS|unlimited]`
 //!   shows or changes the retention limits (per partition; the queue must
 //!   be closed to change them).
+//! - `durq migrate DIR nats://host:port/QUEUE [--group G]...` moves a local
+//!   queue's unconsumed records, at the same offsets, and the groups'
+//!   positions to a new queue on NATS JetStream, printing `<partition>
+//!   <offset>` per record stored and `group <G> <partition> <offset>` per
+//!   position; run again, it finishes a migration that stopped.
+//!
+//! `produce` and `stat` take a queue on NATS, `nats://host:port/QUEUE` (or
+//! `nats://h1:p1,h2:p2/QUEUE`), in place of `DIR`, with the same output;
+//! the other commands refuse an address with an error that says why
+//! (`target.rs`), never taking it for a path.
 //! - `durq completions bash|zsh|fish|elvish|powershell` prints the shell's
 //!   completion script.
 //!
@@ -61,6 +71,8 @@ mod group;
 mod json;
 #[cfg(feature = "tracing")]
 mod logging;
+mod nats_migrate;
+mod nats_stat;
 mod produce;
 mod progress;
 mod record_line;
@@ -68,6 +80,7 @@ mod retention;
 mod stat;
 mod table;
 mod tail;
+mod target;
 mod verify;
 mod watch;
 
@@ -96,7 +109,8 @@ fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
                   seq 1 5 | durq produce /tmp/q\n  \
                   durq consume /tmp/q --group g --idle-exit 1\n  \
                   durq tail /tmp/q --from latest -f\n  \
-                  durq stat /tmp/q --watch"
+                  durq stat /tmp/q --watch\n  \
+                  seq 1 5 | durq produce nats://127.0.0.1:4222/q"
 )]
 struct Cli {
     /// Log what durq does on stderr (before the command: `durq -v consume
@@ -123,6 +137,7 @@ enum Command {
     Verify(verify::Args),
     Gc(gc::Args),
     Retention(retention::Args),
+    Migrate(nats_migrate::Args),
     Completions(completions::Args),
 }
 
@@ -139,16 +154,14 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
-        Command::Stat(args) => match args.watch {
-            Some(every) => watch::run(&args.dir, every, args.json),
-            None => stat::run(args),
-        },
+        Command::Stat(args) => stat::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Group(command) => group::run(command),
         Command::Dlq(args) => dlq::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Retention(args) => retention::run(args),
+        Command::Migrate(args) => nats_migrate::run(args),
         Command::Completions(args) => completions::run(args),
     };
     match outcome {

@@ -1,12 +1,13 @@
-//! `durq produce`: stdin lines in, acknowledged positions out.
+//! `durq produce`: stdin lines in, acknowledged positions out, into a
+//! local queue or one on NATS (the same output either way).
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 
-use durq::{Durability, Options, Position, Producer, Queue};
+use durq::{Durability, Options, Position};
 
 use crate::progress::Progress;
+use crate::target::Target;
 use crate::{CliResult, stream_error};
 
 /// Most lines sent in one batch (one sync under `sync` durability).
@@ -17,10 +18,15 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Send each line of stdin as one message (without its newline), and print
 /// `<partition> <offset>` for each once it is acknowledged, in input order.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  seq 1 1000 | durq produce /var/lib/orders --partitions 4 --durability sync")]
+#[command(after_help = "Examples:\n  seq 1 1000 | durq produce /var/lib/orders --partitions 4 --durability sync\n  \
+                  seq 1 1000 | durq produce nats://127.0.0.1:4222/orders --partitions 4")]
 pub struct Args {
-    /// Queue directory; created if it does not exist (its parent must).
-    dir: PathBuf,
+    /// Queue directory, created if it does not exist (its parent must); or
+    /// a queue on NATS, nats://HOST:PORT/QUEUE (several servers:
+    /// nats://H1:P1,H2:P2/QUEUE), created on the servers if it does not
+    /// exist.
+    #[arg(value_name = "QUEUE")]
+    queue: Target,
     /// Number of partitions, if this creates the queue [default: 1]. An
     /// existing queue keeps its own: leave this out, or give the same.
     #[arg(long, value_name = "N")]
@@ -30,7 +36,7 @@ pub struct Args {
     /// same.
     #[arg(long, value_name = "sync|interval:MS|buffered")]
     durability: Option<Durability>,
-    /// Size of each segment file, if this creates the queue: a multiple of
+    /// Size of each segment file, if this creates a local queue: a multiple of
     /// 4096 from 64 KiB to 1 GiB [default: 64 MiB]; a message must fit one,
     /// so below about 1 MiB also lower --record-bytes-max. An existing queue
     /// keeps its own: leave this out, or give the same.
@@ -70,8 +76,50 @@ impl Args {
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let queue = Queue::open_with(&args.dir, args.options())?;
-    let producer = queue.producer();
+    match &args.queue {
+        Target::Dir(dir) => produce(&durq::Queue::open_with(dir, args.options())?.producer(), &args),
+        Target::Nats(url) => produce(&durq_nats::Queue::open_with(url, args.options())?.producer(), &args),
+    }
+}
+
+/// What `durq produce` asks of a producer, on either backend.
+trait Sender {
+    fn send_keyed(&self, key: &[u8], payload: &[u8]) -> durq::Result<Position>;
+    fn send_batch(&self, payloads: Vec<&[u8]>) -> durq::Result<Vec<Position>>;
+    fn flush(&self) -> durq::Result<()>;
+}
+
+impl Sender for durq::Producer {
+    fn send_keyed(&self, key: &[u8], payload: &[u8]) -> durq::Result<Position> {
+        durq::Producer::send_keyed(self, key, payload)
+    }
+
+    fn send_batch(&self, payloads: Vec<&[u8]>) -> durq::Result<Vec<Position>> {
+        durq::Producer::send_batch(self, payloads)
+    }
+
+    fn flush(&self) -> durq::Result<()> {
+        durq::Producer::flush(self)
+    }
+}
+
+/// Not atomic per batch on NATS (docs/SCALE_OUT.md, "The producer"): a
+/// batch that fails part-way has stored, and printed, a prefix.
+impl Sender for durq_nats::Producer {
+    fn send_keyed(&self, key: &[u8], payload: &[u8]) -> durq::Result<Position> {
+        durq_nats::Producer::send_keyed(self, key, payload)
+    }
+
+    fn send_batch(&self, payloads: Vec<&[u8]>) -> durq::Result<Vec<Position>> {
+        durq_nats::Producer::send_batch(self, payloads)
+    }
+
+    fn flush(&self) -> durq::Result<()> {
+        durq_nats::Producer::flush(self)
+    }
+}
+
+fn produce(producer: &impl Sender, args: &Args) -> CliResult<()> {
     let key_sep = args.key_sep.map(|c| c.to_string().into_bytes());
     let progress = input_progress();
     let mut input = BufReader::with_capacity(READ_BUFFER_BYTES, io::stdin().lock());
@@ -84,7 +132,7 @@ pub fn run(args: Args) -> CliResult<()> {
         // Each line and the newline it was read with (the last line may
         // have none: the bar then stops one byte short, and is cleared).
         progress.advance(lines.iter().map(|l| l.len() as u64 + 1).sum());
-        let sent = send_lines(&producer, &lines, key_sep.as_deref(), &mut out);
+        let sent = send_lines(producer, &lines, key_sep.as_deref(), &mut out);
         // Positions printed before a failed send are acknowledged records:
         // show them even when the batch fails part-way.
         let flushed = out.flush().map_err(stream_error("writing stdout"));
@@ -136,7 +184,12 @@ fn read_batch<R: Read>(input: &mut BufReader<R>) -> io::Result<Vec<Vec<u8>>> {
 
 /// Sends `lines` in order, runs of unkeyed lines as one batch each, and
 /// writes each position to `out` as soon as its send is acknowledged.
-fn send_lines(producer: &Producer, lines: &[Vec<u8>], key_sep: Option<&[u8]>, out: &mut impl Write) -> CliResult<()> {
+fn send_lines(
+    producer: &impl Sender,
+    lines: &[Vec<u8>],
+    key_sep: Option<&[u8]>,
+    out: &mut impl Write,
+) -> CliResult<()> {
     let mut unkeyed: Vec<&[u8]> = Vec::new();
     for line in lines {
         match key_sep.and_then(|sep| split_key(line, sep)) {
@@ -151,8 +204,14 @@ fn send_lines(producer: &Producer, lines: &[Vec<u8>], key_sep: Option<&[u8]>, ou
     send_unkeyed(producer, &mut unkeyed, out)
 }
 
-fn send_unkeyed(producer: &Producer, payloads: &mut Vec<&[u8]>, out: &mut impl Write) -> CliResult<()> {
-    for position in producer.send_batch(payloads.drain(..))? {
+fn send_unkeyed(producer: &impl Sender, payloads: &mut Vec<&[u8]>, out: &mut impl Write) -> CliResult<()> {
+    // An empty batch would take a turn of the NATS producer's round robin
+    // (not the local one's), and the two would then print different
+    // partitions for the same input.
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    for position in producer.send_batch(std::mem::take(payloads))? {
         write_position(out, position)?;
     }
     Ok(())

@@ -1,11 +1,11 @@
 //! `durq retention`: shows or changes a queue's retention limits.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use durq::{Queue, Retention};
 
+use crate::target::{LOCAL_FILES_ONLY, Target};
 use crate::{CliResult, stream_error};
 
 /// Show or change the retention limits of a queue (per partition; unlimited
@@ -22,7 +22,7 @@ use crate::{CliResult, stream_error};
 #[command(after_help = "Example:\n  durq retention /var/lib/orders --max-bytes 1073741824 --max-age 604800")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
-    dir: PathBuf,
+    dir: Target,
     /// Most bytes of segment files per partition, or `unlimited`.
     #[arg(long, value_name = "BYTES|unlimited", value_parser = parse_bytes)]
     max_bytes: Option<Limit<u64>>,
@@ -63,7 +63,8 @@ fn parse_age(s: &str) -> Result<Limit<Duration>, String> {
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let stored = Queue::open_existing(&args.dir)?.config().retention;
+    let dir = args.dir.local("retention", LOCAL_FILES_ONLY)?;
+    let stored = Queue::open_existing(dir)?.config().retention;
     let retention = if args.max_bytes.is_none() && args.max_age.is_none() {
         stored
     } else {
@@ -71,7 +72,7 @@ pub fn run(args: Args) -> CliResult<()> {
             max_bytes: args.max_bytes.map_or(stored.max_bytes, Limit::value),
             max_age: args.max_age.map_or(stored.max_age, Limit::value),
         };
-        Queue::change_retention(&args.dir, changed)?.retention
+        Queue::change_retention(dir, changed)?.retention
     };
     let mut out = io::stdout().lock();
     writeln!(out, "retention limits per partition: {retention}")

@@ -1,7 +1,7 @@
 //! `durq stat`: a queue's partitions and groups, as tables or JSON.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use durq::stat::MemberInfo;
@@ -11,6 +11,7 @@ use durq::stat::{Lease, member_hex};
 
 use crate::json::json_string;
 use crate::table::{Align, table};
+use crate::target::Target;
 use crate::{CliResult, stream_error};
 
 /// Show each partition's first and next offset, segments and bytes; the
@@ -21,11 +22,19 @@ use crate::{CliResult, stream_error};
 /// before it processed them. Read-only: changes nothing, takes no lock, runs no recovery (a
 /// partition the next open will repair is shown as needing recovery), and
 /// needs only read access to the queue.
+///
+/// On NATS (nats://HOST:PORT/QUEUE): each partition's stream, its first and
+/// next offset and bytes; each group's slots, their committed offset, lag,
+/// holder and epoch.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  durq stat /var/lib/orders --watch 1")]
+#[command(
+    after_help = "Examples:\n  durq stat /var/lib/orders --watch 1\n  durq stat nats://127.0.0.1:4222/orders --json"
+)]
 pub struct Args {
-    /// Queue directory; must already hold a queue.
-    pub dir: PathBuf,
+    /// Queue directory, which must already hold a queue; or a queue on NATS,
+    /// nats://HOST:PORT/QUEUE, which must exist.
+    #[arg(value_name = "QUEUE")]
+    pub queue: Target,
     /// Print one JSON object instead of tables. Heartbeats are absolute,
     /// in ms since the Unix epoch (`heartbeat_ms`).
     #[arg(long)]
@@ -40,8 +49,19 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let stat = durq::stat::stat(&args.dir)?;
-    let text = if args.json { to_json(&args.dir, &stat) } else { to_tables(&args.dir, &stat, now_ms()) };
+    let dir = match (&args.queue, args.watch) {
+        (Target::Nats(url), None) => return crate::nats_stat::run(url, args.json),
+        (queue, Some(every)) => {
+            return crate::watch::run(
+                queue.local("stat --watch", "is not built yet (without --watch it is)")?,
+                every,
+                args.json,
+            );
+        }
+        (Target::Dir(dir), None) => dir,
+    };
+    let stat = durq::stat::stat(dir)?;
+    let text = if args.json { to_json(dir, &stat) } else { to_tables(dir, &stat, now_ms()) };
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
     Ok(())

@@ -1,12 +1,12 @@
 //! `durq tail`: print records without joining or moving any group.
 
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
 
 use durq::{Queue, ResetTo};
 
 use crate::group::parse_reset_to;
 use crate::record_line::{Format, RecordLine};
+use crate::target::{NEEDS_CONSUMER, Target};
 use crate::{CliResult, report, stream_error};
 
 /// Records copied out of the queue at a time.
@@ -26,7 +26,7 @@ const WRITE_BUFFER_BYTES: usize = 64 << 10;
 #[command(after_help = "Example:\n  durq tail /var/lib/orders --from latest -f --format json")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
-    dir: PathBuf,
+    dir: Target,
     /// Where to start, in each partition: `earliest`, `latest` (only what
     /// is sent from now on), an offset, or a time: the first record
     /// appended at or after it. A time is RFC 3339
@@ -46,7 +46,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let queue = Queue::open_existing(&args.dir)?;
+    let queue = Queue::open_existing(args.dir.local("tail", NEEDS_CONSUMER)?)?;
     let mut reader = match args.partition {
         Some(p) => queue.partition_reader(p, args.from)?,
         None => queue.reader(args.from)?,

@@ -1,11 +1,11 @@
 //! `durq verify`: a read-only check of every byte of a queue.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 
 use durq::verify::Report;
 
 use crate::progress::Progress;
+use crate::target::{LOCAL_FILES_ONLY, Target};
 use crate::{CliResult, stream_error};
 
 /// Check every record and checkpoint, those of the groups' dead-letter
@@ -17,19 +17,20 @@ use crate::{CliResult, stream_error};
 #[command(after_help = "Example:\n  durq verify /var/lib/orders")]
 pub struct Args {
     /// Queue directory; must already hold a queue.
-    dir: PathBuf,
+    dir: Target,
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let progress = Progress::spinner(&format!("verifying {}", args.dir.display()));
-    let report = durq::verify::verify(&args.dir);
+    let dir = args.dir.local("verify", LOCAL_FILES_ONLY)?;
+    let progress = Progress::spinner(&format!("verifying {}", dir.display()));
+    let report = durq::verify::verify(dir);
     drop(progress);
     let report = report?;
     let mut out = io::stdout().lock();
     print_report(&mut out, &report).map_err(stream_error("writing stdout"))?;
     match report.problems.len() {
         0 => Ok(()),
-        n => Err(format!("{}: verify found {n} problem(s)", args.dir.display()).into()),
+        n => Err(format!("{}: verify found {n} problem(s)", dir.display()).into()),
     }
 }
 

@@ -56,6 +56,7 @@ fn help_of_every_command() {
         &["verify"],
         &["gc"],
         &["retention"],
+        &["migrate"],
         &["completions"],
     ] {
         let mut with_help = args.to_vec();

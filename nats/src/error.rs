@@ -173,6 +173,20 @@ pub enum Error {
         /// The checkpoint asked for.
         requested: u64,
     },
+
+    /// A migration of a local queue to NATS that could not keep its
+    /// records, offsets or group positions as they are: the target already
+    /// exists, a group is missing or damaged, a record does not fit the
+    /// server. What an earlier run copied stays, and is reused by the next.
+    #[error("cannot migrate {from} to {to}: {reason}")]
+    MigrationRefused {
+        /// The local queue's directory.
+        from: std::path::PathBuf,
+        /// The target queue's address.
+        to: String,
+        /// What is in the way.
+        reason: String,
+    },
 }
 
 /// Shorthand for `Result<T, durq_nats::Error>`.

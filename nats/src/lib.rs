@@ -19,14 +19,20 @@
 //!   [`durq::Position`]s and [`durq::Error`]s; engine failures are
 //!   [`durq::Error::Engine`] around this crate's [`Error`].
 //!
+//! - [`migrate()`]: a local queue's unconsumed records, at the same
+//!   offsets, and its groups' positions moved to a new NATS queue.
+//!
 //! The design, what each durq guarantee becomes on NATS, and what remains to
 //! build are in docs/SCALE_OUT.md (a draft).
 
 mod connect;
 mod error;
+pub mod group_names;
+pub mod migrate;
 mod producer;
 mod queue;
 mod queue_meta;
+pub mod queue_stat;
 mod queue_url;
 pub mod record;
 mod shared;
@@ -36,6 +42,7 @@ mod version;
 
 pub use connect::{CONNECT_TIMEOUT, Client, connect};
 pub use error::{ClientError, ENGINE, Error, Result};
+pub use migrate::{Migrated, migrate};
 pub use producer::{Producer, SEND_RETRY_WITHIN};
 pub use queue::{DUPLICATE_WINDOW, HEADER_ROOM_BYTES, META_BUCKET, Queue};
 pub use slot::{Lease, NAME_BYTES_MAX, SlotState, Slots};

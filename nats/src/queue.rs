@@ -73,7 +73,7 @@ pub const HEADER_ROOM_BYTES: usize = 1024;
 /// ```
 #[derive(Clone)]
 pub struct Queue {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Queue {
@@ -102,7 +102,19 @@ impl Queue {
     ///   meta entry, a failed request.
     pub fn open_with(url: &str, options: Options) -> durq::Result<Queue> {
         let runtime = ClientRuntime::start()?;
-        let opened = runtime.get().block_on(open_on_runtime(url, options));
+        let opened = runtime.get().block_on(open_on_runtime(url, options, Create::IfMissing));
+        opened.map(|(client, url, meta)| Queue::new(runtime, client, url, meta))
+    }
+
+    /// Opens the queue at `url`, which must exist: never creates one (for
+    /// looking at a queue, where a typo must not create an empty one).
+    ///
+    /// # Errors
+    /// [`durq::Error::NotAQueue`] (its `path` is `url`) if the server has no
+    /// such queue; otherwise as [`Queue::open_with`].
+    pub fn open_existing(url: &str) -> durq::Result<Queue> {
+        let runtime = ClientRuntime::start()?;
+        let opened = runtime.get().block_on(open_on_runtime(url, Options::default(), Create::Never));
         opened.map(|(client, url, meta)| Queue::new(runtime, client, url, meta))
     }
 
@@ -112,7 +124,7 @@ impl Queue {
     /// As [`Queue::open_with`].
     pub async fn open_async(url: &str, options: Options) -> durq::Result<Queue> {
         let runtime = ClientRuntime::start()?;
-        let opening = runtime.get().spawn(open_on_runtime(url.to_owned(), options));
+        let opening = runtime.get().spawn(open_on_runtime(url.to_owned(), options, Create::IfMissing));
         let (client, url, meta) = opening.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         Ok(Queue::new(runtime, client, url, meta))
     }
@@ -157,8 +169,19 @@ impl Queue {
     }
 }
 
+/// Whether opening a queue that does not exist creates it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    IfMissing,
+    Never,
+}
+
 /// Connects and opens (or creates) the queue; see the module's steps.
-async fn open_on_runtime(url: impl AsRef<str>, options: Options) -> durq::Result<(Client, QueueUrl, QueueMeta)> {
+async fn open_on_runtime(
+    url: impl AsRef<str>,
+    options: Options,
+    create: Create,
+) -> durq::Result<(Client, QueueUrl, QueueMeta)> {
     let url = QueueUrl::parse(url.as_ref())?;
     let client = connect(&url.servers).await?;
     let replicas: u8 = if client.clustered() { 3 } else { 1 };
@@ -168,9 +191,15 @@ async fn open_on_runtime(url: impl AsRef<str>, options: Options) -> durq::Result
         check_streams(&client, &url, &stored).await?;
         return Ok((client, url, stored));
     }
+    if create == Create::Never {
+        return Err(durq::Error::NotAQueue {
+            path: PathBuf::from(url.to_string()),
+            reason: format!("the server has no queue {:?} (no entry in {META_BUCKET})", url.name),
+        });
+    }
     let meta = resolve(&client, &options, replicas)?;
     for partition in 0..meta.partitions {
-        create_stream(&client, &url, &meta, partition).await?;
+        create_stream(&client, &url, &meta, partition, None).await?;
     }
     match metas.create(&url.name, meta.encode().into()).await {
         Ok(_) => Ok((client, url, meta)),
@@ -186,7 +215,7 @@ async fn open_on_runtime(url: impl AsRef<str>, options: Options) -> durq::Result
     }
 }
 
-async fn open_meta_bucket(client: &Client, replicas: u8) -> Result<kv::Store, Error> {
+pub(crate) async fn open_meta_bucket(client: &Client, replicas: u8) -> Result<kv::Store, Error> {
     let config = kv::Config {
         bucket: META_BUCKET.to_owned(),
         description: "durq queues: what each was created with".to_owned(),
@@ -207,7 +236,7 @@ async fn open_meta_bucket(client: &Client, replicas: u8) -> Result<kv::Store, Er
 
 /// The queue's meta entry, or `None` if it has none (never created, or
 /// half-created).
-async fn read_meta(metas: &kv::Store, url: &QueueUrl) -> Result<Option<QueueMeta>, Error> {
+pub(crate) async fn read_meta(metas: &kv::Store, url: &QueueUrl) -> Result<Option<QueueMeta>, Error> {
     let entry =
         metas.entry(&url.name).await.map_err(|e| Error::engine(format!("read the meta entry of queue {url}"), e))?;
     let Some(entry) = entry.filter(|entry| entry.operation == kv::Operation::Put) else {
@@ -224,7 +253,7 @@ async fn read_meta(metas: &kv::Store, url: &QueueUrl) -> Result<Option<QueueMeta
 
 /// The meta a new queue gets: the caller's options, durq's defaults and
 /// ranges, and a `record_bytes_max` that fits the server's `max_payload`.
-fn resolve(client: &Client, options: &Options, replicas: u8) -> durq::Result<QueueMeta> {
+pub(crate) fn resolve(client: &Client, options: &Options, replicas: u8) -> durq::Result<QueueMeta> {
     let config = options.resolve()?;
     let max_payload = client.max_payload();
     let room = u32::try_from(max_payload.saturating_sub(HEADER_ROOM_BYTES)).unwrap_or(u32::MAX);
@@ -283,8 +312,17 @@ async fn check_streams(client: &Client, url: &QueueUrl, meta: &QueueMeta) -> Res
 }
 
 /// Creates the stream of one partition; a stream that exists with the same
-/// configuration is accepted as it is.
-async fn create_stream(client: &Client, url: &QueueUrl, meta: &QueueMeta, partition: u32) -> Result<(), Error> {
+/// configuration is accepted as it is. A migrated partition gives its
+/// `first_offset`, where its local records start, so offsets are kept (and
+/// its stream's configuration differs from the one `Queue::open` would
+/// create, which therefore refuses a queue still being migrated).
+pub(crate) async fn create_stream(
+    client: &Client,
+    url: &QueueUrl,
+    meta: &QueueMeta,
+    partition: u32,
+    first_offset: Option<u64>,
+) -> Result<(), Error> {
     let name = record::stream_name(&url.name, partition);
     let config = stream::Config {
         name: name.clone(),
@@ -293,6 +331,7 @@ async fn create_stream(client: &Client, url: &QueueUrl, meta: &QueueMeta, partit
         storage: StorageType::File,
         num_replicas: usize::from(meta.replicas),
         duplicate_window: DUPLICATE_WINDOW,
+        first_sequence: first_offset.map(record::sequence_of_offset),
         ..Default::default()
     };
     client.jetstream().create_stream(config).await.map_err(|e| {

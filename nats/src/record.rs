@@ -40,6 +40,11 @@ pub fn offset_of_sequence(sequence: u64) -> u64 {
     sequence - 1
 }
 
+/// The stream sequence that holds the record at durq offset `offset`.
+pub fn sequence_of_offset(offset: u64) -> u64 {
+    offset + 1
+}
+
 /// The `Nats-Msg-Id` of a producer's `n`th record.
 pub fn message_id(producer: &str, n: u64) -> String {
     format!("{producer}-{n}")
@@ -92,6 +97,7 @@ mod tests {
         assert_eq!(stream_name("orders", 1023), "DURQ_orders_P1023");
         assert_eq!(subject("orders", 7), "durq.orders.7");
         assert_eq!(offset_of_sequence(1), 0);
+        assert_eq!(sequence_of_offset(offset_of_sequence(7)), 7);
         assert_eq!(message_id("AbC", 41), "AbC-41");
     }
 

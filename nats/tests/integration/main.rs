@@ -8,6 +8,7 @@ mod cluster;
 mod common;
 mod connect;
 mod harness;
+mod migrate;
 mod producer;
 mod queue;
 mod slot;

@@ -1,0 +1,152 @@
+//! `durq stat nats://…`: a NATS queue's partitions and groups, as tables or
+//! JSON, in the local `stat`'s shape where its fields mean the same.
+//!
+//! What a NATS queue has and a local one has not: each partition's stream,
+//! each group's key-value bucket, each slot's revision. What it has not:
+//! segments, members (their liveness is the slot's revision changing, which
+//! one snapshot cannot show), dead letters, retention limits.
+
+use std::io::{self, Write};
+
+use durq_nats::Queue;
+use durq_nats::SlotState;
+use durq_nats::queue_stat::{GroupStat, QueueStat};
+
+use crate::json::json_string;
+use crate::table::{Align, table};
+use crate::{CliResult, stream_error};
+
+pub fn run(url: &str, json: bool) -> CliResult<()> {
+    let queue = Queue::open_existing(url)?;
+    let stat = queue.stat()?;
+    let text = if json { to_json(&queue, &stat) } else { to_tables(&queue, &stat) };
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
+    Ok(())
+}
+
+fn to_tables(queue: &Queue, stat: &QueueStat) -> String {
+    let mut text = format!(
+        "queue {}: {} partition(s), durability {}, record_bytes_max {}, {} replica(s)\n\n",
+        queue.url(),
+        queue.partitions(),
+        queue.durability(),
+        queue.record_bytes_max(),
+        queue.replicas()
+    );
+    let partitions = stat.partitions.iter().map(|p| {
+        [
+            p.partition.to_string(),
+            p.first_offset.to_string(),
+            p.next_offset.to_string(),
+            p.bytes.to_string(),
+            p.stream.clone(),
+        ]
+    });
+    use Align::{Left, Right};
+    text += &table(["PARTITION", "FIRST", "NEXT", "BYTES", "STREAM"], [Left, Right, Right, Right, Left], partitions);
+    if stat.groups.is_empty() {
+        text += "\nno consumer groups\n";
+    }
+    for g in &stat.groups {
+        text += &format!("\ngroup {} (bucket {})\n", g.name, g.bucket);
+        let lag = lag(stat, g);
+        let slots = g.slots.iter().zip(g.committed()).zip(lag).enumerate().map(|(p, ((s, committed), lag))| {
+            let (holder, member) = holder(s.as_ref());
+            [
+                p.to_string(),
+                committed.to_string(),
+                lag.to_string(),
+                epoch(s.as_ref()).to_string(),
+                member.unwrap_or("-").to_owned(),
+                s.as_ref().map_or("-".into(), |s| s.revision().to_string()),
+                holder.to_owned(),
+            ]
+        });
+        text += &table(
+            ["PARTITION", "COMMITTED", "LAG", "EPOCH", "HOLDER", "REVISION", "STATE"],
+            [Left, Right, Right, Right, Left, Right, Left],
+            slots,
+        );
+    }
+    text
+}
+
+/// Records not yet processed, per partition.
+fn lag(stat: &QueueStat, g: &GroupStat) -> Vec<u64> {
+    stat.partitions.iter().zip(g.committed()).map(|(p, committed)| p.next_offset.saturating_sub(committed)).collect()
+}
+
+/// `held` (and by whom), `released` (written, free), or `nobody` (never
+/// written).
+fn holder(s: Option<&SlotState>) -> (&'static str, Option<&str>) {
+    match s {
+        None => ("nobody", None),
+        Some(s) => match s.holder() {
+            Some(member) => ("held", Some(member)),
+            None => ("released", None),
+        },
+    }
+}
+
+/// The holding's epoch; 0 for a free slot, as locally for one never taken.
+fn epoch(s: Option<&SlotState>) -> u64 {
+    s.and_then(SlotState::epoch).unwrap_or(0)
+}
+
+fn to_json(queue: &Queue, stat: &QueueStat) -> String {
+    let partitions: Vec<String> = stat
+        .partitions
+        .iter()
+        .map(|p| {
+            format!(
+                r#"{{"partition":{},"first_offset":{},"next_offset":{},"bytes":{},"stream":{}}}"#,
+                p.partition,
+                p.first_offset,
+                p.next_offset,
+                p.bytes,
+                json_string(&p.stream)
+            )
+        })
+        .collect();
+    let groups: Vec<String> = stat.groups.iter().map(|g| group_json(stat, g)).collect();
+    format!(
+        r#"{{"url":{},"durability":{},"record_bytes_max":{},"replicas":{},"partitions":[{}],"groups":[{}]}}"#,
+        json_string(&queue.url()),
+        json_string(&queue.durability().to_string()),
+        queue.record_bytes_max(),
+        queue.replicas(),
+        partitions.join(","),
+        groups.join(",")
+    ) + "\n"
+}
+
+/// `{"name","committed","lag","slots","bucket"}`; a slot is
+/// `{"slot","epoch","holder","member","revision"}`, `holder` being `held`,
+/// `released` or `nobody`, `member` and `revision` null where there are
+/// none.
+fn group_json(stat: &QueueStat, g: &GroupStat) -> String {
+    let numbers = |n: Vec<u64>| n.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let slots: Vec<String> = g
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(p, s)| {
+            let (holder, member) = holder(s.as_ref());
+            format!(
+                r#"{{"slot":{p},"epoch":{},"holder":"{holder}","member":{},"revision":{}}}"#,
+                epoch(s.as_ref()),
+                member.map_or("null".into(), json_string),
+                s.as_ref().map_or("null".into(), |s| s.revision().to_string())
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"name":{},"committed":[{}],"lag":[{}],"slots":[{}],"bucket":{}}}"#,
+        json_string(&g.name),
+        numbers(g.committed()),
+        numbers(lag(stat, g)),
+        slots.join(","),
+        json_string(&g.bucket)
+    )
+}
