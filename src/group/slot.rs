@@ -22,10 +22,21 @@
 //!    *Dies here:* the claimed file is the checkpoint in force, at the same
 //!    position as before.
 //! 4. Write the lease (member, epoch, pid, boot id, host, heartbeat),
-//!    fdatasync. *Dies here:* the member file's lock frees at once; the next
-//!    taker claims `E + 2`.
+//!    without a sync. *Dies here:* the member file's lock frees at once; the
+//!    next taker claims `E + 2`.
 //! 5. Remove checkpoint files of older epochs (a fenced zombie still writing
 //!    to one writes into an unlinked file).
+//!
+//! So a take syncs twice (step 3), both before the taker reads a record:
+//! its checkpoint is durable, under a durable name, before anything it
+//! processes can be committed. The lease needs no sync. It says who holds
+//! the slot, which a power cut ends anyway, and a lease that a power cut
+//! takes back to an older epoch, or to nothing, only makes the next taker
+//! skip an epoch; it is written after step 3's syncs, so it never names an
+//! epoch whose file a power cut could leave empty. (Its epoch is also what
+//! tells a later damaged newest file from an unfilled claim, see
+//! [`checkpoint::latest`]; it does so once writeback has stored the lease,
+//! and a newer take or a reset writes it again.)
 //!
 //! A member whose position in force lies below the partition's earliest
 //! retained offset (a retention limit removed records the group had not
@@ -239,7 +250,8 @@ pub(crate) fn take(group_dir: &Path, slot: u32, taker: Taker<'_>) -> Result<Opti
             (checkpoint, Process::this().lease(slot, epoch, NOBODY, 0))
         }
     };
-    storage::write_durable_at(&lease_file, &lease_path, 0, &lease::encode(&lease))?;
+    // Unsynced: see the module docs.
+    storage::write_at(&lease_file, &lease_path, 0, &lease::encode(&lease))?;
     for old in checkpoint::epochs(&slot_dir)?.into_iter().filter(|&e| e < epoch) {
         let _ = storage::remove_file(&slot_dir.join(checkpoint::file_name(old)));
     }
