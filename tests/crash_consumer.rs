@@ -417,3 +417,27 @@ fn killed_at_random_moments_loses_nothing(commit: Durability) {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_waiting_member_takes_over_a_killed_holder_at_once_not_at_its_next_scan() {
+    // The standby scans the member files once an hour: within the test, only
+    // the holder's exit, watched through a pidfd, can make it look again.
+    let work = Work::committing(1, Durability::Sync);
+    let queue = Queue::open_existing(&work.path).expect("open");
+    let mut holder = work.spawn("holder", 1_000_000, "none", 0);
+    let hourly = ConsumerOptions::default()
+        .lease_timeout(Duration::from_secs(7200))
+        .rebalance_interval(Duration::from_secs(3600));
+    let mut standby = procs::join(&queue, GROUP, hourly).expect("join");
+    assert!(standby.held_partitions().is_empty(), "the holder is alive and keeps its slot");
+    holder.sigkill();
+    let sent = queue.producer().send(payload("after-the-kill", 16)).expect("send");
+    let mut seen = Vec::new();
+    let n = standby
+        .process_timeout(Duration::from_secs(30), |batch| {
+            seen.extend(batch.iter().map(|m| m.position()));
+            Ok::<(), std::io::Error>(())
+        })
+        .expect("process");
+    assert_eq!((n, seen), (1, vec![sent]), "the standby took the slot over and processed the new record");
+}

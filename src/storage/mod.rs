@@ -13,11 +13,13 @@
 //!   process-shared mutex and futex wait/wake.
 //! - [`lock_table`]: who holds a `flock`, read from the kernel without
 //!   taking one.
+//! - [`exits`]: waiting for other processes to exit (pidfds).
 
 // The one module allowed the direct calls clippy.toml lists for the rest
 // of the library (the invariant above, checked).
 #![allow(clippy::disallowed_methods)]
 
+pub(crate) mod exits;
 pub(crate) mod lock_table;
 pub(crate) mod mmap;
 pub(crate) mod shm;
