@@ -359,7 +359,7 @@ impl SlotPulse {
     /// one's file is gone): the new holder's lease is left alone, and the
     /// holder's commit reports the fencing.
     pub(crate) fn beat(&self, member: &MemberPulse) -> Result<()> {
-        if self.next_claim_path.exists() || !self.claimed_path.exists() {
+        if storage::exists(&self.next_claim_path) || !storage::exists(&self.claimed_path) {
             return Ok(());
         }
         storage::write_at(&self.lease_file, &self.lease_path, 0, &lease::encode(&member.lease(self.slot, self.epoch)))
