@@ -110,7 +110,8 @@ fn run(shared: &Shared, wake: impl Fn()) {
         handles.retain(|pid, _| pids.contains(pid));
         gone.retain(|pid| pids.contains(pid));
         let mut exited = false;
-        let new: Vec<u32> = pids.iter().copied().filter(|pid| !handles.contains_key(pid) && !gone.contains(pid)).collect();
+        let new: Vec<u32> =
+            pids.iter().copied().filter(|pid| !handles.contains_key(pid) && !gone.contains(pid)).collect();
         for pid in new {
             match ProcessHandle::open(pid) {
                 Opened::Running(handle) => {
