@@ -67,8 +67,12 @@ fn main() {
         let mut durq_round = || {
             let start = Instant::now();
             for _ in 0..round {
-                let n =
-                    consumer.process(|batch| Ok::<(), std::io::Error>(assert_eq!(batch.len(), 1))).expect("process");
+                let n = consumer
+                    .process(|batch| {
+                        assert_eq!(batch.len(), 1);
+                        Ok::<(), std::io::Error>(())
+                    })
+                    .expect("process");
                 assert_eq!(n, 1);
             }
             start.elapsed()
