@@ -76,10 +76,29 @@ impl ExitWatch {
         self.shared.exited.load(Ordering::SeqCst)
     }
 
+    /// [`ExitWatch::exited`] for a thread that waits on the consumer's
+    /// behalf (`process_async`'s companion).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn signal(&self) -> ExitSignal {
+        ExitSignal(self.shared.clone())
+    }
+
     /// As [`ExitWatch::exited`], and lowers the flag.
     pub(crate) fn take_exited(&self) -> bool {
         // A load first: the consumer asks once per batch.
         self.exited() && self.shared.exited.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Tells another thread whether a watched process exited.
+#[cfg(feature = "tokio")]
+pub(crate) struct ExitSignal(Arc<Shared>);
+
+#[cfg(feature = "tokio")]
+impl ExitSignal {
+    /// As [`ExitWatch::exited`].
+    pub(crate) fn exited(&self) -> bool {
+        self.0.exited.load(Ordering::SeqCst)
     }
 }
 
