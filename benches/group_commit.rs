@@ -5,7 +5,10 @@
 //! disk, measured in the same run on a preallocated file.
 //!
 //! Run: `cargo bench --bench group_commit`. Each configuration runs for
-//! `DURQ_BENCH_SECS` seconds (default 4) after a short warm-up.
+//! `DURQ_BENCH_SECS` seconds (default 4) after a short warm-up;
+//! `DURQ_BENCH_THREADS=32` (or `8,32`) runs those thread counts instead (W6
+//! of the comparison has 32 senders: the profile in docs/BENCHMARKS.md,
+//! "Where the time goes", ran this one row).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -153,7 +156,11 @@ fn main() {
     );
     println!("{:<34} {:>10} {:>12} {:>12} {:>12}", "configuration", "acked", "msgs/s", "p50 us", "p99 us");
     raw_fdatasync(dir.path(), run_for).print();
-    for threads in THREADS {
+    let threads: Vec<usize> = match std::env::var("DURQ_BENCH_THREADS") {
+        Ok(list) => list.split(',').map(|n| n.trim().parse().expect("DURQ_BENCH_THREADS: thread counts")).collect(),
+        Err(_) => THREADS.to_vec(),
+    };
+    for threads in threads {
         durq_sync(dir.path(), threads, run_for).print();
     }
 }

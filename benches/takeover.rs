@@ -12,32 +12,36 @@
 //! message, which must be message 2, redelivered. The latency is T1 − T0: the
 //! kernel releasing the dead holder's locks, the standby's next membership
 //! check (every `rebalance_interval`), taking the slot (claim file,
-//! checkpoint copy with an fdatasync and a directory fsync, lease
-//! fdatasync), and reading the batch. Beside it, the `take's syncs` column
-//! times the same three syncs done by hand in the same directory just before
-//! each trial (create + write + fdatasync a file, fsync the directory,
-//! rewrite + fdatasync another file): the disk's share under the load of the
-//! moment.
+//! checkpoint copy with an fdatasync and a directory fsync, the lease
+//! written), and reading the batch. Beside it, the `take's syncs` column
+//! times the same two syncs done by hand in the same directory just before
+//! each trial (create + write + fdatasync a file, fsync the directory): the
+//! disk's share under the load of the moment.
 //!
 //! Run: `cargo bench --bench takeover`. `DURQ_TAKEOVER_TRIALS=N` sets the
 //! trials per row (default 50; 3 when run without `--bench`, as
-//! `cargo test --benches` does). The queues live in the temp directory
-//! (`TMPDIR`): put it on the disk you want to measure.
+//! `cargo test --benches` does). `DURQ_TAKEOVER_LOAD=N` loads the machine
+//! while it runs: N threads of this process send 100-byte records to
+//! queues of their own in the same temp directory, each send durable
+//! (`Sync`) before the next, so the take's syncs queue behind theirs and
+//! the standby competes with them for the cores. The queues live in the
+//! temp directory (`TMPDIR`): put it on the disk you want to measure.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use durq::internals::group::checkpoint;
-use durq::internals::group::lease::LEASE_BYTES;
 use durq::{ConsumerOptions, Durability, Options, Queue};
 
 const ROLE_ENV: &str = "DURQ_TAKEOVER_ROLE";
 const QUEUE_ENV: &str = "DURQ_TAKEOVER_QUEUE";
 const TRIALS_ENV: &str = "DURQ_TAKEOVER_TRIALS";
+const LOAD_ENV: &str = "DURQ_TAKEOVER_LOAD";
 const GROUP: &str = "g";
 /// The offset of the first message of the batch the holder dies in.
 const IN_FLIGHT: u64 = 2;
@@ -55,12 +59,18 @@ fn main() {
         Err(_) if benching => 50,
         Err(_) => 3,
     };
+    let writers = match std::env::var(LOAD_ENV) {
+        Ok(n) => n.parse().unwrap_or_else(|_| panic!("{LOAD_ENV}={n:?}: not a count")),
+        Err(_) => 0,
+    };
+    let load = Load::start(writers);
     let mut rng = Rng::seeded();
     println!(
         "takeover: SIGKILL of a slot's holder -> first message processed by a standby \
          (1 partition, Sync, queues in {})",
         std::env::temp_dir().display()
     );
+    println!("load: {writers} writer thread(s), each sending durable 100 B records to a queue of its own");
     println!();
     println!(
         "{:<22} {:>6} {:>8} {:>8} {:>8} {:>8}   {:>15} {:>15}",
@@ -97,7 +107,11 @@ fn main() {
             format!("{} median", ms(y.median))
         );
     }
+    let (sent, seconds) = load.stop();
     println!();
+    if writers > 0 {
+        println!("the load sent {sent} durable records in {seconds:.1} s ({:.0}/s)", sent as f64 / seconds);
+    }
     println!("times in ms; p99 is nearest-rank, so with fewer than 100 trials it is the max");
     println!("other options: ConsumerOptions::default() (lease_timeout 10 s); holder max_batch 2");
     for note in &odd {
@@ -167,23 +181,59 @@ fn trial(interval: Duration, rng: &mut Rng) -> Result<Trial, Failure> {
     Ok(Trial { latency: t1.duration_since(t0), reaped, syncs, odd })
 }
 
-/// Times what taking a slot syncs: a new checkpoint file (fdatasync), its
-/// directory entry (fsync), the rewritten lease (fdatasync).
+/// Times what taking a slot syncs: a new checkpoint file (fdatasync) and
+/// its directory entry (fsync).
 fn take_syncs(dir: &Path) -> std::io::Result<Duration> {
     let sub = dir.join("syncs");
     std::fs::create_dir(&sub)?;
-    let lease = std::fs::File::create(sub.join("lease"))?;
-    lease.write_all_at(&[1; LEASE_BYTES], 0)?;
-    lease.sync_all()?;
     std::fs::File::open(&sub)?.sync_all()?;
     let start = Instant::now();
     let ckpt = std::fs::File::create_new(sub.join("1.ckpt"))?;
     ckpt.write_all_at(&[2; checkpoint::FILE_BYTES], 0)?;
     ckpt.sync_data()?;
     std::fs::File::open(&sub)?.sync_all()?;
-    lease.write_all_at(&[3; LEASE_BYTES], 0)?;
-    lease.sync_data()?;
     Ok(start.elapsed())
+}
+
+/// Writer threads that keep the disk and the cores busy while the trials
+/// run: each sends 100-byte records to a queue of its own, each send
+/// durable before the next.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+    started: Instant,
+    _dir: tempfile::TempDir,
+}
+
+impl Load {
+    fn start(writers: usize) -> Load {
+        let dir = tempfile::tempdir().expect("a temp directory for the load");
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..writers)
+            .map(|n| {
+                let queue = Queue::open_with(dir.path().join(format!("load{n}")), Options::default().partitions(1))
+                    .expect("open the load's queue");
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let producer = queue.producer();
+                    let mut sent = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        producer.send([7u8; 100]).expect("a load send");
+                        sent += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        Load { stop, threads, started: Instant::now(), _dir: dir }
+    }
+
+    /// Stops the writers; what they sent, over how many seconds.
+    fn stop(self) -> (u64, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.threads.into_iter().map(|t| t.join().expect("a load writer panicked")).sum();
+        (sent, self.started.elapsed().as_secs_f64())
+    }
 }
 
 /// The holder process. Killed when dropped; exits by itself if this process

@@ -34,6 +34,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::fail_stop::FailStop;
 use crate::group::Group;
 use crate::group::dead_letter::{self, Envelope};
+use crate::group::exit_watch::ExitWatch;
 use crate::group::membership::{Held, Membership};
 use crate::group::syncer::Syncer;
 use crate::log::partition::{ReadCursor, Span};
@@ -165,6 +166,9 @@ pub struct Consumer {
     /// The background sync of `commit(Interval)`. Dropped after
     /// `membership`, whose drop syncs and gives back every slot.
     syncer: Option<Syncer>,
+    /// Wakes this consumer when another member's process exits, so that it
+    /// scans (and takes over) at once.
+    exits: ExitWatch,
 }
 
 // The docs above promise that a consumer can be moved to another thread.
@@ -249,6 +253,8 @@ impl Consumer {
             Durability::Interval(every) => Some(Syncer::start(every, stopped.clone(), &queue.dir)?),
             Durability::Sync | Durability::Buffered => None,
         };
+        let control = queue.control.clone();
+        let exits = ExitWatch::start(move || control.notify(), group.dir())?;
         let membership = Membership::join(group, queue.config.partitions, timeout_ms, queue.counters.clone())?;
         let mut consumer = Consumer {
             queue,
@@ -261,6 +267,7 @@ impl Consumer {
             #[cfg(feature = "tokio")]
             companion: None,
             syncer,
+            exits,
         };
         consumer.rebalance()?;
         Ok(consumer)
@@ -468,11 +475,13 @@ impl Consumer {
             };
             let held = self.membership.held();
             let partitions = &self.queue.partitions;
+            let exits = &self.exits;
             self.queue.control.wait_until(Some(wait), || {
-                held.iter().any(|(&s, h)| {
-                    h.state.retry_at.is_none_or(|r| r <= Instant::now())
-                        && h.state.cursor.next_offset < partitions[s as usize].visible()
-                })
+                exits.exited()
+                    || held.iter().any(|(&s, h)| {
+                        h.state.retry_at.is_none_or(|r| r <= Instant::now())
+                            && h.state.cursor.next_offset < partitions[s as usize].visible()
+                    })
             });
         }
     }
@@ -485,7 +494,9 @@ impl Consumer {
         // `max_batch(1)` under `commit(Interval)` a second one was a tenth
         // of a message's cost.
         let mut now = Instant::now();
-        if self.last_rebalance.is_none_or(|t| now.duration_since(t) >= self.options.rebalance_interval) {
+        let due = self.last_rebalance.is_none_or(|t| now.duration_since(t) >= self.options.rebalance_interval);
+        // A member's process exited: it may have held slots, so scan now.
+        if due || self.exits.take_exited() {
             self.rebalance()?;
             now = Instant::now();
         }
@@ -722,6 +733,7 @@ impl Consumer {
         if let Some(syncer) = &self.syncer {
             syncer.track(self.membership.held().values().map(|h| h.hold.checkpoint.syncable()).collect());
         }
+        self.exits.watch(self.membership.other_processes().clone());
         rebalanced
     }
 }

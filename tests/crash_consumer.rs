@@ -417,3 +417,72 @@ fn killed_at_random_moments_loses_nothing(commit: Durability) {
         started.elapsed()
     );
 }
+
+/// A standby that scans the member files once an hour, joined while a
+/// child process holds the only slot: within a test, only the holder's exit,
+/// watched through a pidfd, can make it look again.
+fn standby_beside_a_holder(work: &Work, queue: &Queue) -> (durq::Consumer, Proc) {
+    let holder = work.spawn("holder", 1_000_000, "none", 0);
+    let hourly = ConsumerOptions::default()
+        .lease_timeout(Duration::from_secs(7200))
+        .rebalance_interval(Duration::from_secs(3600));
+    let standby = procs::join(queue, GROUP, hourly).expect("join");
+    assert!(standby.held_partitions().is_empty(), "the holder is alive and keeps its slot");
+    (standby, holder)
+}
+
+/// Kills `holder` once the standby is (very likely) waiting, then sends a
+/// record; returns where it went. Killed earlier, the standby still takes
+/// over, by a shorter path (the flag is up before it waits).
+fn kill_while_waiting(queue: &Queue, mut holder: Proc) -> std::thread::JoinHandle<Position> {
+    let producer = queue.producer();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        holder.sigkill();
+        producer.send(payload("after-the-kill", 16)).expect("send")
+    })
+}
+
+#[test]
+fn a_waiting_member_takes_over_a_killed_holder_at_once_not_at_its_next_scan() {
+    let work = Work::committing(1, Durability::Sync);
+    let queue = Queue::open_existing(&work.path).expect("open");
+    let (mut standby, holder) = standby_beside_a_holder(&work, &queue);
+    let killer = kill_while_waiting(&queue, holder);
+    // `process` waits up to the next scan (an hour) unless woken: on a
+    // thread of its own, so that the test can give up after 30 s.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let n = standby.process(|batch| {
+            seen.extend(batch.iter().map(|m| m.position()));
+            Ok::<(), std::io::Error>(())
+        });
+        let _ = tx.send((n.map_err(|e| e.to_string()), seen));
+    });
+    let (n, seen) = rx.recv_timeout(Duration::from_secs(30)).expect("the standby took the slot over within 30 s");
+    let sent = killer.join().expect("the killer thread");
+    assert_eq!((n, seen), (Ok(1), vec![sent]), "the standby processed the new record");
+}
+
+#[test]
+fn an_async_member_waiting_for_records_takes_over_a_killed_holder_at_once() {
+    // As above, awaiting `process_async`: its companion thread, which waits
+    // on its behalf, is woken by the exit too.
+    let work = Work::committing(1, Durability::Sync);
+    let queue = Queue::open_existing(&work.path).expect("open");
+    let (mut standby, holder) = standby_beside_a_holder(&work, &queue);
+    let killer = kill_while_waiting(&queue, holder);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    let mut seen = Vec::new();
+    let n = runtime.block_on(async {
+        let processing = standby.process_async(|batch| {
+            seen.extend(batch.iter().map(|m| m.position()));
+            async { Ok::<(), std::io::Error>(()) }
+        });
+        tokio::time::timeout(Duration::from_secs(30), processing).await
+    });
+    let sent = killer.join().expect("the killer thread");
+    assert_eq!(n.expect("the standby took the slot over within 30 s").expect("process_async"), 1);
+    assert_eq!(seen, vec![sent]);
+}

@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
+use crate::group::exit_watch::ExitSignal;
 use crate::group::membership::Pulse;
 use crate::log::control::ControlFile;
 use crate::log::partition::Partition;
@@ -46,6 +47,8 @@ pub(crate) struct Companion {
 pub(crate) struct Wait {
     pub(crate) watch: Vec<(Arc<Partition>, u64)>,
     pub(crate) timeout: Duration,
+    /// Another member's process exited: the consumer scans at once.
+    pub(crate) exits: ExitSignal,
 }
 
 #[derive(Default)]
@@ -174,6 +177,7 @@ fn run(shared: &Shared, jobs: &Receiver<Job>) {
                 shared.control.wait_until(Some(wait.timeout), || {
                     shared.closing.load(Ordering::SeqCst)
                         || !jobs.is_empty()
+                        || wait.exits.exited()
                         || wait.watch.iter().any(|(p, offset)| *offset < p.visible())
                 });
                 shared.waiting.store(false, Ordering::SeqCst);

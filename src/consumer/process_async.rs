@@ -81,7 +81,7 @@ impl Consumer {
                 Next::Wait(timeout) => timeout,
                 Next::TimedOut => Duration::ZERO,
             };
-            let wait = Wait { watch: self.watched(), timeout };
+            let wait = Wait { watch: self.watched(), timeout, exits: self.exits.signal() };
             started(&mut self.companion, &self.queue)?.wait(wait).await;
         };
         let every = self.options.rebalance_interval;

@@ -505,7 +505,7 @@ impl HeldFile {
     }
 
     fn check_not_fenced(&mut self) -> Result<()> {
-        if self.next_epoch_path.exists() || !self.path.exists() {
+        if storage::exists(&self.next_epoch_path) || !storage::exists(&self.path) {
             self.fenced = true;
             return Err(self.fenced_error());
         }

@@ -14,7 +14,7 @@
 //! dropped with it, so the two can never disagree about which slots are
 //! held.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,6 +45,9 @@ pub(crate) struct Membership<R> {
     held: BTreeMap<u32, Held<R>>,
     /// The queue's counters, for takeovers and fencing.
     counters: Arc<Counters>,
+    /// The processes of the other members not found dead at the last scan
+    /// (this process left out): those whose exit could free slots.
+    others: BTreeSet<u32>,
 }
 
 impl<R> Membership<R> {
@@ -58,7 +61,7 @@ impl<R> Membership<R> {
         counters: Arc<Counters>,
     ) -> Result<Membership<R>> {
         let member = group.join(timeout_ms)?;
-        Ok(Membership { group, member, partitions, held: BTreeMap::new(), counters })
+        Ok(Membership { group, member, partitions, held: BTreeMap::new(), counters, others: BTreeSet::new() })
     }
 
     /// The group.
@@ -69,6 +72,12 @@ impl<R> Membership<R> {
     /// The slots held, by partition.
     pub(crate) fn held(&self) -> &BTreeMap<u32, Held<R>> {
         &self.held
+    }
+
+    /// The processes of the other members alive or hung at the last scan,
+    /// this one's left out.
+    pub(crate) fn other_processes(&self) -> &BTreeSet<u32> {
+        &self.others
     }
 
     /// The slot of partition `p`, if held.
@@ -96,6 +105,12 @@ impl<R> Membership<R> {
     ) -> Result<()> {
         self.member.heartbeat()?;
         let members = self.group.members()?;
+        let this_process = std::process::id();
+        self.others = members
+            .iter()
+            .filter(|m| m.liveness != Liveness::Dead && m.id != self.member.id && m.pid != 0 && m.pid != this_process)
+            .map(|m| m.pid)
+            .collect();
         let mut alive: Vec<MemberId> = members.iter().filter(|m| m.liveness == Liveness::Alive).map(|m| m.id).collect();
         if !alive.contains(&self.member.id) {
             // We are running this very code: whatever our file said, we live.

@@ -22,6 +22,7 @@
 //! - `membership`: a member's share of the slots: rebalancing.
 //! - [`checkpoint`]: per-epoch, two-copy checkpoint files.
 //! - `syncer`: the background sync of `commit(Interval)`.
+//! - `exit_watch`: waking a member when another member's process exits.
 //! - [`dead_letter`]: the dead-letter envelope.
 //! - [`evidence`]: what checkpoints and dead letters prove about how far
 //!   each partition's log reached (for recovery and verify).
@@ -33,6 +34,7 @@ pub mod assignment;
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod evidence;
+pub(crate) mod exit_watch;
 pub mod lease;
 pub mod member;
 pub(crate) mod membership;

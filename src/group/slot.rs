@@ -21,11 +21,26 @@
 //!    for `E+1.ckpt` after writing, finds it, and reports `Fenced`.
 //!    *Dies here:* the claimed file is the checkpoint in force, at the same
 //!    position as before.
-//! 4. Write the lease (member, epoch, pid, boot id, host, heartbeat),
-//!    fdatasync. *Dies here:* the member file's lock frees at once; the next
-//!    taker claims `E + 2`.
+//! 4. Write the lease (member, epoch, pid, boot id, host, heartbeat); a
+//!    member's without a sync, a reset's with an fdatasync. *Dies here:*
+//!    the member file's lock frees at once; the next taker claims `E + 2`.
 //! 5. Remove checkpoint files of older epochs (a fenced zombie still writing
 //!    to one writes into an unlinked file).
+//!
+//! So a member's take syncs twice (step 3), both before it reads a record:
+//! its checkpoint is durable, under a durable name, before anything it
+//! processes can be committed. Its lease needs no sync. It says who holds
+//! the slot, which a power cut ends anyway; a lease that a power cut takes
+//! back to an older epoch, or leaves unreadable, only makes the next taker
+//! claim one epoch further; and it is written after step 3's syncs, so it
+//! never names an epoch whose file a power cut could leave empty. Its epoch
+//! also tells a later damaged newest file from an unfilled claim
+//! ([`checkpoint::latest`]): until writeback stores it, such a file is
+//! skipped instead of reported, and the position in force falls back to an
+//! older epoch's, which a member's take never passes (it carries the
+//! position over, or moves it forwards to the first retained record): a
+//! redelivery. A reset may move the position backwards, so falling back
+//! past it could skip records: a reset's lease is synced.
 //!
 //! A member whose position in force lies below the partition's earliest
 //! retained offset (a retention limit removed records the group had not
@@ -206,6 +221,10 @@ pub(crate) fn take(group_dir: &Path, slot: u32, taker: Taker<'_>) -> Result<Opti
     if !checkpoint::claim(&slot_dir, epoch)? {
         return Ok(None);
     }
+    // A reset may move the position back, behind older epochs' files that
+    // a power cut could bring back: its lease, which tells a later damaged
+    // newest file from an unfilled claim, is synced (see the module docs).
+    let lease_durable = matches!(taker, Taker::Reset { .. });
     let (checkpoint, lease) = match taker {
         Taker::Member { member, initial_offset, .. } => {
             let state = match checkpoint::latest(&slot_dir, slot, leased_epoch)? {
@@ -239,7 +258,11 @@ pub(crate) fn take(group_dir: &Path, slot: u32, taker: Taker<'_>) -> Result<Opti
             (checkpoint, Process::this().lease(slot, epoch, NOBODY, 0))
         }
     };
-    storage::write_durable_at(&lease_file, &lease_path, 0, &lease::encode(&lease))?;
+    if lease_durable {
+        storage::write_durable_at(&lease_file, &lease_path, 0, &lease::encode(&lease))?;
+    } else {
+        storage::write_at(&lease_file, &lease_path, 0, &lease::encode(&lease))?;
+    }
     for old in checkpoint::epochs(&slot_dir)?.into_iter().filter(|&e| e < epoch) {
         let _ = storage::remove_file(&slot_dir.join(checkpoint::file_name(old)));
     }
@@ -336,7 +359,7 @@ impl SlotPulse {
     /// one's file is gone): the new holder's lease is left alone, and the
     /// holder's commit reports the fencing.
     pub(crate) fn beat(&self, member: &MemberPulse) -> Result<()> {
-        if self.next_claim_path.exists() || !self.claimed_path.exists() {
+        if storage::exists(&self.next_claim_path) || !storage::exists(&self.claimed_path) {
             return Ok(());
         }
         storage::write_at(&self.lease_file, &self.lease_path, 0, &lease::encode(&member.lease(self.slot, self.epoch)))
