@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use common::{frame_starts, message, messages, segment_path, small, take};
 use durq::internals::log::record::{self, FrameMeta};
+use durq::internals::log::salt::Salt;
+use durq::internals::log::segment;
 use durq::{Durability, Error, Queue};
 
 /// A closed queue at `dir/q` holding records `0..n`, each sent alone under
@@ -53,6 +55,14 @@ fn closed_buffered(path: &Path, payload: fn(u64) -> Vec<u8>, flushed: u64, total
 }
 
 /// Frame starts of `closed_queue`'s records, plus the end of the last one.
+/// The header a new segment of partition 0 at `base` has, with the salt the
+/// segment file `bytes` has (a version-2 header: checked).
+fn header_salted_as(bytes: &[u8], base: u64) -> [u8; 64] {
+    let salt = segment::header_salt(bytes).expect("a whole header");
+    assert_ne!(salt, Salt::UNSALTED, "new segments are salted");
+    segment::encode_header(0, base, 64 << 10, salt)
+}
+
 fn starts(n: u64) -> Vec<usize> {
     frame_starts((0..n).map(|i| message(i).len()))
 }
@@ -69,6 +79,7 @@ fn assert_recovered_to(path: &Path, survivors: u64, kept_bytes: &[u8], context: 
     let tail = kept_bytes.len();
     // The header's `synced_end` (bytes 40..52) moves with every sync.
     assert_eq!(after[..36], kept_bytes[..36], "{context}: recovery changed the segment header");
+    assert_eq!(after[52..64], kept_bytes[52..64], "{context}: recovery changed the frames' salt");
     assert_eq!(after[64..tail], kept_bytes[64..], "{context}: recovery changed a byte it keeps");
     if let Some(i) = after[tail..].iter().position(|&b| b != 0) {
         panic!("{context}: byte {} past the recovered tail {tail} is not zero", tail + i);
@@ -216,11 +227,13 @@ fn recovery_row_3_a_valid_frame_with_the_wrong_offset_at_the_tail_is_torn() {
     let original = std::fs::read(&seg).unwrap();
     let s = starts(N);
     // A well-formed frame from elsewhere in the log's history, where record 5
-    // would go.
+    // would go (of this segment's salt: a frame of another fails as bad
+    // checksum, see the next test).
     let stale = record::encode(
         FrameMeta { offset: 2, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
         None,
         b"stale",
+        segment::header_salt(&original).unwrap(),
     );
     common::write_at(&seg, s[5], &stale);
     assert_recovered_to(&path, N, &original[..s[5]], "stale frame after the tail");
@@ -283,20 +296,20 @@ fn segment_header_row_an_empty_segment_with_a_zeroed_header_gets_it_rewritten() 
     let path = closed_queue(dir.path(), 0);
     let seg = segment_path(&path, 0, 0);
     let original = std::fs::read(&seg).unwrap();
-    assert_eq!(
-        original[..64],
-        durq::internals::log::segment::encode_header(0, 0, 64 << 10),
-        "documented header layout"
-    );
+    assert_eq!(original[..64], header_salted_as(&original, 0), "documented header layout");
     common::write_at(&seg, 0, &[0u8; 64]);
     let report = durq::verify::verify(&path).unwrap();
     assert!(report.problems.is_empty() && report.notes.len() == 1, "{report:?}");
 
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(std::fs::read(&seg).unwrap(), original, "header rewritten exactly");
+    let rewritten = std::fs::read(&seg).unwrap();
+    // Nothing was written under the lost salt: the new header has a fresh one.
+    assert_eq!(rewritten[..64], header_salted_as(&rewritten, 0), "header rewritten");
+    assert_eq!(rewritten[..52], original[..52]);
+    assert_eq!(rewritten[64..], original[64..]);
     assert_eq!(queue.offsets(0).unwrap(), (0, 0));
     drop(queue);
-    assert_recovered_to(&path, 0, &original[..64], "rewritten header");
+    assert_recovered_to(&path, 0, &rewritten[..64], "rewritten header");
 }
 
 #[test]
@@ -325,7 +338,7 @@ fn segment_header_row_a_next_segment_cut_short_during_creation_is_completed() {
         assert_eq!(queue.offsets(0).unwrap(), (0, N), "{created_bytes}-byte file");
         let bytes = std::fs::read(&next).unwrap();
         assert_eq!(bytes.len(), 64 << 10, "grown to full size");
-        assert_eq!(bytes[..64], durq::internals::log::segment::encode_header(0, N, 64 << 10));
+        assert_eq!(bytes[..64], header_salted_as(&bytes, N));
         assert!(bytes[64..].iter().all(|&b| b == 0));
         let producer = queue.producer();
         assert_eq!(producer.send(message(N)).unwrap().offset, N);
@@ -343,7 +356,7 @@ fn segment_header_row_a_torn_header_over_zeros_is_a_creation_cut_short_for_verif
     // first 20 bytes reached the disk, the rest of the header did not.
     let next = segment_path(&path, 0, N);
     let mut torn = vec![0u8; 64 << 10];
-    torn[..20].copy_from_slice(&durq::internals::log::segment::encode_header(0, N, 64 << 10)[..20]);
+    torn[..20].copy_from_slice(&segment::encode_header(0, N, 64 << 10, Salt::new(0x5a17))[..20]);
     std::fs::write(&next, &torn).unwrap();
 
     let report = durq::verify::verify(&path).unwrap();
@@ -351,7 +364,8 @@ fn segment_header_row_a_torn_header_over_zeros_is_a_creation_cut_short_for_verif
     assert!(report.notes.iter().any(|n| n.contains("creation was cut short")), "{report:#?}");
     let queue = Queue::open_existing(&path).unwrap();
     assert_eq!(queue.offsets(0).unwrap(), (0, N));
-    assert_eq!(std::fs::read(&next).unwrap()[..64], durq::internals::log::segment::encode_header(0, N, 64 << 10));
+    let rewritten = std::fs::read(&next).unwrap();
+    assert_eq!(rewritten[..64], header_salted_as(&rewritten, N));
 }
 
 #[test]
@@ -716,7 +730,7 @@ fn a_segment_created_by_an_unsynced_roll_and_cut_short_waits_for_the_full_one_to
             assert_eq!(queue.offsets(0).unwrap(), (0, PER_SEGMENT));
             assert_eq!(synced_end(&seg0), Some(PER_SEGMENT), "segment 0 is proven before segment 63 claims it");
             let bytes = std::fs::read(&seg63).unwrap();
-            assert_eq!(bytes[..64], durq::internals::log::segment::encode_header(0, PER_SEGMENT, 64 << 10));
+            assert_eq!(bytes[..64], header_salted_as(&bytes, PER_SEGMENT));
             assert_eq!(take(&mut consumer, PER_SEGMENT as usize), bigs(0..PER_SEGMENT));
         }
     }
