@@ -54,7 +54,6 @@ fn closed_buffered(path: &Path, payload: fn(u64) -> Vec<u8>, flushed: u64, total
     }
 }
 
-/// Frame starts of `closed_queue`'s records, plus the end of the last one.
 /// The header a new segment of partition 0 at `base` has, with the salt the
 /// segment file `bytes` has (a version-2 header: checked).
 fn header_salted_as(bytes: &[u8], base: u64) -> [u8; 64] {
@@ -63,6 +62,7 @@ fn header_salted_as(bytes: &[u8], base: u64) -> [u8; 64] {
     segment::encode_header(0, base, 64 << 10, salt)
 }
 
+/// Frame starts of `closed_queue`'s records, plus the end of the last one.
 fn starts(n: u64) -> Vec<usize> {
     frame_starts((0..n).map(|i| message(i).len()))
 }
@@ -237,6 +237,60 @@ fn recovery_row_3_a_valid_frame_with_the_wrong_offset_at_the_tail_is_torn() {
     );
     common::write_at(&seg, s[5], &stale);
     assert_recovered_to(&path, N, &original[..s[5]], "stale frame after the tail");
+}
+
+#[test]
+fn recovery_row_3_a_frame_of_another_salt_at_the_tail_is_not_written_even_with_the_right_offset() {
+    // What a recycled file, or a payload carrying a frame of another
+    // segment, leaves after the tail: a whole frame, the offset the walk
+    // expects, a watermark that would prove everything below it durable,
+    // checksummed under another segment's salt (or none: version 1). It is
+    // not a record of this segment: a torn tail, zeroed, its offset reused.
+    const N: u64 = 5;
+    let s = starts(N);
+    let others: [fn(Salt) -> Salt; 3] = [|own| Salt::new(own.get() ^ 1), Salt::fresh, |_| Salt::UNSALTED];
+    for other in others {
+        let dir = tempfile::tempdir().unwrap();
+        let path = closed_queue(dir.path(), N);
+        let seg = segment_path(&path, 0, 0);
+        let original = std::fs::read(&seg).unwrap();
+        let other = other(segment::header_salt(&original).unwrap());
+        let stale = record::encode(
+            FrameMeta { offset: N, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
+            None,
+            &message(N),
+            other,
+        );
+        common::write_at(&seg, s[N as usize], &stale);
+        let report = durq::verify::verify(&path).unwrap();
+        assert!(report.problems.is_empty(), "{other:?}: not a record, so no damage either: {report:?}");
+        assert!(report.notes.iter().any(|n| n.contains("torn tail")), "{other:?}: {report:?}");
+        assert_recovered_to(&path, N, &original[..s[N as usize]], &format!("frame of salt {other:?}"));
+    }
+}
+
+#[test]
+fn recovery_row_4_a_frame_of_another_salt_proves_nothing_about_the_damage_before_it() {
+    // Record 3 torn; after it, a frame of another salt carrying offset 4 and
+    // a watermark of 4 (it would prove record 3 acknowledged, and damaged:
+    // row 4, kept forever and refused to every reader). It is not a record
+    // of this segment, so nothing proves record 3 durable: a torn tail.
+    const N: u64 = 5;
+    let s = starts(N);
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path(), N - 1);
+    let seg = segment_path(&path, 0, 0);
+    let original = std::fs::read(&seg).unwrap();
+    let other = Salt::fresh(segment::header_salt(&original).unwrap());
+    let stale = record::encode(
+        FrameMeta { offset: N - 1, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
+        None,
+        &message(N - 1),
+        other,
+    );
+    common::write_at(&seg, s[N as usize - 1], &stale);
+    common::flip_byte(&seg, s[N as usize - 2] + 40, 0x04);
+    assert_recovered_to(&path, N - 2, &original[..s[N as usize - 2]], "damage before a frame of another salt");
 }
 
 #[test]
@@ -797,12 +851,13 @@ fn assert_open_refused(path: &Path, file: &Path, reason_names: &str, context: &s
 
 #[test]
 fn a_last_segment_cut_inside_its_header_is_refused_never_started_afresh() {
-    // 17 acknowledged records in segment 63. Cut inside its first 52 bytes,
-    // the header's fixed part and the proof of what was synced are gone or
-    // torn: nothing can say which of its records were acknowledged.
+    // 17 acknowledged records in segment 63. Cut inside its first 60 bytes,
+    // the header's fixed part, the proof of what was synced or the frames'
+    // salt are gone or torn: nothing can say which of its records were
+    // acknowledged, or read them.
     let pristine = tempfile::tempdir().unwrap();
     let original = two_segments(pristine.path(), 80);
-    for len in [1, 20, 35, 36, 40, 51] {
+    for len in [1, 20, 35, 36, 40, 51, 52, 59] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q");
         common::copy_dir(&original, &path);
@@ -811,12 +866,12 @@ fn a_last_segment_cut_inside_its_header_is_refused_never_started_afresh() {
         let reason = if len < 36 { "segment header" } else { "cut to" };
         assert_refused(&path, &seg63, reason, &format!("cut to {len} bytes"));
     }
-    // From byte 52 the header still proves its records synced: the open
+    // From byte 60 the header still proves its records synced: the open
     // keeps their offsets and reports them lost (recovery row 4).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
     common::copy_dir(&original, &path);
-    cut_to(&segment_path(&path, 0, PER_SEGMENT), 52);
+    cut_to(&segment_path(&path, 0, PER_SEGMENT), 60);
     let queue = Queue::open_existing(&path).unwrap();
     assert_eq!(queue.offsets(0).unwrap(), (0, 80));
     assert!(matches!(queue.read_at(0, PER_SEGMENT, 1), Err(Error::Corrupt { .. })));

@@ -197,7 +197,7 @@ pub fn check_header(bytes: &[u8], path: &Path, partition: u32, base_offset: u64,
     }
     match decode_salt(bytes) {
         Some(salt) => Ok(salt),
-        None if bytes.len() < SALT_CRC_AT + 4 => bad(format!("file is only {} bytes, cut inside its salt", bytes.len())),
+        None if bytes.len() < SALT_CRC_AT + 4 => bad(format!("file cut to {} bytes, inside its salt", bytes.len())),
         None => bad("the frames' salt is damaged (checksum mismatch, or zero)".into()),
     }
 }
