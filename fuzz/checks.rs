@@ -85,8 +85,12 @@ fn record_decode_salted(buf: &[u8], record_bytes_max: u32, salt: Salt) {
     let (peeked, allocated) = allocated_by(|| record::peek_header(buf, record_bytes_max));
     assert_eq!(allocated, 0, "record::peek_header allocated {allocated} bytes");
     assert_eq!(record::frame_len(buf, record_bytes_max), peeked.map(|p| p.map(|(_, len)| len)));
-    let what =
-        || format!("{} bytes, record_bytes_max {record_bytes_max}, {salt:?}: {decoded:?}, peek_header {peeked:?}", buf.len());
+    let what = || {
+        format!(
+            "{} bytes, record_bytes_max {record_bytes_max}, {salt:?}: {decoded:?}, peek_header {peeked:?}",
+            buf.len()
+        )
+    };
     match decoded {
         Decoded::Zero => {
             assert!(buf.len() >= FRAME_HEADER_BYTES && buf[..FRAME_HEADER_BYTES].iter().all(|&b| b == 0), "{}", what());
@@ -178,7 +182,14 @@ fn found_salt(seg: &[u8], base_offset: u64, record_bytes_max: u32) -> Salt {
 /// Told where the zeros of `seg` begin (as exactly as can be, and at the next
 /// 4 KiB as a file system would), `recovery::scan_known_zeros` gives what
 /// the plain scan gave.
-pub fn check_known_zeros(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64, salt: Salt, scan: &Scan) {
+pub fn check_known_zeros(
+    seg: &[u8],
+    base_offset: u64,
+    record_bytes_max: u32,
+    synced_end: u64,
+    salt: Salt,
+    scan: &Scan,
+) {
     let zeros_from = seg.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     for hint in [zeros_from, zeros_from.next_multiple_of(4096).min(seg.len())] {
         let told = recovery::scan_known_zeros(seg, base_offset, record_bytes_max, synced_end, hint, salt);

@@ -24,7 +24,6 @@ use durq::internals::log::segment;
 use durq::{ConsumerOptions, Durability, Queue};
 
 const RECORD_BYTES_MAX: u32 = 16 << 10;
-const SEGMENT_BYTES: u64 = 64 << 10;
 
 fn payload(i: u64) -> Vec<u8> {
     format!("record {i} ").repeat(100).into_bytes()

@@ -354,7 +354,10 @@ mod tests {
         for bit in 0..frame.len() * 8 {
             let mut damaged = frame.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(matches!(decode(&damaged, 1 << 20, SALT), Decoded::Invalid(_)), "flip of bit {bit} went undetected");
+            assert!(
+                matches!(decode(&damaged, 1 << 20, SALT), Decoded::Invalid(_)),
+                "flip of bit {bit} went undetected"
+            );
         }
     }
 

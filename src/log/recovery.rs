@@ -647,7 +647,8 @@ mod tests {
         let stale = record::encode(
             FrameMeta { offset: 7, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
             None,
-            b"message 2", SALT,
+            b"message 2",
+            SALT,
         );
         seg[starts[2]..starts[2] + stale.len()].copy_from_slice(&stale);
         let scan = super::scan(&seg, 100, MAX, 100, SALT);
@@ -730,7 +731,8 @@ mod tests {
         let proof = record::encode(
             FrameMeta { offset: 102, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
             None,
-            b"past the zeros", SALT,
+            b"past the zeros",
+            SALT,
         );
         seg[starts[2]..starts[2] + proof.len()].copy_from_slice(&proof);
         let scan = super::scan_known_zeros(&seg, 100, MAX, 100, starts[2], SALT);
@@ -894,7 +896,13 @@ mod tests {
         let (mut prev, starts) = segment(5, durable);
         prev[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, 8192, synced_end, SALT));
         let (mut last, _) = segment(0, |_| 0);
-        last[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 105, 8192, last_synced_end, SALT));
+        last[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(
+            0,
+            105,
+            8192,
+            last_synced_end,
+            SALT,
+        ));
         let meta = FrameMeta {
             offset: 105,
             timestamp_ms: 1,
@@ -1058,7 +1066,8 @@ mod tests {
         let next = record::encode(
             FrameMeta { offset: 105, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
             None,
-            b"after the loss", SALT,
+            b"after the loss",
+            SALT,
         );
         seg[room..room + next.len()].copy_from_slice(&next);
         let scan = super::scan(&seg, 100, MAX, 106, SALT);
