@@ -16,8 +16,12 @@
 //! | 1 | zero header, zeros to the end of the segment, and `synced_end` not past `p` | `Clean` | none: the tail is `p`               |
 //! | 2 | fewer than a header's bytes left, all zero                       | `Clean`    | none: the segment is full              |
 //! | 3a | the walk ends inside a batch: its last valid frame says the batch continues | `Torn` | cut back to the end of the last whole batch: zero from there, sync |
-//! | 3 | anything else (torn header, bad magic, bad length, bad checksum, wrong offset, zero header with bytes after it), and nothing proves the record at `p` durable | `Torn`     | zero `p` .. last non-zero byte, sync; tail is `p`; but if a synced record lies ahead, or the walk already crossed row-4 damage, keep every byte instead (as row 4) |
+//! | 3 | anything else (torn header, bad magic, bad length, bad checksum (a frame of another salt included), wrong offset, zero header with bytes after it), and nothing proves the record at `p` durable | `Torn`     | zero `p` .. last non-zero byte, sync; tail is `p`; but if a synced record lies ahead, or the walk already crossed row-4 damage, keep every byte instead (as row 4) |
 //! | 4 | as row 3, but the record at `p` is proven durable: the segment header's `synced_end` is past it, or a later valid frame's watermark (`offset - durable_lag`) is; or as row 1 with `synced_end` past `p` (synced records lost to zeros or a cut) | `Damaged`  | keep every byte; reading `p` fails with `Error::Corrupt`; the walk resumes at the first later valid frame, or, if none, after the last non-zero byte (and at least a header's room for each lost record) with the next offset at `synced_end` |
+//!
+//! Frames are checked under the segment's salt (`salt.rs`): a frame of
+//! another segment, or of an earlier life of the file, is bytes that are
+//! not a record, here and in the look-ahead for proof past damage.
 //!
 //! Row 3 is safe: a record is acknowledged only after a sync; every frame
 //! written after that sync carries a watermark past it, and the header's
