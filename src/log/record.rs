@@ -102,11 +102,19 @@ pub fn checksum(frame: &[u8], salt: Salt) -> [u8; CHECKSUM_BYTES] {
     salt.checksum(&frame[CHECKSUM_BYTES..]).to_le_bytes()
 }
 
-/// The salt under which the whole frame `frame` (as [`decode`] returned
-/// it) passes its checksum: what recovery finds the salt of a segment
-/// whose header was lost from (`recovery::frame_salt`).
-pub fn salt_of(frame: &[u8]) -> Option<Salt> {
-    Salt::solving(frame.get(CHECKSUM_BYTES..)?, codec::u32_at(frame, CRC_AT))
+/// The salt under which the frame at the start of `buf` passes its
+/// checksum, if `buf` starts with a whole frame in every other respect
+/// (magic, lengths, zero padding), so that [`decode`] under that salt
+/// returns it: what recovery finds the salt of a segment whose header was
+/// lost from (`recovery::segment_salt`). The padding is checked before
+/// anything is hashed: a walk over hostile bytes hashes at most the one
+/// frame it accepts.
+pub fn salt_of(buf: &[u8], record_bytes_max: u32) -> Option<Salt> {
+    let (_, _, key_len, payload_len, len) = decode_header(buf, buf.len(), record_bytes_max).ok()??;
+    if buf[FRAME_HEADER_BYTES + key_len + payload_len..len].iter().any(|&b| b != 0) {
+        return None;
+    }
+    Salt::solving(&buf[CHECKSUM_BYTES..len], codec::u32_at(buf, CRC_AT))
 }
 
 /// Bytes of the checksum field at the start of a frame.
@@ -294,8 +302,11 @@ mod tests {
         seeded.update(&frame[4..]);
         assert_eq!(codec::u32_at(&frame, 0), seeded.finalize());
         assert_eq!(frame[..4], 0xf827_2979_u32.to_le_bytes(), "pinned checksum");
-        assert_eq!(salt_of(&frame), Some(SALT));
-        assert_eq!(salt_of(&unsalted), Some(Salt::UNSALTED));
+        assert_eq!(salt_of(&frame, 1 << 20), Some(SALT));
+        assert_eq!(salt_of(&unsalted, 1 << 20), Some(Salt::UNSALTED));
+        let mut padded = frame.clone();
+        padded[39] = 1;
+        assert_eq!(salt_of(&padded, 1 << 20), None, "not a frame under any salt");
     }
 
     #[test]

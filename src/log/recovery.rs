@@ -446,11 +446,9 @@ pub fn segment_salt(seg: &[u8], base_offset: u64, record_bytes_max: u32, zeros_f
             continue;
         }
         let most = base_offset.saturating_add(((at - SEGMENT_HEADER_BYTES) / FRAME_HEADER_BYTES) as u64);
-        if let Ok(Some((offset, len))) = record::peek_header(&seg[at..], record_bytes_max)
+        if let Ok(Some((offset, _))) = record::peek_header(&seg[at..], record_bytes_max)
             && (base_offset..=most).contains(&offset)
-            && let Some(frame) = seg.get(at..at + len)
-            && let Some(salt) = record::salt_of(frame)
-            && matches!(record::decode(frame, record_bytes_max, salt), Decoded::Frame(_))
+            && let Some(salt) = record::salt_of(&seg[at..], record_bytes_max)
         {
             return Some(salt);
         }
