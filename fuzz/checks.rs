@@ -32,6 +32,7 @@ use durq::Error;
 use durq::internals::group::{checkpoint, dead_letter, lease};
 use durq::internals::log::record::{self, Decoded, FRAME_ALIGN, FRAME_HEADER_BYTES, FrameMeta, Invalid};
 use durq::internals::log::recovery::{self, Evidence, LastFile, Scan};
+use durq::internals::log::salt::Salt;
 use durq::internals::log::segment::{self, SEGMENT_HEADER_BYTES};
 use durq::internals::meta;
 
@@ -46,17 +47,50 @@ pub const LEASE_SLOT: u32 = 3;
 /// Arbitrary bytes at a frame position: `record::decode` never panics, never
 /// allocates, agrees with `peek_header` and `frame_len`, and whatever it
 /// accepts as a frame re-encodes to exactly the bytes it was decoded from.
+/// Decoded unsalted (a version-1 segment's frames), and under the salt its
+/// checksum solves to (`record::salt_of`): a frame-shaped input whose
+/// checksum fails unsalted is a frame under exactly that salt, and a frame
+/// under one salt fails under every other.
 pub fn record_decode(data: &[u8]) {
     let mut input = Input::new(data);
     let record_bytes_max = input.u32();
     let buf = input.rest();
-    let (decoded, allocated) = allocated_by(|| record::decode(buf, record_bytes_max));
+    record_decode_salted(buf, record_bytes_max, Salt::UNSALTED);
+    if let Decoded::Frame(_) = record::decode(buf, record_bytes_max, Salt::UNSALTED) {
+        assert_eq!(record::salt_of(buf, record_bytes_max), Some(Salt::UNSALTED), "an unsalted frame's salt");
+    }
+    if let Some(salt) = record::salt_of(buf, record_bytes_max) {
+        assert!(
+            matches!(record::decode(buf, record_bytes_max, salt), Decoded::Frame(_)),
+            "the salt solved from a frame's checksum ({salt:?}) does not decode it"
+        );
+        record_decode_salted(buf, record_bytes_max, salt);
+        for other in [Salt::new(salt.get() ^ 1), Salt::new(salt.get() ^ 0x8000_0000), Salt::new(!salt.get())] {
+            assert_eq!(
+                record::decode(buf, record_bytes_max, other),
+                // The checksum is checked before the padding.
+                match record::decode(buf, record_bytes_max, salt) {
+                    Decoded::Frame(_) | Decoded::Invalid(Invalid::BadPadding) => Decoded::Invalid(Invalid::BadChecksum),
+                    not_a_frame => not_a_frame,
+                },
+                "a frame of salt {salt:?} passes its checksum under {other:?}, or fails otherwise"
+            );
+        }
+    }
+}
+
+fn record_decode_salted(buf: &[u8], record_bytes_max: u32, salt: Salt) {
+    let (decoded, allocated) = allocated_by(|| record::decode(buf, record_bytes_max, salt));
     assert_eq!(allocated, 0, "record::decode allocated {allocated} bytes");
     let (peeked, allocated) = allocated_by(|| record::peek_header(buf, record_bytes_max));
     assert_eq!(allocated, 0, "record::peek_header allocated {allocated} bytes");
     assert_eq!(record::frame_len(buf, record_bytes_max), peeked.map(|p| p.map(|(_, len)| len)));
-    let what =
-        || format!("{} bytes, record_bytes_max {record_bytes_max}: {decoded:?}, peek_header {peeked:?}", buf.len());
+    let what = || {
+        format!(
+            "{} bytes, record_bytes_max {record_bytes_max}, {salt:?}: {decoded:?}, peek_header {peeked:?}",
+            buf.len()
+        )
+    };
     match decoded {
         Decoded::Zero => {
             assert!(buf.len() >= FRAME_HEADER_BYTES && buf[..FRAME_HEADER_BYTES].iter().all(|&b| b == 0), "{}", what());
@@ -86,14 +120,14 @@ pub fn record_decode(data: &[u8]) {
             assert!(f.len <= buf.len() && f.len.is_multiple_of(FRAME_ALIGN), "{}", what());
             assert_eq!(peeked, Ok(Some((f.meta.offset, f.len))), "{}", what());
             // A reader borrows exactly one frame (`Segment::frame_at`).
-            assert_eq!(record::decode(&buf[..f.len], record_bytes_max), Decoded::Frame(f), "{}", what());
+            assert_eq!(record::decode(&buf[..f.len], record_bytes_max, salt), Decoded::Frame(f), "{}", what());
             let padding = &buf[FRAME_HEADER_BYTES + key_len + f.payload.len()..f.len];
             assert!(
                 padding.iter().all(|&b| b == 0),
                 "a frame whose padding is not zero ({padding:?}) decodes; docs/FORMAT.md says zeros: {}",
                 what()
             );
-            let encoded = record::encode(f.meta, f.key, f.payload);
+            let encoded = record::encode(f.meta, f.key, f.payload, salt);
             assert!(
                 encoded[..] == buf[..f.len],
                 "a frame decodes but re-encodes to other bytes ({}): {}",
@@ -117,8 +151,9 @@ pub fn segment_recover(data: &[u8]) {
 }
 
 /// `base_offset: u64`, `record_bytes_max: u32`, `synced_end: u64`, then a
-/// whole segment image: the header parsers and `recovery::scan` never panic,
-/// and the scan is consistent with the image ([`check_scan`]).
+/// whole segment image: the header parsers, the salt finder and
+/// `recovery::scan` never panic, and the scan under the salt recovery
+/// would use is consistent with the image ([`check_scan`]).
 pub fn segment_image(data: &[u8]) {
     let mut input = Input::new(data);
     let base_offset = input.u64();
@@ -127,18 +162,37 @@ pub fn segment_image(data: &[u8]) {
     let seg = input.rest();
     let _ = segment::decode_synced_end(seg);
     let _ = segment::check_header(seg, Path::new("fuzz.seg"), 0, base_offset, seg.len() as u64);
-    let scan = recovery::scan(seg, base_offset, record_bytes_max, synced_end);
-    check_scan(seg, base_offset, record_bytes_max, synced_end, &scan);
-    check_known_zeros(seg, base_offset, record_bytes_max, synced_end, &scan);
+    let salt = found_salt(seg, base_offset, record_bytes_max);
+    let scan = recovery::scan(seg, base_offset, record_bytes_max, synced_end, salt);
+    check_scan(seg, base_offset, record_bytes_max, synced_end, salt, &scan);
+    check_known_zeros(seg, base_offset, record_bytes_max, synced_end, salt, &scan);
+}
+
+/// The salt recovery walks `seg` with (`partition::recover`), the same
+/// whether it is told where the zeros begin or not.
+fn found_salt(seg: &[u8], base_offset: u64, record_bytes_max: u32) -> Salt {
+    let salt = recovery::segment_salt(seg, base_offset, record_bytes_max, seg.len());
+    let zeros_from = seg.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    assert_eq!(recovery::segment_salt(seg, base_offset, record_bytes_max, zeros_from), salt, "told the zeros");
+    // None: no frame validates under any salt; recovery gives the segment a
+    // fresh one, which the walk cannot tell from this.
+    salt.unwrap_or(Salt::UNSALTED)
 }
 
 /// Told where the zeros of `seg` begin (as exactly as can be, and at the next
 /// 4 KiB as a file system would), `recovery::scan_known_zeros` gives what
 /// the plain scan gave.
-pub fn check_known_zeros(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64, scan: &Scan) {
+pub fn check_known_zeros(
+    seg: &[u8],
+    base_offset: u64,
+    record_bytes_max: u32,
+    synced_end: u64,
+    salt: Salt,
+    scan: &Scan,
+) {
     let zeros_from = seg.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     for hint in [zeros_from, zeros_from.next_multiple_of(4096).min(seg.len())] {
-        let told = recovery::scan_known_zeros(seg, base_offset, record_bytes_max, synced_end, hint);
+        let told = recovery::scan_known_zeros(seg, base_offset, record_bytes_max, synced_end, hint, salt);
         assert_eq!(&told, scan, "the scan told the zeros begin at {hint} differs from the plain scan");
     }
 }
@@ -158,7 +212,14 @@ pub struct Walked {
 /// damage, where the walk resumes at `resumed_at`; no batch is left
 /// unfinished at the tail; the tail is in bounds; everything after the tail
 /// (or after the torn range to zero) is zero. Returns the frames walked.
-pub fn check_scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64, scan: &Scan) -> Vec<Walked> {
+pub fn check_scan(
+    seg: &[u8],
+    base_offset: u64,
+    record_bytes_max: u32,
+    synced_end: u64,
+    salt: Salt,
+    scan: &Scan,
+) -> Vec<Walked> {
     let what = || {
         format!(
             "scan of a {}-byte image (base {base_offset}, record_bytes_max {record_bytes_max}, synced_end {synced_end}): {scan:?}",
@@ -187,7 +248,7 @@ pub fn check_scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_en
             let damaged_at = pos;
             pos = d.resumed_at;
             last_continues = false;
-            match record::decode(&seg[pos..], record_bytes_max) {
+            match record::decode(&seg[pos..], record_bytes_max, salt) {
                 Decoded::Frame(f) => {
                     assert!(f.meta.offset > d.offset, "the walk resumes at byte {pos} at an old offset: {}", what());
                     // It resumes at the first plausible frame (docs in
@@ -203,7 +264,7 @@ pub fn check_scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_en
                     );
                     expected = f.meta.offset;
                     for at in (damaged_at + FRAME_ALIGN..pos).step_by(FRAME_ALIGN) {
-                        if let Decoded::Frame(skipped) = record::decode(&seg[at..], record_bytes_max) {
+                        if let Decoded::Frame(skipped) = record::decode(&seg[at..], record_bytes_max, salt) {
                             let most = d.offset.saturating_add(((at - damaged_at) / FRAME_HEADER_BYTES) as u64);
                             assert!(
                                 skipped.meta.offset <= d.offset || skipped.meta.offset > most,
@@ -227,7 +288,7 @@ pub fn check_scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_en
             }
             continue;
         }
-        let f = match record::decode(&seg[pos..], record_bytes_max) {
+        let f = match record::decode(&seg[pos..], record_bytes_max, salt) {
             Decoded::Frame(f) => f,
             other => panic!("byte {pos}, before the tail, holds no valid frame ({other:?}): {}", what()),
         };
@@ -259,6 +320,9 @@ pub fn check_scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_en
     walked
 }
 
+/// The salt of a built version-2 segment.
+pub const BUILT_SALT: Salt = Salt::new(0x5a17_c0de);
+
 /// The most frames a built segment has.
 pub const BUILT_RECORDS_MAX: u8 = 32;
 
@@ -273,7 +337,8 @@ pub const BUILT_RECORDS_MAX: u8 = 32;
 /// the creation leaves is never refused.
 ///
 /// Layout: `flags: u8` (bit 0: key and payload of each record are one
-/// repeated byte, which can never hold a frame), `count: u8`
+/// repeated byte, which can never hold a frame; bit 1: a version-1 segment,
+/// unsalted, else version 2 with [`BUILT_SALT`]), `count: u8`
 /// (mod [`BUILT_RECORDS_MAX`] + 1), `base_offset: u64`, then per record
 /// `shape: u8` (bit 0: has a key; bits 1..=4: key length) and
 /// `payload_len: u16` (low 10 bits), then either one fill byte (bit 0 of
@@ -292,6 +357,7 @@ pub fn segment_damaged(data: &[u8]) {
     let mut input = Input::new(data);
     let flags = input.u8();
     let constant_bodies = flags & 1 != 0;
+    let built_salt = if flags & 2 != 0 { Salt::UNSALTED } else { BUILT_SALT };
     let count = input.u8() % (BUILT_RECORDS_MAX + 1);
     let base_offset = input.u64().min(u64::MAX - u64::from(count));
     let mut records = Vec::new();
@@ -327,12 +393,12 @@ pub fn segment_damaged(data: &[u8]) {
             batch_continues: false,
         };
         let start = SEGMENT_HEADER_BYTES + frames.len();
-        frames.extend_from_slice(&record::encode(meta, key.as_deref(), payload));
+        frames.extend_from_slice(&record::encode(meta, key.as_deref(), payload, built_salt));
         spans.push((start, SEGMENT_HEADER_BYTES + frames.len()));
     }
     let frames_end = SEGMENT_HEADER_BYTES + frames.len();
     let len = frames_end + trailing;
-    let mut seg = segment::encode_header(0, base_offset, len as u64).to_vec();
+    let mut seg = segment::encode_header(0, base_offset, len as u64, built_salt).to_vec();
     // What the header says after the last sync: every record is durable.
     seg[40..48].copy_from_slice(&synced_end.to_le_bytes());
     seg[48..52].copy_from_slice(&crc32fast::hash(&synced_end.to_le_bytes()).to_le_bytes());
@@ -397,9 +463,10 @@ pub fn segment_damaged(data: &[u8]) {
         LastFile::Whole => segment::decode_synced_end(&seg).unwrap_or(base_offset),
         LastFile::HeaderLost | LastFile::NeverWritten => base_offset,
     };
-    let scan = recovery::scan(&seg, base_offset, record_bytes_max, synced_end_read);
-    let walked = check_scan(&seg, base_offset, record_bytes_max, synced_end_read, &scan);
-    check_known_zeros(&seg, base_offset, record_bytes_max, synced_end_read, &scan);
+    let salt = found_salt(&seg, base_offset, record_bytes_max);
+    let scan = recovery::scan(&seg, base_offset, record_bytes_max, synced_end_read, salt);
+    let walked = check_scan(&seg, base_offset, record_bytes_max, synced_end_read, salt, &scan);
+    check_known_zeros(&seg, base_offset, record_bytes_max, synced_end_read, salt, &scan);
     if recovery::check_end(scan.next_offset, evidence.as_ref(), path, scan.tail_pos).is_err() {
         // The open fails with `Error::Corrupt`: the log ends before records
         // the evidence proves, whose offsets it would otherwise reuse.
@@ -442,7 +509,7 @@ pub fn segment_damaged(data: &[u8]) {
         let kept = walked.binary_search_by_key(&start, |w| w.pos).is_ok_and(|at| walked[at].offset == offset);
         assert!(kept, "record {offset} (bytes {start}..{end}) is lost: {}", what());
         assert!(offset < scan.next_offset, "record {offset} is past the next offset: {}", what());
-        let Decoded::Frame(f) = record::decode(&seg[start..], record_bytes_max) else { unreachable!("walked") };
+        let Decoded::Frame(f) = record::decode(&seg[start..], record_bytes_max, salt) else { unreachable!("walked") };
         assert!(f.key == key.as_deref() && f.payload == &payload[..], "record {offset} changed: {}", what());
     }
     if constant_bodies || spans.iter().all(|&(_, end)| end <= first_damaged) {

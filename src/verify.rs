@@ -30,6 +30,7 @@ use crate::layout::{self, GROUPS_DIR, LEASE_FILE};
 use crate::log::partition;
 use crate::log::record::{self, Decoded, FRAME_HEADER_BYTES};
 use crate::log::recovery::{self, Evidence, LastFile};
+use crate::log::salt::Salt;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
 use crate::log::{control, survey};
 use crate::meta;
@@ -436,14 +437,17 @@ fn verify_partition(
             LastFile::Whole => segment::decode_synced_end(&bytes).unwrap_or(base),
             LastFile::HeaderLost | LastFile::NeverWritten => base,
         };
-        let scan = recovery::scan(&bytes, base, config.record_bytes_max, synced_end);
+        // No salt to be found (a lost header over no valid frame): no frame
+        // validates under any, the unsalted CRC included.
+        let salt = recovery::segment_salt(&bytes, base, config.record_bytes_max, bytes.len()).unwrap_or(Salt::UNSALTED);
+        let scan = recovery::scan(&bytes, base, config.record_bytes_max, synced_end, salt);
         if found_len < bytes.len() {
             // What the walk lost to the cut is reported once, as the cut.
             let first_cut_off = scan.damaged.iter().find(|d| d.pos >= found_len).map(|d| d.offset);
             report.problem(&path, found_len as u64, first_cut_off, cut_short(found_len, config, first_cut_off));
         }
         for d in scan.damaged.iter().filter(|d| d.pos < found_len) {
-            let resumed = match record::decode(&bytes[d.resumed_at..], config.record_bytes_max) {
+            let resumed = match record::decode(&bytes[d.resumed_at..], config.record_bytes_max, salt) {
                 Decoded::Frame(f) if d.resumed_at < found_len && f.meta.offset > d.offset => {
                     format!("valid records follow at byte {}", d.resumed_at)
                 }

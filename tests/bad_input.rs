@@ -199,14 +199,15 @@ fn a_segment_written_by_a_newer_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = closed_queue(dir.path(), small());
     let seg = common::segment_path(&path, 0, 0);
-    let mut header = durq::internals::log::segment::encode_header(0, 0, 64 << 10);
-    header[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let salt = durq::internals::log::salt::Salt::new(0x5a17);
+    let mut header = durq::internals::log::segment::encode_header(0, 0, 64 << 10, salt);
+    header[8..12].copy_from_slice(&3u32.to_le_bytes());
     let crc = crc32fast::hash(&header[..32]);
     header[32..36].copy_from_slice(&crc.to_le_bytes());
     common::write_at(&seg, 0, &header);
     let before = data_snapshot(&path);
     let e = Queue::open_existing(&path).err().expect("open must fail");
-    assert!(matches!(&e, Error::UnsupportedVersion { path: p, found: 2, .. } if *p == seg), "{e}");
+    assert!(matches!(&e, Error::UnsupportedVersion { path: p, found: 3, supported: 2 } if *p == seg), "{e}");
     assert!(data_snapshot(&path) == before);
 }
 

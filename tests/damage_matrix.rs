@@ -37,8 +37,8 @@
 //!   and stops only with `Error::Corrupt` naming the damaged file, at a
 //!   damaged record (or where a damaged sealed segment hands over to the next).
 //!
-//! An active segment cut inside its first 52 bytes (its header's fixed part
-//! and its proof of what was synced) must be refused: the open fails with
+//! An active segment cut inside its first 60 bytes (its header's fixed part,
+//! its proof of what was synced and its frames' salt) must be refused: the open fails with
 //! `Error::Corrupt` naming it. A cut to 0 bytes leaves nothing that tells it
 //! from a creation cut short by a power cut, except a group that processed
 //! records in it: it is drawn only in partition 1, whose group did (a known
@@ -74,8 +74,12 @@ const PAGE_BYTES: usize = 4096;
 /// 36..40 are reserved and read by nobody...
 const SEGMENT_FIXED_END: usize = 36;
 /// ...bytes 40..52 are `synced_end` and its checksum, a proof that is "not an
-/// error" when damaged; 52..64 are reserved again, and frames start at 64.
+/// error" when damaged...
 const SYNCED_END_FIELD_END: usize = 52;
+/// ...bytes 52..60 the frames' salt and its checksum (version 2, which
+/// every segment of this queue is), checked like the fixed part; 60..64 are
+/// reserved again, and frames start at 64.
+const SALT_FIELD: std::ops::Range<usize> = SYNCED_END_FIELD_END..60;
 const SEGMENT_HEADER_BYTES: usize = 64;
 const FRAME_MAGIC: u8 = 0xD7;
 const CHECKPOINT_COPIES: [usize; 4] = [0, 512, 4096, 4160];
@@ -455,8 +459,8 @@ impl Case {
         let (at, bit) = match damage {
             DamageKind::FlipBit => (Case::flip_position(kind, &rel, len, pristine, &mut rng), rng.below(8) as u32),
             DamageKind::ZeroPage => (rng.below(len.div_ceil(PAGE_BYTES as u64)) * PAGE_BYTES as u64, 0),
-            // One cut in four inside the header: before byte 52 the cut
-            // takes the header's proof of what was synced. Cut to 0 bytes,
+            // One cut in four inside the header: before byte 60 the cut
+            // takes the header's proof of what was synced or its salt. Cut to 0 bytes,
             // only a group that processed records in the segment tells it
             // from a creation cut short (partition 1's group; not
             // partition 0's, a known gap: docs/RELIABILITY.md).
@@ -465,9 +469,9 @@ impl Case {
                 let proven = COMMITTED[seg.partition as usize] > seg.base;
                 let in_header = rng.below(4) == 0;
                 let at = match (in_header, proven) {
-                    (true, true) => rng.below(SYNCED_END_FIELD_END as u64),
-                    (true, false) => 1 + rng.below(SYNCED_END_FIELD_END as u64 - 1),
-                    (false, _) => SYNCED_END_FIELD_END as u64 + rng.below(len - SYNCED_END_FIELD_END as u64),
+                    (true, true) => rng.below(SALT_FIELD.end as u64),
+                    (true, false) => 1 + rng.below(SALT_FIELD.end as u64 - 1),
+                    (false, _) => SALT_FIELD.end as u64 + rng.below(len - SALT_FIELD.end as u64),
                 };
                 (at, 0)
             }
@@ -660,11 +664,11 @@ impl Expect {
 
     fn segment(&mut self, seg: &SegmentFile, pristine: &Pristine, before: &[u8], after: &[u8]) {
         let truncated = after.len() < before.len();
-        if !seg.sealed && after.len() < SYNCED_END_FIELD_END {
-            // The cut took the header's proof of what was synced (or the
-            // whole file, where the group's checkpoint proves records in
-            // it): nothing can say what was acknowledged there, and a
-            // creation cut short it cannot be.
+        if !seg.sealed && after.len() < SALT_FIELD.end {
+            // The cut took the header's proof of what was synced or the
+            // frames' salt (or the whole file, where the group's checkpoint
+            // proves records in it): nothing can say what was acknowledged
+            // there, and a creation cut short it cannot be.
             self.opens = Opens::Corrupt;
             self.verify = Verify::Problems;
             return;
@@ -675,7 +679,7 @@ impl Expect {
             after.resize(before.len(), 0);
         }
         let changed = |i: usize| after.get(i) != Some(&before[i]);
-        let fixed_header_changed = (0..SEGMENT_FIXED_END).any(changed);
+        let fixed_header_changed = (0..SEGMENT_FIXED_END).chain(SALT_FIELD).any(changed);
         // A sealed segment is checked when a reader maps it: a short file or
         // a damaged fixed header makes every record in it unreadable.
         let unreadable = seg.sealed && (truncated || fixed_header_changed);

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use durq::internals::group::{checkpoint, dead_letter, lease};
 use durq::internals::log::record::{self, FrameMeta};
+use durq::internals::log::salt::Salt;
 use durq::internals::log::segment;
 use durq::internals::meta;
 use durq::{Durability, QueueConfig};
@@ -117,9 +118,9 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 
     // record_decode: record_bytes_max, then the bytes at a frame position.
     let limited = |limit: u32, frames: &[&[u8]]| [&limit.to_le_bytes()[..], &frames.concat()].concat();
-    let keyed = record::encode(meta_at(7, 2, false), Some(b"k1"), b"hello");
-    let unkeyed = record::encode(meta_at(8, 0, false), None, b"payload!");
-    let empty_key = record::encode(meta_at(9, 1, true), Some(b""), b"x");
+    let keyed = record::encode(meta_at(7, 2, false), Some(b"k1"), b"hello", Salt::UNSALTED);
+    let unkeyed = record::encode(meta_at(8, 0, false), None, b"payload!", Salt::UNSALTED);
+    let empty_key = record::encode(meta_at(9, 1, true), Some(b""), b"x", Salt::UNSALTED);
     seeds.push(("record_decode", "frame-with-key-and-padding", limited(RECORD_BYTES_MAX, &[&keyed])));
     seeds.push(("record_decode", "frame-without-key", limited(RECORD_BYTES_MAX, &[&unkeyed])));
     seeds.push(("record_decode", "frame-empty-key-batch-continues", limited(RECORD_BYTES_MAX, &[&empty_key])));
@@ -127,10 +128,13 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     seeds.push(("record_decode", "zero-header", limited(RECORD_BYTES_MAX, &[&[0; 40]])));
     seeds.push(("record_decode", "frame-over-the-limit", limited(4, &[&keyed])));
     seeds.push(("record_decode", "frame-cut-short", limited(RECORD_BYTES_MAX, &[&keyed[..36]])));
+    let salted = record::encode(meta_at(7, 2, false), Some(b"k1"), b"hello", checks::BUILT_SALT);
+    seeds.push(("record_decode", "frame-salted", limited(RECORD_BYTES_MAX, &[&salted])));
 
     // segment_recover, mode 0: base, record_bytes_max, synced_end, image.
-    let image = |synced_end: u64, frames: &[Vec<u8>], damage: &[(usize, u8)]| {
-        let mut seg = segment::encode_header(0, BASE, 1024).to_vec();
+    // Version 1 (unsalted) images, and version 2 ones with `checks::BUILT_SALT`.
+    let image_with = |salt: Salt, synced_end: u64, frames: &[Vec<u8>], damage: &[(usize, u8)]| {
+        let mut seg = segment::encode_header(0, BASE, 1024, salt).to_vec();
         seg.extend_from_slice(&frames.concat());
         seg.resize(1024, 0);
         for &(at, mask) in damage {
@@ -138,14 +142,19 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         }
         [&[0u8][..], &BASE.to_le_bytes(), &RECORD_BYTES_MAX.to_le_bytes(), &synced_end.to_le_bytes(), &seg].concat()
     };
-    let records = |n: u64, lag: u32, continues_from: u64| -> Vec<Vec<u8>> {
+    let image = |synced_end: u64, frames: &[Vec<u8>], damage: &[(usize, u8)]| {
+        image_with(Salt::UNSALTED, synced_end, frames, damage)
+    };
+    let records_with = |salt: Salt, n: u64, lag: u32, continues_from: u64| -> Vec<Vec<u8>> {
         (0..n)
             .map(|i| {
                 let key = (i % 2 == 0).then_some(&b"key"[..]);
-                record::encode(meta_at(BASE + i, lag, i >= continues_from), key, format!("message {i}").as_bytes())
+                let meta = meta_at(BASE + i, lag, i >= continues_from);
+                record::encode(meta, key, format!("message {i}").as_bytes(), salt)
             })
             .collect()
     };
+    let records = |n: u64, lag: u32, continues_from: u64| records_with(Salt::UNSALTED, n, lag, continues_from);
     let frame_at = |frames: &[Vec<u8>], i: usize| 64 + frames[..i].iter().map(Vec::len).sum::<usize>();
     let five = records(5, 0, u64::MAX);
     seeds.push(("segment_recover", "image-empty", image(BASE, &[], &[])));
@@ -162,6 +171,17 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let in_last = frame_at(&five, 4) + 33;
     seeds.push(("segment_recover", "image-damage-proven-by-synced-end", image(BASE + 5, &five, &[(in_last, 1)])));
     seeds.push(("segment_recover", "image-hole", image(BASE, &[five[0].clone(), vec![0; 48], five[2].clone()], &[])));
+    let salted = records_with(checks::BUILT_SALT, 5, 0, u64::MAX);
+    seeds.push(("segment_recover", "image-salted-clean", image_with(checks::BUILT_SALT, BASE, &salted, &[])));
+    // Record 1003 as another life of the file wrote it: not a record here.
+    let mut stale = salted.clone();
+    stale[3] = records_with(Salt::new(0x0bad_5a17), 5, 0, u64::MAX)[3].clone();
+    seeds.push(("segment_recover", "image-salted-stale-frame", image_with(checks::BUILT_SALT, BASE, &stale, &[])));
+    // The header's sector lost to zeros (row 5z): the salt is found again
+    // from the first frame. The image starts after 21 bytes of parameters.
+    let mut lost = image_with(checks::BUILT_SALT, BASE, &salted, &[]);
+    lost[21..21 + 64].fill(0);
+    seeds.push(("segment_recover", "image-salted-header-lost", lost));
 
     // segment_recover, mode 1: a segment built from the input, then damaged.
     let built = |flags: u8, base: u64, shapes: &[(u8, u16, &[u8])], damage_at: u32, mask: u8, run: u8| {
@@ -182,9 +202,11 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     seeds.push(("segment_recover", "built-raw-undamaged", built(0, BASE, raw, 0, 0, 0)));
     seeds.push(("segment_recover", "built-raw-damage-in-second", built(0, BASE, raw, 64 + 40 + 10, 0x55, 0)));
     seeds.push(("segment_recover", "built-raw-damage-in-last", built(0, BASE, raw, 64 + 40 + 40 + 32 + 48 + 5, 1, 3)));
+    seeds.push(("segment_recover", "built-unsalted-damage-in-second", built(2, BASE, raw, 64 + 40 + 10, 0x55, 0)));
+    seeds.push(("segment_recover", "built-salt-damaged", built(0, BASE, raw, 53, 0x01, 0)));
     // A payload that is itself a frame, as a queue mirroring another
     // queue's raw frames would carry (that queue's offsets are its own).
-    let mirrored = record::encode(meta_at(5000, 0, false), None, b"mirrored");
+    let mirrored = record::encode(meta_at(5000, 0, false), None, b"mirrored", Salt::UNSALTED);
     let carrying: &[(u8, u16, &[u8])] =
         &[(0, 5, b"hello"), (0, mirrored.len() as u16, &mirrored), (0, 3, b"end"), (0, 4, b"more")];
     seeds.push(("segment_recover", "built-raw-payload-holding-a-frame", built(0, BASE, carrying, 260, 0x20, 0)));

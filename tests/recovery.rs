@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use common::{frame_starts, message, messages, segment_path, small, take};
 use durq::internals::log::record::{self, FrameMeta};
+use durq::internals::log::salt::Salt;
+use durq::internals::log::segment;
 use durq::{Durability, Error, Queue};
 
 /// A closed queue at `dir/q` holding records `0..n`, each sent alone under
@@ -52,6 +54,14 @@ fn closed_buffered(path: &Path, payload: fn(u64) -> Vec<u8>, flushed: u64, total
     }
 }
 
+/// The header a new segment of partition 0 at `base` has, with the salt the
+/// segment file `bytes` has (a version-2 header: checked).
+fn header_salted_as(bytes: &[u8], base: u64) -> [u8; 64] {
+    let salt = segment::header_salt(bytes).expect("a whole header");
+    assert_ne!(salt, Salt::UNSALTED, "new segments are salted");
+    segment::encode_header(0, base, 64 << 10, salt)
+}
+
 /// Frame starts of `closed_queue`'s records, plus the end of the last one.
 fn starts(n: u64) -> Vec<usize> {
     frame_starts((0..n).map(|i| message(i).len()))
@@ -69,6 +79,7 @@ fn assert_recovered_to(path: &Path, survivors: u64, kept_bytes: &[u8], context: 
     let tail = kept_bytes.len();
     // The header's `synced_end` (bytes 40..52) moves with every sync.
     assert_eq!(after[..36], kept_bytes[..36], "{context}: recovery changed the segment header");
+    assert_eq!(after[52..64], kept_bytes[52..64], "{context}: recovery changed the frames' salt");
     assert_eq!(after[64..tail], kept_bytes[64..], "{context}: recovery changed a byte it keeps");
     if let Some(i) = after[tail..].iter().position(|&b| b != 0) {
         panic!("{context}: byte {} past the recovered tail {tail} is not zero", tail + i);
@@ -216,14 +227,70 @@ fn recovery_row_3_a_valid_frame_with_the_wrong_offset_at_the_tail_is_torn() {
     let original = std::fs::read(&seg).unwrap();
     let s = starts(N);
     // A well-formed frame from elsewhere in the log's history, where record 5
-    // would go.
+    // would go (of this segment's salt: a frame of another fails as bad
+    // checksum, see the next test).
     let stale = record::encode(
         FrameMeta { offset: 2, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
         None,
         b"stale",
+        segment::header_salt(&original).unwrap(),
     );
     common::write_at(&seg, s[5], &stale);
     assert_recovered_to(&path, N, &original[..s[5]], "stale frame after the tail");
+}
+
+#[test]
+fn recovery_row_3_a_frame_of_another_salt_at_the_tail_is_not_written_even_with_the_right_offset() {
+    // What a recycled file, or a payload carrying a frame of another
+    // segment, leaves after the tail: a whole frame, the offset the walk
+    // expects, a watermark that would prove everything below it durable,
+    // checksummed under another segment's salt (or none: version 1). It is
+    // not a record of this segment: a torn tail, zeroed, its offset reused.
+    const N: u64 = 5;
+    let s = starts(N);
+    let others: [fn(Salt) -> Salt; 3] = [|own| Salt::new(own.get() ^ 1), Salt::fresh, |_| Salt::UNSALTED];
+    for other in others {
+        let dir = tempfile::tempdir().unwrap();
+        let path = closed_queue(dir.path(), N);
+        let seg = segment_path(&path, 0, 0);
+        let original = std::fs::read(&seg).unwrap();
+        let other = other(segment::header_salt(&original).unwrap());
+        let stale = record::encode(
+            FrameMeta { offset: N, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
+            None,
+            &message(N),
+            other,
+        );
+        common::write_at(&seg, s[N as usize], &stale);
+        let report = durq::verify::verify(&path).unwrap();
+        assert!(report.problems.is_empty(), "{other:?}: not a record, so no damage either: {report:?}");
+        assert!(report.notes.iter().any(|n| n.contains("torn tail")), "{other:?}: {report:?}");
+        assert_recovered_to(&path, N, &original[..s[N as usize]], &format!("frame of salt {other:?}"));
+    }
+}
+
+#[test]
+fn recovery_row_4_a_frame_of_another_salt_proves_nothing_about_the_damage_before_it() {
+    // Record 3 torn; after it, a frame of another salt carrying offset 4 and
+    // a watermark of 4 (it would prove record 3 acknowledged, and damaged:
+    // row 4, kept forever and refused to every reader). It is not a record
+    // of this segment, so nothing proves record 3 durable: a torn tail.
+    const N: u64 = 5;
+    let s = starts(N);
+    let dir = tempfile::tempdir().unwrap();
+    let path = closed_queue(dir.path(), N - 1);
+    let seg = segment_path(&path, 0, 0);
+    let original = std::fs::read(&seg).unwrap();
+    let other = Salt::fresh(segment::header_salt(&original).unwrap());
+    let stale = record::encode(
+        FrameMeta { offset: N - 1, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
+        None,
+        &message(N - 1),
+        other,
+    );
+    common::write_at(&seg, s[N as usize - 1], &stale);
+    common::flip_byte(&seg, s[N as usize - 2] + 40, 0x04);
+    assert_recovered_to(&path, N - 2, &original[..s[N as usize - 2]], "damage before a frame of another salt");
 }
 
 #[test]
@@ -283,20 +350,20 @@ fn segment_header_row_an_empty_segment_with_a_zeroed_header_gets_it_rewritten() 
     let path = closed_queue(dir.path(), 0);
     let seg = segment_path(&path, 0, 0);
     let original = std::fs::read(&seg).unwrap();
-    assert_eq!(
-        original[..64],
-        durq::internals::log::segment::encode_header(0, 0, 64 << 10),
-        "documented header layout"
-    );
+    assert_eq!(original[..64], header_salted_as(&original, 0), "documented header layout");
     common::write_at(&seg, 0, &[0u8; 64]);
     let report = durq::verify::verify(&path).unwrap();
     assert!(report.problems.is_empty() && report.notes.len() == 1, "{report:?}");
 
     let queue = Queue::open_existing(&path).unwrap();
-    assert_eq!(std::fs::read(&seg).unwrap(), original, "header rewritten exactly");
+    let rewritten = std::fs::read(&seg).unwrap();
+    // Nothing was written under the lost salt: the new header has a fresh one.
+    assert_eq!(rewritten[..64], header_salted_as(&rewritten, 0), "header rewritten");
+    assert_eq!(rewritten[..52], original[..52]);
+    assert_eq!(rewritten[64..], original[64..]);
     assert_eq!(queue.offsets(0).unwrap(), (0, 0));
     drop(queue);
-    assert_recovered_to(&path, 0, &original[..64], "rewritten header");
+    assert_recovered_to(&path, 0, &rewritten[..64], "rewritten header");
 }
 
 #[test]
@@ -325,7 +392,7 @@ fn segment_header_row_a_next_segment_cut_short_during_creation_is_completed() {
         assert_eq!(queue.offsets(0).unwrap(), (0, N), "{created_bytes}-byte file");
         let bytes = std::fs::read(&next).unwrap();
         assert_eq!(bytes.len(), 64 << 10, "grown to full size");
-        assert_eq!(bytes[..64], durq::internals::log::segment::encode_header(0, N, 64 << 10));
+        assert_eq!(bytes[..64], header_salted_as(&bytes, N));
         assert!(bytes[64..].iter().all(|&b| b == 0));
         let producer = queue.producer();
         assert_eq!(producer.send(message(N)).unwrap().offset, N);
@@ -343,7 +410,7 @@ fn segment_header_row_a_torn_header_over_zeros_is_a_creation_cut_short_for_verif
     // first 20 bytes reached the disk, the rest of the header did not.
     let next = segment_path(&path, 0, N);
     let mut torn = vec![0u8; 64 << 10];
-    torn[..20].copy_from_slice(&durq::internals::log::segment::encode_header(0, N, 64 << 10)[..20]);
+    torn[..20].copy_from_slice(&segment::encode_header(0, N, 64 << 10, Salt::new(0x5a17))[..20]);
     std::fs::write(&next, &torn).unwrap();
 
     let report = durq::verify::verify(&path).unwrap();
@@ -351,7 +418,8 @@ fn segment_header_row_a_torn_header_over_zeros_is_a_creation_cut_short_for_verif
     assert!(report.notes.iter().any(|n| n.contains("creation was cut short")), "{report:#?}");
     let queue = Queue::open_existing(&path).unwrap();
     assert_eq!(queue.offsets(0).unwrap(), (0, N));
-    assert_eq!(std::fs::read(&next).unwrap()[..64], durq::internals::log::segment::encode_header(0, N, 64 << 10));
+    let rewritten = std::fs::read(&next).unwrap();
+    assert_eq!(rewritten[..64], header_salted_as(&rewritten, N));
 }
 
 #[test]
@@ -716,7 +784,7 @@ fn a_segment_created_by_an_unsynced_roll_and_cut_short_waits_for_the_full_one_to
             assert_eq!(queue.offsets(0).unwrap(), (0, PER_SEGMENT));
             assert_eq!(synced_end(&seg0), Some(PER_SEGMENT), "segment 0 is proven before segment 63 claims it");
             let bytes = std::fs::read(&seg63).unwrap();
-            assert_eq!(bytes[..64], durq::internals::log::segment::encode_header(0, PER_SEGMENT, 64 << 10));
+            assert_eq!(bytes[..64], header_salted_as(&bytes, PER_SEGMENT));
             assert_eq!(take(&mut consumer, PER_SEGMENT as usize), bigs(0..PER_SEGMENT));
         }
     }
@@ -783,12 +851,13 @@ fn assert_open_refused(path: &Path, file: &Path, reason_names: &str, context: &s
 
 #[test]
 fn a_last_segment_cut_inside_its_header_is_refused_never_started_afresh() {
-    // 17 acknowledged records in segment 63. Cut inside its first 52 bytes,
-    // the header's fixed part and the proof of what was synced are gone or
-    // torn: nothing can say which of its records were acknowledged.
+    // 17 acknowledged records in segment 63. Cut inside its first 60 bytes,
+    // the header's fixed part, the proof of what was synced or the frames'
+    // salt are gone or torn: nothing can say which of its records were
+    // acknowledged, or read them.
     let pristine = tempfile::tempdir().unwrap();
     let original = two_segments(pristine.path(), 80);
-    for len in [1, 20, 35, 36, 40, 51] {
+    for len in [1, 20, 35, 36, 40, 51, 52, 59] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q");
         common::copy_dir(&original, &path);
@@ -797,12 +866,12 @@ fn a_last_segment_cut_inside_its_header_is_refused_never_started_afresh() {
         let reason = if len < 36 { "segment header" } else { "cut to" };
         assert_refused(&path, &seg63, reason, &format!("cut to {len} bytes"));
     }
-    // From byte 52 the header still proves its records synced: the open
+    // From byte 60 the header still proves its records synced: the open
     // keeps their offsets and reports them lost (recovery row 4).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
     common::copy_dir(&original, &path);
-    cut_to(&segment_path(&path, 0, PER_SEGMENT), 52);
+    cut_to(&segment_path(&path, 0, PER_SEGMENT), 60);
     let queue = Queue::open_existing(&path).unwrap();
     assert_eq!(queue.offsets(0).unwrap(), (0, 80));
     assert!(matches!(queue.read_at(0, PER_SEGMENT, 1), Err(Error::Corrupt { .. })));

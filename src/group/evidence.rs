@@ -35,7 +35,8 @@ use crate::error::Result;
 use crate::group::{self, Committed, dead_letter};
 use crate::log::partition;
 use crate::log::record::{self, Decoded};
-use crate::log::recovery::Evidence;
+use crate::log::recovery::{self, Evidence};
+use crate::log::salt::Salt;
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::{layout, meta, storage};
 
@@ -86,9 +87,12 @@ fn last_dead_letters(dlq_dir: &Path) -> Option<(PathBuf, Vec<(u32, u64)>)> {
     // Bytes past the file system's data end are zeros: no frame there.
     let mut bytes = vec![0; storage::data_end(&file, len) as usize];
     file.read_exact_at(&mut bytes, 0).ok()?;
+    let max = config.record_bytes_max;
+    // No salt to be found: no frame validates under any.
+    let salt = recovery::segment_salt(&bytes, base, max, bytes.len()).unwrap_or(Salt::UNSALTED);
     let mut letters = Vec::new();
     let (mut pos, mut expected) = (SEGMENT_HEADER_BYTES, base);
-    while let Some(Decoded::Frame(f)) = bytes.get(pos..).map(|rest| record::decode(rest, config.record_bytes_max)) {
+    while let Some(Decoded::Frame(f)) = bytes.get(pos..).map(|rest| record::decode(rest, max, salt)) {
         if f.meta.offset != expected {
             break;
         }

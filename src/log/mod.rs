@@ -1,6 +1,7 @@
 //! The commit log: partitions of segments of CRC-framed records.
 //!
 //! - [`record`]: the frame codec.
+//! - [`salt`]: the per-segment seed of every frame's checksum.
 //! - [`segment`]: one mapped segment file and its header.
 //! - [`recovery`]: where a segment's log ends after a crash (a decision table).
 //!
@@ -19,6 +20,7 @@
 
 pub mod record;
 pub mod recovery;
+pub mod salt;
 pub mod segment;
 
 pub(crate) mod control;

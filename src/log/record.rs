@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! offset size field
-//!  0     4    crc32        CRC32 (IEEE, crc32fast) of bytes 4..frame_len
+//!  0     4    crc32        CRC32 (IEEE, crc32fast) of bytes 4..frame_len,
+//!                          seeded with the segment's salt (`salt.rs`)
 //!  4     4    payload_len  payload bytes
 //!  8     8    offset       the record's offset in its partition
 //! 16     8    timestamp_ms milliseconds since the Unix epoch
@@ -17,7 +18,9 @@
 //!
 //! All integers are little-endian. The checksum covers every byte of the
 //! frame after itself, padding included, so a torn length or offset can never
-//! decode as a valid record. Frames start at multiples of 8, so the header's
+//! decode as a valid record; it is seeded with the segment's salt, so that a
+//! frame written into another segment, or into an earlier life of the same
+//! file, never decodes as a record of this one. Frames start at multiples of 8, so the header's
 //! integers are naturally aligned. A header of 32 zero bytes marks the end of
 //! the written part of a segment (segments are created zero-filled).
 //!
@@ -30,6 +33,7 @@
 //! writer died half way back to its first frame.
 
 use crate::codec;
+use crate::log::salt::Salt;
 
 pub use crate::format::{FRAME_ALIGN, FRAME_HEADER_BYTES};
 /// The magic byte of every frame header (byte 27; docs/FORMAT.md).
@@ -93,9 +97,24 @@ pub fn encode_header(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8]) -> [u8
 }
 
 /// The checksum field of a whole frame (`frame[0..4]` is ignored): CRC32 of
-/// every byte after the field.
-pub fn checksum(frame: &[u8]) -> [u8; CHECKSUM_BYTES] {
-    crc32fast::hash(&frame[CHECKSUM_BYTES..]).to_le_bytes()
+/// every byte after the field, seeded with the segment's `salt`.
+pub fn checksum(frame: &[u8], salt: Salt) -> [u8; CHECKSUM_BYTES] {
+    salt.checksum(&frame[CHECKSUM_BYTES..]).to_le_bytes()
+}
+
+/// The salt under which the frame at the start of `buf` passes its
+/// checksum, if `buf` starts with a whole frame in every other respect
+/// (magic, lengths, zero padding), so that [`decode`] under that salt
+/// returns it: what recovery finds the salt of a segment whose header was
+/// lost from (`recovery::segment_salt`). The padding is checked before
+/// anything is hashed: a walk over hostile bytes hashes at most the one
+/// frame it accepts.
+pub fn salt_of(buf: &[u8], record_bytes_max: u32) -> Option<Salt> {
+    let (_, _, key_len, payload_len, len) = decode_header(buf, buf.len(), record_bytes_max).ok()??;
+    if buf[FRAME_HEADER_BYTES + key_len + payload_len..len].iter().any(|&b| b != 0) {
+        return None;
+    }
+    Salt::solving(&buf[CHECKSUM_BYTES..len], codec::u32_at(buf, CRC_AT))
 }
 
 /// Bytes of the checksum field at the start of a frame.
@@ -108,14 +127,14 @@ pub fn padding(key_len: usize, payload_len: usize) -> &'static [u8] {
 
 /// Encodes a whole frame into a new buffer (tests, tools and fuzzing; the
 /// append path writes the parts straight into the mapping).
-pub fn encode(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8]) -> Vec<u8> {
+pub fn encode(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8], salt: Salt) -> Vec<u8> {
     let key_bytes = key.unwrap_or(&[]);
     let mut out = Vec::with_capacity(frame_bytes(key_bytes.len(), payload.len()));
     out.extend_from_slice(&encode_header(meta, key, payload));
     out.extend_from_slice(key_bytes);
     out.extend_from_slice(payload);
     out.extend_from_slice(padding(key_bytes.len(), payload.len()));
-    let crc = checksum(&out);
+    let crc = checksum(&out, salt);
     out[..CHECKSUM_BYTES].copy_from_slice(&crc);
     out
 }
@@ -172,14 +191,14 @@ impl std::fmt::Display for Invalid {
 }
 
 /// Decodes the frame at the start of `buf`, checking magic, lengths against
-/// `record_bytes_max` and the bytes available, and the checksum. Never reads
-/// outside `buf` and never allocates.
-pub fn decode(buf: &[u8], record_bytes_max: u32) -> Decoded<'_> {
+/// `record_bytes_max` and the bytes available, and the checksum under the
+/// segment's `salt`. Never reads outside `buf` and never allocates.
+pub fn decode(buf: &[u8], record_bytes_max: u32, salt: Salt) -> Decoded<'_> {
     match decode_header(buf, buf.len(), record_bytes_max) {
         Ok(None) => Decoded::Zero,
         Ok(Some((meta, has_key, key_len, payload_len, len))) => {
             let stored = codec::u32_at(buf, CRC_AT);
-            if crc32fast::hash(&buf[PAYLOAD_LEN_AT..len]) != stored {
+            if salt.checksum(&buf[PAYLOAD_LEN_AT..len]) != stored {
                 return Decoded::Invalid(Invalid::BadChecksum);
             }
             let key_end = FRAME_HEADER_BYTES + key_len;
@@ -246,13 +265,14 @@ fn decode_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<
 mod tests {
     use super::*;
 
+    const SALT: Salt = Salt::new(0x5a17_c0de);
     const META: FrameMeta =
         FrameMeta { offset: 7, timestamp_ms: 1_700_000_000_123, durable_lag: 2, batch_continues: false };
 
     #[test]
     fn frame_golden_bytes() {
         // Pins the layout documented in docs/FORMAT.md byte for byte.
-        let frame = encode(META, Some(b"k1"), b"hello");
+        let frame = encode(META, Some(b"k1"), b"hello", Salt::UNSALTED);
         let expected: Vec<u8> = [
             &0xd1cb_b3f1_u32.to_le_bytes()[..], // crc32, pinned below
             &5u32.to_le_bytes(),
@@ -272,12 +292,44 @@ mod tests {
     }
 
     #[test]
+    fn frame_golden_bytes_salted() {
+        // The same frame in a version-2 segment: every byte but the
+        // checksum is the same; the checksum is CRC32 seeded with the salt.
+        let unsalted = encode(META, Some(b"k1"), b"hello", Salt::UNSALTED);
+        let frame = encode(META, Some(b"k1"), b"hello", SALT);
+        assert_eq!(frame[4..], unsalted[4..]);
+        let mut seeded = crc32fast::Hasher::new_with_initial(0x5a17_c0de);
+        seeded.update(&frame[4..]);
+        assert_eq!(codec::u32_at(&frame, 0), seeded.finalize());
+        assert_eq!(frame[..4], 0xf827_2979_u32.to_le_bytes(), "pinned checksum");
+        assert_eq!(salt_of(&frame, 1 << 20), Some(SALT));
+        assert_eq!(salt_of(&unsalted, 1 << 20), Some(Salt::UNSALTED));
+        let mut padded = frame.clone();
+        padded[39] = 1;
+        assert_eq!(salt_of(&padded, 1 << 20), None, "not a frame under any salt");
+    }
+
+    #[test]
+    fn frame_of_another_salt_never_decodes() {
+        // A frame of another segment, or of an earlier life of this file,
+        // or embedded in another segment's payload: bad checksum, always.
+        for key in [None, Some(&b"k"[..])] {
+            for payload in [&b""[..], b"x", b"a payload of a few bytes"] {
+                let frame = encode(META, key, payload, SALT);
+                for other in [Salt::UNSALTED, Salt::new(SALT.get() ^ 1), Salt::fresh(SALT)] {
+                    assert_eq!(decode(&frame, 1 << 20, other), Decoded::Invalid(Invalid::BadChecksum), "{other:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn frame_round_trips_with_and_without_key() {
         for key in [None, Some(&b""[..]), Some(&b"order-42"[..])] {
             for payload in [&b""[..], b"x", b"exactly8", b"a longer payload of some bytes"] {
-                let frame = encode(META, key, payload);
+                let frame = encode(META, key, payload, SALT);
                 assert_eq!(frame.len() % FRAME_ALIGN, 0);
-                match decode(&frame, 1 << 20) {
+                match decode(&frame, 1 << 20, SALT) {
                     Decoded::Frame(f) => {
                         assert_eq!((f.meta, f.key, f.payload, f.len), (META, key, payload, frame.len()));
                     }
@@ -290,37 +342,40 @@ mod tests {
     #[test]
     fn frame_batch_flag_round_trips_and_unknown_flags_are_rejected() {
         let meta = FrameMeta { batch_continues: true, ..META };
-        let frame = encode(meta, Some(b"k"), b"v");
+        let frame = encode(meta, Some(b"k"), b"v", SALT);
         assert_eq!(frame[26], FLAG_HAS_KEY | FLAG_BATCH_CONTINUES);
-        assert!(matches!(decode(&frame, 1 << 20), Decoded::Frame(f) if f.meta == meta));
+        assert!(matches!(decode(&frame, 1 << 20, SALT), Decoded::Frame(f) if f.meta == meta));
         let mut unknown = frame.clone();
         unknown[26] |= 4;
-        let crc = checksum(&unknown);
+        let crc = checksum(&unknown, SALT);
         unknown[..4].copy_from_slice(&crc);
-        assert_eq!(decode(&unknown, 1 << 20), Decoded::Invalid(Invalid::BadMagic));
+        assert_eq!(decode(&unknown, 1 << 20, SALT), Decoded::Invalid(Invalid::BadMagic));
     }
 
     #[test]
     fn frame_zero_header_is_end_not_record() {
-        assert_eq!(decode(&[0u8; 64], 1 << 20), Decoded::Zero);
+        assert_eq!(decode(&[0u8; 64], 1 << 20, SALT), Decoded::Zero);
         // An all-zero frame can never validate: its magic byte is missing.
-        assert_eq!(decode(&[0u8; FRAME_HEADER_BYTES - 1], 1 << 20), Decoded::Invalid(Invalid::Truncated));
+        assert_eq!(decode(&[0u8; FRAME_HEADER_BYTES - 1], 1 << 20, SALT), Decoded::Invalid(Invalid::Truncated));
     }
 
     #[test]
     fn frame_every_single_bit_flip_is_detected() {
-        let frame = encode(META, Some(b"key"), b"payload bytes");
+        let frame = encode(META, Some(b"key"), b"payload bytes", SALT);
         for bit in 0..frame.len() * 8 {
             let mut damaged = frame.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(matches!(decode(&damaged, 1 << 20), Decoded::Invalid(_)), "flip of bit {bit} went undetected");
+            assert!(
+                matches!(decode(&damaged, 1 << 20, SALT), Decoded::Invalid(_)),
+                "flip of bit {bit} went undetected"
+            );
         }
     }
 
     #[test]
     fn frame_length_beyond_limit_or_buffer_is_rejected() {
-        let frame = encode(META, None, &[1u8; 100]);
-        assert_eq!(decode(&frame, 99), Decoded::Invalid(Invalid::BadLength));
-        assert_eq!(decode(&frame[..frame.len() - 8], 1 << 20), Decoded::Invalid(Invalid::BadLength));
+        let frame = encode(META, None, &[1u8; 100], SALT);
+        assert_eq!(decode(&frame, 99, SALT), Decoded::Invalid(Invalid::BadLength));
+        assert_eq!(decode(&frame[..frame.len() - 8], 1 << 20, SALT), Decoded::Invalid(Invalid::BadLength));
     }
 }

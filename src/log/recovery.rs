@@ -16,8 +16,12 @@
 //! | 1 | zero header, zeros to the end of the segment, and `synced_end` not past `p` | `Clean` | none: the tail is `p`               |
 //! | 2 | fewer than a header's bytes left, all zero                       | `Clean`    | none: the segment is full              |
 //! | 3a | the walk ends inside a batch: its last valid frame says the batch continues | `Torn` | cut back to the end of the last whole batch: zero from there, sync |
-//! | 3 | anything else (torn header, bad magic, bad length, bad checksum, wrong offset, zero header with bytes after it), and nothing proves the record at `p` durable | `Torn`     | zero `p` .. last non-zero byte, sync; tail is `p`; but if a synced record lies ahead, or the walk already crossed row-4 damage, keep every byte instead (as row 4) |
+//! | 3 | anything else (torn header, bad magic, bad length, bad checksum (a frame of another salt included), wrong offset, zero header with bytes after it), and nothing proves the record at `p` durable | `Torn`     | zero `p` .. last non-zero byte, sync; tail is `p`; but if a synced record lies ahead, or the walk already crossed row-4 damage, keep every byte instead (as row 4) |
 //! | 4 | as row 3, but the record at `p` is proven durable: the segment header's `synced_end` is past it, or a later valid frame's watermark (`offset - durable_lag`) is; or as row 1 with `synced_end` past `p` (synced records lost to zeros or a cut) | `Damaged`  | keep every byte; reading `p` fails with `Error::Corrupt`; the walk resumes at the first later valid frame, or, if none, after the last non-zero byte (and at least a header's room for each lost record) with the next offset at `synced_end` |
+//!
+//! Frames are checked under the segment's salt (`salt.rs`): a frame of
+//! another segment, or of an earlier life of the file, is bytes that are
+//! not a record, here and in the look-ahead for proof past damage.
 //!
 //! Row 3 is safe: a record is acknowledged only after a sync; every frame
 //! written after that sync carries a watermark past it, and the header's
@@ -71,6 +75,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::log::record::{self, Decoded, FRAME_ALIGN, FRAME_HEADER_BYTES, Invalid};
+use crate::log::salt::Salt;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
 
 /// What a file outside a partition's log proves about it (gathered by
@@ -184,11 +189,13 @@ impl std::fmt::Display for Found {
 }
 
 /// Walks the frames of a whole segment (`seg`, header included) whose first
-/// record has offset `base_offset`, and classifies what follows the last
-/// valid frame; records below `synced_end` are known to have been synced.
+/// record has offset `base_offset` and whose frames are checksummed with
+/// `salt`, and classifies what follows the last valid frame; records below
+/// `synced_end` are known to have been synced. A frame of another salt is
+/// no frame here: bytes that are not a record of this segment.
 /// Pure: reads `seg` only, never out of bounds, O(segment size).
-pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64) -> Scan {
-    scan_known_zeros(seg, base_offset, record_bytes_max, synced_end, seg.len())
+pub fn scan(seg: &[u8], base_offset: u64, record_bytes_max: u32, synced_end: u64, salt: Salt) -> Scan {
+    scan_known_zeros(seg, base_offset, record_bytes_max, synced_end, seg.len(), salt)
 }
 
 /// [`scan`], told that every byte of `seg` from `zeros_from` on is zero, so
@@ -204,6 +211,7 @@ pub fn scan_known_zeros(
     record_bytes_max: u32,
     synced_end: u64,
     zeros_from: usize,
+    salt: Salt,
 ) -> Scan {
     let mut pos = SEGMENT_HEADER_BYTES.min(seg.len());
     let mut next = base_offset;
@@ -213,7 +221,7 @@ pub fn scan_known_zeros(
     let mut whole = (pos, next);
     let mut watermark = 0;
     loop {
-        let found = match record::decode(&seg[pos..], record_bytes_max) {
+        let found = match record::decode(&seg[pos..], record_bytes_max, salt) {
             // The last offset there is, u64::MAX, would leave no offset
             // for the next record: a frame claiming it is not part of any
             // log durq writes (only a hostile file has one).
@@ -246,7 +254,7 @@ pub fn scan_known_zeros(
             }
             Decoded::Invalid(i) => Found::Invalid(i),
         };
-        let (resume, proven_by_frames) = find_resume(seg, pos, next, record_bytes_max, zeros_from);
+        let (resume, proven_by_frames) = find_resume(seg, pos, next, record_bytes_max, zeros_from, salt);
         if !(proven_by_frames || next < synced_end) {
             let to = last_nonzero_end(seg, pos, zeros_from);
             // Zeroing must never destroy a record known to be synced: none
@@ -326,7 +334,7 @@ pub fn check_last_file(
     let rest = found.get(SEGMENT_HEADER_BYTES..).unwrap_or(&[]);
     // Only a header that is not whole can have been cut short; the rest is
     // read only then.
-    let never_written = (header_zero || !cut && !segment::header_is_whole(found)) && all_zero(rest);
+    let never_written = (header_zero || !cut && !segment::header_is_written(found)) && all_zero(rest);
     if never_written {
         if let Some(e) = evidence.filter(|e| e.end > base_offset) {
             return Err(Error::corrupt(
@@ -401,10 +409,11 @@ pub fn check_sealed(prev: &[u8], prev_base: u64, last: &[u8], last_base: u64, re
     // write. It is left out, never taken for a lost proof of records that
     // were never acknowledged.
     let headers = [prev, last].into_iter().filter_map(segment::decode_synced_end).max().unwrap_or(0);
-    let frames = scan(last, last_base, record_bytes_max, last_base).watermark;
+    let salt_of = |seg, base| segment_salt(seg, base, record_bytes_max, seg.len()).unwrap_or(Salt::UNSALTED);
+    let frames = scan(last, last_base, record_bytes_max, last_base, salt_of(last, last_base)).watermark;
     // Records below `proven` were synced; none of `prev` is at `last_base`.
     let proven = headers.max(frames).min(last_base);
-    let s = scan(prev, prev_base, record_bytes_max, proven);
+    let s = scan(prev, prev_base, record_bytes_max, proven, salt_of(prev, prev_base));
     // A batch larger than what was left of `prev` goes on in the next
     // segment: its frames here are whole.
     let goes_on_in_last = s.torn.is_some_and(|t| t.reason == Found::UnfinishedBatch && t.walked_to == last_base);
@@ -414,6 +423,38 @@ pub fn check_sealed(prev: &[u8], prev_base: u64, last: &[u8], last_base: u64, re
     // for them ends clean, short of them: a proven loss too.
     let proven_loss = s.torn.is_none() && (!s.damaged.is_empty() || s.next_offset < proven);
     if complete || goes_on_in_last || proven_loss { Sealed::Kept } else { Sealed::Cut(s) }
+}
+
+/// The salt of the frames of a segment (`seg`, whole, first record
+/// `base_offset`, zeros from `zeros_from` on): its header's, or, when its
+/// header is not whole (lost to zeros, row 5z), the salt that the first
+/// plausible frame was written with (a frame-shaped header with zero
+/// padding and an offset it could carry there, see [`find_resume`]),
+/// found from its bytes and checksum ([`record::salt_of`]). `None` when
+/// neither is there: then no frame of the segment validates under any salt.
+/// Pure, like [`scan`].
+pub fn segment_salt(seg: &[u8], base_offset: u64, record_bytes_max: u32, zeros_from: usize) -> Option<Salt> {
+    if segment::header_is_whole(seg) {
+        return segment::header_salt(seg);
+    }
+    let mut at = SEGMENT_HEADER_BYTES;
+    while at + FRAME_HEADER_BYTES <= seg.len() && at < zeros_from {
+        if all_zero(&seg[at..at + FRAME_HEADER_BYTES]) {
+            // As in `find_resume`: hop over a run of zeros whole.
+            let run_end = first_nonzero(seg, at + FRAME_HEADER_BYTES);
+            at = (run_end + 1).saturating_sub(FRAME_HEADER_BYTES).next_multiple_of(FRAME_ALIGN).max(at + FRAME_ALIGN);
+            continue;
+        }
+        let most = base_offset.saturating_add(((at - SEGMENT_HEADER_BYTES) / FRAME_HEADER_BYTES) as u64);
+        if let Ok(Some((offset, _))) = record::peek_header(&seg[at..], record_bytes_max)
+            && (base_offset..=most).contains(&offset)
+            && let Some(salt) = record::salt_of(&seg[at..], record_bytes_max)
+        {
+            return Some(salt);
+        }
+        at += FRAME_ALIGN;
+    }
+    None
 }
 
 struct Resume {
@@ -435,6 +476,7 @@ fn find_resume(
     expected: u64,
     record_bytes_max: u32,
     zeros_from: usize,
+    salt: Salt,
 ) -> (Option<Resume>, bool) {
     let mut resume = None;
     let mut at = pos + FRAME_ALIGN;
@@ -450,7 +492,7 @@ fn find_resume(
             continue;
         }
         let most = expected.saturating_add(((at - pos) / FRAME_HEADER_BYTES) as u64);
-        if let Decoded::Frame(f) = record::decode(&seg[at..], record_bytes_max)
+        if let Decoded::Frame(f) = record::decode(&seg[at..], record_bytes_max, salt)
             && f.meta.offset > expected
             && f.meta.offset <= most
         {
@@ -513,6 +555,7 @@ mod tests {
     use crate::log::record::FrameMeta;
 
     const MAX: u32 = 1 << 16;
+    const SALT: Salt = Salt::new(0x5a17_c0de);
 
     /// A segment image with `n` records; record `i` claims the durable
     /// watermark `durable(i)`.
@@ -527,7 +570,7 @@ mod tests {
                 durable_lag: (100 + i - durable(i)) as u32,
                 batch_continues: false,
             };
-            let frame = record::encode(meta, None, format!("message {i}").as_bytes());
+            let frame = record::encode(meta, None, format!("message {i}").as_bytes(), SALT);
             starts.push(pos);
             seg[pos..pos + frame.len()].copy_from_slice(&frame);
             pos += frame.len();
@@ -539,14 +582,14 @@ mod tests {
     #[test]
     fn recovery_row_1_clean_end() {
         let (seg, starts) = segment(5, |_| 100);
-        let scan = super::scan(&seg, 100, MAX, 100);
+        let scan = super::scan(&seg, 100, MAX, 100, SALT);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn, scan.damaged), (starts[5], 105, None, vec![]));
     }
 
     #[test]
     fn recovery_row_1_empty_segment() {
         let seg = vec![0u8; 4096];
-        let scan = super::scan(&seg, 7, MAX, 7);
+        let scan = super::scan(&seg, 7, MAX, 7, SALT);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (SEGMENT_HEADER_BYTES, 7, None));
     }
 
@@ -554,11 +597,11 @@ mod tests {
     fn recovery_row_2_full_segment() {
         let (mut seg, starts) = segment(3, |_| 100);
         seg.truncate(starts[3] + FRAME_HEADER_BYTES - 8);
-        let scan = super::scan(&seg, 100, MAX, 100);
+        let scan = super::scan(&seg, 100, MAX, 100, SALT);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (starts[3], 103, None));
         // A `synced_end` past its records (the next segment's, after a
         // seal) claims nothing about a segment that has no room left.
-        let scan = super::scan(&seg, 100, MAX, 110);
+        let scan = super::scan(&seg, 100, MAX, 110, SALT);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn, scan.damaged), (starts[3], 103, None, vec![]));
     }
 
@@ -571,7 +614,7 @@ mod tests {
             if seg == full {
                 continue; // the cut fell in the frame's zero padding
             }
-            let scan = super::scan(&seg, 100, MAX, 100);
+            let scan = super::scan(&seg, 100, MAX, 100, SALT);
             assert_eq!((scan.tail_pos, scan.next_offset), (starts[3], 103), "cut at {cut}");
             assert!(scan.damaged.is_empty());
             match scan.torn {
@@ -587,7 +630,7 @@ mod tests {
         // damage at 102 with 103 intact behind it is a torn tail.
         let (mut seg, starts) = segment(4, |i| (100 + i).min(102));
         seg[starts[2] + 40] ^= 0xff;
-        let scan = super::scan(&seg, 100, MAX, 100);
+        let scan = super::scan(&seg, 100, MAX, 100, SALT);
         let torn = scan.torn.expect("torn");
         assert_eq!((scan.tail_pos, scan.next_offset, torn.from), (starts[2], 102, starts[2]));
         assert!(torn.to > starts[3] && torn.to <= starts[4], "zeroing reaches the last written byte");
@@ -595,7 +638,7 @@ mod tests {
 
         let (mut seg, starts) = segment(4, |_| 100);
         seg[starts[1]..starts[2]].fill(0);
-        let scan = super::scan(&seg, 100, MAX, 100);
+        let scan = super::scan(&seg, 100, MAX, 100, SALT);
         assert_eq!(scan.torn.map(|t| t.reason), Some(Found::Hole));
         assert_eq!(scan.next_offset, 101);
     }
@@ -607,9 +650,10 @@ mod tests {
             FrameMeta { offset: 7, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
             None,
             b"message 2",
+            SALT,
         );
         seg[starts[2]..starts[2] + stale.len()].copy_from_slice(&stale);
-        let scan = super::scan(&seg, 100, MAX, 100);
+        let scan = super::scan(&seg, 100, MAX, 100, SALT);
         assert_eq!(scan.torn.map(|t| t.reason), Some(Found::WrongOffset(7)));
     }
 
@@ -619,7 +663,7 @@ mod tests {
         // acknowledged data.
         let (mut seg, starts) = segment(5, |i| 100 + i);
         seg[starts[1] + 33] ^= 1;
-        let scan = super::scan(&seg, 100, MAX, 100);
+        let scan = super::scan(&seg, 100, MAX, 100, SALT);
         assert_eq!(scan.torn, None);
         assert_eq!((scan.tail_pos, scan.next_offset), (starts[5], 105));
         assert_eq!(
@@ -642,7 +686,7 @@ mod tests {
         let frame = |i: u64, durable: u64| {
             let meta =
                 FrameMeta { offset: i, timestamp_ms: 1, durable_lag: (i - durable) as u32, batch_continues: false };
-            record::encode(meta, None, format!("message {i}").as_bytes())
+            record::encode(meta, None, format!("message {i}").as_bytes(), SALT)
         };
         let mut seg = vec![0u8; 64 << 10];
         let mut pos = SEGMENT_HEADER_BYTES;
@@ -661,7 +705,7 @@ mod tests {
             seg[at..at + f.len()].copy_from_slice(&f);
             at += f.len();
         }
-        let scan = super::scan(&seg, 100, MAX, 100);
+        let scan = super::scan(&seg, 100, MAX, 100, SALT);
         assert_eq!(scan.torn, None);
         assert_eq!((scan.tail_pos, scan.next_offset), (at, 104));
         assert_eq!(
@@ -674,7 +718,7 @@ mod tests {
             }]
         );
         for zeros_from in [at, at.next_multiple_of(4096), seg.len()] {
-            assert_eq!(super::scan_known_zeros(&seg, 100, MAX, 100, zeros_from), scan, "zeros from {zeros_from}");
+            assert_eq!(super::scan_known_zeros(&seg, 100, MAX, 100, zeros_from, SALT), scan, "zeros from {zeros_from}");
         }
     }
 
@@ -690,9 +734,10 @@ mod tests {
             FrameMeta { offset: 102, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
             None,
             b"past the zeros",
+            SALT,
         );
         seg[starts[2]..starts[2] + proof.len()].copy_from_slice(&proof);
-        let scan = super::scan_known_zeros(&seg, 100, MAX, 100, starts[2]);
+        let scan = super::scan_known_zeros(&seg, 100, MAX, 100, starts[2], SALT);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.damaged), (starts[1], 101, vec![]));
         assert_eq!(scan.torn.map(|t| (t.from, t.reason)), Some((starts[1], Found::Invalid(Invalid::BadChecksum))));
     }
@@ -706,12 +751,12 @@ mod tests {
         let mut starts = Vec::new();
         for i in 0..5u64 {
             let meta = FrameMeta { offset: 100 + i, timestamp_ms: 1, durable_lag: 0, batch_continues: i >= 3 };
-            let frame = record::encode(meta, None, b"payload");
+            let frame = record::encode(meta, None, b"payload", SALT);
             starts.push(pos);
             seg[pos..pos + frame.len()].copy_from_slice(&frame);
             pos += frame.len();
         }
-        let scan = super::scan(&seg, 100, MAX, 100);
+        let scan = super::scan(&seg, 100, MAX, 100, SALT);
         assert_eq!((scan.tail_pos, scan.next_offset), (starts[3], 103));
         assert_eq!(scan.torn.map(|t| (t.from, t.to, t.reason)), Some((starts[3], pos, Found::UnfinishedBatch)));
         // Garbage after the unfinished batch, in the header that would come
@@ -721,7 +766,7 @@ mod tests {
         for garbage_at in [pos + 5, pos + 40] {
             let mut seg = seg.clone();
             seg[garbage_at] = 0x99;
-            let scan = super::scan(&seg, 100, MAX, 100);
+            let scan = super::scan(&seg, 100, MAX, 100, SALT);
             assert_eq!((scan.tail_pos, scan.next_offset), (starts[3], 103), "garbage at {garbage_at}");
             let torn = scan.torn.expect("torn");
             assert_eq!((torn.from, torn.to, torn.reason), (starts[3], garbage_at + 1, Found::UnfinishedBatch));
@@ -737,7 +782,7 @@ mod tests {
         let (mut seg, starts) = segment(3, |_| 100);
         let garbage_at = starts[3] + 40;
         seg[garbage_at..garbage_at + 2].copy_from_slice(&[0x99, 0x99]);
-        let scan = super::scan(&seg, 100, MAX, 100);
+        let scan = super::scan(&seg, 100, MAX, 100, SALT);
         assert_eq!((scan.tail_pos, scan.next_offset), (starts[3], 103));
         let torn = Torn { from: starts[3], to: garbage_at + 2, reason: Found::Hole, walked_to: 103 };
         assert_eq!(scan.torn, Some(torn));
@@ -753,7 +798,7 @@ mod tests {
         // was acknowledged, and 102 and 103 prove nothing either, so 101 on
         // is a torn tail. Kept in fuzz/regressions/segment_recover too.
         let (seg, starts) = planted_frame_too_far_ahead();
-        let scan = super::scan(&seg, 100, MAX, 100);
+        let scan = super::scan(&seg, 100, MAX, 100, SALT);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.damaged), (starts[1], 101, vec![]));
         let torn = scan.torn.expect("torn");
         assert_eq!((torn.from, torn.reason), (starts[1], Found::Invalid(Invalid::BadChecksum)));
@@ -767,7 +812,7 @@ mod tests {
         let frame = |offset: u64, durable: u64, payload: &[u8]| {
             let meta =
                 FrameMeta { offset, timestamp_ms: 1, durable_lag: (offset - durable) as u32, batch_continues: false };
-            record::encode(meta, None, payload)
+            record::encode(meta, None, payload, SALT)
         };
         let planted = frame(121, 121, b"planted");
         let carrier = [&[b'.'; 8][..], &planted, &[b'.'; 16]].concat();
@@ -805,7 +850,7 @@ mod tests {
                 for synced_end in 100..=105u64 {
                     let mut seg = full.clone();
                     damage(&mut seg, starts[record]);
-                    let scan = super::scan(&seg, 100, MAX, synced_end);
+                    let scan = super::scan(&seg, 100, MAX, synced_end, SALT);
                     let synced_bytes_end = starts[(synced_end - 100) as usize];
                     let case = format!("{what} at record {}, synced_end {synced_end}: {scan:?}", 100 + record);
                     if let Some(torn) = scan.torn {
@@ -824,16 +869,16 @@ mod tests {
         // nothing was written after them: only the header can prove them.
         let (mut seg, starts) = segment(5, |i| (100 + i).min(103));
         seg[starts[3] + 40] ^= 1;
-        let torn = super::scan(&seg, 100, MAX, 103);
+        let torn = super::scan(&seg, 100, MAX, 103, SALT);
         assert!(torn.torn.is_some(), "without proof it is a torn tail");
-        let scan = super::scan(&seg, 100, MAX, 105);
+        let scan = super::scan(&seg, 100, MAX, 105, SALT);
         assert_eq!(scan.torn, None);
         assert_eq!((scan.tail_pos, scan.next_offset), (starts[5], 105), "record 104 is kept");
         assert_eq!(scan.damaged.iter().map(|d| d.offset).collect::<Vec<_>>(), [103]);
         // Damage to the very last record: nothing follows, offsets are not reused.
         let (mut seg, starts) = segment(5, |i| (100 + i).min(104));
         seg[starts[4] + 33] ^= 1;
-        let scan = super::scan(&seg, 100, MAX, 105);
+        let scan = super::scan(&seg, 100, MAX, 105, SALT);
         assert_eq!(scan.torn, None);
         assert_eq!(scan.next_offset, 105);
         assert!(scan.tail_pos >= starts[5] - 8 && scan.tail_pos.is_multiple_of(8));
@@ -851,16 +896,22 @@ mod tests {
         last_synced_end: u64,
     ) -> (Vec<u8>, Vec<usize>, Vec<u8>) {
         let (mut prev, starts) = segment(5, durable);
-        prev[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, 8192, synced_end));
+        prev[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, 8192, synced_end, SALT));
         let (mut last, _) = segment(0, |_| 0);
-        last[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 105, 8192, last_synced_end));
+        last[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(
+            0,
+            105,
+            8192,
+            last_synced_end,
+            SALT,
+        ));
         let meta = FrameMeta {
             offset: 105,
             timestamp_ms: 1,
             durable_lag: (105 - last_watermark) as u32,
             batch_continues: false,
         };
-        let frame = record::encode(meta, None, b"next segment");
+        let frame = record::encode(meta, None, b"next segment", SALT);
         last[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + frame.len()].copy_from_slice(&frame);
         (prev, starts, last)
     }
@@ -951,7 +1002,7 @@ mod tests {
         let mut pos = SEGMENT_HEADER_BYTES;
         for i in 0..5u64 {
             let meta = FrameMeta { offset: 100 + i, timestamp_ms: 1, durable_lag: 0, batch_continues: i >= 3 };
-            let frame = record::encode(meta, None, b"payload");
+            let frame = record::encode(meta, None, b"payload", SALT);
             prev[pos..pos + frame.len()].copy_from_slice(&frame);
             pos += frame.len();
         }
@@ -976,18 +1027,18 @@ mod tests {
         // not a torn end to cut; if it proves only what is there, the log
         // is cut after 104 (and the last segment goes).
         let (mut prev, starts) = segment(5, |_| 100);
-        prev[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, 8192, 100));
+        prev[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, 8192, 100, SALT));
         prev.truncate(starts[5] + FRAME_HEADER_BYTES - 8);
         let last = |watermark: u64| {
             let mut last = vec![0u8; 8192];
-            last[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 107, 8192, 100));
+            last[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 107, 8192, 100, SALT));
             let meta = FrameMeta {
                 offset: 107,
                 timestamp_ms: 1,
                 durable_lag: (107 - watermark) as u32,
                 batch_continues: false,
             };
-            let frame = record::encode(meta, None, b"next segment");
+            let frame = record::encode(meta, None, b"next segment", SALT);
             last[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + frame.len()].copy_from_slice(&frame);
             last
         };
@@ -1004,7 +1055,7 @@ mod tests {
         // would be reused by the next appends.
         let (mut seg, starts) = segment(5, |i| 100 + i);
         seg[starts[3]..].fill(0);
-        let scan = super::scan(&seg, 100, MAX, 105);
+        let scan = super::scan(&seg, 100, MAX, 105, SALT);
         assert_eq!(scan.torn, None);
         let room = starts[3] + 2 * FRAME_HEADER_BYTES;
         assert_eq!((scan.tail_pos, scan.next_offset), (room, 105), "the lost records' offsets are never reused");
@@ -1018,15 +1069,16 @@ mod tests {
             FrameMeta { offset: 105, timestamp_ms: 1, durable_lag: 0, batch_continues: false },
             None,
             b"after the loss",
+            SALT,
         );
         seg[room..room + next.len()].copy_from_slice(&next);
-        let scan = super::scan(&seg, 100, MAX, 106);
+        let scan = super::scan(&seg, 100, MAX, 106, SALT);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn), (room + next.len(), 106, None));
         assert_eq!(scan.damaged.iter().map(|d| (d.offset, d.resumed_at)).collect::<Vec<_>>(), [(103, room)]);
         // Without the header's proof, zeros to the end are the end (row 1).
         let (mut seg, starts) = segment(5, |i| 100 + i);
         seg[starts[3]..].fill(0);
-        let scan = super::scan(&seg, 100, MAX, 103);
+        let scan = super::scan(&seg, 100, MAX, 103, SALT);
         assert_eq!((scan.tail_pos, scan.next_offset, scan.torn, scan.damaged), (starts[3], 103, None, vec![]));
     }
 
@@ -1039,7 +1091,7 @@ mod tests {
             for value in [0x00, 0xff, 0x5a] {
                 let mut seg = full.clone();
                 seg[pos] = value;
-                let scan = super::scan(&seg, 100, MAX, 100);
+                let scan = super::scan(&seg, 100, MAX, 100, SALT);
                 assert!(scan.next_offset >= 100 && scan.next_offset <= 103);
                 let damaged_before_tail = scan.damaged.iter().all(|d| d.pos < scan.tail_pos);
                 assert!(damaged_before_tail);
@@ -1050,12 +1102,13 @@ mod tests {
     /// A last segment of `SEGMENT` bytes starting at 100 with five records,
     /// as a cleanly closed `Sync` queue leaves it (`synced_end` 105).
     const SEGMENT: u64 = 8192;
-    /// Where a header's `synced_end` field and its checksum end.
-    const SYNCED_END_FIELD_END: usize = 52;
+    /// Where a version-2 header's last field, the salt and its checksum,
+    /// ends (`synced_end` and its checksum end at 52, before it).
+    const SYNCED_END_FIELD_END: usize = 60;
 
     fn last_segment() -> Vec<u8> {
         let (mut seg, _) = segment(5, |i| 100 + i);
-        seg[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, SEGMENT, 105));
+        seg[..SEGMENT_HEADER_BYTES].copy_from_slice(&segment::encode_header_synced_to(0, 100, SEGMENT, 105, SALT));
         seg
     }
 
@@ -1069,7 +1122,7 @@ mod tests {
 
     #[test]
     fn recovery_row_5_a_segment_of_which_nothing_was_written_is_a_creation_cut_short_unless_evidence_says_otherwise() {
-        let header = segment::encode_header(0, 100, SEGMENT);
+        let header = segment::encode_header(0, 100, SEGMENT, SALT);
         let mut torn = vec![0u8; SEGMENT as usize];
         torn[..20].copy_from_slice(&header[..20]);
         // What a power cut during the creation leaves: an empty file, the
@@ -1093,7 +1146,7 @@ mod tests {
     fn recovery_row_7h_a_last_segment_cut_inside_its_header_is_refused_whatever_the_evidence() {
         let seg = last_segment();
         // 0..36: the fixed part torn; 36..52: the fixed part whole, the
-        // proof of what was synced gone.
+        // proof of what was synced gone; 52..60: the frames' salt gone.
         for cut in 1..SYNCED_END_FIELD_END {
             match judge(&seg[..cut], None) {
                 Err(Error::Corrupt { position: 0, .. }) => {}
@@ -1105,7 +1158,7 @@ mod tests {
         assert_eq!(judge(&seg[..SYNCED_END_FIELD_END], None).unwrap(), LastFile::Whole);
         let mut grown = seg[..SYNCED_END_FIELD_END].to_vec();
         grown.resize(SEGMENT as usize, 0);
-        let scan = scan(&grown, 100, MAX, segment::decode_synced_end(&grown).unwrap());
+        let scan = scan(&grown, 100, MAX, segment::decode_synced_end(&grown).unwrap(), SALT);
         assert_eq!((scan.next_offset, scan.damaged[0].reason), (105, Found::Missing));
     }
 
@@ -1127,7 +1180,7 @@ mod tests {
         // keep them (it might be wrong): it refuses that end.
         let (mut seg, starts) = segment(5, |i| (100 + i).min(102));
         seg[starts[3]..].fill(0);
-        let s = scan(&seg, 100, MAX, 100);
+        let s = scan(&seg, 100, MAX, 100, SALT);
         assert_eq!((s.next_offset, s.tail_pos), (103, starts[3]));
         let path = Path::new("p0000/100.seg");
         for end in [100, 103] {

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!  0     8    magic          b"DURQSEG\0"
-//!  8     4    version        FORMAT_VERSION
+//!  8     4    version        SEGMENT_VERSION (2; 1 is still read)
 //! 12     4    partition      the partition this segment belongs to
 //! 16     8    base_offset    offset of the first record in this segment
 //! 24     8    segment_bytes  the file's size
@@ -12,9 +12,20 @@
 //! 40     8    synced_end     every record of this segment below this offset
 //!                            was synced (raised after each sync)
 //! 48     4    synced_crc     CRC32 of bytes 40..48
-//! 52    12    reserved       zeros
+//! 52     4    salt           version 2: seeds every frame's checksum
+//!                            (non-zero, random); version 1: zeros
+//! 56     4    salt_crc       version 2: CRC32 of bytes 52..56; version 1: zeros
+//! 60     4    reserved       zeros
 //! 64     -    frames, back to back, then zeros to the end of the file
 //! ```
+//!
+//! The salt (`salt.rs`) makes a frame valid in one segment only: a frame
+//! written into another segment, or into an earlier life of this file,
+//! fails its checksum here. It lies outside the fixed part, with a checksum
+//! of its own, so that bytes 0..36 mean what they meant in version 1: a
+//! build that knows only version 1 finds a whole header and refuses the
+//! segment as `Error::UnsupportedVersion`, instead of as damage. A
+//! version-1 segment's frames are read unsalted ([`Salt::UNSALTED`]).
 //!
 //! A segment is named by its base offset, `{base_offset:020}.seg`, so a
 //! directory listing sorts segments in log order. It is created at its full
@@ -48,8 +59,8 @@ use parking_lot::Mutex;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
-use crate::format::FORMAT_VERSION;
 use crate::log::record::{self, Decoded, Invalid};
+use crate::log::salt::Salt;
 use crate::storage::{self, mmap::MappedFile};
 
 pub use crate::format::SEGMENT_HEADER_BYTES;
@@ -61,13 +72,21 @@ const SIZE_AT: usize = 24;
 const CRC_AT: usize = 32;
 const SYNCED_END_AT: usize = 40;
 const SYNCED_CRC_AT: usize = 48;
-const _: () = assert!(SYNCED_CRC_AT + 4 <= SEGMENT_HEADER_BYTES);
+const SALT_AT: usize = SYNCED_CRC_AT + 4;
+const SALT_CRC_AT: usize = SALT_AT + 4;
+const _: () = assert!(SALT_CRC_AT + 4 <= SEGMENT_HEADER_BYTES);
+/// The segment format this build writes: frames salted.
+pub const SEGMENT_VERSION: u32 = 2;
+/// The segment format before the salt, which this build still reads (and
+/// writes only to rewrite a lost header of such a segment in place).
+pub const SEGMENT_VERSION_UNSALTED: u32 = 1;
 pub use crate::layout::{parse_segment_file_name as parse_file_name, segment_file_name as file_name};
 
 /// Encodes a segment header, with `synced_end` at the base offset: every
-/// record before this segment was synced, none of its own yet.
-pub fn encode_header(partition: u32, base_offset: u64, segment_bytes: u64) -> [u8; SEGMENT_HEADER_BYTES] {
-    encode_header_synced_to(partition, base_offset, segment_bytes, base_offset)
+/// record before this segment was synced, none of its own yet. Version 2
+/// with `salt`, or version 1 if it is [`Salt::UNSALTED`].
+pub fn encode_header(partition: u32, base_offset: u64, segment_bytes: u64, salt: Salt) -> [u8; SEGMENT_HEADER_BYTES] {
+    encode_header_synced_to(partition, base_offset, segment_bytes, base_offset, salt)
 }
 
 /// Encodes a segment header claiming that every record below `synced_end`
@@ -78,16 +97,23 @@ pub fn encode_header_synced_to(
     base_offset: u64,
     segment_bytes: u64,
     synced_end: u64,
+    salt: Salt,
 ) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    let version = if salt == Salt::UNSALTED { SEGMENT_VERSION_UNSALTED } else { SEGMENT_VERSION };
     h[..VERSION_AT].copy_from_slice(&MAGIC);
-    h[VERSION_AT..PARTITION_AT].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[VERSION_AT..PARTITION_AT].copy_from_slice(&version.to_le_bytes());
     h[PARTITION_AT..BASE_AT].copy_from_slice(&partition.to_le_bytes());
     h[BASE_AT..SIZE_AT].copy_from_slice(&base_offset.to_le_bytes());
     h[SIZE_AT..CRC_AT].copy_from_slice(&segment_bytes.to_le_bytes());
     let crc = crc32fast::hash(&h[..CRC_AT]);
     h[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     h[SYNCED_END_AT..SYNCED_CRC_AT + 4].copy_from_slice(&encode_synced_end(synced_end));
+    if salt != Salt::UNSALTED {
+        let value = salt.get().to_le_bytes();
+        h[SALT_AT..SALT_CRC_AT].copy_from_slice(&value);
+        h[SALT_CRC_AT..SALT_CRC_AT + 4].copy_from_slice(&crc32fast::hash(&value).to_le_bytes());
+    }
     h
 }
 
@@ -123,9 +149,30 @@ pub fn header_is_whole(bytes: &[u8]) -> bool {
     })
 }
 
+/// The salt of the frames of the segment whose header starts `bytes`, if
+/// that header is whole and of a version this build reads: unsalted for
+/// version 1, the salt field for version 2 (`None` if that is damaged).
+pub fn header_salt(bytes: &[u8]) -> Option<Salt> {
+    if !header_is_whole(bytes) {
+        return None;
+    }
+    match codec::u32_at(bytes, VERSION_AT) {
+        SEGMENT_VERSION_UNSALTED => Some(Salt::UNSALTED),
+        SEGMENT_VERSION => decode_salt(bytes),
+        _ => None,
+    }
+}
+
+/// True if `bytes` start with a header a segment's creation wrote whole:
+/// [`header_is_whole`], and for version 2 a salt field that passes its
+/// checksum too (the header is one write, inside one sector).
+pub fn header_is_written(bytes: &[u8]) -> bool {
+    header_is_whole(bytes) && (codec::u32_at(bytes, VERSION_AT) != SEGMENT_VERSION || decode_salt(bytes).is_some())
+}
+
 /// Checks a segment header against what the file's name and place say it
-/// must be.
-pub fn check_header(bytes: &[u8], path: &Path, partition: u32, base_offset: u64, segment_bytes: u64) -> Result<()> {
+/// must be, and returns the salt of its frames.
+pub fn check_header(bytes: &[u8], path: &Path, partition: u32, base_offset: u64, segment_bytes: u64) -> Result<Salt> {
     let bad = |reason: String| Err(Error::corrupt(path, 0, None, format!("segment header: {reason}")));
     let Some(h) = bytes.get(..CRC_AT + 4) else {
         return bad(format!("file is only {} bytes", bytes.len()));
@@ -138,13 +185,30 @@ pub fn check_header(bytes: &[u8], path: &Path, partition: u32, base_offset: u64,
         return bad("checksum mismatch".into());
     }
     let version = codec::u32_at(h, VERSION_AT);
-    if version != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: FORMAT_VERSION });
+    if version != SEGMENT_VERSION && version != SEGMENT_VERSION_UNSALTED {
+        return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: SEGMENT_VERSION });
     }
-    if *h != encode_header(partition, base_offset, segment_bytes)[..CRC_AT + 4] {
+    let found = (codec::u32_at(h, PARTITION_AT), codec::u64_at(h, BASE_AT), codec::u64_at(h, SIZE_AT));
+    if found != (partition, base_offset, segment_bytes) {
         return bad(format!("expected partition {partition}, base offset {base_offset}, size {segment_bytes}"));
     }
-    Ok(())
+    if version == SEGMENT_VERSION_UNSALTED {
+        return Ok(Salt::UNSALTED);
+    }
+    match decode_salt(bytes) {
+        Some(salt) => Ok(salt),
+        None if bytes.len() < SALT_CRC_AT + 4 => bad(format!("file cut to {} bytes, inside its salt", bytes.len())),
+        None => bad("the frames' salt is damaged (checksum mismatch, or zero)".into()),
+    }
+}
+
+/// The salt a version-2 header's salt field holds, or `None` if the field
+/// is missing, fails its checksum, or holds zero (no version-2 segment has
+/// salt zero: its frames would validate as unsalted ones).
+fn decode_salt(header: &[u8]) -> Option<Salt> {
+    let field = header.get(SALT_AT..SALT_CRC_AT + 4)?;
+    let salt = Salt::new(codec::u32_at(field, 0));
+    (crc32fast::hash(&field[..4]) == codec::u32_at(field, 4) && salt != Salt::UNSALTED).then_some(salt)
 }
 
 /// A mapped segment file.
@@ -152,6 +216,8 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     map: MappedFile,
+    /// What its frames' checksums are seeded with (from its header).
+    salt: Salt,
     /// Kept open for [`Segment::start_writeback`], [`Segment::reserve`] and
     /// [`Segment::release`].
     file: File,
@@ -168,14 +234,15 @@ struct Syncs {
 }
 
 impl Segment {
-    fn new(base_offset: u64, path: PathBuf, map: MappedFile, file: File) -> Segment {
-        Segment { base_offset, path, map, file, syncs: Mutex::new(Syncs::default()) }
+    fn new(base_offset: u64, path: PathBuf, map: MappedFile, file: File, salt: Salt) -> Segment {
+        Segment { base_offset, path, map, salt, file, syncs: Mutex::new(Syncs::default()) }
     }
 
     /// Creates a new, empty segment: full size (sparse), blocks reserved
     /// for its first `reserved` bytes, header written (claiming
-    /// `synced_end`, see [`encode_header_synced_to`]), file and directory
-    /// fsynced. Fails if the file exists.
+    /// `synced_end`, see [`encode_header_synced_to`], with a fresh salt
+    /// other than `previous`, the salt of the segment before it), file and
+    /// directory fsynced. Fails if the file exists.
     pub(crate) fn create(
         dir: &Path,
         partition: u32,
@@ -183,14 +250,16 @@ impl Segment {
         segment_bytes: u64,
         synced_end: u64,
         reserved: usize,
+        previous: Salt,
     ) -> Result<Segment> {
         assert!(synced_end <= base_offset, "new segment {base_offset} claims records up to {synced_end} synced");
         assert!(reserved >= SEGMENT_HEADER_BYTES, "the header's block is reserved with the file");
         let path = dir.join(file_name(base_offset));
-        let header = encode_header_synced_to(partition, base_offset, segment_bytes, synced_end);
+        let salt = Salt::fresh(previous);
+        let header = encode_header_synced_to(partition, base_offset, segment_bytes, synced_end, salt);
         let file = storage::create_durable(&path, &header, segment_bytes, reserved as u64)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
-        Ok(Segment::new(base_offset, path, map, file))
+        Ok(Segment::new(base_offset, path, map, file, salt))
     }
 
     /// Maps an existing segment and checks its header.
@@ -198,8 +267,8 @@ impl Segment {
         let path = dir.join(file_name(base_offset));
         let file = storage::open_rw(&path)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
-        let segment = Segment::new(base_offset, path, map, file);
-        check_header(segment.header(), &segment.path, partition, base_offset, segment_bytes)?;
+        let mut segment = Segment::new(base_offset, path, map, file, Salt::UNSALTED);
+        segment.salt = check_header(&segment.header(), &segment.path, partition, base_offset, segment_bytes)?;
         Ok(segment)
     }
 
@@ -209,7 +278,9 @@ impl Segment {
     /// `recovery::check_last_file`): a refused file is left as it is. Grows
     /// the file back to its full size if it was short, and reserves its
     /// first `reserved` bytes (the header's chunk), which a power cut may
-    /// have left without blocks.
+    /// have left without blocks. Its salt is its header's if that holds a
+    /// valid one, else unsalted until recovery rewrites the header
+    /// ([`Segment::rewrite_header`]).
     pub(crate) fn open_for_recovery<T>(
         dir: &Path,
         base_offset: u64,
@@ -232,21 +303,42 @@ impl Segment {
             drop(found);
             storage::size_and_reserve(&file, &path, segment_bytes, reserved as u64)?;
             let map = MappedFile::map(&file, &path, segment_bytes)?;
-            return Ok((Segment::new(base_offset, path, map, file), verdict));
+            let salt = Segment::recovered_salt(&map);
+            return Ok((Segment::new(base_offset, path, map, file, salt), verdict));
         }
         let map = MappedFile::map(&file, &path, segment_bytes)?;
         // SAFETY: recovery's caller is alone with the queue or holds the
         // append mutex, so nothing writes the segment while it is judged.
         let verdict = judge(&path, unsafe { map.bytes(0, map.len()) })?;
         storage::size_and_reserve(&file, &path, segment_bytes, reserved as u64)?;
-        Ok((Segment::new(base_offset, path, map, file), verdict))
+        let salt = Segment::recovered_salt(&map);
+        Ok((Segment::new(base_offset, path, map, file, salt), verdict))
     }
 
-    fn header(&self) -> &[u8] {
-        // SAFETY: the fixed part of the header is written once, before the
-        // segment is published, and never again (mmap contract rule 2); the
-        // `synced_end` field after it is not borrowed here.
-        unsafe { self.map.bytes(0, CRC_AT + 4) }
+    /// The salt in the header of a segment that recovery maps.
+    fn recovered_salt(map: &MappedFile) -> Salt {
+        // SAFETY: as in `open_for_recovery`: nothing writes the file now.
+        header_salt(unsafe { map.bytes(0, SEGMENT_HEADER_BYTES) }).unwrap_or(Salt::UNSALTED)
+    }
+
+    /// A copy of the header without its `synced_end` field, which other
+    /// processes may be writing.
+    fn header(&self) -> [u8; SEGMENT_HEADER_BYTES] {
+        let mut header = [0u8; SEGMENT_HEADER_BYTES];
+        // SAFETY: the fixed part of the header and the salt are written
+        // once, before the segment is published, and never again (mmap
+        // contract rule 2); the `synced_end` field between them is not
+        // borrowed here.
+        unsafe {
+            header[..SYNCED_END_AT].copy_from_slice(self.map.bytes(0, SYNCED_END_AT));
+            header[SALT_AT..].copy_from_slice(self.map.bytes(SALT_AT, SEGMENT_HEADER_BYTES - SALT_AT));
+        }
+        header
+    }
+
+    /// What this segment's frames' checksums are seeded with.
+    pub(crate) fn salt(&self) -> Salt {
+        self.salt
     }
 
     /// Records that every record of this segment below `synced_end` is on
@@ -297,7 +389,7 @@ impl Segment {
             Err(invalid) => Decoded::Invalid(invalid),
             Ok(Some(len)) if len > self.len() - pos => Decoded::Invalid(record::Invalid::BadLength),
             // SAFETY: forwarded contract: the whole published frame.
-            Ok(Some(len)) => record::decode(unsafe { self.published(pos, pos + len) }, record_bytes_max),
+            Ok(Some(len)) => record::decode(unsafe { self.published(pos, pos + len) }, record_bytes_max, self.salt),
         }
     }
 
@@ -331,20 +423,23 @@ impl Segment {
         }
         // SAFETY: forwarded contract: we just wrote these unpublished bytes
         // and hold the only right to write them.
-        let crc = record::checksum(unsafe { self.map.bytes(pos, end - pos) });
+        let crc = record::checksum(unsafe { self.map.bytes(pos, end - pos) }, self.salt);
         // SAFETY: as above.
         unsafe { self.map.write(pos, &crc) };
         end - pos
     }
 
-    /// Writes the segment header (recovery of a segment whose creation was
-    /// cut short).
+    /// Writes the segment header with `salt` (recovery of a segment whose
+    /// creation was cut short: a fresh salt; or whose header was lost: the
+    /// salt its frames were found to carry), which its frames are read with
+    /// from now on.
     ///
     /// # Safety
     /// The caller is the only writer of this segment and no reader can reach
     /// it yet.
-    pub(crate) unsafe fn rewrite_header(&self, partition: u32, segment_bytes: u64) {
-        let header = encode_header(partition, self.base_offset, segment_bytes);
+    pub(crate) unsafe fn rewrite_header(&mut self, partition: u32, segment_bytes: u64, salt: Salt) {
+        self.salt = salt;
+        let header = encode_header(partition, self.base_offset, segment_bytes, salt);
         // SAFETY: forwarded contract.
         unsafe { self.map.write(0, &header) };
     }
@@ -461,35 +556,78 @@ mod tests {
         }
     }
 
+    const SALT: Salt = Salt::new(0x5a17_c0de);
+
     #[test]
     fn segment_header_golden_bytes_and_checks() {
-        let h = encode_header(3, 1000, 65536);
+        let h = encode_header(3, 1000, 65536, SALT);
         assert_eq!(&h[..8], b"DURQSEG\0");
-        assert_eq!(h[8..12], FORMAT_VERSION.to_le_bytes());
+        assert_eq!(h[8..12], 2u32.to_le_bytes(), "version 2: salted");
         assert_eq!(h[12..16], 3u32.to_le_bytes());
         assert_eq!(h[16..24], 1000u64.to_le_bytes());
         assert_eq!(h[24..32], 65536u64.to_le_bytes());
         assert_eq!(h[32..36], crc32fast::hash(&h[..32]).to_le_bytes());
         assert_eq!(h[40..48], 1000u64.to_le_bytes(), "nothing synced yet");
         assert_eq!(h[48..52], crc32fast::hash(&h[40..48]).to_le_bytes());
-        assert!(h[36..40].iter().chain(&h[52..]).all(|&b| b == 0));
+        assert_eq!(h[52..56], 0x5a17_c0de_u32.to_le_bytes());
+        assert_eq!(h[56..60], crc32fast::hash(&h[52..56]).to_le_bytes());
+        assert!(h[36..40].iter().chain(&h[60..]).all(|&b| b == 0));
         assert_eq!(decode_synced_end(&h), Some(1000));
         let mut damaged = h;
         damaged[44] ^= 1;
         assert_eq!(decode_synced_end(&damaged), None);
         let p = Path::new("x.seg");
-        check_header(&h, p, 3, 1000, 65536).unwrap();
+        assert_eq!(check_header(&h, p, 3, 1000, 65536).unwrap(), SALT);
         assert!(matches!(check_header(&h, p, 4, 1000, 65536), Err(Error::Corrupt { .. })));
         let mut flipped = h;
         flipped[20] ^= 1;
         assert!(matches!(check_header(&flipped, p, 3, 1000, 65536), Err(Error::Corrupt { .. })));
+        // A damaged salt would make every frame fail: it is header damage.
+        let mut salt_flipped = h;
+        salt_flipped[53] ^= 1;
+        assert!(matches!(check_header(&salt_flipped, p, 3, 1000, 65536), Err(Error::Corrupt { .. })));
+        assert!(matches!(check_header(&h[..58], p, 3, 1000, 65536), Err(Error::Corrupt { .. })));
+        // Salt zero with a valid checksum is no version-2 salt either.
+        let mut zero_salt = h;
+        zero_salt[52..56].fill(0);
+        let crc = crc32fast::hash(&zero_salt[52..56]);
+        zero_salt[56..60].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(check_header(&zero_salt, p, 3, 1000, 65536), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn segment_header_version_1_golden_bytes_still_read_unsalted() {
+        // The header every segment had before the salt: bytes 52..64 zero.
+        let h = encode_header(3, 1000, 65536, Salt::UNSALTED);
+        let mut v1 = [0u8; SEGMENT_HEADER_BYTES];
+        v1[..8].copy_from_slice(b"DURQSEG\0");
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        v1[12..16].copy_from_slice(&3u32.to_le_bytes());
+        v1[16..24].copy_from_slice(&1000u64.to_le_bytes());
+        v1[24..32].copy_from_slice(&65536u64.to_le_bytes());
+        let crc = crc32fast::hash(&v1[..32]);
+        v1[32..36].copy_from_slice(&crc.to_le_bytes());
+        v1[40..48].copy_from_slice(&1000u64.to_le_bytes());
+        let crc = crc32fast::hash(&v1[40..48]);
+        v1[48..52].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(h, v1);
+        assert_eq!(check_header(&v1, Path::new("x.seg"), 3, 1000, 65536).unwrap(), Salt::UNSALTED);
+        // A version this build does not know is refused as such.
+        let mut v3 = v1;
+        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32fast::hash(&v3[..32]);
+        v3[32..36].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            check_header(&v3, Path::new("x.seg"), 3, 1000, 65536),
+            Err(Error::UnsupportedVersion { found: 3, supported: 2, .. })
+        ));
     }
 
     #[test]
     fn a_header_is_whole_by_its_fixed_part_and_checksum_alone() {
         // What a power cut during creation cannot leave: the fixed part and
         // its checksum (36 bytes), whatever follows.
-        let h = encode_header(3, 1000, 65536);
+        let h = encode_header(3, 1000, 65536, SALT);
         assert!(header_is_whole(&h) && header_is_whole(&h[..CRC_AT + 4]));
         assert!(!header_is_whole(&h[..CRC_AT + 3]), "cut inside the checksum");
         let mut flipped = h;

@@ -86,7 +86,14 @@ mod tests {
     }
 
     fn segments(dir: &std::path::Path, n: u64) -> Vec<Arc<Segment>> {
-        (0..n).map(|i| Arc::new(Segment::create(dir, 0, i * 100, SEGMENT_BYTES, i * 100, 4096).unwrap())).collect()
+        (0..n)
+            .map(|i| {
+                Arc::new(
+                    Segment::create(dir, 0, i * 100, SEGMENT_BYTES, i * 100, 4096, crate::log::salt::Salt::UNSALTED)
+                        .unwrap(),
+                )
+            })
+            .collect()
     }
 
     #[test]

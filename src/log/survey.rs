@@ -21,6 +21,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::log::partition;
 use crate::log::recovery::{self, Evidence, LastFile, Sealed};
+use crate::log::salt::Salt;
 use crate::log::segment;
 use crate::options::QueueConfig;
 use crate::storage;
@@ -117,7 +118,11 @@ pub(crate) fn survey(dir: &Path, id: u32, config: &QueueConfig, evidence: Option
         LastFile::Whole => segment::decode_synced_end(whole).unwrap_or(last),
         LastFile::HeaderLost | LastFile::NeverWritten => last,
     };
-    let scan = recovery::scan_known_zeros(whole, last, config.record_bytes_max, synced_end, last_file.zeros_from);
+    let (max, zeros_from) = (config.record_bytes_max, last_file.zeros_from);
+    // Where recovery finds no salt it gives the rewritten header a fresh
+    // one; no frame validates under either, so the walk is the same.
+    let salt = recovery::segment_salt(whole, last, max, zeros_from).unwrap_or(Salt::UNSALTED);
+    let scan = recovery::scan_known_zeros(whole, last, max, synced_end, zeros_from, salt);
     recovery::check_end(scan.next_offset, evidence, &last_path, scan.tail_pos)?;
     if let Some(torn) = scan.torn {
         repairs.push(format!(

@@ -55,6 +55,7 @@ use crate::log::control::{ControlFile, PartitionControl, Tail};
 use crate::log::prefault::Prefaulter;
 use crate::log::record;
 use crate::log::reservation::ReserveAhead;
+use crate::log::salt::Salt;
 use crate::log::sealer::Sealer;
 use crate::log::segment::{self, Segment};
 use crate::log::segment_cache::SegmentCache;
@@ -283,7 +284,7 @@ pub(crate) fn create(queue_dir: &Path, id: u32, config: &QueueConfig) -> Result<
     storage::create_dir_durable(&dir)?;
     if segment_bases(&dir)?.is_empty() {
         let reserved = ReserveAhead::new(config.segment_bytes).at_creation();
-        Segment::create(&dir, id, 0, config.segment_bytes, 0, reserved)?;
+        Segment::create(&dir, id, 0, config.segment_bytes, 0, reserved, Salt::UNSALTED)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::log::control::Tail;
 use crate::log::recovery::{self, Evidence, LastFile, Scan, Sealed};
 use crate::log::reservation::ReserveAhead;
+use crate::log::salt::Salt;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, Segment};
 use crate::observe::{self, Recovered};
 use crate::options::QueueConfig;
@@ -51,7 +52,7 @@ pub(crate) fn recover(
     let reserve_ahead = ReserveAhead::new(config.segment_bytes);
     // Judged as found, before it is grown back or its header rewritten
     // (recovery rows 5 to 7 in docs/FORMAT.md).
-    let (seg, found) =
+    let (mut seg, found) =
         Segment::open_for_recovery(dir, last, config.segment_bytes, reserve_ahead.at_creation(), |path, found| {
             recovery::check_last_file(found, path, id, last, config.segment_bytes, evidence)
         })?;
@@ -78,7 +79,11 @@ pub(crate) fn recover(
         LastFile::Whole => segment::decode_synced_end(whole).unwrap_or(last),
         LastFile::HeaderLost | LastFile::NeverWritten => last,
     };
-    let scan = recovery::scan_known_zeros(whole, last, config.record_bytes_max, synced_end, seg.data_end());
+    let (max, zeros_from) = (config.record_bytes_max, seg.data_end());
+    // The header's salt; a lost header's is found again from its frames, and
+    // a segment with no frame gets a fresh one with its new header.
+    let salt = recovery::segment_salt(whole, last, max, zeros_from).unwrap_or_else(|| Salt::fresh(Salt::UNSALTED));
+    let scan = recovery::scan_known_zeros(whole, last, max, synced_end, zeros_from, salt);
     recovery::check_end(scan.next_offset, evidence, &seg.path, scan.tail_pos)?;
     if let Some((prev, _)) = sealed {
         keep_sealed(&prev, last)?;
@@ -95,7 +100,7 @@ pub(crate) fn recover(
         // synced, which `keep_sealed` (or an earlier proof) made true.
         // SAFETY: as above; no reader can reach a segment without a header.
         // The header's chunk has blocks (`open_for_recovery` reserved it).
-        unsafe { seg.rewrite_header(id, config.segment_bytes) };
+        unsafe { seg.rewrite_header(id, config.segment_bytes, salt) };
         seg.sync(0, SEGMENT_HEADER_BYTES)?;
     }
     if let Some(torn) = scan.torn {

@@ -62,7 +62,8 @@ impl Partition {
         }
         let durable = c.durable();
         let reserved = self.reserve_ahead.after_roll();
-        let create = || Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable, reserved);
+        let create =
+            || Segment::create(&self.dir, self.id, next, self.config.segment_bytes, durable, reserved, old.salt());
         // Segments every group has passed may be what fills the disk.
         let seg = match create() {
             Err(e) if e.is_no_space() && reclaim() > 0 => create()?,
