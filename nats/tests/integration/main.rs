@@ -10,4 +10,5 @@ mod connect;
 mod harness;
 mod producer;
 mod queue;
+mod reader;
 mod slot;
