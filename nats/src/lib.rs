@@ -40,6 +40,6 @@ pub use error::{ClientError, ENGINE, Error, Result};
 pub use producer::{Producer, SEND_RETRY_WITHIN};
 pub use queue::{DUPLICATE_WINDOW, HEADER_ROOM_BYTES, META_BUCKET, Queue};
 pub use reader::Reader;
-pub use slot::{Lease, NAME_BYTES_MAX, SlotState, Slots};
+pub use slot::{Lease, NAME_BYTES_MAX, Progress, SlotState, Slots};
 pub use slot_value::HOLDER_BYTES_MAX;
 pub use version::{MIN_SERVER_VERSION, ServerVersion};
