@@ -23,7 +23,11 @@
 //! build are in docs/SCALE_OUT.md (a draft).
 
 mod connect;
+mod consumer;
+mod dead_letter;
 mod error;
+mod group_admin;
+mod membership;
 mod producer;
 mod queue;
 mod queue_meta;
@@ -36,6 +40,8 @@ mod slot_value;
 mod version;
 
 pub use connect::{CONNECT_TIMEOUT, Client, connect};
+pub use consumer::{Consumer, Delivery};
+pub use dead_letter::REASON_BYTES_MAX;
 pub use error::{ClientError, ENGINE, Error, Result};
 pub use producer::{Producer, SEND_RETRY_WITHIN};
 pub use queue::{DUPLICATE_WINDOW, HEADER_ROOM_BYTES, META_BUCKET, Queue};

@@ -49,6 +49,15 @@ impl Shared {
         task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
+    /// Starts `future` on the queue's runtime without waiting for it (work
+    /// that must not block a caller inside another runtime, as a drop).
+    pub(crate) fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.runtime.get().spawn(future));
+    }
+
     /// The partition of the next unkeyed send.
     pub(crate) fn next_partition(&self) -> u32 {
         self.next_partition.fetch_add(1, Ordering::Relaxed) % self.meta.partitions

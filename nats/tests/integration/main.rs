@@ -7,6 +7,7 @@
 mod cluster;
 mod common;
 mod connect;
+mod consumer;
 mod harness;
 mod producer;
 mod queue;
