@@ -8,6 +8,7 @@ mod cluster;
 mod common;
 mod connect;
 mod consumer;
+mod dead_letter;
 mod harness;
 mod producer;
 mod queue;
