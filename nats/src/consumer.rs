@@ -41,6 +41,9 @@ use crate::reader::{Cursor, Record};
 use crate::shared::Shared;
 use crate::slot::{Progress, Slots};
 
+#[cfg(feature = "tokio")]
+mod process_async;
+
 /// A member of a consumer group of a NATS queue. `Send`: each thread that
 /// consumes opens its own. Dropping it gives its slots back, so the others
 /// take them at once.
@@ -146,7 +149,8 @@ impl crate::Queue {
     /// [`durq::Error::Engine`] if the group's bucket cannot be opened.
     pub fn consumer_with(&self, group: &str, options: ConsumerOptions) -> durq::Result<Consumer> {
         let shared = self.shared();
-        shared.clone().block_on(Consumer::open(shared, group, options))
+        let group = group.to_owned();
+        shared.clone().wait_for(async move { Consumer::open(shared, &group, options).await })
     }
 }
 
@@ -284,19 +288,21 @@ impl Consumer {
 
     /// The group's committed position (next offset to process) in every
     /// partition: this member's own for the slots it holds, the stored one
-    /// for the others (0 for a slot never written).
+    /// for the others (0 for a slot never written). May be called from
+    /// async code (it blocks the thread for the reads).
     ///
     /// # Errors
     /// [`durq::Error::Engine`] if a slot cannot be read.
     pub fn committed(&self) -> durq::Result<Vec<u64>> {
-        let shared = self.shared.clone();
-        shared.block_on(async {
-            let leases = self.membership.leases.lock().await;
-            let mut committed = Vec::with_capacity(shared.meta.partitions as usize);
-            for p in 0..shared.meta.partitions {
+        let (shared, membership) = (self.shared.clone(), self.membership.clone());
+        let partitions = shared.meta.partitions;
+        shared.wait_for(async move {
+            let leases = membership.leases.lock().await;
+            let mut committed = Vec::with_capacity(partitions as usize);
+            for p in 0..partitions {
                 let checkpoint = match leases.get(&p) {
                     Some(lease) => lease.checkpoint(),
-                    None => self.membership.slots.read(&membership::slot_key(p)).await?.map_or(0, |s| s.checkpoint()),
+                    None => membership.slots.read(&membership::slot_key(p)).await?.map_or(0, |s| s.checkpoint()),
                 };
                 committed.push(checkpoint);
             }
@@ -435,12 +441,28 @@ impl Consumer {
             }
         }
         let pause = delay.unwrap_or_else(|| self.options.backoff(attempts));
+        self.deliver_again(&taken, pause);
+        Ok(())
+    }
+
+    /// A failed delivery of `taken` handled without a request (where
+    /// nothing can be awaited: a drop): its records come again after the
+    /// backoff, one at a time. The slot's mark already counted it; a record
+    /// at `max_deliveries` goes to the dead-letter stream on its next
+    /// failure.
+    #[cfg(feature = "tokio")]
+    fn fail_here(&mut self, taken: &Taken) {
+        self.membership.batch_out(false);
+        let pause = self.options.backoff(taken.attempts);
+        self.deliver_again(taken, pause);
+    }
+
+    fn deliver_again(&mut self, taken: &Taken, pause: Duration) {
         if let Some(held) = self.held.get_mut(&taken.partition) {
             held.isolate_end = held.isolate_end.max(taken.end());
             held.retry_at = Some(Instant::now() + pause);
             held.cursor = None;
         }
-        Ok(())
     }
 
     /// The next batch from the held slots (they take turns), marked as

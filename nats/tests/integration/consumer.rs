@@ -294,3 +294,46 @@ fn a_stopped_member_is_fenced_when_it_wakes_and_its_commit_moves_nothing() {
     let next = consume(&mut survivor, 1);
     assert_eq!(next[0].0.offset, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_async_commits_after_ok_redelivers_after_an_error_or_a_dropped_future() {
+    let server = NatsServer::start().await;
+    let queue = Queue::open_async(&format!("{}/async", server.url()), Options::default()).await.expect("open");
+    queue.producer().send_async("order 1").await.unwrap();
+    let mut consumer = queue.consumer_with("billing", options()).expect("a consumer opens inside a runtime");
+
+    let err = consumer
+        .process_async(|batch| async move {
+            assert_eq!(batch.iter().next().unwrap().delivery_count(), 1);
+            Err(std::io::Error::other("database down"))
+        })
+        .await
+        .expect_err("failed");
+    assert!(matches!(err, durq::Error::Process(_)), "{err:?}");
+
+    // Dropped while the batch is out: nothing committed, the batch comes again.
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(300),
+        consumer.process_async(|_batch| async move {
+            std::future::pending::<()>().await;
+            Ok::<(), std::io::Error>(())
+        }),
+    )
+    .await;
+    assert!(dropped.is_err(), "the future was dropped mid-batch");
+
+    // The consumer moves into a spawned task; the batch comes a third time.
+    let task = tokio::spawn(async move {
+        let mut counts = Vec::new();
+        let n = consumer
+            .process_async(|batch| {
+                counts.extend(batch.iter().map(|m| (m.payload().to_vec(), m.delivery_count())));
+                async move { Ok::<(), std::io::Error>(()) }
+            })
+            .await
+            .unwrap();
+        (n, counts, consumer.committed().unwrap())
+    });
+    let (n, counts, committed) = task.await.unwrap();
+    assert_eq!((n, counts, committed), (1, vec![(b"order 1".to_vec(), 3)], vec![1]));
+}
