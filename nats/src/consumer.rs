@@ -160,8 +160,7 @@ impl Consumer {
         let bucket = membership::bucket_name(&shared.url.name, group)?;
         let slots = Slots::open(&shared.client, &bucket, usize::from(shared.meta.replicas)).await?;
         let nuid = shared.client.unique_name();
-        let (membership, background) =
-            Membership::join(slots, &nuid, options.configured_lease_timeout()).await?;
+        let (membership, background) = Membership::join(slots, &nuid, options.configured_lease_timeout()).await?;
         let dead_letters = DeadLetters::new(&shared, group);
         let mut consumer = Consumer {
             shared,
@@ -423,11 +422,8 @@ impl Consumer {
             let head = taken.records[index].position.offset;
             let mut leases = self.membership.leases.lock().await;
             if let Some(lease) = leases.get_mut(&taken.partition) {
-                let progress = Progress {
-                    checkpoint: head,
-                    delivered_end: lease.progress().delivered_end.max(head),
-                    attempts,
-                };
+                let progress =
+                    Progress { checkpoint: head, delivered_end: lease.progress().delivered_end.max(head), attempts };
                 match self.membership.slots.advance(lease, progress).await {
                     Ok(()) => {}
                     Err(Error::Fenced { .. }) => {
@@ -656,7 +652,11 @@ impl Consumer {
             if owners[p as usize] != Some(me) || leases.contains_key(&p) || !view.takeable {
                 continue;
             }
-            match self.membership.slots.take(&membership::slot_key(p), &self.membership.holder, view.state.as_ref()).await
+            match self
+                .membership
+                .slots
+                .take(&membership::slot_key(p), &self.membership.holder, view.state.as_ref())
+                .await
             {
                 Ok(lease) => {
                     let progress = lease.progress();
@@ -746,4 +746,3 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into())
 }
-

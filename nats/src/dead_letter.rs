@@ -25,9 +25,9 @@
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{self, StorageType};
-use async_nats::jetstream::ErrorCode;
 use durq::{DeadLetter, Position};
 
 use crate::error::Error;

@@ -207,7 +207,10 @@ async fn look(shared: &Shared, slots: &Slots) -> durq::Result<Look> {
 }
 
 fn busy(shared: &Shared, group: &str, slots: &Slots, key: &str) -> durq::Error {
-    durq::Error::GroupBusy { group: group.to_owned(), lock: PathBuf::from(format!("{}: {}/{key}", shared.url, slots.bucket())) }
+    durq::Error::GroupBusy {
+        group: group.to_owned(),
+        lock: PathBuf::from(format!("{}: {}/{key}", shared.url, slots.bucket())),
+    }
 }
 
 /// The offset `to` means in partition `partition` now.

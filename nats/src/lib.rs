@@ -19,6 +19,15 @@
 //!   [`durq::Position`]s and [`durq::Error`]s; engine failures are
 //!   [`durq::Error::Engine`] around this crate's [`Error`].
 //!
+//! - [`Consumer`]: a member of a consumer group with the local consumer's
+//!   API (`process`, `process_timeout`, `process_each`, `poll` and
+//!   [`Delivery::commit`], `process_async` with the feature `tokio`),
+//!   handing out [`durq::Message`]s and committing by compare-and-set on its
+//!   slot only after the work returned `Ok`; liveness by heartbeats,
+//!   rebalancing, delivery counts and a dead-letter stream per group. Group
+//!   reset and delete and the dead letters are `Queue` calls.
+//! - [`Reader`]: a partition read in order without a group (`durq tail`).
+//!
 //! The design, what each durq guarantee becomes on NATS, and what remains to
 //! build are in docs/SCALE_OUT.md (a draft).
 

@@ -257,4 +257,3 @@ impl Reader {
         Ok(Vec::new())
     }
 }
-

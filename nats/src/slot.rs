@@ -276,8 +276,7 @@ impl Slots {
     /// As [`Slots::take`].
     pub async fn reset(&self, slot: &str, seen: Option<&SlotState>, checkpoint: u64) -> Result<()> {
         validate_name("slot", slot)?;
-        let value =
-            SlotValue { checkpoint, epoch: 0, delivered_end: checkpoint, attempts: 0, holder: String::new() };
+        let value = SlotValue { checkpoint, epoch: 0, delivered_end: checkpoint, attempts: 0, holder: String::new() };
         let expected = seen.map_or(0, SlotState::revision);
         self.store.update(slot, value.encode().into(), expected).await.map_err(|e| match e.kind() {
             UpdateErrorKind::WrongLastRevision => {

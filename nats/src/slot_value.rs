@@ -184,7 +184,8 @@ mod tests {
             &[3, 0],
             b"m-1",
         ].concat();
-        let expected = SlotValue { checkpoint: 0x0102, epoch: 7, delivered_end: 0x0102, attempts: 0, holder: "m-1".into() };
+        let expected =
+            SlotValue { checkpoint: 0x0102, epoch: 7, delivered_end: 0x0102, attempts: 0, holder: "m-1".into() };
         assert_eq!(SlotValue::decode(&v1), Ok(expected));
         let mut bad = v1.clone();
         bad[21] = 9;
@@ -193,7 +194,8 @@ mod tests {
 
     #[test]
     fn a_free_slot_round_trips_with_an_empty_holder() {
-        let free = SlotValue { checkpoint: u64::MAX, epoch: 0, delivered_end: u64::MAX, attempts: 0, holder: String::new() };
+        let free =
+            SlotValue { checkpoint: u64::MAX, epoch: 0, delivered_end: u64::MAX, attempts: 0, holder: String::new() };
         assert_eq!(free.encode().len(), HOLDER_OFFSET);
         assert_eq!(SlotValue::decode(&free.encode()), Ok(free));
     }

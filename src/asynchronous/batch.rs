@@ -75,13 +75,8 @@ impl Batch {
         let mut messages = Vec::with_capacity(records.len());
         for record in records {
             let key: Option<&[u8]> = record.key.as_deref();
-            let message = Message::from_parts(
-                record.position,
-                record.timestamp_ms,
-                record.delivery_count,
-                key,
-                &record.payload,
-            );
+            let message =
+                Message::from_parts(record.position, record.timestamp_ms, record.delivery_count, key, &record.payload);
             // SAFETY: the message borrows the heap bytes of `record.key` and
             // `record.payload`. Those boxes move into `buffers` below and
             // then into the batch, which never touches them again until it

@@ -103,7 +103,10 @@ fn process_each_commits_done_records_dead_letters_and_retries_one() {
     // as delivered before, as on the local queue.
     assert_eq!(rest, [(b"later".to_vec(), 2), (b"ok 2".to_vec(), 2)]);
     let letters = queue.dead_letters("g", 10).unwrap();
-    assert_eq!((letters.len(), letters[0].payload.as_slice(), letters[0].reason.as_str()), (1, &b"bad"[..], "not an order"));
+    assert_eq!(
+        (letters.len(), letters[0].payload.as_slice(), letters[0].reason.as_str()),
+        (1, &b"bad"[..], "not an order")
+    );
 }
 
 #[test]
