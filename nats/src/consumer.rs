@@ -544,7 +544,7 @@ impl Consumer {
             }
             let cursor = held.cursor.as_mut().expect("just opened");
             let max = if progress.checkpoint < held.isolate_end { 1 } else { max_batch };
-            let records = match cursor.take_ready(max) {
+            let records = match cursor.take_ready(max).await {
                 Ok(records) => records,
                 Err(e) => {
                     held.cursor = None;

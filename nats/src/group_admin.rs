@@ -245,7 +245,7 @@ async fn target(shared: &Shared, partition: u32, to: ResetTo) -> durq::Result<u6
                 // A record at or after the time exists: the cursor's first.
                 let mut cursor = Cursor::open(&shared.client, &shared.url.name, partition, to).await?;
                 cursor.wait().await?;
-                cursor.take_ready(1)?.first().map_or(next, |r| r.position.offset)
+                cursor.take_ready(1).await?.first().map_or(next, |r| r.position.offset)
             }
         }
     })

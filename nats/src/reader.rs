@@ -52,6 +52,9 @@ pub(crate) struct Cursor {
     messages: Ordered,
     /// Records received and not yet taken.
     buffered: VecDeque<Record>,
+    /// Records the stream held past the last one received, when it was
+    /// sent: they are on their way.
+    pending: u64,
 }
 
 impl Cursor {
@@ -76,7 +79,7 @@ impl Cursor {
         let config = OrderedConfig { deliver_policy, ..Default::default() };
         let consumer = handle.create_consumer(config).await.map_err(|e| failed(e.into()))?;
         let messages = consumer.messages().await.map_err(|e| failed(e.into()))?;
-        Ok(Cursor { stream, partition, messages, buffered: VecDeque::new() })
+        Ok(Cursor { stream, partition, messages, buffered: VecDeque::new(), pending: 0 })
     }
 
     /// Waits until at least one record is buffered. Cancel-safe: a record
@@ -90,12 +93,18 @@ impl Cursor {
         Ok(())
     }
 
-    /// Up to `max` records in sequence order: those buffered, then those
-    /// that already arrived; never waits.
-    pub(crate) fn take_ready(&mut self, max: usize) -> Result<Vec<Record>, Error> {
+    /// Up to `max` records in sequence order: those buffered, those that
+    /// already arrived, and, if any was buffered, those the stream held
+    /// past it when it was sent (they are on their way), so that a batch is
+    /// as full as the stream allows. Waits only for those.
+    pub(crate) async fn take_ready(&mut self, max: usize) -> Result<Vec<Record>, Error> {
         while self.buffered.len() < max {
             match self.messages.next().now_or_never() {
                 Some(message) => self.receive(message)?,
+                None if self.pending > 0 && !self.buffered.is_empty() => {
+                    let message = self.messages.next().await;
+                    self.receive(message)?;
+                }
                 None => break,
             }
         }
@@ -118,6 +127,7 @@ impl Cursor {
         };
         let info = message.info().map_err(|e| Error::engine(format!("read stream {}", self.stream), e))?;
         let sequence = info.stream_sequence;
+        self.pending = info.pending;
         let timestamp_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let key = match message.headers.as_ref().and_then(|h| h.get(record::KEY_HEADER)) {
             None => None,
@@ -207,7 +217,7 @@ impl Reader {
     /// key header is damaged.
     pub fn read(&mut self, max: usize) -> durq::Result<Vec<StoredRecord>> {
         let shared = self.shared.clone();
-        shared.block_on(async { self.read_ready(max) })
+        shared.block_on(self.read_ready(max))
     }
 
     /// Waits until a record has arrived, or `timeout` passes (`None`: no
@@ -236,11 +246,11 @@ impl Reader {
         self.cursors.iter().zip(&self.next).map(|(c, &offset)| Position { partition: c.partition, offset }).collect()
     }
 
-    fn read_ready(&mut self, max: usize) -> durq::Result<Vec<StoredRecord>> {
+    async fn read_ready(&mut self, max: usize) -> durq::Result<Vec<StoredRecord>> {
         for _ in 0..self.cursors.len() {
             let at = self.turn;
             self.turn = (self.turn + 1) % self.cursors.len();
-            let records = self.cursors[at].take_ready(max)?;
+            let records = self.cursors[at].take_ready(max).await?;
             if let Some(last) = records.last() {
                 self.next[at] = last.position.offset + 1;
                 return Ok(records

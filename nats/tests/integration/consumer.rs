@@ -107,7 +107,7 @@ fn a_delivery_dropped_uncommitted_comes_again_and_a_committed_one_does_not() {
     queue.producer().send_batch(["a", "b", "c"]).unwrap();
     let mut consumer = queue.consumer_with("g", options()).expect("consumer");
     let delivery = consumer.poll(WITHIN).unwrap().expect("records");
-    assert_eq!(delivery.len(), 3);
+    assert_eq!(delivery.len(), 3, "a batch takes the records the stream holds");
     drop(delivery);
     let mut seen = Vec::new();
     while seen.len() < 3 {
