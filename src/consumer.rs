@@ -58,6 +58,19 @@ pub struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
+    /// A message of another backend (durq-nats), which keeps the bytes it
+    /// borrows. Not part of the API.
+    #[doc(hidden)]
+    pub fn from_parts(
+        position: Position,
+        timestamp_ms: u64,
+        delivery_count: u32,
+        key: Option<&'a [u8]>,
+        payload: &'a [u8],
+    ) -> Message<'a> {
+        Message { position, timestamp_ms, delivery_count, key, payload }
+    }
+
     /// The payload.
     pub fn payload(&self) -> &'a [u8] {
         self.payload

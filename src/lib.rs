@@ -319,7 +319,7 @@ pub mod verify;
 
 pub use admin::{ResetTo, StoredRecord};
 #[cfg(feature = "tokio")]
-pub use asynchronous::Batch;
+pub use asynchronous::{Batch, OwnedRecord};
 pub use consumer::{Consumer, Delivery, Message, Verdict};
 pub use error::{BoxError, Error, Result};
 pub use group::dead_letter::DeadLetter;

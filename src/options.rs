@@ -235,7 +235,10 @@ impl std::fmt::Display for Retention {
 }
 
 impl QueueConfig {
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks every option's range (`InvalidOption`); another backend
+    /// (durq-nats) checks them as the local consumer does.
+    #[doc(hidden)]
+    pub fn validate(&self) -> Result<()> {
         let invalid = |option, reason: String| Err(Error::InvalidOption { option, reason });
         if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
             return invalid("partitions", format!("{} is not in 1..={PARTITIONS_MAX}", self.partitions));
@@ -389,13 +392,42 @@ impl ConsumerOptions {
         self
     }
 
+    /// The batch limit set, for another backend (durq-nats). Not part of
+    /// the API.
+    #[doc(hidden)]
+    pub fn configured_max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// The lease timeout set (as [`ConsumerOptions::configured_max_batch`]).
+    #[doc(hidden)]
+    pub fn configured_lease_timeout(&self) -> Duration {
+        self.lease_timeout
+    }
+
+    /// The rebalance interval set (as [`ConsumerOptions::configured_max_batch`]).
+    #[doc(hidden)]
+    pub fn configured_rebalance_interval(&self) -> Duration {
+        self.rebalance_interval
+    }
+
+    /// The delivery limit set (as [`ConsumerOptions::configured_max_batch`]).
+    #[doc(hidden)]
+    pub fn configured_max_deliveries(&self) -> u32 {
+        self.max_deliveries
+    }
+
     /// The pause before redelivering a record that failed `attempts` times.
-    pub(crate) fn backoff(&self, attempts: u32) -> Duration {
+    #[doc(hidden)]
+    pub fn backoff(&self, attempts: u32) -> Duration {
         let i = (attempts.max(1) as usize - 1).min(self.retry_backoff.len().saturating_sub(1));
         self.retry_backoff.get(i).copied().unwrap_or_default()
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks every option's range (`InvalidOption`); another backend
+    /// (durq-nats) checks them as the local consumer does.
+    #[doc(hidden)]
+    pub fn validate(&self) -> Result<()> {
         let invalid = |option, reason: String| Err(Error::InvalidOption { option, reason });
         if self.max_batch == 0 || self.max_batch > MAX_BATCH_LIMIT {
             return invalid("max_batch", format!("{} is not in 1..={MAX_BATCH_LIMIT}", self.max_batch));

@@ -86,6 +86,18 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A record in a partition's stream is not what durq writes (its key
+    /// header does not decode); it was not delivered.
+    #[error("bad record in stream {stream} at sequence {sequence}: {reason}")]
+    BadRecord {
+        /// The partition's stream.
+        stream: String,
+        /// The record's stream sequence (its offset + 1).
+        sequence: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A slot's stored value failed validation; it was not used.
     #[error("corrupt slot {bucket}/{slot} at revision {revision}, byte {position}: {reason}")]
     CorruptSlot {

@@ -19,6 +19,14 @@
 //!   [`durq::Position`]s and [`durq::Error`]s; engine failures are
 //!   [`durq::Error::Engine`] around this crate's [`Error`].
 //!
+//! - [`Consumer`]: a member of a consumer group with the local consumer's
+//!   API (`process`, `process_timeout`, `process_each`, `poll` and
+//!   [`Delivery::commit`], `process_async` with the feature `tokio`),
+//!   handing out [`durq::Message`]s and committing by compare-and-set on its
+//!   slot only after the work returned `Ok`; liveness by heartbeats,
+//!   rebalancing, delivery counts and a dead-letter stream per group. Group
+//!   reset and delete and the dead letters are `Queue` calls.
+//! - [`Reader`]: a partition read in order without a group (`durq tail`).
 //! - [`migrate()`]: a local queue's unconsumed records, at the same
 //!   offsets, and its groups' positions moved to a new NATS queue.
 //!
@@ -26,14 +34,19 @@
 //! build are in docs/SCALE_OUT.md (a draft).
 
 mod connect;
+mod consumer;
+mod dead_letter;
 mod error;
 pub mod group_names;
 pub mod migrate;
+mod group_admin;
+mod membership;
 mod producer;
 mod queue;
 mod queue_meta;
 pub mod queue_stat;
 mod queue_url;
+mod reader;
 pub mod record;
 mod shared;
 mod slot;
@@ -41,10 +54,13 @@ mod slot_value;
 mod version;
 
 pub use connect::{CONNECT_TIMEOUT, Client, connect};
+pub use consumer::{Consumer, Delivery};
+pub use dead_letter::REASON_BYTES_MAX;
 pub use error::{ClientError, ENGINE, Error, Result};
 pub use migrate::{Migrated, migrate};
 pub use producer::{Producer, SEND_RETRY_WITHIN};
 pub use queue::{DUPLICATE_WINDOW, HEADER_ROOM_BYTES, META_BUCKET, Queue};
-pub use slot::{Lease, NAME_BYTES_MAX, SlotState, Slots};
+pub use reader::Reader;
+pub use slot::{Lease, NAME_BYTES_MAX, Progress, SlotState, Slots};
 pub use slot_value::HOLDER_BYTES_MAX;
 pub use version::{MIN_SERVER_VERSION, ServerVersion};

@@ -133,6 +133,11 @@ impl Queue {
         Queue { shared: Arc::new(Shared::new(runtime, client, url, meta)) }
     }
 
+    /// What the queue's handles share.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// A producer for this queue.
     pub fn producer(&self) -> Producer {
         Producer::new(self.shared.clone())

@@ -49,6 +49,35 @@ impl Shared {
         task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
+    /// Runs `future` on the queue's runtime and blocks the calling thread
+    /// until it is done, also when that thread runs another runtime's task
+    /// (where [`Shared::block_on`] would panic): for calls the local queue
+    /// makes blocking and callers make from async code, as opening a
+    /// consumer.
+    pub(crate) fn wait_for<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.block_on(future);
+        }
+        let (done, outcome) = std::sync::mpsc::sync_channel(1);
+        drop(self.runtime.get().spawn(async move {
+            let _ = done.send(future.await);
+        }));
+        outcome.recv().expect("the queue's runtime runs its tasks to completion")
+    }
+
+    /// Starts `future` on the queue's runtime without waiting for it (work
+    /// that must not block a caller inside another runtime, as a drop).
+    pub(crate) fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.runtime.get().spawn(future));
+    }
+
     /// The partition of the next unkeyed send.
     pub(crate) fn next_partition(&self) -> u32 {
         self.next_partition.fetch_add(1, Ordering::Relaxed) % self.meta.partitions

@@ -25,6 +25,12 @@
 //! it unchanged; a commit refuses to go below the holder's own (and the
 //! holder's own is the stored one, or the holder is fenced).
 //!
+//! **Deliveries.** Beside the checkpoint a slot keeps how far records were
+//! handed out uncommitted and how often the record at the checkpoint was
+//! delivered ([`Progress`]), written by [`Slots::advance`] before a batch
+//! is handed over, so that the member that takes the slot over counts
+//! them. A take and a release carry both over unchanged.
+//!
 //! **Lost replies.** A write whose acknowledgement is lost (a timeout, a
 //! leader change) may have happened. The holder's next write then finds a
 //! newer revision; if that revision still carries the holder's epoch, it was
@@ -58,6 +64,19 @@ pub struct SlotState {
     value: SlotValue,
 }
 
+/// Where a slot's group is in its partition: what is processed, and what
+/// was handed out and not yet committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The next offset to process; every record before it was processed.
+    pub checkpoint: u64,
+    /// Records from `checkpoint` up to here were handed to a member and not
+    /// committed (at least `checkpoint`).
+    pub delivered_end: u64,
+    /// Deliveries of the record at `checkpoint` so far.
+    pub attempts: u32,
+}
+
 /// A held slot: what its holder needs to commit.
 ///
 /// Dropping a lease does not release the slot (as when the holder's process
@@ -68,7 +87,7 @@ pub struct Lease {
     holder: String,
     epoch: u64,
     revision: u64,
-    checkpoint: u64,
+    progress: Progress,
 }
 
 impl Slots {
@@ -135,6 +154,21 @@ impl Slots {
         Ok(Some(SlotState { slot: slot.to_owned(), revision: message.sequence, value }))
     }
 
+    /// The state of slot `slot` from a watched entry's revision and value.
+    ///
+    /// # Errors
+    /// [`Error::CorruptSlot`] if the value does not decode.
+    pub(crate) fn state_of(&self, slot: &str, revision: u64, value: &[u8]) -> Result<SlotState> {
+        let value = SlotValue::decode(value).map_err(|e| Error::CorruptSlot {
+            bucket: self.bucket().to_owned(),
+            slot: slot.to_owned(),
+            revision,
+            position: e.position,
+            reason: e.reason,
+        })?;
+        Ok(SlotState { slot: slot.to_owned(), revision, value })
+    }
+
     /// Takes the slot for `holder`, from the state the caller read (`None`:
     /// the slot was never written, and starts at checkpoint 0). The caller
     /// decides whether the slot may be taken (free, or its holder dead);
@@ -151,8 +185,14 @@ impl Slots {
         if let Some(seen) = seen {
             assert_eq!(seen.slot, slot, "a slot is taken from a state read of that same slot");
         }
-        let checkpoint = seen.map_or(0, SlotState::checkpoint);
-        let value = SlotValue { checkpoint, epoch: 0, holder: holder.to_owned() };
+        let progress = seen.map_or(Progress { checkpoint: 0, delivered_end: 0, attempts: 0 }, SlotState::progress);
+        let value = SlotValue {
+            checkpoint: progress.checkpoint,
+            epoch: 0,
+            delivered_end: progress.delivered_end,
+            attempts: progress.attempts,
+            holder: holder.to_owned(),
+        };
         // Expected revision 0: the key must have no entry yet.
         let expected = seen.map_or(0, SlotState::revision);
         let revision = self.store.update(slot, value.encode().into(), expected).await.map_err(|e| match e.kind() {
@@ -161,7 +201,7 @@ impl Slots {
             }
             _ => Error::engine(format!("take slot {}/{slot}", self.bucket()), e),
         })?;
-        Ok(Lease { slot: slot.to_owned(), holder: holder.to_owned(), epoch: revision, revision, checkpoint })
+        Ok(Lease { slot: slot.to_owned(), holder: holder.to_owned(), epoch: revision, revision, progress })
     }
 
     /// Moves the slot's checkpoint to `checkpoint` (every record before it
@@ -175,7 +215,37 @@ impl Slots {
     /// [`Error::Engine`] if the request fails (it may have taken effect; the
     /// next commit finds out).
     pub async fn commit(&self, lease: &mut Lease, checkpoint: u64) -> Result<()> {
-        let value = SlotValue { checkpoint, epoch: lease.epoch, holder: lease.holder.clone() };
+        let held = lease.progress;
+        // A record past the old checkpoint starts its count afresh, except
+        // one that was handed out before (it was delivered at least once).
+        let progress = if checkpoint == held.checkpoint {
+            held
+        } else {
+            let attempts = u32::from(checkpoint < held.delivered_end);
+            Progress { checkpoint, delivered_end: held.delivered_end.max(checkpoint), attempts }
+        };
+        self.advance(lease, progress).await
+    }
+
+    /// Writes `progress` (a commit, or the mark of a batch handed out), if
+    /// `lease` still holds the slot.
+    ///
+    /// # Errors
+    /// As [`Slots::commit`].
+    pub async fn advance(&self, lease: &mut Lease, progress: Progress) -> Result<()> {
+        assert!(
+            progress.delivered_end >= progress.checkpoint,
+            "delivered end {} below checkpoint {}",
+            progress.delivered_end,
+            progress.checkpoint
+        );
+        let value = SlotValue {
+            checkpoint: progress.checkpoint,
+            epoch: lease.epoch,
+            delivered_end: progress.delivered_end,
+            attempts: progress.attempts,
+            holder: lease.holder.clone(),
+        };
         self.write_held(lease, value).await
     }
 
@@ -185,8 +255,41 @@ impl Slots {
     /// # Errors
     /// As [`Slots::commit`].
     pub async fn release(&self, mut lease: Lease) -> Result<()> {
-        let value = SlotValue { checkpoint: lease.checkpoint, epoch: 0, holder: String::new() };
+        let p = lease.progress;
+        let value = SlotValue {
+            checkpoint: p.checkpoint,
+            epoch: 0,
+            delivered_end: p.delivered_end,
+            attempts: p.attempts,
+            holder: String::new(),
+        };
         self.write_held(&mut lease, value).await
+    }
+
+    /// Sets a slot nobody holds to `checkpoint` (a group reset), from the
+    /// state the caller read (`None`: never written). The one write that
+    /// may move a checkpoint backwards; the caller makes sure no live
+    /// member holds the slot, and the compare-and-set that nothing changed
+    /// since it looked.
+    ///
+    /// # Errors
+    /// As [`Slots::take`].
+    pub async fn reset(&self, slot: &str, seen: Option<&SlotState>, checkpoint: u64) -> Result<()> {
+        validate_name("slot", slot)?;
+        let value = SlotValue { checkpoint, epoch: 0, delivered_end: checkpoint, attempts: 0, holder: String::new() };
+        let expected = seen.map_or(0, SlotState::revision);
+        self.store.update(slot, value.encode().into(), expected).await.map_err(|e| match e.kind() {
+            UpdateErrorKind::WrongLastRevision => {
+                Error::SlotChanged { bucket: self.bucket().to_owned(), slot: slot.to_owned(), expected }
+            }
+            _ => Error::engine(format!("reset slot {}/{slot}", self.bucket()), e),
+        })?;
+        Ok(())
+    }
+
+    /// The key-value handle (membership keys share the bucket).
+    pub(crate) fn store(&self) -> &kv::Store {
+        &self.store
     }
 
     /// Writes `value` over the lease's own last revision; on a mismatch,
@@ -196,24 +299,28 @@ impl Slots {
         let fenced =
             || Error::Fenced { bucket: self.bucket().to_owned(), slot: lease.slot.clone(), epoch: lease.epoch };
         for _attempt in 0..2 {
-            if value.checkpoint < lease.checkpoint {
+            if value.checkpoint < lease.progress.checkpoint {
                 return Err(Error::CheckpointBehind {
                     bucket: self.bucket().to_owned(),
                     slot: lease.slot.clone(),
-                    committed: lease.checkpoint,
+                    committed: lease.progress.checkpoint,
                     requested: value.checkpoint,
                 });
             }
             match self.store.update(&lease.slot, value.encode().into(), lease.revision).await {
                 Ok(revision) => {
                     lease.revision = revision;
-                    lease.checkpoint = value.checkpoint;
+                    lease.progress = Progress {
+                        checkpoint: value.checkpoint,
+                        delivered_end: value.delivered_end,
+                        attempts: value.attempts,
+                    };
                     return Ok(());
                 }
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => match self.read(&lease.slot).await? {
                     Some(now) if now.epoch() == Some(lease.epoch) && now.revision > lease.revision => {
                         lease.revision = now.revision;
-                        lease.checkpoint = now.checkpoint();
+                        lease.progress = now.progress();
                     }
                     _ => return Err(fenced()),
                 },
@@ -238,6 +345,15 @@ impl SlotState {
     /// The next offset to process.
     pub fn checkpoint(&self) -> u64 {
         self.value.checkpoint
+    }
+
+    /// The checkpoint and deliveries stored.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            checkpoint: self.value.checkpoint,
+            delivered_end: self.value.delivered_end,
+            attempts: self.value.attempts,
+        }
     }
 
     /// The holder's member id, or `None` if the slot is free.
@@ -265,7 +381,12 @@ impl Lease {
 
     /// The checkpoint held: the last one committed.
     pub fn checkpoint(&self) -> u64 {
-        self.checkpoint
+        self.progress.checkpoint
+    }
+
+    /// The checkpoint and deliveries last written.
+    pub fn progress(&self) -> Progress {
+        self.progress
     }
 }
 
@@ -330,7 +451,7 @@ mod tests {
         let state = |epoch, holder: &str| SlotState {
             slot: "p0".to_owned(),
             revision: 9,
-            value: SlotValue { checkpoint: 3, epoch, holder: holder.to_owned() },
+            value: SlotValue { checkpoint: 3, epoch, delivered_end: 3, attempts: 0, holder: holder.to_owned() },
         };
         assert_eq!(state(0, "m").epoch(), Some(9), "the take's own entry");
         assert_eq!(state(5, "m").epoch(), Some(5), "a commit of the holding taken at revision 5");

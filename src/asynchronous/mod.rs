@@ -14,6 +14,6 @@ mod batch;
 mod companion;
 mod durable;
 
-pub use batch::Batch;
+pub use batch::{Batch, OwnedRecord};
 pub(crate) use companion::{Companion, Wait};
 pub(crate) use durable::{Durable, DurableWaiters};

@@ -19,8 +19,6 @@
 //! starts its own `nats-server`: run `.ci/install-nats` once).
 
 mod local;
-// Until durq-nats has its `Consumer` (see nats/Cargo.toml's features).
-#[cfg(feature = "conformance-nats")]
 mod nats;
 mod procs;
 #[path = "../../../tests/common/rng.rs"]

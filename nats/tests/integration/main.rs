@@ -7,8 +7,11 @@
 mod cluster;
 mod common;
 mod connect;
+mod consumer;
+mod dead_letter;
 mod harness;
 mod migrate;
 mod producer;
 mod queue;
+mod reader;
 mod slot;

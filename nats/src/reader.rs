@@ -1,0 +1,269 @@
+//! Reading a partition in sequence order: the [`Cursor`] a consumer reads
+//! its held partitions with, and the public [`Reader`] that reads without a
+//! group (`durq tail`).
+//!
+//! **How.** A cursor is an *ordered consumer* on the partition's stream: an
+//! ephemeral, flow-controlled server-side consumer without acknowledgements,
+//! which the client recreates from the last sequence it saw whenever it
+//! notices a gap (a lost message, a server restart). It is a cursor, not a
+//! position: nothing on the server remembers where a group is; the group's
+//! slot does. The server pushes records as they are stored, so a cursor
+//! waits for new records without polling.
+//!
+//! **Why not direct gets.** nats-server 2.10 answers a direct get with one
+//! message (batched direct gets are 2.11), so reading `n` records is `n`
+//! request round trips, pipelined at best. The ordered consumer streams them
+//! in pulls of hundreds. Measured for 100-byte records on one local server
+//! (docs/SCALE_OUT.md, "Reading from the checkpoint").
+//!
+//! Each record carries its payload, its key (header `Durq-Key`, decoded by
+//! [`record::decode_key`]; a header that does not decode is an error naming
+//! the stream and sequence, never a record delivered without its key), the
+//! time the stream stored it, and its [`Position`] (offset = sequence − 1).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use bytes::Bytes;
+use durq::{Position, ResetTo, StoredRecord};
+use futures_util::{FutureExt, StreamExt};
+
+use crate::connect::Client;
+use crate::error::Error;
+use crate::record;
+use crate::shared::Shared;
+
+/// One record read from a partition.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) position: Position,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Bytes,
+}
+
+/// Reads one partition in sequence order from an offset (async).
+pub(crate) struct Cursor {
+    stream: String,
+    partition: u32,
+    messages: Ordered,
+    /// Records received and not yet taken.
+    buffered: VecDeque<Record>,
+    /// Records the stream held past the last one received, when it was
+    /// sent: they are on their way.
+    pending: u64,
+}
+
+impl Cursor {
+    /// A cursor on `partition` of `queue`, at `from`.
+    pub(crate) async fn open(client: &Client, queue: &str, partition: u32, from: ResetTo) -> Result<Cursor, Error> {
+        let stream = record::stream_name(queue, partition);
+        let deliver_policy = match from {
+            ResetTo::Earliest => DeliverPolicy::All,
+            ResetTo::Latest => DeliverPolicy::New,
+            ResetTo::Offset(offset) => DeliverPolicy::ByStartSequence { start_sequence: offset + 1 },
+            ResetTo::Time(time) => {
+                let nanos = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+                let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                    .map_err(|e| Error::engine(format!("read stream {stream} from {time:?}"), e))?;
+                DeliverPolicy::ByStartTime { start_time }
+            }
+        };
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+            Error::engine(format!("open a cursor on stream {stream} at {from:?}"), e)
+        };
+        let handle = client.jetstream().get_stream(&stream).await.map_err(|e| failed(e.into()))?;
+        let config = OrderedConfig { deliver_policy, ..Default::default() };
+        let consumer = handle.create_consumer(config).await.map_err(|e| failed(e.into()))?;
+        let messages = consumer.messages().await.map_err(|e| failed(e.into()))?;
+        Ok(Cursor { stream, partition, messages, buffered: VecDeque::new(), pending: 0 })
+    }
+
+    /// Waits until at least one record is buffered. Cancel-safe: a record
+    /// received is buffered in the same poll, so dropping this future loses
+    /// nothing.
+    pub(crate) async fn wait(&mut self) -> Result<(), Error> {
+        if self.buffered.is_empty() {
+            let message = self.messages.next().await;
+            self.receive(message)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `max` records in sequence order: those buffered, those that
+    /// already arrived, and, if any was buffered, those the stream held
+    /// past it when it was sent (they are on their way), so that a batch is
+    /// as full as the stream allows. Waits only for those.
+    pub(crate) async fn take_ready(&mut self, max: usize) -> Result<Vec<Record>, Error> {
+        while self.buffered.len() < max {
+            match self.messages.next().now_or_never() {
+                Some(message) => self.receive(message)?,
+                None if self.pending > 0 && !self.buffered.is_empty() => {
+                    let message = self.messages.next().await;
+                    self.receive(message)?;
+                }
+                None => break,
+            }
+        }
+        Ok(self.buffered.drain(..max.min(self.buffered.len())).collect())
+    }
+
+    /// Whether a record is buffered.
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.buffered.is_empty()
+    }
+
+    fn receive(
+        &mut self,
+        message: Option<Result<async_nats::jetstream::Message, async_nats::jetstream::consumer::pull::OrderedError>>,
+    ) -> Result<(), Error> {
+        let message = match message {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return Err(Error::engine(format!("read stream {}", self.stream), e)),
+            None => return Err(Error::engine(format!("read stream {}", self.stream), "the ordered consumer ended")),
+        };
+        let info = message.info().map_err(|e| Error::engine(format!("read stream {}", self.stream), e))?;
+        let sequence = info.stream_sequence;
+        self.pending = info.pending;
+        let timestamp_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let key = match message.headers.as_ref().and_then(|h| h.get(record::KEY_HEADER)) {
+            None => None,
+            Some(text) => Some(record::decode_key(text.as_str()).ok_or_else(|| Error::BadRecord {
+                stream: self.stream.clone(),
+                sequence,
+                reason: format!("header {} is not an encoded key: {:?}", record::KEY_HEADER, text.as_str()),
+            })?),
+        };
+        let position = Position { partition: self.partition, offset: record::offset_of_sequence(sequence) };
+        self.buffered.push_back(Record { position, timestamp_ms, key, payload: message.payload.clone() });
+        Ok(())
+    }
+}
+
+/// Reads a queue's records without a group: it commits nothing and moves
+/// nobody (`durq tail`). The partitions take turns, so a busy one does not
+/// hide the others.
+///
+/// ```no_run
+/// # fn main() -> Result<(), durq::Error> {
+/// let queue = durq_nats::Queue::open("nats://127.0.0.1:4222/orders")?;
+/// let mut reader = queue.reader(durq::ResetTo::Earliest)?;
+/// while reader.wait(Some(std::time::Duration::from_secs(1))) {
+///     for record in reader.read(100)? {
+///         println!("{} {}", record.position.offset, String::from_utf8_lossy(&record.payload));
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Reader {
+    shared: Arc<Shared>,
+    cursors: Vec<Cursor>,
+    /// The next offset per cursor.
+    next: Vec<u64>,
+    turn: usize,
+}
+
+impl crate::Queue {
+    /// A reader of every partition, starting at `from` in each
+    /// ([`ResetTo::Latest`]: only records sent from now on). Joins no group
+    /// and commits nothing.
+    ///
+    /// # Errors
+    /// [`durq::Error::Engine`] if a partition's stream cannot be read.
+    pub fn reader(&self, from: ResetTo) -> durq::Result<Reader> {
+        Reader::open(self.shared(), (0..self.partitions()).collect(), from)
+    }
+
+    /// As [`crate::Queue::reader`], for partition `partition` only.
+    ///
+    /// # Errors
+    /// [`durq::Error::InvalidOption`] for a partition the queue does not
+    /// have; else as [`crate::Queue::reader`].
+    pub fn partition_reader(&self, partition: u32, from: ResetTo) -> durq::Result<Reader> {
+        if partition >= self.partitions() {
+            return Err(durq::Error::InvalidOption {
+                option: "partition",
+                reason: format!("{partition} is not below {}", self.partitions()),
+            });
+        }
+        Reader::open(self.shared(), vec![partition], from)
+    }
+}
+
+impl Reader {
+    fn open(shared: Arc<Shared>, partitions: Vec<u32>, from: ResetTo) -> durq::Result<Reader> {
+        let cursors = shared.block_on(async {
+            let mut cursors = Vec::with_capacity(partitions.len());
+            for &p in &partitions {
+                cursors.push(Cursor::open(&shared.client, &shared.url.name, p, from).await?);
+            }
+            Ok::<_, Error>(cursors)
+        })?;
+        let start = match from {
+            ResetTo::Offset(offset) => offset,
+            _ => 0,
+        };
+        Ok(Reader { shared, next: vec![start; cursors.len()], cursors, turn: 0 })
+    }
+
+    /// Up to `max` records that arrived, from one partition (the next, in
+    /// turn, that has any), in offset order; empty when none is waiting.
+    ///
+    /// # Errors
+    /// [`durq::Error::Engine`] if the stream cannot be read or a record's
+    /// key header is damaged.
+    pub fn read(&mut self, max: usize) -> durq::Result<Vec<StoredRecord>> {
+        let shared = self.shared.clone();
+        shared.block_on(self.read_ready(max))
+    }
+
+    /// Waits until a record has arrived, or `timeout` passes (`None`: no
+    /// limit). Returns whether one has. Never polls: the server pushes
+    /// records as they are stored.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> bool {
+        let shared = self.shared.clone();
+        shared.block_on(self.wait_async(timeout))
+    }
+
+    /// [`Reader::wait`] for async code (on any runtime).
+    pub async fn wait_async(&mut self, timeout: Option<Duration>) -> bool {
+        if self.cursors.iter().any(Cursor::has_buffered) {
+            return true;
+        }
+        let any = futures_util::future::select_ok(self.cursors.iter_mut().map(|c| Box::pin(c.wait())));
+        match timeout {
+            Some(timeout) => matches!(tokio::time::timeout(timeout, any).await, Ok(Ok(_))),
+            None => any.await.is_ok(),
+        }
+    }
+
+    /// The offset the reader reads next in each of its partitions (for a
+    /// reader started at an offset, or once it read a record there).
+    pub fn positions(&self) -> Vec<Position> {
+        self.cursors.iter().zip(&self.next).map(|(c, &offset)| Position { partition: c.partition, offset }).collect()
+    }
+
+    async fn read_ready(&mut self, max: usize) -> durq::Result<Vec<StoredRecord>> {
+        for _ in 0..self.cursors.len() {
+            let at = self.turn;
+            self.turn = (self.turn + 1) % self.cursors.len();
+            let records = self.cursors[at].take_ready(max).await?;
+            if let Some(last) = records.last() {
+                self.next[at] = last.position.offset + 1;
+                return Ok(records
+                    .into_iter()
+                    .map(|r| StoredRecord {
+                        position: r.position,
+                        timestamp_ms: r.timestamp_ms,
+                        key: r.key,
+                        payload: r.payload.to_vec(),
+                    })
+                    .collect());
+            }
+        }
+        Ok(Vec::new())
+    }
+}
