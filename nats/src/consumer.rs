@@ -317,17 +317,19 @@ impl Consumer {
         let shared = self.shared.clone();
         let Some(taken) = shared.block_on(self.next_batch(timeout))? else { return Ok(0) };
         let messages = taken.messages();
-        let outcome = catch_unwind(AssertUnwindSafe(|| f(&messages)));
+        // The error becomes a `BoxError` here, so that what is settled is
+        // `Send` whatever the closure's error type is.
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&messages))).map(|done| done.map_err(Into::into));
         drop(messages);
         shared.block_on(self.settle(taken, outcome))
     }
 
     /// Commits `taken` after `Ok`; counts a failed delivery after an error
     /// or a panic.
-    async fn settle<E: Into<BoxError>>(
+    async fn settle(
         &mut self,
         taken: Taken,
-        outcome: std::thread::Result<Result<(), E>>,
+        outcome: std::thread::Result<Result<(), BoxError>>,
     ) -> durq::Result<usize> {
         match outcome {
             Ok(Ok(())) => {
@@ -335,8 +337,7 @@ impl Consumer {
                 self.commit(&taken, n).await?;
                 Ok(n)
             }
-            Ok(Err(e)) => {
-                let error: BoxError = e.into();
+            Ok(Err(error)) => {
                 self.fail(taken, 0, &error.to_string(), None).await?;
                 Err(durq::Error::Process(error))
             }

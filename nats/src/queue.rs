@@ -19,9 +19,11 @@
 //!
 //! **The blocking API runs on a runtime of its own.** The NATS client is
 //! async; a [`Queue`] owns a one-thread tokio runtime that drives the
-//! connection, and each blocking call waits on it. Do not call the blocking
-//! forms from inside an async runtime (tokio refuses to block a runtime
-//! thread): use the `_async` forms there.
+//! connection, and each blocking call waits on it. Called from inside an
+//! async runtime (where tokio refuses a `block_on`), a blocking call runs
+//! its work on a thread of its own and blocks the caller's thread, as the
+//! local queue's blocking calls do there: it works, but stalls that
+//! runtime thread, so use the `_async` forms in async code.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -33,9 +33,25 @@ impl Shared {
     }
 
     /// Runs `future` to completion on the queue's runtime, blocking the
-    /// calling thread.
-    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime.get().block_on(future)
+    /// calling thread. Called from inside another runtime's task (where
+    /// tokio forbids a `block_on`: the local queue's blocking calls simply
+    /// block there, and code must behave the same on both backends), the
+    /// future runs on a thread of its own, scoped to the call, so that it
+    /// may still borrow from the caller; the caller's thread is blocked as
+    /// with the local queue (use the `_async` forms in async code).
+    pub(crate) fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        let runtime = self.runtime.get();
+        if tokio::runtime::Handle::try_current().is_err() {
+            return runtime.block_on(future);
+        }
+        std::thread::scope(|scope| {
+            let outside = scope.spawn(|| runtime.block_on(future));
+            outside.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     /// Runs `future` on the queue's runtime and waits for it from the

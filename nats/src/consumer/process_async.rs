@@ -61,7 +61,7 @@ impl Consumer {
             Err(panic) => Err(panic),
         };
         let taken = out.taken.take().expect("settled once");
-        out.consumer.settle(taken, outcome).await
+        out.consumer.settle(taken, outcome.map(|done| done.map_err(Into::into))).await
     }
 }
 

@@ -121,6 +121,30 @@ fn a_delivery_dropped_uncommitted_comes_again_and_a_committed_one_does_not() {
     assert_eq!(consumer.committed().unwrap(), [3]);
 }
 
+/// The local queue's blocking calls just block when called from async code
+/// (a mistake, but not a crash); the NATS backend's must do the same, not
+/// panic with "Cannot start a runtime from within a runtime".
+#[test]
+fn blocking_calls_made_inside_an_async_runtime_block_instead_of_panicking() {
+    let server = NatsServer::start_blocking();
+    let queue = open(&server.url(), "inside", 1);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let producer = queue.producer();
+        assert_eq!(producer.send("in a task").unwrap().offset, 0);
+        let mut consumer = queue.consumer_with("g", options()).expect("consumer");
+        let mut seen = Vec::new();
+        let n = consumer
+            .process_timeout(WITHIN, |batch| {
+                seen.extend(batch.iter().map(|m| m.payload().to_vec()));
+                Ok::<(), std::io::Error>(())
+            })
+            .expect("process inside a runtime");
+        assert_eq!((n, seen), (1, vec![b"in a task".to_vec()]));
+        assert_eq!(consumer.committed().unwrap(), [1]);
+    });
+}
+
 #[test]
 fn rebalancing_shares_the_slots_when_a_member_joins_and_gives_them_back_when_it_leaves() {
     let server = NatsServer::start_blocking();
