@@ -429,7 +429,7 @@ pub fn check_sealed(prev: &[u8], prev_base: u64, last: &[u8], last_base: u64, re
 /// `base_offset`, zeros from `zeros_from` on): its header's, or, when its
 /// header is not whole (lost to zeros, row 5z), the salt that the first
 /// plausible frame was written with (a frame-shaped header with zero
-/// padding and an offset it could carry there, see [`find_resume`]),
+/// padding and an offset it could carry there, see `find_resume`),
 /// found from its bytes and checksum ([`record::salt_of`]). `None` when
 /// neither is there: then no frame of the segment validates under any salt.
 /// Pure, like [`scan`].
