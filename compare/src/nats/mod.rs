@@ -363,8 +363,9 @@ fn measure(
         (Row::Consume { batch }, System::Local) => consume::local(dir, size, batch),
         (Row::Takeover, System::DurqNats) => takeover::durq_nats(url),
         (Row::Takeover, System::Raw) => runtime.block_on(takeover::raw(url)),
-        (Row::Latency | Row::Consume { .. } | Row::Takeover, System::RawWithIds)
-        | (Row::Takeover, System::Local) => unreachable!("not measured (`System::measures`) or answered above"),
+        (Row::Latency | Row::Consume { .. } | Row::Takeover, System::RawWithIds) | (Row::Takeover, System::Local) => {
+            unreachable!("not measured (`System::measures`) or answered above")
+        }
     }
 }
 
