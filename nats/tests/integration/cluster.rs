@@ -5,7 +5,10 @@
 //! restarts on its own store and catches up. The producer under `Sync` on
 //! the same cluster: through the SIGKILL of a partition stream's leader,
 //! and through the stop (SIGKILL, or SIGTERM) and restart of all three
-//! servers, no acknowledged record is lost and none is stored twice.
+//! servers, no acknowledged record is lost and none is stored twice. A
+//! group consuming on the same cluster, through the SIGKILL of a partition
+//! stream's leader and through a SIGKILL and restart of all three servers:
+//! every acknowledged record is processed, none as two records.
 
 use std::time::{Duration, Instant};
 
