@@ -4,6 +4,10 @@
 //! The time includes the send's own wait for its sync; the reader reads
 //! from the start of the partition and commits nothing.
 //!
+//! - durq-nats: a member of group `bench` on a thread, in
+//!   `process_timeout`, stamping the time its closure is handed each record
+//!   (after the slot's mark: a batch is recorded as delivered before it is
+//!   handed over), while the main thread calls the blocking `send`.
 //! - raw async-nats: an ordered consumer (the client's pull consumer
 //!   without acknowledgements) on a task of the same runtime.
 //! - local durq: `Queue::reader` on a thread, blocked in `Reader::wait`
@@ -18,6 +22,41 @@ use futures_util::StreamExt;
 
 use super::{Measured, Size, raw};
 use crate::common::{Result, payload, stamp};
+
+pub fn durq_nats(url: &str, size: &Size) -> Result<Measured> {
+    let options = Options::default().partitions(1).durability(Durability::Sync);
+    let queue = durq_nats::Queue::open_with(&format!("{url}/bench"), options)?;
+    let count = size.messages;
+    let mut consumer = queue.consumer("bench")?;
+    let consuming = std::thread::spawn(move || {
+        let mut seen = vec![None; count as usize];
+        let mut left = count;
+        while left > 0 {
+            let n = consumer.process_timeout(Duration::from_secs(30), |batch| {
+                let now = Instant::now();
+                for m in batch {
+                    seen[raw::stamped(m.payload()) as usize] = Some(now);
+                }
+                Ok::<(), std::io::Error>(())
+            })?;
+            if n == 0 {
+                return Err("no record for 30 s".into());
+            }
+            left -= n as u64;
+        }
+        Ok::<_, crate::common::BoxError>(seen)
+    });
+    let producer = queue.producer();
+    let mut buf = payload(size.payload);
+    let mut sent = Vec::with_capacity(count as usize);
+    for n in 0..count {
+        stamp(&mut buf, n);
+        sent.push(Instant::now());
+        producer.send(&buf)?;
+    }
+    let seen = consuming.join().map_err(|_| "the consumer thread panicked")??;
+    Measured::latencies(&sent, &seen)
+}
 
 pub async fn raw(url: &str, size: &Size) -> Result<Measured> {
     let jetstream = raw::stream(url).await?;

@@ -232,6 +232,15 @@ fn specs(c: &Config) -> Vec<Spec> {
 
 /// The entry point of `durq-compare nats ARGS`.
 pub fn main(args: &[String]) {
+    if let [arg, spec] = args
+        && arg == takeover::HOLDER_ARG
+    {
+        if let Err(e) = takeover::holder(spec) {
+            eprintln!("durq-compare nats {}: {e}", takeover::HOLDER_ARG);
+            std::process::exit(1);
+        }
+        return;
+    }
     let config = parse(args).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2)
@@ -303,17 +312,21 @@ awaits each acknowledgement, without a message id; *raw + message ids* adds a `N
 to each message, so the stream checks and remembers every id as it does for durq-nats. The local queue (`Durability::Sync`) uses threads sharing one \
 `Producer` (group commit).
 - **end-to-end latency**: from just before a send to a reader in the same process seeing the record, one record at a \
-time; it includes the send's own sync. Raw: an ordered consumer. Local: `Queue::reader`, blocked in `wait`.
-- **consume**: the preload is not timed. Raw: an ordered consumer reads the stream and every 1,000 records \
+time; it includes the send's own sync. durq-nats: a group member on a thread in `process_timeout`, the time its \
+closure is handed the record (after the slot's mark, a synced compare-and-set). Raw: an ordered consumer. Local: \
+`Queue::reader`, blocked in `wait`.
+- **consume**: the preload is not timed. durq-nats: `process` with `max_batch(1000)`; per batch a mark before the \
+hand-over and a commit after, each a synced compare-and-set of the slot. Raw: an ordered consumer reads the stream and every 1,000 records \
 compare-and-sets the group's key in a key-value bucket (history 1, file storage), as durq-nats commits. Local: \
 `process` with `max_batch(1000)`, `Sync` commit.
 - **takeover**: raw is the floor of any lease-based design on this engine: a holder renews a key by compare-and-set \
 every 250 ms and dies 125 ms after a renewal; a standby reading the key every 50 ms takes it by compare-and-set once \
-its revision has not moved for the 1 s lease, and reads the record at the checkpoint. The local queue's takeover is \
+its revision has not moved for the 1 s lease, and reads the record at the checkpoint. durq-nats: the holder is a \
+child process (lease 1 s) SIGKILLed inside its closure holding the record; a standby member, joined before, blocked \
+in `process_timeout`; the time from the kill to the standby's closure seeing that record (delivery count 2). The local queue's takeover is \
 measured by `cargo bench --bench takeover` (a SIGKILLed holder process).
 - Under `sync_interval: always` the server fsyncs once per message (strace of a run: 4,808 fsyncs for 4,800 \
 messages) and has no group commit, so concurrent senders are no faster than one on NATS, raw or not.
-- The durq-nats rows marked *hook* wait for the NATS `Consumer` (`compare/src/nats/mod.rs`, `durq_nats_consumer`).
 ";
 
 fn measure(
@@ -324,11 +337,6 @@ fn measure(
     dir: &Path,
 ) -> Result<Measured> {
     let size = &spec.size;
-    if system == System::DurqNats
-        && let Some(not_yet) = durq_nats_consumer(spec.row)
-    {
-        return Ok(not_yet);
-    }
     if let (Row::Takeover, System::Local) = (spec.row, system) {
         return Ok(Measured::NotHere("`cargo bench --bench takeover`".into()));
     }
@@ -347,33 +355,16 @@ fn measure(
             runtime.block_on(produce::raw_concurrent(url, size, n, true))
         }
         (Row::ProduceConcurrent(n), System::Local) => produce::local_concurrent(dir, size, n),
+        (Row::Latency, System::DurqNats) => latency::durq_nats(url, size),
         (Row::Latency, System::Raw) => runtime.block_on(latency::raw(url, size)),
         (Row::Latency, System::Local) => latency::local(dir, size),
+        (Row::Consume { batch }, System::DurqNats) => consume::durq_nats(url, size, batch),
         (Row::Consume { batch }, System::Raw) => runtime.block_on(consume::raw(url, size, batch)),
         (Row::Consume { batch }, System::Local) => consume::local(dir, size, batch),
+        (Row::Takeover, System::DurqNats) => takeover::durq_nats(url),
         (Row::Takeover, System::Raw) => runtime.block_on(takeover::raw(url)),
-        (Row::Latency | Row::Consume { .. } | Row::Takeover, System::DurqNats | System::RawWithIds)
-        | (Row::Takeover, System::Local) => unreachable!("answered above"),
-    }
-}
-
-/// HOOK for the durq-nats consumer (issue 14, being written): the rows
-/// that need `durq_nats::Consumer` are not measured yet. When it lands,
-/// return `None` here for those rows and add their arms to `measure`, each
-/// the raw cell's loop with the consumer's calls:
-/// - `Row::Latency`: a consumer (group `bench`) on a task, `process_async`
-///   stamping the time each record is seen, while one sender sends;
-/// - `Row::Consume { batch }`: `process` with `max_batch(batch)` over the
-///   preloaded queue (preload with `send_batch`, not timed);
-/// - `Row::Takeover`: a holder with `lease_timeout(1 s)` that stops
-///   heartbeating (dropped without release, or its process SIGKILLed), a
-///   standby blocked in `process`; the time until its closure sees the
-///   in-flight record.
-fn durq_nats_consumer(row: Row) -> Option<Measured> {
-    match row {
-        Row::ProduceOne | Row::ProduceConcurrent(_) => None,
-        Row::Latency | Row::Consume { .. } | Row::Takeover => {
-            Some(Measured::NotHere("*hook*: needs the durq-nats `Consumer`".into()))
+        (Row::Latency | Row::Consume { .. } | Row::Takeover, System::RawWithIds) | (Row::Takeover, System::Local) => {
+            unreachable!("not measured (`System::measures`) or answered above")
         }
     }
 }

@@ -5,7 +5,10 @@
 //! restarts on its own store and catches up. The producer under `Sync` on
 //! the same cluster: through the SIGKILL of a partition stream's leader,
 //! and through the stop (SIGKILL, or SIGTERM) and restart of all three
-//! servers, no acknowledged record is lost and none is stored twice.
+//! servers, no acknowledged record is lost and none is stored twice. A
+//! group consuming on the same cluster, through the SIGKILL of a partition
+//! stream's leader and through a SIGKILL and restart of all three servers:
+//! every acknowledged record is processed, none as two records.
 
 use std::time::{Duration, Instant};
 
@@ -288,4 +291,187 @@ async fn sigkill_of_all_three_servers_loses_and_duplicates_no_acknowledged_recor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_all_three_servers_loses_and_duplicates_no_acknowledged_record() {
     stop_all_three_while_producing(StopAll::Terminate).await;
+}
+
+/// How the consumer-side HA test loses servers.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// SIGKILL the leader of partition 0's stream.
+    KillLeader,
+    /// SIGKILL all three servers, and start them again after 1 s.
+    KillAllAndRestart,
+}
+
+/// Members of the consumer-side HA tests, and their lease.
+const MEMBERS: usize = 2;
+const MEMBER_LEASE: Duration = Duration::from_secs(1);
+
+/// A record handed to a member's closure: its position, payload and
+/// delivery count.
+type Handed = (durq::Position, String, u32);
+
+/// A group of two members consumes a two-partition, three-replica queue
+/// while two producers send under `Sync`, through `outage`. Each member is
+/// a thread looping on the blocking `process_timeout`; an error it returns
+/// (the servers unreachable, a stream electing its leader, a slot taken
+/// over) is counted and the loop calls `process` again, as an application
+/// does. Afterwards: every acknowledged record was processed at least once,
+/// at the position its send returned (lost 0), and no record, acknowledged
+/// or not, was processed at two different positions (duplicated 0). Prints
+/// acknowledged / processed / redelivered / lost / duplicated.
+async fn consume_through(outage: Outage) {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut cluster = Cluster::start().await;
+    let url = format!("{}/hac", cluster.urls());
+    let options = durq::Options::default().partitions(2).durability(durq::Durability::Sync);
+    let queue = durq_nats::Queue::open_async(&url, options).await.expect("open on the cluster");
+    assert_eq!(queue.replicas(), 3);
+
+    let consuming = Arc::new(AtomicBool::new(true));
+    let handed: Arc<Mutex<Vec<Handed>>> = Arc::default();
+    let members: Vec<_> = (0..MEMBERS)
+        .map(|_| {
+            let (queue, consuming, handed) = (queue.clone(), consuming.clone(), handed.clone());
+            // The members join one after the other: two first joins at
+            // once on a fresh cluster can race the group bucket's creation
+            // (the second writes its member key before the new
+            // three-replica stream answers: `StreamNotFound`).
+            let options = durq::ConsumerOptions::default().lease_timeout(MEMBER_LEASE);
+            let mut consumer = queue.consumer_with("ha", options).expect("join the group");
+            std::thread::spawn(move || {
+                let mut errors = Vec::new();
+                while consuming.load(Ordering::Relaxed) {
+                    let outcome = consumer.process_timeout(Duration::from_millis(200), |batch| {
+                        let mut handed = handed.lock().unwrap();
+                        for m in batch {
+                            let payload = String::from_utf8_lossy(m.payload()).into_owned();
+                            handed.push((m.position(), payload, m.delivery_count()));
+                        }
+                        Ok::<(), std::io::Error>(())
+                    });
+                    if let Err(e) = outcome {
+                        errors.push(e.to_string());
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let producing = Arc::new(AtomicBool::new(true));
+    let senders: Vec<_> = (0..2)
+        .map(|s| {
+            let (producer, acknowledged, producing) = (queue.producer(), acknowledged.clone(), producing.clone());
+            tokio::spawn(async move {
+                let mut sent = Vec::new();
+                let mut i = 0;
+                while producing.load(Ordering::Relaxed) {
+                    let payload = format!("sender {s} record {i}");
+                    let outcome = producer.send_async(&payload).await;
+                    if outcome.is_ok() {
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent.push((outcome, payload));
+                    i += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    wait_until(|| handed.lock().unwrap().len() >= ACKNOWLEDGED_EACH_SIDE, "processing").await;
+    let before = acknowledged.load(Ordering::Relaxed);
+    let stopped_at = Instant::now();
+    match outage {
+        Outage::KillLeader => {
+            let raw = async_nats::connect(cluster.addresses()).await.expect("raw connect");
+            let stream = durq_nats::record::stream_name("hac", 0);
+            let leader = stream_leader(&raw, &stream).await.expect("the partition's stream has a leader");
+            cluster.kill(&leader);
+        }
+        Outage::KillAllAndRestart => {
+            cluster.kill_all();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cluster.restart_all().await;
+        }
+    }
+    wait_until(|| acknowledged.load(Ordering::Relaxed) >= before + ACKNOWLEDGED_EACH_SIDE, "acknowledging").await;
+    let acknowledged_again = stopped_at.elapsed();
+    producing.store(false, Ordering::Relaxed);
+    let mut sent = Vec::new();
+    for sender in senders {
+        sent.extend(sender.await.expect("a sender panicked"));
+    }
+    let acked: HashMap<String, durq::Position> =
+        sent.iter().filter_map(|(outcome, payload)| Some((payload.clone(), *outcome.as_ref().ok()?))).collect();
+    // The members go on until every acknowledged record was handed over
+    // (or the wait gives up, and the assertions below say what is missing).
+    let all_handed = || {
+        let handed = handed.lock().unwrap();
+        let seen: HashSet<(durq::Position, &str)> = handed.iter().map(|(p, s, _)| (*p, s.as_str())).collect();
+        acked.iter().all(|(payload, position)| seen.contains(&(*position, payload.as_str())))
+    };
+    let deadline = Instant::now() + BACK_WITHIN;
+    while !all_handed() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    consuming.store(false, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for member in members {
+        errors.extend(member.join().expect("a member panicked"));
+    }
+    let processed = std::mem::take(&mut *handed.lock().unwrap());
+
+    let mut at: HashMap<durq::Position, String> = HashMap::new();
+    let mut positions_of: HashMap<&str, HashSet<durq::Position>> = HashMap::new();
+    let mut handed: HashMap<durq::Position, usize> = HashMap::new();
+    for (position, payload, _) in &processed {
+        let earlier = at.insert(*position, payload.clone());
+        assert!(earlier.is_none_or(|e| e == *payload), "position {position:?} processed as two payloads");
+        positions_of.entry(payload).or_default().insert(*position);
+        *handed.entry(*position).or_default() += 1;
+    }
+    let lost: Vec<_> = acked.iter().filter(|(payload, position)| at.get(position) != Some(payload)).collect();
+    let duplicated: Vec<_> = positions_of.iter().filter(|(_, ps)| ps.len() > 1).collect();
+    let redelivered = handed.values().filter(|n| **n > 1).count();
+    let max_count = processed.iter().map(|(_, _, count)| *count).max().unwrap_or(0);
+    eprintln!(
+        "{outage:?} while {MEMBERS} members consumed: acknowledged {} ({before} before the outage), processed {} \
+         records ({} handed over), redelivered {redelivered}, lost {}, duplicated {}; highest delivery count \
+         {max_count}; {} errors from process, retried by the test's loop (first: {:?}); acknowledged again {:?} \
+         after the outage began",
+        acked.len(),
+        at.len(),
+        processed.len(),
+        lost.len(),
+        duplicated.len(),
+        errors.len(),
+        errors.first(),
+        acknowledged_again,
+    );
+    assert!(lost.is_empty(), "acknowledged records never processed: {lost:?}");
+    assert!(duplicated.is_empty(), "records processed as two different records: {duplicated:?}");
+}
+
+/// Waits until `done`, failing the test after [`BACK_WITHIN`].
+async fn wait_until(done: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + BACK_WITHIN;
+    while !done() {
+        assert!(Instant::now() < deadline, "not {what} within {BACK_WITHIN:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_consumes_every_acknowledged_record_through_the_loss_of_the_streams_leader() {
+    consume_through(Outage::KillLeader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_consumes_every_acknowledged_record_through_a_sigkill_and_restart_of_all_three_servers() {
+    consume_through(Outage::KillAllAndRestart).await;
 }
