@@ -95,7 +95,18 @@ impl NatsServer {
 pub struct Cluster {
     nodes: Vec<Node>,
     _dir: tempfile::TempDir,
+    /// This cluster's turn (`ONE_CLUSTER_AT_A_TIME`), given back after the
+    /// nodes are stopped and their stores removed (fields drop in order).
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+/// The cluster tests of one binary run one after the other. Started
+/// together (six clusters, eighteen servers electing leaders on two cores,
+/// beside the other tests' servers), a cluster missed its 60 s readiness
+/// deadline in full runs on a loaded machine; one at a time, each needs
+/// about 10 s. (tokio's lock works across the tests' runtimes, and a test
+/// that panicked gives its turn back like any other.)
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Node {
     name: String,
@@ -110,6 +121,7 @@ impl Cluster {
     /// the JetStream API, which in a cluster means its meta leader is
     /// elected.
     pub async fn start() -> Cluster {
+        let turn = ONE_CLUSTER_AT_A_TIME.lock().await;
         let dir = tempfile::tempdir().expect("tempdir");
         'attempt: for attempt in 1..=PORT_ATTEMPTS {
             let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -139,7 +151,7 @@ impl Cluster {
                     Err(e) => panic!("{}", e.message),
                 }
             }
-            let cluster = Cluster { nodes, _dir: dir };
+            let cluster = Cluster { nodes, _dir: dir, _turn: turn };
             cluster.wait_for_placement().await;
             return cluster;
         }
