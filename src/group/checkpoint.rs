@@ -23,9 +23,15 @@
 //! `commit(Interval)` and `commit(Buffered)`, the commits themselves. The
 //! holder stores them through a mapping of the file and syncs only the
 //! first page (the synced copies), so the marks' page stays dirty and
-//! writable, and such a store costs no system call and no page fault (a
-//! store into the synced copies' page would fault after every sync
-//! write-protected it again). The page cache keeps them across a SIGKILL,
+//! writable, and such a store costs no system call and no page fault. The
+//! synced copies are written with `pwrite`, not stored: a store into their
+//! page would fault after every sync (the writeback write-protects a
+//! mapped page it cleans, flushing its TLB entry), which made each durable
+//! commit cost a page fault and a TLB flush more than a bare `pwrite` +
+//! `fdatasync`. The msync of the first page covers bytes written either
+//! way: it syncs the file's range in the page cache (on Linux,
+//! `vfs_fsync_range` of the range), not the mapping's dirty entries. The
+//! page cache keeps them across a SIGKILL,
 //! and every reader (a taker, retention, stat) reads the file through it.
 //! They alternate, like the synced copies, so that a store cut short by a
 //! SIGKILL (or torn by a power cut) leaves the state before it intact: the
@@ -58,6 +64,7 @@
 //! 60     4    crc32          CRC32 of bytes 0..60 of the copy
 //! ```
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -342,9 +349,11 @@ pub(crate) type Syncable = Weak<Mutex<HeldFile>>;
 
 /// The mapped file of a held checkpoint and what its holder knows of it.
 pub(crate) struct HeldFile {
-    /// The whole file, mapped: every write is a store into it (see the
-    /// module docs), and a synced write an msync of the first page.
+    /// The whole file, mapped: every unsynced write is a store into it
+    /// (see the module docs), and a synced write an msync of the first page.
     map: MappedFile,
+    /// The same file, for the synced copies' `pwrite`.
+    file: File,
     path: PathBuf,
     next_epoch_path: PathBuf,
     state: CheckpointState,
@@ -379,10 +388,11 @@ impl Checkpoint {
         storage::write_durable_at(&file, &path, 0, &bytes)?;
         storage::sync_dir(slot_dir)?;
         // Mapped only now that the file has its full size (mmap contract
-        // rule 1); the mapping outlives the descriptor.
+        // rule 1).
         let map = MappedFile::map(&file, &path, FILE_BYTES as u64)?;
         let held = HeldFile {
             map,
+            file,
             path,
             next_epoch_path: slot_dir.join(file_name(epoch + 1)),
             state: second,
@@ -538,18 +548,20 @@ impl HeldFile {
         // Never the copy holding the newest synced state: a write there,
         // torn by a power cut, would leave only an older copy, or none.
         let at = SECOND_COPY_AT - self.synced_copy_at;
-        // SAFETY: this holder owns the file's epoch, the only right to
-        // write it (mmap contract rule 4), and the lock on `HeldFile`
-        // makes this the only write in flight; the copy lies inside the
-        // mapping.
-        unsafe { self.map.write(at, &encode_copy(&state)) };
-        if let Err(e) = self.map.sync_range(&self.path, 0, SYNCED_COPIES_BYTES) {
-            // The page cache may hold the new state although the disk does
-            // not (a failed sync is not retried: the pages may already count
-            // as clean). Retention reads the synced copies through the page
-            // cache, and must not act on a position a power cut would undo:
-            // blank the copy, so the file says the last synced state again.
-            // SAFETY: as above.
+        // A `pwrite`, not a store: see the module docs. This holder owns the
+        // file's epoch, the only right to write it (mmap contract rule 4),
+        // and the lock on `HeldFile` makes this the only write in flight.
+        let written = storage::write_at(&self.file, &self.path, at as u64, &encode_copy(&state))
+            .and_then(|()| self.map.sync_range(&self.path, 0, SYNCED_COPIES_BYTES));
+        if let Err(e) = written {
+            // The page cache may hold the new state, whole or in part,
+            // although the disk does not (a failed sync is not retried: the
+            // pages may already count as clean). Retention reads the synced
+            // copies through the page cache, and must not act on a position
+            // a power cut would undo: blank the copy, so the file says the
+            // last synced state again. A store, which cannot fail.
+            // SAFETY: as for the write above; the copy lies inside the
+            // mapping.
             unsafe { self.map.zero(at, COPY_BYTES) };
             return Err(self.stopped.stop(e));
         }

@@ -52,8 +52,9 @@
 //!    segment before the last, and removing the last segment, is done only by
 //!    the sole process that has the queue open.
 //! 4. **A checkpoint file has one writer.** Only the holder of its epoch
-//!    writes it, through its own mapping, one write at a time (a lock
-//!    orders the consumer's writes and its background syncer's). No one
+//!    writes it, through its own mapping or (the synced copies) with
+//!    `pwrite`, one write at a time (a lock orders the consumer's writes
+//!    and its background syncer's). No one
 //!    borrows a slice of a checkpoint mapping: others read the file with
 //!    `pread`, and a copy read half-written fails its checksum like a torn
 //!    one.
@@ -190,7 +191,9 @@ impl MappedFile {
     }
 
     /// Makes `pos..pos + len` durable (msync with MS_SYNC, which on Linux is
-    /// an fdatasync of that range of the file).
+    /// an fdatasync of that range of the file: `vfs_fsync_range`, mm/msync.c).
+    /// It covers the range's bytes however they reached the page cache, by a
+    /// store through any mapping of the file or by `pwrite`.
     pub(crate) fn sync_range(&self, path: &Path, pos: usize, len: usize) -> Result<()> {
         if len == 0 {
             return Ok(());
