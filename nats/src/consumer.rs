@@ -653,12 +653,7 @@ impl Consumer {
             if owners[p as usize] != Some(me) || leases.contains_key(&p) || !view.takeable {
                 continue;
             }
-            match self
-                .membership
-                .slots
-                .take(&slot_key(p), &self.membership.holder, view.state.as_ref())
-                .await
-            {
+            match self.membership.slots.take(&slot_key(p), &self.membership.holder, view.state.as_ref()).await {
                 Ok(lease) => {
                     let progress = lease.progress();
                     // Records a predecessor was handed and did not commit
