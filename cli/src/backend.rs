@@ -45,7 +45,7 @@ pub trait Tail {
 }
 
 /// Opens the existing queue `target` and runs `command` on it.
-pub fn with_existing<T>(target: &Target, command: impl Command<T>) -> CliResult<T> {
+pub fn with_existing<T>(target: &Target, command: impl OnQueue<T>) -> CliResult<T> {
     match target {
         Target::Dir(dir) => command.run(&durq::Queue::open_existing(dir)?),
         Target::Nats(url) => command.run(&durq_nats::Queue::open_existing(url)?),
@@ -54,7 +54,7 @@ pub fn with_existing<T>(target: &Target, command: impl Command<T>) -> CliResult<
 
 /// A command's work on an opened queue, whichever its backend (a closure
 /// cannot be generic over the queue's type).
-pub trait Command<T> {
+pub trait OnQueue<T> {
     fn run<Q: Backend>(self, queue: &Q) -> CliResult<T>;
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use durq::{ConsumerOptions, Durability, Message};
 
-use crate::backend::{self, Backend, Command, Member};
+use crate::backend::{self, Backend, Member, OnQueue};
 use crate::record_line::{Format, RecordLine};
 use crate::target::Target;
 use crate::{CliResult, report, stream_error};
@@ -74,7 +74,7 @@ pub fn run(args: Args) -> CliResult<()> {
     backend::with_existing(&args.dir, &args)
 }
 
-impl Command<()> for &Args {
+impl OnQueue<()> for &Args {
     fn run<Q: Backend>(self, queue: &Q) -> CliResult<()> {
         consume(queue, self)
     }

@@ -4,7 +4,7 @@ use std::io::{self, BufWriter, Write};
 
 use durq::DeadLetter;
 
-use crate::backend::{self, Backend, Command};
+use crate::backend::{self, Backend, OnQueue};
 use crate::json::json_string;
 use crate::progress::Progress;
 use crate::target::Target;
@@ -59,7 +59,7 @@ pub fn run(args: Args) -> CliResult<()> {
     backend::with_existing(&args.dir, &args)
 }
 
-impl Command<()> for &Args {
+impl OnQueue<()> for &Args {
     fn run<Q: Backend>(self, queue: &Q) -> CliResult<()> {
         dlq(queue, self)
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use durq::ResetTo;
 
-use crate::backend::{self, Backend, Command as OnQueue};
+use crate::backend::{self, Backend, OnQueue};
 use crate::target::Target;
 use crate::{CliResult, stream_error};
 

@@ -4,7 +4,7 @@ use std::io::{self, BufWriter, Write};
 
 use durq::ResetTo;
 
-use crate::backend::{self, Backend, Command, Tail};
+use crate::backend::{self, Backend, OnQueue, Tail};
 use crate::group::parse_reset_to;
 use crate::record_line::{Format, RecordLine};
 use crate::target::Target;
@@ -53,7 +53,7 @@ pub fn run(args: Args) -> CliResult<()> {
     backend::with_existing(&args.dir, &args)
 }
 
-impl Command<()> for &Args {
+impl OnQueue<()> for &Args {
     fn run<Q: Backend>(self, queue: &Q) -> CliResult<()> {
         tail(queue, self)
     }
