@@ -4,10 +4,11 @@ use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use durq::{Consumer, ConsumerOptions, Durability, Message, Queue};
+use durq::{ConsumerOptions, Durability, Message};
 
+use crate::backend::{self, Backend, Member, OnQueue};
 use crate::record_line::{Format, RecordLine};
-use crate::target::{NEEDS_CONSUMER, Target};
+use crate::target::Target;
 use crate::{CliResult, report, stream_error};
 
 /// Longest wait for records before checking for a stop signal or idleness.
@@ -20,9 +21,12 @@ const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// SIGINT and SIGTERM finish the current batch, then exit 0. A closed stdout
 /// (`| head -1`) ends it with exit 1, the batch being written not committed.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  durq consume /var/lib/orders --group billing --format json --idle-exit 5")]
+#[command(after_help = "Examples:\n  durq consume /var/lib/orders --group billing --format json --idle-exit 5\n  \
+                  durq consume nats://127.0.0.1:4222/orders --group billing --idle-exit 5")]
 pub struct Args {
-    /// Queue directory; must already hold a queue.
+    /// Queue directory, or a queue on NATS (nats://HOST:PORT/QUEUE); it
+    /// must exist.
+    #[arg(value_name = "QUEUE")]
     dir: Target,
     /// Consumer group to process messages for.
     #[arg(long, value_name = "G")]
@@ -43,9 +47,11 @@ pub struct Args {
     /// What a commit survives: `sync` (on disk before the next batch),
     /// `interval:MS` (a crash of this process loses nothing; synced in the
     /// background within MS ms, so a power cut brings back at most the last
-    /// MS ms of commits), `buffered` (synced on exit and hand-over only).
-    #[arg(long, value_name = "sync|interval:MS|buffered", default_value = "sync")]
-    commit: Durability,
+    /// MS ms of commits), `buffered` (synced on exit and hand-over only)
+    /// [default: sync]. On NATS every commit is acknowledged by the servers
+    /// (their sync_interval decides what it survives): only `sync`.
+    #[arg(long, value_name = "sync|interval:MS|buffered")]
+    commit: Option<Durability>,
     /// How to print each message; `json` adds `deliveries`, how many times
     /// the group delivered it (more than 1 after a failure or a takeover).
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -56,10 +62,28 @@ pub fn run(args: Args) -> CliResult<()> {
     // Before anything else, so a signal never finds the default handler
     // (which would kill the process mid-batch) once work has started.
     install_stop_handlers()?;
-    let queue = Queue::open_existing(args.dir.local("consume", NEEDS_CONSUMER)?)?;
+    if let (Target::Nats(url), Some(commit @ (Durability::Interval(_) | Durability::Buffered))) =
+        (&args.dir, args.commit)
+    {
+        return Err(format!(
+            "`durq consume --commit {commit}` has no meaning on nats://: every commit is acknowledged by the \
+             servers, whose sync_interval decides what it survives (leave --commit out): {url}"
+        )
+        .into());
+    }
+    backend::with_existing(&args.dir, &args)
+}
+
+impl OnQueue<()> for &Args {
+    fn run<Q: Backend>(self, queue: &Q) -> CliResult<()> {
+        consume(queue, self)
+    }
+}
+
+fn consume<Q: Backend>(queue: &Q, args: &Args) -> CliResult<()> {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, io::stdout().lock());
     let mut batch_size = batch_size(args.max_batch, args.limit);
-    let mut consumer = join(&queue, &args, batch_size)?;
+    let mut consumer = join(queue, args, batch_size)?;
     let mut processed = 0u64;
     let mut last_work = Instant::now();
     while !STOP.load(Ordering::Relaxed) {
@@ -76,7 +100,7 @@ pub fn run(args: Args) -> CliResult<()> {
         {
             batch_size = remaining as usize;
             drop(consumer);
-            consumer = join(&queue, &args, batch_size)?;
+            consumer = join(queue, args, batch_size)?;
         }
         let n = match consumer.process_timeout(POLL, |batch| write_batch(&mut out, batch, args.format)) {
             Ok(n) => n,
@@ -97,9 +121,11 @@ pub fn run(args: Args) -> CliResult<()> {
     Ok(())
 }
 
-fn join(queue: &Queue, args: &Args, batch_size: usize) -> durq::Result<Consumer> {
-    let options =
-        ConsumerOptions::default().max_batch(batch_size).lease_timeout(args.lease_timeout).commit(args.commit);
+fn join<Q: Backend>(queue: &Q, args: &Args, batch_size: usize) -> durq::Result<Q::Consumer> {
+    let options = ConsumerOptions::default()
+        .max_batch(batch_size)
+        .lease_timeout(args.lease_timeout)
+        .commit(args.commit.unwrap_or(Durability::Sync));
     queue.consumer_with(&args.group, options)
 }
 

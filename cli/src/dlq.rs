@@ -2,19 +2,23 @@
 
 use std::io::{self, BufWriter, Write};
 
-use durq::{DeadLetter, Queue};
+use durq::DeadLetter;
 
+use crate::backend::{self, Backend, OnQueue};
 use crate::json::json_string;
 use crate::progress::Progress;
-use crate::target::{NEEDS_CONSUMER, Target};
+use crate::target::Target;
 use crate::{CliResult, stream_error};
 
 /// List a consumer group's dead letters (records that failed too often), or
 /// send them back into the queue.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  durq dlq /var/lib/orders --group billing list --limit 20")]
+#[command(after_help = "Examples:\n  durq dlq /var/lib/orders --group billing list --limit 20\n  \
+                  durq dlq nats://127.0.0.1:4222/orders --group billing replay")]
 pub struct Args {
-    /// Queue directory; must already hold a queue.
+    /// Queue directory, or a queue on NATS (nats://HOST:PORT/QUEUE); it
+    /// must exist.
+    #[arg(value_name = "QUEUE")]
     dir: Target,
     /// The group whose dead-letter queue to use; it must exist.
     #[arg(long, value_name = "G")]
@@ -23,7 +27,7 @@ pub struct Args {
     action: Action,
 }
 
-#[derive(clap::Subcommand)]
+#[derive(clap::Subcommand, Clone, Copy)]
 enum Action {
     /// Print the dead letters not yet replayed, one per line.
     ///
@@ -52,7 +56,16 @@ enum Action {
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let queue = Queue::open_existing(args.dir.local("dlq", NEEDS_CONSUMER)?)?;
+    backend::with_existing(&args.dir, &args)
+}
+
+impl OnQueue<()> for &Args {
+    fn run<Q: Backend>(self, queue: &Q) -> CliResult<()> {
+        dlq(queue, self)
+    }
+}
+
+fn dlq<Q: Backend>(queue: &Q, args: &Args) -> CliResult<()> {
     let mut out = BufWriter::new(io::stdout().lock());
     match args.action {
         Action::List { from, limit } => {

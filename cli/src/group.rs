@@ -3,9 +3,10 @@
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use durq::{Queue, ResetTo};
+use durq::ResetTo;
 
-use crate::target::{NEEDS_CONSUMER, Target};
+use crate::backend::{self, Backend, OnQueue};
+use crate::target::Target;
 use crate::{CliResult, stream_error};
 
 /// Reset or delete a consumer group. Both need a group with no live member.
@@ -21,9 +22,12 @@ pub enum Command {
 /// The group's next consumer starts there. Prints `<partition> <offset>`
 /// for each partition. Refused while the group has a live member.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  durq group reset /var/lib/orders --group billing --to latest")]
+#[command(after_help = "Examples:\n  durq group reset /var/lib/orders --group billing --to latest\n  \
+                  durq group reset nats://127.0.0.1:4222/orders --group billing --to earliest")]
 pub struct ResetArgs {
-    /// Queue directory; must already hold a queue.
+    /// Queue directory, or a queue on NATS (nats://HOST:PORT/QUEUE); it
+    /// must exist.
+    #[arg(value_name = "QUEUE")]
     dir: Target,
     /// The group to move; it must exist.
     #[arg(long, value_name = "G")]
@@ -45,7 +49,9 @@ pub struct ResetArgs {
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  durq group delete /var/lib/orders --group old-reports")]
 pub struct DeleteArgs {
-    /// Queue directory; must already hold a queue.
+    /// Queue directory, or a queue on NATS (nats://HOST:PORT/QUEUE); it
+    /// must exist.
+    #[arg(value_name = "QUEUE")]
     dir: Target,
     /// The group to delete; it must exist.
     #[arg(long, value_name = "G")]
@@ -60,8 +66,7 @@ pub fn run(command: Command) -> CliResult<()> {
 }
 
 fn delete(args: DeleteArgs) -> CliResult<()> {
-    let queue = Queue::open_existing(args.dir.local("group delete", NEEDS_CONSUMER)?)?;
-    queue.delete_group(&args.group)?;
+    backend::with_existing(&args.dir, &args)?;
     let mut out = io::stdout().lock();
     writeln!(out, "deleted group {:?}: its positions, leases and dead letters", args.group)
         .and_then(|()| out.flush())
@@ -69,13 +74,24 @@ fn delete(args: DeleteArgs) -> CliResult<()> {
     Ok(())
 }
 
+impl OnQueue<()> for &DeleteArgs {
+    fn run<Q: Backend>(self, queue: &Q) -> CliResult<()> {
+        Ok(queue.delete_group(&self.group)?)
+    }
+}
+
 fn reset(args: ResetArgs) -> CliResult<()> {
-    let queue = Queue::open_existing(args.dir.local("group reset", NEEDS_CONSUMER)?)?;
-    let positions = queue.reset_group(&args.group, args.to)?;
+    let positions = backend::with_existing(&args.dir, &args)?;
     let text: String = positions.iter().enumerate().map(|(p, offset)| format!("{p} {offset}\n")).collect();
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
     Ok(())
+}
+
+impl OnQueue<Vec<u64>> for &ResetArgs {
+    fn run<Q: Backend>(self, queue: &Q) -> CliResult<Vec<u64>> {
+        Ok(queue.reset_group(&self.group, self.to)?)
+    }
 }
 
 pub fn parse_reset_to(s: &str) -> Result<ResetTo, String> {

@@ -63,6 +63,7 @@
 //! batch being written is not committed, and the exit code is 1 even when
 //! stderr is closed too (`2>&1 | head -1`) and the line cannot be shown.
 
+mod backend;
 mod completions;
 mod consume;
 mod dlq;

@@ -2,11 +2,12 @@
 
 use std::io::{self, BufWriter, Write};
 
-use durq::{Queue, ResetTo};
+use durq::ResetTo;
 
+use crate::backend::{self, Backend, OnQueue, Tail};
 use crate::group::parse_reset_to;
 use crate::record_line::{Format, RecordLine};
-use crate::target::{NEEDS_CONSUMER, Target};
+use crate::target::Target;
 use crate::{CliResult, report, stream_error};
 
 /// Records copied out of the queue at a time.
@@ -23,9 +24,12 @@ const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// tail reads them are reported on stderr, and the tail goes on from the
 /// earliest retained record.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  durq tail /var/lib/orders --from latest -f --format json")]
+#[command(after_help = "Examples:\n  durq tail /var/lib/orders --from latest -f --format json\n  \
+                  durq tail nats://127.0.0.1:4222/orders --partition 0 --from 100")]
 pub struct Args {
-    /// Queue directory; must already hold a queue.
+    /// Queue directory, or a queue on NATS (nats://HOST:PORT/QUEUE); it
+    /// must exist.
+    #[arg(value_name = "QUEUE")]
     dir: Target,
     /// Where to start, in each partition: `earliest`, `latest` (only what
     /// is sent from now on), an offset, or a time: the first record
@@ -46,7 +50,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let queue = Queue::open_existing(args.dir.local("tail", NEEDS_CONSUMER)?)?;
+    backend::with_existing(&args.dir, &args)
+}
+
+impl OnQueue<()> for &Args {
+    fn run<Q: Backend>(self, queue: &Q) -> CliResult<()> {
+        tail(queue, self)
+    }
+}
+
+fn tail<Q: Backend>(queue: &Q, args: &Args) -> CliResult<()> {
     let mut reader = match args.partition {
         Some(p) => queue.partition_reader(p, args.from)?,
         None => queue.reader(args.from)?,
@@ -62,10 +75,10 @@ pub fn run(args: Args) -> CliResult<()> {
         }
         if records.is_empty() {
             out.flush().map_err(stream_error("writing stdout"))?;
-            if !args.follow {
+            if !args.follow && reader.caught_up() {
                 return Ok(());
             }
-            reader.wait(None);
+            reader.wait();
             continue;
         }
         for r in &records {

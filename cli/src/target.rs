@@ -3,8 +3,8 @@
 //! `nats://host1:port1,host2:port2/QUEUE` for a cluster).
 //!
 //! Every command that takes a queue takes a [`Target`], so an address is
-//! never taken for a path: a command that works on NATS dispatches on it, and
-//! one that does not yet says so and what it waits for.
+//! never taken for a path: a command that works on NATS dispatches on it
+//! (`backend.rs`), and one that does not says so and why.
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,6 @@ use std::str::FromStr;
 
 use crate::CliResult;
 
-/// What `durq consume`, `tail`, `group` and `dlq` need on NATS.
-pub const NEEDS_CONSUMER: &str = "needs the NATS consumer (issue 14)";
 /// What `durq verify`, `gc` and `retention` are on NATS.
 pub const LOCAL_FILES_ONLY: &str =
     "works on a local queue's files only (on NATS the servers keep the files; `durq stat` shows the queue)";
@@ -72,8 +70,8 @@ mod tests {
         assert_eq!(parse("nats://a:1,b:2/orders"), Target::Nats("nats://a:1,b:2/orders".into()));
         assert_eq!(parse("/var/lib/orders"), Target::Dir("/var/lib/orders".into()));
         assert_eq!(parse("nats:/x"), Target::Dir("nats:/x".into()), "not the scheme: a relative path");
-        let err = parse("nats://h:1/q").local("consume", NEEDS_CONSUMER).unwrap_err();
-        assert_eq!(err.to_string(), "`durq consume` on nats:// needs the NATS consumer (issue 14): nats://h:1/q");
-        assert_eq!(parse("q").local("consume", NEEDS_CONSUMER).unwrap(), Path::new("q"));
+        let err = parse("nats://h:1/q").local("verify", LOCAL_FILES_ONLY).unwrap_err();
+        assert!(err.to_string().starts_with("`durq verify` on nats:// works on a local queue's files only"), "{err}");
+        assert_eq!(parse("q").local("verify", LOCAL_FILES_ONLY).unwrap(), Path::new("q"));
     }
 }

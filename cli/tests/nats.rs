@@ -2,18 +2,22 @@
 //! durq-nats's tests: `.ci/install-nats` first): `produce` prints what it
 //! prints locally, `stat` shows the streams and the groups' slots,
 //! `migrate` moves a local queue with its offsets and group positions and
-//! is finished by running it again after a SIGKILL, and the commands not
-//! built on NATS yet say so instead of taking the address for a path.
+//! is finished by running it again after a SIGKILL, `consume` prints each
+//! line and commits it (at least once across a SIGKILL), `tail` reads without
+//! a group, `group` and `dlq` administer a group, and the commands that work
+//! on local files only say so instead of taking the address for a path.
 
 mod common;
 #[allow(dead_code)] // the cluster and the leader helpers are not used here
 #[path = "../../nats/tests/integration/common/mod.rs"]
 mod nats_server;
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use common::{Json, PATIENCE, Proc, fails, ok, queue_dir, wait_until};
-use durq::{Options, ResetTo};
+use durq::{Options, ResetTo, Verdict};
 use nats_server::{NatsServer, raw_jetstream, runtime};
 
 /// Lines with keys (`user-N:`) and without, in one input.
@@ -61,18 +65,12 @@ fn produce_prints_what_it_prints_locally_and_stat_shows_streams_and_slots() {
 }
 
 #[test]
-fn commands_not_built_on_nats_say_so_and_missing_queues_are_errors() {
+fn commands_for_local_files_say_so_and_missing_queues_are_errors() {
     let server = NatsServer::start_blocking();
     let url = format!("{}/absent", server.url());
-    let consumer = "on nats:// needs the NATS consumer (issue 14)";
     let local_only = "on nats:// works on a local queue's files only";
     for (args, says) in [
-        (&["consume", &url, "--group", "g"][..], format!("`durq consume` {consumer}")),
-        (&["tail", &url], format!("`durq tail` {consumer}")),
-        (&["group", "reset", &url, "--group", "g", "--to", "latest"], format!("`durq group reset` {consumer}")),
-        (&["group", "delete", &url, "--group", "g"], format!("`durq group delete` {consumer}")),
-        (&["dlq", &url, "--group", "g", "list"], format!("`durq dlq` {consumer}")),
-        (&["verify", &url], format!("`durq verify` {local_only}")),
+        (&["verify", &url][..], format!("`durq verify` {local_only}")),
         (&["gc", &url], format!("`durq gc` {local_only}")),
         (&["retention", &url], format!("`durq retention` {local_only}")),
         (&["stat", &url, "--watch"], "`durq stat --watch` on nats:// is not built yet".to_owned()),
@@ -81,8 +79,17 @@ fn commands_not_built_on_nats_say_so_and_missing_queues_are_errors() {
         assert!(stderr.contains(&says), "durq {args:?}: {stderr}");
         assert!(stderr.contains(&url), "names the address: {stderr}");
     }
-    let stderr = fails(&["stat", &url], "", 1);
-    assert!(stderr.contains("is not a durq queue: the server has no queue \"absent\""), "{stderr}");
+    for args in [
+        &["stat", &url][..],
+        &["consume", &url, "--group", "g"],
+        &["tail", &url],
+        &["group", "reset", &url, "--group", "g", "--to", "latest"],
+        &["group", "delete", &url, "--group", "g"],
+        &["dlq", &url, "--group", "g", "list"],
+    ] {
+        let stderr = fails(args, "", 1);
+        assert!(stderr.contains("is not a durq queue: the server has no queue \"absent\""), "durq {args:?}: {stderr}");
+    }
     let stderr = fails(&["stat", "nats://127.0.0.1:1/q"], "", 1);
     assert!(stderr.contains("cannot reach a NATS server at nats://127.0.0.1:1"), "{stderr}");
     let stderr = fails(&["produce", &format!("{}/a.b", server.url())], "x\n", 1);
@@ -161,4 +168,155 @@ fn migrate_killed_midway_then_run_again_moves_every_record_once_at_its_offset() 
     let p = durq::partition_of_key(b"user-0", 2);
     let sent = ok(&["produce", &url, "--key-sep", ":"], "user-0:after\n");
     assert_eq!(sent, format!("{p} {}\n", ends[p as usize]), "producing goes on at the next offset");
+}
+
+/// Lines `line 0` .. `line n-1`, each ending in a newline.
+fn numbered(n: usize) -> String {
+    (0..n).map(|i| format!("line {i}\n")).collect()
+}
+
+/// Whether group `group` of the queue at `url` has committed every record.
+fn all_committed(url: &str, group: &str) -> bool {
+    let stat = Json::parse(&ok(&["stat", url, "--json"], ""));
+    common::committed(&stat, group) == common::next_offsets(&stat)
+}
+
+#[test]
+fn consume_prints_every_line_once_and_commits_it() {
+    let server = NatsServer::start_blocking();
+    let url = format!("{}/orders", server.url());
+    let input = numbered(300);
+    ok(&["produce", &url, "--partitions", "3"], &input);
+
+    let out = ok(&["consume", &url, "--group", "g", "--max-batch", "16", "--idle-exit", "1"], "");
+    let mut printed: Vec<&str> = out.lines().collect();
+    printed.sort_unstable();
+    let mut sent: Vec<&str> = input.lines().collect();
+    sent.sort_unstable();
+    assert_eq!(printed, sent, "every line, once");
+    assert!(all_committed(&url, "g"), "each batch committed once printed");
+    let again = ok(&["consume", &url, "--group", "g", "--idle-exit", "1"], "");
+    assert_eq!(again, "", "a second consume of the group prints nothing");
+
+    // Another group starts from the beginning; JSON says how often a record
+    // was delivered.
+    let json = ok(&["consume", &url, "--group", "h", "--format", "json", "--limit", "1"], "");
+    let record = Json::parse(json.trim_end());
+    assert_eq!(record.get("deliveries").u64(), 1);
+    assert!(record.get("payload").str().starts_with("line "), "{json}");
+
+    let stderr = fails(&["consume", &url, "--group", "g", "--commit", "buffered"], "", 1);
+    assert!(stderr.contains("`durq consume --commit buffered` has no meaning on nats://"), "{stderr}");
+}
+
+#[test]
+fn consume_sigkilled_midway_then_run_again_prints_every_line_at_least_once() {
+    let server = NatsServer::start_blocking();
+    let url = format!("{}/orders", server.url());
+    let input = numbered(3000);
+    ok(&["produce", &url, "--partitions", "2"], &input);
+    let consume = ["consume", &url, "--group", "g", "--lease-timeout", "1"];
+
+    // Blocked writing a batch to a full, unread stdout: that batch is not
+    // committed when the process is killed.
+    let mut first = Proc::spawn("consume", &consume, false);
+    first.set_stdout_pipe_bytes(4096);
+    first.hold_stdout(true);
+    assert!(wait_until(PATIENCE, || first.stdout_unread() > 0 && first.blocked_writing()), "consume writes");
+    first.kill();
+    let mut printed = first.lines();
+    let before_kill = printed.len();
+    assert!(before_kill < 3000, "killed part-way: {before_kill} lines printed");
+    assert!(!all_committed(&url, "g"), "killed before committing everything");
+
+    // Again until the group has committed everything: the first run's slots
+    // are taken over once its lease (1 s) expired.
+    let again = [&consume[..], &["--idle-exit", "3"]].concat();
+    assert!(
+        wait_until(PATIENCE, || {
+            printed.extend(ok(&again, "").lines().map(str::to_owned));
+            all_committed(&url, "g")
+        }),
+        "the group commits every record"
+    );
+    let distinct: BTreeSet<&str> = printed.iter().map(String::as_str).collect();
+    let lost = input.lines().filter(|line| !distinct.contains(line)).count();
+    println!(
+        "consume SIGKILLed after {before_kill} lines; {} printed in all, {} again, lost {lost}",
+        printed.len(),
+        printed.len() - distinct.len()
+    );
+    assert_eq!(lost, 0, "every line printed at least once");
+    assert_eq!(distinct.len(), 3000, "nothing but the lines sent");
+}
+
+#[test]
+fn tail_prints_without_a_group_and_follows_new_records() {
+    let server = NatsServer::start_blocking();
+    let url = format!("{}/orders", server.url());
+    let positions = ok(&["produce", &url, "--partitions", "2", "--key-sep", ":"], &sample_lines(50));
+    let in_partition_1 = positions.lines().filter(|l| l.starts_with("1 ")).count();
+    assert!(in_partition_1 > 3, "{positions}");
+
+    let all = ok(&["tail", &url], "");
+    assert_eq!(all.lines().count(), 50, "to the end, then exits: {all}");
+    let from = ok(&["tail", &url, "--partition", "1", "--from", "3", "--format", "json"], "");
+    let records: Vec<Json> = from.lines().map(Json::parse).collect();
+    assert_eq!(records.len(), in_partition_1 - 3, "{from}");
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!((r.get("partition").u64(), r.get("offset").u64()), (1, 3 + i as u64), "{from}");
+    }
+    assert_eq!(ok(&["tail", &url, "--from", "latest"], ""), "", "nothing sent since");
+
+    let mut follow = Proc::spawn("tail", &["tail", &url, "-f"], false);
+    assert!(follow.wait_stdout(PATIENCE, |lines| lines.len() == 50), "the records there");
+    ok(&["produce", &url, "--key-sep", ":"], "k:after\n");
+    assert!(follow.wait_stdout(PATIENCE, |lines| lines.last().is_some_and(|l| l == "after")), "a record sent after");
+    follow.kill();
+    let stat = Json::parse(&ok(&["stat", &url, "--json"], ""));
+    assert!(stat.get("groups").arr().is_empty(), "tail joins no group");
+}
+
+#[test]
+fn group_reset_and_delete_and_dlq_list_and_replay_round_trip() {
+    let server = NatsServer::start_blocking();
+    let url = format!("{}/orders", server.url());
+    let input = numbered(10);
+    ok(&["produce", &url], &input);
+    let consume = ["consume", &url, "--group", "g", "--idle-exit", "1"];
+    assert_eq!(ok(&consume, ""), input);
+
+    assert_eq!(ok(&["group", "reset", &url, "--group", "g", "--to", "4"], ""), "0 4\n");
+    assert_eq!(ok(&consume, ""), numbered(10).lines().skip(4).map(|l| format!("{l}\n")).collect::<String>());
+    let stderr = fails(&["group", "reset", &url, "--group", "nobody", "--to", "earliest"], "", 1);
+    assert!(stderr.contains("no group \"nobody\""), "{stderr}");
+
+    // Group `d` dead-letters `line 3` and processes the rest.
+    let queue = durq_nats::Queue::open_existing(&url).expect("open");
+    let mut consumer = queue.consumer("d").expect("join");
+    let mut done = 0;
+    while done < 10 {
+        done += consumer
+            .process_each(Duration::from_secs(1), |m| match m.payload() {
+                b"line 3" => Verdict::DeadLetter("not an order".into()),
+                _ => Verdict::Done,
+            })
+            .expect("process");
+    }
+    drop(consumer);
+    let list = ok(&["dlq", &url, "--group", "d", "list"], "");
+    assert_eq!(
+        list, "dlq_offset=0 partition=0 offset=3 deliveries=1 error=\"not an order\" payload=\"line 3\"\n",
+        "{list}"
+    );
+    assert_eq!(ok(&["dlq", &url, "--group", "d", "replay"], ""), "1\n");
+    assert_eq!(ok(&["dlq", &url, "--group", "d", "list"], ""), "", "replayed letters leave the list");
+    let replayed = ok(&["consume", &url, "--group", "d", "--idle-exit", "1"], "");
+    assert_eq!(replayed, "line 3\n", "sent back to the end of the queue");
+
+    let deleted = ok(&["group", "delete", &url, "--group", "d"], "");
+    assert!(deleted.starts_with("deleted group \"d\""), "{deleted}");
+    let stat = Json::parse(&ok(&["stat", &url, "--json"], ""));
+    let groups: Vec<&str> = stat.get("groups").arr().iter().map(|g| g.get("name").str()).collect();
+    assert_eq!(groups, ["g"]);
 }

@@ -36,7 +36,8 @@ use durq::{BoxError, ConsumerOptions, Message, ResetTo, Verdict};
 
 use crate::dead_letter::DeadLetters;
 use crate::error::Error;
-use crate::membership::{self, Membership};
+use crate::group_names::{group_bucket, slot_key};
+use crate::membership::Membership;
 use crate::reader::{Cursor, Record};
 use crate::shared::Shared;
 use crate::slot::{Progress, Slots};
@@ -157,7 +158,7 @@ impl crate::Queue {
 impl Consumer {
     async fn open(shared: Arc<Shared>, group: &str, options: ConsumerOptions) -> durq::Result<Consumer> {
         options.validate()?;
-        let bucket = membership::bucket_name(&shared.url.name, group)?;
+        let bucket = group_bucket(&shared.url.name, group)?;
         let slots = Slots::open(&shared.client, &bucket, usize::from(shared.meta.replicas)).await?;
         let nuid = shared.client.unique_name();
         let (membership, background) = Membership::join(slots, &nuid, options.configured_lease_timeout()).await?;
@@ -301,7 +302,7 @@ impl Consumer {
             for p in 0..partitions {
                 let checkpoint = match leases.get(&p) {
                     Some(lease) => lease.checkpoint(),
-                    None => membership.slots.read(&membership::slot_key(p)).await?.map_or(0, |s| s.checkpoint()),
+                    None => membership.slots.read(&slot_key(p)).await?.map_or(0, |s| s.checkpoint()),
                 };
                 committed.push(checkpoint);
             }
@@ -653,12 +654,7 @@ impl Consumer {
             if owners[p as usize] != Some(me) || leases.contains_key(&p) || !view.takeable {
                 continue;
             }
-            match self
-                .membership
-                .slots
-                .take(&membership::slot_key(p), &self.membership.holder, view.state.as_ref())
-                .await
-            {
+            match self.membership.slots.take(&slot_key(p), &self.membership.holder, view.state.as_ref()).await {
                 Ok(lease) => {
                     let progress = lease.progress();
                     // Records a predecessor was handed and did not commit

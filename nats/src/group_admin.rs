@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 
 use crate::dead_letter;
 use crate::error::Error;
-use crate::membership::{self, member_key};
+use crate::group_names::{MEMBER_KEY_PREFIX, group_bucket, group_of_stream, slot_key};
 use crate::reader::Cursor;
 use crate::record;
 use crate::shared::Shared;
@@ -54,7 +54,7 @@ impl crate::Queue {
             let mut positions = Vec::with_capacity(states.len());
             for (p, state) in states.iter().enumerate() {
                 let target = target(&shared, p as u32, to).await?;
-                let key = membership::slot_key(p as u32);
+                let key = slot_key(p as u32);
                 match slots.reset(&key, state.as_ref(), target).await {
                     Ok(()) => positions.push(target),
                     Err(Error::SlotChanged { .. }) => return Err(busy(&shared, group, &slots, &key)),
@@ -93,14 +93,11 @@ impl crate::Queue {
     pub fn groups(&self) -> durq::Result<Vec<String>> {
         let shared = self.shared();
         shared.block_on(async {
-            let prefix = format!("KV_DURQ_{}_G_", shared.url.name);
             let mut names = shared.client.jetstream().stream_names();
             let mut groups = Vec::new();
             while let Some(name) = names.next().await {
                 let name = name.map_err(|e| Error::engine("list streams", e))?;
-                if let Some(group) = name.strip_prefix(&prefix) {
-                    groups.push(group.to_owned());
-                }
+                groups.extend(group_of_stream(&shared.url.name, &name).map(str::to_owned));
             }
             groups.sort();
             Ok(groups)
@@ -114,7 +111,7 @@ impl crate::Queue {
     /// [`durq::Error::Engine`] if the dead-letter stream cannot be read or
     /// holds a message durq did not write.
     pub fn dead_letters(&self, group: &str, max: usize) -> durq::Result<Vec<DeadLetter>> {
-        membership::bucket_name(self.name(), group)?;
+        group_bucket(self.name(), group)?;
         let shared = self.shared();
         shared.block_on(dead_letter::list(&shared, group, max))
     }
@@ -126,14 +123,14 @@ impl crate::Queue {
     /// # Errors
     /// As [`crate::Queue::dead_letters`], and the producer's.
     pub fn replay_dead_letters(&self, group: &str) -> durq::Result<u64> {
-        membership::bucket_name(self.name(), group)?;
+        group_bucket(self.name(), group)?;
         dead_letter::replay(&self.shared(), &self.producer(), group)
     }
 }
 
 /// The slots of an existing group.
 async fn existing(shared: &Shared, group: &str) -> durq::Result<Slots> {
-    let bucket = membership::bucket_name(&shared.url.name, group)?;
+    let bucket = group_bucket(&shared.url.name, group)?;
     if shared.client.jetstream().get_key_value(&bucket).await.is_err() {
         return Err(durq::Error::InvalidOption {
             option: "group",
@@ -161,7 +158,7 @@ async fn ensure_idle(shared: &Shared, slots: &Slots, group: &str) -> durq::Resul
     }
     for (p, (before, after)) in first.states.iter().zip(&second.states).enumerate() {
         if before.as_ref().map(SlotState::revision) != after.as_ref().map(SlotState::revision) {
-            return Err(busy(shared, group, slots, &membership::slot_key(p as u32)));
+            return Err(busy(shared, group, slots, &slot_key(p as u32)));
         }
     }
     for (key, revision, _) in &second.members {
@@ -186,7 +183,7 @@ async fn look(shared: &Shared, slots: &Slots) -> durq::Result<Look> {
     let mut members = Vec::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| Error::engine(format!("list keys of {}", slots.bucket()), e))?;
-        if !key.starts_with(&member_key("")) {
+        if !key.starts_with(MEMBER_KEY_PREFIX) {
             continue;
         }
         let entry = store.entry(&key).await.map_err(|e| Error::engine(format!("read {}/{key}", slots.bucket()), e))?;
@@ -201,7 +198,7 @@ async fn look(shared: &Shared, slots: &Slots) -> durq::Result<Look> {
     }
     let mut states = Vec::with_capacity(shared.meta.partitions as usize);
     for p in 0..shared.meta.partitions {
-        states.push(slots.read(&membership::slot_key(p)).await?);
+        states.push(slots.read(&slot_key(p)).await?);
     }
     Ok(Look { members, states })
 }

@@ -1,9 +1,8 @@
 //! A consumer group's members on NATS: who is in the group, who holds which
 //! slot, and who is alive, as one member sees it.
 //!
-//! A group `G` of queue `Q` is one key-value bucket, `DURQ_Q_G_G`: a key
-//! `p<partition>` per slot (`slot.rs`) and a key `m-<member id>` per member,
-//! whose value is the member's lease timeout (u64 LE milliseconds).
+//! A group is one key-value bucket (named in `group_names.rs`): a key per
+//! slot (`slot.rs`) and a key per member, whose value is the member's lease timeout (u64 LE milliseconds).
 //!
 //! **Liveness without clocks compared.** No kernel lock is freed when a
 //! remote member dies, so dead and hung look the same: a member is alive
@@ -34,39 +33,12 @@ use durq::internals::group::lease::MemberId;
 use futures_util::StreamExt;
 
 use crate::error::Error;
-use crate::slot::{Lease, NAME_BYTES_MAX, SlotState, Slots, validate_name};
+use crate::group_names::{MEMBER_KEY_PREFIX, member_key, slot_key};
+use crate::slot::{Lease, SlotState, Slots};
 
 /// Pause before watching the bucket again after the watch ended (a server
 /// restart, a lost connection).
 const REWATCH_PAUSE: Duration = Duration::from_millis(100);
-
-/// The bucket of group `group` of queue `queue`.
-///
-/// # Errors
-/// [`durq::Error::InvalidGroupName`] for a name NATS cannot carry (ASCII
-/// letters, digits, `-`, `_`), or one too long to fit a bucket name with the
-/// queue's.
-pub(crate) fn bucket_name(queue: &str, group: &str) -> durq::Result<String> {
-    let invalid = |reason| durq::Error::InvalidGroupName { name: group.to_owned(), reason };
-    if validate_name("group", group).is_err() {
-        return Err(invalid("on NATS only ASCII letters, digits, '-' and '_', 1 to 64 bytes"));
-    }
-    let bucket = format!("DURQ_{queue}_G_{group}");
-    if bucket.len() > NAME_BYTES_MAX {
-        return Err(invalid("the queue's and the group's names together must be at most 56 bytes on NATS"));
-    }
-    Ok(bucket)
-}
-
-/// The key of slot `partition`.
-pub(crate) fn slot_key(partition: u32) -> String {
-    format!("p{partition}")
-}
-
-/// The key of a member.
-pub(crate) fn member_key(holder: &str) -> String {
-    format!("m-{holder}")
-}
 
 /// What one member of a group shares with its background task.
 pub(crate) struct Membership {
@@ -158,7 +130,7 @@ impl Membership {
         let fresh = |seen: &Seen| seen.changed_at.elapsed() < self.lease_timeout;
         let mut live = vec![self.member];
         for (key, seen) in &view.keys {
-            if let Some(id) = key.strip_prefix("m-").and_then(parse_hex)
+            if let Some(id) = key.strip_prefix(MEMBER_KEY_PREFIX).and_then(parse_hex)
                 && !seen.removed
                 && fresh(seen)
             {
@@ -283,7 +255,7 @@ impl Membership {
     fn observe(&self, entry: kv::Entry) {
         let mut view = self.view();
         let removed = matches!(entry.operation, Operation::Delete | Operation::Purge);
-        if removed && entry.key.starts_with("m-") {
+        if removed && entry.key.starts_with(MEMBER_KEY_PREFIX) {
             // A member that left.
             view.keys.remove(&entry.key);
             return;
@@ -343,12 +315,5 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(parse_hex(&hex(&a)), Some(a));
         assert_eq!(parse_hex("zz"), None);
-    }
-
-    #[test]
-    fn group_names_must_fit_a_bucket_name() {
-        assert_eq!(bucket_name("orders", "billing").unwrap(), "DURQ_orders_G_billing");
-        assert!(matches!(bucket_name("orders", "a.b"), Err(durq::Error::InvalidGroupName { .. })));
-        assert!(matches!(bucket_name(&"q".repeat(40), &"g".repeat(20)), Err(durq::Error::InvalidGroupName { .. })));
     }
 }

@@ -376,7 +376,7 @@ impl Migration<'_> {
     /// Writes the group's slots free with `checkpoints`, taking each from
     /// nobody or from an earlier run's migrator.
     async fn write_group(&self, client: &Client, replicas: u8, group: &str, checkpoints: &[u64]) -> durq::Result<()> {
-        let slots = Slots::open(client, &group_bucket(&self.target.name, group), usize::from(replicas)).await?;
+        let slots = Slots::open(client, &group_bucket(&self.target.name, group)?, usize::from(replicas)).await?;
         for (p, &checkpoint) in (0u32..).zip(checkpoints) {
             let key = slot_key(p);
             let seen = slots.read(&key).await?;

@@ -100,7 +100,7 @@ async fn stat(shared: &Shared) -> durq::Result<QueueStat> {
     names.sort();
     let mut groups = Vec::new();
     for name in names {
-        let bucket = group_bucket(queue, &name);
+        let bucket = group_bucket(queue, &name)?;
         let slots = Slots::open(&shared.client, &bucket, usize::from(shared.meta.replicas)).await?;
         let mut states = Vec::new();
         for partition in 0..shared.meta.partitions {

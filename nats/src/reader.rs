@@ -78,8 +78,11 @@ impl Cursor {
         let handle = client.jetstream().get_stream(&stream).await.map_err(|e| failed(e.into()))?;
         let config = OrderedConfig { deliver_policy, ..Default::default() };
         let consumer = handle.create_consumer(config).await.map_err(|e| failed(e.into()))?;
+        // What the stream held from `from` on when the cursor was made: on
+        // its way, as `pending` is after each record.
+        let pending = consumer.cached_info().num_pending;
         let messages = consumer.messages().await.map_err(|e| failed(e.into()))?;
-        Ok(Cursor { stream, partition, messages, buffered: VecDeque::new(), pending: 0 })
+        Ok(Cursor { stream, partition, messages, buffered: VecDeque::new(), pending })
     }
 
     /// Waits until at least one record is buffered. Cancel-safe: a record
@@ -114,6 +117,12 @@ impl Cursor {
     /// Whether a record is buffered.
     pub(crate) fn has_buffered(&self) -> bool {
         !self.buffered.is_empty()
+    }
+
+    /// Whether every record the stream held when the last one was sent (or,
+    /// before any, when the cursor was made) was taken.
+    fn caught_up(&self) -> bool {
+        self.buffered.is_empty() && self.pending == 0
     }
 
     fn receive(
@@ -238,6 +247,15 @@ impl Reader {
             Some(timeout) => matches!(tokio::time::timeout(timeout, any).await, Ok(Ok(_))),
             None => any.await.is_ok(),
         }
+    }
+
+    /// Whether the reader has handed out every record its partitions held
+    /// when it was made, and every one it has seen arrive since: with no
+    /// producer running, a reader caught up has read the queue to its end
+    /// (`durq tail` without `-f` stops there). Records stored after the last
+    /// one received are not known of until they arrive.
+    pub fn caught_up(&self) -> bool {
+        self.cursors.iter().all(Cursor::caught_up)
     }
 
     /// The offset the reader reads next in each of its partitions (for a

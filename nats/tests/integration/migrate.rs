@@ -110,7 +110,7 @@ fn records_keep_offsets_keys_and_payloads_groups_keep_positions_and_producing_go
         for slot in group.slots.iter().map(|s| s.as_ref().expect("written")) {
             assert_eq!(slot.holder(), None, "group {}: the slot is left free", group.name);
         }
-        assert_eq!(group.bucket, group_names::group_bucket("moved", &group.name));
+        assert_eq!(group.bucket, group_names::group_bucket("moved", &group.name).expect("a valid name"));
     }
 
     let producer = queue.producer();
