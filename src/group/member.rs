@@ -179,17 +179,21 @@ impl Drop for Member {
     }
 }
 
-/// Whether member `id` of the group at `group_dir` is alive right now: its
-/// member file exists, is locked, and its heartbeat is fresh. Checked
+/// Whether member `id` of the group at `group_dir` is alive right now (its
+/// member file exists, is locked, and its heartbeat is fresh), hung (locked,
+/// its heartbeat stale) or dead (no file, or no lock on it). Checked
 /// directly when a scan is older than the question (a member may have
 /// joined since).
-pub(crate) fn is_alive(group_dir: &Path, id: &MemberId) -> Result<bool> {
+pub(crate) fn liveness(group_dir: &Path, id: &MemberId) -> Result<Liveness> {
     let path = path(group_dir, id);
-    let Some((file, Locked::HeldElsewhere)) = storage::try_lock_existing(&path)? else { return Ok(false) };
+    let Some((file, Locked::HeldElsewhere)) = storage::try_lock_existing(&path)? else { return Ok(Liveness::Dead) };
     let mut bytes = [0u8; lease::LEASE_BYTES];
     let n = storage::read_at(&file, &path, 0, &mut bytes)?;
     // A locked file not yet readable belongs to a member still joining.
-    Ok(lease::decode(&bytes[..n], MEMBER_SLOT).map_or(true, |r| !r.is_stale(storage::now_ms())))
+    Ok(match lease::decode(&bytes[..n], MEMBER_SLOT) {
+        Ok(r) if r.is_stale(storage::now_ms()) => Liveness::Hung,
+        _ => Liveness::Alive,
+    })
 }
 
 /// The file of member `id` of the group at `group_dir`.
@@ -279,6 +283,23 @@ mod tests {
         drop(b);
         let seen = scan_and_reap(dir.path()).unwrap();
         assert_eq!(seen.iter().map(|m| m.id).collect::<Vec<_>>(), vec![a.id]);
+    }
+
+    #[test]
+    fn a_locked_member_whose_heartbeat_is_stale_is_hung_not_dead() {
+        // A takeover names what its predecessor was: a member whose process
+        // still holds its file's lock is hung however old its heartbeat
+        // (the event once said "dead" when the member file went stale
+        // before the slot's lease did).
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = Member::join(dir.path(), 60_000).unwrap();
+        let stale = Member::join(dir.path(), 1).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(liveness(dir.path(), &fresh.id).unwrap(), Liveness::Alive);
+        assert_eq!(liveness(dir.path(), &stale.id).unwrap(), Liveness::Hung);
+        let id = stale.id;
+        drop(stale);
+        assert_eq!(liveness(dir.path(), &id).unwrap(), Liveness::Dead, "gone");
     }
 
     #[test]

@@ -67,7 +67,7 @@ use crate::group::checkpoint::{self, Checkpoint, CheckpointState};
 use crate::group::lease::{self, Lease, LeaseError, MemberId, NOBODY};
 #[cfg(feature = "tokio")]
 use crate::group::member::MemberPulse;
-use crate::group::member::{self, Member, Process};
+use crate::group::member::{self, Liveness, Member, Process};
 use crate::observe;
 use crate::storage::{self, Locked};
 
@@ -144,8 +144,8 @@ pub(crate) enum Predecessor {
     Nobody,
     /// The taker itself (its lease survived, e.g. a retake after an error).
     Itself,
-    /// A member whose heartbeat is older than its lease timeout (hung, or
-    /// dead and not yet seen so).
+    /// A member whose heartbeat (its slot's lease, or its member file) is
+    /// older than its lease timeout: hung, or dead and not yet seen so.
     Stale(Lease),
     /// A member that is not alive (its member file is unlocked).
     Dead(Lease),
@@ -191,8 +191,15 @@ pub(crate) fn take(group_dir: &Path, slot: u32, taker: Taker<'_>) -> Result<Opti
         // `alive` is a snapshot: a member that joined after it holds its
         // slots as rightfully as the others. Ask its member file.
         Ok(l) => {
+            // Its member file may be stale before the slot's lease is (the
+            // two are written at different times): that holder is hung, not
+            // dead, and the takeover event must say so.
             let seen_alive = matches!(taker, Taker::Member { alive, .. } if alive.contains(&l.member));
-            (!seen_alive && !member::is_alive(group_dir, &l.member)?).then(|| Predecessor::Dead(l.clone()))
+            match if seen_alive { Liveness::Alive } else { member::liveness(group_dir, &l.member)? } {
+                Liveness::Alive => None,
+                Liveness::Hung => Some(Predecessor::Stale(l.clone())),
+                Liveness::Dead => Some(Predecessor::Dead(l.clone())),
+            }
         }
         Err(_) => lease_locked.then_some(Predecessor::Nobody),
     };
