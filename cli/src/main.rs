@@ -155,7 +155,15 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
-        Command::Stat(args) => stat::run(args),
+        // `stat --watch` goes to watch.rs from here, not from stat.rs: watch.rs
+        // draws with stat.rs's pieces, so stat.rs must not call into it.
+        Command::Stat(args) => match args.watch {
+            Some(every) => args
+                .queue
+                .local("stat --watch", "is not built yet (without --watch it is)")
+                .and_then(|dir| watch::run(dir, every, args.json)),
+            None => stat::run(args),
+        },
         Command::Tail(args) => tail::run(args),
         Command::Group(command) => group::run(command),
         Command::Dlq(args) => dlq::run(args),

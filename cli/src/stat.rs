@@ -49,16 +49,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult<()> {
-    let dir = match (&args.queue, args.watch) {
-        (Target::Nats(url), None) => return crate::nats_stat::run(url, args.json),
-        (queue, Some(every)) => {
-            return crate::watch::run(
-                queue.local("stat --watch", "is not built yet (without --watch it is)")?,
-                every,
-                args.json,
-            );
-        }
-        (Target::Dir(dir), None) => dir,
+    // `--watch` never comes here: main.rs sends it to watch.rs.
+    let dir = match &args.queue {
+        Target::Nats(url) => return crate::nats_stat::run(url, args.json),
+        Target::Dir(dir) => dir,
     };
     let stat = durq::stat::stat(dir)?;
     let text = if args.json { to_json(dir, &stat) } else { to_tables(dir, &stat, now_ms()) };
