@@ -36,6 +36,17 @@ use crate::error::Error;
 use crate::record;
 use crate::shared::Shared;
 
+/// How long one pull of a cursor waits on the server. The client asks the
+/// server for an idle heartbeat every half of it and recreates the cursor's
+/// server-side consumer after two heartbeats missed twice in a row, so this
+/// bounds how long a cursor stays silent after the server holding its
+/// consumer dies (an ordered consumer has one replica, whatever the
+/// stream's): about twice this. The client's default, 30 s, left a partition
+/// unread for a minute after that server's SIGKILL while the group's leases
+/// and the stream had long moved on. The cost is one idle pull request per
+/// cursor every `PULL_EXPIRY`.
+const PULL_EXPIRY: Duration = Duration::from_secs(2);
+
 /// One record read from a partition.
 #[derive(Debug, Clone)]
 pub(crate) struct Record {
@@ -76,7 +87,7 @@ impl Cursor {
             Error::engine(format!("open a cursor on stream {stream} at {from:?}"), e)
         };
         let handle = client.jetstream().get_stream(&stream).await.map_err(|e| failed(e.into()))?;
-        let config = OrderedConfig { deliver_policy, ..Default::default() };
+        let config = OrderedConfig { deliver_policy, max_expires: PULL_EXPIRY, ..Default::default() };
         let consumer = handle.create_consumer(config).await.map_err(|e| failed(e.into()))?;
         // What the stream held from `from` on when the cursor was made: on
         // its way, as `pending` is after each record.

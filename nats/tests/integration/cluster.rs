@@ -7,12 +7,12 @@
 //! and through the stop (SIGKILL, or SIGTERM) and restart of all three
 //! servers, no acknowledged record is lost and none is stored twice. A
 //! group consuming on the same cluster, through the SIGKILL of a partition
-//! stream's leader and through a SIGKILL and restart of all three servers:
+//! stream's leader that also holds a member's cursor, and through a SIGKILL and restart of all three servers:
 //! every acknowledged record is processed, none as two records.
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Cluster, FAILOVER_WITHIN, stream_leader, wait_for_leader};
+use crate::common::{Cluster, FAILOVER_WITHIN, consumer_hosts, stream_leader, wait_for_leader};
 use durq_nats::{Error, Lease, SlotState, Slots, connect};
 
 /// The JetStream stream behind a key-value bucket.
@@ -296,7 +296,9 @@ async fn sigterm_of_all_three_servers_loses_and_duplicates_no_acknowledged_recor
 /// How the consumer-side HA test loses servers.
 #[derive(Debug, Clone, Copy)]
 enum Outage {
-    /// SIGKILL the leader of partition 0's stream.
+    /// SIGKILL the leader of a partition's stream that also holds a
+    /// member's cursor (the server-side consumer it reads with), so that
+    /// the stream elects a leader and the reader loses its server at once.
     KillLeader,
     /// SIGKILL all three servers, and start them again after 1 s.
     KillAllAndRestart,
@@ -389,9 +391,9 @@ async fn consume_through(outage: Outage) {
     match outage {
         Outage::KillLeader => {
             let raw = async_nats::connect(cluster.addresses()).await.expect("raw connect");
-            let stream = durq_nats::record::stream_name("hac", 0);
-            let leader = stream_leader(&raw, &stream).await.expect("the partition's stream has a leader");
-            cluster.kill(&leader);
+            let victim = leader_holding_a_cursor(&raw).await;
+            eprintln!("KillLeader: SIGKILL {victim}");
+            cluster.kill(&victim);
         }
         Outage::KillAllAndRestart => {
             cluster.kill_all();
@@ -455,6 +457,31 @@ async fn consume_through(outage: Outage) {
     );
     assert!(lost.is_empty(), "acknowledged records never processed: {lost:?}");
     assert!(duplicated.is_empty(), "records processed as two different records: {duplicated:?}");
+}
+
+/// A server that leads a partition's stream of queue `hac` and holds a
+/// cursor of one of its partitions. Cursors have one replica, placed by the
+/// server, so while no leader holds one, partition 0's stream is asked to
+/// step down (its leader moves to another of the three servers) and the
+/// placement is looked at again.
+async fn leader_holding_a_cursor(raw: &async_nats::Client) -> String {
+    let first = durq_nats::record::stream_name("hac", 0);
+    for _ in 0..10 {
+        let (mut leaders, mut cursors) = (Vec::new(), Vec::new());
+        for partition in 0..2 {
+            let stream = durq_nats::record::stream_name("hac", partition);
+            leaders.push(stream_leader(raw, &stream).await.expect("the partition's stream has a leader"));
+            cursors.extend(consumer_hosts(raw, &stream).await);
+        }
+        eprintln!("KillLeader: streams led by {leaders:?}, cursors on {cursors:?}");
+        if let Some(victim) = leaders.iter().find(|l| cursors.contains(l)) {
+            return victim.clone();
+        }
+        let stepdown = format!("$JS.API.STREAM.LEADER.STEPDOWN.{first}");
+        raw.request(stepdown, "".into()).await.expect("ask the stream's leader to step down");
+        wait_for_leader(raw, &first, Some(&leaders[0])).await;
+    }
+    panic!("no stream leader of queue hac holds a cursor after ten step-downs");
 }
 
 /// Waits until `done`, failing the test after [`BACK_WITHIN`].
