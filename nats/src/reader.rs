@@ -58,9 +58,21 @@ pub(crate) struct Record {
 
 /// Reads one partition in sequence order from an offset (async).
 pub(crate) struct Cursor {
+    client: Client,
     stream: String,
     partition: u32,
     messages: Ordered,
+    /// The stream sequence the next record must have, once known (from
+    /// the start of a cursor opened at an offset, else from its first
+    /// record). The client recreates its server-side consumer after a
+    /// server loss from the last sequence it received, or from the
+    /// stream's first record if it had received none: a record before
+    /// this one is such a restart, and the cursor opens itself again here;
+    /// a record past it is a gap in the stream, an error.
+    next_sequence: Option<u64>,
+    /// A record before `next_sequence` arrived: open again there before
+    /// reading on.
+    restarted: bool,
     /// Records received and not yet taken.
     buffered: VecDeque<Record>,
     /// Records the stream held past the last one received, when it was
@@ -72,6 +84,10 @@ impl Cursor {
     /// A cursor on `partition` of `queue`, at `from`.
     pub(crate) async fn open(client: &Client, queue: &str, partition: u32, from: ResetTo) -> Result<Cursor, Error> {
         let stream = record::stream_name(queue, partition);
+        let next_sequence = match from {
+            ResetTo::Offset(offset) => Some(offset + 1),
+            _ => None,
+        };
         let deliver_policy = match from {
             ResetTo::Earliest => DeliverPolicy::All,
             ResetTo::Latest => DeliverPolicy::New,
@@ -83,24 +99,44 @@ impl Cursor {
                 DeliverPolicy::ByStartTime { start_time }
             }
         };
-        let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
-            Error::engine(format!("open a cursor on stream {stream} at {from:?}"), e)
-        };
-        let handle = client.jetstream().get_stream(&stream).await.map_err(|e| failed(e.into()))?;
-        let config = OrderedConfig { deliver_policy, max_expires: PULL_EXPIRY, ..Default::default() };
-        let consumer = handle.create_consumer(config).await.map_err(|e| failed(e.into()))?;
-        // What the stream held from `from` on when the cursor was made: on
-        // its way, as `pending` is after each record.
-        let pending = consumer.cached_info().num_pending;
-        let messages = consumer.messages().await.map_err(|e| failed(e.into()))?;
-        Ok(Cursor { stream, partition, messages, buffered: VecDeque::new(), pending })
+        let (messages, pending) = subscribe(client, &stream, deliver_policy)
+            .await
+            .map_err(|e| Error::engine(format!("open a cursor on stream {stream} at {from:?}"), e))?;
+        Ok(Cursor {
+            client: client.clone(),
+            stream,
+            partition,
+            messages,
+            next_sequence,
+            restarted: false,
+            buffered: VecDeque::new(),
+            pending,
+        })
+    }
+
+    /// Opens the cursor again at `next_sequence`, after the client
+    /// restarted its consumer before it.
+    async fn reopen_if_restarted(&mut self) -> Result<(), Error> {
+        if !self.restarted {
+            return Ok(());
+        }
+        let start_sequence = self.next_sequence.expect("a restart is noticed against a known sequence");
+        let (messages, pending) =
+            subscribe(&self.client, &self.stream, DeliverPolicy::ByStartSequence { start_sequence }).await.map_err(
+                |e| Error::engine(format!("reopen a cursor on stream {} at {start_sequence}", self.stream), e),
+            )?;
+        self.messages = messages;
+        self.pending = pending;
+        self.restarted = false;
+        Ok(())
     }
 
     /// Waits until at least one record is buffered. Cancel-safe: a record
     /// received is buffered in the same poll, so dropping this future loses
     /// nothing.
     pub(crate) async fn wait(&mut self) -> Result<(), Error> {
-        if self.buffered.is_empty() {
+        while self.buffered.is_empty() {
+            self.reopen_if_restarted().await?;
             let message = self.messages.next().await;
             self.receive(message)?;
         }
@@ -113,6 +149,7 @@ impl Cursor {
     /// as full as the stream allows. Waits only for those.
     pub(crate) async fn take_ready(&mut self, max: usize) -> Result<Vec<Record>, Error> {
         while self.buffered.len() < max {
+            self.reopen_if_restarted().await?;
             match self.messages.next().now_or_never() {
                 Some(message) => self.receive(message)?,
                 None if self.pending > 0 && !self.buffered.is_empty() => {
@@ -147,6 +184,20 @@ impl Cursor {
         };
         let info = message.info().map_err(|e| Error::engine(format!("read stream {}", self.stream), e))?;
         let sequence = info.stream_sequence;
+        match self.next_sequence {
+            Some(next) if sequence < next => {
+                self.restarted = true;
+                return Ok(());
+            }
+            Some(next) if sequence > next => {
+                return Err(Error::BadRecord {
+                    stream: self.stream.clone(),
+                    sequence: next,
+                    reason: format!("missing: the stream's next record is at sequence {sequence} (deleted or expired)"),
+                });
+            }
+            _ => self.next_sequence = Some(sequence + 1),
+        }
         self.pending = info.pending;
         let timestamp_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let key = match message.headers.as_ref().and_then(|h| h.get(record::KEY_HEADER)) {
@@ -161,6 +212,21 @@ impl Cursor {
         self.buffered.push_back(Record { position, timestamp_ms, key, payload: message.payload.clone() });
         Ok(())
     }
+}
+
+/// An ordered consumer on `stream` from `deliver_policy`, and the number
+/// of records the stream held from there when it was made (on their way,
+/// as a record's `pending` is).
+async fn subscribe(
+    client: &Client,
+    stream: &str,
+    deliver_policy: DeliverPolicy,
+) -> Result<(Ordered, u64), Box<dyn std::error::Error + Send + Sync>> {
+    let handle = client.jetstream().get_stream(stream).await?;
+    let config = OrderedConfig { deliver_policy, max_expires: PULL_EXPIRY, ..Default::default() };
+    let consumer = handle.create_consumer(config).await?;
+    let pending = consumer.cached_info().num_pending;
+    Ok((consumer.messages().await?, pending))
 }
 
 /// Reads a queue's records without a group: it commits nothing and moves

@@ -93,3 +93,47 @@ fn a_reader_of_every_partition_takes_turns_and_starts_where_asked() {
     assert_eq!(latest.read(10).unwrap().iter().map(|r| r.position).collect::<Vec<_>>(), [new]);
     assert!(matches!(queue.partition_reader(2, ResetTo::Earliest), Err(durq::Error::InvalidOption { .. })));
 }
+
+/// The client recreates a cursor's server-side consumer when it is lost (a
+/// server's death; here, its deletion). A cursor that had received nothing
+/// yet is recreated from the stream's first record: the reader must still
+/// go on from where it was, never hand out an earlier record.
+#[test]
+fn a_reader_whose_server_side_consumer_is_lost_goes_on_from_where_it_was() {
+    use futures_util::TryStreamExt;
+    let server = NatsServer::start_blocking();
+    let queue = open(&server, "lost", 1);
+    let producer = queue.producer();
+    for i in 0..10 {
+        producer.send(format!("early {i}")).unwrap();
+    }
+    // At the end of the partition: nothing received yet.
+    let mut reader = queue.partition_reader(0, ResetTo::Offset(10)).expect("reader");
+    assert!(!reader.wait(Some(Duration::from_millis(200))), "nothing past offset 10 yet");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let deleted = runtime.block_on(async {
+        let client = async_nats::connect(server.url().trim_start_matches("nats://")).await.expect("raw connect");
+        let jetstream = async_nats::jetstream::new(client);
+        let stream = jetstream.get_stream(durq_nats::record::stream_name("lost", 0)).await.expect("stream");
+        let names: Vec<String> = stream.consumer_names().try_collect().await.expect("consumer names");
+        for name in &names {
+            stream.delete_consumer(name).await.expect("delete the reader's consumer");
+        }
+        names.len()
+    });
+    assert_eq!(deleted, 1, "the reader's one consumer");
+
+    producer.send("late").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut read = Vec::new();
+    while read.is_empty() {
+        assert!(Instant::now() < deadline, "the reader never went on");
+        if reader.wait(Some(Duration::from_millis(500))) {
+            read.extend(reader.read(10).expect("read"));
+        }
+    }
+    let offsets: Vec<u64> = read.iter().map(|r| r.position.offset).collect();
+    assert_eq!(offsets, [10], "records: {read:?}");
+    assert_eq!(read[0].payload, b"late");
+}
