@@ -11,8 +11,11 @@
 //! - **Marking.** Before a batch is handed over, the slot records it as
 //!   delivered (its end, and the first record's delivery count) by
 //!   compare-and-set, so that the member that takes the slot over after a
-//!   crash counts the delivery ([`Message::delivery_count`]). One more
-//!   replicated write per batch, not per record.
+//!   crash counts the delivery ([`Message::delivery_count`]). When the next
+//!   batch of a partition is already here as its batch is committed, the
+//!   one write does both (commit this batch, mark the next), so a member
+//!   that keeps up pays one replicated write per batch; an idle member
+//!   marks a batch when it arrives, a write of its own.
 //! - **Committing.** After `Ok`, the slot's checkpoint moves past the batch
 //!   by compare-and-set on the holder's own last revision. A member that was
 //!   taken over meanwhile gets [`durq::Error::Fenced`] and nothing moves; its
@@ -94,6 +97,18 @@ struct Held {
     /// Records below this were in a failed batch: deliver them one at a
     /// time.
     isolate_end: u64,
+    /// The next batch, marked as delivered by the write that committed the
+    /// one before it, handed over when this slot's turn comes.
+    marked: Option<Marked>,
+}
+
+/// A batch recorded in the slot as handed out, not handed out yet.
+struct Marked {
+    taken: Taken,
+    /// The slot's progress before the mark: what a release stores instead
+    /// (`Lease::unmark`), so a batch that never reached the caller is not
+    /// counted as delivered by the next holder.
+    before: Progress,
 }
 
 /// A batch taken from one slot, marked as delivered, not yet committed.
@@ -373,10 +388,13 @@ impl Consumer {
         Ok(done)
     }
 
-    /// Moves the slot's checkpoint past the first `n` records of `taken`.
+    /// Moves the slot's checkpoint past the first `n` records of `taken`,
+    /// and, if all of them were processed and the partition's next batch is
+    /// already here, marks that one as delivered in the same write.
     async fn commit(&mut self, taken: &Taken, n: usize) -> durq::Result<()> {
         self.membership.batch_out(false);
         let checkpoint = if n == taken.records.len() { taken.end() } else { taken.records[n].position.offset };
+        let next = if n == taken.records.len() { self.next_ready(taken).await } else { Vec::new() };
         let mut leases = self.membership.leases.lock().await;
         let Some(lease) = leases.get_mut(&taken.partition) else {
             // A heartbeat found the slot taken over.
@@ -384,8 +402,27 @@ impl Consumer {
             self.forget(taken.partition);
             return Err(durq::Error::Fenced { partition: taken.partition, epoch: taken.epoch });
         };
-        match self.membership.slots.commit(lease, checkpoint).await {
-            Ok(()) => Ok(()),
+        let committed = lease.progress().committed(checkpoint);
+        let progress = match next.last() {
+            Some(last) => committed.handed_out(last.position.offset + 1),
+            None => committed,
+        };
+        match self.membership.slots.advance(lease, progress).await {
+            Ok(()) => {
+                if !next.is_empty()
+                    && let Some(held) = self.held.get_mut(&taken.partition)
+                {
+                    let taken = Taken {
+                        partition: taken.partition,
+                        epoch: taken.epoch,
+                        records: next,
+                        attempts: progress.attempts,
+                        delivered_before: committed.delivered_end,
+                    };
+                    held.marked = Some(Marked { taken, before: committed });
+                }
+                Ok(())
+            }
             Err(Error::Fenced { .. }) => {
                 leases.remove(&taken.partition);
                 drop(leases);
@@ -400,6 +437,34 @@ impl Consumer {
                     held.cursor = None;
                 }
                 Err(e.into())
+            }
+        }
+    }
+
+    /// The records of `taken`'s partition after it that are here already
+    /// (or on their way), up to a batch, if the next batch may be marked in
+    /// the write that commits `taken`: the slot is still held at `taken`'s
+    /// epoch, in no backoff, and past the records delivered one at a time.
+    /// Empty otherwise, or if the cursor failed (the next look reopens it
+    /// from the checkpoint).
+    async fn next_ready(&mut self, taken: &Taken) -> Vec<Record> {
+        let max_batch = self.options.configured_max_batch();
+        let end = taken.end();
+        let Some(held) = self.held.get_mut(&taken.partition) else { return Vec::new() };
+        if held.epoch != taken.epoch || held.retry_at.is_some() || end < held.isolate_end {
+            return Vec::new();
+        }
+        let Some(cursor) = held.cursor.as_mut() else { return Vec::new() };
+        match cursor.take_ready(max_batch).await {
+            Ok(records) => {
+                if let Some(first) = records.first() {
+                    assert_eq!(first.position.offset, end, "a batch starts where the one before it ended");
+                }
+                records
+            }
+            Err(_) => {
+                held.cursor = None;
+                Vec::new()
             }
         }
     }
@@ -536,6 +601,10 @@ impl Consumer {
             };
             let max_batch = self.options.configured_max_batch();
             let held = self.held.get_mut(&p).expect("a held slot");
+            if let Some(marked) = held.marked.take() {
+                self.next_slot = p + 1;
+                return Ok(Some(marked.taken));
+            }
             if held.retry_at.is_some_and(|at| at > now) {
                 continue;
             }
@@ -577,11 +646,7 @@ impl Consumer {
         records: Vec<Record>,
     ) -> durq::Result<Option<Taken>> {
         let end = records.last().map_or(progress.checkpoint, |r| r.position.offset + 1);
-        let marked = Progress {
-            checkpoint: progress.checkpoint,
-            delivered_end: progress.delivered_end.max(end),
-            attempts: progress.attempts.saturating_add(1),
-        };
+        let marked = progress.handed_out(end);
         let mut leases = self.membership.leases.lock().await;
         let Some(lease) = leases.get_mut(&partition) else {
             drop(leases);
@@ -639,9 +704,11 @@ impl Consumer {
         let mine_now: Vec<u32> = leases.keys().copied().collect();
         for p in mine_now {
             if owners[p as usize] != Some(me)
-                && let Some(lease) = leases.remove(&p)
+                && let Some(mut lease) = leases.remove(&p)
             {
-                self.held.remove(&p);
+                if let Some(marked) = self.held.remove(&p).and_then(|held| held.marked) {
+                    lease.unmark(marked.before);
+                }
                 // A fenced release needs nothing more: the slot is another's.
                 match self.membership.slots.release(lease).await {
                     Ok(()) | Err(Error::Fenced { .. }) => {}
@@ -661,7 +728,10 @@ impl Consumer {
                     // come one at a time, so a poison record among them is
                     // isolated and every count stays exact.
                     let isolate_end = if progress.attempts >= 1 { progress.delivered_end } else { 0 };
-                    self.held.insert(p, Held { epoch: lease.epoch(), cursor: None, retry_at: None, isolate_end });
+                    self.held.insert(
+                        p,
+                        Held { epoch: lease.epoch(), cursor: None, retry_at: None, isolate_end, marked: None },
+                    );
                     leases.insert(p, lease);
                 }
                 // Another member took it first, or its holder wrote: look
@@ -678,12 +748,14 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.background.abort();
         let membership = self.membership.clone();
+        let unmarked: BTreeMap<u32, Progress> =
+            self.held.iter().filter_map(|(&p, held)| Some((p, held.marked.as_ref()?.before))).collect();
         if tokio::runtime::Handle::try_current().is_ok() {
             // Inside a runtime nothing may block: the slots are given back
             // by a task on the queue's runtime, as soon as it runs.
-            self.shared.spawn(async move { membership.leave().await });
+            self.shared.spawn(async move { membership.leave(unmarked).await });
         } else {
-            self.shared.block_on(membership.leave());
+            self.shared.block_on(membership.leave(unmarked));
         }
     }
 }

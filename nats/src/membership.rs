@@ -34,7 +34,7 @@ use futures_util::StreamExt;
 
 use crate::error::Error;
 use crate::group_names::{MEMBER_KEY_PREFIX, member_key, slot_key};
-use crate::slot::{Lease, SlotState, Slots};
+use crate::slot::{Lease, Progress, SlotState, Slots};
 
 /// Pause before watching the bucket again after the watch ended (a server
 /// restart, a lost connection).
@@ -174,9 +174,14 @@ impl Membership {
 
     /// Leaves the group: gives every held slot back and removes the member
     /// key, so the others take over at once rather than after a lease.
-    pub(crate) async fn leave(&self) {
+    /// `unmarked`: per slot, the progress to give back instead of the
+    /// held one, where a batch was marked but never handed over.
+    pub(crate) async fn leave(&self, unmarked: BTreeMap<u32, Progress>) {
         let leases = std::mem::take(&mut *self.leases.lock().await);
-        for (_, lease) in leases {
+        for (partition, mut lease) in leases {
+            if let Some(&before) = unmarked.get(&partition) {
+                lease.unmark(before);
+            }
             // A fenced or failed release leaves the slot to a takeover.
             let _ = self.slots.release(lease).await;
         }

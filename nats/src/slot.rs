@@ -77,6 +77,30 @@ pub struct Progress {
     pub attempts: u32,
 }
 
+impl Progress {
+    /// After every record before `checkpoint` was processed. A record past
+    /// the old checkpoint starts its count afresh, except one that was
+    /// handed out before (it was delivered at least once). The same
+    /// checkpoint again changes nothing.
+    pub fn committed(self, checkpoint: u64) -> Progress {
+        if checkpoint == self.checkpoint {
+            return self;
+        }
+        let attempts = u32::from(checkpoint < self.delivered_end);
+        Progress { checkpoint, delivered_end: self.delivered_end.max(checkpoint), attempts }
+    }
+
+    /// After the records from the checkpoint up to `end` were handed out
+    /// once more: the record at the checkpoint counts one more delivery.
+    pub fn handed_out(self, end: u64) -> Progress {
+        Progress {
+            checkpoint: self.checkpoint,
+            delivered_end: self.delivered_end.max(end),
+            attempts: self.attempts.saturating_add(1),
+        }
+    }
+}
+
 /// A held slot: what its holder needs to commit.
 ///
 /// Dropping a lease does not release the slot (as when the holder's process
@@ -215,15 +239,7 @@ impl Slots {
     /// [`Error::Engine`] if the request fails (it may have taken effect; the
     /// next commit finds out).
     pub async fn commit(&self, lease: &mut Lease, checkpoint: u64) -> Result<()> {
-        let held = lease.progress;
-        // A record past the old checkpoint starts its count afresh, except
-        // one that was handed out before (it was delivered at least once).
-        let progress = if checkpoint == held.checkpoint {
-            held
-        } else {
-            let attempts = u32::from(checkpoint < held.delivered_end);
-            Progress { checkpoint, delivered_end: held.delivered_end.max(checkpoint), attempts }
-        };
+        let progress = lease.progress.committed(checkpoint);
         self.advance(lease, progress).await
     }
 
@@ -387,6 +403,18 @@ impl Lease {
     /// The checkpoint and deliveries last written.
     pub fn progress(&self) -> Progress {
         self.progress
+    }
+
+    /// Takes back the mark of a batch that was recorded as handed out but
+    /// never reached the caller: the next write (a heartbeat, a release)
+    /// stores `before`, the progress the mark was made on, so whoever holds
+    /// the slot next does not count a delivery that did not happen.
+    pub(crate) fn unmark(&mut self, before: Progress) {
+        assert_eq!(
+            before.checkpoint, self.progress.checkpoint,
+            "a mark is taken back at the checkpoint it was made at"
+        );
+        self.progress = before;
     }
 }
 

@@ -198,6 +198,50 @@ fn rebalancing_shares_the_slots_when_a_member_joins_and_gives_them_back_when_it_
 /// A member in a child process: holds a batch, says so on stdout, and
 /// commits it when a line comes on stdin. Not a test by itself: it returns
 /// at once unless the parent set `DURQ_NATS_CHILD_URL`.
+/// The writes to the group's bucket so far: its stream's last sequence.
+fn bucket_writes(url: &str, queue: &str, group: &str) -> u64 {
+    let bucket = durq_nats::group_names::group_bucket(queue, group).expect("a bucket name");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let client = async_nats::connect(url.trim_start_matches("nats://")).await.expect("raw connect");
+        let jetstream = async_nats::jetstream::new(client);
+        let mut stream = jetstream.get_stream(format!("KV_{bucket}")).await.expect("the bucket's stream");
+        stream.info().await.expect("stream info").state.last_sequence
+    })
+}
+
+#[test]
+fn a_member_that_keeps_up_commits_a_batch_and_marks_the_next_in_one_write_and_gives_unhanded_marks_back() {
+    let server = NatsServer::start_blocking();
+    let queue = open(&server.url(), "marks", 1);
+    let producer = queue.producer();
+    for i in 0..60 {
+        producer.send(format!("record {i}")).unwrap();
+    }
+    // A lease long enough that no heartbeat writes during the test.
+    let options = ConsumerOptions::default().lease_timeout(Duration::from_secs(120)).max_batch(10);
+    let mut consumer = queue.consumer_with("keeps-up", options.clone()).expect("consumer");
+    let before = bucket_writes(&server.url(), "marks", "keeps-up");
+    let seen = consume(&mut consumer, 50);
+    let writes = bucket_writes(&server.url(), "marks", "keeps-up") - before;
+    assert_eq!(seen.len(), 50, "five batches of 10");
+    assert!(seen.iter().all(|(_, _, count)| *count == 1), "{seen:?}");
+    // The first batch's mark, then one write per batch: its commit and the
+    // next batch's mark (two per batch would be 10).
+    assert_eq!(writes, 6, "writes to the slot for five batches");
+
+    // The sixth batch was marked by the fifth's commit and never handed
+    // over: the member leaving gives the mark back, so the next member gets
+    // it as a first delivery, in one batch (not one record at a time, as
+    // records a predecessor was handed come).
+    drop(consumer);
+    let mut next = queue.consumer_with("keeps-up", options).expect("the next member");
+    let again = consume(&mut next, 10);
+    let offsets: Vec<u64> = again.iter().map(|(p, _, _)| p.offset).collect();
+    assert_eq!(offsets, (50..60).collect::<Vec<_>>());
+    assert!(again.iter().all(|(_, _, count)| *count == 1), "counted as delivered before: {again:?}");
+}
+
 #[test]
 fn child_member() {
     let Ok(url) = std::env::var("DURQ_NATS_CHILD_URL") else { return };
