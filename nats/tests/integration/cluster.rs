@@ -8,7 +8,9 @@
 //! servers, no acknowledged record is lost and none is stored twice. A
 //! group consuming on the same cluster, through the SIGKILL of a partition
 //! stream's leader that also holds a member's cursor, and through a SIGKILL and restart of all three servers:
-//! every acknowledged record is processed, none as two records.
+//! every acknowledged record is processed, none as two records. Members
+//! joining a group that does not exist yet at the same instant: each gets
+//! its consumer while the group's bucket is still electing its first leader.
 
 use std::time::{Duration, Instant};
 
@@ -332,17 +334,26 @@ async fn consume_through(outage: Outage) {
     let queue = durq_nats::Queue::open_async(&url, options).await.expect("open on the cluster");
     assert_eq!(queue.replicas(), 3);
 
+    // The members join at the same instant, creating the group together.
+    let barrier = Arc::new(std::sync::Barrier::new(MEMBERS));
+    let joining: Vec<_> = (0..MEMBERS)
+        .map(|_| {
+            let (queue, barrier) = (queue.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                queue.consumer_with("ha", durq::ConsumerOptions::default().lease_timeout(MEMBER_LEASE))
+            })
+        })
+        .collect();
+    let consumers: Vec<_> =
+        joining.into_iter().map(|j| j.join().expect("a joining member panicked").expect("join the group")).collect();
+
     let consuming = Arc::new(AtomicBool::new(true));
     let handed: Arc<Mutex<Vec<Handed>>> = Arc::default();
-    let members: Vec<_> = (0..MEMBERS)
-        .map(|_| {
-            let (queue, consuming, handed) = (queue.clone(), consuming.clone(), handed.clone());
-            // The members join one after the other: two first joins at
-            // once on a fresh cluster can race the group bucket's creation
-            // (the second writes its member key before the new
-            // three-replica stream answers: `StreamNotFound`).
-            let options = durq::ConsumerOptions::default().lease_timeout(MEMBER_LEASE);
-            let mut consumer = queue.consumer_with("ha", options).expect("join the group");
+    let members: Vec<_> = consumers
+        .into_iter()
+        .map(|mut consumer| {
+            let (consuming, handed) = (consuming.clone(), handed.clone());
             std::thread::spawn(move || {
                 let mut errors = Vec::new();
                 while consuming.load(Ordering::Relaxed) {
