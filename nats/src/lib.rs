@@ -61,6 +61,6 @@ pub use migrate::{Migrated, migrate};
 pub use producer::{Producer, SEND_RETRY_WITHIN};
 pub use queue::{DUPLICATE_WINDOW, HEADER_ROOM_BYTES, META_BUCKET, Queue};
 pub use reader::Reader;
-pub use slot::{Lease, NAME_BYTES_MAX, Progress, SlotState, Slots};
+pub use slot::{BUCKET_WRITABLE_WITHIN, Lease, NAME_BYTES_MAX, Progress, SlotState, Slots};
 pub use slot_value::HOLDER_BYTES_MAX;
 pub use version::{MIN_SERVER_VERSION, ServerVersion};

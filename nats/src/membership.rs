@@ -88,6 +88,11 @@ impl Membership {
     /// Joins: writes this member's key and starts the watch and the
     /// heartbeats on the current runtime. Returns once the watch has seen
     /// this member's own key, so the view holds everything written before.
+    ///
+    /// The member key is written first, and waits while the bucket does not
+    /// take writes yet (another member may have created it a moment ago,
+    /// [`Slots::while_not_writable`]): the watch, and every slot write after
+    /// it, then go to a bucket whose stream has a leader.
     pub(crate) async fn join(
         slots: Slots,
         nuid: &str,
@@ -105,10 +110,11 @@ impl Membership {
             batch_out_since: Mutex::new(None),
             fenced: Mutex::new(Vec::new()),
         });
+        let key = member_key(&membership.holder);
+        let first_write = || membership.slots.store().put(&key, membership.member_value());
+        membership.slots.while_not_writable(&format!("write member key {key}"), first_write).await?;
         let mut watch = membership.watch().await?;
-        membership.put_member_key().await?;
-        let own = member_key(&membership.holder);
-        while !membership.view().keys.contains_key(&own) {
+        while !membership.view().keys.contains_key(&key) {
             match watch.next().await {
                 Some(Ok(entry)) => membership.observe(entry),
                 Some(Err(e)) => return Err(Error::engine(format!("watch bucket {}", membership.bucket()), e)),
@@ -239,14 +245,18 @@ impl Membership {
     }
 
     async fn put_member_key(&self) -> Result<(), Error> {
-        let value = Bytes::copy_from_slice(&(self.lease_timeout.as_millis() as u64).to_le_bytes());
         let key = member_key(&self.holder);
         self.slots
             .store()
-            .put(&key, value)
+            .put(&key, self.member_value())
             .await
             .map_err(|e| Error::engine(format!("write member key {}/{key}", self.bucket()), e))?;
         Ok(())
+    }
+
+    /// The member key's value: this member's lease timeout.
+    fn member_value(&self) -> Bytes {
+        Bytes::copy_from_slice(&(self.lease_timeout.as_millis() as u64).to_le_bytes())
     }
 
     async fn watch(&self) -> Result<kv::Watch, Error> {

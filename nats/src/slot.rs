@@ -36,7 +36,19 @@
 //! newer revision; if that revision still carries the holder's epoch, it was
 //! the holder's own write, and the holder adopts it and writes again. Any
 //! other writer in between means a takeover: fenced.
+//!
+//! **A bucket another member is creating.** On a cluster, the first of
+//! several members creating a group's bucket at once gets its reply when the
+//! bucket's stream has elected its first leader; the others are answered at
+//! once that it exists, and their writes find no stream to take them until
+//! that election is over. [`Slots::open`] and the first write of a joining
+//! member ([`Slots::while_not_writable`]) wait that out, for at most
+//! [`BUCKET_WRITABLE_WITHIN`].
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::context::{CreateKeyValueErrorKind, PublishError, PublishErrorKind};
 use async_nats::jetstream::kv::{self, UpdateErrorKind};
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, StorageType};
 
@@ -49,6 +61,18 @@ pub const NAME_BYTES_MAX: usize = 64;
 
 /// The JetStream header that marks a key-value delete or purge.
 const KV_OPERATION_HEADER: &str = "KV-Operation";
+
+/// How long opening a group's bucket, and a member's first write into it,
+/// wait for a bucket that is still being created to take writes: as long as
+/// a send waits through a leader election. On the test cluster the first
+/// creator's reply came 0.15 s after its request, the others' first writes
+/// went through 0.2 s after the barrier (two refused before), but a first
+/// election that fails waits a Raft election timeout, several seconds on a
+/// loaded machine.
+pub const BUCKET_WRITABLE_WITHIN: Duration = crate::producer::SEND_RETRY_WITHIN;
+
+/// The pause between two attempts at a bucket that is not writable yet.
+const BUCKET_POLL: Duration = Duration::from_millis(100);
 
 /// One consumer group's slots: a key-value bucket.
 #[derive(Debug, Clone)]
@@ -120,10 +144,17 @@ impl Slots {
     /// before it is acknowledged only if the servers run with
     /// `sync_interval: always` (docs/SCALE_OUT.md).
     ///
+    /// A bucket that exists with the same settings is opened as it is (two
+    /// members may create it at the same instant). A creation that timed out
+    /// (on a cluster it is answered once the stream has a leader) is asked
+    /// again, for up to [`BUCKET_WRITABLE_WITHIN`]; the bucket may exist by
+    /// then, which is the same as creating it.
+    ///
     /// # Errors
     /// [`Error::InvalidName`] for a bucket name NATS cannot use;
-    /// [`Error::Engine`] if the bucket exists with other settings, or the
-    /// request fails.
+    /// [`Error::Engine`] at once if the bucket exists with other settings or
+    /// the request fails otherwise, and after [`BUCKET_WRITABLE_WITHIN`] if
+    /// every creation timed out.
     pub async fn open(client: &Client, bucket: &str, replicas: usize) -> Result<Slots> {
         validate_name("bucket", bucket)?;
         let config = kv::Config {
@@ -137,12 +168,39 @@ impl Slots {
             num_replicas: replicas,
             ..Default::default()
         };
-        let store = client
-            .jetstream()
-            .create_key_value(config)
-            .await
-            .map_err(|e| Error::engine(format!("create key-value bucket {bucket} ({replicas} replicas)"), e))?;
+        let create = || client.jetstream().create_key_value(config.clone());
+        let store = while_not_there(create, |e| e.kind() == CreateKeyValueErrorKind::TimedOut).await.map_err(
+            |(e, waited)| Error::engine(format!("create key-value bucket {bucket} ({replicas} replicas){waited}"), e),
+        )?;
         Ok(Slots { store })
+    }
+
+    /// Runs `write` (a write into this bucket) until it is not refused for a
+    /// stream that does not answer yet: no responder for the bucket's
+    /// subjects (a stream still electing its first leader; the client calls
+    /// it "stream not found") or no reply in time. Tried again for up to
+    /// [`BUCKET_WRITABLE_WITHIN`], so `write` must be one that may be
+    /// repeated (a put of the same value). Any other failure is returned at
+    /// once.
+    ///
+    /// Meant for the first write of a member that may have opened a bucket
+    /// another member is creating: after it, the bucket has a leader, and a
+    /// later write that finds none is an outage the caller sees.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] naming the bucket and `what`.
+    pub(crate) async fn while_not_writable<T, E, F>(&self, what: &str, write: impl FnMut() -> F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let not_there = |e: &E| {
+            let publish = std::error::Error::source(e).and_then(|s| s.downcast_ref::<PublishError>());
+            publish.is_some_and(|p| matches!(p.kind(), PublishErrorKind::StreamNotFound | PublishErrorKind::TimedOut))
+        };
+        while_not_there(write, not_there)
+            .await
+            .map_err(|(e, waited)| Error::engine(format!("{what} in bucket {}{waited}", self.bucket()), e))
     }
 
     /// The bucket's name.
@@ -434,6 +492,37 @@ pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<()> {
     match reason {
         Some(reason) => Err(Error::InvalidName { what, name: name.to_owned(), reason }),
         None => Ok(()),
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails with an error `not_there` does
+/// not accept, or [`BUCKET_WRITABLE_WITHIN`] has passed. The error comes
+/// with a note for the operation's name: that the bucket did not answer in
+/// time, when that is why it is returned (empty otherwise).
+async fn while_not_there<T, E, F>(
+    mut attempt: impl FnMut() -> F,
+    not_there: impl Fn(&E) -> bool,
+) -> std::result::Result<T, (E, String)>
+where
+    F: Future<Output = std::result::Result<T, E>>,
+{
+    let started = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if not_there(&e) && started.elapsed() < BUCKET_WRITABLE_WITHIN => {
+                tokio::time::sleep(BUCKET_POLL).await;
+            }
+            Err(e) if not_there(&e) => {
+                let waited = format!(
+                    " (the bucket did not answer within {}s, tried every {}ms)",
+                    BUCKET_WRITABLE_WITHIN.as_secs(),
+                    BUCKET_POLL.as_millis()
+                );
+                return Err((e, waited));
+            }
+            Err(e) => return Err((e, String::new())),
+        }
     }
 }
 

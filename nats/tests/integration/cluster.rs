@@ -8,7 +8,9 @@
 //! servers, no acknowledged record is lost and none is stored twice. A
 //! group consuming on the same cluster, through the SIGKILL of a partition
 //! stream's leader that also holds a member's cursor, and through a SIGKILL and restart of all three servers:
-//! every acknowledged record is processed, none as two records.
+//! every acknowledged record is processed, none as two records. Members
+//! joining a group that does not exist yet at the same instant: each gets
+//! its consumer while the group's bucket is still electing its first leader.
 
 use std::time::{Duration, Instant};
 
@@ -332,17 +334,26 @@ async fn consume_through(outage: Outage) {
     let queue = durq_nats::Queue::open_async(&url, options).await.expect("open on the cluster");
     assert_eq!(queue.replicas(), 3);
 
+    // The members join at the same instant, creating the group together.
+    let barrier = Arc::new(std::sync::Barrier::new(MEMBERS));
+    let joining: Vec<_> = (0..MEMBERS)
+        .map(|_| {
+            let (queue, barrier) = (queue.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                queue.consumer_with("ha", durq::ConsumerOptions::default().lease_timeout(MEMBER_LEASE))
+            })
+        })
+        .collect();
+    let consumers: Vec<_> =
+        joining.into_iter().map(|j| j.join().expect("a joining member panicked").expect("join the group")).collect();
+
     let consuming = Arc::new(AtomicBool::new(true));
     let handed: Arc<Mutex<Vec<Handed>>> = Arc::default();
-    let members: Vec<_> = (0..MEMBERS)
-        .map(|_| {
-            let (queue, consuming, handed) = (queue.clone(), consuming.clone(), handed.clone());
-            // The members join one after the other: two first joins at
-            // once on a fresh cluster can race the group bucket's creation
-            // (the second writes its member key before the new
-            // three-replica stream answers: `StreamNotFound`).
-            let options = durq::ConsumerOptions::default().lease_timeout(MEMBER_LEASE);
-            let mut consumer = queue.consumer_with("ha", options).expect("join the group");
+    let members: Vec<_> = consumers
+        .into_iter()
+        .map(|mut consumer| {
+            let (consuming, handed) = (consuming.clone(), handed.clone());
             std::thread::spawn(move || {
                 let mut errors = Vec::new();
                 while consuming.load(Ordering::Relaxed) {
@@ -501,4 +512,125 @@ async fn a_group_consumes_every_acknowledged_record_through_the_loss_of_the_stre
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_consumes_every_acknowledged_record_through_a_sigkill_and_restart_of_all_three_servers() {
     consume_through(Outage::KillAllAndRestart).await;
+}
+
+/// Members, and partitions, of the simultaneous-join test: one partition
+/// each once the group is balanced.
+const JOINING: usize = 4;
+
+/// What a joining member's thread reports: whether it got its consumer
+/// (the error if not), the partitions it holds as of its last call, and
+/// what its closure was handed.
+#[derive(Default)]
+struct Joiner {
+    joined: Option<Result<(), String>>,
+    held: Vec<u32>,
+    handed: Vec<(durq::Position, String)>,
+}
+
+/// Four members call `consumer_with` at the same instant (released by a
+/// barrier) for a group that does not exist yet, on a fresh three-node
+/// cluster: all four create the group's three-replica bucket at once and
+/// write their member keys into it while its stream may still be electing
+/// its first leader. Each must get its consumer; the group then settles to
+/// one partition per member, and every record sent afterwards is processed,
+/// each member processing its own partition's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_a_fresh_group_at_the_same_instant_each_get_their_consumer() {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Barrier, Mutex};
+
+    let cluster = Cluster::start().await;
+    let url = format!("{}/join", cluster.urls());
+    let options = durq::Options::default().partitions(JOINING as u32).durability(durq::Durability::Sync);
+    let queue = durq_nats::Queue::open_async(&url, options).await.expect("open on the cluster");
+    assert_eq!(queue.replicas(), 3);
+
+    let barrier = Arc::new(Barrier::new(JOINING));
+    let consuming = Arc::new(AtomicBool::new(true));
+    let joiners: Arc<Vec<Mutex<Joiner>>> = Arc::new((0..JOINING).map(|_| Mutex::default()).collect());
+    let members: Vec<_> = (0..JOINING)
+        .map(|i| {
+            let (queue, barrier, consuming, joiners) =
+                (queue.clone(), barrier.clone(), consuming.clone(), joiners.clone());
+            std::thread::spawn(move || {
+                let options = durq::ConsumerOptions::default().lease_timeout(MEMBER_LEASE);
+                barrier.wait();
+                let started = Instant::now();
+                let mut consumer = match queue.consumer_with("fresh", options) {
+                    Ok(consumer) => consumer,
+                    Err(e) => {
+                        joiners[i].lock().unwrap().joined = Some(Err(format!("{e} ({e:?})")));
+                        return;
+                    }
+                };
+                eprintln!("member {i} joined in {:?}", started.elapsed());
+                joiners[i].lock().unwrap().joined = Some(Ok(()));
+                while consuming.load(Ordering::Relaxed) {
+                    let outcome = consumer.process_timeout(Duration::from_millis(100), |batch| {
+                        let mut me = joiners[i].lock().unwrap();
+                        for m in batch {
+                            me.handed.push((m.position(), String::from_utf8_lossy(m.payload()).into_owned()));
+                        }
+                        Ok::<(), std::io::Error>(())
+                    });
+                    if let Err(e) = outcome {
+                        eprintln!("member {i}: {e}");
+                    }
+                    joiners[i].lock().unwrap().held = consumer.held_partitions();
+                }
+            })
+        })
+        .collect();
+    let stop = |members: Vec<std::thread::JoinHandle<()>>| {
+        consuming.store(false, Ordering::Relaxed);
+        for member in members {
+            member.join().expect("a member panicked");
+        }
+    };
+
+    wait_until(|| joiners.iter().all(|j| j.lock().unwrap().joined.is_some()), "joined").await;
+    let failed: Vec<String> = joiners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, j)| Some(format!("member {i}: {}", j.lock().unwrap().joined.clone()?.err()?)))
+        .collect();
+    if !failed.is_empty() {
+        stop(members);
+        panic!("{} of {JOINING} members could not join the fresh group: {failed:#?}", failed.len());
+    }
+
+    // Balanced: each member holds one partition, and together all of them.
+    let balanced = || {
+        let held: Vec<Vec<u32>> = joiners.iter().map(|j| j.lock().unwrap().held.clone()).collect();
+        let all: BTreeSet<u32> = held.iter().flatten().copied().collect();
+        held.iter().all(|h| h.len() == 1) && all.len() == JOINING
+    };
+    wait_until(balanced, "one partition per member").await;
+
+    let producer = queue.producer();
+    let mut sent = Vec::new();
+    for r in 0..4 * JOINING {
+        let payload = format!("record {r}");
+        sent.push((producer.send_async(&payload).await.expect("send"), payload));
+    }
+    let all_handed = || {
+        let handed: BTreeSet<(durq::Position, String)> =
+            joiners.iter().flat_map(|j| j.lock().unwrap().handed.clone()).collect();
+        sent.iter().all(|record| handed.contains(record))
+    };
+    wait_until(all_handed, "every record processed").await;
+    stop(members);
+
+    for (i, joiner) in joiners.iter().enumerate() {
+        let joiner = joiner.lock().unwrap();
+        let partitions: BTreeSet<u32> = joiner.handed.iter().map(|(p, _)| p.partition).collect();
+        eprintln!(
+            "member {i}: held {:?}, processed {} records of partitions {partitions:?}",
+            joiner.held,
+            joiner.handed.len()
+        );
+        assert!(!joiner.handed.is_empty(), "member {i} processed nothing");
+    }
 }

@@ -216,3 +216,26 @@ async fn names_nats_cannot_use_are_refused() {
     let err = member.take("p0", "", None).await.expect_err("an empty member id");
     assert!(matches!(err, Error::InvalidName { what: "member id", .. }), "{err:?}");
 }
+
+/// Opening a bucket that exists is opening it as it is when its settings
+/// are durq's (members create a group's bucket at the same instant), and
+/// an `Engine` error naming it, returned at once rather than waited out as a
+/// bucket still being created, when they are not.
+#[tokio::test]
+async fn an_existing_bucket_is_opened_as_it_is_and_refused_with_other_settings() {
+    let server = NatsServer::start().await;
+    let client = connect(&server.url()).await.expect("connect");
+    let first = Slots::open(&client, "same", 1).await.expect("create");
+    let mut lease = first.take("p0", "m", None).await.expect("take");
+    first.commit(&mut lease, 7).await.expect("commit");
+    let again = Slots::open(&client, "same", 1).await.expect("open the existing bucket");
+    assert_eq!(read(&again, "p0").await.checkpoint(), 7);
+
+    let raw = async_nats::jetstream::new(async_nats::connect(server.url()).await.expect("raw connect"));
+    let other = async_nats::jetstream::kv::Config { bucket: "other".to_owned(), history: 5, ..Default::default() };
+    raw.create_key_value(other).await.expect("raw create with a history of 5");
+    let err = Slots::open(&client, "other", 1).await.expect_err("another history");
+    let message = err.to_string();
+    assert!(matches!(err, Error::Engine { .. }), "{err:?}");
+    assert!(message.contains("bucket other") && !message.contains("did not answer"), "{message}");
+}
