@@ -222,7 +222,7 @@ fn specs(c: &Config) -> Vec<Spec> {
         spec(Row::ProduceOne, "produce, `Sync`, 1 sender, 3,000 × 100 B", 3_000),
         spec(Row::ProduceConcurrent(32), "produce, `Sync`, 32 concurrent senders × 500 × 100 B", 16_000),
         spec(Row::Latency, "end-to-end latency, `Sync`, 1,000 × 100 B one at a time (p50 / p99)", 1_000),
-        spec(Row::Consume { batch: 1000 }, "consume 10,000 × 100 B, a durable commit per 1,000", 10_000),
+        spec(Row::Consume { batch: 1000 }, "consume 100,000 × 100 B, a durable commit per 1,000", 100_000),
         spec(Row::Takeover, "takeover, 1 s lease: holder dead → standby has the record", 1),
     ]
     .into_iter()
