@@ -14,7 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Cluster, FAILOVER_WITHIN, consumer_hosts, stream_leader, wait_for_leader};
+use futures_util::TryStreamExt;
+
+use crate::common::{Cluster, FAILOVER_WITHIN, stream_leader, wait_for_leader};
 use durq_nats::{Error, Lease, SlotState, Slots, connect};
 
 /// The JetStream stream behind a key-value bucket.
@@ -468,6 +470,17 @@ async fn consume_through(outage: Outage) {
     );
     assert!(lost.is_empty(), "acknowledged records never processed: {lost:?}");
     assert!(duplicated.is_empty(), "records processed as two different records: {duplicated:?}");
+}
+
+/// The servers holding the stream's consumers, one entry per consumer (a
+/// group member's cursor is an ordered consumer with one replica, on one
+/// server), or an empty list while the request fails.
+async fn consumer_hosts(client: &async_nats::Client, stream: &str) -> Vec<String> {
+    let mut context = async_nats::jetstream::new(client.clone());
+    context.set_timeout(Duration::from_secs(1));
+    let Ok(stream) = context.get_stream(stream).await else { return Vec::new() };
+    let infos: Vec<_> = stream.consumers().try_collect().await.unwrap_or_default();
+    infos.into_iter().filter_map(|info| info.cluster?.leader).collect()
 }
 
 /// A server that leads a partition's stream of queue `hac` and holds a

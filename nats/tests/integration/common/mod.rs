@@ -449,18 +449,6 @@ pub async fn stream_leader(client: &async_nats::Client, stream: &str) -> Option<
     info.cluster?.leader
 }
 
-/// The servers holding the stream's consumers, one entry per consumer (a
-/// group member's cursor is an ordered consumer with one replica, on one
-/// server), or an empty list while the request fails.
-pub async fn consumer_hosts(client: &async_nats::Client, stream: &str) -> Vec<String> {
-    use futures_util::TryStreamExt;
-    let mut context = async_nats::jetstream::new(client.clone());
-    context.set_timeout(Duration::from_secs(1));
-    let Ok(stream) = context.get_stream(stream).await else { return Vec::new() };
-    let infos: Vec<_> = stream.consumers().try_collect().await.unwrap_or_default();
-    infos.into_iter().filter_map(|info| info.cluster?.leader).collect()
-}
-
 /// Waits until the stream has a leader other than `not`, and returns it.
 pub async fn wait_for_leader(client: &async_nats::Client, stream: &str, not: Option<&str>) -> String {
     let deadline = Instant::now() + FAILOVER_WITHIN;
