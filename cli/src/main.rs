@@ -91,6 +91,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::target::Target;
+
 /// An error to report as `durq: <error>` with exit code 1.
 type CliError = Box<dyn std::error::Error>;
 type CliResult<T> = Result<T, CliError>;
@@ -157,12 +159,10 @@ fn main() -> ExitCode {
         Command::Consume(args) => consume::run(args),
         // `stat --watch` goes to watch.rs from here, not from stat.rs: watch.rs
         // draws with stat.rs's pieces, so stat.rs must not call into it.
-        Command::Stat(args) => match args.watch {
-            Some(every) => args
-                .queue
-                .local("stat --watch", "is not built yet (without --watch it is)")
-                .and_then(|dir| watch::run(dir, every, args.json)),
-            None => stat::run(args),
+        Command::Stat(args) => match (args.watch, &args.queue) {
+            (Some(every), Target::Dir(dir)) => watch::run(dir, every, args.json),
+            (Some(every), Target::Nats(url)) => nats_stat::watch(url, every, args.json),
+            (None, _) => stat::run(args),
         },
         Command::Tail(args) => tail::run(args),
         Command::Group(command) => group::run(command),

@@ -5,8 +5,12 @@
 //! each group's key-value bucket, each slot's revision. What it has not:
 //! segments, members (their liveness is the slot's revision changing, which
 //! one snapshot cannot show), dead letters, retention limits.
+//!
+//! `--watch` repeats it (`watch.rs`'s loop) with each partition's rate in
+//! and each slot's rate out, as the local `--watch` shows them.
 
 use std::io::{self, Write};
+use std::time::Duration;
 
 use durq_nats::Queue;
 use durq_nats::SlotState;
@@ -14,6 +18,7 @@ use durq_nats::queue_stat::{GroupStat, QueueStat};
 
 use crate::json::json_string;
 use crate::table::{Align, table};
+use crate::watch::{Sample, rate, repeat};
 use crate::{CliResult, stream_error};
 
 pub fn run(url: &str, json: bool) -> CliResult<()> {
@@ -23,6 +28,79 @@ pub fn run(url: &str, json: bool) -> CliResult<()> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
     Ok(())
+}
+
+/// `durq stat --watch nats://…`: a snapshot every `every`, until
+/// interrupted.
+pub fn watch(url: &str, every: Duration, json: bool) -> CliResult<()> {
+    let queue = Queue::open_existing(url)?;
+    repeat(
+        every,
+        json,
+        || Ok(queue.stat()?),
+        |now, before| match json {
+            true => to_json(&queue, &now.stat),
+            false => frame(&queue, every, now, before),
+        },
+    )
+}
+
+/// One snapshot with rates from the one before (`-` in the first):
+///
+/// ```text
+/// queue nats://127.0.0.1:4222/orders: 2 partition(s), durability sync, 1 replica(s); every 1s
+/// PARTITION  FIRST  NEXT  IN/S
+/// ...
+/// group billing (bucket DURQ_orders_G_billing)
+/// PARTITION  HOLDER  STATE  COMMITTED  LAG  OUT/S
+/// ...
+/// ```
+fn frame(queue: &Queue, every: Duration, now: &Sample<QueueStat>, before: Option<&Sample<QueueStat>>) -> String {
+    let (stat, secs) = (&now.stat, now.secs_since(before));
+    let mut text = format!(
+        "queue {}: {} partition(s), durability {}, {} replica(s); every {}s\n",
+        queue.url(),
+        queue.partitions(),
+        queue.durability(),
+        queue.replicas(),
+        every.as_secs_f64()
+    );
+    let partitions = stat.partitions.iter().map(|p| {
+        let was = before.and_then(|b| b.stat.partitions.get(p.partition as usize)).map(|b| b.next_offset);
+        [
+            p.partition.to_string(),
+            p.first_offset.to_string(),
+            p.next_offset.to_string(),
+            rate(was, Some(p.next_offset), secs),
+        ]
+    });
+    use Align::{Left, Right};
+    text += &table(["PARTITION", "FIRST", "NEXT", "IN/S"], [Left, Right, Right, Right], partitions);
+    if stat.groups.is_empty() {
+        text += "no consumer groups\n";
+    }
+    for g in &stat.groups {
+        text += &format!("group {} (bucket {})\n", g.name, g.bucket);
+        let was = before.and_then(|b| b.stat.groups.iter().find(|bg| bg.name == g.name)).map(GroupStat::committed);
+        let slots =
+            g.slots.iter().zip(g.committed()).zip(lag(stat, g)).enumerate().map(|(p, ((s, committed), lag))| {
+                let (state, member) = holder(s.as_ref());
+                [
+                    p.to_string(),
+                    member.unwrap_or("-").to_owned(),
+                    state.to_owned(),
+                    committed.to_string(),
+                    lag.to_string(),
+                    rate(was.as_ref().and_then(|w| w.get(p).copied()), Some(committed), secs),
+                ]
+            });
+        text += &table(
+            ["PARTITION", "HOLDER", "STATE", "COMMITTED", "LAG", "OUT/S"],
+            [Left, Left, Left, Right, Right, Right],
+            slots,
+        );
+    }
+    text
 }
 
 fn to_tables(queue: &Queue, stat: &QueueStat) -> String {

@@ -1,5 +1,6 @@
 //! `durq stat --watch`: a queue's snapshots, one per interval, with rates
-//! computed from the last two.
+//! computed from the last two. [`repeat`] is the loop, for a local queue
+//! ([`run`]) and a NATS one (`nats_stat.rs`) alike.
 //!
 //! On a terminal each snapshot is drawn over the previous one (cursor home,
 //! each line cleared to its end, the rest of the screen cleared), so the
@@ -26,24 +27,52 @@ const CLEAR_LINE: &str = "\x1b[K";
 const CLEAR_BELOW: &str = "\x1b[J";
 
 /// One snapshot and when it was taken.
-struct Sample {
-    at: Instant,
-    stat: QueueStat,
+pub(crate) struct Sample<S> {
+    pub(crate) at: Instant,
+    pub(crate) stat: S,
+}
+
+impl<S> Sample<S> {
+    /// Seconds from `before` to this one; `None` without one.
+    pub(crate) fn secs_since(&self, before: Option<&Sample<S>>) -> Option<f64> {
+        before.map(|b| self.at.duration_since(b.at).as_secs_f64())
+    }
 }
 
 /// Prints a snapshot of `dir` every `every`, until interrupted (or stdout
 /// closes: then it fails like any write to a closed stdout).
 pub fn run(dir: &Path, every: Duration, json: bool) -> CliResult<()> {
+    repeat(
+        every,
+        json,
+        || Ok(durq::stat::stat(dir)?),
+        |now, before| match json {
+            true => to_json(dir, &now.stat),
+            false => frame(dir, every, now, before),
+        },
+    )
+}
+
+/// Every `every`: takes a snapshot with `take` and prints what `draw`
+/// makes of it and the one before. `draw`'s text is a frame, drawn over the
+/// last on a terminal and followed by a blank line elsewhere; with `json`,
+/// it is a JSON line, printed as it is.
+pub(crate) fn repeat<S>(
+    every: Duration,
+    json: bool,
+    mut take: impl FnMut() -> CliResult<S>,
+    mut draw: impl FnMut(&Sample<S>, Option<&Sample<S>>) -> String,
+) -> CliResult<()> {
     let mut out = io::stdout().lock();
     let terminal = out.is_terminal();
-    let mut previous: Option<Sample> = None;
+    let mut previous: Option<Sample<S>> = None;
     loop {
-        let sample = Sample { at: Instant::now(), stat: durq::stat::stat(dir)? };
-        let text = if json {
-            to_json(dir, &sample.stat)
-        } else {
-            let frame = frame(dir, every, &sample, previous.as_ref());
-            if terminal { redraw(&frame) } else { frame + "\n" }
+        let sample = Sample { at: Instant::now(), stat: take()? };
+        let text = draw(&sample, previous.as_ref());
+        let text = match (json, terminal) {
+            (true, _) => text,
+            (false, true) => redraw(&text),
+            (false, false) => text + "\n",
         };
         out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
         previous = Some(sample);
@@ -75,9 +104,9 @@ fn redraw(frame: &str) -> String {
 /// PARTITION  HOLDER  STATE  COMMITTED  LAG  OUT/S
 /// ...
 /// ```
-fn frame(dir: &Path, every: Duration, now: &Sample, before: Option<&Sample>) -> String {
+fn frame(dir: &Path, every: Duration, now: &Sample<QueueStat>, before: Option<&Sample<QueueStat>>) -> String {
     let stat = &now.stat;
-    let secs = before.map(|b| now.at.duration_since(b.at).as_secs_f64());
+    let secs = now.secs_since(before);
     let mut text = format!(
         "queue {}: {} partition(s), {}; every {}s\n",
         dir.display(),
@@ -141,7 +170,7 @@ fn group_frame(g: &GroupStat, before: Option<&GroupStat>, secs: Option<f64>) -> 
 /// Records per second from `was` to `now` over `secs`, one decimal; `-`
 /// when either is unknown. An offset that went back (a group reset) counts
 /// as no progress.
-fn rate(was: Option<u64>, now: Option<u64>, secs: Option<f64>) -> String {
+pub(crate) fn rate(was: Option<u64>, now: Option<u64>, secs: Option<f64>) -> String {
     match (was, now, secs) {
         (Some(was), Some(now), Some(secs)) if secs > 0.0 => format!("{:.1}", now.saturating_sub(was) as f64 / secs),
         _ => "-".into(),

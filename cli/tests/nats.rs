@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Json, PATIENCE, Proc, fails, ok, queue_dir, wait_until};
+use common::{Json, PATIENCE, Proc, cell, fails, ok, queue_dir, snapshots, wait_until};
 use durq::{Options, ResetTo, Verdict};
 use nats_server::{NatsServer, raw_jetstream, runtime};
 
@@ -73,7 +73,6 @@ fn commands_for_local_files_say_so_and_missing_queues_are_errors() {
         (&["verify", &url][..], format!("`durq verify` {local_only}")),
         (&["gc", &url], format!("`durq gc` {local_only}")),
         (&["retention", &url], format!("`durq retention` {local_only}")),
-        (&["stat", &url, "--watch"], "`durq stat --watch` on nats:// is not built yet".to_owned()),
     ] {
         let stderr = fails(args, "", 1);
         assert!(stderr.contains(&says), "durq {args:?}: {stderr}");
@@ -81,6 +80,7 @@ fn commands_for_local_files_say_so_and_missing_queues_are_errors() {
     }
     for args in [
         &["stat", &url][..],
+        &["stat", &url, "--watch"],
         &["consume", &url, "--group", "g"],
         &["tail", &url],
         &["group", "reset", &url, "--group", "g", "--to", "latest"],
@@ -275,6 +275,46 @@ fn tail_prints_without_a_group_and_follows_new_records() {
     follow.kill();
     let stat = Json::parse(&ok(&["stat", &url, "--json"], ""));
     assert!(stat.get("groups").arr().is_empty(), "tail joins no group");
+}
+
+#[test]
+fn stat_watch_prints_snapshots_with_rates_in_and_out() {
+    let server = NatsServer::start_blocking();
+    let url = format!("{}/watched", server.url());
+    ok(&["produce", &url, "--partitions", "1"], "1\n2\n3\n4\n");
+    ok(&["consume", &url, "--group", "g", "--limit", "1"], "");
+    let mut watch = Proc::spawn("stat --watch", &["stat", &url, "--watch", "0.1"], false);
+    assert!(watch.wait_stdout(PATIENCE, |lines| snapshots(lines).len() >= 2), "{:?}", watch.stderr_lines());
+    let first = &snapshots(&watch.lines())[0];
+    assert_eq!((cell(first, "IN/S"), cell(first, "OUT/S")), ("-".into(), "-".into()), "no rate yet: {first:?}");
+    assert_eq!(
+        (cell(first, "NEXT"), cell(first, "COMMITTED"), cell(first, "LAG"), cell(first, "STATE")),
+        ("4".into(), "1".into(), "3".into(), "released".into()),
+        "{first:?}"
+    );
+
+    ok(&["produce", &url], "5\n6\n");
+    ok(&["consume", &url, "--group", "g", "--limit", "3"], "");
+    assert!(
+        watch.wait_stdout(PATIENCE, |lines| snapshots(lines).iter().any(|s| cell(s, "COMMITTED") == "4")),
+        "{:?}",
+        watch.lines()
+    );
+    let all = snapshots(&watch.lines());
+    let moved_in = all.iter().find(|s| cell(s, "NEXT") == "6").unwrap();
+    assert!(cell(moved_in, "IN/S").parse::<f64>().unwrap() > 0.0, "{moved_in:?}");
+    let moved_out = all.iter().find(|s| cell(s, "COMMITTED") == "4").unwrap();
+    assert!(cell(moved_out, "OUT/S").parse::<f64>().unwrap() > 0.0, "{moved_out:?}");
+    assert_eq!(cell(moved_out, "LAG"), "2", "{moved_out:?}");
+    watch.kill();
+    assert_eq!(watch.stderr_lines(), Vec::<String>::new());
+
+    let mut json = Proc::spawn("stat --watch --json", &["stat", &url, "--json", "--watch", "0.1"], false);
+    assert!(json.wait_stdout(PATIENCE, |lines| lines.len() >= 2), "{:?}", json.stderr_lines());
+    for line in &json.lines()[..2] {
+        assert_eq!(common::committed(&Json::parse(line), "g"), [4]);
+    }
+    json.kill();
 }
 
 #[test]

@@ -6,36 +6,10 @@ use std::process::{Command, Stdio};
 
 mod common;
 
-use common::{DURQ, PATIENCE, Proc, Pty, ok, queue_dir, wait_until};
+use common::{DURQ, PATIENCE, Proc, Pty, cell, ok, queue_dir, snapshots, wait_until};
 
 fn produce_new(q: &str, input: &str) {
     ok(&["produce", q, "--segment-bytes", "65536", "--record-bytes-max", "16384"], input);
-}
-
-/// The snapshots printed so far: groups of lines, each from a `queue `
-/// line to the blank line that ends it.
-fn snapshots(lines: &[String]) -> Vec<Vec<String>> {
-    let mut out: Vec<Vec<String>> = Vec::new();
-    let mut current: Option<Vec<String>> = None;
-    for line in lines {
-        match current.as_mut() {
-            None => {
-                assert!(line.starts_with("queue "), "a snapshot starts with its queue: {lines:?}");
-                current = Some(vec![line.clone()]);
-            }
-            Some(_) if line.is_empty() => out.extend(current.take()),
-            Some(snapshot) => snapshot.push(line.clone()),
-        }
-    }
-    out
-}
-
-/// The value in column `column` of the row after the header that names it,
-/// in the first table whose header has that column.
-fn cell(snapshot: &[String], column: &str) -> String {
-    let header = snapshot.iter().position(|l| l.split_whitespace().any(|c| c == column)).unwrap();
-    let index = snapshot[header].split_whitespace().position(|c| c == column).unwrap();
-    snapshot[header + 1].split_whitespace().nth(index).unwrap().to_owned()
 }
 
 #[test]
