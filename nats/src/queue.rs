@@ -29,9 +29,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::{CreateKeyValueErrorKind, CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::kv::{self, CreateErrorKind};
 use async_nats::jetstream::stream::{self, StorageType};
-use async_nats::jetstream::{ErrorCode, context::GetStreamErrorKind};
 use durq::{Durability, Options};
 
 use crate::connect::{Client, connect};
@@ -41,6 +42,7 @@ use crate::queue_meta::QueueMeta;
 use crate::queue_url::QueueUrl;
 use crate::record;
 use crate::shared::{ClientRuntime, Shared};
+use crate::slot::{publish_not_answered, while_not_there};
 
 /// The key-value bucket of every queue's meta entry (key: the queue's name).
 pub const META_BUCKET: &str = "DURQ_QUEUES";
@@ -208,7 +210,10 @@ async fn open_on_runtime(
     for partition in 0..meta.partitions {
         create_stream(&client, &url, &meta, partition, None).await?;
     }
-    match metas.create(&url.name, meta.encode().into()).await {
+    // Repeating the create is safe: one that took effect makes the next
+    // `AlreadyExists`, and the entry read then is this one.
+    let create = || metas.create(&url.name, meta.encode().into());
+    match while_not_there(create, |e| publish_not_answered(e)).await.map_err(|(e, _)| e) {
         Ok(_) => Ok((client, url, meta)),
         Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
             // Another opener wrote it between our read and create.
@@ -234,18 +239,21 @@ pub(crate) async fn open_meta_bucket(client: &Client, replicas: u8) -> Result<kv
         num_replicas: usize::from(replicas),
         ..Default::default()
     };
-    client
-        .jetstream()
-        .create_key_value(config)
-        .await
-        .map_err(|e| Error::engine(format!("create key-value bucket {META_BUCKET} ({replicas} replicas)"), e))
+    // Openers at the same instant on a fresh cluster: only the first
+    // creator's reply waits for the bucket's stream to have a leader.
+    let create = || client.jetstream().create_key_value(config.clone());
+    while_not_there(create, |e| e.kind() == CreateKeyValueErrorKind::TimedOut).await.map_err(|(e, waited)| {
+        Error::engine(format!("create key-value bucket {META_BUCKET} ({replicas} replicas){waited}"), e)
+    })
 }
 
 /// The queue's meta entry, or `None` if it has none (never created, or
 /// half-created).
 pub(crate) async fn read_meta(metas: &kv::Store, url: &QueueUrl) -> Result<Option<QueueMeta>, Error> {
-    let entry =
-        metas.entry(&url.name).await.map_err(|e| Error::engine(format!("read the meta entry of queue {url}"), e))?;
+    // A bucket another opener has just created may not answer yet.
+    let entry = while_not_there(|| metas.entry(&url.name), |e| e.kind() == kv::EntryErrorKind::TimedOut)
+        .await
+        .map_err(|(e, waited)| Error::engine(format!("read the meta entry of queue {url}{waited}"), e))?;
     let Some(entry) = entry.filter(|entry| entry.operation == kv::Operation::Put) else {
         return Ok(None);
     };
@@ -341,7 +349,8 @@ pub(crate) async fn create_stream(
         first_sequence: first_offset.map(record::sequence_of_offset),
         ..Default::default()
     };
-    client.jetstream().create_stream(config).await.map_err(|e| {
+    let create = || client.jetstream().create_stream(config.clone());
+    while_not_there(create, |e| e.kind() == CreateStreamErrorKind::TimedOut).await.map_err(|(e, _)| {
         Error::engine(
             format!(
                 "create stream {name} of queue {url} ({} replicas; it may exist with another configuration)",

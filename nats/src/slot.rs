@@ -194,11 +194,7 @@ impl Slots {
         F: Future<Output = std::result::Result<T, E>>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let not_there = |e: &E| {
-            let publish = std::error::Error::source(e).and_then(|s| s.downcast_ref::<PublishError>());
-            publish.is_some_and(|p| matches!(p.kind(), PublishErrorKind::StreamNotFound | PublishErrorKind::TimedOut))
-        };
-        while_not_there(write, not_there)
+        while_not_there(write, |e: &E| publish_not_answered(e))
             .await
             .map_err(|(e, waited)| Error::engine(format!("{what} in bucket {}{waited}", self.bucket()), e))
     }
@@ -498,8 +494,10 @@ pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<()> {
 /// Runs `attempt` until it succeeds, fails with an error `not_there` does
 /// not accept, or [`BUCKET_WRITABLE_WITHIN`] has passed. The error comes
 /// with a note for the operation's name: that the bucket did not answer in
-/// time, when that is why it is returned (empty otherwise).
-async fn while_not_there<T, E, F>(
+/// time, when that is why it is returned (empty otherwise). Also how
+/// opening a queue waits for the meta bucket and the streams that other
+/// openers are creating at the same instant (`queue.rs`).
+pub(crate) async fn while_not_there<T, E, F>(
     mut attempt: impl FnMut() -> F,
     not_there: impl Fn(&E) -> bool,
 ) -> std::result::Result<T, (E, String)>
@@ -524,6 +522,21 @@ where
             Err(e) => return Err((e, String::new())),
         }
     }
+}
+
+/// Whether `error` is a write into a bucket whose stream did not answer:
+/// no responder (the client says "stream not found") or no reply in time,
+/// found among its sources (the key-value calls wrap the publish's error
+/// once or twice).
+pub(crate) fn publish_not_answered(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = error.source();
+    while let Some(error) = source {
+        if let Some(publish) = error.downcast_ref::<PublishError>() {
+            return matches!(publish.kind(), PublishErrorKind::StreamNotFound | PublishErrorKind::TimedOut);
+        }
+        source = error.source();
+    }
+    false
 }
 
 fn validate_holder(holder: &str) -> Result<()> {

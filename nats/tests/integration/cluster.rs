@@ -647,3 +647,43 @@ async fn members_joining_a_fresh_group_at_the_same_instant_each_get_their_consum
         assert!(!joiner.handed.is_empty(), "member {i} processed nothing");
     }
 }
+
+/// Openers of a queue on a fresh cluster: all create `DURQ_QUEUES` and the
+/// queue's streams at the same instant.
+const OPENING: usize = 4;
+
+/// Processes opening (and so creating) the same queue at the same instant
+/// on a fresh cluster, where the meta bucket does not exist yet either: each
+/// gets the queue, all with the same options, and a record each sends is
+/// stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openers_creating_a_queue_at_the_same_instant_on_a_fresh_cluster_each_get_it() {
+    use std::sync::{Arc, Barrier};
+
+    let cluster = Cluster::start().await;
+    let url = format!("{}/twin", cluster.urls());
+    let barrier = Arc::new(Barrier::new(OPENING));
+    let openers: Vec<_> = (0..OPENING)
+        .map(|i| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let options = durq::Options::default().partitions(2).durability(durq::Durability::Sync);
+                barrier.wait();
+                let started = Instant::now();
+                let queue = durq_nats::Queue::open_with(&url, options).map_err(|e| format!("opener {i}: {e}"))?;
+                eprintln!("opener {i} opened in {:?}", started.elapsed());
+                let sent = queue.producer().send(format!("from opener {i}")).map_err(|e| format!("opener {i}: {e}"))?;
+                Ok::<_, String>((queue.partitions(), queue.replicas(), sent))
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = openers.into_iter().map(|o| o.join().expect("an opener panicked")).collect();
+    let failed: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{} of {OPENING} openers failed: {failed:?}", failed.len());
+    let opened: Vec<_> = outcomes.into_iter().map(Result::unwrap).collect();
+    assert!(opened.iter().all(|&(partitions, replicas, _)| (partitions, replicas) == (2, 3)), "{opened:?}");
+    let mut positions: Vec<durq::Position> = opened.iter().map(|&(_, _, sent)| sent).collect();
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), OPENING, "each record at a position of its own: {opened:?}");
+}
