@@ -315,8 +315,9 @@ to each message, so the stream checks and remembers every id as it does for durq
 time; it includes the send's own sync. durq-nats: a group member on a thread in `process_timeout`, the time its \
 closure is handed the record (after the slot's mark, a synced compare-and-set). Raw: an ordered consumer. Local: \
 `Queue::reader`, blocked in `wait`.
-- **consume**: the preload is not timed. durq-nats: `process` with `max_batch(1000)`; per batch a mark before the \
-hand-over and a commit after, each a synced compare-and-set of the slot. Raw: an ordered consumer reads the stream and every 1,000 records \
+- **consume**: the preload is not timed. durq-nats: `process` with `max_batch(1000)`; one synced compare-and-set of \
+the slot per batch, which commits it and marks the next (already arrived) as delivered; the first batch's mark is \
+a write of its own. Raw: an ordered consumer reads the stream and every 1,000 records \
 compare-and-sets the group's key in a key-value bucket (history 1, file storage), as durq-nats commits. Local: \
 `process` with `max_batch(1000)`, `Sync` commit.
 - **takeover**: raw is the floor of any lease-based design on this engine: a holder renews a key by compare-and-set \
