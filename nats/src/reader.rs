@@ -23,7 +23,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
@@ -46,6 +46,29 @@ use crate::shared::Shared;
 /// and the stream had long moved on. The cost is one idle pull request per
 /// cursor every `PULL_EXPIRY`.
 const PULL_EXPIRY: Duration = Duration::from_secs(2);
+
+/// How often a cursor waiting for a record polls its ordered consumer
+/// again. After its first missed heartbeat, async-nats's ordered consumer
+/// returns `Pending` without arranging to be woken, so a task that only
+/// awaits it waits forever once its server died (a member's `process`
+/// stalled for the rest of the HA test, 0 errors, 24 records unread);
+/// polled again, it notices the second missed heartbeat and recreates its
+/// consumer. Half the heartbeat.
+const REPOLL: Duration = Duration::from_millis(500);
+
+/// How long a batch waits for the records that were on their way when the
+/// last one was sent (they come within milliseconds from a live server):
+/// past it, the batch is handed over with what arrived.
+const IN_FLIGHT_WITHIN: Duration = Duration::from_secs(1);
+
+/// How long a cursor may hear nothing before it asks the stream whether
+/// records are waiting past it. In the HA test a partition's cursor lost
+/// its server-side consumer with that server and the client never made a
+/// new one (no consumer left on the stream, no error, 24 to 32 records
+/// unread until the test gave up): a cursor that hears nothing while the
+/// stream holds its next record opens itself again there. The cost: one
+/// stream-info request per idle cursor every `STALL_AFTER`.
+const STALL_AFTER: Duration = Duration::from_secs(3);
 
 /// One record read from a partition.
 #[derive(Debug, Clone)]
@@ -78,6 +101,9 @@ pub(crate) struct Cursor {
     /// Records the stream held past the last one received, when it was
     /// sent: they are on their way.
     pending: u64,
+    /// When a record last arrived, the cursor was opened, or the stream
+    /// was last asked about it ([`STALL_AFTER`]).
+    heard_at: Instant,
 }
 
 impl Cursor {
@@ -111,6 +137,7 @@ impl Cursor {
             restarted: false,
             buffered: VecDeque::new(),
             pending,
+            heard_at: Instant::now(),
         })
     }
 
@@ -128,6 +155,29 @@ impl Cursor {
         self.messages = messages;
         self.pending = pending;
         self.restarted = false;
+        self.heard_at = Instant::now();
+        Ok(())
+    }
+
+    /// If the cursor has heard nothing for [`STALL_AFTER`] and nothing is
+    /// buffered, asks the stream for its last record; if the cursor's next
+    /// one is stored, opens the cursor again there (its server-side
+    /// consumer is gone or stuck).
+    pub(crate) async fn reopen_if_stalled(&mut self) -> Result<(), Error> {
+        let Some(next) = self.next_sequence else { return Ok(()) };
+        if !self.buffered.is_empty() || self.heard_at.elapsed() < STALL_AFTER {
+            return Ok(());
+        }
+        self.heard_at = Instant::now();
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+            Error::engine(format!("read the last sequence of stream {}", self.stream), e)
+        };
+        let mut stream = self.client.jetstream().get_stream(&self.stream).await.map_err(|e| failed(e.into()))?;
+        let last = stream.info().await.map_err(|e| failed(e.into()))?.state.last_sequence;
+        if last >= next {
+            self.restarted = true;
+            self.reopen_if_restarted().await?;
+        }
         Ok(())
     }
 
@@ -137,7 +187,7 @@ impl Cursor {
     pub(crate) async fn wait(&mut self) -> Result<(), Error> {
         while self.buffered.is_empty() {
             self.reopen_if_restarted().await?;
-            let message = self.messages.next().await;
+            let message = self.next_message().await;
             self.receive(message)?;
         }
         Ok(())
@@ -153,13 +203,27 @@ impl Cursor {
             match self.messages.next().now_or_never() {
                 Some(message) => self.receive(message)?,
                 None if self.pending > 0 && !self.buffered.is_empty() => {
-                    let message = self.messages.next().await;
-                    self.receive(message)?;
+                    match tokio::time::timeout(IN_FLIGHT_WITHIN, self.next_message()).await {
+                        Ok(message) => self.receive(message)?,
+                        Err(_) => break,
+                    }
                 }
                 None => break,
             }
         }
         Ok(self.buffered.drain(..max.min(self.buffered.len())).collect())
+    }
+
+    /// The ordered consumer's next message, polling it again every
+    /// [`REPOLL`] until it has one. Cancel-safe, as `StreamExt::next` is.
+    async fn next_message(
+        &mut self,
+    ) -> Option<Result<async_nats::jetstream::Message, async_nats::jetstream::consumer::pull::OrderedError>> {
+        loop {
+            if let Ok(message) = tokio::time::timeout(REPOLL, self.messages.next()).await {
+                return message;
+            }
+        }
     }
 
     /// Whether a record is buffered.
@@ -184,6 +248,7 @@ impl Cursor {
         };
         let info = message.info().map_err(|e| Error::engine(format!("read stream {}", self.stream), e))?;
         let sequence = info.stream_sequence;
+        self.heard_at = Instant::now();
         match self.next_sequence {
             Some(next) if sequence < next => {
                 self.restarted = true;
@@ -316,13 +381,26 @@ impl Reader {
 
     /// [`Reader::wait`] for async code (on any runtime).
     pub async fn wait_async(&mut self, timeout: Option<Duration>) -> bool {
-        if self.cursors.iter().any(Cursor::has_buffered) {
-            return true;
-        }
-        let any = futures_util::future::select_ok(self.cursors.iter_mut().map(|c| Box::pin(c.wait())));
-        match timeout {
-            Some(timeout) => matches!(tokio::time::timeout(timeout, any).await, Ok(Ok(_))),
-            None => any.await.is_ok(),
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.cursors.iter().any(Cursor::has_buffered) {
+                return true;
+            }
+            // Waits in slices of STALL_AFTER, looking for stalled cursors
+            // between them.
+            let slice = deadline.map_or(STALL_AFTER, |d| STALL_AFTER.min(d.saturating_duration_since(Instant::now())));
+            let any = futures_util::future::select_ok(self.cursors.iter_mut().map(|c| Box::pin(c.wait())));
+            let waited = tokio::time::timeout(slice, any).await.map(|arrived| arrived.is_ok());
+            match waited {
+                Ok(arrived) => return arrived,
+                Err(_) if deadline.is_some_and(|d| d <= Instant::now()) => return false,
+                Err(_) => {
+                    for cursor in &mut self.cursors {
+                        // A failed look is made again after the next slice.
+                        let _ = cursor.reopen_if_stalled().await;
+                    }
+                }
+            }
         }
     }
 

@@ -318,12 +318,14 @@ type Handed = (durq::Position, String, u32);
 
 /// A group of two members consumes a two-partition, three-replica queue
 /// while two producers send under `Sync`, through `outage`. Each member is
-/// a thread looping on the blocking `process_timeout`; an error it returns
-/// (the servers unreachable, a stream electing its leader, a slot taken
-/// over) is counted and the loop calls `process` again, as an application
-/// does. Afterwards: every acknowledged record was processed at least once,
-/// at the position its send returned (lost 0), and no record, acknowledged
-/// or not, was processed at two different positions (duplicated 0). Prints
+/// a thread looping on the blocking `process_timeout`. The consumer waits
+/// out the engine not answering (an election, the restart) by itself, so
+/// no `Engine` error reaches the loop; one that would (or a `Fenced`, a
+/// slot taken over while the leases lapsed) is counted and the loop calls
+/// `process` again. Afterwards: every acknowledged record was processed at
+/// least once, at the position its send returned (lost 0), no record,
+/// acknowledged or not, was processed at two different positions
+/// (duplicated 0), and no `Engine` error reached the caller. Prints
 /// acknowledged / processed / redelivered / lost / duplicated.
 async fn consume_through(outage: Outage) {
     use std::collections::{HashMap, HashSet};
@@ -368,7 +370,7 @@ async fn consume_through(outage: Outage) {
                         Ok::<(), std::io::Error>(())
                     });
                     if let Err(e) = outcome {
-                        errors.push(e.to_string());
+                        errors.push((matches!(e, durq::Error::Engine { .. }), e.to_string()));
                         std::thread::sleep(Duration::from_millis(100));
                     }
                 }
@@ -457,7 +459,7 @@ async fn consume_through(outage: Outage) {
     eprintln!(
         "{outage:?} while {MEMBERS} members consumed: acknowledged {} ({before} before the outage), processed {} \
          records ({} handed over), redelivered {redelivered}, lost {}, duplicated {}; highest delivery count \
-         {max_count}; {} errors from process, retried by the test's loop (first: {:?}); acknowledged again {:?} \
+         {max_count}; {} errors from process ({} engine errors; first: {:?}); acknowledged again {:?} \
          after the outage began",
         acked.len(),
         at.len(),
@@ -465,11 +467,38 @@ async fn consume_through(outage: Outage) {
         lost.len(),
         duplicated.len(),
         errors.len(),
+        errors.iter().filter(|(engine, _)| *engine).count(),
         errors.first(),
         acknowledged_again,
     );
+    if !lost.is_empty() {
+        // Where the partitions' readers stand, for the failure's report.
+        let raw = async_nats::connect(cluster.addresses()).await.expect("raw connect");
+        let js = async_nats::jetstream::new(raw);
+        for p in 0..2 {
+            let name = durq_nats::record::stream_name("hac", p);
+            let stream = js.get_stream(&name).await.unwrap();
+            let infos: Vec<_> = stream.consumers().try_collect().await.unwrap_or_default();
+            for i in infos {
+                eprintln!(
+                    "stream {name} after the wait: consumer {} pending {} delivered {:?} on {:?} created {:?}",
+                    i.name,
+                    i.num_pending,
+                    i.delivered.stream_sequence,
+                    i.cluster.and_then(|c| c.leader),
+                    i.created
+                );
+            }
+            eprintln!(
+                "stream {name} after the wait: last sequence {}",
+                stream.get_info().await.unwrap().state.last_sequence
+            );
+        }
+    }
     assert!(lost.is_empty(), "acknowledged records never processed: {lost:?}");
     assert!(duplicated.is_empty(), "records processed as two different records: {duplicated:?}");
+    let engine: Vec<&String> = errors.iter().filter(|(engine, _)| *engine).map(|(_, e)| e).collect();
+    assert!(engine.is_empty(), "the engine's outage reached the caller: {engine:?}");
 }
 
 /// The servers holding the stream's consumers, one entry per consumer (a
