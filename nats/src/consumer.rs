@@ -48,17 +48,6 @@ use crate::slot::{Progress, Slots};
 #[cfg(feature = "tokio")]
 mod process_async;
 
-/// How long the consumer waits out the engine not answering (a leader
-/// election, the servers' restart) before `process` returns the error: as
-/// long as a send waits ([`crate::SEND_RETRY_WITHIN`]). A look for a batch
-/// with none out, and a commit (asked again with the same compare-and-set:
-/// one that took effect is adopted, `slot.rs`, "Lost replies"), are safe to
-/// repeat.
-const RIDE_WITHIN: Duration = crate::producer::SEND_RETRY_WITHIN;
-
-/// The pause between two attempts while the engine does not answer.
-const RIDE_PAUSE: Duration = Duration::from_millis(250);
-
 /// A member of a consumer group of a NATS queue. `Send`: each thread that
 /// consumes opens its own. Dropping it gives its slots back, so the others
 /// take them at once.
@@ -85,9 +74,6 @@ pub struct Consumer {
     /// The slot to look at first next time: slots take turns.
     next_slot: u32,
     last_rebalance: Option<Instant>,
-    /// Since when the engine has not answered the looks for a batch (an
-    /// election, a restart), if it has not: ridden out for [`RIDE_WITHIN`].
-    outage_since: Option<Instant>,
     dead_letters: DeadLetters,
     /// The watch and heartbeat task (`membership.rs`), stopped on drop.
     background: tokio::task::JoinHandle<()>,
@@ -200,7 +186,6 @@ impl Consumer {
             held: BTreeMap::new(),
             next_slot: 0,
             last_rebalance: None,
-            outage_since: None,
             dead_letters,
             background,
         };
@@ -422,16 +407,7 @@ impl Consumer {
             Some(last) => committed.handed_out(last.position.offset + 1),
             None => committed,
         };
-        let started = Instant::now();
-        let mut written = self.membership.slots.advance(lease, progress).await;
-        // The engine not answering: the same compare-and-set again (if the
-        // last one took effect, the next adopts it), until it answers or
-        // the slot turns out to be another's.
-        while written.as_ref().is_err_and(Error::is_outage) && started.elapsed() < RIDE_WITHIN {
-            tokio::time::sleep(RIDE_PAUSE).await;
-            written = self.membership.slots.advance(lease, progress).await;
-        }
-        match written {
+        match self.membership.slots.advance(lease, progress).await {
             Ok(()) => {
                 if !next.is_empty()
                     && let Some(held) = self.held.get_mut(&taken.partition)
@@ -564,27 +540,14 @@ impl Consumer {
                 }
             }
             let interval = self.options.configured_rebalance_interval();
-            match self.look(interval).await {
-                Ok(Some(taken)) => {
-                    self.outage_since = None;
-                    self.membership.batch_out(true);
-                    return Ok(Some(taken));
-                }
-                Ok(None) => self.outage_since = None,
-                Err(e) if self.rides_out(&e) => {
-                    // Nothing is out: look again from the checkpoints once
-                    // the engine answers, within the caller's deadline.
-                    self.drop_failed_cursors();
-                    let pause =
-                        deadline.map_or(RIDE_PAUSE, |d| RIDE_PAUSE.min(d.saturating_duration_since(Instant::now())));
-                    tokio::time::sleep(pause).await;
-                    if deadline.is_some_and(|d| d <= Instant::now()) {
-                        return Ok(None);
-                    }
-                    continue;
-                }
-                Err(e) => return Err(e),
+            if self.last_rebalance.is_none_or(|at| at.elapsed() >= interval) {
+                self.rebalance().await?;
             }
+            if let Some(taken) = self.take_ready().await? {
+                self.membership.batch_out(true);
+                return Ok(Some(taken));
+            }
+            self.reopen_stalled_cursors().await?;
             let now = Instant::now();
             if deadline.is_some_and(|d| d <= now) {
                 return Ok(None);
@@ -624,33 +587,18 @@ impl Consumer {
         }
     }
 
-    /// Rebalances if `interval` passed since the last time, then takes a
-    /// batch if one is ready.
-    async fn look(&mut self, interval: Duration) -> durq::Result<Option<Taken>> {
-        if self.last_rebalance.is_none_or(|at| at.elapsed() >= interval) {
-            self.rebalance().await?;
-        }
-        let taken = self.take_ready().await?;
-        if taken.is_none() {
-            for held in self.held.values_mut() {
-                if let Some(cursor) = held.cursor.as_mut()
-                    && let Err(e) = cursor.reopen_if_stalled().await
-                {
-                    held.cursor = None;
-                    return Err(e.into());
-                }
+    /// Opens again each held slot's cursor that has heard nothing for a
+    /// while though its next record is stored (`Cursor::reopen_if_stalled`).
+    async fn reopen_stalled_cursors(&mut self) -> durq::Result<()> {
+        for held in self.held.values_mut() {
+            if let Some(cursor) = held.cursor.as_mut()
+                && let Err(e) = cursor.reopen_if_stalled().await
+            {
+                held.cursor = None;
+                return Err(e.into());
             }
         }
-        Ok(taken)
-    }
-
-    /// Whether `error` is the engine not answering, for less than
-    /// [`RIDE_WITHIN`] so far: then the look is made again.
-    fn rides_out(&mut self, error: &durq::Error) -> bool {
-        if !Error::of(error).is_some_and(Error::is_outage) {
-            return false;
-        }
-        self.outage_since.get_or_insert_with(Instant::now).elapsed() < RIDE_WITHIN
+        Ok(())
     }
 
     /// A batch from the first held slot, in turn, that has records ready

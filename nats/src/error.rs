@@ -218,57 +218,6 @@ impl Error {
     pub(crate) fn engine(operation: impl Into<String>, source: impl Into<ClientError>) -> Error {
         Error::Engine { operation: operation.into(), source: source.into() }
     }
-
-    /// Whether this is the engine not answering for now: no reply in time,
-    /// nobody answering a subject (a stream electing its leader), a lost
-    /// connection. What a leader election or a server's restart looks like
-    /// from the client, and what passes; a refusal is not.
-    pub(crate) fn is_outage(&self) -> bool {
-        let Error::Engine { source, .. } = self else { return false };
-        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-        while let Some(error) = next {
-            if outage_kind(error) {
-                return true;
-            }
-            next = error.source();
-        }
-        false
-    }
-}
-
-/// The client errors, of those the backend's requests return, whose kind
-/// means "no answer (yet)".
-fn outage_kind(error: &(dyn std::error::Error + 'static)) -> bool {
-    use async_nats::jetstream::context::{
-        CreateStreamError, CreateStreamErrorKind, PublishError, PublishErrorKind, RequestError, RequestErrorKind,
-    };
-    use async_nats::jetstream::kv::{EntryError, EntryErrorKind, UpdateError, UpdateErrorKind};
-    use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
-    if let Some(e) = error.downcast_ref::<PublishError>() {
-        return matches!(
-            e.kind(),
-            PublishErrorKind::TimedOut | PublishErrorKind::StreamNotFound | PublishErrorKind::BrokenPipe
-        );
-    }
-    if let Some(e) = error.downcast_ref::<RequestError>() {
-        return matches!(e.kind(), RequestErrorKind::TimedOut | RequestErrorKind::NoResponders);
-    }
-    if let Some(e) = error.downcast_ref::<async_nats::RequestError>() {
-        return matches!(e.kind(), async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders);
-    }
-    if let Some(e) = error.downcast_ref::<UpdateError>() {
-        return e.kind() == UpdateErrorKind::TimedOut;
-    }
-    if let Some(e) = error.downcast_ref::<EntryError>() {
-        return e.kind() == EntryErrorKind::TimedOut;
-    }
-    if let Some(e) = error.downcast_ref::<ConsumerError>() {
-        return matches!(e.kind(), ConsumerErrorKind::TimedOut);
-    }
-    if let Some(e) = error.downcast_ref::<CreateStreamError>() {
-        return matches!(e.kind(), CreateStreamErrorKind::TimedOut);
-    }
-    false
 }
 
 /// The backend's user-facing API (`Queue`, `Producer`) returns
