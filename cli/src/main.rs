@@ -157,12 +157,14 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
-        // `stat --watch` goes to watch.rs from here, not from stat.rs: watch.rs
-        // draws with stat.rs's pieces, so stat.rs must not call into it.
+        // `stat` is dispatched here, not in stat.rs: watch.rs draws with
+        // stat.rs's pieces and nats_stat.rs with watch.rs's loop, so stat.rs
+        // must call into neither.
         Command::Stat(args) => match (args.watch, &args.queue) {
             (Some(every), Target::Dir(dir)) => watch::run(dir, every, args.json),
             (Some(every), Target::Nats(url)) => nats_stat::watch(url, every, args.json),
-            (None, _) => stat::run(args),
+            (None, Target::Dir(dir)) => stat::run(dir, args.json),
+            (None, Target::Nats(url)) => nats_stat::run(url, args.json),
         },
         Command::Tail(args) => tail::run(args),
         Command::Group(command) => group::run(command),

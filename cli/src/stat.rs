@@ -48,14 +48,12 @@ pub struct Args {
     pub watch: Option<Duration>,
 }
 
-pub fn run(args: Args) -> CliResult<()> {
-    // `--watch` never comes here: main.rs sends it to watch.rs.
-    let dir = match &args.queue {
-        Target::Nats(url) => return crate::nats_stat::run(url, args.json),
-        Target::Dir(dir) => dir,
-    };
+/// `durq stat DIR`. main.rs sends `--watch` to watch.rs and a NATS address
+/// to nats_stat.rs (which draws with watch.rs's loop, and watch.rs with
+/// this module's pieces: calling either from here would close a circle).
+pub fn run(dir: &Path, json: bool) -> CliResult<()> {
     let stat = durq::stat::stat(dir)?;
-    let text = if args.json { to_json(dir, &stat) } else { to_tables(dir, &stat, now_ms()) };
+    let text = if json { to_json(dir, &stat) } else { to_tables(dir, &stat, now_ms()) };
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(stream_error("writing stdout"))?;
     Ok(())
