@@ -18,7 +18,7 @@ use durq_nats::queue_stat::{GroupStat, QueueStat};
 
 use crate::json::json_string;
 use crate::table::{Align, table};
-use crate::watch::{Sample, rate, repeat};
+use crate::watch::{Sample, rate, repeat, slots_table};
 use crate::{CliResult, stream_error};
 
 pub fn run(url: &str, json: bool) -> CliResult<()> {
@@ -94,11 +94,7 @@ fn frame(queue: &Queue, every: Duration, now: &Sample<QueueStat>, before: Option
                     rate(was.as_ref().and_then(|w| w.get(p).copied()), Some(committed), secs),
                 ]
             });
-        text += &table(
-            ["PARTITION", "HOLDER", "STATE", "COMMITTED", "LAG", "OUT/S"],
-            [Left, Left, Left, Right, Right, Right],
-            slots,
-        );
+        text += &slots_table(slots);
     }
     text
 }

@@ -158,13 +158,15 @@ fn group_frame(g: &GroupStat, before: Option<&GroupStat>, secs: Option<f64>) -> 
             rate(was, committed, secs),
         ]
     });
-    use Align::{Left, Right};
-    text += &table(
-        ["PARTITION", "HOLDER", "STATE", "COMMITTED", "LAG", "OUT/S"],
-        [Left, Left, Left, Right, Right, Right],
-        slots,
-    );
+    text += &slots_table(slots);
     text
+}
+
+/// A group's slots as `--watch` shows them on either backend: partition,
+/// holder, state, committed offset, lag and rate out.
+pub(crate) fn slots_table(rows: impl Iterator<Item = [String; 6]>) -> String {
+    use Align::{Left, Right};
+    table(["PARTITION", "HOLDER", "STATE", "COMMITTED", "LAG", "OUT/S"], [Left, Left, Left, Right, Right, Right], rows)
 }
 
 /// Records per second from `was` to `now` over `secs`, one decimal; `-`
