@@ -1,64 +1,16 @@
-//! Orders: one small application that runs on the local queue or on NATS
-//! JetStream. The two builds differ in one line, the `use` of `Queue`: the
-//! open call, the producer, the consumer group, the verdicts, the dead
-//! letters and the errors are the same code, type-checked against each
-//! backend (`.ci/run` builds it both ways).
-//!
-//! It sends a few orders keyed by customer (each customer's orders stay in
-//! order, in one partition), then bills them with the group `billing`: an
-//! order whose amount is not a number goes to the group's dead-letter
-//! queue, with the reason.
+//! Orders on the local queue: the application of `orders/app.rs`, which
+//! `orders_on_nats` builds on NATS JetStream. The two differ in this file's
+//! one `use` of `Queue` (`.ci/run` builds and runs both).
 //!
 //! ```sh
 //! cargo run -p durq-nats --example orders -- /tmp/orders
-//! cargo run -p durq-nats --example orders --features orders-on-nats -- nats://127.0.0.1:4222/orders
 //! ```
 
-use std::time::Duration;
-
-#[cfg(not(feature = "orders-on-nats"))]
 use durq::Queue;
-use durq::{ConsumerOptions, Options, Verdict};
-#[cfg(feature = "orders-on-nats")]
-use durq_nats::Queue;
 
-const ORDERS: [(&str, &str); 6] =
-    [("alice", "100"), ("bob", "250"), ("alice", "one hundred"), ("carol", "66"), ("bob", "75"), ("alice", "30")];
+#[path = "orders/app.rs"]
+mod app;
 
 fn main() -> Result<(), durq::Error> {
-    let Some(place) = std::env::args().nth(1) else {
-        eprintln!("usage: orders <queue directory | nats://host:port/QUEUE>");
-        std::process::exit(2);
-    };
-    let queue = Queue::open_with(place.as_str(), Options::default().partitions(4))?;
-
-    let producer = queue.producer();
-    for (customer, amount) in ORDERS {
-        let position = producer.send_keyed(customer, format!("{customer} {amount}"))?;
-        println!("sent {customer:<5} {amount:>11} -> partition {} offset {}", position.partition, position.offset);
-    }
-
-    let mut billing = queue.consumer_with("billing", ConsumerOptions::default())?;
-    let mut billed = 0u64;
-    loop {
-        let committed = billing.process_each(Duration::from_millis(500), |order| {
-            let text = String::from_utf8_lossy(order.payload());
-            match text.rsplit(' ').next().and_then(|amount| amount.parse::<u64>().ok()) {
-                Some(amount) => {
-                    billed += amount;
-                    Verdict::Done
-                }
-                None => Verdict::DeadLetter(format!("{text:?}: the amount is not a number")),
-            }
-        })?;
-        // Nothing came within half a second: every order is billed.
-        if committed == 0 {
-            break;
-        }
-    }
-    println!("billed {billed} in all; committed {:?}", billing.committed()?);
-    for letter in queue.dead_letters("billing", 10)? {
-        println!("dead letter from {:?}: {}", letter.original, letter.reason);
-    }
-    Ok(())
+    app::main()
 }
