@@ -3,7 +3,7 @@
 //! What is here is the foundation the NATS backend builds on, each piece
 //! tested against a real `nats-server`:
 //!
-//! - [`connect`]: a connection that refuses a server older than
+//! - [`connect()`]: a connection that refuses a server older than
 //!   [`MIN_SERVER_VERSION`] or one without JetStream, each with an error
 //!   that says so.
 //! - [`Slots`]: the fencing primitive. A consumer group's slots live in a

@@ -113,7 +113,7 @@ pub struct MigratedGroup {
 /// [`durq::Queue::read_at`] give them; [`durq::Error::Engine`] with
 /// [`Error::MigrationRefused`] when the target exists, a group is missing or
 /// its position damaged, or a record does not fit the server, with the
-/// connection errors of [`crate::connect`], or with a failed request (run it
+/// connection errors of [`crate::connect()`], or with a failed request (run it
 /// again); and whatever `copied` returns.
 pub fn migrate(
     dir: &Path,

@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-/// The oldest nats-server release [`connect`](crate::connect) accepts.
+/// The oldest nats-server release [`connect`](crate::connect()) accepts.
 pub const MIN_SERVER_VERSION: ServerVersion = ServerVersion::new(2, 10, 25);
 
 /// A nats-server release number as the server reports it (`2.10.25`,
