@@ -602,7 +602,7 @@ impl Consumer {
             observe::fenced(&self.queue.counters, self.group(), batch.slot, batch.epoch, FencedAt::Commit);
             return Err(Error::Fenced { partition: batch.slot, epoch: batch.epoch });
         };
-        let started = Instant::now();
+        let timer = observe::CommitTimer::start();
         // `Sync`: durable before `process` returns. The others store the
         // position where a crash of this process cannot lose it; the
         // syncer, `flush` or giving the slot back make it durable.
@@ -614,12 +614,12 @@ impl Consumer {
             Ok(()) => {
                 held.state.cursor.advance(&batch.span, count);
                 held.state.retry_at = None;
-                let (took, group) = (started.elapsed(), self.membership.group().name());
+                let group = self.membership.group().name();
                 let frames = &batch.span.frames[..count];
                 let bytes = frames.iter().map(|fr| fr.key.map_or(0, |k| k.1) + fr.payload.1).sum();
-                observe::committed(&self.queue.counters, group, batch.slot, count, bytes, took);
-                let lag = self.queue.partitions[batch.slot as usize].next_offset().saturating_sub(end);
-                observe::lag(&self.queue.counters, group, batch.slot, lag);
+                observe::committed(&self.queue.counters, group, batch.slot, count, bytes, timer);
+                let part = &self.queue.partitions[batch.slot as usize];
+                observe::lag(&self.queue.counters, group, batch.slot, || part.next_offset().saturating_sub(end));
                 Ok(())
             }
             Err(e @ Error::Fenced { .. }) => {
