@@ -513,8 +513,8 @@ impl Consumer {
             self.rebalance()?;
             now = Instant::now();
         }
-        if let Some(slot) = self.ready_slot(now)
-            && let Some(batch) = self.read_batch(slot)?
+        if let Some((slot, visible)) = self.ready_slot(now)
+            && let Some(batch) = self.read_batch(slot, visible)?
         {
             return Ok(Next::Batch(batch));
         }
@@ -532,21 +532,21 @@ impl Consumer {
     }
 
     /// The next held slot, round-robin, with a record ready and no pending
-    /// backoff.
-    fn ready_slot(&self, now: Instant) -> Option<u32> {
+    /// backoff, and how far its partition's records are visible.
+    fn ready_slot(&self, now: Instant) -> Option<(u32, u64)> {
         let ready = |(&s, h): (&u32, &Held<Reader>)| {
-            h.state.retry_at.is_none_or(|r| r <= now)
-                && h.state.cursor.next_offset < self.queue.partitions[s as usize].visible()
+            let visible = self.queue.partitions[s as usize].visible();
+            (h.state.retry_at.is_none_or(|r| r <= now) && h.state.cursor.next_offset < visible).then_some((s, visible))
         };
         let held = self.membership.held();
-        let after = held.range(self.next_slot..).find(|&e| ready(e));
-        after.or_else(|| held.range(..self.next_slot).find(|&e| ready(e))).map(|(&s, _)| s)
+        let after = held.range(self.next_slot..).find_map(ready);
+        after.or_else(|| held.range(..self.next_slot).find_map(ready))
     }
 
-    /// Reads a batch from held `slot`, which has a record ready
-    /// ([`Consumer::ready_slot`]), and marks it delivered.
-    fn read_batch(&mut self, slot: u32) -> Result<Option<Batch>> {
-        let part = self.queue.partitions[slot as usize].clone();
+    /// Reads a batch, up to `visible`, from held `slot`, which has a record
+    /// ready ([`Consumer::ready_slot`]), and marks it delivered.
+    fn read_batch(&mut self, slot: u32, visible: u64) -> Result<Option<Batch>> {
+        let part = &self.queue.partitions[slot as usize];
         let Some(held) = self.membership.get_mut(slot) else { return Ok(None) };
         let max = if held.state.cursor.next_offset < held.state.isolate_end { 1 } else { self.options.max_batch };
         // The next call starts at the next slot even if this read fails: a
@@ -555,21 +555,23 @@ impl Consumer {
         self.next_slot = slot + 1;
         // A retention limit may have removed the next records (their skip
         // is recorded in the group's skip record): read on from the first kept.
-        let span = part.read_span_retained(&mut held.state.cursor, part.visible(), max)?;
+        let span = part.read_span_retained(&mut held.state.cursor, visible, max)?;
         assert!(!span.frames.is_empty(), "slot {slot} was ready but yielded no record");
-        let state = held.hold.checkpoint.state();
         let head = span.frames[0].offset;
-        let redelivery = head < state.delivered_end;
-        let attempts = if redelivery { state.attempts + 1 } else { 1 };
         // Deliveries that cover every delivered record are counted for all
         // of them; after a failure deliveries come one at a time and only
         // count for their own record.
-        let (delivered_end, range_attempts) = if span.end_offset >= state.delivered_end {
-            (span.end_offset, if redelivery { state.range_attempts + 1 } else { 1 })
-        } else {
-            (state.delivered_end, state.range_attempts)
-        };
-        held.hold.checkpoint.mark_delivered(delivered_end, attempts, range_attempts);
+        let (state, marked) = held.hold.checkpoint.mark_delivered(|state| {
+            let redelivery = head < state.delivered_end;
+            let attempts = if redelivery { state.attempts + 1 } else { 1 };
+            let (delivered_end, range_attempts) = if span.end_offset >= state.delivered_end {
+                (span.end_offset, if redelivery { state.range_attempts + 1 } else { 1 })
+            } else {
+                (state.delivered_end, state.range_attempts)
+            };
+            (delivered_end, attempts, range_attempts)
+        });
+        let attempts = marked.attempts;
         let redelivered = span.end_offset.min(state.delivered_end).saturating_sub(head);
         let batch = Batch {
             slot,
