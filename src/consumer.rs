@@ -42,6 +42,7 @@ use crate::observe::{self, FencedAt};
 use crate::options::{ConsumerOptions, Durability};
 use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
+use crate::storage;
 
 #[cfg(feature = "tokio")]
 mod process_async;
@@ -168,7 +169,9 @@ pub struct Consumer {
     options: ConsumerOptions,
     membership: Membership<Reader>,
     next_slot: u32,
-    last_rebalance: Option<Instant>,
+    last_rebalance: Option<LastRebalance>,
+    /// The coarse clock's resolution (`None`: no coarse clock here).
+    coarse_tick: Option<Duration>,
     dead_letters: Option<Queue>,
     /// Shared with `syncer`, whose failed sync stops this consumer.
     stopped: Arc<FailStop>,
@@ -197,6 +200,31 @@ struct Reader {
     retry_at: Option<Instant>,
     /// Records below this were in a failed batch: deliver them one at a time.
     isolate_end: u64,
+}
+
+/// When a member last rebalanced, by the exact clock and by the coarse one.
+#[derive(Clone, Copy)]
+struct LastRebalance {
+    at: Instant,
+    coarse_at: Option<Duration>,
+}
+
+impl LastRebalance {
+    /// Whether `interval` has passed since. Asked before every batch: the
+    /// exact clock's read (tens of ns on a VM) was 7% of a message's cost
+    /// at `max_batch(1)` under `commit(Interval)`. The coarse clock, read
+    /// in a few ns, lags the exact one by less than a `tick`, so while its
+    /// reading plus a tick is short of `interval` the interval has surely
+    /// not passed; only then is the exact clock asked. The answer is the
+    /// exact clock's, always.
+    fn is_due(&self, interval: Duration, tick: Option<Duration>) -> bool {
+        if let (Some(then), Some(tick), Some(now)) = (self.coarse_at, tick, storage::coarse_monotonic())
+            && now.saturating_sub(then) + tick < interval
+        {
+            return false;
+        }
+        self.at.elapsed() >= interval
+    }
 }
 
 /// What a consumer looking for records does next.
@@ -275,6 +303,7 @@ impl Consumer {
             membership,
             next_slot: 0,
             last_rebalance: None,
+            coarse_tick: storage::coarse_monotonic_tick(),
             dead_letters: None,
             stopped,
             #[cfg(feature = "tokio")]
@@ -503,21 +532,17 @@ impl Consumer {
     /// ready; otherwise says how long to wait for records, at most until the
     /// next rebalance, the end of a backoff, or `deadline`.
     fn next_step(&mut self, deadline: Option<Instant>) -> Result<Next> {
-        // One clock read per batch when no rebalance is due: at
-        // `max_batch(1)` under `commit(Interval)` a second one was a tenth
-        // of a message's cost.
-        let mut now = Instant::now();
-        let due = self.last_rebalance.is_none_or(|t| now.duration_since(t) >= self.options.rebalance_interval);
+        let due = self.last_rebalance.is_none_or(|last| last.is_due(self.options.rebalance_interval, self.coarse_tick));
         // A member's process exited: it may have held slots, so scan now.
         if due || self.exits.take_exited() {
             self.rebalance()?;
-            now = Instant::now();
         }
-        if let Some((slot, visible)) = self.ready_slot(now)
+        if let Some((slot, visible)) = self.ready_slot()
             && let Some(batch) = self.read_batch(slot, visible)?
         {
             return Ok(Next::Batch(batch));
         }
+        let now = Instant::now();
         let mut wait = self.options.rebalance_interval;
         if let Some(d) = deadline {
             match d.checked_duration_since(now) {
@@ -532,11 +557,13 @@ impl Consumer {
     }
 
     /// The next held slot, round-robin, with a record ready and no pending
-    /// backoff, and how far its partition's records are visible.
-    fn ready_slot(&self, now: Instant) -> Option<(u32, u64)> {
+    /// backoff, and how far its partition's records are visible. Reads the
+    /// clock only for a slot in backoff.
+    fn ready_slot(&self) -> Option<(u32, u64)> {
         let ready = |(&s, h): (&u32, &Held<Reader>)| {
             let visible = self.queue.partitions[s as usize].visible();
-            (h.state.retry_at.is_none_or(|r| r <= now) && h.state.cursor.next_offset < visible).then_some((s, visible))
+            (h.state.cursor.next_offset < visible && h.state.retry_at.is_none_or(|r| r <= Instant::now()))
+                .then_some((s, visible))
         };
         let held = self.membership.held();
         let after = held.range(self.next_slot..).find_map(ready);
@@ -728,7 +755,7 @@ impl Consumer {
     /// read from its checkpoint on. Runs only between batches, so a slot is
     /// never given back mid-batch.
     fn rebalance(&mut self) -> Result<()> {
-        self.last_rebalance = Some(Instant::now());
+        self.last_rebalance = Some(LastRebalance { at: Instant::now(), coarse_at: storage::coarse_monotonic() });
         let partitions = &self.queue.partitions;
         let rebalanced = self.membership.rebalance(
             |s| {
