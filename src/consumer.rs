@@ -831,3 +831,23 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebalance_is_due_as_soon_as_the_exact_clock_says_its_interval_passed() {
+        // The coarse clock may only rule a rebalance out while it is surely
+        // not due; once the exact interval has passed, it is due at once.
+        let tick = storage::coarse_monotonic_tick();
+        for interval in [1, 3, 7, 20].map(Duration::from_millis) {
+            let last = LastRebalance { at: Instant::now(), coarse_at: storage::coarse_monotonic() };
+            assert!(!last.is_due(Duration::from_secs(3600), tick));
+            while last.at.elapsed() < interval {
+                std::hint::spin_loop();
+            }
+            assert!(last.is_due(interval, tick), "{interval:?} passed by the exact clock, but no rebalance is due");
+        }
+    }
+}
