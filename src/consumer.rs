@@ -42,6 +42,7 @@ use crate::observe::{self, FencedAt};
 use crate::options::{ConsumerOptions, Durability};
 use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
+use crate::storage;
 
 #[cfg(feature = "tokio")]
 mod process_async;
@@ -168,7 +169,9 @@ pub struct Consumer {
     options: ConsumerOptions,
     membership: Membership<Reader>,
     next_slot: u32,
-    last_rebalance: Option<Instant>,
+    last_rebalance: Option<LastRebalance>,
+    /// The coarse clock's resolution (`None`: no coarse clock here).
+    coarse_tick: Option<Duration>,
     dead_letters: Option<Queue>,
     /// Shared with `syncer`, whose failed sync stops this consumer.
     stopped: Arc<FailStop>,
@@ -197,6 +200,31 @@ struct Reader {
     retry_at: Option<Instant>,
     /// Records below this were in a failed batch: deliver them one at a time.
     isolate_end: u64,
+}
+
+/// When a member last rebalanced, by the exact clock and by the coarse one.
+#[derive(Clone, Copy)]
+struct LastRebalance {
+    at: Instant,
+    coarse_at: Option<Duration>,
+}
+
+impl LastRebalance {
+    /// Whether `interval` has passed since. Asked before every batch: the
+    /// exact clock's read (tens of ns on a VM) was 7% of a message's cost
+    /// at `max_batch(1)` under `commit(Interval)`. The coarse clock, read
+    /// in a few ns, lags the exact one by less than a `tick`, so while its
+    /// reading plus a tick is short of `interval` the interval has surely
+    /// not passed; only then is the exact clock asked. The answer is the
+    /// exact clock's, always.
+    fn is_due(&self, interval: Duration, tick: Option<Duration>) -> bool {
+        if let (Some(then), Some(tick), Some(now)) = (self.coarse_at, tick, storage::coarse_monotonic())
+            && now.saturating_sub(then) + tick < interval
+        {
+            return false;
+        }
+        self.at.elapsed() >= interval
+    }
 }
 
 /// What a consumer looking for records does next.
@@ -275,6 +303,7 @@ impl Consumer {
             membership,
             next_slot: 0,
             last_rebalance: None,
+            coarse_tick: storage::coarse_monotonic_tick(),
             dead_letters: None,
             stopped,
             #[cfg(feature = "tokio")]
@@ -503,21 +532,17 @@ impl Consumer {
     /// ready; otherwise says how long to wait for records, at most until the
     /// next rebalance, the end of a backoff, or `deadline`.
     fn next_step(&mut self, deadline: Option<Instant>) -> Result<Next> {
-        // One clock read per batch when no rebalance is due: at
-        // `max_batch(1)` under `commit(Interval)` a second one was a tenth
-        // of a message's cost.
-        let mut now = Instant::now();
-        let due = self.last_rebalance.is_none_or(|t| now.duration_since(t) >= self.options.rebalance_interval);
+        let due = self.last_rebalance.is_none_or(|last| last.is_due(self.options.rebalance_interval, self.coarse_tick));
         // A member's process exited: it may have held slots, so scan now.
         if due || self.exits.take_exited() {
             self.rebalance()?;
-            now = Instant::now();
         }
-        if let Some(slot) = self.ready_slot(now)
-            && let Some(batch) = self.read_batch(slot)?
+        if let Some((slot, visible)) = self.ready_slot()
+            && let Some(batch) = self.read_batch(slot, visible)?
         {
             return Ok(Next::Batch(batch));
         }
+        let now = Instant::now();
         let mut wait = self.options.rebalance_interval;
         if let Some(d) = deadline {
             match d.checked_duration_since(now) {
@@ -532,21 +557,23 @@ impl Consumer {
     }
 
     /// The next held slot, round-robin, with a record ready and no pending
-    /// backoff.
-    fn ready_slot(&self, now: Instant) -> Option<u32> {
+    /// backoff, and how far its partition's records are visible. Reads the
+    /// clock only for a slot in backoff.
+    fn ready_slot(&self) -> Option<(u32, u64)> {
         let ready = |(&s, h): (&u32, &Held<Reader>)| {
-            h.state.retry_at.is_none_or(|r| r <= now)
-                && h.state.cursor.next_offset < self.queue.partitions[s as usize].visible()
+            let visible = self.queue.partitions[s as usize].visible();
+            (h.state.cursor.next_offset < visible && h.state.retry_at.is_none_or(|r| r <= Instant::now()))
+                .then_some((s, visible))
         };
         let held = self.membership.held();
-        let after = held.range(self.next_slot..).find(|&e| ready(e));
-        after.or_else(|| held.range(..self.next_slot).find(|&e| ready(e))).map(|(&s, _)| s)
+        let after = held.range(self.next_slot..).find_map(ready);
+        after.or_else(|| held.range(..self.next_slot).find_map(ready))
     }
 
-    /// Reads a batch from held `slot`, which has a record ready
-    /// ([`Consumer::ready_slot`]), and marks it delivered.
-    fn read_batch(&mut self, slot: u32) -> Result<Option<Batch>> {
-        let part = self.queue.partitions[slot as usize].clone();
+    /// Reads a batch, up to `visible`, from held `slot`, which has a record
+    /// ready ([`Consumer::ready_slot`]), and marks it delivered.
+    fn read_batch(&mut self, slot: u32, visible: u64) -> Result<Option<Batch>> {
+        let part = &self.queue.partitions[slot as usize];
         let Some(held) = self.membership.get_mut(slot) else { return Ok(None) };
         let max = if held.state.cursor.next_offset < held.state.isolate_end { 1 } else { self.options.max_batch };
         // The next call starts at the next slot even if this read fails: a
@@ -555,21 +582,23 @@ impl Consumer {
         self.next_slot = slot + 1;
         // A retention limit may have removed the next records (their skip
         // is recorded in the group's skip record): read on from the first kept.
-        let span = part.read_span_retained(&mut held.state.cursor, part.visible(), max)?;
+        let span = part.read_span_retained(&mut held.state.cursor, visible, max)?;
         assert!(!span.frames.is_empty(), "slot {slot} was ready but yielded no record");
-        let state = held.hold.checkpoint.state();
         let head = span.frames[0].offset;
-        let redelivery = head < state.delivered_end;
-        let attempts = if redelivery { state.attempts + 1 } else { 1 };
         // Deliveries that cover every delivered record are counted for all
         // of them; after a failure deliveries come one at a time and only
         // count for their own record.
-        let (delivered_end, range_attempts) = if span.end_offset >= state.delivered_end {
-            (span.end_offset, if redelivery { state.range_attempts + 1 } else { 1 })
-        } else {
-            (state.delivered_end, state.range_attempts)
-        };
-        held.hold.checkpoint.mark_delivered(delivered_end, attempts, range_attempts);
+        let (state, marked) = held.hold.checkpoint.mark_delivered(|state| {
+            let redelivery = head < state.delivered_end;
+            let attempts = if redelivery { state.attempts + 1 } else { 1 };
+            let (delivered_end, range_attempts) = if span.end_offset >= state.delivered_end {
+                (span.end_offset, if redelivery { state.range_attempts + 1 } else { 1 })
+            } else {
+                (state.delivered_end, state.range_attempts)
+            };
+            (delivered_end, attempts, range_attempts)
+        });
+        let attempts = marked.attempts;
         let redelivered = span.end_offset.min(state.delivered_end).saturating_sub(head);
         let batch = Batch {
             slot,
@@ -602,7 +631,7 @@ impl Consumer {
             observe::fenced(&self.queue.counters, self.group(), batch.slot, batch.epoch, FencedAt::Commit);
             return Err(Error::Fenced { partition: batch.slot, epoch: batch.epoch });
         };
-        let started = Instant::now();
+        let timer = observe::CommitTimer::start();
         // `Sync`: durable before `process` returns. The others store the
         // position where a crash of this process cannot lose it; the
         // syncer, `flush` or giving the slot back make it durable.
@@ -614,12 +643,12 @@ impl Consumer {
             Ok(()) => {
                 held.state.cursor.advance(&batch.span, count);
                 held.state.retry_at = None;
-                let (took, group) = (started.elapsed(), self.membership.group().name());
+                let group = self.membership.group().name();
                 let frames = &batch.span.frames[..count];
                 let bytes = frames.iter().map(|fr| fr.key.map_or(0, |k| k.1) + fr.payload.1).sum();
-                observe::committed(&self.queue.counters, group, batch.slot, count, bytes, took);
-                let lag = self.queue.partitions[batch.slot as usize].next_offset().saturating_sub(end);
-                observe::lag(&self.queue.counters, group, batch.slot, lag);
+                observe::committed(&self.queue.counters, group, batch.slot, count, bytes, timer);
+                let part = &self.queue.partitions[batch.slot as usize];
+                observe::lag(&self.queue.counters, group, batch.slot, || part.next_offset().saturating_sub(end));
                 Ok(())
             }
             Err(e @ Error::Fenced { .. }) => {
@@ -726,7 +755,7 @@ impl Consumer {
     /// read from its checkpoint on. Runs only between batches, so a slot is
     /// never given back mid-batch.
     fn rebalance(&mut self) -> Result<()> {
-        self.last_rebalance = Some(Instant::now());
+        self.last_rebalance = Some(LastRebalance { at: Instant::now(), coarse_at: storage::coarse_monotonic() });
         let partitions = &self.queue.partitions;
         let rebalanced = self.membership.rebalance(
             |s| {
@@ -801,4 +830,24 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebalance_is_due_as_soon_as_the_exact_clock_says_its_interval_passed() {
+        // The coarse clock may only rule a rebalance out while it is surely
+        // not due; once the exact interval has passed, it is due at once.
+        let tick = storage::coarse_monotonic_tick();
+        for interval in [1, 3, 7, 20].map(Duration::from_millis) {
+            let last = LastRebalance { at: Instant::now(), coarse_at: storage::coarse_monotonic() };
+            assert!(!last.is_due(Duration::from_secs(3600), tick));
+            while last.at.elapsed() < interval {
+                std::hint::spin_loop();
+            }
+            assert!(last.is_due(interval, tick), "{interval:?} passed by the exact clock, but no rebalance is due");
+        }
+    }
 }

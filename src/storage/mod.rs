@@ -83,6 +83,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -479,6 +480,25 @@ pub(crate) fn coarse_now_ms() -> u64 {
         return now_ms();
     }
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// The kernel's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`): a few
+/// nanoseconds a read instead of a few tens, behind the exact clock by up
+/// to [`coarse_monotonic_tick`]. `None` if it is refused (a seccomp
+/// filter): the caller reads the exact clock.
+pub(crate) fn coarse_monotonic() -> Option<Duration> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the local `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// The resolution of [`coarse_monotonic`] (one scheduler tick, 1 to 4 ms).
+pub(crate) fn coarse_monotonic_tick() -> Option<Duration> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_getres writes one timespec into the local `ts`.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// 16 random bytes from the kernel (`getrandom`), for the id of a member
