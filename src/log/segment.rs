@@ -437,6 +437,13 @@ impl Segment {
     /// small sync writes about the batch. The page cache is the one copy
     /// every mapping sees, so readers find the frames as if stored.
     ///
+    /// A failed write is the send's error, not a reason to stop the handle:
+    /// it wrote at most a part of `frames` past the published tail, never
+    /// the last frame whole (a write that got all bytes out succeeded), so
+    /// what it left is a torn frame or a batch whose last frame is missing,
+    /// which no reader reaches (it is not published) and recovery cuts
+    /// (docs/FORMAT.md, rows 3 and 3a), and the next append overwrites.
+    ///
     /// # Safety
     /// As [`Segment::write_frame`]: the caller holds the partition's append
     /// mutex and `pos` is at or beyond the published tail (mmap contract
