@@ -172,7 +172,7 @@ impl Queue {
             match config.durability {
                 // Every send is synced at once, in small syncs that would each
                 // convert fresh unwritten blocks (see `prefault.rs`).
-                Durability::Sync => AheadOfWriter::FaultInAndWriteZeros(stop.clone()),
+                Durability::Sync => AheadOfWriter::WriteZeros(stop.clone()),
                 // Syncs are rare and large: writing each byte twice would cost
                 // more bandwidth than the conversions it saves.
                 Durability::Interval(_) | Durability::Buffered => AheadOfWriter::FaultIn,

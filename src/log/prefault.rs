@@ -12,8 +12,8 @@
 //! block, which is what the reservation must do first (a page it could not
 //! get a block for would fault with SIGBUS).
 //!
-//! Under `Durability::Sync` the thread also writes each chunk's zeros to the
-//! disk before the writer gets there ([`AheadOfWriter::FaultInAndWriteZeros`]).
+//! Under `Durability::Sync` the thread instead writes each chunk's zeros to
+//! the disk before the writer gets there ([`AheadOfWriter::WriteZeros`]).
 //! A segment's blocks are reserved with `posix_fallocate`, which on ext4 (and
 //! XFS) leaves them *unwritten* extents: the first sync that writes a block
 //! must also write the metadata that converts its extent (a journal commit, or,
@@ -22,6 +22,11 @@
 //! extra disk request (docs/BENCHMARKS.md, W3). Written ahead, a chunk's
 //! conversion is committed by one sync per chunk instead. The writeback makes no promise and changes no byte:
 //! it is not a durability step, and the simulated disk need not see it.
+//! The pages are not faulted in again after it: under `Sync` the writer
+//! writes its frames with `pwrite` (`Segment::write_frames`), and a page
+//! faulted in for writing would count its whole folio dirty again, zeros
+//! the next small sync would write once more. They stay in the page cache,
+//! so the writer's `pwrite` of a part of a block reads nothing back.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,11 +70,11 @@ impl Drop for PrefaultThread {
 pub(crate) enum AheadOfWriter {
     /// Faults its pages in.
     FaultIn,
-    /// Faults its pages in, starts writing their zeros to the disk, and
-    /// faults them in again (the writeback write-protected them). A failed
+    /// Faults its pages in (which gives them page-cache pages and marks
+    /// them dirty) and starts writing their zeros to the disk. A failed
     /// writeback stops the handle through the [`FailStop`], as any failed
     /// write of the log does.
-    FaultInAndWriteZeros(Arc<FailStop>),
+    WriteZeros(Arc<FailStop>),
 }
 
 impl Prefaulter {
@@ -83,13 +88,10 @@ impl Prefaulter {
             .spawn(move || {
                 for (segment, start, end) in pending {
                     segment.prefault(start, end);
-                    if let AheadOfWriter::FaultInAndWriteZeros(stop) = &ahead {
-                        match segment.start_writeback(start, end) {
-                            Ok(()) => segment.prefault(start, end),
-                            Err(e) => {
-                                stop.stop(e);
-                            }
-                        }
+                    if let AheadOfWriter::WriteZeros(stop) = &ahead
+                        && let Err(e) = segment.start_writeback(start, end)
+                    {
+                        stop.stop(e);
                     }
                 }
             })

@@ -78,7 +78,8 @@ pub struct FrameMeta {
 /// Builds a frame header with a zero checksum field; [`checksum`] over the
 /// finished frame fills it in. The append path writes header, key, payload
 /// and padding straight into the mapping and checksums them there, in one
-/// pass over contiguous bytes.
+/// pass over contiguous bytes (under `Sync`, into a buffer it then writes
+/// with `pwrite`: [`encode_parts_into`]).
 #[expect(clippy::expect_used, reason = "the append path checked the payload against record_bytes_max, a u32")]
 pub fn encode_header(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
     let key_bytes = key.unwrap_or(&[]);
@@ -125,8 +126,23 @@ pub fn padding(key_len: usize, payload_len: usize) -> &'static [u8] {
     &ZERO_PAD[..frame_bytes(key_len, payload_len) - FRAME_HEADER_BYTES - key_len - payload_len]
 }
 
+/// Appends a frame made of `parts` (header from [`encode_header`], key,
+/// payload, padding) to `out`, its checksum under `salt` filled in, and
+/// returns its length: how the append path builds a batch under `Sync`,
+/// which it then writes with one `pwrite`.
+pub fn encode_parts_into(out: &mut Vec<u8>, parts: [&[u8]; 4], salt: Salt) -> usize {
+    let at = out.len();
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    let crc = checksum(&out[at..], salt);
+    out[at..at + CHECKSUM_BYTES].copy_from_slice(&crc);
+    out.len() - at
+}
+
 /// Encodes a whole frame into a new buffer (tests, tools and fuzzing; the
-/// append path writes the parts straight into the mapping).
+/// append path writes the parts straight into the mapping, or into its
+/// batch's buffer).
 pub fn encode(meta: FrameMeta, key: Option<&[u8]>, payload: &[u8], salt: Salt) -> Vec<u8> {
     let key_bytes = key.unwrap_or(&[]);
     let mut out = Vec::with_capacity(frame_bytes(key_bytes.len(), payload.len()));

@@ -429,6 +429,38 @@ impl Segment {
         end - pos
     }
 
+    /// Writes whole, checksummed frames at `pos` with `pwrite`, not through
+    /// the mapping: how the writer appends under `Durability::Sync`. A store
+    /// into a mapped page makes the file system count its whole folio dirty
+    /// (ext4 and XFS keep files in folios of up to 2 MiB), and the next sync
+    /// writes all of it; a `pwrite` dirties only the blocks it writes, so a
+    /// small sync writes about the batch. The page cache is the one copy
+    /// every mapping sees, so readers find the frames as if stored.
+    ///
+    /// A failed write is the send's error, not a reason to stop the handle:
+    /// it wrote at most a part of `frames` past the published tail, never
+    /// the last frame whole (a write that got all bytes out succeeded), so
+    /// what it left is a torn frame or a batch whose last frame is missing,
+    /// which no reader reaches (it is not published) and recovery cuts
+    /// (docs/FORMAT.md, rows 3 and 3a), and the next append overwrites.
+    ///
+    /// # Safety
+    /// As [`Segment::write_frame`]: the caller holds the partition's append
+    /// mutex and `pos` is at or beyond the published tail (mmap contract
+    /// rule 2), and the range has blocks reserved (rule 1).
+    pub(crate) unsafe fn write_frames(&self, pos: usize, frames: &[u8]) -> Result<()> {
+        assert!(
+            pos <= self.len() && frames.len() <= self.len() - pos,
+            "write {pos}+{} beyond segment of {}",
+            frames.len(),
+            self.len()
+        );
+        if frames.is_empty() {
+            return Ok(());
+        }
+        storage::write_at(&self.file, &self.path, pos as u64, frames)
+    }
+
     /// Writes the segment header with `salt` (recovery of a segment whose
     /// creation was cut short: a fresh salt; or whose header was lost: the
     /// salt its frames were found to carry), which its frames are read with

@@ -41,7 +41,9 @@
 //! 2. **Append only at or beyond the published end.** Bytes of a segment below the
 //!    partition's published tail (`next_offset`/`tail_pos` in the control
 //!    file) are never written again by durq. Only the holder of the partition's
-//!    append mutex writes, and only at or beyond the published tail. Readers
+//!    append mutex writes, and only at or beyond the published tail (by
+//!    stores into its mapping, or, under `Sync`, by `pwrite` of whole frames:
+//!    the same page cache, so the same rule). Readers
 //!    take slices only of frames below the visible watermark, which is at most
 //!    the published tail. So a `&[u8]` handed to a reader never aliases a
 //!    concurrent write by durq.
