@@ -407,7 +407,13 @@ impl Consumer {
             Some(last) => committed.handed_out(last.position.offset + 1),
             None => committed,
         };
-        match self.membership.slots.advance(lease, progress).await {
+        let write = self.membership.slots.advance(lease, progress);
+        let written = match self.held.get_mut(&taken.partition).and_then(|held| held.cursor.as_mut()) {
+            // The batch after `next` is read while the write is on its way.
+            Some(cursor) => cursor.read_while(self.options.configured_max_batch(), write).await,
+            None => write.await,
+        };
+        match written {
             Ok(()) => {
                 if !next.is_empty()
                     && let Some(held) = self.held.get_mut(&taken.partition)

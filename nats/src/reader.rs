@@ -22,6 +22,7 @@
 //! time the stream stored it, and its [`Position`] (offset = sequence − 1).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -104,6 +105,10 @@ pub(crate) struct Cursor {
     /// When a record last arrived, the cursor was opened, or the stream
     /// was last asked about it ([`STALL_AFTER`]).
     heard_at: Instant,
+    /// A read that failed while the cursor read ahead
+    /// ([`Cursor::read_while`]): returned by the next take or wait, once
+    /// the records buffered before it were taken.
+    failed: Option<Error>,
 }
 
 impl Cursor {
@@ -138,6 +143,7 @@ impl Cursor {
             buffered: VecDeque::new(),
             pending,
             heard_at: Instant::now(),
+            failed: None,
         })
     }
 
@@ -186,6 +192,9 @@ impl Cursor {
     /// nothing.
     pub(crate) async fn wait(&mut self) -> Result<(), Error> {
         while self.buffered.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
             self.reopen_if_restarted().await?;
             let message = self.next_message().await;
             self.receive(message)?;
@@ -198,7 +207,12 @@ impl Cursor {
     /// past it when it was sent (they are on their way), so that a batch is
     /// as full as the stream allows. Waits only for those.
     pub(crate) async fn take_ready(&mut self, max: usize) -> Result<Vec<Record>, Error> {
-        while self.buffered.len() < max {
+        if self.buffered.is_empty()
+            && let Some(e) = self.failed.take()
+        {
+            return Err(e);
+        }
+        while self.buffered.len() < max && self.failed.is_none() {
             self.reopen_if_restarted().await?;
             match self.messages.next().now_or_never() {
                 Some(message) => self.receive(message)?,
@@ -212,6 +226,31 @@ impl Cursor {
             }
         }
         Ok(self.buffered.drain(..max.min(self.buffered.len())).collect())
+    }
+
+    /// Runs `until` (a write of the slot) to its end, reading meanwhile
+    /// the records that arrive, until `max` are buffered. Reading stops
+    /// only while nothing polls the cursor: left idle during a commit's
+    /// round trip, the client sends no new pull request once half of the
+    /// last one arrived, and the next batch is then read after the write
+    /// instead of during it. A read that fails is kept for the next take or
+    /// wait ([`Cursor::failed`]); a restarted client consumer stops the
+    /// reading, and the next take opens the cursor again.
+    pub(crate) async fn read_while<T>(&mut self, max: usize, until: impl Future<Output = T>) -> T {
+        let read_ahead = async {
+            while self.failed.is_none() && !self.restarted && self.buffered.len() < max {
+                let message = self.next_message().await;
+                if let Err(e) = self.receive(message) {
+                    self.failed = Some(e);
+                }
+            }
+            std::future::pending::<T>().await
+        };
+        tokio::select! {
+            biased;
+            done = until => done,
+            done = read_ahead => done,
+        }
     }
 
     /// The ordered consumer's next message, polling it again every

@@ -8,6 +8,9 @@
 //!   `process_timeout`, stamping the time its closure is handed each record
 //!   (after the slot's mark: a batch is recorded as delivered before it is
 //!   handed over), while the main thread calls the blocking `send`.
+//! - durq-nats `Reader`: `Queue::reader` on a thread, blocked in
+//!   `Reader::wait` between records: no group, no write, the same cursor a
+//!   member reads with; what the member's row adds is its writes.
 //! - raw async-nats: an ordered consumer (the client's pull consumer
 //!   without acknowledgements) on a task of the same runtime.
 //! - local durq: `Queue::reader` on a thread, blocked in `Reader::wait`
@@ -17,7 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use durq::{Durability, Options, ResetTo};
+use durq::{Durability, Options, Position, ResetTo, StoredRecord};
 use futures_util::StreamExt;
 
 use super::{Measured, Size, raw};
@@ -58,6 +61,14 @@ pub fn durq_nats(url: &str, size: &Size) -> Result<Measured> {
     Measured::latencies(&sent, &seen)
 }
 
+pub fn durq_nats_reader(url: &str, size: &Size) -> Result<Measured> {
+    let options = Options::default().partitions(1).durability(Durability::Sync);
+    let queue = durq_nats::Queue::open_with(&format!("{url}/bench"), options)?;
+    let reader = queue.reader(ResetTo::Earliest)?;
+    let producer = queue.producer();
+    through_reader(reader, |r, timeout| r.wait(timeout), |r, max| r.read(max), size, |payload| producer.send(payload))
+}
+
 pub async fn raw(url: &str, size: &Size) -> Result<Measured> {
     let jetstream = raw::stream(url).await?;
     let mut messages = raw::reader(&jetstream).await?;
@@ -82,29 +93,43 @@ pub async fn raw(url: &str, size: &Size) -> Result<Measured> {
 
 pub fn local(dir: &Path, size: &Size) -> Result<Measured> {
     let queue = durq::Queue::open_with(dir.join("q"), Options::default().partitions(1).durability(Durability::Sync))?;
+    let reader = queue.reader(ResetTo::Earliest)?;
+    let producer = queue.producer();
+    through_reader(reader, |r, timeout| r.wait(timeout), |r, max| r.read(max), size, |payload| producer.send(payload))
+}
+
+/// Sends `size.messages` records one at a time with `send`, while `reader`
+/// (either backend's `Queue::reader`, read with `wait` and `read`) waits on
+/// a thread of its own, and times each from just before its send to its
+/// reading.
+fn through_reader<R: Send + 'static>(
+    mut reader: R,
+    wait: fn(&mut R, Option<Duration>) -> bool,
+    read: fn(&mut R, usize) -> durq::Result<Vec<StoredRecord>>,
+    size: &Size,
+    send: impl Fn(&[u8]) -> durq::Result<Position>,
+) -> Result<Measured> {
     let count = size.messages;
-    let mut reader = queue.reader(ResetTo::Earliest)?;
     let reading = std::thread::spawn(move || {
         let mut seen = vec![None; count as usize];
         let mut left = count;
         while left > 0 {
-            if !reader.wait(Some(Duration::from_secs(30))) {
+            if !wait(&mut reader, Some(Duration::from_secs(30))) {
                 return Err("no record for 30 s".into());
             }
-            for record in reader.read(1000)? {
+            for record in read(&mut reader, 1000)? {
                 seen[raw::stamped(&record.payload) as usize] = Some(Instant::now());
                 left -= 1;
             }
         }
         Ok::<_, crate::common::BoxError>(seen)
     });
-    let producer = queue.producer();
     let mut buf = payload(size.payload);
     let mut sent = Vec::with_capacity(count as usize);
     for n in 0..count {
         stamp(&mut buf, n);
         sent.push(Instant::now());
-        producer.send(&buf)?;
+        send(&buf)?;
     }
     let seen = reading.join().map_err(|_| "the reader thread panicked")??;
     Measured::latencies(&sent, &seen)

@@ -112,6 +112,9 @@ impl Measured {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum System {
     DurqNats,
+    /// durq-nats's `Reader`, which joins no group (latency only): what a
+    /// record costs to reach a reader that writes nothing, as raw's does.
+    DurqNatsReader,
     Raw,
     /// Raw with a `Nats-Msg-Id` per message (produce rows only).
     RawWithIds,
@@ -119,11 +122,12 @@ enum System {
 }
 
 impl System {
-    const ALL: [System; 4] = [System::DurqNats, System::Raw, System::RawWithIds, System::Local];
+    const ALL: [System; 5] = [System::DurqNats, System::DurqNatsReader, System::Raw, System::RawWithIds, System::Local];
 
     fn name(self) -> &'static str {
         match self {
             System::DurqNats => "durq-nats",
+            System::DurqNatsReader => "durq-nats `Reader`",
             System::Raw => "raw async-nats",
             System::RawWithIds => "raw + message ids",
             System::Local => "local durq",
@@ -135,9 +139,13 @@ impl System {
     }
 
     /// Whether the system has a cell in `row` (message ids matter to
-    /// sends only).
+    /// sends only; a reader outside a group has only a latency).
     fn measures(self, row: Row) -> bool {
-        self != System::RawWithIds || matches!(row, Row::ProduceOne | Row::ProduceConcurrent(_))
+        match self {
+            System::RawWithIds => matches!(row, Row::ProduceOne | Row::ProduceConcurrent(_)),
+            System::DurqNatsReader => matches!(row, Row::Latency),
+            _ => true,
+        }
     }
 }
 
@@ -313,8 +321,9 @@ to each message, so the stream checks and remembers every id as it does for durq
 `Producer` (group commit).
 - **end-to-end latency**: from just before a send to a reader in the same process seeing the record, one record at a \
 time; it includes the send's own sync. durq-nats: a group member on a thread in `process_timeout`, the time its \
-closure is handed the record (after the slot's mark, a synced compare-and-set). Raw: an ordered consumer. Local: \
-`Queue::reader`, blocked in `wait`.
+closure is handed the record (after the slot's mark, a synced compare-and-set, and behind the previous record's \
+commit, another). *durq-nats `Reader`*: `Queue::reader`, which joins no group and writes nothing, blocked in `wait`, \
+as raw's reader and the local row's. Raw: an ordered consumer. Local: `Queue::reader`, blocked in `wait`.
 - **consume**: the preload is not timed. durq-nats: `process` with `max_batch(1000)`; one synced compare-and-set of \
 the slot per batch, which commits it and marks the next (already arrived) as delivered; the first batch's mark is \
 a write of its own. Raw: an ordered consumer reads the stream and every 1,000 records \
@@ -357,6 +366,7 @@ fn measure(
         }
         (Row::ProduceConcurrent(n), System::Local) => produce::local_concurrent(dir, size, n),
         (Row::Latency, System::DurqNats) => latency::durq_nats(url, size),
+        (Row::Latency, System::DurqNatsReader) => latency::durq_nats_reader(url, size),
         (Row::Latency, System::Raw) => runtime.block_on(latency::raw(url, size)),
         (Row::Latency, System::Local) => latency::local(dir, size),
         (Row::Consume { batch }, System::DurqNats) => consume::durq_nats(url, size, batch),
@@ -364,7 +374,9 @@ fn measure(
         (Row::Consume { batch }, System::Local) => consume::local(dir, size, batch),
         (Row::Takeover, System::DurqNats) => takeover::durq_nats(url),
         (Row::Takeover, System::Raw) => runtime.block_on(takeover::raw(url)),
-        (Row::Latency | Row::Consume { .. } | Row::Takeover, System::RawWithIds) | (Row::Takeover, System::Local) => {
+        (Row::Latency | Row::Consume { .. } | Row::Takeover, System::RawWithIds)
+        | (Row::ProduceOne | Row::ProduceConcurrent(_) | Row::Consume { .. } | Row::Takeover, System::DurqNatsReader)
+        | (Row::Takeover, System::Local) => {
             unreachable!("not measured (`System::measures`) or answered above")
         }
     }
