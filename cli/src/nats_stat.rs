@@ -88,11 +88,11 @@ fn frame(queue: &Queue, every: Duration, now: &Sample<QueueStat>, before: Option
         let was = before.and_then(|b| b.stat.groups.iter().find(|bg| bg.name == g.name)).map(GroupStat::committed);
         let slots =
             g.slots.iter().zip(g.committed()).zip(lag(stat, g)).enumerate().map(|(p, ((s, committed), lag))| {
-                let (state, member) = holder(s.as_ref());
+                let (state, member) = holder(g, s.as_ref());
                 [
                     p.to_string(),
                     member.unwrap_or("-").to_owned(),
-                    state.to_owned(),
+                    state,
                     committed.to_string(),
                     lag.to_string(),
                     rate(was.as_ref().and_then(|w| w.get(p).copied()), Some(committed), secs),
@@ -130,7 +130,7 @@ fn to_tables(queue: &Queue, stat: &QueueStat) -> String {
         text += &format!("\ngroup {} (bucket {})\n", g.name, g.bucket);
         let lag = lag(stat, g);
         let slots = g.slots.iter().zip(g.committed()).zip(lag).enumerate().map(|(p, ((s, committed), lag))| {
-            let (holder, member) = holder(s.as_ref());
+            let (holder, member) = holder(g, s.as_ref());
             [
                 p.to_string(),
                 committed.to_string(),
@@ -138,7 +138,7 @@ fn to_tables(queue: &Queue, stat: &QueueStat) -> String {
                 epoch(s.as_ref()).to_string(),
                 member.unwrap_or("-").to_owned(),
                 s.as_ref().map_or("-".into(), |s| s.revision().to_string()),
-                holder.to_owned(),
+                holder,
             ]
         });
         text += &table(
@@ -189,14 +189,20 @@ fn lag(stat: &QueueStat, g: &GroupStat) -> Vec<u64> {
     stat.partitions.iter().zip(g.committed()).map(|(p, committed)| p.next_offset.saturating_sub(committed)).collect()
 }
 
-/// `held` (and by whom), `released` (written, free), or `nobody` (never
-/// written).
-fn holder(s: Option<&SlotState>) -> (&'static str, Option<&str>) {
+/// Who holds a slot, in words, as the local `stat` says it: the holder's
+/// liveness by its member key (`alive`, `lapsed`, or `left` when it left
+/// without releasing the slot) and its id; `held` for a holder with no
+/// member key (a migration writing the slot); `released` (written, free);
+/// `nobody` (never written).
+fn holder<'a>(g: &GroupStat, s: Option<&'a SlotState>) -> (String, Option<&'a str>) {
     match s {
-        None => ("nobody", None),
+        None => ("nobody".into(), None),
         Some(s) => match s.holder() {
-            Some(member) => ("held", Some(member)),
-            None => ("released", None),
+            Some(member) => {
+                let liveness = g.members.iter().find(|m| m.id == member).map(|m| m.liveness.to_string());
+                (liveness.unwrap_or_else(|| "held".into()), Some(member))
+            }
+            None => ("released".into(), None),
         },
     }
 }
@@ -234,9 +240,9 @@ fn to_json(queue: &Queue, stat: &QueueStat) -> String {
 }
 
 /// `{"name","committed","lag","slots","bucket","members"}`; a slot is
-/// `{"slot","epoch","holder","member","revision"}`, `holder` being `held`,
-/// `released` or `nobody`, `member` and `revision` null where there are
-/// none; a member is `{"id","liveness","heartbeat_ms","lease_timeout_ms",
+/// `{"slot","epoch","holder","member","revision"}`, `holder` being as in
+/// the table (`alive`, `lapsed`, `left`, `held`, `released` or `nobody`),
+/// `member` and `revision` null where there are none; a member is `{"id","liveness","heartbeat_ms","lease_timeout_ms",
 /// "age_ms","revision","slots"}`, `liveness` being `alive`, `lapsed` or
 /// `left`, `heartbeat_ms` the server's time of its key's last write (ms
 /// since the Unix epoch), `lease_timeout_ms` null once it left.
@@ -247,7 +253,7 @@ fn group_json(stat: &QueueStat, g: &GroupStat) -> String {
         .iter()
         .enumerate()
         .map(|(p, s)| {
-            let (holder, member) = holder(s.as_ref());
+            let (holder, member) = holder(g, s.as_ref());
             format!(
                 r#"{{"slot":{p},"epoch":{},"holder":"{holder}","member":{},"revision":{}}}"#,
                 epoch(s.as_ref()),

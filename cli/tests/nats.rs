@@ -393,6 +393,9 @@ fn stat_shows_each_member_alive_lapsed_or_left_with_the_slots_it_holds() {
     let stat = stat_json();
     let group = &stat.get("groups").arr()[0];
     let holder = group.get("slots").arr()[0].get("member").str();
+    for slot in group.get("slots").arr() {
+        assert_eq!((slot.get("holder").str(), slot.get("member").str()), ("alive", holder), "the holder's liveness");
+    }
     let by_liveness = members(&stat, "billing");
     let states: BTreeSet<&str> = by_liveness.iter().map(|(l, _)| *l).collect();
     assert_eq!((by_liveness.len(), states), (3, BTreeSet::from(["alive", "lapsed", "left"])));
@@ -418,6 +421,8 @@ fn stat_shows_each_member_alive_lapsed_or_left_with_the_slots_it_holds() {
     let left_row = words(member("left").get("id").str());
     assert_eq!((&left_row[1][..], left_row.last().unwrap().as_str()), ("-", "-"), "{table}");
     assert!(left_row.contains(&"left".to_owned()), "{table}");
+    let slot_rows = table.lines().filter(|l| l.starts_with(['0', '1']) && l.contains(holder));
+    assert!(slot_rows.map(|l| l.split_whitespace().last().unwrap()).eq(["alive", "alive"]), "{table}");
     let heading = ["MEMBER", "LEASE", "HEARTBEAT", "STATE", "SLOTS"];
     assert!(table.lines().any(|l| l.split_whitespace().eq(heading)), "{table}");
     drop(first);
