@@ -25,7 +25,9 @@ use crate::{CliResult, stream_error};
 ///
 /// On NATS (nats://HOST:PORT/QUEUE): each partition's stream, its first and
 /// next offset and bytes; each group's slots, their committed offset, lag,
-/// holder and epoch.
+/// holder and epoch; and its members (alive, lapsed or left), the lease
+/// each announced, the age of its last heartbeat by the server's clock, and
+/// the slots it holds.
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  durq stat /var/lib/orders --watch 1\n  durq stat nats://127.0.0.1:4222/orders --json"
@@ -250,7 +252,12 @@ fn age(now_ms: u64, then_ms: u64) -> String {
     if then_ms == 0 {
         return "-".into();
     }
-    let ms = now_ms.saturating_sub(then_ms);
+    ago(now_ms.saturating_sub(then_ms))
+}
+
+/// `ms` ago, in ms up to a minute and a half, then in coarser units (also
+/// a NATS member key's age, measured by the server).
+pub(crate) fn ago(ms: u64) -> String {
     let secs = ms / 1000;
     match ms {
         0..90_000 => format!("{ms}ms ago"),

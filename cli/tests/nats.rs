@@ -3,7 +3,8 @@
 //! prints locally, `stat` shows the streams and the groups' slots,
 //! `migrate` moves a local queue with its offsets and group positions and
 //! is finished by running it again after a SIGKILL, `consume` prints each
-//! line and commits it (at least once across a SIGKILL), `tail` reads without
+//! line and commits it (at least once across a SIGKILL), `stat` lists each
+//! group's members alive, lapsed or left, `tail` reads without
 //! a group, `group` and `dlq` administer a group, and the commands that work
 //! on local files only say so instead of taking the address for a path.
 
@@ -359,4 +360,70 @@ fn group_reset_and_delete_and_dlq_list_and_replay_round_trip() {
     let stat = Json::parse(&ok(&["stat", &url, "--json"], ""));
     let groups: Vec<&str> = stat.get("groups").arr().iter().map(|g| g.get("name").str()).collect();
     assert_eq!(groups, ["g"]);
+}
+
+/// `durq stat --json`'s members of `group`, as (liveness, member).
+fn members<'a>(stat: &'a Json, group: &str) -> Vec<(&'a str, &'a Json)> {
+    let group = stat.get("groups").arr().iter().find(|g| g.get("name").str() == group).expect("the group");
+    group.get("members").arr().iter().map(|m| (m.get("liveness").str(), m)).collect()
+}
+
+#[test]
+fn stat_shows_each_member_alive_lapsed_or_left_with_the_slots_it_holds() {
+    let server = NatsServer::start_blocking();
+    let url = format!("{}/orders", server.url());
+    ok(&["produce", &url, "--partitions", "2"], &numbered(4));
+    let queue = durq_nats::Queue::open_existing(&url).expect("open");
+    let options = durq::ConsumerOptions::default().lease_timeout(Duration::from_secs(60));
+    let first = queue.consumer_with("billing", options.clone()).expect("first member");
+    assert_eq!(first.held_partitions(), [0, 1], "the only member holds every slot");
+    drop(queue.consumer_with("billing", options).expect("a member that leaves"));
+    // A `durq consume` joins (it takes nothing: the first member is alive
+    // and holds every slot) and is SIGKILLed: its key lapses after 1 s.
+    let mut killed = Proc::spawn("consume", &["consume", &url, "--group", "billing", "--lease-timeout", "1"], false);
+    let stat_json = || Json::parse(&ok(&["stat", &url, "--json"], ""));
+    let alive_count = |stat: &Json| members(stat, "billing").iter().filter(|(l, _)| *l == "alive").count();
+    assert!(wait_until(PATIENCE, || alive_count(&stat_json()) == 2), "consume joins");
+    killed.kill();
+    assert!(
+        wait_until(PATIENCE, || members(&stat_json(), "billing").iter().any(|(l, _)| *l == "lapsed")),
+        "the killed member's key lapses"
+    );
+
+    let stat = stat_json();
+    let group = &stat.get("groups").arr()[0];
+    let holder = group.get("slots").arr()[0].get("member").str();
+    for slot in group.get("slots").arr() {
+        assert_eq!((slot.get("holder").str(), slot.get("member").str()), ("alive", holder), "the holder's liveness");
+    }
+    let by_liveness = members(&stat, "billing");
+    let states: BTreeSet<&str> = by_liveness.iter().map(|(l, _)| *l).collect();
+    assert_eq!((by_liveness.len(), states), (3, BTreeSet::from(["alive", "lapsed", "left"])));
+    let member = |liveness| by_liveness.iter().find(|(l, _)| *l == liveness).expect(liveness).1;
+    let alive = member("alive");
+    assert_eq!(alive.get("id").str(), holder);
+    assert_eq!(alive.get("slots").arr().iter().map(Json::u64).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(alive.get("lease_timeout_ms").u64(), 60_000);
+    let lapsed = member("lapsed");
+    assert_eq!(lapsed.get("lease_timeout_ms").u64(), 1_000);
+    assert!(lapsed.get("age_ms").u64() >= 1_000 && lapsed.get("slots").arr().is_empty(), "{lapsed:?}");
+    assert!(matches!(member("left").get("lease_timeout_ms"), Json::Null), "a member that left announces no lease");
+
+    // The table: one row per member, STATE and SLOTS last.
+    let table = ok(&["stat", &url], "");
+    let row = |id: &str| table.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("no row {id}: {table}"));
+    let words = |id| row(id).split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let alive_row = words(holder);
+    assert_eq!((&alive_row[1][..], &alive_row[4][..], &alive_row[5][..]), ("60000ms", "alive", "0,1"), "{table}");
+    let lapsed_row = words(lapsed.get("id").str());
+    assert_eq!((&lapsed_row[1][..], lapsed_row.last().unwrap().as_str()), ("1000ms", "-"), "{table}");
+    assert!(lapsed_row.contains(&"lapsed".to_owned()), "{table}");
+    let left_row = words(member("left").get("id").str());
+    assert_eq!((&left_row[1][..], left_row.last().unwrap().as_str()), ("-", "-"), "{table}");
+    assert!(left_row.contains(&"left".to_owned()), "{table}");
+    let slot_rows = table.lines().filter(|l| l.starts_with(['0', '1']) && l.contains(holder));
+    assert!(slot_rows.map(|l| l.split_whitespace().last().unwrap()).eq(["alive", "alive"]), "{table}");
+    let heading = ["MEMBER", "LEASE", "HEARTBEAT", "STATE", "SLOTS"];
+    assert!(table.lines().any(|l| l.split_whitespace().eq(heading)), "{table}");
+    drop(first);
 }

@@ -39,6 +39,7 @@ mod dead_letter;
 mod error;
 mod group_admin;
 pub mod group_names;
+pub mod member_stat;
 mod membership;
 pub mod migrate;
 mod producer;

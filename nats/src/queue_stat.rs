@@ -1,6 +1,7 @@
 //! What a NATS queue holds: each partition's offsets, and each consumer
-//! group's slots (checkpoint, holder, epoch), found without changing
-//! anything (`durq stat nats://…`).
+//! group's slots (checkpoint, holder, epoch) and members (lease, age,
+//! liveness: `member_stat.rs`), found without changing anything
+//! (`durq stat nats://…`).
 //!
 //! The groups are the key-value buckets named after the queue
 //! (`group_names.rs`). Each number is read once, in turn: while producers
@@ -10,6 +11,7 @@ use futures_util::TryStreamExt;
 
 use crate::error::Error;
 use crate::group_names::{group_bucket, group_of_stream, slot_key};
+use crate::member_stat::{MemberStat, members};
 use crate::queue::Queue;
 use crate::record;
 use crate::shared::Shared;
@@ -52,6 +54,9 @@ pub struct GroupStat {
     /// One entry per partition: the slot as read, or `None` if it was never
     /// written (its checkpoint is then 0).
     pub slots: Vec<Option<SlotState>>,
+    /// One entry per member key, by id: the members alive, those whose
+    /// lease lapsed, and those that left.
+    pub members: Vec<MemberStat>,
 }
 
 impl GroupStat {
@@ -59,14 +64,20 @@ impl GroupStat {
     pub fn committed(&self) -> Vec<u64> {
         self.slots.iter().map(|s| s.as_ref().map_or(0, SlotState::checkpoint)).collect()
     }
+
+    /// The partitions whose slot names `member` as its holder.
+    pub fn held_by(&self, member: &str) -> Vec<u32> {
+        let held = |s: &Option<SlotState>| s.as_ref().and_then(SlotState::holder) == Some(member);
+        (0..).zip(&self.slots).filter(|(_, s)| held(s)).map(|(p, _)| p).collect()
+    }
 }
 
 impl Queue {
     /// A snapshot of the queue's partitions and groups.
     ///
     /// # Errors
-    /// [`durq::Error::Engine`] with a failed request, or a slot that does
-    /// not decode ([`Error::CorruptSlot`]).
+    /// [`durq::Error::Engine`] with a failed request, or a slot or member
+    /// key that does not decode ([`Error::CorruptSlot`]).
     pub fn stat(&self) -> durq::Result<QueueStat> {
         let shared = self.shared.clone();
         self.shared.block_on(async move { stat(&shared).await })
@@ -106,7 +117,8 @@ async fn stat(shared: &Shared) -> durq::Result<QueueStat> {
         for partition in 0..shared.meta.partitions {
             states.push(slots.read(&slot_key(partition)).await?);
         }
-        groups.push(GroupStat { name, bucket, slots: states });
+        let members = members(jetstream, &slots).await?;
+        groups.push(GroupStat { name, bucket, slots: states, members });
     }
     Ok(QueueStat { partitions, groups })
 }

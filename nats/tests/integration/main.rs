@@ -13,5 +13,6 @@ mod harness;
 mod migrate;
 mod producer;
 mod queue;
+mod queue_stat;
 mod reader;
 mod slot;
