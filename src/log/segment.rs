@@ -384,12 +384,17 @@ impl Segment {
         }
         // SAFETY: forwarded contract: the header of a published frame.
         let header = unsafe { self.published(pos, pos + record::FRAME_HEADER_BYTES) };
-        match record::frame_len(header, record_bytes_max) {
+        // The header is parsed once: the frame's length bounds the bytes
+        // borrowed next, and the same parse checks the whole frame.
+        match record::parse_header(header, self.len() - pos, record_bytes_max) {
             Ok(None) => Decoded::Zero,
             Err(invalid) => Decoded::Invalid(invalid),
-            Ok(Some(len)) if len > self.len() - pos => Decoded::Invalid(record::Invalid::BadLength),
-            // SAFETY: forwarded contract: the whole published frame.
-            Ok(Some(len)) => record::decode(unsafe { self.published(pos, pos + len) }, record_bytes_max, self.salt),
+            Ok(Some(h)) => {
+                // SAFETY: forwarded contract: the whole published frame
+                // (`parse_header` bounded its length by the mapping's end).
+                let frame = unsafe { self.published(pos, pos + h.len) };
+                record::decode_parsed(frame, h, |bytes| self.salt.checksum(bytes))
+            }
         }
     }
 
