@@ -196,6 +196,7 @@ const _: () = {
 /// Where this member reads in a slot it holds.
 struct Reader {
     cursor: ReadCursor,
+    metrics: observe::SlotMetrics,
     /// No delivery before this instant (backoff after a failure).
     retry_at: Option<Instant>,
     /// Records below this were in a failed batch: deliver them one at a time.
@@ -574,7 +575,7 @@ impl Consumer {
     /// ready ([`Consumer::ready_slot`]), and marks it delivered.
     fn read_batch(&mut self, slot: u32, visible: u64) -> Result<Option<Batch>> {
         let part = &self.queue.partitions[slot as usize];
-        let Some(held) = self.membership.get_mut(slot) else { return Ok(None) };
+        let Some((group, held)) = self.membership.get_mut_in_group(slot) else { return Ok(None) };
         let max = if held.state.cursor.next_offset < held.state.isolate_end { 1 } else { self.options.max_batch };
         // The next call starts at the next slot even if this read fails: a
         // damaged record in one partition is reported every time it comes
@@ -608,7 +609,7 @@ impl Consumer {
             redelivered_end: state.delivered_end,
             earlier_deliveries: state.range_attempts,
         };
-        observe::redelivered(&self.queue.counters, self.group(), slot, redelivered);
+        observe::redelivered(&self.queue.counters, &held.state.metrics, group.name(), slot, redelivered);
         Ok(Some(batch))
     }
 
@@ -627,7 +628,7 @@ impl Consumer {
         }
         // Nothing between taking a batch and committing it rebalances: the
         // slot is still held, unless this member was fenced from it.
-        let Some(held) = self.membership.get_mut(batch.slot) else {
+        let Some((group, held)) = self.membership.get_mut_in_group(batch.slot) else {
             observe::fenced(&self.queue.counters, self.group(), batch.slot, batch.epoch, FencedAt::Commit);
             return Err(Error::Fenced { partition: batch.slot, epoch: batch.epoch });
         };
@@ -643,12 +644,13 @@ impl Consumer {
             Ok(()) => {
                 held.state.cursor.advance(&batch.span, count);
                 held.state.retry_at = None;
-                let group = self.membership.group().name();
+                let group = group.name();
                 let frames = &batch.span.frames[..count];
                 let bytes = frames.iter().map(|fr| fr.key.map_or(0, |k| k.1) + fr.payload.1).sum();
-                observe::committed(&self.queue.counters, group, batch.slot, count, bytes, timer);
+                let slot = &held.state.metrics;
+                observe::committed(&self.queue.counters, slot, group, batch.slot, count, bytes, timer);
                 let part = &self.queue.partitions[batch.slot as usize];
-                observe::lag(&self.queue.counters, group, batch.slot, || part.next_offset().saturating_sub(end));
+                observe::lag(slot, || part.next_offset().saturating_sub(end));
                 Ok(())
             }
             Err(e @ Error::Fenced { .. }) => {
@@ -757,6 +759,8 @@ impl Consumer {
     fn rebalance(&mut self) -> Result<()> {
         self.last_rebalance = Some(LastRebalance { at: Instant::now(), coarse_at: storage::coarse_monotonic() });
         let partitions = &self.queue.partitions;
+        let counters = &self.queue.counters;
+        let group = self.membership.group().name().to_owned();
         let rebalanced = self.membership.rebalance(
             |s| {
                 let part = &partitions[s as usize];
@@ -769,7 +773,8 @@ impl Consumer {
                 // failed, crashed or hung) come one at a time, so a poison
                 // record among them is isolated and every count stays exact.
                 let isolate_end = if state.attempts >= 1 { state.delivered_end } else { 0 };
-                Ok(Reader { cursor, retry_at: None, isolate_end })
+                let metrics = observe::SlotMetrics::new(counters, &group, s);
+                Ok(Reader { cursor, metrics, retry_at: None, isolate_end })
             },
         );
         if let Some(syncer) = &self.syncer {

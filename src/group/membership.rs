@@ -85,6 +85,12 @@ impl<R> Membership<R> {
         self.held.get_mut(&p)
     }
 
+    /// As [`Membership::get_mut`], with the group beside it: what reports
+    /// the slot's events by the group's name.
+    pub(crate) fn get_mut_in_group(&mut self, p: u32) -> Option<(&Group, &mut Held<R>)> {
+        self.held.get_mut(&p).map(|h| (&self.group, h))
+    }
+
     /// Lets go of the slot of partition `p` without touching its files:
     /// another member took it over (this one was fenced).
     pub(crate) fn forget(&mut self, p: u32) {

@@ -111,11 +111,11 @@ pub fn checksum(frame: &[u8], salt: Salt) -> [u8; CHECKSUM_BYTES] {
 /// anything is hashed: a walk over hostile bytes hashes at most the one
 /// frame it accepts.
 pub fn salt_of(buf: &[u8], record_bytes_max: u32) -> Option<Salt> {
-    let (_, _, key_len, payload_len, len) = decode_header(buf, buf.len(), record_bytes_max).ok()??;
-    if buf[FRAME_HEADER_BYTES + key_len + payload_len..len].iter().any(|&b| b != 0) {
+    let h = parse_header(buf, buf.len(), record_bytes_max).ok()??;
+    if buf[FRAME_HEADER_BYTES + h.key_len + h.payload_len..h.len].iter().any(|&b| b != 0) {
         return None;
     }
-    Salt::solving(&buf[CHECKSUM_BYTES..len], codec::u32_at(buf, CRC_AT))
+    Salt::solving(&buf[CHECKSUM_BYTES..h.len], codec::u32_at(buf, CRC_AT))
 }
 
 /// Bytes of the checksum field at the start of a frame.
@@ -210,52 +210,39 @@ impl std::fmt::Display for Invalid {
 /// `record_bytes_max` and the bytes available, and the checksum under the
 /// segment's `salt`. Never reads outside `buf` and never allocates.
 pub fn decode(buf: &[u8], record_bytes_max: u32, salt: Salt) -> Decoded<'_> {
-    match decode_header(buf, buf.len(), record_bytes_max) {
+    match parse_header(buf, buf.len(), record_bytes_max) {
         Ok(None) => Decoded::Zero,
-        Ok(Some((meta, has_key, key_len, payload_len, len))) => {
-            let stored = codec::u32_at(buf, CRC_AT);
-            if salt.checksum(&buf[PAYLOAD_LEN_AT..len]) != stored {
-                return Decoded::Invalid(Invalid::BadChecksum);
-            }
-            let key_end = FRAME_HEADER_BYTES + key_len;
-            if buf[key_end + payload_len..len].iter().any(|&b| b != 0) {
-                return Decoded::Invalid(Invalid::BadPadding);
-            }
-            Decoded::Frame(Frame {
-                meta,
-                key: has_key.then(|| &buf[FRAME_HEADER_BYTES..key_end]),
-                payload: &buf[key_end..key_end + payload_len],
-                len,
-            })
-        }
+        Ok(Some(header)) => decode_parsed(buf, header, |bytes| salt.checksum(bytes)),
         Err(invalid) => Decoded::Invalid(invalid),
     }
 }
 
-/// Reads a frame's offset and length from its header alone, without
-/// checking the checksum: for hopping over records a reader has already
-/// consumed. `None` for a zero header.
-pub fn peek_header(header: &[u8], record_bytes_max: u32) -> Result<Option<(u64, usize)>, Invalid> {
-    let h = header.get(..FRAME_HEADER_BYTES).ok_or(Invalid::Truncated)?;
-    Ok(decode_header(h, usize::MAX, record_bytes_max)?.map(|(meta, _, _, _, len)| (meta.offset, len)))
+/// The fields of a frame header that passed every check but the
+/// checksum's, which covers the bytes after the header too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    meta: FrameMeta,
+    has_key: bool,
+    key_len: usize,
+    payload_len: usize,
+    /// Bytes the frame occupies, padding included.
+    pub len: usize,
 }
 
-/// The length of the frame whose header starts `buf`, from the header
-/// alone (no checksum check): lets a reader borrow exactly one frame.
-/// `None` for a zero header.
-pub fn frame_len(buf: &[u8], record_bytes_max: u32) -> Result<Option<usize>, Invalid> {
-    Ok(peek_header(buf, record_bytes_max)?.map(|(_, len)| len))
-}
-
-type Header = (FrameMeta, bool, usize, usize, usize);
-
-fn decode_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<Option<Header>, Invalid> {
+/// Parses the frame header at the start of `buf`, of a frame that may
+/// occupy at most `available` bytes: the first half of [`decode`], for a
+/// reader that must borrow exactly one frame's bytes ([`decode_parsed`] is
+/// the second). `None` for a zero header.
+pub fn parse_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<Option<Header>, Invalid> {
     let h: &[u8; FRAME_HEADER_BYTES] =
         buf.get(..FRAME_HEADER_BYTES).and_then(|h| h.try_into().ok()).ok_or(Invalid::Truncated)?;
-    if h.iter().all(|&b| b == 0) {
-        return Ok(None);
+    // A frame's magic byte is never zero: only a header without it can be
+    // the zeros that end a segment's written part, so the 32 bytes are
+    // scanned only there.
+    if h[MAGIC_AT] != FRAME_MAGIC {
+        return if h.iter().all(|&b| b == 0) { Ok(None) } else { Err(Invalid::BadMagic) };
     }
-    if h[MAGIC_AT] != FRAME_MAGIC || h[FLAGS_AT] & !FLAGS_KNOWN != 0 {
+    if h[FLAGS_AT] & !FLAGS_KNOWN != 0 {
         return Err(Invalid::BadMagic);
     }
     let payload_len = codec::u32_at(h, PAYLOAD_LEN_AT) as usize;
@@ -274,7 +261,44 @@ fn decode_header(buf: &[u8], available: usize, record_bytes_max: u32) -> Result<
         durable_lag: codec::u32_at(h, DURABLE_LAG_AT),
         batch_continues: h[FLAGS_AT] & FLAG_BATCH_CONTINUES != 0,
     };
-    Ok(Some((meta, has_key, key_len, payload_len, len)))
+    Ok(Some(Header { meta, has_key, key_len, payload_len, len }))
+}
+
+/// The frame at the start of `buf`, whose header [`parse_header`] returned
+/// as `header`, if its checksum (by `checksum`, the segment's salted CRC32
+/// of the bytes after the field) and its padding are right. Never reads
+/// outside `buf`.
+pub fn decode_parsed(buf: &[u8], header: Header, checksum: impl FnOnce(&[u8]) -> u32) -> Decoded<'_> {
+    let Some(frame) = buf.get(..header.len) else { return Decoded::Invalid(Invalid::BadLength) };
+    if checksum(&frame[PAYLOAD_LEN_AT..]) != codec::u32_at(frame, CRC_AT) {
+        return Decoded::Invalid(Invalid::BadChecksum);
+    }
+    let key_end = FRAME_HEADER_BYTES + header.key_len;
+    let payload_end = key_end + header.payload_len;
+    if frame[payload_end..].iter().any(|&b| b != 0) {
+        return Decoded::Invalid(Invalid::BadPadding);
+    }
+    Decoded::Frame(Frame {
+        meta: header.meta,
+        key: header.has_key.then(|| &frame[FRAME_HEADER_BYTES..key_end]),
+        payload: &frame[key_end..payload_end],
+        len: header.len,
+    })
+}
+
+/// Reads a frame's offset and length from its header alone, without
+/// checking the checksum: for hopping over records a reader has already
+/// consumed. `None` for a zero header.
+pub fn peek_header(header: &[u8], record_bytes_max: u32) -> Result<Option<(u64, usize)>, Invalid> {
+    let h = header.get(..FRAME_HEADER_BYTES).ok_or(Invalid::Truncated)?;
+    Ok(parse_header(h, usize::MAX, record_bytes_max)?.map(|h| (h.meta.offset, h.len)))
+}
+
+/// The length of the frame whose header starts `buf`, from the header
+/// alone (no checksum check): lets a reader borrow exactly one frame.
+/// `None` for a zero header.
+pub fn frame_len(buf: &[u8], record_bytes_max: u32) -> Result<Option<usize>, Invalid> {
+    Ok(peek_header(buf, record_bytes_max)?.map(|(_, len)| len))
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::fail_stop::FailStop;
 use crate::log::record::{self, Decoded, Invalid};
-use crate::log::salt::Salt;
+use crate::log::salt::{Salt, SaltedCrc};
 use crate::storage::{self, mmap::MappedFile};
 
 pub use crate::format::SEGMENT_HEADER_BYTES;
@@ -216,8 +216,9 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) path: PathBuf,
     map: MappedFile,
-    /// What its frames' checksums are seeded with (from its header).
-    salt: Salt,
+    /// What its frames' checksums are seeded with (from its header), and
+    /// the hasher that checks them.
+    crc: SaltedCrc,
     /// Kept open for [`Segment::start_writeback`], [`Segment::reserve`] and
     /// [`Segment::release`].
     file: File,
@@ -235,7 +236,7 @@ struct Syncs {
 
 impl Segment {
     fn new(base_offset: u64, path: PathBuf, map: MappedFile, file: File, salt: Salt) -> Segment {
-        Segment { base_offset, path, map, salt, file, syncs: Mutex::new(Syncs::default()) }
+        Segment { base_offset, path, map, crc: SaltedCrc::new(salt), file, syncs: Mutex::new(Syncs::default()) }
     }
 
     /// Creates a new, empty segment: full size (sparse), blocks reserved
@@ -268,7 +269,8 @@ impl Segment {
         let file = storage::open_rw(&path)?;
         let map = MappedFile::map(&file, &path, segment_bytes)?;
         let mut segment = Segment::new(base_offset, path, map, file, Salt::UNSALTED);
-        segment.salt = check_header(&segment.header(), &segment.path, partition, base_offset, segment_bytes)?;
+        let salt = check_header(&segment.header(), &segment.path, partition, base_offset, segment_bytes)?;
+        segment.crc = SaltedCrc::new(salt);
         Ok(segment)
     }
 
@@ -338,7 +340,7 @@ impl Segment {
 
     /// What this segment's frames' checksums are seeded with.
     pub(crate) fn salt(&self) -> Salt {
-        self.salt
+        self.crc.salt()
     }
 
     /// Records that every record of this segment below `synced_end` is on
@@ -384,12 +386,17 @@ impl Segment {
         }
         // SAFETY: forwarded contract: the header of a published frame.
         let header = unsafe { self.published(pos, pos + record::FRAME_HEADER_BYTES) };
-        match record::frame_len(header, record_bytes_max) {
+        // The header is parsed once: the frame's length bounds the bytes
+        // borrowed next, and the same parse checks the whole frame.
+        match record::parse_header(header, self.len() - pos, record_bytes_max) {
             Ok(None) => Decoded::Zero,
             Err(invalid) => Decoded::Invalid(invalid),
-            Ok(Some(len)) if len > self.len() - pos => Decoded::Invalid(record::Invalid::BadLength),
-            // SAFETY: forwarded contract: the whole published frame.
-            Ok(Some(len)) => record::decode(unsafe { self.published(pos, pos + len) }, record_bytes_max, self.salt),
+            Ok(Some(h)) => {
+                // SAFETY: forwarded contract: the whole published frame
+                // (`parse_header` bounded its length by the mapping's end).
+                let frame = unsafe { self.published(pos, pos + h.len) };
+                record::decode_parsed(frame, h, |bytes| self.crc.checksum(bytes))
+            }
         }
     }
 
@@ -423,7 +430,7 @@ impl Segment {
         }
         // SAFETY: forwarded contract: we just wrote these unpublished bytes
         // and hold the only right to write them.
-        let crc = record::checksum(unsafe { self.map.bytes(pos, end - pos) }, self.salt);
+        let crc = record::checksum(unsafe { self.map.bytes(pos, end - pos) }, self.crc.salt());
         // SAFETY: as above.
         unsafe { self.map.write(pos, &crc) };
         end - pos
@@ -470,7 +477,7 @@ impl Segment {
     /// The caller is the only writer of this segment and no reader can reach
     /// it yet.
     pub(crate) unsafe fn rewrite_header(&mut self, partition: u32, segment_bytes: u64, salt: Salt) {
-        self.salt = salt;
+        self.crc = SaltedCrc::new(salt);
         let header = encode_header(partition, self.base_offset, segment_bytes, salt);
         // SAFETY: forwarded contract.
         unsafe { self.map.write(0, &header) };
