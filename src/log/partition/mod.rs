@@ -104,6 +104,9 @@ pub(crate) struct Partition {
     tail_segment: TailCache,
     sync: Mutex<SyncState>,
     sync_done: Condvar,
+    /// Wakes a sync's leader that holds it back for more callers
+    /// (`sync::Gathering`).
+    gathered: Condvar,
     stop: Arc<FailStop>,
     prefaulter: Prefaulter,
     sealer: Arc<Sealer>,
@@ -140,8 +143,9 @@ impl Partition {
             control,
             segments: Mutex::new(SegmentCache::default()),
             tail_segment: TailCache(UnsafeCell::new(None)),
-            sync: Mutex::new(SyncState { in_progress: false, synced: None }),
+            sync: Mutex::new(SyncState { in_progress: false, synced: None, gathering: Default::default() }),
             sync_done: Condvar::new(),
+            gathered: Condvar::new(),
             stop,
             prefaulter,
             sealer,
