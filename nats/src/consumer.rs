@@ -14,8 +14,15 @@
 //!   crash counts the delivery ([`Message::delivery_count`]). When the next
 //!   batch of a partition is already here as its batch is committed, the
 //!   one write does both (commit this batch, mark the next), so a member
-//!   that keeps up pays one replicated write per batch; an idle member
-//!   marks a batch when it arrives, a write of its own.
+//!   that keeps up pays one replicated write per batch. An idle member
+//!   marks a batch when it arrives, a write of its own that it sends and
+//!   flushes into the connection's socket, then hands the batch over at
+//!   once: the mark's acknowledgement is awaited before the batch's commit
+//!   (`Slots::send_mark`, `Slots::confirm_mark`). The mark survives the
+//!   member's process crash, as the local queue's survives one in the page
+//!   cache; a mark refused fails the commit with `Fenced`, one whose
+//!   acknowledgement failed with the engine's error, and the batch comes
+//!   again.
 //! - **Committing.** After `Ok`, the slot's checkpoint moves past the batch
 //!   by compare-and-set on the holder's own last revision. A member that was
 //!   taken over meanwhile gets [`durq::Error::Fenced`] and nothing moves; its
@@ -407,7 +414,13 @@ impl Consumer {
             Some(last) => committed.handed_out(last.position.offset + 1),
             None => committed,
         };
-        let write = self.membership.slots.advance(lease, progress);
+        let slots = &self.membership.slots;
+        // A batch is committed only once its mark was acknowledged, and the
+        // commit expects the mark's revision.
+        let write = async {
+            slots.confirm_mark(lease).await?;
+            slots.advance(lease, progress).await
+        };
         let written = match self.held.get_mut(&taken.partition).and_then(|held| held.cursor.as_mut()) {
             // The batch after `next` is read while the write is on its way.
             Some(cursor) => cursor.read_while(self.options.configured_max_batch(), write).await,
@@ -497,7 +510,11 @@ impl Consumer {
             if let Some(lease) = leases.get_mut(&taken.partition) {
                 let progress =
                     Progress { checkpoint: head, delivered_end: lease.progress().delivered_end.max(head), attempts };
-                match self.membership.slots.advance(lease, progress).await {
+                let written = match self.membership.slots.confirm_mark(lease).await {
+                    Ok(()) => self.membership.slots.advance(lease, progress).await,
+                    Err(e) => Err(e),
+                };
+                match written {
                     Ok(()) => {}
                     Err(Error::Fenced { .. }) => {
                         leases.remove(&taken.partition);
@@ -658,7 +675,9 @@ impl Consumer {
     }
 
     /// Records `records` as delivered in the slot, before they are handed
-    /// over. A slot found taken over is dropped (nothing was handed out).
+    /// over: the mark is sent and flushed, and its acknowledgement awaited
+    /// before their commit. A slot found taken over is dropped (nothing was
+    /// handed out).
     async fn mark(
         &mut self,
         partition: u32,
@@ -674,7 +693,7 @@ impl Consumer {
             self.forget(partition);
             return Ok(None);
         };
-        match self.membership.slots.advance(lease, marked).await {
+        match self.membership.slots.send_mark(lease, marked).await {
             Ok(()) => Ok(Some(Taken {
                 partition,
                 epoch,

@@ -27,9 +27,21 @@
 //!
 //! **Deliveries.** Beside the checkpoint a slot keeps how far records were
 //! handed out uncommitted and how often the record at the checkpoint was
-//! delivered ([`Progress`]), written by [`Slots::advance`] before a batch
-//! is handed over, so that the member that takes the slot over counts
-//! them. A take and a release carry both over unchanged.
+//! delivered ([`Progress`]), so that the member that takes the slot over
+//! counts them. A take and a release carry both over unchanged.
+//!
+//! **Marks sent ahead of their acknowledgement.** The mark of a batch about
+//! to be handed over ([`Slots::send_mark`]) is the same compare-and-set,
+//! but its holder does not wait for the server: the message is written into
+//! the connection's socket, and the acknowledgement (with the revision the
+//! next compare-and-set expects) is awaited by the holder's next write,
+//! the batch's commit first among them ([`Slots::confirm_mark`]). A mark
+//! then survives the member's process crash (the bytes are in the kernel or
+//! on the server), not a lost connection followed by that crash: the local
+//! queue's mark survives a process crash in the page cache, not a power
+//! cut. A mark refused is a takeover ([`Error::Fenced`]); a mark whose
+//! acknowledgement failed fails the batch's commit with that error, so no
+//! batch is committed whose mark the server did not acknowledge.
 //!
 //! **Lost replies.** A write whose acknowledgement is lost (a timeout, a
 //! leader change) may have happened. The holder's next write then finds a
@@ -48,7 +60,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::{CreateKeyValueErrorKind, PublishError, PublishErrorKind};
+use async_nats::jetstream::context::{CreateKeyValueErrorKind, PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::kv::{self, UpdateErrorKind};
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, StorageType};
 
@@ -80,6 +92,9 @@ const BUCKET_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct Slots {
     store: kv::Store,
+    /// The context the bucket was opened with: marks are published through
+    /// it ([`Slots::send_mark`]).
+    jetstream: async_nats::jetstream::Context,
 }
 
 /// A slot as read: its revision and stored value.
@@ -136,8 +151,30 @@ pub struct Lease {
     slot: String,
     holder: String,
     epoch: u64,
+    /// The revision of the holder's last acknowledged write: what its next
+    /// compare-and-set expects.
     revision: u64,
+    /// What the holder last wrote or sent (a mark not yet acknowledged
+    /// included).
     progress: Progress,
+    /// A mark sent and not yet acknowledged ([`Slots::send_mark`]).
+    sent: Option<SentMark>,
+    /// The failure of a mark's acknowledgement, kept for the commit of the
+    /// batch it marked ([`Slots::confirm_mark`]).
+    mark_failed: Option<Error>,
+}
+
+/// A mark on its way: its acknowledgement to await, and the value sent, to
+/// write again if an earlier write of this holding slipped in before it.
+struct SentMark {
+    ack: PublishAckFuture,
+    value: SlotValue,
+}
+
+impl std::fmt::Debug for SentMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentMark").field("value", &self.value).finish_non_exhaustive()
+    }
 }
 
 impl Slots {
@@ -174,7 +211,10 @@ impl Slots {
         let store = while_not_there(create, |e| e.kind() == CreateKeyValueErrorKind::TimedOut).await.map_err(
             |(e, waited)| Error::engine(format!("create key-value bucket {bucket} ({replicas} replicas){waited}"), e),
         )?;
-        Ok(Slots { store })
+        // A mark is published to the key's subject by hand; with durq's
+        // context (the default API prefix) that is the store's prefix.
+        assert!(!store.use_jetstream_prefix, "durq's JetStream context uses the default API prefix");
+        Ok(Slots { store, jetstream: client.jetstream().clone() })
     }
 
     /// Runs `write` (a write into this bucket) until it is not refused for a
@@ -281,7 +321,15 @@ impl Slots {
             }
             _ => Error::engine(format!("take slot {}/{slot}", self.bucket()), e),
         })?;
-        Ok(Lease { slot: slot.to_owned(), holder: holder.to_owned(), epoch: revision, revision, progress })
+        Ok(Lease {
+            slot: slot.to_owned(),
+            holder: holder.to_owned(),
+            epoch: revision,
+            revision,
+            progress,
+            sent: None,
+            mark_failed: None,
+        })
     }
 
     /// Moves the slot's checkpoint to `checkpoint` (every record before it
@@ -305,20 +353,64 @@ impl Slots {
     /// # Errors
     /// As [`Slots::commit`].
     pub async fn advance(&self, lease: &mut Lease, progress: Progress) -> Result<()> {
-        assert!(
-            progress.delivered_end >= progress.checkpoint,
-            "delivered end {} below checkpoint {}",
-            progress.delivered_end,
-            progress.checkpoint
-        );
-        let value = SlotValue {
-            checkpoint: progress.checkpoint,
-            epoch: lease.epoch,
-            delivered_end: progress.delivered_end,
-            attempts: progress.attempts,
-            holder: lease.holder.clone(),
-        };
+        let value = lease.value_of(progress);
         self.write_held(lease, value).await
+    }
+
+    /// Sends `progress`, the mark of a batch about to be handed over, by
+    /// compare-and-set on the lease's last revision, and returns once the
+    /// message is written into the connection's socket, without waiting
+    /// for the server. Its acknowledgement is awaited by the lease's next
+    /// write, or by [`Slots::confirm_mark`] before the batch's commit.
+    ///
+    /// A mark sent earlier and never confirmed (its batch failed, and
+    /// nothing was written since) is awaited first; only its refusal still
+    /// matters then.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`] if that earlier mark was refused;
+    /// [`Error::CheckpointBehind`] as [`Slots::commit`]; [`Error::Engine`] if
+    /// the mark cannot be sent or flushed (it may still reach the server;
+    /// the lease's next write finds out).
+    pub async fn send_mark(&self, lease: &mut Lease, progress: Progress) -> Result<()> {
+        self.await_sent(lease).await?;
+        lease.mark_failed = None;
+        let value = lease.value_of(progress);
+        self.check_not_behind(lease, &value)?;
+        let what = || format!("mark slot {}/{}", self.bucket(), lease.slot);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            async_nats::HeaderValue::from(lease.revision),
+        );
+        let subject = format!("{}{}", self.store.put_prefix.as_ref().unwrap_or(&self.store.prefix), lease.slot);
+        let ack = self
+            .jetstream
+            .publish_with_headers(subject, headers, value.encode().into())
+            .await
+            .map_err(|e| Error::engine(what(), e))?;
+        lease.progress = progress;
+        lease.sent = Some(SentMark { ack, value });
+        // The client's flush returns once its connection task has written
+        // everything queued before it into the socket (no round trip).
+        self.jetstream.client().flush().await.map_err(|e| Error::engine(what(), e))
+    }
+
+    /// Awaits the acknowledgement of the mark sent for the batch about to
+    /// be committed, so the commit's compare-and-set expects the mark's
+    /// revision. Returns at once if no mark is on its way.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`] if the mark was refused (the slot was taken over);
+    /// [`Error::Engine`] if its acknowledgement failed (no reply in time, a
+    /// lost connection), now or when an earlier write of the lease awaited
+    /// it: the batch must not be committed, and comes again.
+    pub async fn confirm_mark(&self, lease: &mut Lease) -> Result<()> {
+        self.await_sent(lease).await?;
+        match lease.mark_failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Gives the slot back, keeping its checkpoint, so another member can
@@ -364,21 +456,58 @@ impl Slots {
         &self.store
     }
 
-    /// Writes `value` over the lease's own last revision; on a mismatch,
-    /// adopts a newer revision that is still this holding's (a write whose
-    /// reply was lost) and tries once more.
+    /// Writes `value` over the lease's own last revision, once a mark on
+    /// its way was acknowledged; on a mismatch, adopts a newer revision that
+    /// is still this holding's (a write whose reply was lost) and tries once
+    /// more.
     async fn write_held(&self, lease: &mut Lease, value: SlotValue) -> Result<()> {
+        self.await_sent(lease).await?;
+        self.write_over(lease, value).await
+    }
+
+    /// Awaits the acknowledgement of the mark on its way, if one is, and
+    /// takes its revision. A mark refused because a write of this same
+    /// holding came in before it (one whose reply was lost) is written
+    /// again, synced; refused otherwise, the slot was taken over. A failed
+    /// acknowledgement is kept in the lease for the batch's commit
+    /// ([`Slots::confirm_mark`]); the lease keeps the mark's progress, so its
+    /// next write stores the mark, or adopts it if it was stored after all.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`]; as [`Slots::commit`] for a mark written again.
+    async fn await_sent(&self, lease: &mut Lease) -> Result<()> {
+        let Some(SentMark { ack, value }) = lease.sent.take() else { return Ok(()) };
+        match ack.await {
+            Ok(ack) => {
+                lease.revision = ack.sequence;
+                Ok(())
+            }
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => self.write_over(lease, value).await,
+            Err(e) => {
+                lease.mark_failed = Some(Error::engine(format!("mark slot {}/{}", self.bucket(), lease.slot), e));
+                Ok(())
+            }
+        }
+    }
+
+    fn check_not_behind(&self, lease: &Lease, value: &SlotValue) -> Result<()> {
+        if value.checkpoint < lease.progress.checkpoint {
+            return Err(Error::CheckpointBehind {
+                bucket: self.bucket().to_owned(),
+                slot: lease.slot.clone(),
+                committed: lease.progress.checkpoint,
+                requested: value.checkpoint,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Slots::write_held`]'s compare-and-set, with nothing on its way.
+    async fn write_over(&self, lease: &mut Lease, value: SlotValue) -> Result<()> {
         let fenced =
             || Error::Fenced { bucket: self.bucket().to_owned(), slot: lease.slot.clone(), epoch: lease.epoch };
         for _attempt in 0..2 {
-            if value.checkpoint < lease.progress.checkpoint {
-                return Err(Error::CheckpointBehind {
-                    bucket: self.bucket().to_owned(),
-                    slot: lease.slot.clone(),
-                    committed: lease.progress.checkpoint,
-                    requested: value.checkpoint,
-                });
-            }
+            self.check_not_behind(lease, &value)?;
             match self.store.update(&lease.slot, value.encode().into(), lease.revision).await {
                 Ok(revision) => {
                     lease.revision = revision;
@@ -459,6 +588,23 @@ impl Lease {
     /// The checkpoint and deliveries last written.
     pub fn progress(&self) -> Progress {
         self.progress
+    }
+
+    /// The value this holding stores for `progress`.
+    fn value_of(&self, progress: Progress) -> SlotValue {
+        assert!(
+            progress.delivered_end >= progress.checkpoint,
+            "delivered end {} below checkpoint {}",
+            progress.delivered_end,
+            progress.checkpoint
+        );
+        SlotValue {
+            checkpoint: progress.checkpoint,
+            epoch: self.epoch,
+            delivered_end: progress.delivered_end,
+            attempts: progress.attempts,
+            holder: self.holder.clone(),
+        }
     }
 
     /// Takes back the mark of a batch that was recorded as handed out but

@@ -13,7 +13,10 @@
 //!   record, and each batch is "committed" as durq-nats commits: a
 //!   compare-and-set of the group's key in a key-value bucket (file
 //!   storage, one replica, history 1) on the revision the last commit
-//!   returned, i.e. one acknowledged, synced write per batch.
+//!   returned, i.e. one acknowledged, synced write per batch. Twice: over
+//!   records preloaded without headers, and over records that carry a
+//!   `Nats-Msg-Id` as durq-nats's do (the producer's retry identity), the
+//!   same messages durq-nats reads.
 //! - local durq: `process` with `max_batch(1000)` and the default `Sync`
 //!   commit (a synced checkpoint per batch).
 
@@ -30,9 +33,9 @@ use crate::common::{Deadline, Result, payload, stamp};
 /// The key-value bucket holding the raw consumer's position.
 const BUCKET: &str = "raw_group";
 
-pub async fn raw(url: &str, size: &Size, batch: u64) -> Result<Measured> {
+pub async fn raw(url: &str, size: &Size, batch: u64, ids: bool) -> Result<Measured> {
     let jetstream = raw::stream(url).await?;
-    raw::preload(&jetstream, size.messages, size.payload).await?;
+    raw::preload(&jetstream, size.messages, size.payload, ids).await?;
     let positions = jetstream
         .create_key_value(kv::Config {
             bucket: BUCKET.to_owned(),

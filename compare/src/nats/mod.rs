@@ -116,7 +116,8 @@ enum System {
     /// record costs to reach a reader that writes nothing, as raw's does.
     DurqNatsReader,
     Raw,
-    /// Raw with a `Nats-Msg-Id` per message (produce rows only).
+    /// Raw with a `Nats-Msg-Id` per message, as durq-nats's records carry
+    /// (produce and consume rows).
     RawWithIds,
     Local,
 }
@@ -139,10 +140,11 @@ impl System {
     }
 
     /// Whether the system has a cell in `row` (message ids matter to
-    /// sends only; a reader outside a group has only a latency).
+    /// sends, and to a consumer reading the messages that carry them; a
+    /// reader outside a group has only a latency).
     fn measures(self, row: Row) -> bool {
         match self {
-            System::RawWithIds => matches!(row, Row::ProduceOne | Row::ProduceConcurrent(_)),
+            System::RawWithIds => matches!(row, Row::ProduceOne | Row::ProduceConcurrent(_) | Row::Consume { .. }),
             System::DurqNatsReader => matches!(row, Row::Latency),
             _ => true,
         }
@@ -321,14 +323,17 @@ to each message, so the stream checks and remembers every id as it does for durq
 `Producer` (group commit).
 - **end-to-end latency**: from just before a send to a reader in the same process seeing the record, one record at a \
 time; it includes the send's own sync. durq-nats: a group member on a thread in `process_timeout`, the time its \
-closure is handed the record (after the slot's mark, a synced compare-and-set, and behind the previous record's \
-commit, another). *durq-nats `Reader`*: `Queue::reader`, which joins no group and writes nothing, blocked in `wait`, \
+closure is handed the record: behind the previous record's commit (a synced compare-and-set, which also marks the \
+record when it arrived before that write), or, when the member was idle, once the record's own mark is sent and \
+flushed into the socket (its acknowledgement is awaited before the record's commit). *durq-nats `Reader`*: `Queue::reader`, which joins no group and writes nothing, blocked in `wait`, \
 as raw's reader and the local row's. Raw: an ordered consumer. Local: `Queue::reader`, blocked in `wait`.
 - **consume**: the preload is not timed. durq-nats: `process` with `max_batch(1000)`; one synced compare-and-set of \
 the slot per batch, which commits it and marks the next (already arrived) as delivered; the first batch's mark is \
 a write of its own. Raw: an ordered consumer reads the stream and every 1,000 records \
-compare-and-sets the group's key in a key-value bucket (history 1, file storage), as durq-nats commits. Local: \
-`process` with `max_batch(1000)`, `Sync` commit.
+compare-and-sets the group's key in a key-value bucket (history 1, file storage), as durq-nats commits; *raw + \
+message ids* reads records preloaded with a `Nats-Msg-Id` of durq-nats's length, as durq-nats's records carry: the \
+same messages, the cell the target is judged against on this row. Local: `process` with `max_batch(1000)`, `Sync` \
+commit.
 - **takeover**: raw is the floor of any lease-based design on this engine: a holder renews a key by compare-and-set \
 every 250 ms and dies 125 ms after a renewal; a standby reading the key every 50 ms takes it by compare-and-set once \
 its revision has not moved for the 1 s lease, and reads the record at the checkpoint. durq-nats: the holder is a \
@@ -370,11 +375,12 @@ fn measure(
         (Row::Latency, System::Raw) => runtime.block_on(latency::raw(url, size)),
         (Row::Latency, System::Local) => latency::local(dir, size),
         (Row::Consume { batch }, System::DurqNats) => consume::durq_nats(url, size, batch),
-        (Row::Consume { batch }, System::Raw) => runtime.block_on(consume::raw(url, size, batch)),
+        (Row::Consume { batch }, System::Raw) => runtime.block_on(consume::raw(url, size, batch, false)),
+        (Row::Consume { batch }, System::RawWithIds) => runtime.block_on(consume::raw(url, size, batch, true)),
         (Row::Consume { batch }, System::Local) => consume::local(dir, size, batch),
         (Row::Takeover, System::DurqNats) => takeover::durq_nats(url),
         (Row::Takeover, System::Raw) => runtime.block_on(takeover::raw(url)),
-        (Row::Latency | Row::Consume { .. } | Row::Takeover, System::RawWithIds)
+        (Row::Latency | Row::Takeover, System::RawWithIds)
         | (Row::ProduceOne | Row::ProduceConcurrent(_) | Row::Consume { .. } | Row::Takeover, System::DurqNatsReader)
         | (Row::Takeover, System::Local) => {
             unreachable!("not measured (`System::measures`) or answered above")
@@ -468,18 +474,22 @@ fn vs_raw(cell: &[Measured], raw: &[Measured]) -> String {
     if paired.len() > 1 { format!("{} ({}–{})", ratio(x / r), ratio(lo), ratio(hi)) } else { ratio(x / r) }
 }
 
+/// The table: each cell over raw, and where raw also ran with message ids,
+/// over that too (the same messages as durq-nats's).
 fn table(specs: &[Spec], cells: &Cells) -> String {
-    let mut t = String::from("| row | system | median (range) | ÷ raw (range by repetition) |\n|---|---|---|---|\n");
+    let mut t = String::from(
+        "| row | system | median (range) | ÷ raw (range by repetition) | ÷ raw + message ids |\n|---|---|---|---|---|\n",
+    );
     for (i, spec) in specs.iter().enumerate() {
-        let raw = cells.get(&(i, System::Raw));
+        let over = |system, base: System| match cells.get(&(i, base)) {
+            Some(_) if system == base => "1.00×".to_owned(),
+            Some(base) => vs_raw(&cells[&(i, system)], base),
+            None => "—".to_owned(),
+        };
         for system in System::ALL {
             let Some(ms_) = cells.get(&(i, system)) else { continue };
-            let vs_raw = match raw {
-                Some(_) if system == System::Raw => "1.00×".to_owned(),
-                Some(raw) => vs_raw(ms_, raw),
-                None => "—".to_owned(),
-            };
-            let _ = writeln!(t, "| {} | {} | {} | {vs_raw} |", spec.title, system.name(), cell(ms_));
+            let (vs_raw, vs_ids) = (over(system, System::Raw), over(system, System::RawWithIds));
+            let _ = writeln!(t, "| {} | {} | {} | {vs_raw} | {vs_ids} |", spec.title, system.name(), cell(ms_));
         }
     }
     t

@@ -52,15 +52,23 @@ const ID_PREFIX: &str = "rawbenchrawbenchrawben";
 
 /// Publishes `count` records of `payload` bytes, stamped 0.., up to
 /// [`PRELOAD_WINDOW`] acknowledgements outstanding at a time (the preload of a consume run;
-/// not timed).
-pub async fn preload(jetstream: &jetstream::Context, count: u64, payload: usize) -> Result<()> {
+/// not timed). With `ids`, each carries a `Nats-Msg-Id` as long as
+/// durq-nats's, so the records read are the same messages durq-nats reads.
+pub async fn preload(jetstream: &jetstream::Context, count: u64, payload: usize, ids: bool) -> Result<()> {
     let mut buf = crate::common::payload(payload);
     let mut n = 0;
     while n < count {
         let mut acks = Vec::new();
         while n < count && acks.len() < PRELOAD_WINDOW {
             crate::common::stamp(&mut buf, n);
-            acks.push(jetstream.publish(SUBJECT, bytes::Bytes::copy_from_slice(&buf)).await?);
+            let payload = bytes::Bytes::copy_from_slice(&buf);
+            acks.push(if ids {
+                let message =
+                    jetstream::message::PublishMessage::build().message_id(format!("{ID_PREFIX}-{n}")).payload(payload);
+                jetstream.send_publish(SUBJECT, message).await?
+            } else {
+                jetstream.publish(SUBJECT, payload).await?
+            });
             n += 1;
         }
         for ack in acks {

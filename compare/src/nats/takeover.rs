@@ -113,7 +113,7 @@ pub fn holder(spec: &str) -> Result<()> {
 
 pub async fn raw(url: &str) -> Result<Measured> {
     let jetstream = raw::stream(url).await?;
-    raw::preload(&jetstream, 1, 100).await?;
+    raw::preload(&jetstream, 1, 100, false).await?;
     let leases = jetstream
         .create_key_value(kv::Config {
             bucket: BUCKET.to_owned(),

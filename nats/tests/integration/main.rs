@@ -10,6 +10,7 @@ mod connect;
 mod consumer;
 mod dead_letter;
 mod harness;
+mod mark;
 mod migrate;
 mod producer;
 mod queue;

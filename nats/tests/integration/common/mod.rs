@@ -8,6 +8,8 @@
 //!   one cluster name; a node, or all three, can be SIGKILLed (or all
 //!   three stopped by SIGTERM) and started again on their own stores and
 //!   ports.
+//! - [`proxy::Proxy`]: a proxy in front of a server that can stall a
+//!   connection's key-value writes or their acknowledgements.
 //!
 //! The binary is `$DURQ_NATS_SERVER`, else the one `.ci/install-nats`
 //! installed, else `nats-server` on `PATH`; it must be at least
@@ -15,6 +17,7 @@
 //! to run `.ci/install-nats`: they never skip.
 
 pub mod locate;
+pub mod proxy;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
