@@ -227,8 +227,11 @@ fn a_member_that_keeps_up_commits_a_batch_and_marks_the_next_in_one_write_and_gi
     assert_eq!(seen.len(), 50, "five batches of 10");
     assert!(seen.iter().all(|(_, _, count)| *count == 1), "{seen:?}");
     // The first batch's mark, then one write per batch: its commit and the
-    // next batch's mark (two per batch would be 10).
-    assert_eq!(writes, 6, "writes to the slot for five batches");
+    // next batch's mark (two per batch would be 10). A commit joins the next
+    // batch's mark only if the cursor already holds that batch; on a loaded
+    // machine it now and then has not fetched it yet at the first commit
+    // (7 writes seen once in a full run), so one separate mark is allowed.
+    assert!((6..=7).contains(&writes), "{writes} writes to the slot for five batches");
 
     // The sixth batch was marked by the fifth's commit and never handed
     // over: the member leaving gives the mark back, so the next member gets
