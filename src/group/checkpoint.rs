@@ -38,7 +38,9 @@
 //! position of a commit is never lost to a torn store of the next mark. A
 //! stored state always carries a higher generation than the state it was
 //! made from, and a lower one than any later write, so the rule "highest
-//! valid generation wins" holds across all four copies.
+//! valid generation wins" holds across all four copies. (A synced write
+//! takes its generation when it starts; a store made while its `pwrite`
+//! and msync are in flight gets a higher one, and stays in force.)
 //!
 //! **Syncing a stored commit** (`Checkpoint::sync`) writes the state in
 //! force into the synced copy not holding the newest synced state, and
