@@ -612,8 +612,10 @@ impl HeldFile {
                 // again, at the reserved generation, which a later store
                 // must pass (the disk may hold the failed write).
                 stored.state = CheckpointState { generation: state.generation, ..before.0 };
-                stored.unsynced = before.1;
             }
+            // A commit stored before is still not durable, even if a mark
+            // was stored since: the slot must not be given back as synced.
+            stored.unsynced |= before.1;
             return Err(self.stopped.stop(e));
         }
         *synced_copy_at = at;
@@ -878,6 +880,30 @@ mod tests {
         let old = &bytes[..SECOND_MARK_COPY_AT];
         assert_eq!(decode_file(old, 2, Path::new("c")).unwrap(), mark);
         assert_eq!(decode_file_synced(old, 2, Path::new("c")).unwrap().next_offset, 40);
+    }
+
+    #[test]
+    fn a_stored_commit_whose_sync_failed_stays_unsynced_though_a_mark_was_stored_during_the_sync() {
+        use crate::storage::sim::{OpKind, SimDisk};
+        let dir = tempfile::tempdir().unwrap();
+        let disk = SimDisk::attach(dir.path()).unwrap();
+        assert!(claim(dir.path(), 1).unwrap());
+        let mut c = Checkpoint::write_claimed(dir.path(), 1, state(0, 0)).unwrap();
+        c.store(5).unwrap();
+        let in_msync = disk.hold_next(OpKind::SyncRange, "ckpt");
+        let syncable = c.syncable();
+        let background = std::thread::spawn(move || syncable.upgrade().unwrap().sync());
+        assert!(in_msync.reached(std::time::Duration::from_secs(20)), "the sync never started");
+        // The next batch is delivered (a mark, no commit) while the sync is
+        // in flight; then the sync fails.
+        c.mark_delivered(|_| (9, 1, 1));
+        disk.fail_next(OpKind::SyncRange, libc::EIO, false);
+        drop(in_msync);
+        assert!(background.join().unwrap().is_err());
+        disk.heal();
+        // Position 5 never reached the disk: no later sync may say it did.
+        assert!(matches!(c.sync(), Err(Error::Stopped { .. })));
+        assert_eq!(c.state().next_offset, 5);
     }
 
     #[test]
