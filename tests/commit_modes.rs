@@ -16,6 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use durq::internals::group::checkpoint;
+use durq::internals::sim::{CrashMode, OpKind, SimDisk};
 use durq::{ConsumerOptions, Durability, Queue};
 
 /// How long a background sync may take on a loaded machine before a test
@@ -89,6 +90,64 @@ fn interval_commits_are_synced_in_the_background() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(consumer.committed().unwrap(), vec![3, 3]);
+}
+
+/// The position in force in the newest checkpoint file of the group's
+/// slot `p`, as the page cache holds it: what another member would take
+/// over from.
+fn stored_position(queue: &Queue, group: &str, p: u32) -> u64 {
+    let path = common::checkpoint_file(queue.path(), group, p);
+    let bytes = std::fs::read(&path).unwrap();
+    checkpoint::decode_file(&bytes, p, &path).unwrap().next_offset
+}
+
+#[test]
+fn an_interval_commit_completes_while_the_background_sync_is_in_its_msync() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = filled(dir.path(), 1, 10);
+    let disk = SimDisk::attach(dir.path()).unwrap();
+    // The background sync's msync of the checkpoint file waits here until
+    // let go (taking the slot syncs with fdatasync, not msync).
+    let in_msync = disk.hold_next(OpKind::SyncRange, "ckpt");
+    let mut consumer = queue.consumer_with("g", options(Durability::Interval(Duration::from_millis(5)))).unwrap();
+    let (p, first) = process_one(&mut consumer);
+    assert!(in_msync.reached(PATIENCE), "the background sync of {first} never started");
+    // The next batch is delivered and committed (two stores into the
+    // file) while that sync is in flight. The channel only turns a commit
+    // that waits for the sync (forever, while it is held) into a failure.
+    let next_write = disk.hold_next(OpKind::Write, "ckpt");
+    let (done, committed) = std::sync::mpsc::channel();
+    let second = std::thread::scope(|s| {
+        s.spawn(|| done.send(process_one(&mut consumer)).unwrap());
+        let second = committed.recv_timeout(PATIENCE);
+        drop(in_msync);
+        second
+    });
+    let (_, second) = second.expect("the commit waited for the background sync's msync");
+    // The sync of `first` completed; the syncer's next pass, which must
+    // sync `second`, is held at its write. The commit stored during the
+    // sync stays in force over the synced write, which a power cut now
+    // keeps.
+    assert!(next_write.reached(PATIENCE), "the stored commit of {second} was never synced");
+    assert_eq!((synced_position(&queue, "g", p), stored_position(&queue, "g", p)), (first, second));
+    let cut = disk.crash_point_now();
+    drop(next_write);
+    consumer.flush().unwrap();
+    assert_eq!(synced_position(&queue, "g", p), second);
+    // After a power cut at that moment the group resumes at the synced
+    // position or at the stored one (if writeback wrote its page), never
+    // before the sync nor past what was processed.
+    assert!(disk.problems().is_empty(), "{:?}", disk.problems());
+    let images = tempfile::tempdir().unwrap();
+    for mode in CrashMode::ALL {
+        for seed in 0..4 {
+            let image = images.path().join(format!("{mode:?}-{seed}"));
+            disk.crash_image(cut, mode, seed, &image).unwrap();
+            let after = Queue::open_existing(image.join("q")).unwrap();
+            let resumed = after.stat().unwrap().groups[0].committed[p as usize].unwrap();
+            assert!(resumed == first || resumed == second, "{mode:?} seed {seed}: resumed at {resumed}");
+        }
+    }
 }
 
 #[test]

@@ -38,7 +38,9 @@
 //! position of a commit is never lost to a torn store of the next mark. A
 //! stored state always carries a higher generation than the state it was
 //! made from, and a lower one than any later write, so the rule "highest
-//! valid generation wins" holds across all four copies.
+//! valid generation wins" holds across all four copies. (A synced write
+//! takes its generation when it starts; a store made while its `pwrite`
+//! and msync are in flight gets a higher one, and stays in force.)
 //!
 //! **Syncing a stored commit** (`Checkpoint::sync`) writes the state in
 //! force into the synced copy not holding the newest synced state, and
@@ -338,16 +340,26 @@ pub(crate) fn claim(slot_dir: &Path, epoch: u64) -> Result<bool> {
 
 /// The checkpoint file of the epoch this holder owns: a handle the
 /// consumer commits through and its background syncer
-/// ([`Checkpoint::syncable`]) syncs through, one at a time.
+/// ([`Checkpoint::syncable`]) syncs through.
 pub(crate) struct Checkpoint {
-    file: Arc<Mutex<HeldFile>>,
+    file: Arc<HeldFile>,
 }
 
 /// A [`Checkpoint`] as a background syncer holds it: it lets go when the
 /// slot does.
-pub(crate) type Syncable = Weak<Mutex<HeldFile>>;
+pub(crate) type Syncable = Weak<HeldFile>;
 
 /// The mapped file of a held checkpoint and what its holder knows of it.
+///
+/// Two locks, so that a store never waits for a sync: `stored`, which
+/// every store and every synced write takes, briefly; and `synced`, which
+/// a synced write holds across its `pwrite` and msync, so that one runs at
+/// a time. A synced write takes `synced` first, then, under `stored`,
+/// takes the state to write and reserves its generation, lets `stored` go
+/// for the write and the sync, and takes it again only if they failed. A
+/// store meanwhile (the consumer's next commit under `commit(Interval)`)
+/// gets a higher generation than the write in flight, so it stays in force
+/// whether the write lands before it or after.
 pub(crate) struct HeldFile {
     /// The whole file, mapped: every unsynced write is a store into it
     /// (see the module docs), and a synced write an msync of the first page.
@@ -356,21 +368,32 @@ pub(crate) struct HeldFile {
     file: File,
     path: PathBuf,
     next_epoch_path: PathBuf,
-    state: CheckpointState,
+    /// The slot's partition and the file's epoch, which never change.
+    partition: u32,
+    epoch: u64,
+    stored: Mutex<Stored>,
     /// Where the newest *synced* state lies (0 or [`SECOND_COPY_AT`]).
-    /// Every synced write goes to the other copy and every store to the
-    /// mark copy not holding the newest stored state, so a power cut (or a
-    /// SIGKILL) in the middle of any write leaves the state before it.
-    synced_copy_at: usize,
-    /// Where the newest stored state lies among [`MARK_COPIES_AT`].
+    /// Every synced write goes to the other copy, so a power cut in the
+    /// middle of one leaves the state before it.
+    synced: Mutex<usize>,
+    /// After a failed sync, every later one fails: it is never retried.
+    stopped: FailStop,
+}
+
+/// What the holder knows of its file, beside the synced copies.
+struct Stored {
+    /// The newest state, stored or synced, or being synced (its generation
+    /// reserved).
+    state: CheckpointState,
+    /// Where the newest stored state lies among [`MARK_COPIES_AT`]. Every
+    /// store goes to the other mark copy, so a SIGKILL (or a power cut) in
+    /// the middle of it leaves the state before it.
     mark_copy_at: usize,
-    /// A commit was stored and not synced yet.
+    /// A commit was stored and no synced write has taken it yet.
     unsynced: bool,
     /// A sync found the slot claimed by a newer epoch: this holder's
     /// stores land in a file nobody reads, and its next commit says so.
     fenced: bool,
-    /// After a failed sync, every later one fails: it is never retried.
-    stopped: FailStop,
 }
 
 impl Checkpoint {
@@ -395,25 +418,23 @@ impl Checkpoint {
             file,
             path,
             next_epoch_path: slot_dir.join(file_name(epoch + 1)),
-            state: second,
-            synced_copy_at: SECOND_COPY_AT,
-            mark_copy_at: SECOND_MARK_COPY_AT,
-            unsynced: false,
-            fenced: false,
+            partition: state.partition,
+            epoch,
+            stored: Mutex::new(Stored {
+                state: second,
+                mark_copy_at: SECOND_MARK_COPY_AT,
+                unsynced: false,
+                fenced: false,
+            }),
+            synced: Mutex::new(SECOND_COPY_AT),
             stopped: FailStop::default(),
         };
-        Ok(Checkpoint { file: Arc::new(Mutex::new(held)) })
-    }
-
-    fn held(&self) -> MutexGuard<'_, HeldFile> {
-        // A panic while it was locked (an assertion) left it consistent:
-        // every write completes its state before it returns.
-        self.file.lock().unwrap_or_else(PoisonError::into_inner)
+        Ok(Checkpoint { file: Arc::new(held) })
     }
 
     /// The checkpoint this holder last wrote or stored.
     pub(crate) fn state(&self) -> CheckpointState {
-        self.held().state
+        self.file.stored().state
     }
 
     /// The handle a background syncer keeps: it does not keep the file
@@ -433,11 +454,11 @@ impl Checkpoint {
         &mut self,
         mark: impl FnOnce(&CheckpointState) -> (u64, u32, u32),
     ) -> (CheckpointState, CheckpointState) {
-        let mut held = self.held();
-        let before = held.state;
+        let mut stored = self.file.stored();
+        let before = stored.state;
         let (delivered_end, attempts, range_attempts) = mark(&before);
-        held.store(CheckpointState { delivered_end, attempts, range_attempts, ..before });
-        (before, held.state)
+        self.file.store(&mut stored, CheckpointState { delivered_end, attempts, range_attempts, ..before });
+        (before, stored.state)
     }
 
     /// As [`Checkpoint::mark_delivered`], after a failed delivery, durably:
@@ -449,9 +470,8 @@ impl Checkpoint {
         attempts: u32,
         range_attempts: u32,
     ) -> Result<()> {
-        let mut held = self.held();
-        let state = CheckpointState { delivered_end, attempts, range_attempts, ..held.state };
-        held.write_synced(state)
+        self.file.write_synced(|s| Some(CheckpointState { delivered_end, attempts, range_attempts, ..s.state }))?;
+        Ok(())
     }
 
     /// Durably moves the position to `next_offset`, then checks that this
@@ -460,105 +480,120 @@ impl Checkpoint {
     /// Records still delivered-but-uncommitted keep their count: the new
     /// first one was delivered `range_attempts` times.
     pub(crate) fn commit(&mut self, next_offset: u64) -> Result<()> {
-        let mut held = self.held();
-        let state = held.committed(next_offset);
-        held.write_synced(state)?;
-        held.check_not_fenced()
+        self.file.write_synced(|s| Some(self.file.committed(&s.state, next_offset)))?;
+        self.file.check_not_fenced()
     }
 
     /// Moves the position to `next_offset` where a crash of this process
     /// cannot lose it (a store into the mapping), without a sync:
     /// [`Checkpoint::sync`] makes it durable. `Err(Fenced)` if a sync
-    /// already found the slot taken over.
+    /// already found the slot taken over. It never waits for a sync in
+    /// flight (see [`HeldFile`]).
     pub(crate) fn store(&mut self, next_offset: u64) -> Result<()> {
-        let mut held = self.held();
-        if held.fenced {
-            return Err(held.fenced_error());
+        let mut stored = self.file.stored();
+        if stored.fenced {
+            return Err(self.file.fenced_error());
         }
-        let state = held.committed(next_offset);
-        held.store(state);
-        held.unsynced = true;
+        let state = self.file.committed(&stored.state, next_offset);
+        self.file.store(&mut stored, state);
+        stored.unsynced = true;
         Ok(())
     }
 
     /// Makes a stored commit durable, if there is one, then checks that
-    /// this holder still owns the slot.
+    /// this holder still owns the slot. A sync in flight (the background
+    /// syncer's) is waited for first: when this returns `Ok`, every commit
+    /// stored before the call is durable.
     pub(crate) fn sync(&self) -> Result<()> {
-        self.held().sync()
+        self.file.sync()
     }
 
     /// `Err(Fenced)` if a newer epoch has been claimed for this slot, or
     /// this epoch's file is gone (removed by a newer holder).
     pub(crate) fn check_not_fenced(&self) -> Result<()> {
-        self.held().check_not_fenced()
+        self.file.check_not_fenced()
     }
 }
 
 impl HeldFile {
+    fn stored(&self) -> MutexGuard<'_, Stored> {
+        // A panic while it was locked (an assertion) left it consistent:
+        // every update completes its state before it returns.
+        self.stored.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Makes a stored commit durable, if there is one, then checks that
     /// this holder still owns the slot (a stored commit is not checked
     /// when it is made: that takes system calls). A fenced holder's sync
     /// lands in a file nobody reads.
-    pub(crate) fn sync(&mut self) -> Result<()> {
-        if !self.unsynced {
-            return Ok(());
-        }
-        self.write_synced(self.state)?;
-        self.check_not_fenced()
+    pub(crate) fn sync(&self) -> Result<()> {
+        if self.write_synced(|s| s.unsynced.then_some(s.state))? { self.check_not_fenced() } else { Ok(()) }
     }
 
-    /// The state after committing up to `next_offset`.
-    fn committed(&self, next_offset: u64) -> CheckpointState {
+    /// The state after committing up to `next_offset` from `state`.
+    fn committed(&self, state: &CheckpointState, next_offset: u64) -> CheckpointState {
         assert!(
-            next_offset >= self.state.next_offset,
+            next_offset >= state.next_offset,
             "checkpoint moving backwards: {} -> {next_offset} in {}",
-            self.state.next_offset,
+            state.next_offset,
             self.path.display()
         );
-        if next_offset < self.state.delivered_end {
-            CheckpointState { next_offset, attempts: self.state.range_attempts, ..self.state }
+        if next_offset < state.delivered_end {
+            CheckpointState { next_offset, attempts: state.range_attempts, ..*state }
         } else {
-            CheckpointState { next_offset, delivered_end: next_offset, attempts: 0, range_attempts: 0, ..self.state }
+            CheckpointState { next_offset, delivered_end: next_offset, attempts: 0, range_attempts: 0, ..*state }
         }
     }
 
-    fn check_not_fenced(&mut self) -> Result<()> {
+    fn check_not_fenced(&self) -> Result<()> {
         if storage::exists(&self.next_epoch_path) || !storage::exists(&self.path) {
-            self.fenced = true;
+            self.stored().fenced = true;
             return Err(self.fenced_error());
         }
         Ok(())
     }
 
     fn fenced_error(&self) -> Error {
-        Error::Fenced { partition: self.state.partition, epoch: self.state.epoch }
+        Error::Fenced { partition: self.partition, epoch: self.epoch }
     }
 
     /// Stores `state`, one generation on, into the mark copy not holding
     /// the newest stored state, unsynced.
-    fn store(&mut self, state: CheckpointState) {
-        let state = CheckpointState { generation: self.state.generation + 1, ..state };
-        let at = MARK_COPY_AT + SECOND_MARK_COPY_AT - self.mark_copy_at;
+    fn store(&self, stored: &mut Stored, state: CheckpointState) {
+        let state = CheckpointState { generation: stored.state.generation + 1, ..state };
+        let at = MARK_COPY_AT + SECOND_MARK_COPY_AT - stored.mark_copy_at;
         // SAFETY: this holder owns the file's epoch, the only right to
-        // write it (mmap contract rule 4), and the lock on `HeldFile`
-        // makes this the only write in flight; the copy lies inside the
-        // mapping.
+        // write it (mmap contract rule 4), and the lock on `stored`, which
+        // the caller holds, makes this the only write of the mark copies
+        // in flight; the copy lies inside the mapping.
         unsafe { self.map.write(at, &encode_copy(&state)) };
-        self.mark_copy_at = at;
-        self.state = state;
+        stored.mark_copy_at = at;
+        stored.state = state;
     }
 
-    /// Stores `state`, one generation on, into the synced copy not holding
-    /// the newest synced state, and syncs it.
-    fn write_synced(&mut self, state: CheckpointState) -> Result<()> {
-        self.stopped.check()?;
-        let state = CheckpointState { generation: self.state.generation + 1, ..state };
+    /// Writes the state `next` makes of what the holder knows (`None`:
+    /// nothing to write), one generation on, into the synced copy not
+    /// holding the newest synced state, and syncs it; true if it wrote.
+    /// Stores go on meanwhile (see [`HeldFile`]).
+    fn write_synced(&self, next: impl FnOnce(&Stored) -> Option<CheckpointState>) -> Result<bool> {
+        let mut synced_copy_at = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        let (before, state) = {
+            let mut stored = self.stored();
+            let Some(state) = next(&stored) else { return Ok(false) };
+            self.stopped.check()?;
+            let before = (stored.state, stored.unsynced);
+            // Reserved now: a store from here on is one generation further.
+            stored.state = CheckpointState { generation: stored.state.generation + 1, ..state };
+            stored.unsynced = false;
+            (before, stored.state)
+        };
         // Never the copy holding the newest synced state: a write there,
         // torn by a power cut, would leave only an older copy, or none.
-        let at = SECOND_COPY_AT - self.synced_copy_at;
+        let at = SECOND_COPY_AT - *synced_copy_at;
         // A `pwrite`, not a store: see the module docs. This holder owns the
         // file's epoch, the only right to write it (mmap contract rule 4),
-        // and the lock on `HeldFile` makes this the only write in flight.
+        // and the lock on `synced` makes this the only write of the synced
+        // copies in flight.
         let written = storage::write_at(&self.file, &self.path, at as u64, &encode_copy(&state))
             .and_then(|()| self.map.sync_range(&self.path, 0, SYNCED_COPIES_BYTES));
         if let Err(e) = written {
@@ -571,12 +606,20 @@ impl HeldFile {
             // SAFETY: as for the write above; the copy lies inside the
             // mapping.
             unsafe { self.map.zero(at, COPY_BYTES) };
+            let mut stored = self.stored();
+            if stored.state.generation == state.generation {
+                // Nothing stored since: the holder knows the state before
+                // again, at the reserved generation, which a later store
+                // must pass (the disk may hold the failed write).
+                stored.state = CheckpointState { generation: state.generation, ..before.0 };
+            }
+            // A commit stored before is still not durable, even if a mark
+            // was stored since: the slot must not be given back as synced.
+            stored.unsynced |= before.1;
             return Err(self.stopped.stop(e));
         }
-        self.synced_copy_at = at;
-        self.state = state;
-        self.unsynced = false;
-        Ok(())
+        *synced_copy_at = at;
+        Ok(true)
     }
 }
 
@@ -837,6 +880,30 @@ mod tests {
         let old = &bytes[..SECOND_MARK_COPY_AT];
         assert_eq!(decode_file(old, 2, Path::new("c")).unwrap(), mark);
         assert_eq!(decode_file_synced(old, 2, Path::new("c")).unwrap().next_offset, 40);
+    }
+
+    #[test]
+    fn a_stored_commit_whose_sync_failed_stays_unsynced_though_a_mark_was_stored_during_the_sync() {
+        use crate::storage::sim::{OpKind, SimDisk};
+        let dir = tempfile::tempdir().unwrap();
+        let disk = SimDisk::attach(dir.path()).unwrap();
+        assert!(claim(dir.path(), 1).unwrap());
+        let mut c = Checkpoint::write_claimed(dir.path(), 1, state(0, 0)).unwrap();
+        c.store(5).unwrap();
+        let in_msync = disk.hold_next(OpKind::SyncRange, "ckpt");
+        let syncable = c.syncable();
+        let background = std::thread::spawn(move || syncable.upgrade().unwrap().sync());
+        assert!(in_msync.reached(std::time::Duration::from_secs(20)), "the sync never started");
+        // The next batch is delivered (a mark, no commit) while the sync is
+        // in flight; then the sync fails.
+        c.mark_delivered(|_| (9, 1, 1));
+        disk.fail_next(OpKind::SyncRange, libc::EIO, false);
+        drop(in_msync);
+        assert!(background.join().unwrap().is_err());
+        disk.heal();
+        // Position 5 never reached the disk: no later sync may say it did.
+        assert!(matches!(c.sync(), Err(Error::Stopped { .. })));
+        assert_eq!(c.state().next_offset, 5);
     }
 
     #[test]

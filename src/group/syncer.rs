@@ -7,8 +7,11 @@
 //! stored positions of the member's slots durable (`Checkpoint::sync`: one
 //! msync of the file's first page per slot that moved), so a power cut
 //! takes back at most what was committed in the last `d` (plus one sync's
-//! time). A sync that finds the slot taken over marks it fenced, and the
-//! member's next commit there fails with `Error::Fenced`.
+//! time). The consumer's commits go on while a sync is in flight: the sync
+//! takes the state to write under the lock every store takes, and writes
+//! and msyncs it outside that lock (`HeldFile::write_synced`). A sync that
+//! finds the slot taken over marks it fenced, and the member's next commit
+//! there fails with `Error::Fenced`.
 //!
 //! A failed sync is never retried (`fail_stop.rs`): it stops the consumer,
 //! whose next call reports it, and this thread syncs nothing more.
@@ -94,7 +97,7 @@ fn sync_all(shared: &Shared) {
             return;
         }
         let Some(file) = slot.upgrade() else { continue };
-        let result = file.lock().unwrap_or_else(PoisonError::into_inner).sync();
+        let result = file.sync();
         match result {
             // Fenced: the file remembers it, for the member's next commit.
             Ok(()) | Err(Error::Fenced { .. }) => {}

@@ -27,7 +27,9 @@
 //! can record a **crash point** before every operation that changes the
 //! disk, then build, for any point, the directory a power cut at that moment
 //! could leave ([`SimDisk::crash_image`]), in one of five [`CrashMode`]s,
-//! deterministically from one `u64` seed.
+//! deterministically from one `u64` seed. And it can hold an operation at
+//! its start until it lets it go ([`SimDisk::hold_next`]), to show what
+//! other threads can do while a sync is in flight, without timing them.
 //!
 //! # What it does not model
 //!
@@ -248,6 +250,56 @@ struct Disk {
     problems: Vec<String>,
     /// An operation is between [`before`] and [`after`] (see [`InFlight`]).
     busy: bool,
+    /// The next operation of this kind on a file of this extension is held
+    /// at its start (see [`SimDisk::hold_next`]).
+    hold: Option<(OpKind, String, Arc<Gate>)>,
+}
+
+/// Where a held operation waits: see [`SimDisk::hold_next`].
+#[derive(Debug, Default)]
+struct Gate {
+    /// (the operation has reached it, it was let go)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+/// An operation held at its start, before it counts, takes the disk's
+/// operation slot or makes its system call: other threads' operations go
+/// on meanwhile. Dropping it lets the operation go.
+pub struct HeldOp {
+    gate: Arc<Gate>,
+}
+
+impl HeldOp {
+    /// Waits until the operation has reached its hold, at most `patience`
+    /// (only to turn a hold never reached into a failure, not to time
+    /// anything); true if it has.
+    pub fn reached(&self, patience: std::time::Duration) -> bool {
+        let state = lock(&self.gate.state);
+        let (state, _) = self
+            .gate
+            .changed
+            .wait_timeout_while(state, patience, |(reached, _)| !*reached)
+            .unwrap_or_else(|e| e.into_inner());
+        state.0
+    }
+}
+
+impl Drop for HeldOp {
+    fn drop(&mut self) {
+        lock(&self.gate.state).1 = true;
+        self.gate.changed.notify_all();
+    }
+}
+
+/// Waits at `gate` until its [`HeldOp`] lets the operation go.
+fn wait_at(gate: &Gate) {
+    let mut state = lock(&gate.state);
+    state.0 = true;
+    gate.changed.notify_all();
+    while !state.1 {
+        state = gate.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
 }
 
 /// Every attached disk, by root. Tests run in parallel threads, each with
@@ -299,6 +351,15 @@ impl Drop for InFlight {
 pub(crate) fn before(op: &Op<'_>) -> io::Result<Option<InFlight>> {
     let Some((disk, idle)) = disk_for(op.path()) else { return Ok(None) };
     let mut d = lock(&disk);
+    if let Some((kind, extension, _)) = &d.hold
+        && *kind == op.kind()
+        && op.path().extension().is_some_and(|e| e == extension.as_str())
+        && let Some((.., gate)) = d.hold.take()
+    {
+        drop(d);
+        wait_at(&gate);
+        d = lock(&disk);
+    }
     let in_flight = if op.kind() == OpKind::Lock {
         None
     } else {
@@ -641,6 +702,7 @@ impl SimDisk {
             trace: Vec::new(),
             problems: Vec::new(),
             busy: false,
+            hold: None,
         };
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {
@@ -687,6 +749,15 @@ impl SimDisk {
     /// every operation after it).
     pub fn fail_next(&self, kind: OpKind, errno: i32, sticky: bool) {
         lock(&self.disk).fault_next = Some((kind, errno, sticky));
+    }
+
+    /// Holds the next operation of `kind` on a file whose name ends in
+    /// `.extension` at its start, until the returned handle is dropped
+    /// (replacing any hold not reached yet).
+    pub fn hold_next(&self, kind: OpKind, extension: &str) -> HeldOp {
+        let gate = Arc::new(Gate::default());
+        lock(&self.disk).hold = Some((kind, extension.to_string(), gate.clone()));
+        HeldOp { gate }
     }
 
     /// Removes the armed fault: the disk works again.
