@@ -13,6 +13,11 @@
 //!   member reads with; what the member's row adds is its writes.
 //! - raw async-nats: an ordered consumer (the client's pull consumer
 //!   without acknowledgements) on a task of the same runtime.
+//! - raw async-nats acking each: a durable pull consumer with explicit
+//!   acknowledgements on a task, stamping each record when it is handed
+//!   over, then acknowledging it and awaiting the server's confirmation
+//!   before taking the next: the job a member does (its `process` returns
+//!   only once the commit is confirmed), with the engine's own means.
 //! - local durq: `Queue::reader` on a thread, blocked in `Reader::wait`
 //!   between records.
 
@@ -81,14 +86,38 @@ pub async fn raw(url: &str, size: &Size) -> Result<Measured> {
         }
         Ok::<_, crate::common::BoxError>(seen)
     });
+    let sent = publish_each(&jetstream, size).await?;
+    Measured::latencies(&sent, &reader.await??)
+}
+
+pub async fn raw_acking(url: &str, size: &Size) -> Result<Measured> {
+    let jetstream = raw::stream(url).await?;
+    let mut messages = raw::acking_reader(&jetstream).await?;
+    let count = size.messages;
+    let reader = tokio::spawn(async move {
+        let mut seen = vec![None; count as usize];
+        for _ in 0..count {
+            let message = messages.next().await.ok_or("the pull consumer ended")??;
+            seen[raw::stamped(&message.payload) as usize] = Some(Instant::now());
+            message.double_ack().await?;
+        }
+        Ok::<_, crate::common::BoxError>(seen)
+    });
+    let sent = publish_each(&jetstream, size).await?;
+    Measured::latencies(&sent, &reader.await??)
+}
+
+/// Publishes `size.messages` records one at a time, each acknowledged before
+/// the next, and returns the time just before each publish.
+async fn publish_each(jetstream: &async_nats::jetstream::Context, size: &Size) -> Result<Vec<Instant>> {
     let mut buf = payload(size.payload);
-    let mut sent = Vec::with_capacity(count as usize);
-    for n in 0..count {
+    let mut sent = Vec::with_capacity(size.messages as usize);
+    for n in 0..size.messages {
         stamp(&mut buf, n);
         sent.push(Instant::now());
         jetstream.publish(raw::SUBJECT, Bytes::copy_from_slice(&buf)).await?.await?;
     }
-    Measured::latencies(&sent, &reader.await??)
+    Ok(sent)
 }
 
 pub fn local(dir: &Path, size: &Size) -> Result<Measured> {

@@ -95,6 +95,26 @@ pub async fn reader(jetstream: &jetstream::Context) -> Result<jetstream::consume
     Ok(consumer.messages().await?)
 }
 
+/// The durable consumer [`acking_reader`] creates.
+const ACKING_CONSUMER: &str = "raw_group";
+
+/// A reader of the stream from its first record that must acknowledge each:
+/// a durable pull consumer (the server keeps its acknowledged position, as
+/// a durq-nats group's slot does) with explicit acknowledgements.
+pub async fn acking_reader(jetstream: &jetstream::Context) -> Result<jetstream::consumer::pull::Stream> {
+    let consumer = jetstream
+        .get_stream(STREAM)
+        .await?
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some(ACKING_CONSUMER.to_owned()),
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
+}
+
 /// The number [`crate::common::stamp`] wrote into a payload.
 pub fn stamped(payload: &[u8]) -> u64 {
     let mut n = [0u8; 8];
