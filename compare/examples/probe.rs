@@ -60,16 +60,7 @@ fn main() {
             println!("syncs {} records/sync {:.1}", st.syncs, st.messages_synced as f64 / st.syncs as f64);
         }
         "okaywal" => {
-            let path = dir.join("wal");
-            let wal = okaywal::Configuration::default_for(&path)
-                .preallocate_bytes(64 << 20)
-                .checkpoint_after_bytes(u64::MAX)
-                .open(okaywal::LogVoid)
-                .unwrap();
-            for e in std::fs::read_dir(&path).unwrap() {
-                File::open(e.unwrap().path()).unwrap().sync_data().unwrap();
-            }
-            File::open(&path).unwrap().sync_all().unwrap();
+            let wal = open_okaywal(&dir.join("wal"));
             run(
                 threads,
                 each,
@@ -90,16 +81,7 @@ fn main() {
             let q = durq::Queue::open_with(dir.join("q"), durq::Options::default().durability(durq::Durability::Sync))
                 .unwrap();
             let p = q.producer();
-            let path = dir.join("wal");
-            let wal = okaywal::Configuration::default_for(&path)
-                .preallocate_bytes(64 << 20)
-                .checkpoint_after_bytes(u64::MAX)
-                .open(okaywal::LogVoid)
-                .unwrap();
-            for e in std::fs::read_dir(&path).unwrap() {
-                File::open(e.unwrap().path()).unwrap().sync_data().unwrap();
-            }
-            File::open(&path).unwrap().sync_all().unwrap();
+            let wal = open_okaywal(&dir.join("wal"));
             let mut b = buf.clone();
             let mut n = 0u64;
             let mut durq_round = || {
@@ -219,4 +201,19 @@ fn main() {
         }
         other => panic!("unknown system {other}"),
     }
+}
+
+/// okaywal as compare/'s cells open it: 64 MiB preallocated, never
+/// checkpointed, its preallocated files synced before any clock starts.
+fn open_okaywal(path: &std::path::Path) -> okaywal::WriteAheadLog {
+    let wal = okaywal::Configuration::default_for(path)
+        .preallocate_bytes(64 << 20)
+        .checkpoint_after_bytes(u64::MAX)
+        .open(okaywal::LogVoid)
+        .unwrap();
+    for e in std::fs::read_dir(path).unwrap() {
+        File::open(e.unwrap().path()).unwrap().sync_data().unwrap();
+    }
+    File::open(path).unwrap().sync_all().unwrap();
+    wal
 }
