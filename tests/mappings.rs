@@ -18,7 +18,9 @@ use durq::{Durability, Queue, ResetTo};
 /// Records that fill about fifty 64 KiB segments.
 const RECORDS: u64 = 3000;
 /// Segment mappings a handle may hold for one partition: the two most
-/// recently used, which it keeps, and one more that a reader still uses.
+/// recently used, which it keeps, and one more that a reader, or the
+/// prefault thread in the middle of a request, still uses (a request still
+/// queued holds no mapping: `log::prefault`).
 const MAPPED_MAX: usize = 3;
 
 /// `message(i)` padded to about 1 KiB, so a segment holds about 60 records.

@@ -29,7 +29,7 @@
 //! so the writer's `pwrite` of a part of a block reads nothing back.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -40,8 +40,12 @@ use crate::log::segment::Segment;
 /// Bytes faulted in per request, at most.
 pub(crate) const PREFAULT_BYTES: usize = 1 << 20;
 
-/// One request: fault in `start..end` of a segment.
-type Request = (Arc<Segment>, usize, usize);
+/// One request: fault in `start..end` of a segment. The segment is held
+/// weakly: a request still queued when the writer has rolled past its
+/// segment (and every reader has left it) must not keep that segment mapped,
+/// since a handle's mappings are bounded (`segment_cache`); such a request
+/// is skipped, as nobody will write those pages through this handle.
+type Request = (Weak<Segment>, usize, usize);
 
 /// Hands prefault requests to the background thread; the thread ends when
 /// every clone is dropped.
@@ -87,6 +91,7 @@ impl Prefaulter {
             .name("durq-prefault".into())
             .spawn(move || {
                 for (segment, start, end) in pending {
+                    let Some(segment) = segment.upgrade() else { continue };
                     segment.prefault(start, end);
                     if let AheadOfWriter::WriteZeros(stop) = &ahead
                         && let Err(e) = segment.start_writeback(start, end)
@@ -116,10 +121,38 @@ impl Prefaulter {
             let end = ((start / PREFAULT_BYTES + 1) * PREFAULT_BYTES).min(to);
             // Never blocks; a request that does not fit is dropped (the
             // pages then fault in the ordinary way).
-            match self.requests.try_send((segment.clone(), start, end)) {
+            match self.requests.try_send((Arc::downgrade(segment), start, end)) {
                 Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
             }
             start = end;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::salt::Salt;
+
+    /// Mappings of files under `dir` in this process.
+    fn mapped_under(dir: &Path) -> usize {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().filter(|l| l.split_whitespace().nth(5).is_some_and(|p| Path::new(p).starts_with(dir))).count()
+    }
+
+    #[test]
+    fn a_queued_request_does_not_keep_a_segment_the_writer_left_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        // No thread takes the requests: they stay queued, as behind a busy
+        // prefault thread.
+        let (requests, pending) = crossbeam_channel::bounded::<Request>(8);
+        let prefaulter = Prefaulter { requests };
+        let segment = Arc::new(Segment::create(dir.path(), 0, 0, 4 << 20, 0, 4 << 20, Salt::UNSALTED).unwrap());
+        prefaulter.reserved(&segment, 0, 3 << 20);
+        assert_eq!(pending.len(), 3, "one request per MiB reserved");
+        assert_eq!(mapped_under(dir.path()), 1);
+        drop(segment);
+        assert_eq!(mapped_under(dir.path()), 0, "the queued requests released the mapping");
+        assert!(pending.try_iter().all(|(segment, _, _)| segment.upgrade().is_none()));
     }
 }
