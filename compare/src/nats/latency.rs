@@ -18,6 +18,11 @@
 //!   over, then acknowledging it and awaiting the server's confirmation
 //!   before taking the next: the job a member does (its `process` returns
 //!   only once the commit is confirmed), with the engine's own means.
+//! - raw async-nats + synced commit each: the plain raw reader, and for
+//!   each record, once it is handed over, a compare-and-set of the group's
+//!   key in a key-value bucket (file storage, history 1: synced, as a
+//!   slot's write is) awaited before the next is taken: the member's job
+//!   with the member's durability, the same writes in the same order.
 //! - local durq: `Queue::reader` on a thread, blocked in `Reader::wait`
 //!   between records.
 
@@ -100,6 +105,28 @@ pub async fn raw_acking(url: &str, size: &Size) -> Result<Measured> {
             let message = messages.next().await.ok_or("the pull consumer ended")??;
             seen[raw::stamped(&message.payload) as usize] = Some(Instant::now());
             message.double_ack().await?;
+        }
+        Ok::<_, crate::common::BoxError>(seen)
+    });
+    let sent = publish_each(&jetstream, size).await?;
+    Measured::latencies(&sent, &reader.await??)
+}
+
+pub async fn raw_committing(url: &str, size: &Size) -> Result<Measured> {
+    let jetstream = raw::stream(url).await?;
+    let (positions, mut revision) = raw::group_positions(&jetstream).await?;
+    let mut messages = raw::reader(&jetstream).await?;
+    let count = size.messages;
+    let reader = tokio::spawn(async move {
+        let mut seen = vec![None; count as usize];
+        for _ in 0..count {
+            let message = messages.next().await.ok_or("the ordered consumer ended")??;
+            let n = raw::stamped(&message.payload);
+            seen[n as usize] = Some(Instant::now());
+            // Records that arrive meanwhile wait in the client, as a
+            // member's wait while its commit is on its way.
+            let checkpoint = (n + 1).to_le_bytes().to_vec().into();
+            revision = positions.update(raw::POSITION_KEY, checkpoint, revision).await?;
         }
         Ok::<_, crate::common::BoxError>(seen)
     });
