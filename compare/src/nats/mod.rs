@@ -353,17 +353,17 @@ durable pull consumer with explicit acknowledgements on the same kind of stream,
 is handed the record, then its acknowledgement sent as a request and the server's confirmation awaited \
 (`double_ack`) before the next is taken; records that arrive meanwhile wait. The server confirms an acknowledgement \
 without syncing it (strace of a 100-record run: 100 fsyncs, one per publish, as for the plain reader), so it does \
-the member's job with a weaker record of it. *Raw + synced commit each*: raw's plain reader, and for each record, \
-once it is handed over, a compare-and-set of the group's key in a key-value bucket (file storage, history 1, one \
-replica, as a group's slots are) on the revision the last one returned, awaited before the next record is taken; \
-records that arrive meanwhile wait in the client, as the member's do while its commit is on its way. It is the \
+the member's job with a weaker record of it. *Raw + synced commit each*: raw's plain reader, and \
+once a record is handed over, a compare-and-set of the group's key in a key-value bucket (file storage, history 1, \
+one replica, as a group's slots are) on the revision the last one returned, awaited before the next record is \
+taken; the records that arrived meanwhile are then handed over together and committed by one write, as a member's \
+next batch is (one write per record, whatever arrived, fell behind the sends: p50 8 to 57 ms). It is the \
 like-for-like ceiling and the cell the target is judged against on this row: the same writes as the member's (a \
-publish, then a compare-and-set of a key per record), synced as the member's commit is (strace of a 100-record run \
-on the loaded machine: 201 fsyncs, one per publish and one per commit, plus the key's creation; durq-nats's member: \
-209), in the same order, the next record taken only once the commit is confirmed. What the member adds beyond it \
-is its own: the mark of a record that arrived while the member was idle (a write sent ahead, its confirmation \
-awaited before the commit), the cursor, `Message`s and the hand-over from the runtime to the caller's thread. \
-Raw's plain reader is the floor of reading alone, as durq-nats's `Reader` is. Local: `Queue::reader`, blocked in `wait`.
+publish, then a synced compare-and-set of a key per hand-over), synced as the member's commit is (strace of a \
+100-record run: 194 fsyncs, one per publish and one per commit, plus the key's creation; durq-nats's member: 207), \
+in the same order, the next record taken only once the commit is confirmed. What the member adds beyond it is its \
+own: the mark of a record that arrived while the member was idle (a write sent ahead, its confirmation awaited \
+before the commit), the cursor, `Message`s and the hand-over from the runtime to the caller's thread. Raw's plain reader is the floor of reading alone, as durq-nats's `Reader` is. Local: `Queue::reader`, blocked in `wait`.
 - **consume**: the preload is not timed. durq-nats: `process` with `max_batch(1000)`; one synced compare-and-set of \
 the slot per batch, which commits it and marks the next (already arrived) as delivered; the first batch's mark is \
 a write of its own. Raw: an ordered consumer reads the stream and every 1,000 records \
