@@ -23,29 +23,16 @@
 use std::path::Path;
 use std::time::Instant;
 
-use async_nats::jetstream::kv;
 use durq::{ConsumerOptions, Durability, Options};
 use futures_util::StreamExt;
 
 use super::{Measured, Size, raw};
 use crate::common::{Deadline, Result, payload, stamp};
 
-/// The key-value bucket holding the raw consumer's position.
-const BUCKET: &str = "raw_group";
-
 pub async fn raw(url: &str, size: &Size, batch: u64, ids: bool) -> Result<Measured> {
     let jetstream = raw::stream(url).await?;
     raw::preload(&jetstream, size.messages, size.payload, ids).await?;
-    let positions = jetstream
-        .create_key_value(kv::Config {
-            bucket: BUCKET.to_owned(),
-            history: 1,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            num_replicas: 1,
-            ..Default::default()
-        })
-        .await?;
-    let mut revision = positions.create("p0", 0u64.to_le_bytes().to_vec().into()).await?;
+    let (positions, mut revision) = raw::group_positions(&jetstream).await?;
 
     let deadline = Deadline::new(size.cap);
     let start = Instant::now();
@@ -59,11 +46,11 @@ pub async fn raw(url: &str, size: &Size, batch: u64, ids: bool) -> Result<Measur
         bytes += message.payload.len();
         seen += 1;
         if seen.is_multiple_of(batch) || seen == size.messages {
-            revision = positions.update("p0", seen.to_le_bytes().to_vec().into(), revision).await?;
+            revision = positions.update(raw::POSITION_KEY, seen.to_le_bytes().to_vec().into(), revision).await?;
         }
     }
     if !seen.is_multiple_of(batch) && seen != size.messages {
-        positions.update("p0", seen.to_le_bytes().to_vec().into(), revision).await?;
+        positions.update(raw::POSITION_KEY, seen.to_le_bytes().to_vec().into(), revision).await?;
     }
     let out = Measured::rate(seen, start);
     assert_eq!(bytes as u64, seen * size.payload as u64, "raw consumed the wrong bytes");

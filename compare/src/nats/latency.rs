@@ -18,6 +18,13 @@
 //!   over, then acknowledging it and awaiting the server's confirmation
 //!   before taking the next: the job a member does (its `process` returns
 //!   only once the commit is confirmed), with the engine's own means.
+//! - raw async-nats + synced commit each: the plain raw reader, and once a
+//!   record is handed over, a compare-and-set of the group's key in a
+//!   key-value bucket (file storage, history 1: synced, as a slot's write
+//!   is) awaited before the next is taken; the records that arrived
+//!   meanwhile are handed over together and committed by one write, as a
+//!   member's next batch is. The member's job with the member's
+//!   durability, the same writes in the same order.
 //! - local durq: `Queue::reader` on a thread, blocked in `Reader::wait`
 //!   between records.
 
@@ -26,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use durq::{Durability, Options, Position, ResetTo, StoredRecord};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use super::{Measured, Size, raw};
 use crate::common::{Result, payload, stamp};
@@ -100,6 +107,39 @@ pub async fn raw_acking(url: &str, size: &Size) -> Result<Measured> {
             let message = messages.next().await.ok_or("the pull consumer ended")??;
             seen[raw::stamped(&message.payload) as usize] = Some(Instant::now());
             message.double_ack().await?;
+        }
+        Ok::<_, crate::common::BoxError>(seen)
+    });
+    let sent = publish_each(&jetstream, size).await?;
+    Measured::latencies(&sent, &reader.await??)
+}
+
+pub async fn raw_committing(url: &str, size: &Size) -> Result<Measured> {
+    let jetstream = raw::stream(url).await?;
+    let (positions, mut revision) = raw::group_positions(&jetstream).await?;
+    let mut messages = raw::reader(&jetstream).await?;
+    let count = size.messages;
+    let reader = tokio::spawn(async move {
+        let mut seen = vec![None; count as usize];
+        let mut left = count;
+        while left > 0 {
+            // The records that arrived while the last commit was on its
+            // way are handed over together and committed by one write, as
+            // a member's next batch is: one write per record would fall
+            // behind the sends whenever a commit takes longer than a send.
+            let mut batch = vec![messages.next().await.ok_or("the ordered consumer ended")??];
+            while let Some(message) = messages.next().now_or_never() {
+                batch.push(message.ok_or("the ordered consumer ended")??);
+            }
+            let now = Instant::now();
+            let mut end = 0;
+            for message in &batch {
+                let n = raw::stamped(&message.payload);
+                seen[n as usize] = Some(now);
+                end = n + 1;
+            }
+            left -= batch.len() as u64;
+            revision = positions.update(raw::POSITION_KEY, end.to_le_bytes().to_vec().into(), revision).await?;
         }
         Ok::<_, crate::common::BoxError>(seen)
     });

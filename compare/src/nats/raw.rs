@@ -1,7 +1,7 @@
 //! The raw async-nats side: a stream of the kind durq-nats makes for one
 //! partition, reached without durq.
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, kv, stream};
 
 use crate::common::Result;
 
@@ -113,6 +113,31 @@ pub async fn acking_reader(jetstream: &jetstream::Context) -> Result<jetstream::
         })
         .await?;
     Ok(consumer.messages().await?)
+}
+
+/// The key-value bucket that holds a raw group's position.
+const GROUP_BUCKET: &str = "raw_group";
+
+/// The key of the one partition's position in [`group_positions`].
+pub const POSITION_KEY: &str = "p0";
+
+/// A raw group's position as durq-nats keeps a group's slots: a key-value
+/// bucket of file storage, one replica, history 1 (so every write is synced
+/// under `sync_interval: always`, as a slot's is), with the partition's key
+/// created at 0. Returns the bucket and the key's revision, which each
+/// compare-and-set expects.
+pub async fn group_positions(jetstream: &jetstream::Context) -> Result<(kv::Store, u64)> {
+    let positions = jetstream
+        .create_key_value(kv::Config {
+            bucket: GROUP_BUCKET.to_owned(),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await?;
+    let revision = positions.create(POSITION_KEY, 0u64.to_le_bytes().to_vec().into()).await?;
+    Ok((positions, revision))
 }
 
 /// The number [`crate::common::stamp`] wrote into a payload.
