@@ -206,8 +206,8 @@ fn main() {
         // `read_commit`: `pread` of 1,000 frames, an 8-byte cursor `pwrite`
         // and `fdatasync`), alternating in rounds of BATCHES_PER_ROUND
         // batches, each side first every other round. The read and the
-        // commit are timed apart (durq's through `poll` and
-        // `Delivery::commit`, the path `process` takes). `w4durq` and
+        // commit are timed apart (durq's `process`: until its closure is
+        // called, and from then on). `w4durq` and
         // `w4bare` run one side alone, for `perf` counts per side.
         "w4alt" | "w4durq" | "w4bare" => w4(&a[1], threads, each as usize, dir),
         // What overlapping the next batch's read with the commit's sync
@@ -310,10 +310,13 @@ fn w4(mode: &str, rounds: usize, per_round: usize, dir: &std::path::Path) {
         let c = consumer.as_mut().unwrap();
         for _ in 0..per_round {
             let t0 = Instant::now();
-            let d = c.poll(std::time::Duration::from_secs(5)).unwrap().unwrap();
-            bytes += d.messages().iter().map(|m| m.payload().len()).sum::<usize>();
-            let t1 = Instant::now();
-            d.commit().unwrap();
+            let mut t1 = t0;
+            c.process(|msgs| {
+                t1 = Instant::now();
+                bytes += msgs.iter().map(|m| m.payload().len()).sum::<usize>();
+                Ok::<(), std::io::Error>(())
+            })
+            .unwrap();
             times.add(t1 - t0, t1.elapsed());
         }
     };
