@@ -230,7 +230,10 @@ impl ReadAhead {
     /// Reads the batch that follows the first `count` records of `span`,
     /// committed in this commit, from `part`, at most `max` records. `None`
     /// if there is nothing to read yet, the records there go one at a time,
-    /// or the read fails (the delivery's own read reports it).
+    /// or the read fails (the delivery's own read reports it). It runs
+    /// between the commit's write and its sync: a panic in the read (a
+    /// broken assertion) must not leave the commit unsynced, so it too is
+    /// left for the delivery's own read to raise.
     fn read(part: &Partition, reader: &Reader, span: &Span, count: usize, max: usize) -> Option<Span> {
         let mut cursor = reader.cursor.clone();
         cursor.advance(span, count);
@@ -238,7 +241,8 @@ impl ReadAhead {
         if cursor.next_offset >= visible || cursor.next_offset < reader.isolate_end {
             return None;
         }
-        part.read_span(&mut cursor, visible, max).ok().filter(|s| !s.frames.is_empty())
+        let read = catch_unwind(AssertUnwindSafe(|| part.read_span(&mut cursor, visible, max)));
+        read.ok()?.ok().filter(|s| !s.frames.is_empty())
     }
 
     /// Whether the next delivery from `slot`, held at `epoch`, whose
