@@ -206,6 +206,14 @@ struct Reader {
     isolate_end: u64,
 }
 
+/// The fewest records a committed batch must have for `process` to read
+/// the next one ahead ([`ReadAhead`]). Starting the write early costs a
+/// system call (`sync_file_range`, about 1–2 µs here); a read of 64 records
+/// (about 40 ns each, docs/BENCHMARKS.md, W4) takes longer than that, and a
+/// batch this long suggests the next one is as long. Below it (one record
+/// per commit, W7) there is nothing to overlap.
+const READ_AHEAD_MIN_RECORDS: usize = 64;
+
 /// Records read ahead of the next delivery, not yet marked delivered.
 ///
 /// Under `commit(Sync)` a batch's commit waits for the disk twice (the
@@ -678,13 +686,14 @@ impl Consumer {
 
     /// As [`Consumer::commit`], and under `commit(Sync)` reads the next
     /// batch while the commit's sync is in flight ([`ReadAhead`]), if this
-    /// member holds one slot only: with more, the next delivery may come
-    /// from another (round-robin). `process` commits this way, as its next
+    /// member holds one slot only (with more, the next delivery may come
+    /// from another, round-robin) and commits at least
+    /// [`READ_AHEAD_MIN_RECORDS`]. `process` commits this way, as its next
     /// call is most likely to deliver the records after; a `Delivery` or
     /// `process_each` commit waits for the sync alone.
     fn commit_reading_ahead(&mut self, batch: &Batch, count: usize) -> Result<()> {
-        let one_slot = self.membership.held().len() == 1;
-        self.commit_with(batch, count, one_slot)
+        let read_ahead = count >= READ_AHEAD_MIN_RECORDS && self.membership.held().len() == 1;
+        self.commit_with(batch, count, read_ahead)
     }
 
     fn commit_with(&mut self, batch: &Batch, count: usize, read_ahead: bool) -> Result<()> {

@@ -3,7 +3,7 @@
 //! Usage: probe durq|okaywal THREADS PER_THREAD [DIR]
 //!        probe w2alt ROUNDS PER_ROUND [DIR]
 //!        probe w1durq|w1bare 1 MESSAGES [DIR]
-//!        probe w4alt|w4durq|w4bare ROUNDS BATCHES_PER_ROUND [DIR]
+//!        probe w4alt|w4durq|w4bare|w7alt ROUNDS BATCHES_PER_ROUND [DIR]
 //!        probe w4sfr|w4thread ROUNDS BATCHES_PER_ROUND [DIR]
 use std::fs::File;
 use std::sync::Barrier;
@@ -209,7 +209,9 @@ fn main() {
         // commit are timed apart (durq's `process`: until its closure is
         // called, and from then on). `w4durq` and
         // `w4bare` run one side alone, for `perf` counts per side.
-        "w4alt" | "w4durq" | "w4bare" => w4(&a[1], threads, each as usize, dir),
+        "w4alt" | "w4durq" | "w4bare" => w4(&a[1], threads, each as usize, 1000, dir),
+        // The same with W7's shape: a batch (and a commit) per message.
+        "w7alt" => w4(&a[1], threads, each as usize, 1, dir),
         // What overlapping the next batch's read with the commit's sync
         // could win, measured on the bare row alone: the bare batch against
         // the same batch with its next read done while the cursor's write is
@@ -255,11 +257,10 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn w4(mode: &str, rounds: usize, per_round: usize, dir: &std::path::Path) {
+fn w4(mode: &str, rounds: usize, per_round: usize, batch: usize, dir: &std::path::Path) {
     use std::os::unix::fs::FileExt;
-    const BATCH: usize = 1000;
     const FRAME: usize = 132;
-    let n = rounds * per_round * BATCH;
+    let n = rounds * per_round * batch;
     let buf = vec![0x5au8; 100];
     let durq_side = mode != "w4bare";
     let bare_side = mode != "w4durq";
@@ -268,12 +269,12 @@ fn w4(mode: &str, rounds: usize, per_round: usize, dir: &std::path::Path) {
     let mut consumer = None;
     if durq_side {
         let p = q.producer();
-        let chunk = vec![buf.clone(); BATCH];
-        for _ in 0..n / BATCH {
+        let chunk = vec![buf.clone(); batch];
+        for _ in 0..n / batch {
             p.send_batch(&chunk).unwrap();
         }
         p.flush().unwrap();
-        let options = durq::ConsumerOptions::default().max_batch(BATCH).commit(durq::Durability::Sync);
+        let options = durq::ConsumerOptions::default().max_batch(batch).commit(durq::Durability::Sync);
         consumer = Some(q.consumer_with("bench", options).unwrap());
     }
     let (mut data, mut cursor) = (None, None);
@@ -285,8 +286,8 @@ fn w4(mode: &str, rounds: usize, per_round: usize, dir: &std::path::Path) {
             .write(true)
             .open(dir.join("log"))
             .unwrap();
-        let chunk = vec![7u8; BATCH * FRAME];
-        for _ in 0..n / BATCH {
+        let chunk = vec![7u8; batch * FRAME];
+        for _ in 0..n / batch {
             std::io::Write::write_all(&mut f, &chunk).unwrap();
         }
         f.sync_all().unwrap();
@@ -304,7 +305,7 @@ fn w4(mode: &str, rounds: usize, per_round: usize, dir: &std::path::Path) {
         data = Some(f);
         cursor = Some(c);
     }
-    let mut rbuf = vec![0u8; BATCH * FRAME];
+    let mut rbuf = vec![0u8; batch * FRAME];
     let (mut seen, mut bytes) = (0u64, 0usize);
     let mut durq_round = |times: &mut W4Times| {
         let c = consumer.as_mut().unwrap();
@@ -325,7 +326,7 @@ fn w4(mode: &str, rounds: usize, per_round: usize, dir: &std::path::Path) {
         for _ in 0..per_round {
             let t0 = Instant::now();
             data.read_exact_at(&mut rbuf, seen * FRAME as u64).unwrap();
-            seen += BATCH as u64;
+            seen += batch as u64;
             let t1 = Instant::now();
             cursor.write_all_at(&seen.to_le_bytes(), 0).unwrap();
             cursor.sync_data().unwrap();
@@ -381,7 +382,7 @@ fn w4(mode: &str, rounds: usize, per_round: usize, dir: &std::path::Path) {
             at(90)
         );
     };
-    println!("{mode}: {rounds} rounds x {per_round} batches of {BATCH} in {el:.2} s");
+    println!("{mode}: {rounds} rounds x {per_round} batches of {batch} in {el:.2} s");
     show("durq", &mut durq_all);
     show("bare", &mut bare_all);
     if !batch_ratios.is_empty() {
@@ -396,7 +397,7 @@ fn w4(mode: &str, rounds: usize, per_round: usize, dir: &std::path::Path) {
         );
     }
     if durq_side {
-        assert_eq!(bytes, rounds * per_round * BATCH * buf.len(), "durq consumed the wrong bytes");
+        assert_eq!(bytes, rounds * per_round * batch * buf.len(), "durq consumed the wrong bytes");
     }
 }
 
