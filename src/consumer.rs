@@ -37,7 +37,7 @@ use crate::group::dead_letter::{self, Envelope};
 use crate::group::exit_watch::ExitWatch;
 use crate::group::membership::{Held, Membership};
 use crate::group::syncer::Syncer;
-use crate::log::partition::{ReadCursor, Span};
+use crate::log::partition::{Partition, ReadCursor, Span};
 use crate::observe::{self, FencedAt};
 use crate::options::{ConsumerOptions, Durability};
 use crate::position::Position;
@@ -185,6 +185,9 @@ pub struct Consumer {
     /// Wakes this consumer when another member's process exits, so that it
     /// scans (and takes over) at once.
     exits: ExitWatch,
+    /// The batch after the last one `process` committed under
+    /// `commit(Sync)`, read while that commit's sync was in flight.
+    read_ahead: Option<ReadAhead>,
 }
 
 // The docs above promise that a consumer can be moved to another thread.
@@ -201,6 +204,65 @@ struct Reader {
     retry_at: Option<Instant>,
     /// Records below this were in a failed batch: deliver them one at a time.
     isolate_end: u64,
+}
+
+/// The fewest records a committed batch must have for `process` to read
+/// the next one ahead ([`ReadAhead`]). Starting the write early costs a
+/// system call (`sync_file_range`, about 1–2 µs here); a read of 64 records
+/// (about 40 ns each, docs/BENCHMARKS.md, W4) takes longer than that, and a
+/// batch this long suggests the next one is as long. Below it (one record
+/// per commit, W7) there is nothing to overlap.
+const READ_AHEAD_MIN_RECORDS: usize = 64;
+
+/// Records read ahead of the next delivery, not yet marked delivered.
+///
+/// Under `commit(Sync)` a batch's commit waits for the disk twice (the
+/// checkpoint page's write, then the cache flush); `process` reads the next
+/// batch after the write has started, so the read overlaps the wait
+/// ([`Checkpoint::commit_overlapping`](crate::group::checkpoint::Checkpoint::commit_overlapping)).
+/// The records are the ones the next read would return, or the first of
+/// them (a batch read later may be longer: more may be visible by then):
+/// the log below the visible end never changes. The next read takes them
+/// only if nothing moved meanwhile: the same slot held at the same epoch,
+/// its cursor still where they start, their count within the batch limit
+/// (one at a time after a failure), and none of them removed by retention.
+/// Nothing else changes: they are marked delivered, as any batch, before
+/// the closure sees them.
+struct ReadAhead {
+    slot: u32,
+    epoch: u64,
+    span: Span,
+}
+
+impl ReadAhead {
+    /// Reads the batch that follows the first `count` records of `span`,
+    /// committed in this commit, from `part`, at most `max` records. `None`
+    /// if there is nothing to read yet, the records there go one at a time,
+    /// or the read fails (the delivery's own read reports it). It runs
+    /// between the commit's write and its sync: a panic in the read (a
+    /// broken assertion) must not leave the commit unsynced, so it too is
+    /// left for the delivery's own read to raise.
+    fn read(part: &Partition, reader: &Reader, span: &Span, count: usize, max: usize) -> Option<Span> {
+        let mut cursor = reader.cursor.clone();
+        cursor.advance(span, count);
+        let visible = part.visible();
+        if cursor.next_offset >= visible || cursor.next_offset < reader.isolate_end {
+            return None;
+        }
+        let read = catch_unwind(AssertUnwindSafe(|| part.read_span(&mut cursor, visible, max)));
+        read.ok()?.ok().filter(|s| !s.frames.is_empty())
+    }
+
+    /// Whether the next delivery from `slot`, held at `epoch`, whose
+    /// cursor is at `next_offset`, can be these records.
+    fn fits(&self, slot: u32, epoch: u64, next_offset: u64, max: usize, part: &Partition) -> bool {
+        let first = self.span.frames[0].offset;
+        self.slot == slot
+            && self.epoch == epoch
+            && first == next_offset
+            && first >= part.first_offset()
+            && self.span.frames.len() <= max
+    }
 }
 
 /// When a member last rebalanced, by the exact clock and by the coarse one.
@@ -311,6 +373,7 @@ impl Consumer {
             companion: None,
             syncer,
             exits,
+            read_ahead: None,
         };
         consumer.rebalance()?;
         Ok(consumer)
@@ -490,7 +553,7 @@ impl Consumer {
         match outcome {
             Ok(Ok(())) => {
                 let n = batch.span.frames.len();
-                self.commit(&batch, n)?;
+                self.commit_reading_ahead(&batch, n)?;
                 Ok(n)
             }
             Ok(Err(e)) => {
@@ -581,9 +644,12 @@ impl Consumer {
         // damaged record in one partition is reported every time it comes
         // round, and must not stop the other partitions' deliveries.
         self.next_slot = slot + 1;
-        // A retention limit may have removed the next records (their skip
-        // is recorded in the group's skip record): read on from the first kept.
-        let span = part.read_span_retained(&mut held.state.cursor, visible, max)?;
+        let span = match self.read_ahead.take() {
+            Some(ahead) if ahead.fits(slot, held.hold.epoch, held.state.cursor.next_offset, max, part) => ahead.span,
+            // A retention limit may have removed the next records (their skip
+            // is recorded in the group's skip record): read on from the first kept.
+            _ => part.read_span_retained(&mut held.state.cursor, visible, max)?,
+        };
         assert!(!span.frames.is_empty(), "slot {slot} was ready but yielded no record");
         let head = span.frames[0].offset;
         // Deliveries that cover every delivered record are counted for all
@@ -615,6 +681,22 @@ impl Consumer {
 
     /// Commits the first `count` records of `batch`.
     fn commit(&mut self, batch: &Batch, count: usize) -> Result<()> {
+        self.commit_with(batch, count, false)
+    }
+
+    /// As [`Consumer::commit`], and under `commit(Sync)` reads the next
+    /// batch while the commit's sync is in flight ([`ReadAhead`]), if this
+    /// member holds one slot only (with more, the next delivery may come
+    /// from another, round-robin) and commits at least
+    /// [`READ_AHEAD_MIN_RECORDS`]. `process` commits this way, as its next
+    /// call is most likely to deliver the records after; a `Delivery` or
+    /// `process_each` commit waits for the sync alone.
+    fn commit_reading_ahead(&mut self, batch: &Batch, count: usize) -> Result<()> {
+        let read_ahead = count >= READ_AHEAD_MIN_RECORDS && self.membership.held().len() == 1;
+        self.commit_with(batch, count, read_ahead)
+    }
+
+    fn commit_with(&mut self, batch: &Batch, count: usize, read_ahead: bool) -> Result<()> {
         if count == 0 {
             return Ok(());
         }
@@ -637,6 +719,20 @@ impl Consumer {
         // position where a crash of this process cannot lose it; the
         // syncer, `flush` or giving the slot back make it durable.
         let committed = match self.options.commit {
+            Durability::Sync if read_ahead => {
+                let (part, max) = (&self.queue.partitions[batch.slot as usize], self.options.max_batch);
+                let (reader, epoch, mut span) = (&held.state, held.hold.epoch, None);
+                let committed = held
+                    .hold
+                    .checkpoint
+                    .commit_overlapping(end, || span = ReadAhead::read(part, reader, &batch.span, count, max));
+                // Kept only if the commit succeeded: after a failure the slot
+                // is forgotten, or the consumer stopped.
+                if committed.is_ok() {
+                    self.read_ahead = span.map(|span| ReadAhead { slot: batch.slot, epoch, span });
+                }
+                committed
+            }
             Durability::Sync => held.hold.checkpoint.commit(end),
             Durability::Interval(_) | Durability::Buffered => held.hold.checkpoint.store(end),
         };

@@ -75,6 +75,52 @@ fn sync_commits_are_durable_when_process_returns() {
     }
 }
 
+/// Processes one batch, returning its offsets and, as the closure saw it,
+/// the end of what the checkpoint in force says was delivered.
+fn process_offsets(consumer: &mut durq::Consumer, queue: &Queue) -> (Vec<u64>, u64) {
+    let (mut offsets, mut delivered_end) = (Vec::new(), 0);
+    consumer
+        .process_timeout(Duration::from_secs(5), |batch| {
+            offsets = batch.iter().map(|m| m.position().offset).collect();
+            let path = common::checkpoint_file(queue.path(), "g", 0);
+            delivered_end = checkpoint::decode_file(&std::fs::read(&path).unwrap(), 0, &path).unwrap().delivered_end;
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    (offsets, delivered_end)
+}
+
+#[test]
+fn a_sync_commit_reads_the_next_batch_while_its_msync_is_in_flight() {
+    // Under `Sync`, `process` reads the batch after one of 64 records or
+    // more while the commit's msync waits for the disk, and its next call
+    // delivers those records: the ones visible when the msync started,
+    // though more came since. The commit is durable when `process`
+    // returns, and the records read ahead are marked delivered before the
+    // closure sees them, as any batch.
+    let dir = tempfile::tempdir().unwrap();
+    let queue = filled(dir.path(), 1, 100);
+    let disk = SimDisk::attach(dir.path()).unwrap();
+    let mut consumer = queue.consumer_with("g", options(Durability::Sync).max_batch(64)).unwrap();
+    let in_msync = disk.hold_next(OpKind::SyncRange, "ckpt");
+    let first = std::thread::scope(|s| {
+        let first = s.spawn(|| process_one(&mut consumer));
+        assert!(in_msync.reached(PATIENCE), "the commit's msync never started");
+        let producer = queue.producer();
+        for i in 100..130 {
+            producer.send(format!("p0 m{i}")).unwrap();
+        }
+        drop(in_msync);
+        first.join().unwrap()
+    });
+    assert_eq!(first, (0, 64));
+    assert_eq!(synced_position(&queue, "g", 0), 64, "the commit was durable when `process` returned");
+    let read_during_msync = process_offsets(&mut consumer, &queue);
+    assert_eq!(read_during_msync, ((64..100).collect(), 100), "the records read during the msync");
+    assert_eq!(process_offsets(&mut consumer, &queue), ((100..130).collect(), 130));
+    assert_eq!(synced_position(&queue, "g", 0), 130);
+}
+
 #[test]
 fn interval_commits_are_synced_in_the_background() {
     let dir = tempfile::tempdir().unwrap();

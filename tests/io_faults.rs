@@ -273,3 +273,36 @@ fn a_failed_checkpoint_sync_stops_the_consumer_and_skips_nothing_unprocessed() {
     let again = common::drain(&mut consumer);
     assert!(again.is_empty() || again == [b"a".to_vec(), b"b".to_vec()], "{again:?}");
 }
+
+#[test]
+fn a_failed_checkpoint_sync_after_a_read_ahead_stops_the_consumer_and_delivers_nothing_it_read() {
+    // Under `Sync`, `process` reads the next batch (records 64 and 65)
+    // while the commit of a 64-record batch is in its sync. When that sync
+    // fails, the consumer stops before delivering them, and the next member
+    // gets them as never delivered: the read ahead marked nothing.
+    let t = common::TestQueue::new(small());
+    let disk = SimDisk::attach(t.dir.path()).unwrap();
+    let records: Vec<String> = (0..66).map(|i| format!("r{i}")).collect();
+    t.queue.producer().send_batch(&records).unwrap();
+    let options = || ConsumerOptions::default().max_batch(64).retry_backoff(vec![Duration::ZERO]);
+    let mut consumer = t.queue.consumer_with("g", options()).unwrap();
+    disk.fail_next(OpKind::SyncRange, libc::EIO, false);
+    let error = consumer.process(|_| Ok::<(), std::io::Error>(())).unwrap_err();
+    disk.heal();
+    assert!(matches!(&error, Error::Io { op: "msync", .. }), "{error}");
+    let delivered = consumer.process_timeout(Duration::ZERO, |_| Ok::<(), std::io::Error>(()));
+    assert!(matches!(delivered, Err(Error::Stopped { .. })), "{delivered:?}");
+    drop(consumer);
+    let mut consumer = t.queue.consumer_with("g", options()).unwrap();
+    let mut seen = Vec::new();
+    while consumer
+        .process_timeout(Duration::from_millis(50), |batch| {
+            seen.extend(batch.iter().map(|m| (m.position().offset, m.delivery_count())));
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap()
+        > 0
+    {}
+    let tail: Vec<_> = seen.iter().filter(|(offset, _)| *offset >= 64).collect();
+    assert_eq!(tail, [&(64, 1), &(65, 1)], "{seen:?}");
+}

@@ -154,7 +154,9 @@ impl Partition {
     }
 }
 
-/// Where a reader is in a partition.
+/// Where a reader is in a partition. A clone reads ahead without moving
+/// the reader (the consumer's read-ahead during a `Sync` commit).
+#[derive(Clone)]
 pub(crate) struct ReadCursor {
     pub(crate) next_offset: u64,
     segment: Arc<Segment>,
