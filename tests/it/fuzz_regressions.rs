@@ -11,6 +11,10 @@
 //! code that no other input noticed fails here (docs/RELIABILITY.md,
 //! mutation testing).
 
+// The fuzz targets' own checks, which bring their copy of the power-loss
+// workload (`common::power`, which other modules of this binary use too):
+// the file is shared with the fuzz crate, which has no `common`.
+#[allow(clippy::duplicate_mod)]
 #[path = "../../fuzz/checks.rs"]
 mod checks;
 
