@@ -1,5 +1,5 @@
 //! The properties durq's fuzz targets check, one function per target, shared
-//! with `tests/fuzz_regressions.rs`: a plain `cargo test` replays every file
+//! with `tests/it/fuzz_regressions.rs`: a plain `cargo test` replays every file
 //! of `fuzz/regressions/<target>/` through the same function, so every seed
 //! and every input that ever crashed stays checked without a fuzzer.
 //!

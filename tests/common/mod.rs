@@ -30,15 +30,23 @@ impl TestQueue {
 
 /// Keeps panics whose message starts with `prefix` (a test's injected
 /// closure panics, which `process` catches) off stderr, and lets every
-/// other panic through to the default hook.
+/// other panic through to the default hook. The hook is the process's, so
+/// it keeps the prefixes of every module of the binary that asked.
 pub fn quiet_injected_panics(prefix: &'static str) {
+    static PREFIXES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     static ONCE: std::sync::Once = std::sync::Once::new();
+    let mut prefixes = PREFIXES.lock().unwrap_or_else(|e| e.into_inner());
+    if !prefixes.contains(&prefix) {
+        prefixes.push(prefix);
+    }
+    drop(prefixes);
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let payload = info.payload();
             let text = payload.downcast_ref::<&str>().copied().or(payload.downcast_ref::<String>().map(String::as_str));
-            if !text.is_some_and(|t| t.starts_with(prefix)) {
+            let prefixes = PREFIXES.lock().unwrap_or_else(|e| e.into_inner());
+            if !text.is_some_and(|t| prefixes.iter().any(|p| t.starts_with(p))) {
                 default(info);
             }
         }));
@@ -208,9 +216,9 @@ pub fn process_error(consumer: &mut Consumer) -> durq::Error {
 ///
 /// Integration tests cannot run the `durq` CLI (it lives in another crate),
 /// so a test binary re-runs *itself*: [`procs::spawn`] starts
-/// `current_exe() --exact child --nocapture --test-threads=1` with
+/// `current_exe() --exact <module>::child --nocapture --test-threads=1` with
 /// [`procs::ROLE`] and the role's settings in the environment. Every test
-/// file that uses it has a `#[test] fn child()` that returns at once unless
+/// module that uses it has a `#[test] fn child()` that returns at once unless
 /// [`procs::role`] says this process is a child; in a child it runs the role
 /// and ends the process, so nothing else of the harness runs there.
 ///
@@ -308,11 +316,21 @@ pub mod procs {
         eof: bool,
     }
 
-    /// Starts this test binary again as a child running `role`.
-    pub fn spawn(name: &str, role: &str, envs: &[(&str, String)]) -> Proc {
+    /// The name of test `test` of `module` (its `module_path!()`) as
+    /// `--exact` takes it: the path without the crate's name.
+    pub fn test_name(module: &str, test: &str) -> String {
+        match module.split_once("::") {
+            Some((_crate, path)) => format!("{path}::{test}"),
+            None => test.to_owned(),
+        }
+    }
+
+    /// Starts this test binary again as a child running `role`, on the
+    /// `child` test of `module` (the caller's `module_path!()`).
+    pub fn spawn(module: &str, name: &str, role: &str, envs: &[(&str, String)]) -> Proc {
         let exe = std::env::current_exe().expect("current_exe");
         let mut cmd = Command::new(exe);
-        cmd.args(["--exact", "child", "--nocapture", "--test-threads=1", "--quiet"])
+        cmd.args(["--exact", &test_name(module, "child"), "--nocapture", "--test-threads=1", "--quiet"])
             .env(ROLE, role)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -557,9 +575,19 @@ pub mod procs {
         std::process::exit(0)
     }
 
-    /// Spawns [`run_producer`] for the queue at `dir`.
-    pub fn spawn_producer(dir: &Path, writer: &str, count: u64, seed: u64, max_len: u64, wait_go: bool) -> Proc {
+    /// Spawns [`run_producer`] for the queue at `dir`, on the `child` test
+    /// of `module` (as [`spawn`]).
+    pub fn spawn_producer(
+        module: &str,
+        dir: &Path,
+        writer: &str,
+        count: u64,
+        seed: u64,
+        max_len: u64,
+        wait_go: bool,
+    ) -> Proc {
         spawn(
+            module,
             writer,
             "producer",
             &[

@@ -1,7 +1,7 @@
 //! Power-loss checking on the simulated disk (`durq::internals::sim`): a ledger of what
 //! a workload was told, a deterministic workload, and the invariants every
 //! queue recovered from a crash image must satisfy. Shared by
-//! tests/power_loss.rs, tests/io_faults.rs and the `queue_ops` fuzz target
+//! tests/it/power_loss.rs, tests/it/io_faults.rs and the `queue_ops` fuzz target
 //! (which includes this file by path), so it depends on nothing else in
 //! tests/common.
 #![allow(dead_code)] // each user takes its own subset
@@ -300,7 +300,7 @@ pub fn workload(dir: &Path, durability: Durability, disk: &SimDisk, ledger: &mut
 }
 
 // ---- Random operation sequences: the `queue_ops` fuzz target and the
-// ---- proptest in tests/power_loss.rs
+// ---- proptest in tests/it/power_loss.rs
 
 /// What an injected closure panic says (tests keep it off stderr).
 pub const INJECTED_PANIC: &str = "power: injected panic";

@@ -78,7 +78,7 @@ pub struct Proc {
 }
 
 /// Starts this test binary again, on the test `entry` (its path without the
-/// crate, e.g. `local::suite::child`), as a child running `role`.
+/// crate, e.g. `conformance::local::suite::child`), as a child running `role`.
 pub fn spawn(entry: &str, name: &str, role: &str, envs: &[(&str, String)]) -> Proc {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);

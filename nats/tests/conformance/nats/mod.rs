@@ -8,15 +8,11 @@
 //! The tests of one binary share one server while any of them runs (the
 //! last to finish stops it); each test's queues get names of their own.
 
-#[allow(dead_code)] // the harness serves the integration tests too
-#[path = "../../integration/common/mod.rs"]
-mod common;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use common::NatsServer;
+use crate::common::NatsServer;
 pub use durq::Message;
 use durq::Options;
 pub use durq_nats::{Consumer, Delivery, Queue};

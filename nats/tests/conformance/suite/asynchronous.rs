@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use durq::{ConsumerOptions, Options, Position};
 
 use super::{backend, join};
-use crate::procs;
+use crate::conformance::procs;
 
 const RECORDS: usize = 20;
 

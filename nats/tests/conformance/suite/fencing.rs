@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use durq::{ConsumerOptions, Options};
 
 use super::{backend, join};
-use crate::procs::{self, fail, say};
+use crate::conformance::procs::{self, fail, say};
 
 const RECORDS: u64 = 10;
 

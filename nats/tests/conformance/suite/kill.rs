@@ -20,8 +20,8 @@ use durq::{Options, Position};
 
 use super::backend;
 use super::member::{self, Kill, KillPoint, Settings};
-use crate::procs::Proc;
-use crate::rng::Rng;
+use crate::conformance::procs::Proc;
+use crate::conformance::rng::Rng;
 
 const PARTITIONS: u32 = 2;
 /// Records sent before the members start, and while they come and go.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use durq::{ConsumerOptions, Options};
 
 use super::{backend, join};
-use crate::procs;
+use crate::conformance::procs;
 
 const RECORDS: usize = 6;
 

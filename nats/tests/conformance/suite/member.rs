@@ -18,7 +18,7 @@ use std::time::Duration;
 use durq::{ConsumerOptions, Position};
 
 use super::{backend, join};
-use crate::procs::{self, Proc, fail, say};
+use crate::conformance::procs::{self, Proc, fail, say};
 
 /// Where in its batch a member kills itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,7 +26,7 @@ mod takeover;
 use std::time::{Duration, Instant};
 
 use super as backend;
-use crate::procs;
+use crate::conformance::procs;
 
 /// The group every test consumes with.
 const GROUP: &str = "work";

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use durq::{ConsumerOptions, Options, partition_of_key};
 
 use super::{backend, join};
-use crate::procs;
+use crate::conformance::procs;
 
 const PARTITIONS: u32 = 3;
 const KEYS: u32 = 6;

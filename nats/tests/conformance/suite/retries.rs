@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use durq::{ConsumerOptions, Options, Position, Verdict};
 
 use super::{GROUP, backend, join};
-use crate::procs;
+use crate::conformance::procs;
 
 /// Sends `payloads` into a new one-partition queue of this test's place.
 fn queue_of(place: &backend::Place, name: &str, payloads: &[&str]) -> backend::Queue {

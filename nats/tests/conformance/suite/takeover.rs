@@ -15,7 +15,7 @@ use durq::{ConsumerOptions, Options};
 
 use super::member::{self, Announced, Kill, KillPoint, Settings};
 use super::{backend, join};
-use crate::procs;
+use crate::conformance::procs;
 
 const PER_PARTITION: u64 = 300;
 

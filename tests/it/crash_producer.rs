@@ -23,7 +23,7 @@
 //! every time; and a producer frozen and killed in the middle of writing a
 //! `send_batch`, whose batch must come back all or nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -77,7 +77,7 @@ fn sync_producer_killed_at_random_moments_loses_no_acknowledged_record() {
         });
         for k in 0..5 {
             let writer = format!("r{round}k{k}");
-            let mut child = spawn_producer(&path, &writer, ENDLESS, rng.next_u64(), MAX_LEN, false);
+            let mut child = spawn_producer(module_path!(), &path, &writer, ENDLESS, rng.next_u64(), MAX_LEN, false);
             if rng.below(5) == 0 {
                 // Sometimes before `ready`: in exec, or in the open, which may
                 // be running recovery under the open lock.
@@ -131,7 +131,8 @@ fn concurrent_producers_carry_on_after_a_peer_is_killed() {
     let (mut kills, mut owner_died_seen, mut killed_holding, mut spawned) = (0, 0, 0, 0);
     let mut spawn = |rng: &mut Rng| {
         spawned += 1;
-        let mut p = spawn_producer(&path, &format!("c{spawned}"), ENDLESS, rng.next_u64(), MAX_LEN, false);
+        let mut p =
+            spawn_producer(module_path!(), &path, &format!("c{spawned}"), ENDLESS, rng.next_u64(), MAX_LEN, false);
         p.wait_line("ready");
         p
     };
@@ -234,7 +235,8 @@ fn producer_killed_holding_the_append_mutex_is_repaired_by_the_next_locker() {
     let started = Instant::now();
     let mut freezes = 0;
     for k in 0..KILLS_HOLDING {
-        let mut child = spawn_producer(&path, &format!("m{k}"), ENDLESS, rng.next_u64(), MAX_LEN, false);
+        let mut child =
+            spawn_producer(module_path!(), &path, &format!("m{k}"), ENDLESS, rng.next_u64(), MAX_LEN, false);
         child.wait_line("ready");
         freezes += kill_while_holding_the_mutex(&mut child, &path, 1, &mut rng);
         let word = procs::mutex_word(&path, 0);
@@ -257,7 +259,7 @@ fn producer_killed_holding_the_append_mutex_is_repaired_by_the_next_locker() {
         // later send needs the mutex: had the repair not marked it
         // consistent, it would now be unrecoverable and they would fail.
     }
-    let mut last = spawn_producer(&path, "last", 50, rng.next_u64(), MAX_LEN, false);
+    let mut last = spawn_producer(module_path!(), &path, "last", 50, rng.next_u64(), MAX_LEN, false);
     last.finish();
     ledger.ack_lines(&last.lines);
     ledger.drain_to(&mut c, &[q.offsets(0).unwrap().1]);
@@ -338,6 +340,7 @@ fn batch_cut_short_by_sigkill_comes_back_all_or_nothing() {
     let mut freezes = 0;
     for k in 0..4 {
         let mut child = procs::spawn(
+            module_path!(),
             &format!("batcher{k}"),
             "batcher",
             &[("DURQ_DIR", path.display().to_string()), ("DURQ_WRITER", format!("b{k}"))],

@@ -8,7 +8,7 @@
 //! message lent to a closure must stay readable while the producer rolls far
 //! past its segment.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -7,10 +7,10 @@
 //! cut keeps. These tests read the synced copies to show when a position
 //! becomes durable: within `d` by the background sync, on `flush`, before a
 //! slot is handed over; and that a fenced member's commits never take
-//! effect. tests/power_loss.rs cuts the power at every step of such a
-//! group, tests/crash_consumer.rs SIGKILLs its members.
+//! effect. tests/it/power_loss.rs cuts the power at every step of such a
+//! group, tests/it/crash_consumer.rs SIGKILLs its members.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

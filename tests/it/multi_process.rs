@@ -19,7 +19,7 @@
 //! process boundary. Its fallback re-check every 100 ms would also deliver,
 //! so the test measures the delay and demands it be well below that.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -95,13 +95,14 @@ fn producers_at_once(durability: Durability, per_producer: u64) {
     drop(q);
     let started = Instant::now();
     let mut reader = procs::spawn(
+        module_path!(),
         "reader",
         "reader",
         &[("DURQ_DIR", path.display().to_string()), ("DURQ_EXPECT", (3 * per_producer).to_string())],
     );
     reader.wait_line("ready");
     let mut producers: Vec<Proc> =
-        (0..3).map(|i| spawn_producer(&path, &format!("p{i}"), per_producer, i, 400, true)).collect();
+        (0..3).map(|i| spawn_producer(module_path!(), &path, &format!("p{i}"), per_producer, i, 400, true)).collect();
     for p in &mut producers {
         p.wait_line("ready");
     }
@@ -164,6 +165,7 @@ fn blocked_consumer_process_is_woken_by_another_process_sending() {
     let producer = q.producer();
     let pings = 20;
     let mut waiter = procs::spawn(
+        module_path!(),
         "waiter",
         "waiter",
         &[("DURQ_DIR", path.display().to_string()), ("DURQ_EXPECT", pings.to_string())],

@@ -27,16 +27,16 @@
 //! ledger (what was acknowledged, as durable or not, and committed), and
 //! checks every promise after each power cut and at the end; proptest
 //! shrinks a failure to a minimal sequence. The same interpreter is the
-//! `queue_ops` fuzz target. (tests/model.rs checks the finer semantics,
+//! `queue_ops` fuzz target. (tests/it/model.rs checks the finer semantics,
 //! batches, delivery counts and dead letters, without power cuts.)
 //!
 //! `DURQ_SIM_SEEDS=N` runs N seeds per crash point and mode (default 4),
 //! `DURQ_SIM_SEED=X` changes the base seed: the long soak is
-//! `DURQ_SIM_SEEDS=400 cargo test --release --test power_loss`. A failure
+//! `DURQ_SIM_SEEDS=400 cargo test --release --test it power_loss::`. A failure
 //! names its crash point, mode and seed; `crash_image` with those rebuilds
 //! the same image.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -442,7 +442,7 @@ fn enumerate_commits(queue_durability: Durability, commit: Durability) -> u64 {
 #[test]
 fn interval_commits_resume_between_the_last_synced_and_the_last_processed_position_after_power_loss() {
     // An interval longer than the test: only flush, hand-over and drop
-    // sync, so the ledger knows when. (tests/commit_modes.rs shows the
+    // sync, so the ledger knows when. (tests/it/commit_modes.rs shows the
     // background sync at work.)
     let images = enumerate_commits(Durability::Sync, Durability::Interval(std::time::Duration::from_secs(3600)));
     assert!(images > 1000, "{images}");

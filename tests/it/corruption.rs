@@ -8,7 +8,7 @@
 //! holds for sealed segments and for consumer-group checkpoints, whose damage
 //! falls back to the older copy (redelivery) or fails the open, never resets.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -14,9 +14,9 @@
 //!   crash) and the image a power cut right then would leave both satisfy
 //!   every invariant of the power-loss test (`power::check`).
 //!
-//! The real full disk is tests/full_disk.rs.
+//! The real full disk is tests/it/full_disk.rs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -51,13 +51,14 @@ fn payload(i: u64) -> Vec<u8> {
     p
 }
 
-/// Runs the test `child` of this binary inside a user and mount namespace,
+/// Runs the test `child` of this module inside a user and mount namespace,
 /// on a tmpfs of `size` (as `mount -o size=` takes it), and returns the
 /// `@@` lines it printed; `None`, with the reason printed, where namespaces
 /// are unavailable.
 fn run_on_tmpfs(child: &str, size: &str) -> Option<Vec<String>> {
     let tmp = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
+    let child = crate::common::procs::test_name(module_path!(), child);
     let script = format!(
         r#"mount -t tmpfs -o size={size} none "$DURQ_DIR" && exec "$0" --exact {child} --nocapture --test-threads=1"#
     );

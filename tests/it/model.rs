@@ -15,10 +15,10 @@
 //! must start at the group's committed offset and be a run of the model's
 //! records; an `Ok` commits exactly it, an error or a panic nothing.
 //!
-//! `PROPTEST_CASES=1000 cargo test --release --test model` for a longer run
+//! `PROPTEST_CASES=1000 cargo test --release --test it model::` for a longer run
 //! (the default is sized for well under a minute in debug).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

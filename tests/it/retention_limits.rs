@@ -3,11 +3,11 @@
 //! read them, records the group's loss durably before anything goes
 //! (`durq stat` shows it, and it survives reopening), and the group resumes
 //! at the first kept record and receives everything after it. Without a
-//! limit nothing changes (tests/retention.rs, tests/groups.rs). A SIGKILL
+//! limit nothing changes (tests/it/retention.rs, tests/it/groups.rs). A SIGKILL
 //! or a power cut at any moment of a limited pass never leaves a group's
 //! checkpoint pointing into removed records without the loss recorded.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -238,8 +238,12 @@ fn a_producer_sigkilled_during_limited_passes_never_leaves_a_checkpoint_in_remov
     }
     let mut removed_some = false;
     for round in 0..8 {
-        let mut child: Proc =
-            procs::spawn(&format!("producer#{round}"), "producer", &[("DURQ_DIR", path.display().to_string())]);
+        let mut child: Proc = procs::spawn(
+            module_path!(),
+            &format!("producer#{round}"),
+            "producer",
+            &[("DURQ_DIR", path.display().to_string())],
+        );
         child.wait_line("ready");
         std::thread::sleep(rng.millis(150));
         child.sigkill();

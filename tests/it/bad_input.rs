@@ -6,7 +6,7 @@
 //! changes a byte on disk: a queue that cannot be opened is left exactly as
 //! it was found, for a human (or a newer build) to look at.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

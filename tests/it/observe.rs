@@ -11,7 +11,7 @@
 //! own thread (the queues are `Sync`, so no background thread syncs), and
 //! tests running at once do not see each other's events.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -202,7 +202,7 @@ fn recovery_on_open_is_an_info_event_saying_what_it_scanned() {
 fn a_takeover_from_a_killed_member_is_a_warn_event_naming_the_old_holder_and_is_counted() {
     let q = TestQueue::new(Options::default());
     q.queue.producer().send("left behind").unwrap();
-    let mut holder = procs::spawn("holder", "holder", &[("DURQ_DIR", q.path().display().to_string())]);
+    let mut holder = procs::spawn(module_path!(), "holder", "holder", &[("DURQ_DIR", q.path().display().to_string())]);
     holder.wait_line("holding [0]");
     let holder_pid = holder.pid().to_string();
     holder.sigkill();

@@ -2,10 +2,10 @@
 //! `groups/` that are not groups are ignored; a pass that fails is counted
 //! where `stat` shows it, never swallowed, and never fails the send it
 //! followed; `reclaim` (`durq gc`) returns the failure. The full
-//! disk itself is tests/full_disk.rs; the retention rule (nothing before
-//! every group passed it) is in tests/groups.rs and tests/model.rs.
+//! disk itself is tests/it/full_disk.rs; the retention rule (nothing before
+//! every group passed it) is in tests/it/groups.rs and tests/it/model.rs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -9,14 +9,16 @@
 //! differ (a dead local member is noticed at once, a dead NATS member after
 //! its lease). Each then compiles `suite/` inside itself, so the same test
 //! code is type-checked and run once per backend, under its name:
-//! `local::suite::kill::…`, `nats::suite::kill::…`.
+//! `conformance::local::suite::kill::…`, `conformance::nats::suite::kill::…`.
 //!
 //! Tests that need a member to die or hang run it as a child process: this
-//! very binary, started again on its `<backend>::suite::child` entry
-//! (`procs.rs`), SIGKILLed or SIGSTOPped for real.
+//! very binary, started again on its `conformance::<backend>::suite::child`
+//! entry (`procs.rs`), SIGKILLed or SIGSTOPped for real.
 //!
-//! `cargo test --release -p durq-nats --test conformance` (the NATS side
-//! starts its own `nats-server`: run `.ci/install-nats` once).
+//! A module of the `integration` test binary (its `main.rs` says why):
+//! `cargo test --release -p durq-nats --test integration conformance::`
+//! (the NATS side starts its own `nats-server`: run `.ci/install-nats`
+//! once).
 
 mod local;
 mod nats;

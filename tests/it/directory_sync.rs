@@ -27,7 +27,7 @@
 //! docs/FORMAT.md, "Names and their directory fsyncs"; [`relied_upon`] is
 //! that list.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -21,7 +21,7 @@
 //! batch before the in-flight one is committed, the in-flight one is
 //! committed wholly or not at all.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -168,6 +168,7 @@ impl Work {
     /// As [`Work::spawn`], without waiting for the child to be ready.
     fn start(&self, name: &str, total: usize, kill: &str, work_us: u64) -> Proc {
         procs::spawn(
+            module_path!(),
             name,
             "consumer",
             &[

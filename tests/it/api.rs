@@ -1,7 +1,7 @@
 //! The public API end to end in one process: send in every form, consume,
 //! commit only on `Ok`, redeliver on `Err` and panic, reopen.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@
 //! delivered again with a delivery count of 2, and no record done twice
 //! except those the killed batch had done.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -450,6 +450,7 @@ fn an_async_consumer_sigkilled_mid_batch_loses_nothing_and_its_batch_comes_again
         q.producer().send_batch(&ids).unwrap();
     }
     let mut child = procs::spawn(
+        module_path!(),
         "async consumer",
         "async-consumer",
         &[("DURQ_DIR", path.display().to_string()), ("DURQ_OUT", out.display().to_string())],

@@ -10,7 +10,7 @@
 //! then a last segment of which nothing (or only part of its header) is left,
 //! judged with what group checkpoints and dead letters prove.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -581,7 +581,7 @@ fn a_commit_makes_the_unflushed_records_it_covers_durable_so_a_power_cut_keeps_t
     // past what a power cut keeps would skip the records later sent to those
     // offsets, so a commit syncs the log up to it first. (Before, a power cut
     // here left the group at 5 over an empty log: the simulated disk found
-    // it. A checkpoint past the end is still refused: tests/bad_input.rs.)
+    // it. A checkpoint past the end is still refused: tests/it/bad_input.rs.)
     let dir = tempfile::tempdir().unwrap();
     let disk = durq::internals::sim::SimDisk::attach(dir.path()).unwrap();
     let path = dir.path().join("q");

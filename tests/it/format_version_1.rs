@@ -13,7 +13,7 @@
 //! version-1 last segment whose header was lost gets a version-1 header
 //! back, its frames kept.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -21,7 +21,7 @@
 //! and has no durq.meta`), and with differing options most rounds left a
 //! loser's partition directory behind in the winner's queue.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -101,6 +101,7 @@ fn race(dir: &Path, round: usize, partitions: &[u32]) -> (Vec<Outcome>, Vec<(Pos
         .map(|(i, n)| {
             let writer = format!("r{round}c{i}");
             procs::spawn(
+                module_path!(),
                 &writer,
                 "creator",
                 &[

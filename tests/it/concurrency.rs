@@ -14,7 +14,7 @@
 //! Threads only here; multi_process.rs and the crash tests run real
 //! processes.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

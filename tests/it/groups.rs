@@ -4,7 +4,7 @@
 //! manual-commit form, retention and the admin operations.
 //! Process kills, stops and fencing are in `tests/chaos.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -13,7 +13,7 @@
 //! acknowledged, and the segment before the last cut, kept or proven after
 //! a roll under `Buffered`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
