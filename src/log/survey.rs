@@ -11,7 +11,7 @@
 //! `recovery::scan_known_zeros`), and where recovery would change a byte it
 //! says in words what it would do instead. A change to the order of those
 //! decisions in `partition::recover` must be made here too:
-//! `tests/inspect.rs` checks, over many damaged queues, that the end found
+//! `tests/it/inspect.rs` checks, over many damaged queues, that the end found
 //! here is the one the next open recovers to, and that a repair is
 //! announced exactly when the open changes a byte.
 
