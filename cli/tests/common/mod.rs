@@ -2,7 +2,6 @@
 //! and fencing): `durq` children whose stdout and stderr are collected line
 //! by line in background threads, SIGKILL / SIGSTOP / SIGCONT / SIGTERM,
 //! `durq stat --json` read through a small JSON parser, and a seeded RNG.
-#![allow(dead_code)] // each test binary uses its own subset
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -651,6 +650,8 @@ pub fn committed(stat: &Json, group: &str) -> Vec<u64> {
 
 // ---- Randomness ----
 
+// The root crate's generator; `millis` is for its tests, not these.
+#[allow(dead_code)]
 #[path = "../../../tests/common/rng.rs"]
 pub mod rng;
 
