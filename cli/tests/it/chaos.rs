@@ -13,7 +13,6 @@
 //! the end of every partition. The schedule is random but seeded: the seed
 //! is printed, and `DURQ_SEED=<seed>` replays it.
 
-
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-
 use crate::common::{durq, fails, ok, queue_dir};
 
 /// Arguments of a `produce` that creates the queue at `q` with 64 KiB

@@ -10,7 +10,6 @@
 //! - A member that joined after another member's last scan of the group is
 //!   not taken for dead by it (a takeover race; fails as of 9fd104c).
 
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,6 @@
 //! why the rest stays, a failed retention pass counted in `stat` and
 //! returned by gc, and entries of `groups/` that are not groups ignored.
 
-
 use crate::common::{Json, fails, ok, queue_dir};
 
 /// `count` lines of 1,000 bytes: 64 of them fill a 64 KiB segment.

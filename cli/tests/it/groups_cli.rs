@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-
 use crate::common::{durq, fails, ok, queue_dir};
 
 /// Creates the queue at `q` with 64 KiB segments (opening a default 64 MiB

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 use crate::common::{DURQ, Json, Run, durq, fails, ok, queue_dir};
 
 /// Creates the queue at `q` with 64 KiB segments and sends `input`'s lines.

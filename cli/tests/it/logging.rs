@@ -1,7 +1,6 @@
 //! `durq -v` and `RUST_LOG`: the library's events on stderr, and nothing
 //! without them.
 
-
 use std::process::{Command, Stdio};
 
 use crate::common::{durq, ok, queue_dir};

@@ -59,7 +59,11 @@ fn produce_prints_what_it_prints_locally_and_stat_shows_streams_and_slots() {
     assert_snapshot("nats_stat", &ok(&["stat", &url], ""));
     assert_snapshot("nats_stat_with_group", &ok(&["stat", &moved], ""));
     let (local, stat) = (crate::common::stat(Path::new(&local_dir)), Json::parse(&ok(&["stat", &moved, "--json"], "")));
-    assert_eq!(crate::common::next_offsets(&stat), crate::common::next_offsets(&local), "the same offsets, read the same way");
+    assert_eq!(
+        crate::common::next_offsets(&stat),
+        crate::common::next_offsets(&local),
+        "the same offsets, read the same way"
+    );
     assert_eq!(crate::common::committed(&stat, "billing"), crate::common::committed(&local, "billing"));
     assert_snapshot("nats_stat_json", &ok(&["stat", &moved, "--json"], ""));
 }

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-
 use crate::common::{DURQ, Pty, ok, queue_dir};
 
 /// A file of `lines` numbered lines, to give `produce` as its stdin.

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-
 use crate::common::{durq, ok, produce_sample, queue_dir};
 
 /// Asserts `text` matches snapshot `name`, with run-dependent parts of

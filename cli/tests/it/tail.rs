@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-
 use crate::common::{Json, PATIENCE, Proc, fails, ok, produce_sample, queue_dir};
 
 /// Mode, length and bytes (of a file), by path.

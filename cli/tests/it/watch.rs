@@ -4,7 +4,6 @@
 
 use std::process::{Command, Stdio};
 
-
 use crate::common::{DURQ, PATIENCE, Proc, Pty, cell, ok, queue_dir, snapshots, wait_until};
 
 fn produce_new(q: &str, input: &str) {
