@@ -15,14 +15,12 @@
 //!   batch of a partition is already here as its batch is committed, the
 //!   one write does both (commit this batch, mark the next), so a member
 //!   that keeps up pays one replicated write per batch. An idle member
-//!   marks a batch when it arrives, a write of its own that it sends and
-//!   flushes into the connection's socket, then hands the batch over at
-//!   once: the mark's acknowledgement is awaited before the batch's commit
-//!   (`Slots::send_mark`, `Slots::confirm_mark`). The mark survives the
-//!   member's process crash, as the local queue's survives one in the page
-//!   cache; a mark refused fails the commit with `Fenced`, one whose
-//!   acknowledgement failed with the engine's error, and the batch comes
-//!   again.
+//!   marks a batch when it arrives by a put into the group's marks bucket
+//!   (memory storage, not synced) that it flushes into the connection's
+//!   socket, then hands the batch over at once (`Slots::send_mark`); the
+//!   member that takes the slot over reads it with the slot. The mark
+//!   survives the member's process crash, as the local queue's survives
+//!   one in the page cache, and costs no sync on the servers.
 //! - **Committing.** After `Ok`, the slot's checkpoint moves past the batch
 //!   by compare-and-set on the holder's own last revision. A member that was
 //!   taken over meanwhile gets [`durq::Error::Fenced`] and nothing moves; its
@@ -414,13 +412,7 @@ impl Consumer {
             Some(last) => committed.handed_out(last.position.offset + 1),
             None => committed,
         };
-        let slots = &self.membership.slots;
-        // A batch is committed only once its mark was acknowledged, and the
-        // commit expects the mark's revision.
-        let write = async {
-            slots.confirm_mark(lease).await?;
-            slots.advance(lease, progress).await
-        };
+        let write = self.membership.slots.advance(lease, progress);
         let written = match self.held.get_mut(&taken.partition).and_then(|held| held.cursor.as_mut()) {
             // The batch after `next` is read while the write is on its way.
             Some(cursor) => cursor.read_while(self.options.configured_max_batch(), write).await,
@@ -510,11 +502,7 @@ impl Consumer {
             if let Some(lease) = leases.get_mut(&taken.partition) {
                 let progress =
                     Progress { checkpoint: head, delivered_end: lease.progress().delivered_end.max(head), attempts };
-                let written = match self.membership.slots.confirm_mark(lease).await {
-                    Ok(()) => self.membership.slots.advance(lease, progress).await,
-                    Err(e) => Err(e),
-                };
-                match written {
+                match self.membership.slots.advance(lease, progress).await {
                     Ok(()) => {}
                     Err(Error::Fenced { .. }) => {
                         leases.remove(&taken.partition);
@@ -674,10 +662,9 @@ impl Consumer {
         Ok(None)
     }
 
-    /// Records `records` as delivered in the slot, before they are handed
-    /// over: the mark is sent and flushed, and its acknowledgement awaited
-    /// before their commit. A slot found taken over is dropped (nothing was
-    /// handed out).
+    /// Records `records` as delivered, before they are handed over: the
+    /// mark is put into the marks bucket and flushed (`Slots::send_mark`).
+    /// A slot found taken over is dropped (nothing was handed out).
     async fn mark(
         &mut self,
         partition: u32,
@@ -701,12 +688,6 @@ impl Consumer {
                 attempts: marked.attempts,
                 delivered_before: progress.delivered_end,
             })),
-            Err(Error::Fenced { .. }) => {
-                leases.remove(&partition);
-                drop(leases);
-                self.forget(partition);
-                Ok(None)
-            }
             Err(e) => {
                 drop(leases);
                 if let Some(held) = self.held.get_mut(&partition) {

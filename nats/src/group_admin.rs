@@ -76,12 +76,16 @@ impl crate::Queue {
             let slots = existing(&shared, group).await?;
             ensure_idle(&shared, &slots, group).await?;
             dead_letter::delete(&shared, group).await?;
-            shared
-                .client
-                .jetstream()
-                .delete_key_value(slots.bucket())
-                .await
-                .map_err(|e| Error::engine(format!("delete bucket {}", slots.bucket()), e))?;
+            // The slots' bucket last: while it exists the group does, and a
+            // delete cut short can be asked again.
+            for bucket in [slots.marks_bucket(), slots.bucket()] {
+                shared
+                    .client
+                    .jetstream()
+                    .delete_key_value(bucket)
+                    .await
+                    .map_err(|e| Error::engine(format!("delete bucket {bucket}"), e))?;
+            }
             Ok(())
         })
     }

@@ -6,7 +6,7 @@
 //! subject token and of a stream name (see [`validate_queue_name`]).
 
 use crate::error::{Error, Result};
-use crate::slot::validate_name;
+use crate::group_names::validate_name;
 
 /// A parsed queue address.
 #[derive(Debug, Clone, PartialEq, Eq)]

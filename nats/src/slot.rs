@@ -30,18 +30,26 @@
 //! delivered ([`Progress`]), so that the member that takes the slot over
 //! counts them. A take and a release carry both over unchanged.
 //!
-//! **Marks sent ahead of their acknowledgement.** The mark of a batch about
-//! to be handed over ([`Slots::send_mark`]) is the same compare-and-set,
-//! but its holder does not wait for the server: the message is written into
-//! the connection's socket, and the acknowledgement (with the revision the
-//! next compare-and-set expects) is awaited by the holder's next write,
-//! the batch's commit first among them ([`Slots::confirm_mark`]). A mark
-//! then survives the member's process crash (the bytes are in the kernel or
-//! on the server), not a lost connection followed by that crash: the local
-//! queue's mark survives a process crash in the page cache, not a power
-//! cut. A mark refused is a takeover ([`Error::Fenced`]); a mark whose
-//! acknowledgement failed fails the batch's commit with that error, so no
-//! batch is committed whose mark the server did not acknowledge.
+//! **Marks in memory, beside the slots.** The mark of a batch handed to
+//! a member that was idle ([`Slots::send_mark`]) does not go to the slot's
+//! key: it is put into the group's marks bucket (`DURM_…`, memory storage,
+//! as many replicas as the slots, [`crate::group_names::marks_bucket`]),
+//! under the slot's name, without waiting for the server: the message is
+//! written into the connection's socket, and the batch is handed over. The
+//! member that takes the slot over from that holding reads the mark with
+//! the slot and counts its deliveries ([`Slots::take`]). So a mark costs no
+//! sync (a slot's write is synced on the servers' disks): it survives the
+//! member's process crash (the bytes are in the kernel or on the servers),
+//! not the loss of the servers' memory, as the local queue's mark survives
+//! a process crash in the page cache, not a power cut. A lost mark makes a
+//! delivery count one too low; it never moves a checkpoint. Fencing stays
+//! the slot's compare-and-set alone: a mark is a plain put, and counts only
+//! for the holding (epoch) and checkpoint it names, so a zombie's late mark
+//! counts for nobody (it may overwrite its successor's, whose count is
+//! then one too low if that successor dies before its next write). A mark
+//! needs no acknowledgement before the batch's commit: it matters only for
+//! records not committed. A member that keeps up marks the next batch in
+//! the same (synced) write that commits the last one.
 //!
 //! **Lost replies.** A write whose acknowledgement is lost (a timeout, a
 //! leader change) may have happened. The holder's next write then finds a
@@ -60,16 +68,14 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::{CreateKeyValueErrorKind, PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::context::{CreateKeyValueErrorKind, PublishError, PublishErrorKind};
 use async_nats::jetstream::kv::{self, UpdateErrorKind};
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, StorageType};
 
 use crate::connect::Client;
 use crate::error::{Error, Result};
+use crate::group_names::{marks_bucket, validate_name};
 use crate::slot_value::{HOLDER_BYTES_MAX, SlotValue, VALUE_BYTES_MAX};
-
-/// The longest bucket or slot name.
-pub const NAME_BYTES_MAX: usize = 64;
 
 /// The JetStream header that marks a key-value delete or purge.
 const KV_OPERATION_HEADER: &str = "KV-Operation";
@@ -92,9 +98,10 @@ const BUCKET_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct Slots {
     store: kv::Store,
-    /// The context the bucket was opened with: marks are published through
-    /// it ([`Slots::send_mark`]).
-    jetstream: async_nats::jetstream::Context,
+    /// The group's delivery marks (module doc, "Marks in memory").
+    marks: kv::Store,
+    /// The connection marks are published on without a reply.
+    client: async_nats::Client,
 }
 
 /// A slot as read: its revision and stored value.
@@ -142,6 +149,15 @@ impl Progress {
     }
 }
 
+/// A delivery mark as read from the marks bucket ([`Slots::read_mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// The epoch of the holding that put it.
+    pub epoch: u64,
+    /// What that holding had handed out, at which checkpoint.
+    pub progress: Progress,
+}
+
 /// A held slot: what its holder needs to commit.
 ///
 /// Dropping a lease does not release the slot (as when the holder's process
@@ -154,27 +170,8 @@ pub struct Lease {
     /// The revision of the holder's last acknowledged write: what its next
     /// compare-and-set expects.
     revision: u64,
-    /// What the holder last wrote or sent (a mark not yet acknowledged
-    /// included).
+    /// What the holder last wrote, or marked in the marks bucket.
     progress: Progress,
-    /// A mark sent and not yet acknowledged ([`Slots::send_mark`]).
-    sent: Option<SentMark>,
-    /// The failure of a mark's acknowledgement, kept for the commit of the
-    /// batch it marked ([`Slots::confirm_mark`]).
-    mark_failed: Option<Error>,
-}
-
-/// A mark on its way: its acknowledgement to await, and the value sent, to
-/// write again if an earlier write of this holding slipped in before it.
-struct SentMark {
-    ack: PublishAckFuture,
-    value: SlotValue,
-}
-
-impl std::fmt::Debug for SentMark {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SentMark").field("value", &self.value).finish_non_exhaustive()
-    }
 }
 
 impl Slots {
@@ -196,25 +193,17 @@ impl Slots {
     /// every creation timed out.
     pub async fn open(client: &Client, bucket: &str, replicas: usize) -> Result<Slots> {
         validate_name("bucket", bucket)?;
-        let config = kv::Config {
-            bucket: bucket.to_owned(),
-            description: "durq consumer-group slots".to_owned(),
-            // Only the latest value of a slot matters; compare-and-set
-            // checks the latest revision.
-            history: 1,
-            max_value_size: VALUE_BYTES_MAX as i32,
-            storage: StorageType::File,
-            num_replicas: replicas,
-            ..Default::default()
-        };
-        let create = || client.jetstream().create_key_value(config.clone());
-        let store = while_not_there(create, |e| e.kind() == CreateKeyValueErrorKind::TimedOut).await.map_err(
-            |(e, waited)| Error::engine(format!("create key-value bucket {bucket} ({replicas} replicas){waited}"), e),
-        )?;
+        let store = create_bucket(client, bucket, "durq consumer-group slots", StorageType::File, replicas).await?;
+        // Not synced: a mark is meant to survive a member's crash, not the
+        // servers' (module doc).
+        let marks_name = marks_bucket(bucket)?;
+        let marks =
+            create_bucket(client, &marks_name, "durq consumer-group delivery marks", StorageType::Memory, replicas)
+                .await?;
         // A mark is published to the key's subject by hand; with durq's
         // context (the default API prefix) that is the store's prefix.
-        assert!(!store.use_jetstream_prefix, "durq's JetStream context uses the default API prefix");
-        Ok(Slots { store, jetstream: client.jetstream().clone() })
+        assert!(!marks.use_jetstream_prefix, "durq's JetStream context uses the default API prefix");
+        Ok(Slots { store, marks, client: client.jetstream().client() })
     }
 
     /// Runs `write` (a write into this bucket) until it is not refused for a
@@ -246,6 +235,11 @@ impl Slots {
         &self.store.name
     }
 
+    /// The name of the bucket of the slots' delivery marks.
+    pub fn marks_bucket(&self) -> &str {
+        &self.marks.name
+    }
+
     /// The slot's current state, or `None` if it was never written.
     ///
     /// # Errors
@@ -254,24 +248,38 @@ impl Slots {
     /// [`Error::Engine`] if the request fails.
     pub async fn read(&self, slot: &str) -> Result<Option<SlotState>> {
         validate_name("slot", slot)?;
-        let subject = format!("{}{slot}", self.store.prefix);
-        let message = match self.store.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(message) => message,
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-            Err(e) => return Err(Error::engine(format!("read slot {}/{slot}", self.bucket()), e)),
-        };
-        let corrupt = |position, reason| Error::CorruptSlot {
-            bucket: self.bucket().to_owned(),
-            slot: slot.to_owned(),
-            revision: message.sequence,
-            position,
-            reason,
-        };
-        if let Some(operation) = message.headers.get(KV_OPERATION_HEADER) {
-            return Err(corrupt(0, format!("the key was removed ({operation}): its checkpoint is lost")));
+        match last_entry(&self.store, slot).await? {
+            None => Ok(None),
+            Some(Entry::Removed { revision, operation }) => Err(Error::CorruptSlot {
+                bucket: self.bucket().to_owned(),
+                slot: slot.to_owned(),
+                revision,
+                position: 0,
+                reason: format!("the key was removed ({operation}): its checkpoint is lost"),
+            }),
+            Some(Entry::Value { revision, value }) => Ok(Some(SlotState { slot: slot.to_owned(), revision, value })),
         }
-        let value = SlotValue::decode(&message.payload).map_err(|e| corrupt(e.position, e.reason))?;
-        Ok(Some(SlotState { slot: slot.to_owned(), revision: message.sequence, value }))
+    }
+
+    /// The delivery mark last put for slot `slot`, or `None` if there is
+    /// none (never put, removed, or lost with the servers' memory).
+    ///
+    /// # Errors
+    /// [`Error::CorruptSlot`] (naming the marks bucket) if the stored value
+    /// does not decode; [`Error::Engine`] if the request fails.
+    pub async fn read_mark(&self, slot: &str) -> Result<Option<Mark>> {
+        validate_name("slot", slot)?;
+        match last_entry(&self.marks, slot).await? {
+            None | Some(Entry::Removed { .. }) => Ok(None),
+            Some(Entry::Value { value, .. }) => Ok(Some(Mark {
+                epoch: value.epoch,
+                progress: Progress {
+                    checkpoint: value.checkpoint,
+                    delivered_end: value.delivered_end,
+                    attempts: value.attempts,
+                },
+            })),
+        }
     }
 
     /// The state of slot `slot` from a watched entry's revision and value.
@@ -305,7 +313,18 @@ impl Slots {
         if let Some(seen) = seen {
             assert_eq!(seen.slot, slot, "a slot is taken from a state read of that same slot");
         }
-        let progress = seen.map_or(Progress { checkpoint: 0, delivered_end: 0, attempts: 0 }, SlotState::progress);
+        let mut progress = seen.map_or(Progress { checkpoint: 0, delivered_end: 0, attempts: 0 }, SlotState::progress);
+        // Taken from a holder (dead, or presumed so): its last mark counts
+        // if it was made by that holding at the checkpoint stored. A free
+        // slot's release stored its holder's progress, marks included.
+        if let Some(epoch) = seen.and_then(SlotState::epoch)
+            && let Some(mark) = self.read_mark(slot).await?
+            && mark.epoch == epoch
+            && mark.progress.checkpoint == progress.checkpoint
+        {
+            progress.delivered_end = progress.delivered_end.max(mark.progress.delivered_end);
+            progress.attempts = progress.attempts.max(mark.progress.attempts);
+        }
         let value = SlotValue {
             checkpoint: progress.checkpoint,
             epoch: 0,
@@ -321,15 +340,7 @@ impl Slots {
             }
             _ => Error::engine(format!("take slot {}/{slot}", self.bucket()), e),
         })?;
-        Ok(Lease {
-            slot: slot.to_owned(),
-            holder: holder.to_owned(),
-            epoch: revision,
-            revision,
-            progress,
-            sent: None,
-            mark_failed: None,
-        })
+        Ok(Lease { slot: slot.to_owned(), holder: holder.to_owned(), epoch: revision, revision, progress })
     }
 
     /// Moves the slot's checkpoint to `checkpoint` (every record before it
@@ -354,63 +365,29 @@ impl Slots {
     /// As [`Slots::commit`].
     pub async fn advance(&self, lease: &mut Lease, progress: Progress) -> Result<()> {
         let value = lease.value_of(progress);
-        self.write_held(lease, value).await
+        self.write_over(lease, value).await
     }
 
-    /// Sends `progress`, the mark of a batch about to be handed over, by
-    /// compare-and-set on the lease's last revision, and returns once the
-    /// message is written into the connection's socket, without waiting
-    /// for the server. Its acknowledgement is awaited by the lease's next
-    /// write, or by [`Slots::confirm_mark`] before the batch's commit.
-    ///
-    /// A mark sent earlier and never confirmed (its batch failed, and
-    /// nothing was written since) is awaited first; only its refusal still
-    /// matters then.
+    /// Puts `progress`, the mark of a batch about to be handed over, into
+    /// the marks bucket, and returns once the message is written into the
+    /// connection's socket, without waiting for the server (module doc,
+    /// "Marks in memory"). The lease's next write stores it in the slot
+    /// too.
     ///
     /// # Errors
-    /// [`Error::Fenced`] if that earlier mark was refused;
-    /// [`Error::CheckpointBehind`] as [`Slots::commit`]; [`Error::Engine`] if
-    /// the mark cannot be sent or flushed (it may still reach the server;
-    /// the lease's next write finds out).
+    /// [`Error::CheckpointBehind`] as [`Slots::commit`]; [`Error::Engine`]
+    /// if the mark cannot be sent or flushed (it may still reach the
+    /// server).
     pub async fn send_mark(&self, lease: &mut Lease, progress: Progress) -> Result<()> {
-        self.await_sent(lease).await?;
-        lease.mark_failed = None;
         let value = lease.value_of(progress);
         self.check_not_behind(lease, &value)?;
-        let what = || format!("mark slot {}/{}", self.bucket(), lease.slot);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            async_nats::HeaderValue::from(lease.revision),
-        );
-        let subject = format!("{}{}", self.store.put_prefix.as_ref().unwrap_or(&self.store.prefix), lease.slot);
-        let ack = self
-            .jetstream
-            .publish_with_headers(subject, headers, value.encode().into())
-            .await
-            .map_err(|e| Error::engine(what(), e))?;
+        let what = || format!("mark slot {}/{}", self.marks.name, lease.slot);
+        let subject = format!("{}{}", self.marks.put_prefix.as_ref().unwrap_or(&self.marks.prefix), lease.slot);
+        self.client.publish(subject, value.encode().into()).await.map_err(|e| Error::engine(what(), e))?;
         lease.progress = progress;
-        lease.sent = Some(SentMark { ack, value });
         // The client's flush returns once its connection task has written
         // everything queued before it into the socket (no round trip).
-        self.jetstream.client().flush().await.map_err(|e| Error::engine(what(), e))
-    }
-
-    /// Awaits the acknowledgement of the mark sent for the batch about to
-    /// be committed, so the commit's compare-and-set expects the mark's
-    /// revision. Returns at once if no mark is on its way.
-    ///
-    /// # Errors
-    /// [`Error::Fenced`] if the mark was refused (the slot was taken over);
-    /// [`Error::Engine`] if its acknowledgement failed (no reply in time, a
-    /// lost connection), now or when an earlier write of the lease awaited
-    /// it: the batch must not be committed, and comes again.
-    pub async fn confirm_mark(&self, lease: &mut Lease) -> Result<()> {
-        self.await_sent(lease).await?;
-        match lease.mark_failed.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.client.flush().await.map_err(|e| Error::engine(what(), e))
     }
 
     /// Gives the slot back, keeping its checkpoint, so another member can
@@ -427,7 +404,7 @@ impl Slots {
             attempts: p.attempts,
             holder: String::new(),
         };
-        self.write_held(&mut lease, value).await
+        self.write_over(&mut lease, value).await
     }
 
     /// Sets a slot nobody holds to `checkpoint` (a group reset), from the
@@ -456,40 +433,6 @@ impl Slots {
         &self.store
     }
 
-    /// Writes `value` over the lease's own last revision, once a mark on
-    /// its way was acknowledged; on a mismatch, adopts a newer revision that
-    /// is still this holding's (a write whose reply was lost) and tries once
-    /// more.
-    async fn write_held(&self, lease: &mut Lease, value: SlotValue) -> Result<()> {
-        self.await_sent(lease).await?;
-        self.write_over(lease, value).await
-    }
-
-    /// Awaits the acknowledgement of the mark on its way, if one is, and
-    /// takes its revision. A mark refused because a write of this same
-    /// holding came in before it (one whose reply was lost) is written
-    /// again, synced; refused otherwise, the slot was taken over. A failed
-    /// acknowledgement is kept in the lease for the batch's commit
-    /// ([`Slots::confirm_mark`]); the lease keeps the mark's progress, so its
-    /// next write stores the mark, or adopts it if it was stored after all.
-    ///
-    /// # Errors
-    /// [`Error::Fenced`]; as [`Slots::commit`] for a mark written again.
-    async fn await_sent(&self, lease: &mut Lease) -> Result<()> {
-        let Some(SentMark { ack, value }) = lease.sent.take() else { return Ok(()) };
-        match ack.await {
-            Ok(ack) => {
-                lease.revision = ack.sequence;
-                Ok(())
-            }
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => self.write_over(lease, value).await,
-            Err(e) => {
-                lease.mark_failed = Some(Error::engine(format!("mark slot {}/{}", self.bucket(), lease.slot), e));
-                Ok(())
-            }
-        }
-    }
-
     fn check_not_behind(&self, lease: &Lease, value: &SlotValue) -> Result<()> {
         if value.checkpoint < lease.progress.checkpoint {
             return Err(Error::CheckpointBehind {
@@ -502,7 +445,9 @@ impl Slots {
         Ok(())
     }
 
-    /// [`Slots::write_held`]'s compare-and-set, with nothing on its way.
+    /// Writes `value` over the lease's own last revision; on a mismatch,
+    /// adopts a newer revision that is still this holding's (a write whose
+    /// reply was lost) and tries once more.
     async fn write_over(&self, lease: &mut Lease, value: SlotValue) -> Result<()> {
         let fenced =
             || Error::Fenced { bucket: self.bucket().to_owned(), slot: lease.slot.clone(), epoch: lease.epoch };
@@ -620,23 +565,69 @@ impl Lease {
     }
 }
 
-/// Bucket and slot names: one NATS subject token of letters, digits, `-`
-/// and `_` (what both a bucket and a key accept), so a name never splits
-/// into subject levels or matches a wildcard.
-pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        Some("empty")
-    } else if name.len() > NAME_BYTES_MAX {
-        Some("longer than 64 bytes")
-    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        Some("only ASCII letters, digits, '-' and '_' are allowed")
-    } else {
-        None
+/// Creates key-value bucket `bucket` (or opens it, if it exists with the
+/// same settings), holding only each key's latest value: compare-and-set
+/// checks the latest revision, and a mark replaces the one before. A
+/// creation that timed out is asked again ([`Slots::open`]).
+async fn create_bucket(
+    client: &Client,
+    bucket: &str,
+    description: &str,
+    storage: StorageType,
+    replicas: usize,
+) -> Result<kv::Store> {
+    let config = kv::Config {
+        bucket: bucket.to_owned(),
+        description: description.to_owned(),
+        history: 1,
+        max_value_size: VALUE_BYTES_MAX as i32,
+        storage,
+        num_replicas: replicas,
+        ..Default::default()
     };
-    match reason {
-        Some(reason) => Err(Error::InvalidName { what, name: name.to_owned(), reason }),
-        None => Ok(()),
+    let create = || client.jetstream().create_key_value(config.clone());
+    while_not_there(create, |e| e.kind() == CreateKeyValueErrorKind::TimedOut).await.map_err(|(e, waited)| {
+        Error::engine(format!("create key-value bucket {bucket} ({replicas} replicas){waited}"), e)
+    })
+}
+
+/// A key's last entry in a bucket, as stored.
+enum Entry {
+    Value {
+        revision: u64,
+        value: SlotValue,
+    },
+    /// A delete or purge marker, with its operation.
+    Removed {
+        revision: u64,
+        operation: String,
+    },
+}
+
+/// The last entry of key `key` in `store` (read from the stream's leader),
+/// or `None` if it was never written.
+///
+/// # Errors
+/// [`Error::CorruptSlot`] if the value does not decode; [`Error::Engine`] if
+/// the request fails.
+async fn last_entry(store: &kv::Store, key: &str) -> Result<Option<Entry>> {
+    let subject = format!("{}{key}", store.prefix);
+    let message = match store.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => message,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(e) => return Err(Error::engine(format!("read key {}/{key}", store.name), e)),
+    };
+    if let Some(operation) = message.headers.get(KV_OPERATION_HEADER) {
+        return Ok(Some(Entry::Removed { revision: message.sequence, operation: operation.to_string() }));
     }
+    let value = SlotValue::decode(&message.payload).map_err(|e| Error::CorruptSlot {
+        bucket: store.name.clone(),
+        slot: key.to_owned(),
+        revision: message.sequence,
+        position: e.position,
+        reason: e.reason,
+    })?;
+    Ok(Some(Entry::Value { revision: message.sequence, value }))
 }
 
 /// Runs `attempt` until it succeeds, fails with an error `not_there` does
@@ -704,17 +695,6 @@ fn validate_holder(holder: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_one_subject_token() {
-        for good in ["p0", "group-1_a", &"x".repeat(NAME_BYTES_MAX)] {
-            assert!(validate_name("slot", good).is_ok(), "{good:?}");
-        }
-        for bad in ["", "a.b", "a*", "a>", "a b", "é", &"x".repeat(NAME_BYTES_MAX + 1)] {
-            let err = validate_name("slot", bad).unwrap_err();
-            assert!(matches!(err, Error::InvalidName { what: "slot", .. }), "{bad:?}: {err:?}");
-        }
-    }
 
     #[test]
     fn a_member_id_is_non_empty_and_fits_the_value() {

@@ -16,6 +16,20 @@ fn open(server: &NatsServer, name: &str) -> Queue {
     Queue::open_with(&format!("{}/{name}", server.url()), Options::default()).expect("open")
 }
 
+/// The names of the streams that belong to queue `queue`, sorted.
+fn streams_of(server: &NatsServer, queue: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        use futures_util::StreamExt;
+        let client = async_nats::connect(server.url().trim_start_matches("nats://")).await.expect("raw connect");
+        let names: Vec<String> =
+            async_nats::jetstream::new(client).stream_names().map(|name| name.expect("a stream name")).collect().await;
+        let mut names: Vec<String> = names.into_iter().filter(|n| n.contains(&format!("_{queue}_"))).collect();
+        names.sort();
+        names
+    })
+}
+
 fn options() -> ConsumerOptions {
     ConsumerOptions::default().lease_timeout(Duration::from_secs(1)).retry_backoff(vec![Duration::ZERO])
 }
@@ -147,6 +161,7 @@ fn a_group_is_reset_and_deleted_only_without_a_live_member() {
 
     queue.delete_group("g").unwrap();
     assert!(queue.groups().unwrap().is_empty());
+    assert_eq!(streams_of(&server, "admin"), ["DURQ_admin_P0000"], "the slots' and the marks' buckets are gone");
     let err = queue.reset_group("g", ResetTo::Earliest).expect_err("deleted");
     assert!(matches!(err, durq::Error::InvalidOption { option: "group", .. }), "{err:?}");
 }

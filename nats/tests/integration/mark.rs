@@ -1,13 +1,12 @@
-//! The mark of a batch sent ahead of its acknowledgement: a member hands the
-//! batch over once the mark is written into its connection's socket, and
-//! awaits the acknowledgement only before the batch's commit. Shown with a
-//! proxy that stalls the member's connection at the instant of the mark
-//! (`common::proxy`): the batch is out while the mark's acknowledgement is
-//! held back, and committed once it came; a mark the server refuses
-//! (another member took the slot over meanwhile) fails the commit with
-//! `Fenced`. And members SIGKILLed inside `process`, right after the
-//! hand-over, each leave their mark on the server: the successor's count
-//! says so.
+//! The mark of a batch handed to an idle member: a put into the group's
+//! marks bucket (memory storage), flushed into the connection's socket
+//! before the hand-over, not awaited, and not a write of the slot (whose
+//! writes are synced): the slot moves only at the commit. A member stalled
+//! right after the hand-over (its writes held in a proxy, `common::proxy`)
+//! is fenced at its commit, the batch goes to the new holder, and its late
+//! mark counts for nobody. And members SIGKILLed inside `process`, right
+//! after the hand-over, each leave their mark on the server: the
+//! successor's count says so.
 //!
 //! The members that die are child processes: this test binary run again
 //! (`--exact mark::child_member_dying_in_process`) with
@@ -21,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::NatsServer;
 use crate::common::proxy::{Hold, Proxy};
+use async_nats::jetstream::stream::StorageType;
 use durq::{ConsumerOptions, Options};
-use durq_nats::{Consumer, Queue, Slots, connect};
+use durq_nats::{Consumer, Progress, Queue, Slots, connect};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -81,57 +81,67 @@ fn warm_up(member: &mut Consumer, queue: &Queue) {
     }
 }
 
-/// The slot of partition 0 of group `g` of `queue`, read on a connection of
-/// its own.
-fn stored_slot(url: &str, queue: &str) -> durq_nats::SlotState {
+/// The slot of partition 0 of group `g` of `queue` and its last mark, read
+/// on a connection of its own, and the storage of the marks' bucket.
+fn stored(url: &str, queue: &str) -> (durq_nats::SlotState, Option<durq_nats::Mark>, StorageType) {
     let bucket = durq_nats::group_names::group_bucket(queue, "g").expect("a bucket name");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async {
         let client = connect(url).await.expect("connect");
         let slots = Slots::open(&client, &bucket, 1).await.expect("the group's bucket");
-        slots.read(&durq_nats::group_names::slot_key(0)).await.expect("read the slot").expect("a written slot")
+        let key = durq_nats::group_names::slot_key(0);
+        let slot = slots.read(&key).await.expect("read the slot").expect("a written slot");
+        let mark = slots.read_mark(&key).await.expect("read the mark");
+        let raw = async_nats::jetstream::new(async_nats::connect(url).await.expect("raw connect"));
+        let mut stream = raw.get_stream(format!("KV_{}", slots.marks_bucket())).await.expect("the marks' stream");
+        let storage = stream.info().await.expect("its info").config.storage;
+        (slot, mark, storage)
     })
 }
 
 #[test]
-fn a_batch_is_handed_over_before_its_marks_acknowledgement_and_committed_once_it_came() {
+fn an_idle_members_mark_goes_to_memory_before_the_hand_over_and_the_slot_moves_only_at_the_commit() {
     let server = NatsServer::start_blocking();
-    let proxy = Proxy::start(&server.url());
-    let direct = open(&server.url(), "early");
-    let behind_proxy = open(&proxy.url(), "early");
+    let queue = open(&server.url(), "early");
     // A lease long enough that no heartbeat writes during the test.
     let options = ConsumerOptions::default().lease_timeout(Duration::from_secs(120));
-    let mut member = behind_proxy.consumer_with("g", options).expect("member");
-    warm_up(&mut member, &direct);
+    let mut member = queue.consumer_with("g", options).expect("member");
+    warm_up(&mut member, &queue);
+    let epoch = stored(&server.url(), "early").0.epoch().expect("held");
     for i in 1..4 {
-        direct.producer().send(format!("r{i}")).unwrap();
+        queue.producer().send(format!("r{i}")).unwrap();
     }
 
-    proxy.hold(Hold::KvAcks);
     let (events, go, worker) = process_on_a_thread(member);
-    let batch = handed_over(&events, "acknowledgements held");
+    let batch = handed_over(&events, "an idle member");
     assert_eq!(batch[0], (1, 1), "the record after the first, first delivery: {batch:?}");
-    // The server stored the mark and acknowledged it; the acknowledgement
-    // is held in the proxy while the batch is out.
-    let deadline = Instant::now() + WITHIN;
-    while proxy.held_total() == 0 {
-        assert!(Instant::now() < deadline, "the server never acknowledged the mark");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let stored = stored_slot(&server.url(), "early").progress();
     let end = 1 + batch.len() as u64;
-    assert_eq!((stored.checkpoint, stored.delivered_end, stored.attempts), (1, end, 1));
+    // The mark was flushed before the hand-over, not awaited: the server
+    // stores it at its own pace.
+    let deadline = Instant::now() + WITHIN;
+    let (slot, mark, storage) = loop {
+        let seen = stored(&server.url(), "early");
+        if seen.1.is_some_and(|m| m.progress.checkpoint == 1) {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "the mark never reached the marks bucket: {:?}", seen.1);
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let marked = Progress { checkpoint: 1, delivered_end: end, attempts: 1 };
+    assert_eq!(mark, Some(durq_nats::Mark { epoch, progress: marked }));
+    assert_eq!(storage, StorageType::Memory, "a mark is not synced");
+    let p = slot.progress();
+    assert_eq!((p.checkpoint, p.delivered_end, p.attempts), (1, 1, 0), "the slot holds the warm-up's commit only");
 
-    proxy.release();
     go.send(()).unwrap();
-    assert_eq!(returned(&events).expect("the commit after the mark's acknowledgement"), batch.len());
+    assert_eq!(returned(&events).expect("the commit"), batch.len());
     let member = worker.join().unwrap();
     assert_eq!(member.committed().unwrap(), [end]);
-    assert_eq!(stored_slot(&server.url(), "early").checkpoint(), end);
+    assert_eq!(stored(&server.url(), "early").0.checkpoint(), end);
 }
 
 #[test]
-fn a_mark_refused_after_the_hand_over_fails_the_commit_with_fenced_and_the_batch_goes_to_the_new_holder() {
+fn a_member_stalled_after_the_hand_over_is_fenced_at_its_commit_and_its_late_mark_counts_for_nobody() {
     let server = NatsServer::start_blocking();
     let proxy = Proxy::start(&server.url());
     let direct = open(&server.url(), "refused");
@@ -165,13 +175,13 @@ fn a_mark_refused_after_the_hand_over_fails_the_commit_with_fenced_and_the_batch
     }
     assert_eq!(seen, [1, 2, 3], "the stalled member's batch, taken over");
 
-    // The mark reaches the server now, after the successor's writes: it is
-    // refused, and so is the batch's commit.
+    // The mark reaches the server now, after the successor's writes: it
+    // names the old holding, and the commit after it is refused.
     proxy.release();
     go.send(()).unwrap();
     match returned(&events) {
         Err(durq::Error::Fenced { partition: 0, .. }) => {}
-        other => panic!("the commit of a batch whose mark was refused: {other:?}"),
+        other => panic!("the commit of a member taken over: {other:?}"),
     }
     drop(worker.join().unwrap());
     assert_eq!(successor.committed().unwrap(), [4], "the successor's commit stands");
@@ -181,12 +191,12 @@ fn a_mark_refused_after_the_hand_over_fails_the_commit_with_fenced_and_the_batch
         assert!(Instant::now() < deadline, "r4 never came to the successor");
         successor
             .process_timeout(Duration::from_millis(100), |b| {
-                next.extend(b.iter().map(|m| m.position().offset));
+                next.extend(b.iter().map(|m| (m.position().offset, m.delivery_count())));
                 Ok::<(), std::io::Error>(())
             })
             .expect("the successor's process");
     }
-    assert_eq!(next, [4]);
+    assert_eq!(next, [(4, 1)], "the next record, delivered once: the late mark counted for nobody");
 }
 
 /// A member in a child process that SIGKILLs itself as soon as `process`

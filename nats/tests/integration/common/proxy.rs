@@ -1,9 +1,8 @@
 //! A loopback TCP proxy between a client and a server that reads the NATS
 //! protocol frame by frame and can stall one direction of a connection from
 //! its first key-value write on: from the first publish into a `$KV.`
-//! subject ([`Hold::KvWrites`]), or from the first acknowledgement of such
-//! a write ([`Hold::KvAcks`]), every frame of that direction is held back,
-//! in order, until [`Proxy::release`] sends them on. Frames before it (the
+//! subject ([`Hold::KvWrites`]), every frame of that direction is held
+//! back, in order, until [`Proxy::release`] sends them on. Frames before it (the
 //! records a member reads, its earlier writes) pass at once: what a stalled
 //! connection looks like to a member at the instant it marks a batch, made
 //! exact.
@@ -19,9 +18,6 @@ pub enum Hold {
     Nothing,
     /// `PUB`/`HPUB` frames from the client into a `$KV.` subject.
     KvWrites,
-    /// `MSG`/`HMSG` frames from the server that acknowledge a write into a
-    /// key-value bucket (a publish acknowledgement naming a `KV_` stream).
-    KvAcks,
 }
 
 /// The proxy: listens on a free loopback port, one upstream connection per
@@ -35,8 +31,6 @@ struct State {
     hold: Hold,
     /// Held frames, each with the connection it goes to.
     held: Vec<(TcpStream, Vec<u8>)>,
-    /// How many frames were held so far.
-    held_total: usize,
 }
 
 impl Proxy {
@@ -45,7 +39,7 @@ impl Proxy {
         let upstream = upstream.trim_start_matches("nats://").to_owned();
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the proxy");
         let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(State { hold: Hold::Nothing, held: Vec::new(), held_total: 0 }));
+        let state = Arc::new(Mutex::new(State { hold: Hold::Nothing, held: Vec::new() }));
         let shared = state.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -83,12 +77,6 @@ impl Proxy {
         }
     }
 
-    /// How many key-value frames (writes or acknowledgements, as held)
-    /// were held back so far, not counting the frames stalled behind them.
-    pub fn held_total(&self) -> usize {
-        self.state().held_total
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -112,10 +100,8 @@ fn forward(from: TcpStream, to: TcpStream, direction: Direction, state: &Mutex<S
         let hold = match state.hold {
             Hold::Nothing => false,
             Hold::KvWrites => direction == Direction::ToServer && is_kv_write(&frame),
-            Hold::KvAcks => direction == Direction::ToClient && is_kv_ack(&frame),
         };
         if hold || state.held.iter().any(|(held_to, _)| same_peer(held_to, &to)) {
-            state.held_total += usize::from(hold);
             state.held.push((to.try_clone().unwrap(), frame));
         } else if to.write_all(&frame).is_err() {
             return;
@@ -149,9 +135,4 @@ fn read_frame(from: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
 
 fn is_kv_write(frame: &[u8]) -> bool {
     frame.starts_with(b"PUB $KV.") || frame.starts_with(b"HPUB $KV.")
-}
-
-fn is_kv_ack(frame: &[u8]) -> bool {
-    (frame.starts_with(b"MSG ") || frame.starts_with(b"HMSG "))
-        && frame.windows(b"\"stream\":\"KV_".len()).any(|w| w == b"\"stream\":\"KV_")
 }
