@@ -147,7 +147,7 @@ pub(crate) async fn members(jetstream: &Context, slots: &Slots) -> Result<Vec<Me
 }
 
 /// A member value's lease timeout.
-fn lease_of(bucket: &str, key: &str, revision: u64, value: &[u8]) -> Result<Duration> {
+pub(crate) fn lease_of(bucket: &str, key: &str, revision: u64, value: &[u8]) -> Result<Duration> {
     let bytes: [u8; MEMBER_VALUE_BYTES] = value.try_into().map_err(|_| Error::CorruptSlot {
         bucket: bucket.to_owned(),
         slot: key.to_owned(),

@@ -10,10 +10,12 @@
 //! slot it holds every `lease_timeout / 3` ([`Membership::heartbeat`]); the
 //! others watch the whole bucket (one watch, pushed by the server) and note,
 //! on their *own* monotonic clock, when each key last changed. A key
-//! unchanged for `lease_timeout` belongs to a member presumed dead: its
-//! member no longer counts in the assignment, and its slots may be taken
-//! over (by compare-and-set, so a member that was only slow is fenced). No
-//! two hosts' clocks are ever compared. A key first seen counts as changed
+//! unchanged for its member's lease timeout (the one that member announced
+//! in its member key, so members with different leases judge each other
+//! by the promise each made) belongs to a member presumed dead: its member
+//! no longer counts in the assignment, and its slots may be taken over (by
+//! compare-and-set, so a member that was only slow is fenced). No two
+//! hosts' clocks are ever compared. A key first seen counts as changed
 //! then, so a member that just started waits a full lease before it
 //! presumes anybody dead.
 //!
@@ -34,6 +36,7 @@ use futures_util::StreamExt;
 
 use crate::error::Error;
 use crate::group_names::{MEMBER_KEY_PREFIX, member_key, slot_key};
+use crate::member_stat::lease_of;
 use crate::slot::{Lease, Progress, SlotState, Slots};
 
 /// Pause before watching the bucket again after the watch ended (a server
@@ -133,12 +136,23 @@ impl Membership {
     /// `partitions` as seen.
     pub(crate) fn snapshot(&self, partitions: u32) -> Result<(Vec<MemberId>, Vec<SlotView>), Error> {
         let view = self.view();
-        let fresh = |seen: &Seen| seen.changed_at.elapsed() < self.lease_timeout;
+        // A member's keys are judged by the lease it announced; a member
+        // whose key is gone or unreadable, by this member's own.
+        let lease_of_holder = |holder: &str| {
+            let key = member_key(holder);
+            view.keys
+                .get(&key)
+                .filter(|seen| !seen.removed)
+                .and_then(|seen| lease_of(self.bucket(), &key, seen.revision, &seen.value).ok())
+                .unwrap_or(self.lease_timeout)
+        };
+        let fresh = |seen: &Seen, holder: &str| seen.changed_at.elapsed() < lease_of_holder(holder);
         let mut live = vec![self.member];
         for (key, seen) in &view.keys {
-            if let Some(id) = key.strip_prefix(MEMBER_KEY_PREFIX).and_then(parse_hex)
+            if let Some(holder) = key.strip_prefix(MEMBER_KEY_PREFIX)
+                && let Some(id) = parse_hex(holder)
                 && !seen.removed
-                && fresh(seen)
+                && fresh(seen, holder)
             {
                 live.push(id);
             }
@@ -160,9 +174,10 @@ impl Membership {
                 });
             }
             let state = self.slots.state_of(&key, seen.revision, &seen.value)?;
+            let fresh = state.holder().is_some_and(|h| fresh(seen, h));
             let holder = state.holder().map(|h| parse_hex(h).unwrap_or(durq::internals::group::lease::NOBODY));
-            let live_holder = holder.filter(|_| fresh(seen));
-            let takeable = holder.is_none() || !fresh(seen);
+            let live_holder = holder.filter(|_| fresh);
+            let takeable = holder.is_none() || !fresh;
             slots.push(SlotView { state: Some(state), live_holder, takeable });
         }
         Ok((live, slots))

@@ -416,3 +416,40 @@ async fn process_async_commits_after_ok_redelivers_after_an_error_or_a_dropped_f
     let (n, counts, committed) = task.await.unwrap();
     assert_eq!((n, counts, committed), (1, vec![(b"order 1".to_vec(), 3)], vec![1]));
 }
+
+#[test]
+fn a_member_judges_another_by_the_lease_that_one_announced_not_by_its_own() {
+    let server = NatsServer::start_blocking();
+    let queue = open(&server.url(), "leases", 2);
+    // Heartbeats every 2 s: a 1 s lease would see its keys lapse between two.
+    let long = ConsumerOptions::default().lease_timeout(Duration::from_secs(6));
+    let mut first = queue.consumer_with("g", long).expect("the long-leased member");
+    assert_eq!(first.held_partitions(), [0, 1]);
+    let mut second = queue.consumer_with("g", options()).expect("a member with a 1 s lease");
+    // The fair share gives the second member a slot, which the first gives
+    // back only between its batches: it makes none here, so the slot stays
+    // held by a live member, and the second must not take it.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(5) {
+        second.process_timeout(Duration::from_millis(100), |_| Ok::<(), std::io::Error>(())).expect("second");
+        assert!(
+            second.held_partitions().is_empty(),
+            "took {:?} from a live member {:?} after it joined",
+            second.held_partitions(),
+            watched.elapsed()
+        );
+    }
+    // One record in each partition: the first member gives one slot back
+    // at its first look (the fair share), and keeps the other.
+    let producer = queue.producer();
+    let partitions: Vec<u32> = (0..2).map(|_| producer.send("r").unwrap().partition).collect();
+    assert_eq!(partitions, [0, 1]);
+    let mut n = 0;
+    let deadline = Instant::now() + WITHIN;
+    while n == 0 {
+        assert!(Instant::now() < deadline, "the first member never got its record");
+        n = first
+            .process_timeout(Duration::from_millis(100), |_| Ok::<(), std::io::Error>(()))
+            .expect("the first member was never fenced");
+    }
+}
