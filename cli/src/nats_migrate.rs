@@ -11,11 +11,13 @@ use crate::{CliResult, stream_error};
 
 /// Move a local queue to NATS: the records from the lowest position of the
 /// groups named (all kept records if none is), at the same offsets and
-/// partitions, with their keys; and each group's position.
+/// partitions, with their keys; each group's position, and its dead letters
+/// not yet replayed.
 ///
 /// Prints `<partition> <offset>` for each record once the server stored it
 /// (as `durq produce` does), then `group <G> <partition> <offset>` for each
-/// group's position written. The local queue is only read; stop its
+/// group's position written, and `group <G> dead-letters <n>` for a group
+/// whose dead-letter stream on NATS holds `n` > 0 letters. The local queue is only read; stop its
 /// producers and consumers first (records sent later are not moved). The
 /// target queue must not exist: the migration creates it, and it can be
 /// opened once the migration is done. A migration that stopped (killed,
@@ -55,6 +57,10 @@ pub fn run(args: Args) -> CliResult<()> {
     for group in &migrated.groups {
         for (p, checkpoint) in group.checkpoints.iter().enumerate() {
             writeln!(out, "group {} {p} {checkpoint}", group.name).map_err(stream_error("writing stdout"))?;
+        }
+        if group.dead_letters > 0 {
+            writeln!(out, "group {} dead-letters {}", group.name, group.dead_letters)
+                .map_err(stream_error("writing stdout"))?;
         }
     }
     out.flush().map_err(stream_error("writing stdout"))?;

@@ -30,6 +30,7 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{self, StorageType};
 use durq::{DeadLetter, Position};
 
+use crate::connect::Client;
 use crate::error::Error;
 use crate::queue::DUPLICATE_WINDOW;
 use crate::reader::Record;
@@ -48,6 +49,7 @@ const REASON_HEADER: &str = "Durq-Reason";
 
 /// A group's dead-letter stream, as its consumer publishes to it.
 pub(crate) struct DeadLetters {
+    group: String,
     stream: String,
     subject: String,
     /// Whether this consumer has made sure the stream exists.
@@ -59,14 +61,20 @@ pub(crate) fn stream_name(queue: &str, group: &str) -> String {
     format!("DURQ_{queue}_DLQ_{group}")
 }
 
-fn subject(queue: &str, group: &str) -> String {
+/// The subject of group `group`'s dead letters.
+pub(crate) fn subject(queue: &str, group: &str) -> String {
     format!("durq.{queue}.dlq.{group}")
 }
 
 impl DeadLetters {
     pub(crate) fn new(shared: &Shared, group: &str) -> DeadLetters {
         let queue = &shared.url.name;
-        DeadLetters { stream: stream_name(queue, group), subject: subject(queue, group), created: false }
+        DeadLetters {
+            group: group.to_owned(),
+            stream: stream_name(queue, group),
+            subject: subject(queue, group),
+            created: false,
+        }
     }
 
     /// Publishes `record` as a dead letter and waits for its
@@ -80,33 +88,11 @@ impl DeadLetters {
         reason: &str,
     ) -> durq::Result<()> {
         if !self.created {
-            let config = stream::Config {
-                name: self.stream.clone(),
-                description: Some(format!("durq queue {}: dead letters", shared.url.name)),
-                subjects: vec![self.subject.clone()],
-                storage: StorageType::File,
-                num_replicas: usize::from(shared.meta.replicas),
-                duplicate_window: DUPLICATE_WINDOW,
-                ..Default::default()
-            };
-            shared
-                .client
-                .jetstream()
-                .create_stream(config)
-                .await
-                .map_err(|e| Error::engine(format!("create dead-letter stream {}", self.stream), e))?;
+            create_stream(&shared.client, &shared.url.name, &self.group, usize::from(shared.meta.replicas)).await?;
             self.created = true;
         }
         let Position { partition, offset } = record.position;
-        let mut headers = HeaderMap::new();
-        if let Some(key) = &record.key {
-            headers.insert(record::KEY_HEADER, record::encode_key(key).as_str());
-        }
-        headers.insert(PARTITION_HEADER, partition.to_string().as_str());
-        headers.insert(OFFSET_HEADER, offset.to_string().as_str());
-        headers.insert(TIMESTAMP_HEADER, record.timestamp_ms.to_string().as_str());
-        headers.insert(DELIVERIES_HEADER, deliveries.to_string().as_str());
-        headers.insert(REASON_HEADER, record::encode_key(cut(reason).as_bytes()).as_str());
+        let mut headers = headers(record.key.as_deref(), record.position, record.timestamp_ms, deliveries, reason);
         headers.insert("Nats-Msg-Id", format!("{partition}-{offset}-{epoch}").as_str());
         let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
             Error::engine(format!("publish the dead letter of {partition}/{offset} to {}", self.stream), e)
@@ -120,6 +106,52 @@ impl DeadLetters {
         ack.await.map_err(|e| failed(e.into()))?;
         Ok(())
     }
+}
+
+/// Creates the dead-letter stream of group `group` of queue `queue`, with
+/// `replicas` copies, or finds it as it is.
+///
+/// # Errors
+/// [`durq::Error::Engine`] if the request fails, or the stream exists with
+/// other settings.
+pub(crate) async fn create_stream(client: &Client, queue: &str, group: &str, replicas: usize) -> durq::Result<()> {
+    let name = stream_name(queue, group);
+    let config = stream::Config {
+        name: name.clone(),
+        description: Some(format!("durq queue {queue}: dead letters")),
+        subjects: vec![subject(queue, group)],
+        storage: StorageType::File,
+        num_replicas: replicas,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    client
+        .jetstream()
+        .create_stream(config)
+        .await
+        .map_err(|e| Error::engine(format!("create dead-letter stream {name}"), e))?;
+    Ok(())
+}
+
+/// The headers of a dead letter (the table in the module's documentation),
+/// all but its `Nats-Msg-Id`, which says who published it.
+pub(crate) fn headers(
+    key: Option<&[u8]>,
+    original: Position,
+    timestamp_ms: u64,
+    deliveries: u32,
+    reason: &str,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(record::KEY_HEADER, record::encode_key(key).as_str());
+    }
+    headers.insert(PARTITION_HEADER, original.partition.to_string().as_str());
+    headers.insert(OFFSET_HEADER, original.offset.to_string().as_str());
+    headers.insert(TIMESTAMP_HEADER, timestamp_ms.to_string().as_str());
+    headers.insert(DELIVERIES_HEADER, deliveries.to_string().as_str());
+    headers.insert(REASON_HEADER, record::encode_key(cut(reason).as_bytes()).as_str());
+    headers
 }
 
 /// The dead letters of `group` not yet replayed, oldest first, up to `max`.

@@ -33,8 +33,17 @@
 //! are not migrated, and a local consumer still committing moves positions
 //! the migration has already written: stop the local producers and
 //! consumers first. A record's append time is not kept (the stream stamps
-//! its own), nor are dead letters. A target queue that exists (its meta
-//! entry) is refused: a migration creates the queue.
+//! its own; a dead letter keeps its record's, not when it failed). A target
+//! queue that exists (its meta entry) is refused: a migration creates the
+//! queue.
+//!
+//! **Dead letters.** Each named group's dead letters not yet replayed are
+//! published, oldest first, to the group's dead-letter stream (as its
+//! members would have published them: `dead_letter.rs`), each with
+//! `Nats-Expected-Last-Sequence` = its place in the stream and a
+//! `Nats-Msg-Id` naming its offset in the local dead-letter queue, after
+//! the group's slots are written: a rerun goes on after the letters an
+//! earlier run stored, and refuses a stream holding anything else.
 
 use std::ops::Range;
 use std::path::Path;
@@ -48,6 +57,7 @@ use bytes::Bytes;
 use durq::{Options, Position, StoredRecord};
 
 use crate::connect::{Client, connect};
+use crate::dead_letter;
 use crate::error::Error;
 use crate::group_names::{group_bucket, slot_key};
 use crate::queue::{create_stream, open_meta_bucket, read_meta, resolve};
@@ -100,6 +110,9 @@ pub struct MigratedGroup {
     pub name: String,
     /// The checkpoint written per partition (the next offset to process).
     pub checkpoints: Vec<u64>,
+    /// The group's dead letters now in its dead-letter stream on NATS
+    /// (copied by this run or an earlier one).
+    pub dead_letters: u64,
 }
 
 /// Migrates the local queue at `dir` to a new NATS queue at `url`
@@ -209,7 +222,8 @@ impl Migration<'_> {
             let checkpoints: Vec<u64> =
                 committed.iter().zip(&partitions).map(|(&c, copied)| c.max(copied.offsets.start)).collect();
             self.write_group(&client, replicas, name, &checkpoints).await?;
-            groups.push(MigratedGroup { name: name.clone(), checkpoints });
+            let dead_letters = self.copy_dead_letters(&client, replicas, name).await?;
+            groups.push(MigratedGroup { name: name.clone(), checkpoints, dead_letters });
         }
         match metas.create(&self.target.name, meta.encode().into()).await {
             Ok(_) => Ok(Migrated { url: self.target.to_string(), partitions, groups }),
@@ -405,6 +419,74 @@ impl Migration<'_> {
         Ok(())
     }
 
+    /// Copies group `group`'s local dead letters, oldest first, to its
+    /// dead-letter stream on NATS (created if there are any), each only at
+    /// its own place in the stream, after those an earlier run copied.
+    /// Returns how many the stream holds.
+    async fn copy_dead_letters(&self, client: &Client, replicas: u8, group: &str) -> durq::Result<u64> {
+        let letters = self.local.dead_letters(group, usize::MAX)?;
+        if letters.is_empty() {
+            return Ok(0);
+        }
+        let queue = &self.target.name;
+        dead_letter::create_stream(client, queue, group, usize::from(replicas)).await?;
+        let name = dead_letter::stream_name(queue, group);
+        let failed = |what: String, e: Box<dyn std::error::Error + Send + Sync>| -> durq::Error {
+            Error::engine(format!("{what} (run the migration again to go on)"), e).into()
+        };
+        let mut stream =
+            client.jetstream().get_stream(&name).await.map_err(|e| failed(format!("look up {name}"), e.into()))?;
+        let info = stream.info().await.map_err(|e| failed(format!("read the state of {name}"), e.into()))?;
+        let (done, messages) = (info.state.last_sequence, info.state.messages);
+        if done > 0 {
+            // Only this migration writes to the stream before the meta
+            // entry: what it holds must be a prefix of the letters, in order.
+            let last = stream
+                .get_raw_message(done)
+                .await
+                .map_err(|e| failed(format!("read dead letter {done} of {name}"), e.into()))?;
+            let id = last.headers.get("Nats-Msg-Id").map(|id| id.to_string());
+            let wanted = letters.get(done as usize - 1).map(|l| dead_letter_migration_id(l.dlq_offset));
+            if done > letters.len() as u64 || messages != done || id != wanted {
+                return Err(self.refused(format!(
+                    "dead-letter stream {name} exists and holds what a migration of the {} local dead letters of                      group {group:?} did not write ({} messages, the last with message id {id:?})",
+                    letters.len(),
+                    messages
+                )));
+            }
+        }
+        let subject = dead_letter::subject(queue, group);
+        let mut acks = Vec::new();
+        for (sequence, letter) in (done + 1..).zip(&letters[done as usize..]) {
+            let headers = dead_letter::headers(
+                letter.key.as_deref(),
+                letter.original,
+                letter.timestamp_ms,
+                letter.deliveries,
+                &letter.reason,
+            );
+            let message = PublishMessage::build()
+                .headers(headers)
+                .message_id(dead_letter_migration_id(letter.dlq_offset))
+                .expected_last_sequence(sequence - 1)
+                .payload(Bytes::copy_from_slice(&letter.payload));
+            let what = || format!("publish dead letter {} of group {group:?} to {name}", letter.dlq_offset);
+            let ack = client
+                .jetstream()
+                .send_publish(subject.clone(), message)
+                .await
+                .map_err(|e| failed(what(), e.into()))?;
+            acks.push((sequence, what(), ack));
+        }
+        for (sequence, what, ack) in acks {
+            let ack = ack.await.map_err(|e| failed(what.clone(), e.into()))?;
+            if ack.sequence != sequence {
+                return Err(self.refused(format!("{what}: stored at sequence {}, not {sequence}", ack.sequence)));
+            }
+        }
+        Ok(letters.len() as u64)
+    }
+
     fn publish_failed(&self, p: u32, offset: u64, e: impl Into<crate::error::ClientError>) -> durq::Error {
         Error::engine(
             format!(
@@ -428,6 +510,12 @@ struct StoredStream {
     next: u64,
     records: u64,
     last_id: Option<String>,
+}
+
+/// The `Nats-Msg-Id` of the migrated dead letter at `dlq_offset` of its
+/// group's local dead-letter queue.
+fn dead_letter_migration_id(dlq_offset: u64) -> String {
+    format!("durq-migrate-dlq-{dlq_offset}")
 }
 
 /// The `Nats-Msg-Id` of the migrated record at `offset` of partition `p`.

@@ -199,3 +199,121 @@ fn a_migration_stopped_part_way_is_finished_by_running_it_again_without_duplicat
     let stat = Queue::open(&url).expect("open").stat().expect("stat");
     assert_eq!(stat.groups.iter().map(|g| g.committed()).collect::<Vec<_>>(), [vec![9; 3], vec![4; 3]]);
 }
+
+/// A local queue of one partition whose group `g` dead-lettered two of its
+/// four records (one keyed) and processed the others.
+fn local_queue_with_dead_letters(dir: &Path) -> Vec<durq::DeadLetter> {
+    let queue = durq::Queue::open_with(dir, Options::default().partitions(1)).expect("open local");
+    let producer = queue.producer();
+    producer.send("ok 0").unwrap();
+    producer.send_keyed(b"user-\x00", "bad 1").unwrap();
+    producer.send("ok 2").unwrap();
+    producer.send("bad 3").unwrap();
+    producer.flush().unwrap();
+    let mut consumer = queue.consumer("g").expect("consumer");
+    let mut seen = 0;
+    while seen < 4 {
+        seen += consumer
+            .process_each(std::time::Duration::from_secs(10), |m| {
+                if m.payload().starts_with(b"bad") {
+                    durq::Verdict::DeadLetter(format!("not an order: {}", String::from_utf8_lossy(m.payload())))
+                } else {
+                    durq::Verdict::Done
+                }
+            })
+            .expect("process_each");
+    }
+    drop(consumer);
+    let letters = queue.dead_letters("g", 10).expect("local dead letters");
+    assert_eq!(letters.len(), 2);
+    letters
+}
+
+/// A dead letter's original position, append time, deliveries, reason, key
+/// and payload.
+type Letter = (Position, u64, u32, String, Option<Vec<u8>>, Vec<u8>);
+
+/// The dead letters as compared across backends: where, when, how often,
+/// why, key and payload (not their place in the dead-letter queue, nor when
+/// they failed: the stream stamps its own time).
+fn comparable(letters: &[durq::DeadLetter]) -> Vec<Letter> {
+    letters
+        .iter()
+        .map(|l| (l.original, l.timestamp_ms, l.deliveries, l.reason.clone(), l.key.clone(), l.payload.clone()))
+        .collect()
+}
+
+/// Group `g`'s dead-letter stream of queue `queue` as durq creates it.
+fn dead_letter_stream(queue: &str) -> async_nats::jetstream::stream::Config {
+    async_nats::jetstream::stream::Config {
+        name: format!("DURQ_{queue}_DLQ_g"),
+        description: Some(format!("durq queue {queue}: dead letters")),
+        subjects: vec![format!("durq.{queue}.dlq.g")],
+        duplicate_window: durq_nats::DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_groups_dead_letters_move_with_it_once_and_replay_on_nats() {
+    let server = NatsServer::start_blocking();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("local");
+    let local = local_queue_with_dead_letters(&dir);
+    let url = format!("{}/letters", server.url());
+    // An earlier run that stopped after the first letter, as it left the
+    // dead-letter stream.
+    runtime().block_on(async {
+        let jetstream = raw_jetstream(&server.url()).await;
+        jetstream.create_stream(dead_letter_stream("letters")).await.expect("create");
+        let first = &local[0];
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(record::KEY_HEADER, record::encode_key(first.key.as_deref().unwrap()).as_str());
+        for (name, value) in [
+            ("Durq-Partition", first.original.partition.to_string()),
+            ("Durq-Offset", first.original.offset.to_string()),
+            ("Durq-Timestamp-Ms", first.timestamp_ms.to_string()),
+            ("Durq-Deliveries", first.deliveries.to_string()),
+            ("Durq-Reason", record::encode_key(first.reason.as_bytes())),
+            ("Nats-Msg-Id", format!("durq-migrate-dlq-{}", first.dlq_offset)),
+        ] {
+            headers.insert(name, value.as_str());
+        }
+        let payload = first.payload.clone().into();
+        jetstream.publish_with_headers("durq.letters.dlq.g", headers, payload).await.unwrap().await.unwrap();
+    });
+
+    let migrated = migrate(&dir, &url, &["g".to_owned()], |_: &[Position]| Ok(())).expect("migrate");
+    assert_eq!(migrated.groups[0].dead_letters, 2);
+    let queue = Queue::open(&url).expect("open the migrated queue");
+    let moved = queue.dead_letters("g", 10).expect("dead letters on NATS");
+    assert_eq!(comparable(&moved), comparable(&local), "each letter once, in order, as it was");
+    assert_eq!(queue.replay_dead_letters("g").expect("replay"), 2);
+    let mut reader = queue.reader(ResetTo::Offset(4)).expect("reader");
+    let mut replayed: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
+    while replayed.len() < 2 && reader.wait(Some(std::time::Duration::from_secs(10))) {
+        replayed.extend(reader.read(10).expect("read").into_iter().map(|r| (r.key, r.payload)));
+    }
+    assert_eq!(
+        replayed,
+        [(Some(b"user-\x00".to_vec()), b"bad 1".to_vec()), (None, b"bad 3".to_vec())],
+        "replayed with their keys"
+    );
+}
+
+#[test]
+fn a_dead_letter_stream_with_letters_a_migration_did_not_write_is_refused() {
+    let server = NatsServer::start_blocking();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("local");
+    local_queue_with_dead_letters(&dir);
+    runtime().block_on(async {
+        let jetstream = raw_jetstream(&server.url()).await;
+        let config = dead_letter_stream("foreign");
+        jetstream.create_stream(config).await.expect("create");
+        jetstream.publish("durq.foreign.dlq.g", "not a migrated letter".into()).await.unwrap().await.unwrap();
+    });
+    let url = format!("{}/foreign", server.url());
+    let err = migrate(&dir, &url, &["g".to_owned()], |_: &[Position]| Ok(())).unwrap_err();
+    assert!(refusal(&err).contains("dead-letter stream DURQ_foreign_DLQ_g exists"), "{err}");
+}
