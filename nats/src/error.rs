@@ -98,6 +98,31 @@ pub enum Error {
         reason: String,
     },
 
+    /// Records of a partition are gone from its stream although nothing of
+    /// durq's removed them: durq sets no retention limit on a partition's
+    /// stream and deletes no record, so a hole in its sequences, a first
+    /// record past a position, or an end before a record already read is a
+    /// loss (a damaged message block the server dropped or cut the stream
+    /// at when it restarted, or a purge or delete by hand). The records
+    /// after the hole are not delivered past it: a reader or group member
+    /// stops there, and so does every later attempt, until an operator
+    /// decides (for a group, `reset_group` past the hole). The local
+    /// queue's counterpart is `durq::Error::Corrupt`, which can name a file
+    /// and byte; a client of the server can name only the offsets.
+    #[error("partition {partition} (stream {stream}): the records at offsets {from}..{to} are lost: {reason}")]
+    RecordsLost {
+        /// The partition's stream.
+        stream: String,
+        /// The partition.
+        partition: u32,
+        /// The first lost offset.
+        from: u64,
+        /// The offset after the last lost one.
+        to: u64,
+        /// What showed the loss.
+        reason: String,
+    },
+
     /// A slot's stored value failed validation; it was not used.
     #[error("corrupt slot {bucket}/{slot} at revision {revision}, byte {position}: {reason}")]
     CorruptSlot {
