@@ -123,6 +123,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// A position before the first offset a partition's stream was created
+    /// with: a migrated partition starts where the migration began, and the
+    /// offsets before it were never in the stream (nothing is lost). A group
+    /// new to a migrated queue starts at offset 0, so it meets this until it
+    /// is positioned (`Queue::reset_group` to `ResetTo::Earliest`).
+    #[error(
+        "partition {partition} (stream {stream}) starts at offset {first} (created there by a migration); \
+         offset {offset} was never in it: position the group with a reset (e.g. to earliest)"
+    )]
+    BeforeStreamStart {
+        /// The partition's stream.
+        stream: String,
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: u64,
+        /// The stream's first offset.
+        first: u64,
+    },
+
     /// A slot's stored value failed validation; it was not used.
     #[error("corrupt slot {bucket}/{slot} at revision {revision}, byte {position}: {reason}")]
     CorruptSlot {

@@ -155,7 +155,9 @@ impl Cursor {
     /// A cursor on `partition` of `queue`, at `from`: a group's checkpoint.
     /// A [`ResetTo::Offset`] past the stream's end or before its first
     /// record is [`Error::RecordsLost`]: records before a checkpoint were
-    /// stored, and the group's position never passes the end.
+    /// stored, and the group's position never passes the end. One before
+    /// the offset the stream was created to start at (a migrated
+    /// partition) is [`Error::BeforeStreamStart`].
     pub(crate) async fn open(client: &Client, queue: &str, partition: u32, from: ResetTo) -> Result<Cursor, Error> {
         Cursor::open_at(client, queue, partition, from, PastTheEnd::Lost).await
     }
@@ -467,7 +469,8 @@ impl Cursor {
 #[derive(Clone, Copy)]
 enum PastTheEnd {
     /// A group's checkpoint: records before it were stored, so they are
-    /// lost ([`Error::RecordsLost`]).
+    /// lost ([`Error::RecordsLost`]); one before the stream's creation is
+    /// [`Error::BeforeStreamStart`].
     Lost,
     /// A reader's offset: moved to the end (and one before the stream's
     /// creation to its start), as locally.
@@ -497,9 +500,9 @@ impl Kept {
 
     /// [`Error::RecordsLost`] unless a cursor may start at `offset`: not
     /// past the end (offset `last` is the next record's), and not before
-    /// the first stored record unless the stream never held that offset
-    /// (it was created to start later, by a migration: that is not a
-    /// loss, and the first read reports the hole).
+    /// the first stored record; [`Error::BeforeStreamStart`] if the stream
+    /// never held that offset (it was created to start later, by a
+    /// migration: nothing is lost).
     fn check(&self, stream: &str, partition: u32, offset: u64) -> Result<(), Error> {
         let lost = |from: u64, to: u64, reason: String| {
             Err(Error::RecordsLost { stream: stream.to_owned(), partition, from, to, reason })
@@ -516,7 +519,15 @@ impl Kept {
             );
         }
         let start = record::sequence_of_offset(offset);
-        if start < self.first && start >= self.created_first {
+        if start < self.created_first {
+            return Err(Error::BeforeStreamStart {
+                stream: stream.to_owned(),
+                partition,
+                offset,
+                first: record::offset_of_sequence(self.created_first),
+            });
+        }
+        if start < self.first {
             let first = record::offset_of_sequence(self.first);
             return lost(
                 offset,

@@ -21,6 +21,10 @@
 //!   offsets to the next records sent: a group whose position is past the
 //!   cut gets `RecordsLost` naming the lost offsets, and so does a reader
 //!   that had read past it and waits at its end.
+//! - **A first record moved on purpose.** durq removes no record, but a
+//!   migrated partition's stream starts where the migration began: a
+//!   group new to it (at offset 0) gets `BeforeStreamStart` naming where
+//!   the stream starts, not `RecordsLost`, and a reset positions it there.
 //!
 //! Servers here are started by this file (not `common::NatsServer`), as
 //! they are stopped and started again on their store, or run inside a
@@ -510,4 +514,45 @@ fn a_stream_cut_short_at_a_damaged_block_after_a_crash_is_reported_to_groups_and
     assert_eq!(lost_offsets(&stopped), (0, 20, 40));
     // What the server does next: the next record sent takes offset 20.
     assert_eq!(queue.producer().send("after the cut").expect("send").offset, 20);
+}
+
+/// The other way a stream's first record is past a position, on purpose:
+/// a migrated partition's stream starts where the migration began. A group
+/// new to the migrated queue starts at offset 0, before it: that is
+/// `BeforeStreamStart` naming where the stream starts (nothing was lost),
+/// and a reset to the earliest record positions the group there. A reader
+/// asked for offset 0 starts there, as a local reader is clamped to the
+/// first record retention kept.
+#[test]
+fn a_group_new_to_a_migrated_queue_is_told_where_its_stream_starts_not_that_records_were_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("local");
+    {
+        let queue = durq::Queue::open_with(&local, Options::default().partitions(1)).expect("open local");
+        for i in 0..10 {
+            queue.producer().send(payload(i, 100)).expect("send");
+        }
+        queue.producer().flush().expect("flush");
+        drop(queue.consumer("a").expect("register the group"));
+        queue.reset_group("a", ResetTo::Offset(5)).expect("position the group");
+    }
+    let server = Server::start("");
+    let url = format!("{}/migrated", server.url());
+    durq_nats::migrate(&local, &url, &["a".to_owned()], |_: &[Position]| Ok(())).expect("migrate");
+    let queue = Queue::open(&url).expect("open the migrated queue");
+
+    let mut consumer = queue.consumer_with("b", options()).expect("join a new group");
+    let before = process_one(&mut consumer).expect_err("offset 0 was never in the stream");
+    eprintln!("new group: {before}");
+    match nats(&before) {
+        Error::BeforeStreamStart { partition: 0, offset: 0, first: 5, .. } => {}
+        other => panic!("not BeforeStreamStart at 0 before 5: {other:?}"),
+    }
+    drop(consumer);
+    assert_eq!(queue.reset_group("b", ResetTo::Earliest).expect("reset"), [5]);
+    let mut consumer = queue.consumer_with("b", options()).expect("join again");
+    assert_eq!(consume_to(&mut consumer, 10).iter().map(|r| r.0).collect::<Vec<_>>(), (5..10).collect::<Vec<u64>>());
+
+    let reader = queue.reader(ResetTo::Offset(0)).expect("reader");
+    assert_eq!(reader.positions(), [Position { partition: 0, offset: 5 }], "clamped to the stream's start");
 }
