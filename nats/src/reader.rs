@@ -144,7 +144,6 @@ pub(crate) struct Cursor {
 
 /// The offsets a cursor found lost, and what showed it
 /// ([`Error::RecordsLost`]).
-#[derive(Debug, Clone)]
 struct Lost {
     from: u64,
     to: u64,
@@ -465,8 +464,8 @@ impl Cursor {
     }
 }
 
-/// What a cursor may do with a position past the stream's end.
-#[derive(Clone, Copy)]
+/// What a cursor does with a position past the stream's end (or before
+/// where it was created to start).
 enum PastTheEnd {
     /// A group's checkpoint: records before it were stored, so they are
     /// lost ([`Error::RecordsLost`]); one before the stream's creation is
