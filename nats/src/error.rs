@@ -98,6 +98,51 @@ pub enum Error {
         reason: String,
     },
 
+    /// Records of a partition are gone from its stream although nothing of
+    /// durq's removed them: durq sets no retention limit on a partition's
+    /// stream and deletes no record, so a hole in its sequences, a first
+    /// record past a position, or an end before a record already read is a
+    /// loss (a damaged message block the server dropped or cut the stream
+    /// at when it restarted, or a purge or delete by hand). The records
+    /// after the hole are not delivered past it: a reader or group member
+    /// stops there, and so does every later attempt, until an operator
+    /// decides (for a group, `reset_group` past the hole). The local
+    /// queue's counterpart is `durq::Error::Corrupt`, which can name a file
+    /// and byte; a client of the server can name only the offsets.
+    #[error("partition {partition} (stream {stream}): the records at offsets {from}..{to} are lost: {reason}")]
+    RecordsLost {
+        /// The partition's stream.
+        stream: String,
+        /// The partition.
+        partition: u32,
+        /// The first lost offset.
+        from: u64,
+        /// The offset after the last lost one.
+        to: u64,
+        /// What showed the loss.
+        reason: String,
+    },
+
+    /// A position before the first offset a partition's stream was created
+    /// with: a migrated partition starts where the migration began, and the
+    /// offsets before it were never in the stream (nothing is lost). A group
+    /// new to a migrated queue starts at offset 0, so it meets this until it
+    /// is positioned (`Queue::reset_group` to `ResetTo::Earliest`).
+    #[error(
+        "partition {partition} (stream {stream}) starts at offset {first} (created there by a migration); \
+         offset {offset} was never in it: position the group with a reset (e.g. to earliest)"
+    )]
+    BeforeStreamStart {
+        /// The partition's stream.
+        stream: String,
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: u64,
+        /// The stream's first offset.
+        first: u64,
+    },
+
     /// A slot's stored value failed validation; it was not used.
     #[error("corrupt slot {bucket}/{slot} at revision {revision}, byte {position}: {reason}")]
     CorruptSlot {

@@ -285,14 +285,15 @@ impl Target<'_> {
             // message past max_payload.
             return durq::Error::RecordTooLarge { bytes, max: self.shared.meta.record_bytes_max };
         }
-        Error::engine(
-            format!(
-                "send to stream {} of queue {} (no acknowledgement: the record may or may not be stored)",
-                self.stream, self.shared.url
-            ),
-            error,
-        )
-        .into()
+        // A refusal (the stream's answer is an error: a full store, a
+        // limit) is final and was not retried; anything else is a send
+        // whose acknowledgement never came.
+        let what = if refused(&error) {
+            "refused by the server; a refusal is not retried"
+        } else {
+            "no acknowledgement: the record may or may not be stored"
+        };
+        Error::engine(format!("send to stream {} of queue {} ({what})", self.stream, self.shared.url), error).into()
     }
 
     /// The offset of the acknowledged record, after checking that the
@@ -313,6 +314,13 @@ impl Target<'_> {
 /// the subject (no leader yet). A refusal by the stream is final.
 fn may_outlast(error: &PublishError) -> bool {
     matches!(error.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound)
+}
+
+/// True when the stream answered the publish with an error (its reason
+/// is the source: "insufficient resources" past the server's
+/// `max_file_store`, "no space left on device" from a full disk).
+fn refused(error: &PublishError) -> bool {
+    std::error::Error::source(error).is_some_and(|source| source.is::<async_nats::jetstream::Error>())
 }
 
 fn single(mut positions: Vec<Position>) -> Position {

@@ -16,6 +16,17 @@
 //! in pulls of hundreds. Measured for 100-byte records on one local server
 //! (docs/SCALE_OUT.md, "Reading from the checkpoint").
 //!
+//! **Lost records are an error, never skipped.** durq sets no retention
+//! limit on a partition's stream and deletes no record, so every offset
+//! from the stream's start to its end is a record. A cursor checks that
+//! where it opens (its position neither past the stream's end nor before
+//! its first record), for every record it receives (the next sequence, no
+//! hole), and when it has heard nothing for a while (the stream's end not
+//! behind a record it already received): a server that dropped records of
+//! a damaged message block at restart, or cut the stream short there, is
+//! [`Error::RecordsLost`] naming the partition and the missing offsets.
+//! Records before a loss are delivered; the loss stops the cursor there.
+//!
 //! Each record carries its payload, its key (header `Durq-Key`, decoded by
 //! [`record::decode_key`]; a header that does not decode is an error naming
 //! the stream and sequence, never a record delivered without its key), the
@@ -30,6 +41,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use async_nats::HeaderName;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use async_nats::jetstream::stream;
 use bytes::Bytes;
 use durq::{Position, ResetTo, StoredRecord};
 use futures_util::{FutureExt, StreamExt};
@@ -124,12 +136,61 @@ pub(crate) struct Cursor {
     /// ([`Cursor::read_while`]): returned by the next take or wait, once
     /// the records buffered before it were taken.
     failed: Option<Error>,
+    /// Records found lost past the last one received: every take or wait
+    /// after the records before them returns the loss again, as a local
+    /// reader stays before a damaged record.
+    lost: Option<Lost>,
+}
+
+/// The offsets a cursor found lost, and what showed it
+/// ([`Error::RecordsLost`]).
+struct Lost {
+    from: u64,
+    to: u64,
+    reason: String,
 }
 
 impl Cursor {
-    /// A cursor on `partition` of `queue`, at `from`.
+    /// A cursor on `partition` of `queue`, at `from`: a group's checkpoint.
+    /// A [`ResetTo::Offset`] past the stream's end or before its first
+    /// record is [`Error::RecordsLost`]: records before a checkpoint were
+    /// stored, and the group's position never passes the end. One before
+    /// the offset the stream was created to start at (a migrated
+    /// partition) is [`Error::BeforeStreamStart`].
     pub(crate) async fn open(client: &Client, queue: &str, partition: u32, from: ResetTo) -> Result<Cursor, Error> {
+        Cursor::open_at(client, queue, partition, from, PastTheEnd::Lost).await
+    }
+
+    /// As [`Cursor::open`], with a [`ResetTo::Offset`] past the stream's
+    /// end moved to its end, and one before the stream's creation (a
+    /// migrated partition starts where the migration began) to its start, as
+    /// the local `durq::Reader` clamps an offset: a reader's offset is
+    /// anybody's guess, not a position the records were read to.
+    async fn open_clamped(client: &Client, queue: &str, partition: u32, from: ResetTo) -> Result<Cursor, Error> {
+        Cursor::open_at(client, queue, partition, from, PastTheEnd::Clamped).await
+    }
+
+    async fn open_at(
+        client: &Client,
+        queue: &str,
+        partition: u32,
+        from: ResetTo,
+        past_the_end: PastTheEnd,
+    ) -> Result<Cursor, Error> {
         let stream = record::stream_name(queue, partition);
+        let handle = client
+            .jetstream()
+            .get_stream(&stream)
+            .await
+            .map_err(|e| Error::engine(format!("open a cursor on stream {stream} at {from:?}"), e))?;
+        let kept = Kept::of(handle.cached_info());
+        let from = match (from, past_the_end) {
+            (ResetTo::Offset(offset), PastTheEnd::Clamped) => ResetTo::Offset(kept.clamp(offset)),
+            _ => from,
+        };
+        if let ResetTo::Offset(offset) = from {
+            kept.check(&stream, partition, offset)?;
+        }
         let next_sequence = match from {
             ResetTo::Offset(offset) => Some(offset + 1),
             _ => None,
@@ -145,7 +206,7 @@ impl Cursor {
                 DeliverPolicy::ByStartTime { start_time }
             }
         };
-        let (messages, pending) = subscribe(client, &stream, deliver_policy)
+        let (messages, pending) = subscribe(&handle, deliver_policy)
             .await
             .map_err(|e| Error::engine(format!("open a cursor on stream {stream} at {from:?}"), e))?;
         Ok(Cursor {
@@ -160,6 +221,7 @@ impl Cursor {
             heard_at: Instant::now(),
             repoll: Box::pin(tokio::time::sleep(REPOLL)),
             failed: None,
+            lost: None,
         })
     }
 
@@ -170,10 +232,14 @@ impl Cursor {
             return Ok(());
         }
         let start_sequence = self.next_sequence.expect("a restart is noticed against a known sequence");
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+            Error::engine(format!("reopen a cursor on stream {} at {start_sequence}", self.stream), e)
+        };
+        let handle = self.client.jetstream().get_stream(&self.stream).await.map_err(|e| failed(e.into()))?;
+        // The server may have restarted with fewer records than it had.
+        Kept::of(handle.cached_info()).check(&self.stream, self.partition, start_sequence - 1)?;
         let (messages, pending) =
-            subscribe(&self.client, &self.stream, DeliverPolicy::ByStartSequence { start_sequence }).await.map_err(
-                |e| Error::engine(format!("reopen a cursor on stream {} at {start_sequence}", self.stream), e),
-            )?;
+            subscribe(&handle, DeliverPolicy::ByStartSequence { start_sequence }).await.map_err(failed)?;
         self.messages = messages;
         self.pending = pending;
         self.restarted = false;
@@ -184,7 +250,11 @@ impl Cursor {
     /// If the cursor has heard nothing for [`STALL_AFTER`] and nothing is
     /// buffered, asks the stream for its last record; if the cursor's next
     /// one is stored, opens the cursor again there (its server-side
-    /// consumer is gone or stuck).
+    /// consumer is gone or stuck). A stream that now ends before a record
+    /// the cursor received lost it: [`Error::RecordsLost`] (a server that
+    /// restarted on a damaged block cuts the stream there, silently, and
+    /// gives the lost offsets to the next records sent; noticed only if no
+    /// new record reached the cursor's position before this look).
     pub(crate) async fn reopen_if_stalled(&mut self) -> Result<(), Error> {
         let Some(next) = self.next_sequence else { return Ok(()) };
         if !self.buffered.is_empty() || self.heard_at.elapsed() < STALL_AFTER {
@@ -196,6 +266,14 @@ impl Cursor {
         };
         let mut stream = self.client.jetstream().get_stream(&self.stream).await.map_err(|e| failed(e.into()))?;
         let last = stream.info().await.map_err(|e| failed(e.into()))?.state.last_sequence;
+        if last + 1 < next {
+            let reason = format!(
+                "the stream now ends at offset {last}, before records this cursor received (the server lost them, \
+                 and gives their offsets to the next records sent)"
+            );
+            self.lost = Some(Lost { from: last, to: next - 1, reason });
+            return self.check_lost();
+        }
         if last >= next {
             self.restarted = true;
             self.reopen_if_restarted().await?;
@@ -211,6 +289,7 @@ impl Cursor {
             if let Some(e) = self.failed.take() {
                 return Err(e);
             }
+            self.check_lost()?;
             self.reopen_if_restarted().await?;
             let message = self.next_message().await;
             self.receive(message)?;
@@ -223,26 +302,37 @@ impl Cursor {
     /// past it when it was sent (they are on their way), so that a batch is
     /// as full as the stream allows. Waits only for those.
     pub(crate) async fn take_ready(&mut self, max: usize) -> Result<Vec<Record>, Error> {
-        if self.buffered.is_empty()
-            && let Some(e) = self.failed.take()
-        {
-            return Err(e);
+        if self.buffered.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            self.check_lost()?;
         }
         // Armed by the first record this batch waits for.
         let mut in_flight: Option<Pin<Box<Sleep>>> = None;
-        while self.buffered.len() < max && self.failed.is_none() {
+        while self.buffered.len() < max && self.failed.is_none() && self.lost.is_none() {
             self.reopen_if_restarted().await?;
-            match self.messages.next().now_or_never() {
-                Some(message) => self.receive(message)?,
+            let received = match self.messages.next().now_or_never() {
+                Some(message) => self.receive(message),
                 None if self.pending > 0 && !self.buffered.is_empty() => {
                     let deadline = in_flight.get_or_insert_with(|| Box::pin(tokio::time::sleep(IN_FLIGHT_WITHIN)));
                     tokio::select! {
                         biased;
-                        message = self.next_message() => self.receive(message)?,
+                        message = self.next_message() => self.receive(message),
                         () = deadline.as_mut() => break,
                     }
                 }
                 None => break,
+            };
+            // The records before a failure (a lost record, a bad key) are
+            // handed out first; the failure ends the batch and is returned
+            // by the next take, so a consumer stops at it, not before (a
+            // loss is kept in `lost` by `receive`).
+            match received {
+                Ok(()) => {}
+                Err(e) if self.buffered.is_empty() => return Err(e),
+                Err(_) if self.lost.is_some() => {}
+                Err(e) => self.failed = Some(e),
             }
         }
         Ok(self.buffered.drain(..max.min(self.buffered.len())).collect())
@@ -258,9 +348,11 @@ impl Cursor {
     /// reading, and the next take opens the cursor again.
     pub(crate) async fn read_while<T>(&mut self, max: usize, until: impl Future<Output = T>) -> T {
         let read_ahead = async {
-            while self.failed.is_none() && !self.restarted && self.buffered.len() < max {
+            while self.failed.is_none() && self.lost.is_none() && !self.restarted && self.buffered.len() < max {
                 let message = self.next_message().await;
-                if let Err(e) = self.receive(message) {
+                if let Err(e) = self.receive(message)
+                    && self.lost.is_none()
+                {
                     self.failed = Some(e);
                 }
             }
@@ -292,9 +384,34 @@ impl Cursor {
         }
     }
 
-    /// Whether a record is buffered.
-    pub(crate) fn has_buffered(&self) -> bool {
-        !self.buffered.is_empty()
+    /// [`Cursor::wait`], keeping a failure for the next take instead of
+    /// returning it: ends when there is something to take, a record or the
+    /// error that stops the cursor.
+    async fn wait_keeping_failure(&mut self) {
+        if let Err(e) = self.wait().await
+            && self.lost.is_none()
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Whether a record or a failure waits to be taken.
+    fn has_news(&self) -> bool {
+        !self.buffered.is_empty() || self.failed.is_some() || self.lost.is_some()
+    }
+
+    /// [`Error::RecordsLost`] once the cursor found records lost.
+    fn check_lost(&self) -> Result<(), Error> {
+        match &self.lost {
+            None => Ok(()),
+            Some(Lost { from, to, reason }) => Err(Error::RecordsLost {
+                stream: self.stream.clone(),
+                partition: self.partition,
+                from: *from,
+                to: *to,
+                reason: reason.clone(),
+            }),
+        }
     }
 
     /// Whether every record the stream held when the last one was sent (or,
@@ -321,11 +438,13 @@ impl Cursor {
                 return Ok(());
             }
             Some(next) if sequence > next => {
-                return Err(Error::BadRecord {
-                    stream: self.stream.clone(),
-                    sequence: next,
-                    reason: format!("missing: the stream's next record is at sequence {sequence} (deleted or expired)"),
-                });
+                let (from, to) = (record::offset_of_sequence(next), record::offset_of_sequence(sequence));
+                let reason = format!(
+                    "the next record the stream holds is at offset {to} (the server dropped them, e.g. from a damaged \
+                     message block, or they were deleted by hand)"
+                );
+                self.lost = Some(Lost { from, to, reason });
+                return self.check_lost();
             }
             _ => self.next_sequence = Some(sequence + 1),
         }
@@ -345,15 +464,96 @@ impl Cursor {
     }
 }
 
-/// An ordered consumer on `stream` from `deliver_policy`, and the number
-/// of records the stream held from there when it was made (on their way,
-/// as a record's `pending` is).
+/// What a cursor does with a position past the stream's end (or before
+/// where it was created to start).
+enum PastTheEnd {
+    /// A group's checkpoint: records before it were stored, so they are
+    /// lost ([`Error::RecordsLost`]); one before the stream's creation is
+    /// [`Error::BeforeStreamStart`].
+    Lost,
+    /// A reader's offset: moved to the end (and one before the stream's
+    /// creation to its start), as locally.
+    Clamped,
+}
+
+/// Which sequences a partition's stream holds, as its info reported them.
+struct Kept {
+    /// The first stored record's sequence (the next one's when empty; 0
+    /// for a stream never written).
+    first: u64,
+    /// The last sequence the stream stored (0 for a stream never written).
+    last: u64,
+    /// The sequence the stream was created to start at: 1, or a migrated
+    /// partition's first offset + 1.
+    created_first: u64,
+}
+
+impl Kept {
+    fn of(info: &stream::Info) -> Kept {
+        Kept {
+            first: info.state.first_sequence,
+            last: info.state.last_sequence,
+            created_first: info.config.first_sequence.unwrap_or(1).max(1),
+        }
+    }
+
+    /// [`Error::RecordsLost`] unless a cursor may start at `offset`: not
+    /// past the end (offset `last` is the next record's), and not before
+    /// the first stored record; [`Error::BeforeStreamStart`] if the stream
+    /// never held that offset (it was created to start later, by a
+    /// migration: nothing is lost).
+    fn check(&self, stream: &str, partition: u32, offset: u64) -> Result<(), Error> {
+        let lost = |from: u64, to: u64, reason: String| {
+            Err(Error::RecordsLost { stream: stream.to_owned(), partition, from, to, reason })
+        };
+        if offset > self.last {
+            let last = self.last;
+            return lost(
+                last,
+                offset,
+                format!(
+                    "the stream ends at offset {last}, before position {offset}, which records were read or \
+                     committed to (a stream the server cut short, e.g. at a damaged message block when it restarted)"
+                ),
+            );
+        }
+        let start = record::sequence_of_offset(offset);
+        if start < self.created_first {
+            return Err(Error::BeforeStreamStart {
+                stream: stream.to_owned(),
+                partition,
+                offset,
+                first: record::offset_of_sequence(self.created_first),
+            });
+        }
+        if start < self.first {
+            let first = record::offset_of_sequence(self.first);
+            return lost(
+                offset,
+                first,
+                format!(
+                    "the stream's first record is at offset {first}, and durq removes none (dropped by the server, \
+                     e.g. from a damaged message block, or purged by hand)"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// `offset` moved into what the stream can hold: its end if past it,
+    /// its created start if before that.
+    fn clamp(&self, offset: u64) -> u64 {
+        if offset > self.last { self.last } else { offset.max(self.created_first - 1) }
+    }
+}
+
+/// An ordered consumer on the stream `handle` from `deliver_policy`, and
+/// the number of records the stream held from there when it was made (on
+/// their way, as a record's `pending` is).
 async fn subscribe(
-    client: &Client,
-    stream: &str,
+    handle: &stream::Stream,
     deliver_policy: DeliverPolicy,
 ) -> Result<(Ordered, u64), Box<dyn std::error::Error + Send + Sync>> {
-    let handle = client.jetstream().get_stream(stream).await?;
     let config = OrderedConfig { deliver_policy, max_expires: PULL_EXPIRY, ..Default::default() };
     let consumer = handle.create_consumer(config).await?;
     let pending = consumer.cached_info().num_pending;
@@ -385,11 +585,14 @@ pub struct Reader {
 
 impl crate::Queue {
     /// A reader of every partition, starting at `from` in each
-    /// ([`ResetTo::Latest`]: only records sent from now on). Joins no group
-    /// and commits nothing.
+    /// ([`ResetTo::Latest`]: only records sent from now on;
+    /// [`ResetTo::Offset`] is clamped to the stream's end, and to where a
+    /// migrated partition's stream starts, as the local reader clamps it).
+    /// Joins no group and commits nothing.
     ///
     /// # Errors
-    /// [`durq::Error::Engine`] if a partition's stream cannot be read.
+    /// [`durq::Error::Engine`] if a partition's stream cannot be read, or
+    /// lost the records at the offset asked for ([`Error::RecordsLost`]).
     pub fn reader(&self, from: ResetTo) -> durq::Result<Reader> {
         Reader::open(self.shared(), (0..self.partitions()).collect(), from)
     }
@@ -415,31 +618,32 @@ impl Reader {
         let cursors = shared.block_on(async {
             let mut cursors = Vec::with_capacity(partitions.len());
             for &p in &partitions {
-                cursors.push(Cursor::open(&shared.client, &shared.url.name, p, from).await?);
+                cursors.push(Cursor::open_clamped(&shared.client, &shared.url.name, p, from).await?);
             }
             Ok::<_, Error>(cursors)
         })?;
-        let start = match from {
-            ResetTo::Offset(offset) => offset,
-            _ => 0,
-        };
-        Ok(Reader { shared, next: vec![start; cursors.len()], cursors, turn: 0 })
+        // Where each cursor opened: the offset asked for, clamped.
+        let next = cursors.iter().map(|c| c.next_sequence.map_or(0, record::offset_of_sequence)).collect();
+        Ok(Reader { shared, next, cursors, turn: 0 })
     }
 
     /// Up to `max` records that arrived, from one partition (the next, in
     /// turn, that has any), in offset order; empty when none is waiting.
     ///
     /// # Errors
-    /// [`durq::Error::Engine`] if the stream cannot be read or a record's
-    /// key header is damaged.
+    /// [`durq::Error::Engine`] if the stream cannot be read, a record's
+    /// key header is damaged, or records are lost from the partition's
+    /// stream ([`Error::RecordsLost`], after the records before them were
+    /// read).
     pub fn read(&mut self, max: usize) -> durq::Result<Vec<StoredRecord>> {
         let shared = self.shared.clone();
         shared.block_on(self.read_ready(max))
     }
 
     /// Waits until a record has arrived, or `timeout` passes (`None`: no
-    /// limit). Returns whether one has. Never polls: the server pushes
-    /// records as they are stored.
+    /// limit). Returns whether one has, or a failure the next
+    /// [`Reader::read`] returns. Never polls: the server pushes records as
+    /// they are stored.
     pub fn wait(&mut self, timeout: Option<Duration>) -> bool {
         let shared = self.shared.clone();
         shared.block_on(self.wait_async(timeout))
@@ -449,23 +653,26 @@ impl Reader {
     pub async fn wait_async(&mut self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if self.cursors.iter().any(Cursor::has_buffered) {
+            if self.cursors.iter().any(Cursor::has_news) {
                 return true;
             }
             // Waits in slices of STALL_AFTER, looking for stalled cursors
-            // between them.
+            // between them. A cursor's failure is news too: kept for the
+            // next read, which returns it (a `false` here would hide it).
             let slice = deadline.map_or(STALL_AFTER, |d| STALL_AFTER.min(d.saturating_duration_since(Instant::now())));
-            let any = futures_util::future::select_ok(self.cursors.iter_mut().map(|c| Box::pin(c.wait())));
-            let waited = tokio::time::timeout(slice, any).await.map(|arrived| arrived.is_ok());
-            match waited {
-                Ok(arrived) => return arrived,
-                Err(_) if deadline.is_some_and(|d| d <= Instant::now()) => return false,
-                Err(_) => {
-                    for cursor in &mut self.cursors {
-                        // A failed look is made again after the next slice.
-                        let _ = cursor.reopen_if_stalled().await;
-                    }
-                }
+            let any =
+                futures_util::future::select_all(self.cursors.iter_mut().map(|c| Box::pin(c.wait_keeping_failure())));
+            if tokio::time::timeout(slice, any).await.is_ok() {
+                return true;
+            }
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                return false;
+            }
+            for cursor in &mut self.cursors {
+                // A loss found is kept by the cursor (news for the next
+                // turn of this loop); a failed look is made again after the
+                // next slice.
+                let _ = cursor.reopen_if_stalled().await;
             }
         }
     }

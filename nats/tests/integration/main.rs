@@ -22,4 +22,5 @@ mod producer;
 mod queue;
 mod queue_stat;
 mod reader;
+mod server_faults;
 mod slot;
