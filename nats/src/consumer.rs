@@ -46,7 +46,7 @@ use crate::dead_letter::DeadLetters;
 use crate::error::Error;
 use crate::group_names::{group_bucket, slot_key};
 use crate::membership::Membership;
-use crate::reader::{Cursor, Record};
+use crate::reader::{Cursor, Record, created_first_offset};
 use crate::shared::Shared;
 use crate::slot::{Progress, Slots};
 
@@ -743,7 +743,26 @@ impl Consumer {
                 continue;
             }
             match self.membership.slots.take(&slot_key(p), &self.membership.holder, view.state.as_ref()).await {
-                Ok(lease) => {
+                Ok(mut lease) => {
+                    if lease.checkpoint() == 0 {
+                        // A group that never read the partition starts at
+                        // its first offset: above 0 when a migration
+                        // created the stream, whose offsets below it never
+                        // held a record. Until this commit is stored the
+                        // slot stays at 0, and its next holder moves it.
+                        let first = created_first_offset(&self.shared.client, &self.shared.url.name, p).await;
+                        let moved = match first {
+                            Ok(0) => Ok(()),
+                            Ok(first) => self.membership.slots.commit(&mut lease, first).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = moved {
+                            // Not kept: the slot lapses after a lease
+                            // timeout (nothing was handed out from it) and
+                            // is taken, and moved, again.
+                            return Err(e.into());
+                        }
+                    }
                     let progress = lease.progress();
                     // Records a predecessor was handed and did not commit
                     // come one at a time, so a poison record among them is

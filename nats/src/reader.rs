@@ -464,6 +464,23 @@ impl Cursor {
     }
 }
 
+/// The offset partition `partition`'s stream was created to start at: 0,
+/// or where a migration began copying it. A group that never read the
+/// partition starts there, as a new local group starts at the first kept
+/// record.
+///
+/// # Errors
+/// [`Error::Engine`] if the stream cannot be looked up.
+pub(crate) async fn created_first_offset(client: &Client, queue: &str, partition: u32) -> Result<u64, Error> {
+    let stream = record::stream_name(queue, partition);
+    let handle = client
+        .jetstream()
+        .get_stream(&stream)
+        .await
+        .map_err(|e| Error::engine(format!("look up stream {stream}"), e))?;
+    Ok(record::offset_of_sequence(Kept::of(handle.cached_info()).created_first))
+}
+
 /// What a cursor does with a position past the stream's end (or before
 /// where it was created to start).
 enum PastTheEnd {

@@ -234,11 +234,13 @@ fn a_member_that_keeps_up_commits_a_batch_and_marks_the_next_in_one_write_and_gi
     assert_eq!(seen.len(), 50, "five batches of 10");
     assert!(seen.iter().all(|(_, _, count)| *count == 1), "{seen:?}");
     // One synced write per batch: its commit and the next batch's mark (two
-    // per batch would be 10). The first batch's mark goes to the marks'
-    // bucket (in memory), as does the mark of a batch the cursor had not
-    // fetched yet when the batch before it was committed: on a loaded
-    // machine now and then at the first commit, so one more is allowed.
-    assert_eq!(slot_writes, 5, "synced writes to the slot for five batches");
+    // per batch would be 10). The member's first heartbeat (its timer's
+    // first tick comes at once) rewrites the slot too, and on a loaded
+    // machine it now and then lands after the count began (6 seen once in a
+    // full run). The first batch's mark goes to the marks' bucket (in
+    // memory), as does the mark of a batch the cursor had not fetched yet
+    // when the batch before it was committed: also now and then.
+    assert!((5..=6).contains(&slot_writes), "{slot_writes} synced writes to the slot for five batches");
     assert!((1..=2).contains(&marks), "{marks} marks in memory for five batches");
 
     // The sixth batch was marked by the fifth's commit and never handed

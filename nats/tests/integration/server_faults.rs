@@ -23,8 +23,9 @@
 //!   that had read past it and waits at its end.
 //! - **A first record moved on purpose.** durq removes no record, but a
 //!   migrated partition's stream starts where the migration began: a
-//!   group new to it (at offset 0) gets `BeforeStreamStart` naming where
-//!   the stream starts, not `RecordsLost`, and a reset positions it there.
+//!   group new to it starts there (as a new local group starts at the
+//!   first kept record); a cursor asked for an offset before it would get
+//!   `BeforeStreamStart` naming where the stream starts, not `RecordsLost`.
 //!
 //! Servers here are started by this file (not `common::NatsServer`), as
 //! they are stopped and started again on their store, or run inside a
@@ -518,13 +519,13 @@ fn a_stream_cut_short_at_a_damaged_block_after_a_crash_is_reported_to_groups_and
 
 /// The other way a stream's first record is past a position, on purpose:
 /// a migrated partition's stream starts where the migration began. A group
-/// new to the migrated queue starts at offset 0, before it: that is
-/// `BeforeStreamStart` naming where the stream starts (nothing was lost),
-/// and a reset to the earliest record positions the group there. A reader
-/// asked for offset 0 starts there, as a local reader is clamped to the
-/// first record retention kept.
+/// new to the migrated queue starts there, as a new local group starts at
+/// the first record retention kept, and a reset below it is moved there.
+/// (A cursor asked for an offset below it would get `BeforeStreamStart`
+/// naming where the stream starts: nothing was lost.) A reader asked for offset 0 starts there, as a local reader is clamped
+/// to the first record retention kept.
 #[test]
-fn a_group_new_to_a_migrated_queue_is_told_where_its_stream_starts_not_that_records_were_lost() {
+fn a_group_new_to_a_migrated_queue_starts_where_its_stream_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = dir.path().join("local");
     {
@@ -542,14 +543,11 @@ fn a_group_new_to_a_migrated_queue_is_told_where_its_stream_starts_not_that_reco
     let queue = Queue::open(&url).expect("open the migrated queue");
 
     let mut consumer = queue.consumer_with("b", options()).expect("join a new group");
-    let before = process_one(&mut consumer).expect_err("offset 0 was never in the stream");
-    eprintln!("new group: {before}");
-    match nats(&before) {
-        Error::BeforeStreamStart { partition: 0, offset: 0, first: 5, .. } => {}
-        other => panic!("not BeforeStreamStart at 0 before 5: {other:?}"),
-    }
+    assert_eq!(consume_to(&mut consumer, 10).iter().map(|r| r.0).collect::<Vec<_>>(), (5..10).collect::<Vec<u64>>());
     drop(consumer);
-    assert_eq!(queue.reset_group("b", ResetTo::Earliest).expect("reset"), [5]);
+
+    // A reset below the stream's start is moved to it, as the take is.
+    assert_eq!(queue.reset_group("b", ResetTo::Offset(2)).expect("reset"), [5]);
     let mut consumer = queue.consumer_with("b", options()).expect("join again");
     assert_eq!(consume_to(&mut consumer, 10).iter().map(|r| r.0).collect::<Vec<_>>(), (5..10).collect::<Vec<u64>>());
 
