@@ -128,8 +128,9 @@ fn on_2_10_a_batch_the_stream_refuses_stores_the_records_before_the_refused_one(
 }
 
 /// The producer that is SIGKILLed: sends batches of [`BATCH`] records, each
-/// saying which batch it is, and prints `STORED <n>` after each; a no-op
-/// unless `DURQ_NATS_BATCH_CHILD_URL` is set.
+/// saying which batch it is, and prints `STORED <n> <µs>` after each, with
+/// the time the batch took; a no-op unless `DURQ_NATS_BATCH_CHILD_URL` is
+/// set.
 #[test]
 fn child_sending_batches() {
     let Ok(url) = std::env::var("DURQ_NATS_BATCH_CHILD_URL") else { return };
@@ -138,8 +139,10 @@ fn child_sending_batches() {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let producer = Queue::open(&url).expect("child: open").producer();
     for b in 0.. {
-        producer.send_batch(payloads(b, BATCH)).expect("child: send_batch");
-        println!("STORED {}", b + 1);
+        let batch = payloads(b, BATCH);
+        let started = std::time::Instant::now();
+        producer.send_batch(&batch).expect("child: send_batch");
+        println!("STORED {} {}", b + 1, started.elapsed().as_micros());
     }
 }
 
@@ -156,11 +159,14 @@ fn on_2_12_a_producer_sigkilled_while_sending_batches_leaves_whole_batches() {
         .expect("spawn the producer");
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    while !line.starts_with("STORED 2") {
+    while !line.starts_with("STORED 2 ") {
         line.clear();
         assert!(stdout.read_line(&mut line).unwrap() > 0, "the producer ended before two batches");
     }
-    // The third batch is on its way: its records are being sent.
+    // Half-way through the third batch, going by the second's time: its
+    // records are on their way, its commit not yet.
+    let took: u64 = line.trim_end().rsplit(' ').next().unwrap().parse().expect("the batch's time");
+    std::thread::sleep(Duration::from_micros(took / 2));
     child.kill().expect("SIGKILL the producer");
     let status = child.wait().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
