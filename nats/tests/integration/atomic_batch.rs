@@ -8,8 +8,10 @@
 //! prefix before the refused one; a producer SIGKILLed while it sends
 //! batches leaves whole batches only (the killed producer is this test
 //! binary run again, `--exact atomic_batch::child_sending_batches`, with
-//! `DURQ_NATS_BATCH_CHILD_URL` set); and a queue whose streams lack the
-//! setting gets it at `Queue::open`, not at `Queue::open_existing`.
+//! `DURQ_NATS_BATCH_CHILD_URL` set); a batch whose commit acknowledgement
+//! is lost is sent again and stored once, its positions those of the
+//! stored copy; and a queue whose streams lack the setting gets it at
+//! `Queue::open`, not at `Queue::open_existing`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,11 +21,12 @@ use async_nats::jetstream::stream::DiscardPolicy;
 use durq::{Options, Position};
 use durq_nats::{Queue, record};
 
+use crate::common::proxy::{Hold, Proxy};
 use crate::common::{NatsServer, raw_jetstream, runtime, stream_messages};
 
-/// Records per batch in the tests that count whole batches: the server's
-/// default limit, so each is one atomic batch.
-const BATCH: usize = 1000;
+/// Records per batch of the producer that is killed: each one atomic batch
+/// (the server takes 1,000).
+const BATCH: usize = 200;
 
 fn open(server: &NatsServer, name: &str) -> Queue {
     Queue::open_with(&format!("{}/{name}", server.url()), Options::default().partitions(1)).expect("open")
@@ -48,15 +51,15 @@ fn on_2_12_batches_sent_at_once_are_each_stored_whole_at_contiguous_positions() 
     let stream = record::stream_name("whole", 0);
     assert!(rt.block_on(config(&raw, &stream)).allow_atomic_publish, "created with atomic batch publish allowed");
 
-    // Four producers, ten batches of 100 each, all at once into one stream.
+    // Four producers, five batches of 50 each, all at once into one stream.
     let sent: Vec<(Vec<Position>, Vec<String>)> = std::thread::scope(|scope| {
         let senders: Vec<_> = (0..4)
             .map(|producer| {
                 let producer_handle = queue.producer();
                 scope.spawn(move || {
-                    (0..10)
+                    (0..5)
                         .map(|b| {
-                            let batch = payloads(producer * 100 + b, 100);
+                            let batch = payloads(producer * 100 + b, 50);
                             (producer_handle.send_batch(&batch).expect("send_batch"), batch)
                         })
                         .collect::<Vec<_>>()
@@ -65,9 +68,17 @@ fn on_2_12_batches_sent_at_once_are_each_stored_whole_at_contiguous_positions() 
             .collect();
         senders.into_iter().flat_map(|s| s.join().expect("a sender")).collect()
     });
+
+    // Over the server's limit: consecutive atomic batches of 1,000, each
+    // whole; with one producer, contiguous throughout.
+    let large = payloads(99, 1200);
+    let positions = queue.producer().send_batch(&large).expect("a batch of 1,200");
+    let offsets: Vec<u64> = positions.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, (1000..2200).collect::<Vec<_>>());
+
     let stored = rt.block_on(stream_messages(&raw, &stream));
-    assert_eq!(stored.len(), 4000);
-    for (positions, batch) in &sent {
+    assert_eq!(stored.len(), 2200);
+    for (positions, batch) in sent.iter().chain([&(positions, large)]) {
         assert!(positions.windows(2).all(|w| w[1].offset == w[0].offset + 1), "contiguous: {positions:?}");
         for (position, payload) in positions.iter().zip(batch) {
             let message = &stored[position.offset as usize];
@@ -76,19 +87,11 @@ fn on_2_12_batches_sent_at_once_are_each_stored_whole_at_contiguous_positions() 
         }
     }
 
-    // Over the server's limit: consecutive atomic batches of 1,000, each
-    // whole; with one producer, contiguous throughout.
-    let large = payloads(99, 2500);
-    let positions = queue.producer().send_batch(&large).expect("a batch of 2,500");
-    let offsets: Vec<u64> = positions.iter().map(|p| p.offset).collect();
-    assert_eq!(offsets, (4000..6500).collect::<Vec<_>>());
-    let stored = rt.block_on(stream_messages(&raw, &stream));
     let batch_ids: Vec<&str> =
-        stored[4000..].iter().map(|m| m.headers.get("Nats-Batch-Id").expect("a batch id").as_str()).collect();
-    for chunk in [&batch_ids[..1000], &batch_ids[1000..2000], &batch_ids[2000..]] {
-        assert!(chunk.iter().all(|id| *id == chunk[0]), "one batch per chunk");
-    }
-    assert!(batch_ids[0] != batch_ids[1000] && batch_ids[1000] != batch_ids[2000], "three batches");
+        stored[1000..].iter().map(|m| m.headers.get("Nats-Batch-Id").expect("a batch id").as_str()).collect();
+    assert!(batch_ids[..1000].iter().all(|id| *id == batch_ids[0]), "the first 1,000: one batch");
+    assert!(batch_ids[1000..].iter().all(|id| *id == batch_ids[1000]), "the last 200: one batch");
+    assert_ne!(batch_ids[0], batch_ids[1000], "two batches");
 }
 
 /// Sends five records in one `send_batch` to a stream that takes three
@@ -192,6 +195,28 @@ fn on_2_12_a_producer_sigkilled_while_sending_batches_leaves_whole_batches() {
         let expected = format!("batch {} record {}", offset / BATCH, offset % BATCH);
         assert_eq!(message.payload, expected.as_bytes(), "at offset {offset}");
     }
+}
+
+#[test]
+fn on_2_12_a_batch_whose_commit_acknowledgement_is_lost_is_stored_once() {
+    let server = NatsServer::start_2_12_blocking();
+    let rt = runtime();
+    let proxy = Proxy::start(&server.url());
+    let queue = Queue::open_with(&format!("{}/lost", proxy.url()), Options::default().partitions(1)).expect("open");
+    let producer = queue.producer();
+    producer.send_batch(["before"; 2]).expect("a first batch");
+    proxy.hold(Hold::LoseBatchAck);
+    // The commit is stored, its acknowledgement lost: after the reply's
+    // timeout the batch goes again (same message ids, a new batch id), the
+    // server refuses it as holding stored ids, and the last record sent
+    // alone is acknowledged as a duplicate where it is stored.
+    let positions = producer.send_batch(["a", "b", "c"]).expect("stored, acknowledged after the retry");
+    assert_eq!(proxy.held_total(), 1, "the commit's acknowledgement was lost");
+    assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), [2, 3, 4]);
+    let raw = rt.block_on(raw_jetstream(&server.url()));
+    let stored = rt.block_on(stream_messages(&raw, &record::stream_name("lost", 0)));
+    let payloads: Vec<&[u8]> = stored.iter().map(|m| &m.payload[..]).collect();
+    assert_eq!(payloads, [&b"before"[..], b"before", b"a", b"b", b"c"], "stored once");
 }
 
 #[test]

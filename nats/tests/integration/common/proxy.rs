@@ -6,7 +6,8 @@
 //! in order, until [`Proxy::release`] sends them on. Frames before it (the
 //! records a member reads, its earlier writes) pass at once: what a stalled
 //! connection looks like to a member at the instant it marks a batch, made
-//! exact.
+//! exact. It can also lose one frame: the first acknowledgement of an
+//! atomic batch's commit ([`Hold::LoseBatchAck`]), as a lost reply is.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -22,6 +23,9 @@ pub enum Hold {
     /// `MSG`/`HMSG` frames from the server that acknowledge a write into a
     /// key-value bucket (a publish acknowledgement naming a `KV_` stream).
     KvAcks,
+    /// The first `MSG`/`HMSG` frame from the server that acknowledges an
+    /// atomic batch (names a `"batch"`): dropped, not held; then nothing.
+    LoseBatchAck,
 }
 
 /// The proxy: listens on a free loopback port, one upstream connection per
@@ -113,6 +117,14 @@ fn forward(from: TcpStream, to: TcpStream, direction: Direction, state: &Mutex<S
             Hold::Nothing => false,
             Hold::KvWrites => direction == Direction::ToServer && is_kv_write(&frame),
             Hold::KvAcks => direction == Direction::ToClient && is_kv_ack(&frame),
+            Hold::LoseBatchAck => {
+                if direction == Direction::ToClient && is_batch_ack(&frame) {
+                    state.hold = Hold::Nothing;
+                    state.held_total += 1;
+                    continue;
+                }
+                false
+            }
         };
         if hold || state.held.iter().any(|(held_to, _)| same_peer(held_to, &to)) {
             state.held_total += usize::from(hold);
@@ -149,6 +161,11 @@ fn read_frame(from: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
 
 fn is_kv_write(frame: &[u8]) -> bool {
     frame.starts_with(b"PUB $KV.") || frame.starts_with(b"HPUB $KV.")
+}
+
+fn is_batch_ack(frame: &[u8]) -> bool {
+    (frame.starts_with(b"MSG ") || frame.starts_with(b"HMSG "))
+        && frame.windows(b"\"batch\":\"".len()).any(|w| w == b"\"batch\":\"")
 }
 
 fn is_kv_ack(frame: &[u8]) -> bool {
