@@ -12,19 +12,20 @@
 //! sequence, so the position returned is the stored record's.
 //!
 //! **`send_batch` is atomic where the server has atomic batch publish**
-//! (nats-server [`ATOMIC_BATCH_SINCE`] and later, every partition's stream
-//! allowing it: `queue.rs`). A batch of up to [`BATCH_RECORDS_MAX`] records
-//! (the server's default limit) is one JetStream atomic batch
-//! (`atomic_batch.rs`): stored whole, at contiguous positions, or not at
-//! all, also when the producer dies in the middle of it. A larger batch is
-//! sent as consecutive atomic batches of that size, each waiting for the
-//! one before: each is all or nothing, so what a failure or a crash leaves
-//! is a prefix of the batch made of whole chunks, in order (one batch of
-//! any size would need the server to hold it all before storing any;
-//! splitting keeps each within the server's limit instead of refusing the
-//! call). A server configured with a lower limit refuses a chunk as too
-//! large (nothing stored); the producer then halves its chunk size, for
-//! this and later batches, and sends that chunk again.
+//! (nats-server [`ATOMIC_BATCH_SINCE`](crate::ATOMIC_BATCH_SINCE) and
+//! later, every partition's stream allowing it: `queue.rs`). A batch of up
+//! to [`BATCH_RECORDS_MAX`] records (the server's default limit) is one
+//! JetStream atomic batch (`atomic_batch.rs`): stored whole, at contiguous
+//! positions, or not at all, also when the producer dies in the middle of
+//! it. A larger batch is sent as consecutive atomic batches of that size,
+//! each waiting for the one before: each is all or nothing, so what a
+//! failure or a crash leaves is a prefix of the batch made of whole chunks,
+//! in order (one batch of any size would need the server to hold it all
+//! before storing any; splitting keeps each within the server's limit
+//! instead of refusing the call). A server configured with a lower limit
+//! refuses a chunk as too large (nothing stored); the producer then halves
+//! its chunk size, for this and later batches, and sends that chunk again.
+//! A batch of one record is a single publish.
 //!
 //! A retried atomic batch keeps the rule above: its records keep their
 //! `Nats-Msg-Id`s, and only the batch id is new. The server refuses a batch
@@ -64,8 +65,6 @@ use crate::atomic_batch::{self, BATCH_RECORDS_MAX, Reply};
 use crate::error::Error;
 use crate::record;
 use crate::shared::Shared;
-#[cfg(doc)]
-use crate::version::ATOMIC_BATCH_SINCE;
 
 /// How long a send keeps publishing a record again while no
 /// acknowledgement comes, before it reports the record as possibly stored.
@@ -182,14 +181,14 @@ impl Producer {
     /// Appends records to one partition (round-robin), in order. If any
     /// record is too large, nothing is sent.
     ///
-    /// On nats-server [`ATOMIC_BATCH_SINCE`] and later, a batch of up to
-    /// [`BATCH_RECORDS_MAX`] records is atomic: all stored, at contiguous
-    /// positions, or none, also if the producer dies mid-batch; a larger
-    /// one is sent as consecutive atomic chunks of that size, so a failure
-    /// leaves whole chunks. On older servers the records are published one
-    /// by one, pipelined: a failure or crash leaves a prefix, and other
-    /// producers' records may sit between them. See the module's
-    /// documentation.
+    /// On nats-server [`ATOMIC_BATCH_SINCE`](crate::ATOMIC_BATCH_SINCE) and
+    /// later, a batch of up to 1,000 records (the server's default limit)
+    /// is atomic: all stored, at contiguous positions, or none, also if the
+    /// producer dies mid-batch; a larger one is sent as consecutive atomic
+    /// chunks of that size, so a failure leaves whole chunks. On older
+    /// servers the records are published one by one, pipelined: a failure
+    /// or crash leaves a prefix, and other producers' records may sit
+    /// between them. See the module's documentation.
     ///
     /// # Errors
     /// As [`Producer::send`]; on an engine error, the records before the
