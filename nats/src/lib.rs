@@ -33,6 +33,7 @@
 //! The design, what each durq guarantee becomes on NATS, and what remains to
 //! build are in docs/SCALE_OUT.md (a draft).
 
+mod atomic_batch;
 mod connect;
 mod consumer;
 mod dead_letter;
@@ -65,4 +66,4 @@ pub use queue::{DUPLICATE_WINDOW, HEADER_ROOM_BYTES, META_BUCKET, Queue};
 pub use reader::Reader;
 pub use slot::{BUCKET_WRITABLE_WITHIN, Lease, Mark, Progress, SlotState, Slots};
 pub use slot_value::HOLDER_BYTES_MAX;
-pub use version::{MIN_SERVER_VERSION, ServerVersion};
+pub use version::{ATOMIC_BATCH_SINCE, MIN_SERVER_VERSION, ServerVersion};

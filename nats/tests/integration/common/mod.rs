@@ -13,8 +13,9 @@
 //!
 //! The binary is `$DURQ_NATS_SERVER`, else the one `.ci/install-nats`
 //! installed, else `nats-server` on `PATH`; it must be at least
-//! `durq_nats::MIN_SERVER_VERSION`. If none is found the tests fail and say
-//! to run `.ci/install-nats`: they never skip.
+//! `durq_nats::MIN_SERVER_VERSION`. The tests of atomic batches start the
+//! second pin ([`NatsServer::start_2_12`]). If none is found the tests fail
+//! and say to run `.ci/install-nats`: they never skip.
 
 pub mod locate;
 pub mod proxy;
@@ -67,7 +68,18 @@ impl NatsServer {
         NatsServer::start_with(false).await
     }
 
+    /// [`NatsServer::start_blocking`] on the second pinned release, 2.12
+    /// (`locate::server_binary_2_12`).
+    pub fn start_2_12_blocking() -> NatsServer {
+        let binary = locate::server_binary_2_12();
+        tokio::runtime::Runtime::new().expect("a runtime").block_on(NatsServer::start_binary(&binary, true))
+    }
+
     async fn start_with(jetstream: bool) -> NatsServer {
+        NatsServer::start_binary(&locate::server_binary(), jetstream).await
+    }
+
+    async fn start_binary(binary: &Path, jetstream: bool) -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
         for attempt in 1..=PORT_ATTEMPTS {
             let port = free_port();
@@ -75,7 +87,7 @@ impl NatsServer {
             if jetstream {
                 config += &jetstream_block(&dir.path().join("store"));
             }
-            let mut process = ServerProcess::spawn("solo", dir.path(), &config);
+            let mut process = ServerProcess::spawn_binary(binary, "solo", dir.path(), &config);
             match process.wait_ready(port, jetstream).await {
                 Ok(()) => return NatsServer { process, port, _dir: dir },
                 Err(e) if e.port_taken && attempt < PORT_ATTEMPTS => continue,
@@ -288,12 +300,15 @@ struct NotReady {
 
 impl ServerProcess {
     fn spawn(name: &str, dir: &Path, config: &str) -> ServerProcess {
-        let binary = locate::server_binary();
+        ServerProcess::spawn_binary(&locate::server_binary(), name, dir, config)
+    }
+
+    fn spawn_binary(binary: &Path, name: &str, dir: &Path, config: &str) -> ServerProcess {
         let config_path = dir.join(format!("{name}.conf"));
         std::fs::write(&config_path, config).expect("write server config");
         let log = dir.join(format!("{name}.log"));
         let log_file = File::options().create(true).append(true).open(&log).expect("open server log");
-        let child = Command::new(&binary)
+        let child = Command::new(binary)
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())

@@ -5,7 +5,8 @@
 //! back, in order, until [`Proxy::release`] sends them on. Frames before it (the
 //! records a member reads, its earlier writes) pass at once: what a stalled
 //! connection looks like to a member at the instant it marks a batch, made
-//! exact.
+//! exact. It can also lose one frame: the first acknowledgement of an
+//! atomic batch's commit ([`Hold::LoseBatchAck`]), as a lost reply is.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -18,6 +19,9 @@ pub enum Hold {
     Nothing,
     /// `PUB`/`HPUB` frames from the client into a `$KV.` subject.
     KvWrites,
+    /// The first `MSG`/`HMSG` frame from the server that acknowledges an
+    /// atomic batch (names a `"batch"`): dropped, not held; then nothing.
+    LoseBatchAck,
 }
 
 /// The proxy: listens on a free loopback port, one upstream connection per
@@ -31,6 +35,8 @@ struct State {
     hold: Hold,
     /// Held frames, each with the connection it goes to.
     held: Vec<(TcpStream, Vec<u8>)>,
+    /// How many frames were dropped ([`Hold::LoseBatchAck`]).
+    dropped: usize,
 }
 
 impl Proxy {
@@ -39,7 +45,7 @@ impl Proxy {
         let upstream = upstream.trim_start_matches("nats://").to_owned();
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the proxy");
         let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(State { hold: Hold::Nothing, held: Vec::new() }));
+        let state = Arc::new(Mutex::new(State { hold: Hold::Nothing, held: Vec::new(), dropped: 0 }));
         let shared = state.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -77,6 +83,11 @@ impl Proxy {
         }
     }
 
+    /// How many frames were dropped so far.
+    pub fn dropped(&self) -> usize {
+        self.state().dropped
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -100,6 +111,14 @@ fn forward(from: TcpStream, to: TcpStream, direction: Direction, state: &Mutex<S
         let hold = match state.hold {
             Hold::Nothing => false,
             Hold::KvWrites => direction == Direction::ToServer && is_kv_write(&frame),
+            Hold::LoseBatchAck => {
+                if direction == Direction::ToClient && is_batch_ack(&frame) {
+                    state.hold = Hold::Nothing;
+                    state.dropped += 1;
+                    continue;
+                }
+                false
+            }
         };
         if hold || state.held.iter().any(|(held_to, _)| same_peer(held_to, &to)) {
             state.held.push((to.try_clone().unwrap(), frame));
@@ -135,4 +154,9 @@ fn read_frame(from: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
 
 fn is_kv_write(frame: &[u8]) -> bool {
     frame.starts_with(b"PUB $KV.") || frame.starts_with(b"HPUB $KV.")
+}
+
+fn is_batch_ack(frame: &[u8]) -> bool {
+    (frame.starts_with(b"MSG ") || frame.starts_with(b"HMSG "))
+        && frame.windows(b"\"batch\":\"".len()).any(|w| w == b"\"batch\":\"")
 }
