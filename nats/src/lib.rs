@@ -64,6 +64,6 @@ pub use migrate::{Migrated, migrate};
 pub use producer::{Producer, SEND_RETRY_WITHIN};
 pub use queue::{DUPLICATE_WINDOW, HEADER_ROOM_BYTES, META_BUCKET, Queue};
 pub use reader::Reader;
-pub use slot::{BUCKET_WRITABLE_WITHIN, Lease, Mark, Progress, SlotState, Slots};
+pub use slot::{BUCKET_WRITABLE_WITHIN, Lease, Mark, Progress, SlotState, Slots, SlotsView};
 pub use slot_value::HOLDER_BYTES_MAX;
 pub use version::{ATOMIC_BATCH_SINCE, MIN_SERVER_VERSION, ServerVersion};

@@ -31,7 +31,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
 use crate::group_names::MEMBER_KEY_PREFIX;
-use crate::slot::Slots;
+use crate::slot::SlotsView;
 
 /// The JetStream header that marks a key-value delete or purge.
 const KV_OPERATION_HEADER: &str = "KV-Operation";
@@ -83,13 +83,13 @@ impl std::fmt::Display for Liveness {
     }
 }
 
-/// Every member key of `slots`' bucket, by id, read-only.
+/// Every member key of `slots`' bucket, by id.
 ///
 /// # Errors
 /// [`Error::Engine`] if a request fails or the server's reply has no time;
 /// [`Error::CorruptSlot`] (naming the member's key) for a member value that
 /// is not 8 bytes.
-pub(crate) async fn members(jetstream: &Context, slots: &Slots) -> Result<Vec<MemberStat>> {
+pub(crate) async fn members(jetstream: &Context, slots: &SlotsView) -> Result<Vec<MemberStat>> {
     let store = slots.store();
     let bucket = slots.bucket();
     let list = || format!("list the member keys of bucket {bucket}");

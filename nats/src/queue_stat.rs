@@ -15,7 +15,7 @@ use crate::member_stat::{MemberStat, members};
 use crate::queue::Queue;
 use crate::record;
 use crate::shared::Shared;
-use crate::slot::{SlotState, Slots};
+use crate::slot::{SlotState, SlotsView};
 
 /// A snapshot of a NATS queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +112,7 @@ async fn stat(shared: &Shared) -> durq::Result<QueueStat> {
     let mut groups = Vec::new();
     for name in names {
         let bucket = group_bucket(queue, &name)?;
-        let slots = Slots::open(&shared.client, &bucket, usize::from(shared.meta.replicas)).await?;
+        let slots = SlotsView::open(&shared.client, &bucket).await?;
         let mut states = Vec::new();
         for partition in 0..shared.meta.partitions {
             states.push(slots.read(&slot_key(partition)).await?);

@@ -247,18 +247,7 @@ impl Slots {
     /// was deleted (its checkpoint is gone, and is not silently restarted);
     /// [`Error::Engine`] if the request fails.
     pub async fn read(&self, slot: &str) -> Result<Option<SlotState>> {
-        validate_name("slot", slot)?;
-        match last_entry(&self.store, slot).await? {
-            None => Ok(None),
-            Some(Entry::Removed { revision, operation }) => Err(Error::CorruptSlot {
-                bucket: self.bucket().to_owned(),
-                slot: slot.to_owned(),
-                revision,
-                position: 0,
-                reason: format!("the key was removed ({operation}): its checkpoint is lost"),
-            }),
-            Some(Entry::Value { revision, value }) => Ok(Some(SlotState { slot: slot.to_owned(), revision, value })),
-        }
+        read_slot(&self.store, slot).await
     }
 
     /// The delivery mark last put for slot `slot`, or `None` if there is
@@ -604,6 +593,65 @@ async fn create_bucket(
     while_not_there(create, |e| e.kind() == CreateKeyValueErrorKind::TimedOut).await.map_err(|(e, waited)| {
         Error::engine(format!("create key-value bucket {bucket} ({replicas} replicas){waited}"), e)
     })
+}
+
+/// A group's slots as `durq stat` looks at them: the bucket opened as it
+/// is, creating nothing (so credentials that may only read will do), and
+/// read, never written.
+#[derive(Debug, Clone)]
+pub struct SlotsView {
+    store: kv::Store,
+}
+
+impl SlotsView {
+    /// Opens the existing bucket `bucket`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bucket name NATS cannot use;
+    /// [`Error::Engine`] if it does not exist or the request fails.
+    pub async fn open(client: &Client, bucket: &str) -> Result<SlotsView> {
+        validate_name("bucket", bucket)?;
+        let store = client
+            .jetstream()
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| Error::engine(format!("open key-value bucket {bucket}"), e))?;
+        Ok(SlotsView { store })
+    }
+
+    /// As [`Slots::read`].
+    ///
+    /// # Errors
+    /// As [`Slots::read`].
+    pub async fn read(&self, slot: &str) -> Result<Option<SlotState>> {
+        read_slot(&self.store, slot).await
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.store.name
+    }
+
+    /// The key-value handle (membership keys share the bucket).
+    pub(crate) fn store(&self) -> &kv::Store {
+        &self.store
+    }
+}
+
+/// Slot `slot` of the bucket `store` ([`Slots::read`]).
+async fn read_slot(store: &kv::Store, slot: &str) -> Result<Option<SlotState>> {
+    validate_name("slot", slot)?;
+    match last_entry(store, slot).await? {
+        None => Ok(None),
+        Some(Entry::Removed { revision, operation }) => Err(Error::CorruptSlot {
+            bucket: store.name.clone(),
+            slot: slot.to_owned(),
+            revision,
+            position: 0,
+            reason: format!("the key was removed ({operation}): its checkpoint is lost"),
+        }),
+        Some(Entry::Value { revision, value }) => Ok(Some(SlotState { slot: slot.to_owned(), revision, value })),
+    }
 }
 
 /// A key's last entry in a bucket, as stored.

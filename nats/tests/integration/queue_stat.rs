@@ -76,3 +76,33 @@ fn stat_lists_each_member_with_its_lease_age_liveness_and_slots() {
     }
     drop(alive);
 }
+
+/// The names of every stream on the server, sorted.
+fn stream_names(url: &str) -> Vec<String> {
+    runtime().block_on(async {
+        use futures_util::StreamExt;
+        let names: Vec<String> =
+            raw_jetstream(url).await.stream_names().map(|name| name.expect("a stream name")).collect().await;
+        let mut names = names;
+        names.sort();
+        names
+    })
+}
+
+#[test]
+fn stat_creates_no_bucket_not_even_for_a_group_an_older_build_made() {
+    let server = NatsServer::start_blocking();
+    let url = format!("{}/orders", server.url());
+    let queue = Queue::open_with(&url, Options::default().partitions(2)).expect("open");
+    drop(queue.consumer_with("billing", ConsumerOptions::default().lease_timeout(LONG_LEASE)).expect("a member"));
+    // A group made before delivery marks had a bucket of their own.
+    runtime().block_on(async {
+        raw_jetstream(&server.url()).await.delete_key_value("DURM_orders_G_billing").await.expect("delete the marks")
+    });
+    let before = stream_names(&server.url());
+    assert!(!before.iter().any(|n| n.starts_with("KV_DURM_")), "{before:?}");
+
+    let stat = queue.stat().expect("stat");
+    assert_eq!(stat.groups[0].committed(), [0, 0]);
+    assert_eq!(stream_names(&server.url()), before, "stat created nothing");
+}
