@@ -126,6 +126,11 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// What a stored value (a slot's or a mark's) says.
+    fn of(value: &SlotValue) -> Progress {
+        Progress { checkpoint: value.checkpoint, delivered_end: value.delivered_end, attempts: value.attempts }
+    }
+
     /// After every record before `checkpoint` was processed. A record past
     /// the old checkpoint starts its count afresh, except one that was
     /// handed out before (it was delivered at least once). The same
@@ -260,14 +265,7 @@ impl Slots {
         validate_name("slot", slot)?;
         match last_entry(&self.marks, slot).await? {
             None | Some(Entry::Removed { .. }) => Ok(None),
-            Some(Entry::Value { value, .. }) => Ok(Some(Mark {
-                epoch: value.epoch,
-                progress: Progress {
-                    checkpoint: value.checkpoint,
-                    delivered_end: value.delivered_end,
-                    attempts: value.attempts,
-                },
-            })),
+            Some(Entry::Value { value, .. }) => Ok(Some(Mark { epoch: value.epoch, progress: Progress::of(&value) })),
         }
     }
 
@@ -460,11 +458,7 @@ impl Slots {
             match self.store.update(&lease.slot, value.encode().into(), lease.revision).await {
                 Ok(revision) => {
                     lease.revision = revision;
-                    lease.progress = Progress {
-                        checkpoint: value.checkpoint,
-                        delivered_end: value.delivered_end,
-                        attempts: value.attempts,
-                    };
+                    lease.progress = Progress::of(&value);
                     return Ok(());
                 }
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => match self.read(&lease.slot).await? {
@@ -499,11 +493,7 @@ impl SlotState {
 
     /// The checkpoint and deliveries stored.
     pub fn progress(&self) -> Progress {
-        Progress {
-            checkpoint: self.value.checkpoint,
-            delivered_end: self.value.delivered_end,
-            attempts: self.value.attempts,
-        }
+        Progress::of(&self.value)
     }
 
     /// The holder's member id, or `None` if the slot is free.
