@@ -14,13 +14,22 @@
 //!   crash counts the delivery ([`Message::delivery_count`]). When the next
 //!   batch of a partition is already here as its batch is committed, the
 //!   one write does both (commit this batch, mark the next), so a member
-//!   that keeps up pays one replicated write per batch. An idle member
-//!   marks a batch when it arrives by a put into the group's marks bucket
-//!   (memory storage, not synced) that it flushes into the connection's
-//!   socket, then hands the batch over at once (`Slots::send_mark`); the
-//!   member that takes the slot over reads it with the slot. The mark
-//!   survives the member's process crash, as the local queue's survives
-//!   one in the page cache, and costs no sync on the servers.
+//!   that keeps up pays one replicated write per batch. When nothing of
+//!   the next batch is here yet, the commit marks the next record all the
+//!   same, in advance: a *standing mark*. A member that waited for records
+//!   hands a lone record over without a write when it comes, so a member
+//!   fed one record at a time also pays one write per record. The price: a
+//!   member that dies idle, its standing mark unused, leaves its successor
+//!   counting one delivery of that record that did not happen
+//!   ([`Message::delivery_count`] 2 at its first); a member that dies with
+//!   the record in its hands is counted exactly. Every other hand-over
+//!   (several records after a wait, the first after a take, a retry) is
+//!   marked as it is handed over, by a put into the group's marks bucket
+//!   (memory storage, not synced) that is flushed into the connection's
+//!   socket first (`Slots::send_mark`); the member that takes the slot over
+//!   reads it with the slot. Such a mark survives the member's process
+//!   crash, as the local queue's survives one in the page cache, and costs
+//!   no sync on the servers.
 //! - **Committing.** After `Ok`, the slot's checkpoint moves past the batch
 //!   by compare-and-set on the holder's own last revision. A member that was
 //!   taken over meanwhile gets [`durq::Error::Fenced`] and nothing moves; its
@@ -105,6 +114,20 @@ struct Held {
     /// The next batch, marked as delivered by the write that committed the
     /// one before it, handed over when this slot's turn comes.
     marked: Option<Marked>,
+    /// The slot's progress before the standing mark the last commit
+    /// stored (module doc, "Marking"), while it is unused: a lone record
+    /// at the checkpoint is handed over without a write. What a release
+    /// stores instead.
+    standing: Option<Progress>,
+}
+
+impl Held {
+    /// What a release stores instead of the progress held, if the last
+    /// write marked a batch that never reached the caller: the progress
+    /// before that mark (`Lease::unmark`).
+    fn unmarked(&self) -> Option<Progress> {
+        self.marked.as_ref().map(|marked| marked.before).or(self.standing)
+    }
 }
 
 /// A batch recorded in the slot as handed out, not handed out yet.
@@ -408,10 +431,19 @@ impl Consumer {
             return Err(durq::Error::Fenced { partition: taken.partition, epoch: taken.epoch });
         };
         let committed = lease.progress().committed(checkpoint);
+        let held = self.held.get_mut(&taken.partition);
+        let may_stand = n == taken.records.len()
+            && committed.attempts == 0
+            && held.is_some_and(|h| h.epoch == taken.epoch && h.retry_at.is_none() && checkpoint >= h.isolate_end);
         let progress = match next.last() {
             Some(last) => committed.handed_out(last.position.offset + 1),
+            // The standing mark of the record that has not come yet.
+            None if may_stand => committed.handed_out(checkpoint + 1),
             None => committed,
         };
+        if let Some(held) = self.held.get_mut(&taken.partition) {
+            held.standing = None;
+        }
         let write = self.membership.slots.advance(lease, progress);
         let written = match self.held.get_mut(&taken.partition).and_then(|held| held.cursor.as_mut()) {
             // The batch after `next` is read while the write is on its way.
@@ -420,17 +452,19 @@ impl Consumer {
         };
         match written {
             Ok(()) => {
-                if !next.is_empty()
-                    && let Some(held) = self.held.get_mut(&taken.partition)
-                {
-                    let taken = Taken {
-                        partition: taken.partition,
-                        epoch: taken.epoch,
-                        records: next,
-                        attempts: progress.attempts,
-                        delivered_before: committed.delivered_end,
-                    };
-                    held.marked = Some(Marked { taken, before: committed });
+                if let Some(held) = self.held.get_mut(&taken.partition) {
+                    if !next.is_empty() {
+                        let taken = Taken {
+                            partition: taken.partition,
+                            epoch: taken.epoch,
+                            records: next,
+                            attempts: progress.attempts,
+                            delivered_before: committed.delivered_end,
+                        };
+                        held.marked = Some(Marked { taken, before: committed });
+                    } else if progress != committed {
+                        held.standing = Some(committed);
+                    }
                 }
                 Ok(())
             }
@@ -657,6 +691,23 @@ impl Consumer {
             );
             self.next_slot = p + 1;
             let epoch = held.epoch;
+            let progress = match held.standing.take() {
+                Some(before) if records.len() == 1 => {
+                    // The last commit stored this record as handed out.
+                    assert_eq!(
+                        (progress.delivered_end, progress.attempts),
+                        (progress.checkpoint + 1, 1),
+                        "a standing mark stands for the record at the checkpoint"
+                    );
+                    let taken =
+                        Taken { partition: p, epoch, records, attempts: 1, delivered_before: before.delivered_end };
+                    return Ok(Some(taken));
+                }
+                // More came: marked as any batch, from before the standing
+                // mark, which counted only the first of them.
+                Some(before) => before,
+                None => progress,
+            };
             return self.mark(p, epoch, progress, records).await;
         }
         Ok(None)
@@ -727,8 +778,8 @@ impl Consumer {
             if owners[p as usize] != Some(me)
                 && let Some(mut lease) = leases.remove(&p)
             {
-                if let Some(marked) = self.held.remove(&p).and_then(|held| held.marked) {
-                    lease.unmark(marked.before);
+                if let Some(before) = self.held.remove(&p).and_then(|held| held.unmarked()) {
+                    lease.unmark(before);
                 }
                 // A fenced release needs nothing more: the slot is another's.
                 match self.membership.slots.release(lease).await {
@@ -770,7 +821,14 @@ impl Consumer {
                     let isolate_end = if progress.attempts >= 1 { progress.delivered_end } else { 0 };
                     self.held.insert(
                         p,
-                        Held { epoch: lease.epoch(), cursor: None, retry_at: None, isolate_end, marked: None },
+                        Held {
+                            epoch: lease.epoch(),
+                            cursor: None,
+                            retry_at: None,
+                            isolate_end,
+                            marked: None,
+                            standing: None,
+                        },
                     );
                     leases.insert(p, lease);
                 }
@@ -789,7 +847,7 @@ impl Drop for Consumer {
         self.background.abort();
         let membership = self.membership.clone();
         let unmarked: BTreeMap<u32, Progress> =
-            self.held.iter().filter_map(|(&p, held)| Some((p, held.marked.as_ref()?.before))).collect();
+            self.held.iter().filter_map(|(&p, held)| Some((p, held.unmarked()?))).collect();
         if tokio::runtime::Handle::try_current().is_ok() {
             // Inside a runtime nothing may block: the slots are given back
             // by a task on the queue's runtime, as soon as it runs.
