@@ -1,7 +1,10 @@
-//! The mark of a batch handed to an idle member: a put into the group's
-//! marks bucket (memory storage), flushed into the connection's socket
-//! before the hand-over, not awaited, and not a write of the slot (whose
-//! writes are synced): the slot moves only at the commit. A member stalled
+//! The mark of a batch handed to a member that waited: a put into the
+//! group's marks bucket (memory storage), flushed into the connection's
+//! socket before the hand-over, not awaited, and not a write of the slot
+//! (whose writes are synced): the slot moves only at the commit. A lone
+//! record after a commit needs no mark at all: the commit stood one for it
+//! (consumer.rs, "Marking"); a member killed holding it is counted exactly,
+//! one killed waiting for it once too often. A member stalled
 //! right after the hand-over (its writes held in a proxy, `common::proxy`)
 //! is fenced at its commit, the batch goes to the new holder, and its late
 //! mark counts for nobody. And members SIGKILLed inside `process`, right
@@ -131,7 +134,11 @@ fn an_idle_members_mark_goes_to_memory_before_the_hand_over_and_the_slot_moves_o
     assert_eq!(mark, Some(durq_nats::Mark { epoch, progress: marked }));
     assert_eq!(storage, StorageType::Memory, "a mark is not synced");
     let p = slot.progress();
-    assert_eq!((p.checkpoint, p.delivered_end, p.attempts), (1, 1, 0), "the slot holds the warm-up's commit only");
+    assert_eq!(
+        (p.checkpoint, p.delivered_end, p.attempts),
+        (1, 2, 1),
+        "the slot holds the warm-up's commit only, with the mark it stood for one record"
+    );
 
     go.send(()).unwrap();
     assert_eq!(returned(&events).expect("the commit"), batch.len());
@@ -202,25 +209,123 @@ fn a_member_stalled_after_the_hand_over_is_fenced_at_its_commit_and_its_late_mar
 }
 
 /// A member in a child process that SIGKILLs itself as soon as `process`
-/// hands it a batch. Not a test by itself: it returns at once unless the
-/// parent set `DURQ_NATS_DYING_CHILD_URL`.
+/// hands it a batch; with `DURQ_NATS_DYING_CHILD_AT_DIE` set, only a batch
+/// holding a record `die`: the others it commits, printing `COMMITTED`
+/// and the next offset. Not a test by itself: it returns at once unless
+/// the parent set `DURQ_NATS_DYING_CHILD_URL`.
 #[test]
 fn child_member_dying_in_process() {
     let Ok(url) = std::env::var("DURQ_NATS_DYING_CHILD_URL") else { return };
+    let only_at_die = std::env::var_os("DURQ_NATS_DYING_CHILD_AT_DIE").is_some();
     let queue = Queue::open(&url).expect("child: open");
     let options = ConsumerOptions::default().lease_timeout(Duration::from_secs(1));
     let mut consumer = queue.consumer_with("g", options).expect("child: consumer");
-    consumer
-        .process(|batch| {
-            println!("HANDED {}", batch[0].position().offset);
-            std::io::stdout().flush().unwrap();
-            // SAFETY: kill(2) on this process's own pid with a valid signal
-            // number; it touches no memory of this process.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-            Ok::<(), std::io::Error>(())
-        })
-        .expect("child: process");
-    unreachable!("the child killed itself inside process");
+    loop {
+        consumer
+            .process(|batch| {
+                if !only_at_die || batch.iter().any(|m| m.payload() == b"die") {
+                    println!("HANDED {}", batch[0].position().offset);
+                    std::io::stdout().flush().unwrap();
+                    // SAFETY: kill(2) on this process's own pid with a valid
+                    // signal number; it touches no memory of this process.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                }
+                Ok::<(), std::io::Error>(())
+            })
+            .expect("child: process");
+        println!("COMMITTED {}", consumer.committed().expect("child: committed")[0]);
+        std::io::stdout().flush().unwrap();
+    }
+}
+
+/// A child member (`child_member_dying_in_process`) on `url`, dying only
+/// at a record `die`, and its output, line by line.
+fn child_dying_at_die(url: &str) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "mark::child_member_dying_in_process", "--nocapture", "--test-threads=1"])
+        .env("DURQ_NATS_DYING_CHILD_URL", url)
+        .env("DURQ_NATS_DYING_CHILD_AT_DIE", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn a child member");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads `lines` up to one that ends with `expected`.
+fn wait_for_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, expected: &str) {
+    for line in lines.by_ref() {
+        // The test harness prints the test's name before the first line.
+        if line.expect("the child's output").ends_with(expected) {
+            return;
+        }
+    }
+    panic!("the child ended before it printed {expected:?}");
+}
+
+/// The first batch a new member of group `g` of `queue` gets: (offset,
+/// delivery count) of each record.
+fn successors_first_batch(queue: &Queue) -> Vec<(u64, u32)> {
+    let options = ConsumerOptions::default().lease_timeout(Duration::from_secs(1));
+    let mut successor = queue.consumer_with("g", options).expect("successor");
+    let mut batch = Vec::new();
+    let deadline = Instant::now() + WITHIN;
+    while batch.is_empty() {
+        assert!(Instant::now() < deadline, "the successor got nothing");
+        successor
+            .process_timeout(Duration::from_millis(100), |b| {
+                batch.extend(b.iter().map(|m| (m.position().offset, m.delivery_count())));
+                Ok::<(), std::io::Error>(())
+            })
+            .expect("the successor's process");
+    }
+    batch
+}
+
+#[test]
+fn a_lone_record_after_a_commit_goes_under_its_standing_mark_counted_exactly_or_once_too_often_if_never_handed() {
+    let server = NatsServer::start_blocking();
+
+    // Killed holding the record: the standing mark counted it, no other
+    // mark was put, and the successor's delivery is its second.
+    let queue = open(&server.url(), "standing");
+    let (mut child, mut lines) = child_dying_at_die(&format!("{}/standing", server.url()));
+    queue.producer().send("ok").unwrap();
+    wait_for_line(&mut lines, "COMMITTED 1");
+    queue.producer().send("die").unwrap();
+    wait_for_line(&mut lines, "HANDED 1");
+    let status = child.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    let (slot, mark, _) = stored(&server.url(), "standing");
+    let p = slot.progress();
+    assert_eq!((p.checkpoint, p.delivered_end, p.attempts), (1, 2, 1), "the commit's standing mark");
+    assert!(mark.is_none_or(|m| m.progress.checkpoint == 0), "no mark was put for the lone record: {mark:?}");
+    assert_eq!(successors_first_batch(&queue), [(1, 2)], "handed once before, under the standing mark");
+
+    // Killed waiting: the record it never had counts one delivery too many,
+    // the one after it none.
+    let queue = open(&server.url(), "idle");
+    let (mut child, mut lines) = child_dying_at_die(&format!("{}/idle", server.url()));
+    queue.producer().send("ok").unwrap();
+    wait_for_line(&mut lines, "COMMITTED 1");
+    child.kill().expect("SIGKILL the waiting child");
+    child.wait().unwrap();
+    queue.producer().send("late").unwrap();
+    assert_eq!(successors_first_batch(&queue), [(1, 2)], "one delivery too many, alone in its batch");
+    queue.producer().send("later").unwrap();
+    let mut member = queue.consumer("g").expect("a member");
+    let mut next = Vec::new();
+    let deadline = Instant::now() + WITHIN;
+    while next.is_empty() {
+        assert!(Instant::now() < deadline, "the record after it never came");
+        member
+            .process_timeout(Duration::from_millis(100), |b| {
+                next.extend(b.iter().map(|m| (m.position().offset, m.delivery_count())));
+                Ok::<(), std::io::Error>(())
+            })
+            .expect("the next member's process");
+    }
+    assert_eq!(next, [(2, 1)], "the record after it, counted once");
 }
 
 #[test]
@@ -264,4 +369,19 @@ fn members_sigkilled_right_after_the_hand_over_leave_their_marks_on_the_server()
             .expect("the successor's process");
     }
     assert_eq!(first, Some((0, KILLS + 1)), "each killed member's delivery counted, then the successor's");
+}
+
+#[test]
+fn a_member_that_leaves_takes_its_unused_standing_mark_back() {
+    let server = NatsServer::start_blocking();
+    let queue = open(&server.url(), "leaving");
+    let mut member = queue.consumer("g").expect("member");
+    warm_up(&mut member, &queue);
+    let p = stored(&server.url(), "leaving").0.progress();
+    assert_eq!((p.checkpoint, p.delivered_end, p.attempts), (1, 2, 1), "the warm-up's commit stood a mark");
+    drop(member);
+    let p = stored(&server.url(), "leaving").0.progress();
+    assert_eq!((p.checkpoint, p.delivered_end, p.attempts), (1, 1, 0), "the release took it back");
+    queue.producer().send("r1").unwrap();
+    assert_eq!(successors_first_batch(&queue), [(1, 1)], "a first delivery, counted once");
 }
