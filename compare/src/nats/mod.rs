@@ -346,8 +346,9 @@ to each message, so the stream checks and remembers every id as it does for durq
 - **end-to-end latency**: from just before a send to a reader in the same process seeing the record, one record at a \
 time; it includes the send's own sync. durq-nats: a group member on a thread in `process_timeout`, the time its \
 closure is handed the record: behind the previous record's commit (a synced compare-and-set, which also marks the \
-record when it arrived before that write), or, when the member was idle, once the record's own mark is sent and \
-flushed into the socket (its acknowledgement is awaited before the record's commit). *durq-nats `Reader`*: `Queue::reader`, which joins no group and writes nothing, blocked in `wait`, \
+record when it arrived before that write), or, when the member was waiting, a lone record at once (the previous \
+commit stood a mark for it: no write of its own) and several together once their mark is put into the group's \
+memory-storage marks bucket and flushed into the socket (not awaited). *durq-nats `Reader`*: `Queue::reader`, which joins no group and writes nothing, blocked in `wait`, \
 as raw's reader and the local row's. Raw: an ordered consumer, which acknowledges nothing. *Raw acking each*: a \
 durable pull consumer with explicit acknowledgements on the same kind of stream, one record at a time: the time it \
 is handed the record, then its acknowledgement sent as a request and the server's confirmation awaited \
@@ -362,8 +363,8 @@ like-for-like ceiling and the cell the target is judged against on this row: the
 publish, then a synced compare-and-set of a key per hand-over), synced as the member's commit is (strace of a \
 100-record run: 194 fsyncs, one per publish and one per commit, plus the key's creation; durq-nats's member: 207), \
 in the same order, the next record taken only once the commit is confirmed. What the member adds beyond it is its \
-own: the mark of a record that arrived while the member was idle (a write sent ahead, its confirmation awaited \
-before the commit), the cursor, `Message`s and the hand-over from the runtime to the caller's thread. Raw's plain reader is the floor of reading alone, as durq-nats's `Reader` is. Local: `Queue::reader`, blocked in `wait`.
+own: the mark of several records that arrived together while the member waited (a put into memory storage, \
+flushed, not awaited), the cursor, `Message`s and the hand-over from the runtime to the caller's thread. Raw's plain reader is the floor of reading alone, as durq-nats's `Reader` is. Local: `Queue::reader`, blocked in `wait`.
 - **consume**: the preload is not timed. durq-nats: `process` with `max_batch(1000)`; one synced compare-and-set of \
 the slot per batch, which commits it and marks the next (already arrived) as delivered; the first batch's mark is \
 a write of its own. Raw: an ordered consumer reads the stream and every 1,000 records \
