@@ -431,19 +431,18 @@ impl Consumer {
             return Err(durq::Error::Fenced { partition: taken.partition, epoch: taken.epoch });
         };
         let committed = lease.progress().committed(checkpoint);
-        let held = self.held.get_mut(&taken.partition);
-        let may_stand = n == taken.records.len()
-            && committed.attempts == 0
-            && held.is_some_and(|h| h.epoch == taken.epoch && h.retry_at.is_none() && checkpoint >= h.isolate_end);
+        // Any standing mark was used by `taken`; this write may stand another.
+        let may_stand = self.held.get_mut(&taken.partition).is_some_and(|h| {
+            h.standing = None;
+            h.epoch == taken.epoch && h.retry_at.is_none() && checkpoint >= h.isolate_end
+        }) && n == taken.records.len()
+            && committed.attempts == 0;
         let progress = match next.last() {
             Some(last) => committed.handed_out(last.position.offset + 1),
             // The standing mark of the record that has not come yet.
             None if may_stand => committed.handed_out(checkpoint + 1),
             None => committed,
         };
-        if let Some(held) = self.held.get_mut(&taken.partition) {
-            held.standing = None;
-        }
         let write = self.membership.slots.advance(lease, progress);
         let written = match self.held.get_mut(&taken.partition).and_then(|held| held.cursor.as_mut()) {
             // The batch after `next` is read while the write is on its way.

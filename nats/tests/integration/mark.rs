@@ -195,16 +195,7 @@ fn a_member_stalled_after_the_hand_over_is_fenced_at_its_commit_and_its_late_mar
     drop(worker.join().unwrap());
     assert_eq!(successor.committed().unwrap(), [4], "the successor's commit stands");
     direct.producer().send("r4").unwrap();
-    let mut next = Vec::new();
-    while next.is_empty() {
-        assert!(Instant::now() < deadline, "r4 never came to the successor");
-        successor
-            .process_timeout(Duration::from_millis(100), |b| {
-                next.extend(b.iter().map(|m| (m.position().offset, m.delivery_count())));
-                Ok::<(), std::io::Error>(())
-            })
-            .expect("the successor's process");
-    }
+    let next = next_batch(&mut successor);
     assert_eq!(next, [(4, 1)], "the next record, delivered once: the late mark counted for nobody");
 }
 
@@ -263,21 +254,26 @@ fn wait_for_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, expe
     panic!("the child ended before it printed {expected:?}");
 }
 
-/// The first batch a new member of group `g` of `queue` gets: (offset,
-/// delivery count) of each record. It commits the batch and leaves.
+/// The first batch a new member of group `g` of `queue` gets, as
+/// [`next_batch`]; the member leaves after it.
 fn successors_first_batch(queue: &Queue) -> Vec<(u64, u32)> {
     let options = ConsumerOptions::default().lease_timeout(Duration::from_secs(1));
-    let mut successor = queue.consumer_with("g", options).expect("successor");
+    next_batch(&mut queue.consumer_with("g", options).expect("successor"))
+}
+
+/// The next batch `member` processes and commits: (offset, delivery count)
+/// of each record.
+fn next_batch(member: &mut Consumer) -> Vec<(u64, u32)> {
     let mut batch = Vec::new();
     let deadline = Instant::now() + WITHIN;
     while batch.is_empty() {
-        assert!(Instant::now() < deadline, "the successor got nothing");
-        successor
+        assert!(Instant::now() < deadline, "no batch came within {WITHIN:?}");
+        member
             .process_timeout(Duration::from_millis(100), |b| {
                 batch.extend(b.iter().map(|m| (m.position().offset, m.delivery_count())));
                 Ok::<(), std::io::Error>(())
             })
-            .expect("the successor's process");
+            .expect("the member's process");
     }
     batch
 }
