@@ -99,18 +99,23 @@ impl Queue {
         group.ensure_no_member()?;
         let mut positions = Vec::new();
         for part in &self.inner.partitions {
-            let (first, next) = (part.first_offset(), part.next_offset());
-            let target = match to {
-                ResetTo::Earliest => first,
+            let next = part.next_offset();
+            let wanted = match to {
+                ResetTo::Earliest => 0,
                 ResetTo::Latest => next,
-                ResetTo::Offset(o) => o.clamp(first, next),
-                ResetTo::Time(t) => self.first_at_or_after(part.id, t)?,
+                ResetTo::Offset(o) => o.min(next),
+                ResetTo::Time(t) => self.first_at_or_after(part.id, t)?.min(next),
             };
             // Recovery takes a checkpoint as proof that the records below it
             // were synced (`group::evidence`): under `Buffered` the end of
             // the log may not be durable yet.
-            part.sync_to(target)?;
-            positions.push(group.force_epoch(part.id, target, &|| part.first_offset())?);
+            part.sync_to(next)?;
+            // Under the floor lock, no retention pass removes records
+            // between reading the earliest retained offset and writing the
+            // position.
+            let _floor = retention::lock_floor(&self.inner.dir)?;
+            let target = wanted.max(part.first_offset());
+            positions.push(group.force_epoch(part.id, target)?);
         }
         Ok(positions)
     }

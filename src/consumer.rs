@@ -42,6 +42,7 @@ use crate::observe::{self, FencedAt};
 use crate::options::{ConsumerOptions, Durability};
 use crate::position::Position;
 use crate::queue::{Queue, QueueInner};
+use crate::retention;
 use crate::storage;
 
 #[cfg(feature = "tokio")]
@@ -350,7 +351,13 @@ impl Consumer {
     fn open(queue: Arc<QueueInner>, group: &str, options: ConsumerOptions) -> Result<Consumer> {
         let group = Group::named(&queue.dir, group)?;
         options.validate()?;
-        group.register()?;
+        {
+            // A retention pass either ran before the group's directory
+            // appeared (the group starts at the offset it raised) or sees
+            // the group, which has not started, and keeps everything.
+            let _floor = retention::lock_floor(&queue.dir)?;
+            group.register()?;
+        }
         let timeout_ms = options.lease_timeout.as_millis() as u64;
         let stopped = Arc::new(FailStop::of("consumer"));
         let syncer = match options.commit {

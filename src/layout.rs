@@ -6,7 +6,7 @@
 //! DIR/durq.meta                                  options, fixed at creation (meta.rs)
 //! DIR/durq.meta.tmp.<pid>                        a meta file being written, before its rename
 //! DIR/durq.ctl                                   live shared state, rebuilt by the first opener (log/control.rs)
-//! DIR/durq.lock                                  serialises opening, and so recovery
+//! DIR/durq.lock                                  serialises opening (and so recovery), and retention against new positions
 //! DIR/durq.retention                             failed retention passes (retention/failures.rs)
 //! DIR/p0000/<base:020>.seg                       partition 0's segments (log/segment.rs)
 //! DIR/groups/<group>/members/<id>.member         one per live member (group/member.rs)
@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 pub const META_FILE: &str = "durq.meta";
 /// The control file's name inside a queue directory.
 pub const CONTROL_FILE: &str = "durq.ctl";
-/// The lock file that serialises opening (and so recovery).
+/// The lock file that serialises opening (and so recovery), and retention
+/// passes against registrations and resets (`retention::lock_floor`).
 pub const OPEN_LOCK_FILE: &str = "durq.lock";
 /// The retention failures record's name inside a queue directory.
 pub const FAILURES_FILE: &str = "durq.retention";

@@ -103,7 +103,10 @@ impl Group {
     }
 
     /// Registers the group if it was not (makes its directory, durably):
-    /// from now on it holds back retention.
+    /// from now on it holds back retention. The caller holds the floor lock
+    /// (`retention::lock_floor`): a pass that looked at the groups before
+    /// the directory appeared must have raised the earliest retained offset
+    /// before the group reads it to start there.
     pub(crate) fn register(&self) -> Result<()> {
         storage::create_dir_durable(&self.dir)
     }
@@ -206,13 +209,13 @@ impl Group {
 
     /// Moves the group's position in partition `p` to `target` by taking
     /// the slot at a new epoch, as a member would, and giving it back at
-    /// once; `first_offset` reads the partition's earliest retained offset,
-    /// which the position is raised to if a retention pass passed `target`
-    /// meanwhile. Returns the position written. `Error::GroupBusy` if a
-    /// member is taking or holds the slot: the caller found none alive, so
-    /// one joined since.
-    pub(crate) fn force_epoch(&self, p: u32, target: u64, first_offset: &dyn Fn() -> u64) -> Result<u64> {
-        match slot::take(&self.dir, p, Taker::Reset { target, first_offset })? {
+    /// once. The caller holds the floor lock (`retention::lock_floor`) and
+    /// read `target` at or past the earliest retained offset under it.
+    /// Returns the position written. `Error::GroupBusy` if a member is
+    /// taking or holds the slot: the caller found none alive, so one joined
+    /// since.
+    pub(crate) fn force_epoch(&self, p: u32, target: u64) -> Result<u64> {
+        match slot::take(&self.dir, p, Taker::Reset { target })? {
             Some(hold) => Ok(hold.checkpoint.state().next_offset),
             None => Err(Error::GroupBusy { group: self.name.clone(), lock: self.slot_dir(p) }),
         }

@@ -119,10 +119,9 @@ pub(crate) enum Taker<'a> {
         end_offset: u64,
     },
     /// A reset, by a process that found no live member: it moves the
-    /// position to `target`, or to the earliest retained offset if
-    /// `first_offset`, read again once the position is written, has passed
-    /// it; and leaves the slot released.
-    Reset { target: u64, first_offset: &'a dyn Fn() -> u64 },
+    /// position to `target` (at or past the earliest retained offset, read
+    /// under the floor lock the caller holds) and leaves the slot released.
+    Reset { target: u64 },
 }
 
 /// A slot this member holds.
@@ -246,20 +245,8 @@ pub(crate) fn take(group_dir: &Path, slot: u32, taker: Taker<'_>) -> Result<Opti
             };
             (Checkpoint::write_claimed(&slot_dir, epoch, state)?, member.lease(slot, epoch))
         }
-        Taker::Reset { target, first_offset } => {
+        Taker::Reset { target } => {
             let checkpoint = Checkpoint::write_claimed(&slot_dir, epoch, CheckpointState::at(slot, epoch, target))?;
-            // A retention pass that read the groups while this epoch's file
-            // was still empty saw the old position and may have raised the
-            // first offset past `target` meanwhile. A pass raises it before
-            // its second look at the groups, so reading it again now, after
-            // the write, catches every pass that could miss the new
-            // position; the claimed file is ours to rewrite at that offset.
-            let first_now = first_offset();
-            let checkpoint = if target < first_now {
-                Checkpoint::write_claimed(&slot_dir, epoch, CheckpointState::at(slot, epoch, first_now))?
-            } else {
-                checkpoint
-            };
             // Released at the new epoch: the next member takes the slot at
             // once, and claims past this epoch.
             (checkpoint, Process::this().lease(slot, epoch, NOBODY, 0))

@@ -475,7 +475,9 @@ pub(crate) fn observe(dir: &Path, partitions: u32, locks: &LockTable) -> Result<
     ))
 }
 
-/// Opens the lock file that serialises opening the queue at `dir`.
+/// Opens the lock file that serialises opening the queue at `dir`, and
+/// blocks until it holds it. Retention's floor lock is the same lock
+/// (`retention::lock_floor`).
 pub(crate) fn lock_for_open(dir: &Path) -> Result<File> {
     storage::lock_exclusive(&dir.join(OPEN_LOCK_FILE))
 }

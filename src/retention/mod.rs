@@ -22,15 +22,24 @@
 //! They are the only ones a roll, a background seal or a recovery after a
 //! process death touches, and every segment before them is synced in full,
 //! so a pass needs no lock against any of those, in this process or
-//! another. Passes may run at once: removing a removed file succeeds, and
-//! `first_offset` only grows.
+//! another.
+//!
+//! **The floor lock.** A pass decides from the groups' positions how far
+//! `first_offset` may go, then raises it and removes files. Two writes can
+//! put a group's position below the new `first_offset` while it decides: a
+//! group that registers (it starts at the `first_offset` it reads) and a
+//! reset (it writes a position at or past the `first_offset` it reads).
+//! Each is a look-then-write, as the pass is; so all three run under one
+//! lock of the queue ([`lock_floor`]), and a pass looks at the groups once.
+//! Without it, a pass that looked before such a write raised
+//! `first_offset` past a position the group still needed: a member's take
+//! then moved the group up to it, silently past records still on disk.
+//! Passes of one queue therefore run one at a time, in every process;
+//! removing a removed file succeeds, and `first_offset` only grows.
 //!
 //! Against readers: `first_offset` is raised before any file goes, so no
 //! reader looks for a removed segment; a process that still maps one keeps
-//! its pages (mmap contract rule 1). A group that registers while a pass
-//! runs starts at the `first_offset` it reads after creating its directory;
-//! the pass therefore looks at the groups again after raising
-//! `first_offset`, and keeps the files if a group below it appeared.
+//! its pages (mmap contract rule 1).
 //!
 //! **Limits** (`Retention`, in the meta file; unlimited by default) move
 //! the floor up past what the groups processed: a segment beyond
@@ -38,9 +47,7 @@
 //! same rules (whole segments, never the last two, so never a record that
 //! is not durable). Every group below the new `first_offset` has its loss
 //! recorded in its skip record ([`skipped`]) before `first_offset` is
-//! raised, and again at the second look (for a group that registered
-//! meanwhile), before any file goes; a failure to record stops the pass
-//! with nothing removed. The group resumes at the first kept record: a
+//! raised; a failure to record stops the pass with nothing removed. The group resumes at the first kept record: a
 //! member taking the slot moves a checkpoint below `first_offset` up to it,
 //! and a holder whose next record was removed reads on from there. Without
 //! limits, nothing here changes: a full disk fails sends, it never removes
@@ -54,6 +61,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::group::{self, Committed};
+use crate::log::control;
 use crate::log::partition::Partition;
 use crate::observe;
 use crate::storage;
@@ -145,7 +153,8 @@ fn limit_in(queue_dir: &Path, p: u32) -> Result<RetentionLimit> {
 /// the queue's retention limits let go (see [`skipped`] for what a group
 /// loses to a limit, and the order that keeps it recorded).
 pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -> Result<Reclaimed> {
-    let mut limit = limit_in(queue_dir, partition.id)?;
+    let _floor = lock_floor(queue_dir)?;
+    let limit = limit_in(queue_dir, partition.id)?;
     let processed = match limit {
         RetentionLimit::Processed { offset, .. } => offset,
         RetentionLimit::NoGroup | RetentionLimit::NotStarted(_) => 0,
@@ -163,23 +172,14 @@ pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -
     let mut skipped = Vec::new();
     let (passed, first_kept) = partition.passed_segments(processed.max(floor))?;
     if !passed.is_empty() {
-        let by_limits = first_kept > processed;
-        if by_limits {
+        if first_kept > processed {
             // Before readers are turned away: recorded, then lost.
             skipped = record_skips(queue_dir, partition, first_kept)?;
         }
         partition.raise_first_offset(first_kept);
-        limit = limit_in(queue_dir, partition.id)?;
-        if by_limits {
-            // A group that registered since the first look started at
-            // the old `first_offset`.
-            skipped.extend(record_skips(queue_dir, partition, first_kept)?);
-        }
-        if by_limits || matches!(limit, RetentionLimit::Processed { offset, .. } if offset >= first_kept) {
-            partition.remove_segments(&passed)?;
-            removed = passed.len();
-            observe::retention_removed(queue_dir, partition.id, removed, segment_bytes, first_kept);
-        }
+        partition.remove_segments(&passed)?;
+        removed = passed.len();
+        observe::retention_removed(queue_dir, partition.id, removed, segment_bytes, first_kept);
     }
     let first_offset = partition.first_offset();
     let limited_to = (partition.is_limited() && first_offset > processed).then_some(first_offset);
@@ -193,6 +193,18 @@ pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -
         limited_to,
         skipped,
     })
+}
+
+/// Takes the floor lock of the queue at `queue_dir` (see the module docs),
+/// blocking until it holds it; released when the returned file is dropped.
+/// It is the queue's open lock (`durq.lock`, see `log::control`): an opener
+/// holds it for milliseconds, or for a whole recovery only when no process
+/// has the queue open (so no pass can be waiting). Opening it needs no new
+/// file, so a full disk cannot refuse it when a pass is needed most. No
+/// holder waits for an append mutex, so a send may take it under its
+/// partition's append mutex.
+pub(crate) fn lock_floor(queue_dir: &Path) -> Result<std::fs::File> {
+    storage::lock_exclusive_existing(&queue_dir.join(control::OPEN_LOCK_FILE))
 }
 
 /// Records, for every group of the queue at `queue_dir` whose position in
@@ -223,8 +235,9 @@ fn record_skips(queue_dir: &Path, partition: &Partition, first_kept: u64) -> Res
 /// caller that does not wait for its answer; a failure is counted in the
 /// failures record. Returns the number of segments removed. Every
 /// partition, not only the one that rolled: the disk is shared, and with
-/// keyed traffic the partition that fills it may never roll again. Passes
-/// take no lock, so this may run under any partition's append mutex.
+/// keyed traffic the partition that fills it may never roll again. A pass
+/// takes no lock but the floor lock ([`lock_floor`]), so this may run under
+/// any partition's append mutex.
 pub(crate) fn run_unattended(queue_dir: &Path, segment_bytes: u64, partitions: &[Arc<Partition>]) -> usize {
     partitions.iter().map(|p| run_unattended_in(queue_dir, segment_bytes, p)).sum()
 }

@@ -397,6 +397,19 @@ pub(crate) fn lock_exclusive(path: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Like [`lock_exclusive`], for a lock file that is normally there: opened
+/// without creating it, so that a full disk cannot refuse it; created only
+/// if it is missing.
+pub(crate) fn lock_exclusive_existing(path: &Path) -> Result<File> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return lock_exclusive(path),
+        Err(e) => return Err(Error::io("open lock file", path, e)),
+    };
+    effect(Op::Lock(path), || file.lock()).map_err(|e| Error::io("lock", path, e))?;
+    Ok(file)
+}
+
 fn open_lock_file(path: &Path) -> Result<File> {
     effect(Op::Create(path), || OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path))
         .map_err(|e| Error::io("open lock file", path, e))

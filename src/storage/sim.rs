@@ -250,8 +250,8 @@ struct Disk {
     problems: Vec<String>,
     /// An operation is between [`before`] and [`after`] (see [`InFlight`]).
     busy: bool,
-    /// The next operation of this kind on a file of this extension is held
-    /// at its start (see [`SimDisk::hold_next`]).
+    /// The next operation of this kind on a file whose name ends so is
+    /// held at its start (see [`SimDisk::hold_next`]).
     hold: Option<(OpKind, String, Arc<Gate>)>,
 }
 
@@ -351,9 +351,9 @@ impl Drop for InFlight {
 pub(crate) fn before(op: &Op<'_>) -> io::Result<Option<InFlight>> {
     let Some((disk, idle)) = disk_for(op.path()) else { return Ok(None) };
     let mut d = lock(&disk);
-    if let Some((kind, extension, _)) = &d.hold
+    if let Some((kind, name_end, _)) = &d.hold
         && *kind == op.kind()
-        && op.path().extension().is_some_and(|e| e == extension.as_str())
+        && op.path().file_name().is_some_and(|name| name.as_encoded_bytes().ends_with(name_end.as_bytes()))
         && let Some((.., gate)) = d.hold.take()
     {
         drop(d);
@@ -752,11 +752,12 @@ impl SimDisk {
     }
 
     /// Holds the next operation of `kind` on a file whose name ends in
-    /// `.extension` at its start, until the returned handle is dropped
-    /// (replacing any hold not reached yet).
-    pub fn hold_next(&self, kind: OpKind, extension: &str) -> HeldOp {
+    /// `name_end` (an extension such as `"ckpt"`, or a whole name) at its
+    /// start, until the returned handle is dropped (replacing any hold not
+    /// reached yet).
+    pub fn hold_next(&self, kind: OpKind, name_end: &str) -> HeldOp {
         let gate = Arc::new(Gate::default());
-        lock(&self.disk).hold = Some((kind, extension.to_string(), gate.clone()));
+        lock(&self.disk).hold = Some((kind, name_end.to_string(), gate.clone()));
         HeldOp { gate }
     }
 

@@ -10,6 +10,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::{TestQueue, small};
+use durq::internals::sim::{HeldOp, OpKind, SimDisk};
 use durq::{Consumer, ConsumerOptions, Error};
 
 fn quick() -> ConsumerOptions {
@@ -101,9 +102,11 @@ fn durq_now_ms() -> u64 {
 
 /// A reset reads the first offset, claims a new epoch (an empty file,
 /// which a pass skips) and only then writes the position: a pass in
-/// between still sees the old, far-ahead position and removes segments
-/// below the offset the reset is about to write. The reset must notice,
-/// or the group's next take finds no segment at its position.
+/// between would still see the old, far-ahead position and remove segments
+/// below the offset the reset is about to write, and the group's next take
+/// would find no segment at its position. Both run under the floor lock;
+/// the deterministic interleavings are the two `..._while_a_pass_decides_...`
+/// tests below, this one races them.
 #[test]
 fn a_reset_to_earliest_racing_retention_starts_the_group_at_a_retained_offset() {
     let t = TestQueue::new(small());
@@ -138,4 +141,106 @@ fn a_reset_to_earliest_racing_retention_starts_the_group_at_a_retained_offset() 
         assert_eq!(seen, Some(target), "round {round}");
         drain(&mut g);
     }
+}
+
+/// How long a test waits for a held operation or a thread before it
+/// fails (never to time anything).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A queue whose group `g` processed 300 records (about 5 segments, every
+/// one but the last two passed) with no retention pass since: under a
+/// limit far above its size, which removes nothing by itself but makes the
+/// next pass prepare `g`'s skip record right after its look at the groups.
+/// The simulated disk can hold the pass there, its decision made and not
+/// yet carried out. Returns the disk and the hold of that point.
+fn deciding_pass(t: &TestQueue) -> (SimDisk, HeldOp) {
+    send(t, 300); // no group yet: no pass runs, nothing is prepared
+    let mut g = t.queue.consumer_with("g", quick()).unwrap();
+    assert_eq!(drain(&mut g), 300);
+    drop(g);
+    let disk = SimDisk::attach(&t.path()).unwrap();
+    let deciding = disk.hold_next(OpKind::Lock, "skipped");
+    (disk, deciding)
+}
+
+/// Waits until `thread` has finished, or the disk's trace shows it (or
+/// anyone) taking the queue's `durq.lock` after operation `from`: either
+/// it got through, or it waits for the pass. Panics if neither happens.
+fn through_or_waiting_for_the_pass<T>(disk: &SimDisk, from: usize, thread: &std::thread::ScopedJoinHandle<'_, T>) {
+    let start = std::time::Instant::now();
+    let at_floor_lock =
+        || disk.trace()[from..].iter().any(|op| op.kind == OpKind::Lock && op.path.ends_with("durq.lock"));
+    while !thread.is_finished() && !at_floor_lock() {
+        assert!(start.elapsed() < PATIENCE, "neither through nor waiting at the floor lock");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The offset of the first record in the partition's first segment file.
+fn first_segment_base(t: &TestQueue) -> u64 {
+    let first = common::segments(&t.path(), 0).into_iter().next().expect("a segment");
+    first.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// The offsets `group` is delivered from where it stands to the end.
+fn delivered(t: &TestQueue, group: &str) -> Vec<u64> {
+    let mut c = t.queue.consumer_with(group, quick()).unwrap();
+    let mut offsets = Vec::new();
+    while c
+        .process_timeout(Duration::from_millis(50), |batch| {
+            offsets.extend(batch.iter().map(|m| m.position().offset));
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap()
+        > 0
+    {}
+    offsets
+}
+
+/// A group that registers while a pass has decided, from the groups it
+/// saw, how far to go must not end up below the earliest retained offset
+/// with its records still on disk: its first take would move it up to that
+/// offset, silently past them. It registers after the pass (the floor
+/// lock), and so starts where the files start.
+#[test]
+fn a_group_registering_while_a_pass_decides_starts_where_the_remaining_files_start() {
+    let t = TestQueue::new(small().retention_max_bytes(1 << 40));
+    let (disk, deciding) = deciding_pass(&t);
+    std::thread::scope(|s| {
+        let pass = s.spawn(|| t.queue.reclaim().unwrap());
+        assert!(deciding.reached(PATIENCE), "the pass never reached its decision");
+        let from = disk.trace().len();
+        let joining = s.spawn(|| drop(t.queue.consumer_with("new", quick()).unwrap()));
+        through_or_waiting_for_the_pass(&disk, from, &joining);
+        drop(deciding);
+        assert!(pass.join().unwrap()[0].segments_removed > 0, "the pass removed what `g` passed");
+        joining.join().unwrap();
+    });
+    let (first, next) = t.queue.offsets(0).unwrap();
+    assert_eq!(first_segment_base(&t), first, "the earliest retained offset is where the files start");
+    assert_eq!(delivered(&t, "new"), (first..next).collect::<Vec<_>>(), "the new group starts there");
+}
+
+/// A reset to the earliest record while a pass has decided, from the old
+/// position, how far to go: the reset waits for the pass (the floor lock)
+/// and puts the group at the earliest record that is still there, not
+/// below an earliest retained offset raised after it looked.
+#[test]
+fn a_reset_to_earliest_while_a_pass_decides_lands_where_the_remaining_files_start() {
+    let t = TestQueue::new(small().retention_max_bytes(1 << 40));
+    let (disk, deciding) = deciding_pass(&t);
+    let target = std::thread::scope(|s| {
+        let pass = s.spawn(|| t.queue.reclaim().unwrap());
+        assert!(deciding.reached(PATIENCE), "the pass never reached its decision");
+        let from = disk.trace().len();
+        let reset = s.spawn(|| t.queue.reset_group("g", durq::ResetTo::Earliest).unwrap()[0]);
+        through_or_waiting_for_the_pass(&disk, from, &reset);
+        drop(deciding);
+        assert!(pass.join().unwrap()[0].segments_removed > 0, "the pass removed what `g` passed");
+        reset.join().unwrap()
+    });
+    let (first, next) = t.queue.offsets(0).unwrap();
+    assert_eq!(target, first, "reset to the earliest retained record");
+    assert_eq!(first_segment_base(&t), first, "the earliest retained offset is where the files start");
+    assert_eq!(delivered(&t, "g"), (first..next).collect::<Vec<_>>());
 }
