@@ -17,16 +17,13 @@
 //!   that keeps up pays one replicated write per batch. When nothing of
 //!   the next batch is here yet, the commit marks the next record all the
 //!   same, in advance: a *standing mark*. A member that waited for records
-//!   hands that record over without a write when it comes, alone: any that
-//!   came with it are marked by its commit's write, as a next batch is. So
-//!   a member that waits between records also pays one write per batch.
-//!   The price: a member that dies idle, its standing mark unused, leaves
-//!   its successor counting one delivery of that record that did not
-//!   happen ([`Message::delivery_count`] 2 at its first); a member that
-//!   dies with the record in its hands is counted exactly. Every other
-//!   hand-over (the first after a take, a retry, and the first after a
-//!   commit that stood no mark: a partial one, or one still isolating the
-//!   records a predecessor may have been handed) is
+//!   hands a lone record over without a write when it comes, so a member
+//!   fed one record at a time also pays one write per record. The price: a
+//!   member that dies idle, its standing mark unused, leaves its successor
+//!   counting one delivery of that record that did not happen
+//!   ([`Message::delivery_count`] 2 at its first); a member that dies with
+//!   the record in its hands is counted exactly. Every other hand-over
+//!   (several records after a wait, the first after a take, a retry) is
 //!   marked as it is handed over, by a put into the group's marks bucket
 //!   (memory storage, not synced) that is flushed into the connection's
 //!   socket first (`Slots::send_mark`); the member that takes the slot over
@@ -676,12 +673,7 @@ impl Consumer {
                 held.cursor = Some(Cursor::open(&self.shared.client, &self.shared.url.name, p, from).await?);
             }
             let cursor = held.cursor.as_mut().expect("just opened");
-            // Under a standing mark, the record it stands for goes alone,
-            // with no write: any that came with it wait in the cursor for
-            // its commit, whose write marks them (`next_ready`). Marking
-            // them all now would cost a write before any is handed over.
-            let alone = progress.checkpoint < held.isolate_end || held.standing.is_some();
-            let max = if alone { 1 } else { max_batch };
+            let max = if progress.checkpoint < held.isolate_end { 1 } else { max_batch };
             let records = match cursor.take_ready(max).await {
                 Ok(records) => records,
                 Err(e) => {
@@ -698,16 +690,23 @@ impl Consumer {
             );
             self.next_slot = p + 1;
             let epoch = held.epoch;
-            if let Some(before) = held.standing.take() {
-                // The last commit stored this record as handed out.
-                assert_eq!(
-                    (progress.delivered_end, progress.attempts),
-                    (progress.checkpoint + 1, 1),
-                    "a standing mark stands for the record at the checkpoint"
-                );
-                let taken = Taken { partition: p, epoch, records, attempts: 1, delivered_before: before.delivered_end };
-                return Ok(Some(taken));
-            }
+            let progress = match held.standing.take() {
+                Some(before) if records.len() == 1 => {
+                    // The last commit stored this record as handed out.
+                    assert_eq!(
+                        (progress.delivered_end, progress.attempts),
+                        (progress.checkpoint + 1, 1),
+                        "a standing mark stands for the record at the checkpoint"
+                    );
+                    let taken =
+                        Taken { partition: p, epoch, records, attempts: 1, delivered_before: before.delivered_end };
+                    return Ok(Some(taken));
+                }
+                // More came: marked as any batch, from before the standing
+                // mark, which counted only the first of them.
+                Some(before) => before,
+                None => progress,
+            };
             return self.mark(p, epoch, progress, records).await;
         }
         Ok(None)

@@ -1,11 +1,10 @@
-//! The mark of a batch handed to a member that waited since its take: a
-//! put into the group's marks bucket (memory storage), flushed into the
-//! connection's socket before the hand-over, not awaited, and not a write
-//! of the slot (whose writes are synced): the slot moves only at the
-//! commit. The record after a commit needs no mark at all: the commit
-//! stood one for it (consumer.rs, "Marking"), and it goes alone, the
-//! records that came with it marked by its own commit; a member killed
-//! holding it is counted exactly, one killed waiting for it once too often. A member stalled
+//! The mark of a batch handed to a member that waited: a put into the
+//! group's marks bucket (memory storage), flushed into the connection's
+//! socket before the hand-over, not awaited, and not a write of the slot
+//! (whose writes are synced): the slot moves only at the commit. A lone
+//! record after a commit needs no mark at all: the commit stood one for it
+//! (consumer.rs, "Marking"); a member killed holding it is counted exactly,
+//! one killed waiting for it once too often. A member stalled
 //! right after the hand-over (its writes held in a proxy, `common::proxy`)
 //! is fenced at its commit, the batch goes to the new holder, and its late
 //! mark counts for nobody. And members SIGKILLed inside `process`, right
@@ -110,73 +109,42 @@ fn an_idle_members_mark_goes_to_memory_before_the_hand_over_and_the_slot_moves_o
     // A lease long enough that no heartbeat writes during the test.
     let options = ConsumerOptions::default().lease_timeout(Duration::from_secs(120));
     let mut member = queue.consumer_with("g", options).expect("member");
-    // Idle on an empty partition, holding its slot: no commit yet, so no
-    // standing mark; the first batch after the take is marked.
-    assert_eq!(member.process_timeout(Duration::from_millis(100), |_| Ok::<(), std::io::Error>(())).unwrap(), 0);
+    warm_up(&mut member, &queue);
     let epoch = stored(&server.url(), "early").0.epoch().expect("held");
-    for i in 0..3 {
+    for i in 1..4 {
         queue.producer().send(format!("r{i}")).unwrap();
     }
 
     let (events, go, worker) = process_on_a_thread(member);
     let batch = handed_over(&events, "an idle member");
-    assert_eq!(batch[0], (0, 1), "the first record, first delivery: {batch:?}");
-    let end = batch.len() as u64;
+    assert_eq!(batch[0], (1, 1), "the record after the first, first delivery: {batch:?}");
+    let end = 1 + batch.len() as u64;
     // The mark was flushed before the hand-over, not awaited: the server
     // stores it at its own pace.
     let deadline = Instant::now() + WITHIN;
     let (slot, mark, storage) = loop {
         let seen = stored(&server.url(), "early");
-        if seen.1.is_some() {
+        if seen.1.is_some_and(|m| m.progress.checkpoint == 1) {
             break seen;
         }
-        assert!(Instant::now() < deadline, "the mark never reached the marks bucket");
+        assert!(Instant::now() < deadline, "the mark never reached the marks bucket: {:?}", seen.1);
         std::thread::sleep(Duration::from_millis(10));
     };
-    let marked = Progress { checkpoint: 0, delivered_end: end, attempts: 1 };
+    let marked = Progress { checkpoint: 1, delivered_end: end, attempts: 1 };
     assert_eq!(mark, Some(durq_nats::Mark { epoch, progress: marked }));
     assert_eq!(storage, StorageType::Memory, "a mark is not synced");
     let p = slot.progress();
-    assert_eq!((p.checkpoint, p.delivered_end, p.attempts), (0, 0, 0), "the slot holds the take only");
+    assert_eq!(
+        (p.checkpoint, p.delivered_end, p.attempts),
+        (1, 2, 1),
+        "the slot holds the warm-up's commit only, with the mark it stood for one record"
+    );
 
     go.send(()).unwrap();
     assert_eq!(returned(&events).expect("the commit"), batch.len());
     let member = worker.join().unwrap();
     assert_eq!(member.committed().unwrap(), [end]);
     assert_eq!(stored(&server.url(), "early").0.checkpoint(), end);
-}
-
-#[test]
-fn records_that_came_together_after_a_commit_go_one_under_its_standing_mark_the_rest_marked_by_the_next_commit() {
-    let server = NatsServer::start_blocking();
-    let queue = open(&server.url(), "together");
-    let options = ConsumerOptions::default().lease_timeout(Duration::from_secs(120));
-    let mut member = queue.consumer_with("g", options).expect("member");
-    warm_up(&mut member, &queue);
-    for i in 1..4 {
-        queue.producer().send(format!("r{i}")).unwrap();
-    }
-
-    let (events, go, worker) = process_on_a_thread(member);
-    assert_eq!(handed_over(&events, "a member after a commit"), [(1, 1)], "alone, under the standing mark");
-    let (slot, mark, _) = stored(&server.url(), "together");
-    let p = slot.progress();
-    assert_eq!((p.checkpoint, p.delivered_end, p.attempts), (1, 2, 1), "the warm-up commit's standing mark");
-    assert!(mark.is_none_or(|m| m.progress.checkpoint == 0), "no mark was put after the warm-up's: {mark:?}");
-
-    go.send(()).unwrap();
-    assert_eq!(returned(&events).expect("the commit"), 1);
-    let mut member = worker.join().unwrap();
-    let p = stored(&server.url(), "together").0.progress();
-    assert_eq!((p.checkpoint, p.attempts), (2, 1), "committed, the next batch marked in the same write");
-    assert!((3..=4).contains(&p.delivered_end), "as far as the records that had come: {p:?}");
-    let mut rest = next_batch(&mut member);
-    if rest.len() < 2 {
-        rest.extend(next_batch(&mut member));
-    }
-    assert_eq!(rest, [(2, 1), (3, 1)], "each delivered once, counted once");
-    let mark = stored(&server.url(), "together").1;
-    assert!(mark.is_none_or(|m| m.progress.checkpoint == 0), "and still no mark was put: {mark:?}");
 }
 
 #[test]
