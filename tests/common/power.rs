@@ -71,6 +71,10 @@ pub struct Ack {
     /// The operation count when it was known durable (`Sync`, or a
     /// completed `flush()` after it).
     pub durable_at: Option<u64>,
+    /// For a send made durable by a `flush()`, the operation count when
+    /// that flush began. A flush that began before a failed sync may have
+    /// finished its own syncs before it, and rightly return `Ok` after it.
+    pub flush_began: Option<u64>,
 }
 
 /// What a workload was told: every acknowledgement with the operation
@@ -96,14 +100,18 @@ impl Ledger {
     }
 
     pub fn ack(&mut self, seq: u64, position: Position, at: u64, durable: bool) {
-        self.acks.insert(seq, Ack { seq, position, acked_at: at, durable_at: durable.then_some(at) });
+        self.acks
+            .insert(seq, Ack { seq, position, acked_at: at, durable_at: durable.then_some(at), flush_began: None });
     }
 
-    /// A `flush()` returned `Ok` at operation count `at`: every send
-    /// acknowledged before it is durable.
-    pub fn flushed(&mut self, at: u64) {
+    /// A `flush()` that began at operation count `began` returned `Ok` at
+    /// `at`: every send acknowledged before it is durable.
+    pub fn flushed(&mut self, began: u64, at: u64) {
         for ack in self.acks.values_mut() {
-            ack.durable_at.get_or_insert(at);
+            if ack.durable_at.is_none() {
+                ack.durable_at = Some(at);
+                ack.flush_began = Some(began);
+            }
         }
     }
 }
@@ -271,8 +279,9 @@ pub fn workload(dir: &Path, durability: Durability, disk: &SimDisk, ledger: &mut
             Err(e) => note(e),
         }
         if round % 3 == 2 {
+            let began = disk.ops();
             match b.flush() {
-                Ok(()) => ledger.flushed(disk.ops()),
+                Ok(()) => ledger.flushed(began, disk.ops()),
                 Err(e) => note(e),
             }
         }
@@ -379,7 +388,7 @@ fn ledger_after_recovery(ledger: &Ledger, r: &Recovered) -> Ledger {
     for (p, (first, seqs)) in r.logs.iter().enumerate() {
         for (i, seq) in seqs.iter().enumerate() {
             let position = Position { partition: p as u32, offset: first + i as u64 };
-            next.acks.insert(*seq, Ack { seq: *seq, position, acked_at: 0, durable_at: Some(0) });
+            next.acks.insert(*seq, Ack { seq: *seq, position, acked_at: 0, durable_at: Some(0), flush_began: None });
         }
     }
     if let Some(c) = &r.committed {
@@ -421,8 +430,9 @@ pub fn run_steps(scratch: &Path, durability: Durability, steps: &[Step]) {
                 }
             }
             Step::Flush => {
+                let began = disk.ops();
                 q.producer().flush().unwrap_or_else(|e| panic!("{}", at(&e.to_string())));
-                ledger.flushed(disk.ops());
+                ledger.flushed(began, disk.ops());
             }
             Step::Join(w) => {
                 let slot = &mut members[w as usize % 2];

@@ -116,11 +116,16 @@ fn run_checked(durability: Durability, fault: Fault) -> Result<Option<OpKind>, (
     // the sending thread right after its own sync. Under `Buffered` a send
     // promises nothing durable, and the failed msync may be the sealer
     // thread's, running while a send goes on that the operation count puts
-    // after it: there, fail-stop means no flush succeeds after it (and later
-    // sends fail, `a_failed_background_sync_of_a_full_segment_fails_the_next_flush`).
+    // after it: there, fail-stop means no flush that begins after it
+    // succeeds (and later sends fail,
+    // `a_failed_background_sync_of_a_full_segment_fails_the_next_flush`). A
+    // flush that began before it may have finished its own syncs before it
+    // and rightly return `Ok` after it, as the operation count reads. (Two
+    // syncs of one segment never overlap, and a sync after a failed one
+    // fails: `Segment::sync_locked`.)
     let promised_after = |a: &power::Ack| match durability {
         Durability::Sync => a.acked_at > fault.at,
-        _ => a.durable_at.is_some_and(|at| at > fault.at),
+        _ => a.flush_began.is_some_and(|at| at > fault.at),
     };
     if failed.as_ref().is_some_and(is_log_sync)
         && let Some(late) = ledger.acks.values().find(|a| promised_after(a))
