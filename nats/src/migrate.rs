@@ -49,12 +49,12 @@ use std::ops::Range;
 use std::path::Path;
 
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishAckFuture};
 use async_nats::jetstream::kv::CreateErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
-use durq::{Options, Position, StoredRecord};
+use durq::{BoxError, Options, Position, StoredRecord};
 
 use crate::connect::{Client, connect};
 use crate::dead_letter;
@@ -421,8 +421,10 @@ impl Migration<'_> {
 
     /// Copies group `group`'s local dead letters, oldest first, to its
     /// dead-letter stream on NATS (created if there are any), each only at
-    /// its own place in the stream, after those an earlier run copied.
-    /// Returns how many the stream holds.
+    /// its own place in the stream, after those an earlier run copied, at
+    /// most [`PIPELINE_DEPTH`] unacknowledged at a time, as the records.
+    /// Returns how many the stream holds. (The letters are read from the
+    /// local dead-letter queue all at once.)
     async fn copy_dead_letters(&self, client: &Client, replicas: u8, group: &str) -> durq::Result<u64> {
         let letters = self.local.dead_letters(group, usize::MAX)?;
         if letters.is_empty() {
@@ -431,7 +433,7 @@ impl Migration<'_> {
         let queue = &self.target.name;
         dead_letter::create_stream(client, queue, group, usize::from(replicas)).await?;
         let name = dead_letter::stream_name(queue, group);
-        let failed = |what: String, e: Box<dyn std::error::Error + Send + Sync>| -> durq::Error {
+        let failed = |what: String, e: BoxError| -> durq::Error {
             Error::engine(format!("{what} (run the migration again to go on)"), e).into()
         };
         let mut stream =
@@ -449,7 +451,8 @@ impl Migration<'_> {
             let wanted = letters.get(done as usize - 1).map(|l| dead_letter_migration_id(l.dlq_offset));
             if done > letters.len() as u64 || messages != done || id != wanted {
                 return Err(self.refused(format!(
-                    "dead-letter stream {name} exists and holds what a migration of the {} local dead letters of                      group {group:?} did not write ({} messages, the last with message id {id:?})",
+                    "dead-letter stream {name} exists and holds what a migration of the {} local dead letters of \
+                     group {group:?} did not write ({} messages, the last with message id {id:?})",
                     letters.len(),
                     messages
                 )));
@@ -477,14 +480,28 @@ impl Migration<'_> {
                 .await
                 .map_err(|e| failed(what(), e.into()))?;
             acks.push((sequence, what(), ack));
+            if acks.len() == PIPELINE_DEPTH {
+                self.confirm_dead_letters(std::mem::take(&mut acks), &failed).await?;
+            }
         }
+        self.confirm_dead_letters(acks, &failed).await?;
+        Ok(letters.len() as u64)
+    }
+
+    /// Awaits the server's acknowledgement of each dead letter published,
+    /// each at the sequence it was sent for.
+    async fn confirm_dead_letters(
+        &self,
+        acks: Vec<(u64, String, PublishAckFuture)>,
+        failed: &impl Fn(String, BoxError) -> durq::Error,
+    ) -> durq::Result<()> {
         for (sequence, what, ack) in acks {
             let ack = ack.await.map_err(|e| failed(what.clone(), e.into()))?;
             if ack.sequence != sequence {
                 return Err(self.refused(format!("{what}: stored at sequence {}, not {sequence}", ack.sequence)));
             }
         }
-        Ok(letters.len() as u64)
+        Ok(())
     }
 
     fn publish_failed(&self, p: u32, offset: u64, e: impl Into<crate::error::ClientError>) -> durq::Error {

@@ -317,3 +317,39 @@ fn a_dead_letter_stream_with_letters_a_migration_did_not_write_is_refused() {
     let err = migrate(&dir, &url, &["g".to_owned()], |_: &[Position]| Ok(())).unwrap_err();
     assert!(refusal(&err).contains("dead-letter stream DURQ_foreign_DLQ_g exists"), "{err}");
 }
+
+#[test]
+fn more_dead_letters_than_are_published_at_once_move_in_order() {
+    let server = NatsServer::start_blocking();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("local");
+    // More than the 64 the migration publishes before it awaits their
+    // acknowledgements.
+    const LETTERS: usize = 150;
+    {
+        let queue = durq::Queue::open_with(&dir, Options::default().partitions(1)).expect("open local");
+        let producer = queue.producer();
+        for i in 0..LETTERS {
+            producer.send(format!("bad {i}")).unwrap();
+        }
+        let mut consumer = queue.consumer("g").expect("consumer");
+        let mut seen = 0;
+        while seen < LETTERS {
+            seen += consumer
+                .process_each(std::time::Duration::from_secs(10), |_| durq::Verdict::DeadLetter("bad".into()))
+                .expect("process_each");
+        }
+    }
+    let url = format!("{}/many", server.url());
+    let migrated = migrate(&dir, &url, &["g".to_owned()], |_: &[Position]| Ok(())).expect("migrate");
+    assert_eq!(migrated.groups[0].dead_letters, LETTERS as u64);
+    let queue = Queue::open(&url).expect("open the migrated queue");
+    let moved: Vec<(u64, Vec<u8>)> = queue
+        .dead_letters("g", 2 * LETTERS)
+        .expect("dead letters on NATS")
+        .into_iter()
+        .map(|l| (l.original.offset, l.payload))
+        .collect();
+    let expected: Vec<(u64, Vec<u8>)> = (0..LETTERS).map(|i| (i as u64, format!("bad {i}").into_bytes())).collect();
+    assert_eq!(moved, expected, "each letter once, in order");
+}
