@@ -35,7 +35,10 @@
 //! `first_offset` past a position the group still needed: a member's take
 //! then moved the group up to it, silently past records still on disk.
 //! Passes of one queue therefore run one at a time, in every process;
-//! removing a removed file succeeds, and `first_offset` only grows.
+//! removing a removed file succeeds, and `first_offset` only grows. A pass
+//! after a roll waits for the lock at most [`UNATTENDED_PATIENCE`], then
+//! counts itself failed: a process stopped while it holds the lock never
+//! stalls other processes' sends.
 //!
 //! Against readers: `first_offset` is raised before any file goes, so no
 //! reader looks for a removed segment; a process that still maps one keeps
@@ -56,10 +59,12 @@
 pub mod failures;
 pub mod skipped;
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::group::{self, Committed};
 use crate::log::control;
 use crate::log::partition::Partition;
@@ -153,7 +158,12 @@ fn limit_in(queue_dir: &Path, p: u32) -> Result<RetentionLimit> {
 /// the queue's retention limits let go (see [`skipped`] for what a group
 /// loses to a limit, and the order that keeps it recorded).
 pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -> Result<Reclaimed> {
-    let _floor = lock_floor(queue_dir)?;
+    let floor = lock_floor(queue_dir)?;
+    run_locked(queue_dir, segment_bytes, partition, floor)
+}
+
+/// [`run`], under the floor lock `_floor`, which it lets go when done.
+fn run_locked(queue_dir: &Path, segment_bytes: u64, partition: &Partition, _floor: File) -> Result<Reclaimed> {
     let limit = limit_in(queue_dir, partition.id)?;
     let processed = match limit {
         RetentionLimit::Processed { offset, .. } => offset,
@@ -203,9 +213,36 @@ pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -
 /// file, so a full disk cannot refuse it when a pass is needed most. No
 /// holder waits for an append mutex, so a send may take it under its
 /// partition's append mutex.
-pub(crate) fn lock_floor(queue_dir: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_floor(queue_dir: &Path) -> Result<File> {
     storage::lock_exclusive_existing(&queue_dir.join(control::OPEN_LOCK_FILE))
 }
+
+/// As [`lock_floor`], for a pass nobody waits for: it gives up after
+/// [`UNATTENDED_PATIENCE`] with `EWOULDBLOCK` naming the lock file, which
+/// the pass's caller counts as a failed pass (`durq stat` shows it). A
+/// holder keeps the lock for milliseconds; only one that is stopped
+/// (SIGSTOP, a debugger, a frozen machine) outlasts the patience, and it
+/// must not stall every other process's sends at their rolls.
+fn lock_floor_unattended(queue_dir: &Path) -> Result<File> {
+    let path = queue_dir.join(control::OPEN_LOCK_FILE);
+    let deadline = Instant::now() + UNATTENDED_PATIENCE;
+    loop {
+        match storage::try_lock_existing(&path)? {
+            Some((file, storage::Locked::Yes)) => return Ok(file),
+            Some((_, storage::Locked::HeldElsewhere)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Some((_, storage::Locked::HeldElsewhere)) => {
+                return Err(Error::io("lock", &path, std::io::Error::from_raw_os_error(libc::EWOULDBLOCK)));
+            }
+            // Removed (by an operator): nobody holds a lock on the new one.
+            None => return lock_floor(queue_dir),
+        }
+    }
+}
+
+/// How long a pass nobody waits for tries for the floor lock.
+pub const UNATTENDED_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Records, for every group of the queue at `queue_dir` whose position in
 /// `partition` lies below `first_kept`, that it loses the records up to
@@ -236,14 +273,17 @@ fn record_skips(queue_dir: &Path, partition: &Partition, first_kept: u64) -> Res
 /// failures record. Returns the number of segments removed. Every
 /// partition, not only the one that rolled: the disk is shared, and with
 /// keyed traffic the partition that fills it may never roll again. A pass
-/// takes no lock but the floor lock ([`lock_floor`]), so this may run under
-/// any partition's append mutex.
+/// takes no lock but the floor lock, and waits for it at most
+/// [`UNATTENDED_PATIENCE`], so this may run under any partition's append
+/// mutex.
 pub(crate) fn run_unattended(queue_dir: &Path, segment_bytes: u64, partitions: &[Arc<Partition>]) -> usize {
     partitions.iter().map(|p| run_unattended_in(queue_dir, segment_bytes, p)).sum()
 }
 
 fn run_unattended_in(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -> usize {
-    match run(queue_dir, segment_bytes, partition) {
+    let pass =
+        lock_floor_unattended(queue_dir).and_then(|floor| run_locked(queue_dir, segment_bytes, partition, floor));
+    match pass {
         Ok(reclaimed) => reclaimed.segments_removed,
         Err(error) => {
             if let Err(unrecorded) = failures::record(queue_dir, partition.id, &error) {

@@ -244,3 +244,40 @@ fn a_reset_to_earliest_while_a_pass_decides_lands_where_the_remaining_files_star
     assert_eq!(first_segment_base(&t), first, "the earliest retained offset is where the files start");
     assert_eq!(delivered(&t, "g"), (first..next).collect::<Vec<_>>());
 }
+
+/// A process stopped while it holds the floor lock (here this test holds
+/// it, on a file description of its own) must not stall other processes'
+/// sends: the pass after a roll waits for the lock a bounded time, then
+/// counts itself failed, naming the lock file, for `stat`; the send
+/// succeeds. Once the lock is free, the next roll's pass removes what the
+/// group passed.
+#[test]
+fn a_floor_lock_held_elsewhere_fails_the_pass_after_a_roll_not_the_send() {
+    let t = TestQueue::new(small());
+    let mut g = t.queue.consumer_with("g", quick()).unwrap();
+    send(&t, 300);
+    assert_eq!(drain(&mut g), 300);
+    let (first, _) = t.queue.offsets(0).unwrap();
+    let held = std::fs::OpenOptions::new().read(true).write(true).open(t.path().join("durq.lock")).unwrap();
+    held.lock().unwrap();
+    let returned = std::thread::scope(|s| {
+        let (sent, done) = std::sync::mpsc::channel();
+        let t = &t;
+        s.spawn(move || {
+            send(t, 70); // a roll, and its pass
+            let _ = sent.send(()); // nobody listens after a timeout
+        });
+        let returned = done.recv_timeout(PATIENCE).is_ok();
+        if !returned {
+            held.unlock().unwrap(); // so that the scope's join ends
+        }
+        returned
+    });
+    assert!(returned, "the sends never returned while another held the floor lock");
+    assert_eq!(t.queue.offsets(0).unwrap().0, first, "no pass ran");
+    let failures = t.queue.stat().unwrap().retention_failures.unwrap().expect("the skipped pass was counted");
+    assert!(failures.last_error.contains("durq.lock"), "{failures:?}");
+    drop(held);
+    send(&t, 70);
+    assert!(t.queue.offsets(0).unwrap().0 > first, "the next roll's pass ran");
+}
