@@ -158,12 +158,12 @@ fn limit_in(queue_dir: &Path, p: u32) -> Result<RetentionLimit> {
 /// the queue's retention limits let go (see [`skipped`] for what a group
 /// loses to a limit, and the order that keeps it recorded).
 pub(crate) fn run(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -> Result<Reclaimed> {
-    let floor = lock_floor(queue_dir)?;
-    run_locked(queue_dir, segment_bytes, partition, floor)
+    let floor_lock = lock_floor(queue_dir)?;
+    run_locked(queue_dir, segment_bytes, partition, floor_lock)
 }
 
-/// [`run`], under the floor lock `_floor`, which it lets go when done.
-fn run_locked(queue_dir: &Path, segment_bytes: u64, partition: &Partition, _floor: File) -> Result<Reclaimed> {
+/// [`run`], under the floor lock, which it lets go when done.
+fn run_locked(queue_dir: &Path, segment_bytes: u64, partition: &Partition, _floor_lock: File) -> Result<Reclaimed> {
     let limit = limit_in(queue_dir, partition.id)?;
     let processed = match limit {
         RetentionLimit::Processed { offset, .. } => offset,
@@ -281,8 +281,7 @@ pub(crate) fn run_unattended(queue_dir: &Path, segment_bytes: u64, partitions: &
 }
 
 fn run_unattended_in(queue_dir: &Path, segment_bytes: u64, partition: &Partition) -> usize {
-    let pass =
-        lock_floor_unattended(queue_dir).and_then(|floor| run_locked(queue_dir, segment_bytes, partition, floor));
+    let pass = lock_floor_unattended(queue_dir).and_then(|lock| run_locked(queue_dir, segment_bytes, partition, lock));
     match pass {
         Ok(reclaimed) => reclaimed.segments_removed,
         Err(error) => {
