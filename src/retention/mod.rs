@@ -218,7 +218,7 @@ pub(crate) fn lock_floor(queue_dir: &Path) -> Result<File> {
 }
 
 /// As [`lock_floor`], for a pass nobody waits for: it gives up after
-/// [`UNATTENDED_PATIENCE`] with `EWOULDBLOCK` naming the lock file, which
+/// [`UNATTENDED_PATIENCE`] with an error naming the lock file, which
 /// the pass's caller counts as a failed pass (`durq stat` shows it). A
 /// holder keeps the lock for milliseconds; only one that is stopped
 /// (SIGSTOP, a debugger, a frozen machine) outlasts the patience, and it
@@ -233,7 +233,15 @@ fn lock_floor_unattended(queue_dir: &Path) -> Result<File> {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Some((_, storage::Locked::HeldElsewhere)) => {
-                return Err(Error::io("lock", &path, std::io::Error::from_raw_os_error(libc::EWOULDBLOCK)));
+                let held = std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "held elsewhere for over {} ms, so this pass was skipped (is a process that has the queue \
+                         open stopped?)",
+                        UNATTENDED_PATIENCE.as_millis()
+                    ),
+                );
+                return Err(Error::io("lock", &path, held));
             }
             // Removed (by an operator): nobody holds a lock on the new one.
             None => return lock_floor(queue_dir),

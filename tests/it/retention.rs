@@ -276,7 +276,10 @@ fn a_floor_lock_held_elsewhere_fails_the_pass_after_a_roll_not_the_send() {
     assert!(returned, "the sends never returned while another held the floor lock");
     assert_eq!(t.queue.offsets(0).unwrap().0, first, "no pass ran");
     let failures = t.queue.stat().unwrap().retention_failures.unwrap().expect("the skipped pass was counted");
-    assert!(failures.last_error.contains("durq.lock"), "{failures:?}");
+    assert!(
+        failures.last_error.contains("durq.lock") && failures.last_error.contains("held elsewhere"),
+        "{failures:?}"
+    );
     drop(held);
     send(&t, 70);
     assert!(t.queue.offsets(0).unwrap().0 > first, "the next roll's pass ran");
