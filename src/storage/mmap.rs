@@ -239,19 +239,16 @@ impl ReadOnlyMap {
             "load at {pos} beyond map of {}",
             self.len
         );
-        // SAFETY: the word is inside the mapping (checked above), which lives
-        // as long as `self` and stays backed by the file (rule 1), and is
-        // 8-byte aligned (the mapping is page-aligned, `pos` a multiple of
-        // 8); it is only loaded, never stored through. std::sync::atomic
-        // ("Atomic accesses to read-only memory") allows a relaxed load
-        // from read-only memory of an atomic no wider than a pointer, and
-        // the module asserts that u64 is (64-bit targets only). Its writers
-        // are other processes: the queue's users store the live words
-        // atomically; an opener that re-initialises the file
-        // while we look (it was alone when it checked) stores plain bytes,
-        // which, as for rule 5, Rust's memory model does not cover across
-        // processes; an aligned 8-byte load never tears on the 64-bit
-        // targets durq builds for, so the worst outcome is a stale word.
+        // SAFETY: the word lies inside the mapping (checked above), which
+        // lives as long as `self`, stays backed by the file (rule 1) and is
+        // page-aligned, so `pos` (a multiple of 8) gives an aligned word; it
+        // is only loaded. std::sync::atomic allows a relaxed load from
+        // read-only memory of an atomic no wider than a pointer (the module
+        // asserts u64 is: 64-bit targets only). Its writers are other
+        // processes: users store the live words atomically; an opener that
+        // re-initialises the file stores plain bytes, which Rust's model does
+        // not cover across processes (rule 5), but an aligned 8-byte load
+        // never tears on durq's targets: the worst outcome is a stale word.
         let word = unsafe { AtomicU64::from_ptr(self.map.as_ptr().add(pos).cast_mut().cast()) };
         word.load(Ordering::Relaxed).to_ne_bytes()
     }
