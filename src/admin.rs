@@ -108,8 +108,11 @@ impl Queue {
             };
             // Recovery takes a checkpoint as proof that the records below it
             // were synced (`group::evidence`): under `Buffered` the end of
-            // the log may not be durable yet.
-            part.sync_to(next)?;
+            // the log may not be durable yet. Should the earliest retained
+            // offset lie past `wanted`, the records below it are durable
+            // already (retention never passes the last two segments, and
+            // every one before them is synced in full).
+            part.sync_to(wanted)?;
             // Under the floor lock, no retention pass removes records
             // between reading the earliest retained offset and writing the
             // position.
